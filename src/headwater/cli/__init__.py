@@ -1,0 +1,1 @@
+"""The ``headwater`` command: one verb per job."""

@@ -1,0 +1,1 @@
+"""Collect: the Segment-compatible tracking API, validation and group commit."""

@@ -1,0 +1,43 @@
+"""Settings of the collector: the ``[collector]`` table of ``headwater.toml``."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Limits, dedupe and back-pressure of the ingest API."""
+
+    max_event_bytes: int = 32 * 1024
+    """Largest accepted event, in bytes of JSON; a larger one is rejected as ``event_too_large``."""
+
+    max_request_bytes: int = 500 * 1024
+    """Largest request body after decompression; reading stops there and the answer is 413."""
+
+    max_batch_events: int = 2500
+    """Most events in one ``/v1/batch`` request; more is answered 413."""
+
+    max_depth: int = 64
+    """Deepest nesting of objects and arrays inside one event."""
+
+    dedupe_window: str = "7d"
+    """How long a ``(source, messageId)`` pair is remembered, e.g. ``"7d"`` or ``"36h"``."""
+
+    queue_max_events: int = 100_000
+    """Events waiting for the writer beyond which requests get 503 with ``Retry-After``."""
+
+    commit_max_events: int = 50_000
+    """Most events the writer commits in one transaction."""
+
+    retry_after_seconds: int = 2
+    """The ``Retry-After`` given with a 503."""
+
+    drain_timeout_seconds: float = 30.0
+    """On shutdown, how long in-flight requests may take to be committed and answered."""
+
+
+class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One ``[sources.<name>]`` table: a producer of events and its write key."""
+
+    write_key: str
+    """``"sha256:<hex>"`` (as ``headwater sources add`` writes it) or ``"${ENV_NAME}"``."""

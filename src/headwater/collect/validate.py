@@ -1,0 +1,286 @@
+"""Decode and validate Segment events, one at a time, into rows of ``events``.
+
+A batch is split into raw events first, so that one bad event is rejected on
+its own and the others are kept. Each event is decoded by msgspec, which checks
+JSON syntax, UTF-8, number ranges and field types in C; the rules of the
+Segment spec (identity, event name, timestamps) are checked here.
+
+>>> v = Validator(max_event_bytes=32_768, max_depth=64)
+>>> row = v.event(b'{"type":"track","event":"Signed Up","userId":"u1"}', None, "web", 0, None, None)
+>>> row[1:4], row[5]
+(('web', 'track', 'Signed Up'), 'u1')
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from headwater.collect.errors import RequestRefused
+from headwater.core import jsonio
+from headwater.core.clock import to_us
+
+EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+
+#: A row of ``events`` in the column order of :data:`headwater.store.schema.EVENTS`.
+EventRow = tuple[
+    str, str, str, str | None, str | None, str | None, str | None, str | None, str | None,
+    int, int | None, int | None, int, str | None, str | None, str | None,
+]  # fmt: skip
+
+
+class SegmentEvent(msgspec.Struct, rename="camel", kw_only=True):
+    """The fields of a Segment event that Headwater keeps; others are ignored."""
+
+    type: str | None = None
+    message_id: str | None = None
+    user_id: str | int | None = None
+    anonymous_id: str | int | None = None
+    group_id: str | int | None = None
+    previous_id: str | int | None = None
+    event: str | None = None
+    name: str | None = None
+    timestamp: datetime | None = None
+    original_timestamp: datetime | None = None
+    sent_at: datetime | None = None
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: dict[str, Any] | None = None
+
+
+class BatchEnvelope(msgspec.Struct, rename="camel", kw_only=True):
+    """The body of ``/v1/batch``: events kept raw until each is validated alone."""
+
+    batch: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    sent_at: datetime | None = None
+    context: dict[str, Any] | None = None
+    write_key: str | None = None
+
+
+class KeyProbe(msgspec.Struct, rename="camel"):
+    """Just the body's write key, for a caller without Basic auth."""
+
+    write_key: str | None = None
+
+
+class Invalid(Exception):
+    """One event breaks a rule; becomes a :class:`~headwater.collect.errors.Rejection`."""
+
+    def __init__(self, code: str, field: str | None, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.field = field
+        self.message = message
+
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_event_decoder = msgspec.json.Decoder(SegmentEvent)
+_batch_decoder = msgspec.json.Decoder(BatchEnvelope)
+_probe_decoder = msgspec.json.Decoder(KeyProbe)
+
+
+
+def decode_batch(body: bytes) -> BatchEnvelope:
+    """Split a ``/v1/batch`` body; a body that does not parse is refused with 400."""
+    try:
+        return _batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, field = _split(exc)
+        raise RequestRefused(400, "invalid_batch", f"{message}", field=field) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _malformed(exc) from None
+
+
+def probe_key(body: bytes) -> str | None:
+    """The ``writeKey`` in a body, or ``None``; a body that does not parse is refused."""
+    try:
+        return _probe_decoder.decode(body).write_key
+    except msgspec.ValidationError:
+        return None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise _malformed(exc) from None
+
+
+def _malformed(exc: BaseException) -> RequestRefused:
+    if isinstance(exc, UnicodeDecodeError):
+        reason = "it is not valid UTF-8"
+    elif isinstance(exc, RecursionError):
+        reason = "it is nested too deeply"
+    else:
+        reason = str(exc).replace("JSON is malformed: ", "")
+    return RequestRefused(
+        400, "malformed_json", f"the body is not valid JSON ({reason}); send UTF-8 JSON"
+    )
+
+
+class Validator:
+    """Turns one raw event into an :data:`EventRow`, or raises :class:`Invalid`."""
+
+    def __init__(self, *, max_event_bytes: int, max_depth: int) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.max_depth = max_depth
+
+    def event(
+        self,
+        raw: bytes | msgspec.Raw,
+        kind: str | None,
+        source: str,
+        received_us: int,
+        batch_sent_at: datetime | None,
+        batch_context: dict[str, Any] | None,
+    ) -> EventRow:
+        """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch)."""
+        raw = bytes(raw)
+        if len(raw) > self.max_event_bytes:
+            raise Invalid(
+                "event_too_large",
+                None,
+                f"the event is {len(raw)} bytes, over the limit of {self.max_event_bytes}; "
+                "send less in properties, traits or context",
+            )
+        event = self._decode(raw)
+        return _row(event, kind, source, received_us, batch_sent_at, batch_context)
+
+    def _decode(self, raw: bytes) -> SegmentEvent:
+        try:
+            event = _event_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            message, field = _split(exc)
+            if message.startswith("Invalid RFC3339"):
+                raise Invalid(
+                    "invalid_timestamp",
+                    field,
+                    f"{field} is not an ISO-8601 timestamp; send e.g. 2026-11-25T12:00:00Z",
+                ) from None
+            code = "invalid_value" if "out of range" in message else "invalid_type"
+            raise Invalid(code, field, f"{message} at {field or 'the event'}") from None
+        except UnicodeDecodeError:
+            raise Invalid("invalid_utf8", None, "the event holds bytes that are not UTF-8") from None
+        except RecursionError:
+            raise self._too_deep() from None
+        except msgspec.DecodeError as exc:
+            raise Invalid("malformed_json", None, str(exc)) from None
+        # The bracket count bounds the depth from above and costs nothing in C;
+        # only events with many containers are walked.
+        if raw.count(b"{") + raw.count(b"[") > self.max_depth and _too_deep(
+            (event.properties, event.traits, event.context), self.max_depth
+        ):
+            raise self._too_deep()
+        return event
+
+    def _too_deep(self) -> Invalid:
+        return Invalid(
+            "too_deep",
+            None,
+            f"the event is nested more than {self.max_depth} levels deep; flatten it",
+        )
+
+
+def _row(
+    event: SegmentEvent,
+    kind: str | None,
+    source: str,
+    received_us: int,
+    batch_sent_at: datetime | None,
+    batch_context: dict[str, Any] | None,
+) -> EventRow:
+    kind = kind or event.type
+    if kind is None:
+        raise Invalid("missing_field", "type", "the event has no type; set type to one of "
+                      + ", ".join(sorted(EVENT_TYPES)))  # fmt: skip
+    if kind not in EVENT_TYPES:
+        raise Invalid(
+            "invalid_event_type",
+            "type",
+            f"type {kind!r} is not a Segment event type; use one of {', '.join(sorted(EVENT_TYPES))}",
+        )
+    user_id = _id(event.user_id)
+    anonymous_id = _id(event.anonymous_id)
+    group_id = _id(event.group_id)
+    previous_id = _id(event.previous_id)
+    if kind == "alias":
+        if previous_id is None or user_id is None:
+            missing = "previousId" if previous_id is None else "userId"
+            raise Invalid("missing_field", missing, f"an alias needs previousId and userId; "
+                          f"{missing} is missing")  # fmt: skip
+    elif user_id is None and anonymous_id is None:
+        raise Invalid("missing_identity", "userId", "the event has neither userId nor "
+                      "anonymousId; set at least one")  # fmt: skip
+    if kind == "track" and not event.event:
+        raise Invalid("missing_field", "event", "a track event needs an event name; set event")
+    if kind == "group" and group_id is None:
+        raise Invalid("missing_field", "groupId", "a group event needs groupId")
+
+    original = event.original_timestamp or event.timestamp
+    sent = event.sent_at or batch_sent_at
+    original_us = to_us(original) if original is not None else None
+    sent_us = to_us(sent) if sent is not None else None
+    if original_us is not None and sent_us is not None:
+        # Segment's clock-skew correction: the client's clock may be wrong, but
+        # the time between the event and its sending is right.
+        timestamp_us = received_us - (sent_us - original_us)
+    elif original_us is not None:
+        timestamp_us = original_us
+    else:
+        timestamp_us = received_us
+
+    context = event.context
+    if batch_context:
+        context = {**batch_context, **(context or {})}
+    return (
+        event.message_id or str(uuid.uuid4()),
+        source,
+        kind,
+        event.event,
+        event.name,
+        user_id,
+        anonymous_id,
+        group_id,
+        previous_id,
+        timestamp_us,
+        original_us,
+        sent_us,
+        received_us,
+        _json(event.properties),
+        _json(event.traits),
+        _json(context),
+    )
+
+
+def _id(value: str | int | None) -> str | None:
+    if value is None or value == "":
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else jsonio.dumps_str(value)
+
+
+def _split(exc: msgspec.ValidationError) -> tuple[str, str | None]:
+    """msgspec's message without its ``- at `$.x``` tail, and the top-level field."""
+    text = str(exc)
+    match = _AT.search(text)
+    if match is None:
+        return text, None
+    path = match.group("path")
+    field = re.split(r"[.\[]", path, maxsplit=1)[0] or None
+    return text[: match.start()], field
+
+
+def _too_deep(values: tuple[object, ...], limit: int) -> bool:
+    # The event object is level 1, so its properties' members start at level 2.
+    stack: list[tuple[object, int]] = [(v, 2) for v in values if v is not None]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False

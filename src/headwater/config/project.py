@@ -1,0 +1,152 @@
+"""Load ``headwater.toml`` strictly into typed settings.
+
+An unknown key is an error that names the table and the allowed keys: a typo
+must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from headwater.collect.settings import CollectorSettings, SourceSettings
+from headwater.core.clock import parse_duration
+from headwater.core.errors import ConfigError
+from headwater.core.secrets import KeyHash
+from headwater.runtime.settings import ServerSettings
+from headwater.store.settings import StoreSettings
+
+FILENAME = "headwater.toml"
+SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+
+class ProjectSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``[project]`` table."""
+
+    name: str = "headwater"
+    """Shown in logs and metrics."""
+
+    data_dir: str = ".headwater"
+    """Folder for the store, the metadata and runtime files, relative to ``headwater.toml``."""
+
+    dialect: Literal["bigquery", "duckdb"] = "bigquery"
+    """The SQL dialect pipelines are written in."""
+
+
+class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The whole of ``headwater.toml``."""
+
+    project: ProjectSettings = msgspec.field(default_factory=ProjectSettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    collector: CollectorSettings = msgspec.field(default_factory=CollectorSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
+
+
+_TABLES: dict[str, type[msgspec.Struct]] = {
+    "": ProjectFile,
+    "project": ProjectSettings,
+    "server": ServerSettings,
+    "collector": CollectorSettings,
+    "store": StoreSettings,
+    "sources": SourceSettings,
+}
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project: where it lives and what it says."""
+
+    root: Path
+    settings: ProjectFile
+
+    @property
+    def file(self) -> Path:
+        return self.root / FILENAME
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.root / self.settings.project.data_dir).resolve()
+
+    @property
+    def store_path(self) -> Path:
+        return self.data_dir / self.settings.store.path
+
+    def source_keys(self) -> dict[str, KeyHash]:
+        """Each source's key hash; environment references are read now, not at import."""
+        return {
+            name: KeyHash.parse(source.write_key, where=f"[sources.{name}] write_key")
+            for name, source in self.settings.sources.items()
+        }
+
+
+def find_root(start: Path) -> Path:
+    """The nearest folder at or above ``start`` that holds ``headwater.toml``."""
+    start = start.resolve()
+    for folder in (start, *start.parents):
+        if (folder / FILENAME).is_file():
+            return folder
+    raise ConfigError(
+        f"no {FILENAME} in {start} or any folder above it",
+        hint="run `headwater init` to create a project, or pass --project DIR",
+    )
+
+
+def load_project(start: Path | None = None) -> Project:
+    """Find and load the project at or above ``start`` (default: the working folder)."""
+    root = find_root(start or Path.cwd())
+    path = root / FILENAME
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML ({exc})", path=str(path)) from None
+    try:
+        settings = msgspec.convert(raw, ProjectFile)
+    except msgspec.ValidationError as exc:
+        raise _explain(exc, str(path)) from None
+    _check(settings, str(path))
+    return Project(root=root, settings=settings)
+
+
+def _check(settings: ProjectFile, path: str) -> None:
+    for name in settings.sources:
+        if not SOURCE_NAME.match(name):
+            raise ConfigError(
+                f"source name {name!r} is not allowed",
+                path=path,
+                hint="use lower-case letters, digits, '-' and '_', starting with a letter",
+            )
+    parse_duration(settings.collector.dedupe_window)
+    limits = settings.collector
+    if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
+        raise ConfigError("[collector] limits must be positive numbers", path=path)
+
+
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?")
+_AT = re.compile(r" - at `\$(?P<at>[^`]*)`$")
+
+
+def _explain(exc: msgspec.ValidationError, path: str) -> ConfigError:
+    """Turn msgspec's message into one that names the TOML table and the fix."""
+    text = str(exc)
+    if match := _UNKNOWN.match(text):
+        at = (match.group("at") or "").lstrip(".")
+        parts = at.split(".") if at else []
+        table = "[" + at + "]" if at else "the top level"
+        struct = _TABLES.get(parts[0] if parts else "", ProjectFile)
+        allowed = ", ".join(struct.__struct_fields__)
+        return ConfigError(
+            f"unknown key `{match.group('key')}` in {table}",
+            path=path,
+            hint=f"allowed keys there: {allowed}",
+        )
+    where = ""
+    if match := _AT.search(text):
+        where = f" at `{match.group('at').lstrip('.')}`"
+        text = text[: match.start()]
+    return ConfigError(f"{text}{where}", path=path)

@@ -1,0 +1,1 @@
+"""Shapes and helpers shared by every stage: errors, time, JSON, secrets."""

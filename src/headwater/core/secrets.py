@@ -1,0 +1,86 @@
+"""Write keys and tokens: generated once, shown once, stored hashed.
+
+Keys are 192 random bits, so a single SHA-256 is enough to store them: a slow
+password hash protects guessable secrets, and these cannot be guessed. A key in
+``headwater.toml`` is either ``"sha256:<hex>"`` or a reference ``"${ENV_NAME}"``
+to an environment variable that holds the key itself (how a container platform
+injects secrets).
+
+>>> key = new_key("wk")
+>>> KeyHash.parse(hash_key(key)).matches(key)
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+
+from headwater.core.errors import ConfigError
+
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_HASHED = re.compile(r"^sha256:([0-9a-f]{64})$")
+
+
+class Secret:
+    """A string that does not print itself."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+def new_key(kind: str) -> str:
+    """A fresh key such as ``hw_wk_…``; ``kind`` says what it opens."""
+    return f"hw_{kind}_{secrets.token_urlsafe(24)}"
+
+
+def digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def hash_key(key: str) -> str:
+    """The form of ``key`` that is safe to write into ``headwater.toml``."""
+    return "sha256:" + digest(key).hex()
+
+
+class KeyHash:
+    """A stored key: its SHA-256, from a hash or from an environment variable."""
+
+    __slots__ = ("digest",)
+
+    def __init__(self, key_digest: bytes) -> None:
+        self.digest = key_digest
+
+    @classmethod
+    def parse(cls, stored: str, *, where: str = "write_key") -> KeyHash:
+        if match := _HASHED.match(stored):
+            return cls(bytes.fromhex(match.group(1)))
+        if match := _ENV_REF.match(stored):
+            name = match.group(1)
+            value = os.environ.get(name)
+            if not value:
+                raise ConfigError(
+                    f"{where} refers to the environment variable {name}, which is not set",
+                    hint=f"export {name}=<key> before starting Headwater",
+                )
+            return cls(digest(value))
+        raise ConfigError(
+            f"{where} must be a hash (\"sha256:…\") or an environment reference (\"${{NAME}}\")",
+            hint="create keys with `headwater sources add NAME`, which stores only the hash",
+        )
+
+    def matches(self, key: str) -> bool:
+        return hmac.compare_digest(self.digest, digest(key))

@@ -1,0 +1,26 @@
+"""Shapes shared by every stage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Interval:
+    """A half-open UTC time range ``[start, end)``, the unit of incremental work.
+
+    >>> from datetime import UTC
+    >>> Interval(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC))
+    Interval(start=datetime.datetime(2026, 1, 1, 0, 0, tzinfo=datetime.timezone.utc), \
+end=datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.timezone.utc))
+    """
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        if self.start.tzinfo is None or self.end.tzinfo is None:
+            raise ValueError("interval bounds must be timezone-aware (UTC)")
+        if self.end <= self.start:
+            raise ValueError(f"interval end {self.end} is not after its start {self.start}")

@@ -1,0 +1,85 @@
+"""One process, one store: the collector, health checks and metrics as one ASGI app."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from headwater.collect.app import IngestApp
+from headwater.collect.auth import KeyRing
+from headwater.collect.metrics import CollectorMetrics
+from headwater.collect.writer import Writer
+from headwater.config.project import Project
+from headwater.core.clock import parse_duration
+from headwater.store.engine import Engine
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+class Runtime:
+    """The parts of a running Headwater: store, writer, metrics and the HTTP app."""
+
+    def __init__(self, project: Project, engine: Engine) -> None:
+        settings = project.settings.collector
+        self.project = project
+        self.engine = engine
+        self.registry = CollectorRegistry()
+        self.metrics = CollectorMetrics(self.registry)
+        window = parse_duration(settings.dedupe_window)
+        self.writer = Writer(
+            engine,
+            self.metrics,
+            dedupe_window_us=window // timedelta(microseconds=1),
+            queue_max_events=settings.queue_max_events,
+            commit_max_events=settings.commit_max_events,
+            retry_after=settings.retry_after_seconds,
+        )
+        self.ingest = IngestApp(KeyRing(project.source_keys()), settings, self.writer)
+        self.admin = Starlette(
+            routes=[
+                Route("/healthz", self._healthz),
+                Route("/readyz", self._readyz),
+                Route("/metrics", self._metrics),
+            ]
+        )
+
+    def start(self) -> None:
+        self.writer.start()
+
+    def close(self) -> None:
+        """Commit and answer what is queued, then release the store."""
+        self.writer.close(self.project.settings.collector.drain_timeout_seconds)
+        self.engine.close()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.ingest(scope, receive, send)
+        else:
+            await self.admin(scope, receive, send)
+
+    async def _healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "alive"})
+
+    async def _readyz(self, request: Request) -> Response:
+        problems = []
+        if not self.writer.accepting:
+            problems.append("the writer is not accepting events (shutting down)")
+        if not self.writer.healthy:
+            problems.append("the last commit to the store failed")
+        if self.writer.queued >= self.project.settings.collector.queue_max_events:
+            problems.append("the writer's queue is full")
+        if problems:
+            return JSONResponse({"status": "unready", "problems": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    async def _metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

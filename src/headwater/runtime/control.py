@@ -1,0 +1,131 @@
+"""Talking to the running server from other commands.
+
+The server that owns the DuckDB file also answers on a Unix socket in the data
+folder. File permissions are its authentication: only the owner of the project
+can connect, and nothing of it is reachable over the network. A command that
+finds no live server there opens the files itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pyarrow as pa
+import pyarrow.ipc
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from headwater.core import jsonio
+from headwater.core.errors import HeadwaterError, TerminalError
+from headwater.store.engine import Engine
+from headwater.store.errors import QueryError
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+RUNTIME_FILE = "server.json"
+# AF_UNIX paths are limited to about 100 bytes.
+_MAX_SOCKET_PATH = 100
+
+
+def socket_path(data_dir: Path) -> Path:
+    """Where the control socket of the project with ``data_dir`` lives."""
+    path = data_dir / "control.sock"
+    if len(str(path)) <= _MAX_SOCKET_PATH:
+        return path
+    tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"headwater-{tag}.sock"
+
+
+def control_app(engine: Engine, status: dict[str, object]) -> Starlette:
+    """The app served on the control socket: queries and the server's status."""
+
+    async def query(request: Request) -> Response:
+        body = jsonio.loads(await request.body())
+        sql = body.get("sql") if isinstance(body, dict) else None
+        if not isinstance(sql, str):
+            return JSONResponse({"error": "send {\"sql\": \"...\"}"}, status_code=400)
+        try:
+            table = await run_in_threadpool(engine.query, sql)
+        except HeadwaterError as exc:
+            return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=400)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return Response(sink.getvalue().to_pybytes(), media_type=ARROW_STREAM)
+
+    async def server_status(request: Request) -> Response:
+        return JSONResponse(status)
+
+    return Starlette(
+        routes=[Route("/query", query, methods=["POST"]), Route("/status", server_status)]
+    )
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    """What ``server.json`` says about the running server."""
+
+    pid: int
+    url: str
+    socket: str
+
+
+def write_runtime_file(data_dir: Path, info: ServerInfo) -> None:
+    path = data_dir / RUNTIME_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(jsonio.dumps({"pid": info.pid, "url": info.url, "socket": info.socket}))
+    os.replace(tmp, path)
+
+
+def remove_runtime_file(data_dir: Path) -> None:
+    (data_dir / RUNTIME_FILE).unlink(missing_ok=True)
+
+
+class ServerClient:
+    """A connection to the running server's control socket."""
+
+    def __init__(self, info: ServerInfo) -> None:
+        self.info = info
+        self._http = httpx.Client(
+            transport=httpx.HTTPTransport(uds=info.socket), base_url="http://headwater", timeout=None
+        )
+
+    def query(self, sql: str) -> pa.Table:
+        response = self._http.post("/query", content=jsonio.dumps({"sql": sql}))
+        if response.status_code != 200:
+            error = response.json()
+            raise QueryError(str(error.get("error")), hint=error.get("hint"))
+        return pa.ipc.open_stream(response.content).read_all()
+
+    def status(self) -> dict[str, object]:
+        data = self._http.get("/status", timeout=5).json()
+        if not isinstance(data, dict):
+            raise TerminalError("the server answered its status with something unexpected")
+        return data
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def find_server(data_dir: Path) -> ServerClient | None:
+    """A client for the live server of this project, or ``None`` when none runs."""
+    try:
+        raw = jsonio.loads((data_dir / RUNTIME_FILE).read_bytes())
+        info = ServerInfo(pid=int(raw["pid"]), url=str(raw["url"]), socket=str(raw["socket"]))
+    except (OSError, ValueError, KeyError, TypeError, jsonio.JSONDecodeError):
+        return None
+    client = ServerClient(info)
+    try:
+        client.status()
+    except httpx.TransportError:
+        # A server killed without cleaning up leaves its file; it is stale.
+        client.close()
+        return None
+    return client

@@ -1,0 +1,142 @@
+"""``headwater up``: serve the collector on TCP and the control API on a Unix socket.
+
+Signals are handled here rather than by uvicorn, because two servers share one
+loop: SIGTERM or Ctrl-C stops accepting, lets in-flight requests finish (their
+events are committed by the writer before they are answered), then drains the
+writer and closes the store. A second Ctrl-C stops without waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import uvicorn
+
+from headwater.config.project import Project
+from headwater.runtime.app import Runtime
+from headwater.runtime.control import (
+    ServerInfo,
+    control_app,
+    remove_runtime_file,
+    socket_path,
+    write_runtime_file,
+)
+from headwater.store.duckdb import DuckDBEngine
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to :func:`serve`."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where the server is reachable, passed to ``on_ready``."""
+
+    url: str
+    socket: str
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(
+    project: Project,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    on_ready: Callable[[Listening], None] | None = None,
+) -> None:
+    """Run the embedded server until SIGTERM or Ctrl-C."""
+    settings = project.settings.server
+    sock = bind(host or settings.host, settings.port if port is None else port)
+    engine = DuckDBEngine.open(project.store_path, project.settings.store)
+    runtime = Runtime(project, engine)
+    runner: Callable[..., None] = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
+    try:
+        runner(_serve(project, runtime, sock, on_ready))
+    finally:
+        sock.close()
+
+
+async def _serve(
+    project: Project,
+    runtime: Runtime,
+    sock: socket.socket,
+    on_ready: Callable[[Listening], None] | None,
+) -> None:
+    data_dir = project.data_dir
+    uds = socket_path(data_dir)
+    uds.unlink(missing_ok=True)
+    host, port = sock.getsockname()[:2]
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    status: dict[str, object] = {"pid": os.getpid(), "url": url}
+
+    drain = project.settings.collector.drain_timeout_seconds
+    main = _Server(
+        uvicorn.Config(
+            runtime, lifespan="off", log_level="warning", access_log=False,
+            http="httptools", timeout_graceful_shutdown=int(drain) or 1,
+        )
+    )  # fmt: skip
+    control = _Server(
+        uvicorn.Config(
+            control_app(runtime.engine, status), uds=str(uds), lifespan="off",
+            log_level="warning", access_log=False,
+        )
+    )  # fmt: skip
+
+    def stop() -> None:
+        if main.should_exit:
+            main.force_exit = True
+        main.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+    runtime.start()
+    control_task = asyncio.create_task(control.serve())
+    main_task = asyncio.create_task(main.serve(sockets=[sock]))
+    try:
+        while not (main.started and control.started):
+            if main_task.done() or control_task.done():
+                break
+            await asyncio.sleep(0.01)
+        if main.started and control.started:
+            os.chmod(uds, 0o600)
+            write_runtime_file(data_dir, ServerInfo(pid=os.getpid(), url=url, socket=str(uds)))
+            if on_ready is not None:
+                on_ready(Listening(url=url, socket=str(uds)))
+        await main_task
+    finally:
+        remove_runtime_file(data_dir)
+        control.should_exit = True
+        await control_task
+        # Requests still waiting were answered by now; commit anything left.
+        await asyncio.to_thread(runtime.close)
+        uds.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Where events live: one ``Engine`` interface, one implementation per engine."""

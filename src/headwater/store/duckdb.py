@@ -1,0 +1,265 @@
+"""The embedded store: one DuckDB file, owned by one process.
+
+DuckDB lets one process open a file read-write and no other process open it at
+all, so the server owns the file and every other command asks the server (see
+``headwater.runtime.control``). Inside the owner, writes use their own
+connection per thread and reads use a fresh cursor, so a long query never
+holds up a commit: DuckDB's MVCC gives each its snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from headwater.core.types import Interval
+from headwater.store import schema
+from headwater.store.engine import Cost, IngestBatch
+from headwater.store.errors import QueryError, ReadOnlyQuery, StoreLocked, StoreUnavailable
+from headwater.store.settings import StoreSettings
+
+_READ_ONLY = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+
+
+def quote(identifier: str) -> str:
+    """Quote an identifier for DuckDB (values always go in as parameters).
+
+    >>> quote('my "odd" table')
+    '"my ""odd"" table"'
+    """
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _ddl(table: str, arrow_schema: pa.Schema, primary_key: Sequence[str] = ()) -> str:
+    columns = []
+    for field in arrow_schema:
+        if field.name in schema.JSON_COLUMNS:
+            kind = "JSON"
+        elif pa.types.is_timestamp(field.type):
+            kind = "TIMESTAMPTZ"
+        else:
+            kind = "VARCHAR"
+        null = "" if field.nullable else " NOT NULL"
+        columns.append(f"{quote(field.name)} {kind}{null}")
+    if primary_key:
+        columns.append(f"PRIMARY KEY ({', '.join(quote(c) for c in primary_key)})")
+    return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(columns)})"
+
+
+def _session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    # Time zone is per connection in DuckDB, and date_trunc follows it: pin UTC.
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+class DuckDBEngine:
+    """:class:`~headwater.store.engine.Engine` over one DuckDB file."""
+
+    name = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
+        self._con = con
+        self._path = path
+        self._read_only = read_only
+        self._ingest_con: duckdb.DuckDBPyConnection | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(
+        cls, path: Path, settings: StoreSettings | None = None, *, read_only: bool = False
+    ) -> DuckDBEngine:
+        """Open (and when writable, create and migrate) the store at ``path``."""
+        if read_only and not path.exists():
+            cls.open(path, settings).close()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            con = duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreLocked(str(path), _first_line(exc)) from None
+        _session(con)
+        if settings is not None and settings.memory_limit:
+            con.execute("SET memory_limit = ?", [settings.memory_limit])
+        engine = cls(con, str(path), read_only=read_only)
+        if not read_only:
+            engine._create_tables()
+        return engine
+
+    def _create_tables(self) -> None:
+        self._con.execute(_ddl("events", schema.EVENTS))
+        self._con.execute(_ddl("failed_events", schema.FAILED_EVENTS))
+        self._con.execute(
+            _ddl("message_ids", schema.MESSAGE_IDS, primary_key=("source", "message_id"))
+        )
+
+    @contextmanager
+    def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        cur = _session(self._con.cursor())
+        try:
+            yield cur
+        finally:
+            cur.close()
+
+    @contextmanager
+    def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        con.begin()
+        try:
+            yield
+        except BaseException:
+            con.rollback()
+            raise
+        con.commit()
+
+    # -- collector -------------------------------------------------------
+
+    def ingest(self, batch: IngestBatch) -> pa.Array:
+        if self._ingest_con is None:
+            self._ingest_con = _session(self._con.cursor())
+        con = self._ingest_con
+        events = batch.events
+        try:
+            with self._transaction(con):
+                new = pa.array([True] * events.num_rows, pa.bool_())
+                if events.num_rows:
+                    new = self._insert_new(con, events)
+                if batch.failed.num_rows:
+                    con.register("_hw_failed", batch.failed)
+                    con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _hw_failed")
+                    con.unregister("_hw_failed")
+        except duckdb.Error as exc:
+            raise StoreUnavailable(self.name, _first_line(exc)) from exc
+        return new
+
+    def _insert_new(self, con: duckdb.DuckDBPyConnection, events: pa.Table) -> pa.Array:
+        # The primary key of message_ids is the dedupe: RETURNING gives exactly
+        # the keys that were not there yet, inside the same transaction.
+        con.register("_hw_keys", events.select(["source", "message_id", "received_at"]))
+        inserted = con.sql(
+            "INSERT INTO message_ids SELECT source, message_id, received_at FROM _hw_keys "
+            "ON CONFLICT DO NOTHING RETURNING source, message_id"
+        ).to_arrow_table()
+        con.unregister("_hw_keys")
+        if inserted.num_rows == events.num_rows:
+            new = pa.array([True] * events.num_rows, pa.bool_())
+            fresh = events
+        else:
+            new = pc.is_in(_pair(events), value_set=_pair(inserted))
+            fresh = events.filter(new)
+        if fresh.num_rows:
+            con.register("_hw_events", fresh)
+            con.execute("INSERT INTO events BY NAME SELECT * FROM _hw_events")
+            con.unregister("_hw_events")
+        return new
+
+    def prune_dedupe(self, before_us: int) -> int:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "DELETE FROM message_ids WHERE received_at < make_timestamptz(?::BIGINT)",
+                [before_us],
+            ).fetchall()
+        return int(rows[0][0]) if rows else 0
+
+    # -- generic ----------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(exc)) from None
+        if len(statements) != 1:
+            raise QueryError(
+                f"expected one statement, got {len(statements)}",
+                hint="send one statement at a time",
+            )
+        if statements[0].type not in _READ_ONLY:
+            raise ReadOnlyQuery(statements[0].type.name)
+        with self._cursor() as cur:
+            try:
+                return cur.sql(sql, params=list(params) or None).to_arrow_table()
+            except duckdb.Error as exc:
+                raise QueryError(_first_line(exc)) from None
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        with self._cursor() as cur:
+            try:
+                cur.execute(sql, list(params))
+            except duckdb.Error as exc:
+                raise QueryError(_first_line(exc)) from None
+
+    def append(self, table: str, data: pa.Table) -> None:
+        with self._cursor() as cur, self._transaction(cur):
+            cur.register("_hw_data", data)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+            cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
+
+    def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
+        with self._cursor() as cur, self._transaction(cur):
+            cur.register("_hw_data", data)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+            cur.execute(
+                f"DELETE FROM {quote(table)} WHERE {quote(column)} >= ? AND {quote(column)} < ?",
+                [interval.start, interval.end],
+            )
+            cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
+
+    def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
+        if not key:
+            raise QueryError("upsert needs at least one key column")
+        columns = ", ".join(quote(k) for k in key)
+        with self._cursor() as cur, self._transaction(cur):
+            cur.register("_hw_data", data)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+            cur.execute(
+                f"DELETE FROM {quote(table)} WHERE ({columns}) IN (SELECT {columns} FROM _hw_data)"
+            )
+            cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
+
+    def estimate_cost(self, sql: str) -> Cost:
+        with self._cursor() as cur:
+            try:
+                plan = cur.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()[0][1]
+            except duckdb.Error as exc:
+                raise QueryError(_first_line(exc)) from None
+        return Cost(rows_scanned=_scanned_rows(json.loads(plan)))
+
+    def list_tables(self) -> list[str]:
+        with self._cursor() as cur:
+            rows = cur.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'main' ORDER BY table_name"
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ingest_con is not None:
+                self._ingest_con.close()
+                self._ingest_con = None
+            self._con.close()
+
+
+def _pair(table: pa.Table) -> pa.Array:
+    # Source names cannot hold NUL (see config), so the first NUL splits the pair exactly.
+    return pc.binary_join_element_wise(table["source"], table["message_id"], "\x00")
+
+
+def _scanned_rows(nodes: list[dict[str, object]]) -> int:
+    total = 0
+    for node in nodes:
+        info = node.get("extra_info")
+        if isinstance(info, dict) and "SCAN" in str(node.get("name", "")):
+            total += int(str(info.get("Estimated Cardinality", "0")) or 0)
+        children = node.get("children")
+        if isinstance(children, list):
+            total += _scanned_rows(children)
+    return total
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

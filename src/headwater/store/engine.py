@@ -1,0 +1,91 @@
+"""The interface every engine implements.
+
+A handful of methods cover what the stages need: the collector appends deduped
+event batches; pipelines read Arrow, replace one interval of a table atomically
+and upsert by key; the CLI runs read-only queries. Arrow is the one interchange
+format, so an engine never sees Python rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import pyarrow as pa
+
+from headwater.core.types import Interval
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBatch:
+    """What the collector's writer commits in one transaction.
+
+    ``events`` has :data:`headwater.store.schema.EVENTS` and no two rows with the
+    same ``(source, message_id)``; ``failed`` has ``FAILED_EVENTS``.
+    """
+
+    events: pa.Table
+    failed: pa.Table
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """What a query would read, when the engine can tell before running it."""
+
+    bytes_scanned: int | None = None
+    rows_scanned: int | None = None
+
+
+class Engine(Protocol):
+    """A store of tables that Headwater can write, read and replace atomically."""
+
+    name: str
+
+    def ingest(self, batch: IngestBatch) -> pa.Array:
+        """Commit ``batch`` in one transaction; return, per event row, whether it was new.
+
+        Rows whose ``(source, message_id)`` is already inside the dedupe window are
+        not stored and come back ``False``.
+        """
+        ...
+
+    def prune_dedupe(self, before_us: int) -> int:
+        """Forget message ids received before ``before_us``; return how many."""
+        ...
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        """Run one read-only statement and return its result."""
+        ...
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        """Run one statement that may change data."""
+        ...
+
+    def append(self, table: str, data: pa.Table) -> None:
+        """Append ``data`` to ``table`` (created from ``data``'s schema when missing)."""
+        ...
+
+    def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
+        """Atomically replace the rows of ``table`` whose ``column`` lies in ``interval``."""
+        ...
+
+    def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
+        """Insert ``data``, replacing rows with the same ``key``, in one transaction."""
+        ...
+
+    def estimate_cost(self, sql: str) -> Cost:
+        """What running ``sql`` would read; fields are ``None`` when unknown."""
+        ...
+
+    def list_tables(self) -> list[str]:
+        """Names of the tables a pipeline can read."""
+        ...
+
+    def check_writable(self) -> None:
+        """Raise :class:`~headwater.store.errors.StoreUnavailable` if a commit would fail now."""
+        ...
+
+    def close(self) -> None:
+        """Release the store; committed data stays."""
+        ...
