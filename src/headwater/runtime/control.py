@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +50,13 @@ def control_app(engine: Engine, status: dict[str, object]) -> Starlette:
     async def query(request: Request) -> Response:
         body = jsonio.loads(await request.body())
         sql = body.get("sql") if isinstance(body, dict) else None
-        if not isinstance(sql, str):
-            return JSONResponse({"error": "send {\"sql\": \"...\"}"}, status_code=400)
+        params = body.get("params", []) if isinstance(body, dict) else None
+        if not isinstance(sql, str) or not isinstance(params, list):
+            return JSONResponse(
+                {"error": 'send {"sql": "...", "params": [...]}'}, status_code=400
+            )
         try:
-            table = await run_in_threadpool(engine.query, sql)
+            table = await run_in_threadpool(engine.query, sql, params)
         except HeadwaterError as exc:
             return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=400)
         sink = pa.BufferOutputStream()
@@ -97,8 +101,10 @@ class ServerClient:
             transport=httpx.HTTPTransport(uds=info.socket), base_url="http://headwater", timeout=None
         )
 
-    def query(self, sql: str) -> pa.Table:
-        response = self._http.post("/query", content=jsonio.dumps({"sql": sql}))
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        """Run a read-only query in the server; ``params`` bind to its ``?``."""
+        body = jsonio.dumps({"sql": sql, "params": list(params)})
+        response = self._http.post("/query", content=body)
         if response.status_code != 200:
             error = response.json()
             raise QueryError(str(error.get("error")), hint=error.get("hint"))
