@@ -51,7 +51,9 @@ def _version(value: bool) -> None:
 def _main(
     project: Annotated[
         Path | None,
-        typer.Option("--project", "-p", help="Project folder (default: the nearest with headwater.toml)."),
+        typer.Option(
+            "--project", "-p", help="Project folder (default: the nearest with headwater.toml)."
+        ),
     ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     version: Annotated[
@@ -79,14 +81,20 @@ def init(
     key = scaffold.init_project(directory, source=source)
     console.print(f"Created a Headwater project in [bold]{directory.resolve()}[/bold]")
     console.print(f"Source [bold]{source}[/bold] write key: [bold green]{key}[/bold green]")
-    console.print("[dim]Only its hash is stored; keep the key now.[/dim]")
+    console.print(
+        "[dim]Only its hash is stored; keep the key now. A running server accepts it at once.[/dim]"
+    )
     console.print(f"Next: cd {directory} && headwater up")
 
 
 @app.command()
 def up(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default from headwater.toml).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default from headwater.toml; 0 picks one).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default from headwater.toml).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default from headwater.toml; 0 picks one).")
+    ] = None,
 ) -> None:
     """Start the collector and the scheduler on the embedded store.
 
@@ -103,7 +111,7 @@ def up(
             console.print(f"  source  [bold]{name}[/bold]  (write key stored hashed)")
         console.print(
             "  send    curl -u $WRITE_KEY: -H 'Content-Type: application/json' "
-            f"-d '{{\"userId\":\"u1\",\"event\":\"Signed Up\"}}' {where.url}/v1/track"
+            f'-d \'{{"userId":"u1","event":"Signed Up"}}\' {where.url}/v1/track'
         )
         console.print('  query   headwater query "SELECT * FROM events"')
         console.print("[dim]Ctrl-C to stop; in-flight events are committed first.[/dim]")
@@ -155,8 +163,9 @@ def sources_add(name: Annotated[str, typer.Argument(help="Name of the new source
     key = scaffold.add_source(project.file, name)
     load_project(project.root)  # the file must still load; fail loudly now if not
     console.print(f"Source [bold]{name}[/bold] write key: [bold green]{key}[/bold green]")
-    console.print("[dim]Only its hash is stored; keep the key now. "
-                  "Restart `headwater up` to accept it.[/dim]")  # fmt: skip
+    console.print(
+        "[dim]Only its hash is stored; keep the key now. A running server accepts it at once.[/dim]"
+    )
 
 
 @sources_app.command("list")

@@ -115,12 +115,12 @@ class IngestApp:
         if envelope is not None:
             raws: list[bytes] = envelope.batch  # type: ignore[assignment]
             if not raws:
-                raise RequestRefused(400, "empty_batch", "the batch holds no events; send at "
-                                     "least one event in `batch`", field="batch")  # fmt: skip
+                message = "the batch holds no events; send at least one event in `batch`"
+                raise RequestRefused(400, "empty_batch", message, field="batch")
             limit = self._settings.max_batch_events
             if len(raws) > limit:
-                raise RequestRefused(413, "batch_too_large", f"the batch holds {len(raws)} "
-                                     f"events, over the limit of {limit}; split it", field="batch")  # fmt: skip
+                message = f"the batch holds {len(raws)} events, over the limit of {limit}; split it"
+                raise RequestRefused(413, "batch_too_large", message, field="batch")
             sent_at, context = envelope.sent_at, envelope.context
         else:
             raws, sent_at, context = [body], None, None
@@ -135,8 +135,8 @@ class IngestApp:
                 )
             except Invalid as bad:
                 rejected.append(Rejection(index, bad.code, bad.field, bad.message))
-                failed.append(_failed_row(source, received_us, bad.code, bad.field,
-                                          bad.message, bytes(raw)))  # fmt: skip
+                row = _failed_row(source, received_us, bad.code, bad.field, bad.message, raw)
+                failed.append(row)
         outcome = await self._writer.submit(events, failed)
         answer = {
             "success": not rejected,
@@ -157,9 +157,7 @@ class IngestApp:
     ) -> tuple[int, bytes, list[Any]]:
         if source is not None and refused.keep:
             # An authenticated caller's bad body is kept so it can be fixed and replayed.
-            row = _failed_row(
-                source, received_us, refused.code, refused.field, str(refused), body
-            )
+            row = _failed_row(source, received_us, refused.code, refused.field, str(refused), body)
             try:
                 await self._writer.submit([], [row])
             except Unavailable as unavailable:

@@ -8,16 +8,34 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import time
+from collections.abc import Callable
 
 from headwater.collect.errors import RequestRefused
+from headwater.core.errors import HeadwaterError
 from headwater.core.secrets import KeyHash, digest
+
+log = logging.getLogger(__name__)
+
+#: Reloads the sources' keys; returns ``None`` when nothing changed since last time.
+KeyLoader = Callable[[], dict[str, KeyHash] | None]
+
+_RELOAD_AT_MOST_EVERY = 1.0
 
 
 class KeyRing:
-    """Maps a presented write key to its source name."""
+    """Maps a presented write key to its source name.
 
-    def __init__(self, keys: dict[str, KeyHash]) -> None:
-        self._by_digest = {key.digest: source for source, key in keys.items()}
+    With a ``loader``, an unknown key makes the ring look for new sources (at
+    most once a second), so that ``headwater sources add`` works without a
+    restart.
+    """
+
+    def __init__(self, keys: dict[str, KeyHash], loader: KeyLoader | None = None) -> None:
+        self._by_digest = _index(keys)
+        self._loader = loader
+        self._checked = float("-inf")
 
     def source_for(self, key: str | None) -> str:
         if not key:
@@ -27,7 +45,10 @@ class KeyRing:
                 "no write key; send it as the Basic-auth user name or as writeKey in the body",
                 keep=False,
             )
-        source = self._by_digest.get(digest(key))
+        key_digest = digest(key)
+        source = self._by_digest.get(key_digest)
+        if source is None and self._reload():
+            source = self._by_digest.get(key_digest)
         if source is None:
             raise RequestRefused(
                 401,
@@ -36,6 +57,25 @@ class KeyRing:
                 keep=False,
             )
         return source
+
+    def _reload(self) -> bool:
+        now = time.monotonic()
+        if self._loader is None or now - self._checked < _RELOAD_AT_MOST_EVERY:
+            return False
+        self._checked = now
+        try:
+            keys = self._loader()
+        except HeadwaterError as exc:
+            log.warning("kept the current write keys: %s", exc)
+            return False
+        if keys is None:
+            return False
+        self._by_digest = _index(keys)
+        return True
+
+
+def _index(keys: dict[str, KeyHash]) -> dict[bytes, str]:
+    return {key.digest: source for source, key in keys.items()}
 
 
 def basic_user(header: bytes | None) -> str | None:

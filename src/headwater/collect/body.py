@@ -74,9 +74,8 @@ async def read_body(receive: Receive, limit: int, wbits: int | None) -> bytes:
         parts.append(chunk)
         if not message.get("more_body", False):
             break
-    if inflater is not None:
-        if not inflater.eof:
-            raise _bad_gzip("the compressed stream ends early")
+    if inflater is not None and not inflater.eof:
+        raise _bad_gzip("the compressed stream ends early")
     return b"".join(parts)
 
 

@@ -25,6 +25,7 @@ from headwater.core import jsonio
 from headwater.core.clock import to_us
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
+_TYPES = ", ".join(sorted(EVENT_TYPES))
 
 #: A row of ``events`` in the column order of :data:`headwater.store.schema.EVENTS`.
 EventRow = tuple[
@@ -81,7 +82,6 @@ _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _event_decoder = msgspec.json.Decoder(SegmentEvent)
 _batch_decoder = msgspec.json.Decoder(BatchEnvelope)
 _probe_decoder = msgspec.json.Decoder(KeyProbe)
-
 
 
 def decode_batch(body: bytes) -> BatchEnvelope:
@@ -159,7 +159,9 @@ class Validator:
             code = "invalid_value" if "out of range" in message else "invalid_type"
             raise Invalid(code, field, f"{message} at {field or 'the event'}") from None
         except UnicodeDecodeError:
-            raise Invalid("invalid_utf8", None, "the event holds bytes that are not UTF-8") from None
+            raise Invalid(
+                "invalid_utf8", None, "the event holds bytes that are not UTF-8"
+            ) from None
         except RecursionError:
             raise self._too_deep() from None
         except msgspec.DecodeError as exc:
@@ -190,14 +192,11 @@ def _row(
 ) -> EventRow:
     kind = kind or event.type
     if kind is None:
-        raise Invalid("missing_field", "type", "the event has no type; set type to one of "
-                      + ", ".join(sorted(EVENT_TYPES)))  # fmt: skip
+        message = f"the event has no type; set type to one of {_TYPES}"
+        raise Invalid("missing_field", "type", message)
     if kind not in EVENT_TYPES:
-        raise Invalid(
-            "invalid_event_type",
-            "type",
-            f"type {kind!r} is not a Segment event type; use one of {', '.join(sorted(EVENT_TYPES))}",
-        )
+        message = f"type {kind!r} is not a Segment event type; use one of {_TYPES}"
+        raise Invalid("invalid_event_type", "type", message)
     user_id = _id(event.user_id)
     anonymous_id = _id(event.anonymous_id)
     group_id = _id(event.group_id)
@@ -205,11 +204,11 @@ def _row(
     if kind == "alias":
         if previous_id is None or user_id is None:
             missing = "previousId" if previous_id is None else "userId"
-            raise Invalid("missing_field", missing, f"an alias needs previousId and userId; "
-                          f"{missing} is missing")  # fmt: skip
+            message = f"an alias needs previousId and userId; {missing} is missing"
+            raise Invalid("missing_field", missing, message)
     elif user_id is None and anonymous_id is None:
-        raise Invalid("missing_identity", "userId", "the event has neither userId nor "
-                      "anonymousId; set at least one")  # fmt: skip
+        message = "the event has neither userId nor anonymousId; set at least one"
+        raise Invalid("missing_identity", "userId", message)
     if kind == "track" and not event.event:
         raise Invalid("missing_field", "event", "a track event needs an event name; set event")
     if kind == "group" and group_id is None:

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -172,7 +172,9 @@ class Writer:
         except Exception as exc:  # the thread must survive anything a request brings
             log.exception("unexpected error in the writer")
             for sub in subs:
-                _resolve(sub, CommitFailed(f"unexpected error: {exc}", retry_after=self._retry_after))
+                _resolve(
+                    sub, CommitFailed(f"unexpected error: {exc}", retry_after=self._retry_after)
+                )
             return
         self.healthy = True
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
@@ -194,7 +196,9 @@ class Writer:
                     seen.add(key)
                     rows.append(row)
                     owners.append(sub)
-        batch = IngestBatch(events=_table(rows, schema.EVENTS), failed=_table(failed, schema.FAILED_EVENTS))
+        batch = IngestBatch(
+            events=_table(rows, schema.EVENTS), failed=_table(failed, schema.FAILED_EVENTS)
+        )
         new = self._engine.ingest(batch).to_pylist()
         counts: dict[str, int] = {}
         for owner, row, is_new in zip(owners, rows, new, strict=True):
@@ -206,8 +210,8 @@ class Writer:
         for sub in subs:
             if dups := len(sub.events) - sub.new:
                 self._metrics.duplicates.labels(sub.events[0][1]).inc(dups)
-            for row in sub.failed:
-                self._metrics.rejected.labels(row[1] or "", row[3]).inc()
+            for bad in sub.failed:
+                self._metrics.rejected.labels(bad[1] or "", bad[3]).inc()
         self._metrics.commit_events.observe(len(rows) + len(failed))
 
     def _prune(self) -> None:
@@ -221,7 +225,7 @@ class Writer:
             log.info("forgot %d message ids older than the dedupe window", removed)
 
 
-def _table(rows: list[EventRow] | list[FailedRow], arrow_schema: pa.Schema) -> pa.Table:
+def _table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> pa.Table:
     if not rows:
         return arrow_schema.empty_table()
     columns = list(zip(*rows, strict=True))

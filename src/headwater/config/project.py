@@ -127,7 +127,9 @@ def _check(settings: ProjectFile, path: str) -> None:
         raise ConfigError("[collector] limits must be positive numbers", path=path)
 
 
-_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?")
+_UNKNOWN = re.compile(
+    r"^Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?"
+)
 _AT = re.compile(r" - at `\$(?P<at>[^`]*)`$")
 
 

@@ -78,7 +78,7 @@ class KeyHash:
                 )
             return cls(digest(value))
         raise ConfigError(
-            f"{where} must be a hash (\"sha256:…\") or an environment reference (\"${{NAME}}\")",
+            f'{where} must be a hash ("sha256:…") or an environment reference ("${{NAME}}")',
             hint="create keys with `headwater sources add NAME`, which stores only the hash",
         )
 

@@ -16,8 +16,9 @@ from headwater.collect.app import IngestApp
 from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
 from headwater.collect.writer import Writer
-from headwater.config.project import Project
+from headwater.config.project import Project, load_project
 from headwater.core.clock import parse_duration
+from headwater.core.secrets import KeyHash
 from headwater.store.engine import Engine
 
 Scope = MutableMapping[str, Any]
@@ -43,7 +44,9 @@ class Runtime:
             commit_max_events=settings.commit_max_events,
             retry_after=settings.retry_after_seconds,
         )
-        self.ingest = IngestApp(KeyRing(project.source_keys()), settings, self.writer)
+        self.ingest = IngestApp(
+            KeyRing(project.source_keys(), _key_loader(project)), settings, self.writer
+        )
         self.admin = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -83,3 +86,18 @@ class Runtime:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _key_loader(project: Project) -> Callable[[], dict[str, KeyHash] | None]:
+    """Reload the sources when ``headwater.toml`` has changed on disk."""
+    seen = project.file.stat().st_mtime_ns
+
+    def load() -> dict[str, KeyHash] | None:
+        nonlocal seen
+        mtime = project.file.stat().st_mtime_ns
+        if mtime == seen:
+            return None
+        seen = mtime
+        return load_project(project.root).source_keys()
+
+    return load

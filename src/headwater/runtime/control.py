@@ -52,9 +52,7 @@ def control_app(engine: Engine, status: dict[str, object]) -> Starlette:
         sql = body.get("sql") if isinstance(body, dict) else None
         params = body.get("params", []) if isinstance(body, dict) else None
         if not isinstance(sql, str) or not isinstance(params, list):
-            return JSONResponse(
-                {"error": 'send {"sql": "...", "params": [...]}'}, status_code=400
-            )
+            return JSONResponse({"error": 'send {"sql": "...", "params": [...]}'}, status_code=400)
         try:
             table = await run_in_threadpool(engine.query, sql, params)
         except HeadwaterError as exc:
@@ -97,8 +95,11 @@ class ServerClient:
 
     def __init__(self, info: ServerInfo) -> None:
         self.info = info
+        # Queries may run long; a connection that cannot be made fails at once.
         self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=info.socket), base_url="http://headwater", timeout=None
+            transport=httpx.HTTPTransport(uds=info.socket),
+            base_url="http://headwater",
+            timeout=httpx.Timeout(None, connect=5.0),
         )
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:

@@ -99,16 +99,23 @@ async def _serve(
     drain = project.settings.collector.drain_timeout_seconds
     main = _Server(
         uvicorn.Config(
-            runtime, lifespan="off", log_level="warning", access_log=False,
-            http="httptools", timeout_graceful_shutdown=int(drain) or 1,
+            runtime,
+            http="httptools",
+            timeout_graceful_shutdown=int(drain) or 1,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
         )
-    )  # fmt: skip
+    )
     control = _Server(
         uvicorn.Config(
-            control_app(runtime.engine, status), uds=str(uds), lifespan="off",
-            log_level="warning", access_log=False,
+            control_app(runtime.engine, status),
+            uds=str(uds),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
         )
-    )  # fmt: skip
+    )
 
     def stop() -> None:
         if main.should_exit:

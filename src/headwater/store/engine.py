@@ -82,10 +82,6 @@ class Engine(Protocol):
         """Names of the tables a pipeline can read."""
         ...
 
-    def check_writable(self) -> None:
-        """Raise :class:`~headwater.store.errors.StoreUnavailable` if a commit would fail now."""
-        ...
-
     def close(self) -> None:
         """Release the store; committed data stays."""
         ...

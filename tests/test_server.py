@@ -1,0 +1,78 @@
+"""The `headwater up` process: its banner, the control socket, queries and shutdown."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+
+import httpx
+
+from tests.conftest import Project, Server
+
+
+def _track(server: Server, key: str, user: str) -> httpx.Response:
+    return server.post("/v1/track", auth=(key, ""), json={"userId": user, "event": "Signed Up"})
+
+
+def test_up_prints_where_it_listens_and_query_reads_through_the_server(
+    project: Project, server: Server
+) -> None:
+    assert re.search(r"Headwater is up at http://127\.0\.0\.1:\d+", server.log.read_text())
+    assert _track(server, project.key, "u-live").status_code == 200
+    # The server owns the DuckDB file, so the CLI's query must go through it.
+    result = project.cli("query", "SELECT user_id FROM events", "--format", "json")
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"user_id": "u-live"}]
+    csv = project.cli("query", "SELECT user_id, type FROM events", "--format", "csv").stdout
+    assert csv.splitlines() == ['"user_id","type"', '"u-live","track"']
+
+
+def test_query_opens_the_file_when_no_server_runs(project: Project) -> None:
+    server = Server(project).start()
+    assert _track(server, project.key, "u-then").status_code == 200
+    assert server.stop() == 0
+    assert not (project.data_dir / "server.json").exists()
+    result = project.cli("query", "SELECT count(*) AS n FROM events", "--format", "json")
+    assert json.loads(result.stdout) == {"n": 1}
+
+
+def test_a_stale_runtime_file_is_ignored(project: Project) -> None:
+    server = Server(project).start()
+    assert _track(server, project.key, "u-stale").status_code == 200
+    server.kill()
+    assert (project.data_dir / "server.json").exists()  # SIGKILL leaves it behind
+    result = project.cli("query", "SELECT count(*) AS n FROM events", "--format", "json")
+    assert json.loads(result.stdout) == {"n": 1}
+    # And the next server starts over it.
+    again = Server(project).start()
+    try:
+        assert _track(again, project.key, "u-again").status_code == 200
+    finally:
+        again.stop()
+
+
+def test_a_source_added_while_running_is_accepted_without_restart(
+    project: Project, server: Server
+) -> None:
+    added = project.cli("sources", "add", "backend").stdout
+    key = re.search(r"hw_wk_[A-Za-z0-9_-]+", added)
+    assert key is not None
+    assert key.group(0) not in (project.root / "headwater.toml").read_text()
+    response = _track(server, key.group(0), "u-backend")
+    assert response.status_code == 200, response.text
+    rows = project.query("SELECT source FROM events WHERE user_id = ?", "u-backend").to_pylist()
+    assert rows == [{"source": "backend"}]
+
+
+def test_sigint_stops_cleanly(project: Project) -> None:
+    server = Server(project).start()
+    assert _track(server, project.key, "u-int").status_code == 200
+    assert server.stop(signal.SIGINT) == 0
+    assert "every acknowledged event is committed" in server.log.read_text()
+
+
+def test_health_and_readiness(server: Server) -> None:
+    with server.client() as client:
+        assert client.get("/healthz").json() == {"status": "alive"}
+        assert client.get("/readyz").json() == {"status": "ready"}
+        assert client.get("/v1/track").status_code == 405

@@ -1,0 +1,155 @@
+"""The DuckDB engine on a real file: dedupe, interval replace, upsert, read-only queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from headwater.core.types import Interval
+from headwater.store import schema
+from headwater.store.duckdb import DuckDBEngine
+from headwater.store.engine import IngestBatch
+from headwater.store.errors import QueryError, ReadOnlyQuery, StoreLocked
+
+US = 1_000_000
+T0 = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp()) * US
+
+
+def events(*keys: tuple[str, str], received_us: int = T0) -> pa.Table:
+    rows = [
+        {
+            "message_id": message_id,
+            "source": source,
+            "type": "track",
+            "event": "Clicked",
+            "timestamp": received_us,
+            "received_at": received_us,
+            "properties": '{"n": 1}',
+        }
+        for source, message_id in keys
+    ]
+    return pa.Table.from_pylist(rows, schema=schema.EVENTS)
+
+
+def ingest(engine: DuckDBEngine, table: pa.Table) -> list[bool]:
+    result: list[bool] = engine.ingest(
+        IngestBatch(table, schema.FAILED_EVENTS.empty_table())
+    ).to_pylist()
+    return result
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> DuckDBEngine:
+    opened = DuckDBEngine.open(tmp_path / "events.duckdb")
+    yield opened  # type: ignore[misc]
+    opened.close()
+
+
+def test_ingest_stores_new_events_and_refuses_known_ones(engine: DuckDBEngine) -> None:
+    assert ingest(engine, events(("web", "a"), ("web", "b"))) == [True, True]
+    # Same id from another source is a different event; same pair is a duplicate.
+    assert ingest(engine, events(("web", "a"), ("app", "a"), ("web", "c"))) == [False, True, True]
+    stored = engine.query("SELECT source, message_id FROM events ORDER BY 1, 2").to_pylist()
+    assert stored == [
+        {"source": "app", "message_id": "a"},
+        {"source": "web", "message_id": "a"},
+        {"source": "web", "message_id": "b"},
+        {"source": "web", "message_id": "c"},
+    ]
+
+
+def test_prune_forgets_ids_before_the_window(engine: DuckDBEngine) -> None:
+    ingest(engine, events(("web", "old"), received_us=T0))
+    ingest(engine, events(("web", "new"), received_us=T0 + 10 * US))
+    assert engine.prune_dedupe(T0 + 5 * US) == 1
+    # Forgotten: the old id is accepted again; the recent one still is not.
+    assert ingest(engine, events(("web", "old"), ("web", "new"))) == [True, False]
+
+
+def test_failed_events_commit_with_the_batch(engine: DuckDBEngine) -> None:
+    failed = pa.Table.from_pylist(
+        [{"id": "f1", "source": "web", "received_at": T0, "code": "missing_identity",
+          "field": "userId", "message": "m", "payload": '{"type": "track"}'}],
+        schema=schema.FAILED_EVENTS,
+    )  # fmt: skip
+    engine.ingest(IngestBatch(events(("web", "x")), failed))
+    row = engine.query("SELECT code, field, payload->>'type' AS t FROM failed_events").to_pylist()
+    assert row == [{"code": "missing_identity", "field": "userId", "t": "track"}]
+
+
+def test_replace_interval_touches_only_its_interval(engine: DuckDBEngine) -> None:
+    day = lambda d: datetime(2026, 11, d, tzinfo=UTC)  # noqa: E731
+    first = pa.table({"day": [day(1), day(2), day(3)], "n": [1, 2, 3]})
+    engine.append("daily", first)
+    engine.replace_interval(
+        "daily", "day", Interval(day(2), day(3)), pa.table({"day": [day(2)], "n": [20]})
+    )
+    rows = engine.query("SELECT day, n FROM daily ORDER BY day").to_pylist()
+    assert [r["n"] for r in rows] == [1, 20, 3]
+    # Replacing the same interval again gives the same table: re-runs are idempotent.
+    engine.replace_interval(
+        "daily", "day", Interval(day(2), day(3)), pa.table({"day": [day(2)], "n": [20]})
+    )
+    assert engine.query("SELECT day, n FROM daily ORDER BY day").to_pylist() == rows
+
+
+def test_replace_interval_is_all_or_nothing(engine: DuckDBEngine) -> None:
+    day = lambda d: datetime(2026, 11, d, tzinfo=UTC)  # noqa: E731
+    engine.append("daily", pa.table({"day": [day(1), day(2)], "n": [1, 2]}))
+    wrong = pa.table({"day": [day(2)], "n": ["not a number"]})
+    with pytest.raises(Exception, match="not a number|Conversion"):
+        engine.replace_interval("daily", "day", Interval(day(2), day(3)), wrong)
+    assert [r["n"] for r in engine.query("SELECT n FROM daily ORDER BY day").to_pylist()] == [1, 2]
+
+
+def test_upsert_replaces_rows_by_key(engine: DuckDBEngine) -> None:
+    engine.upsert("scores", ["user_id"], pa.table({"user_id": ["a", "b"], "score": [0.1, 0.2]}))
+    engine.upsert("scores", ["user_id"], pa.table({"user_id": ["b", "c"], "score": [0.9, 0.3]}))
+    rows = engine.query("SELECT user_id, score FROM scores ORDER BY 1").to_pylist()
+    assert rows == [
+        {"user_id": "a", "score": 0.1},
+        {"user_id": "b", "score": 0.9},
+        {"user_id": "c", "score": 0.3},
+    ]
+
+
+def test_query_is_read_only_and_takes_parameters(engine: DuckDBEngine) -> None:
+    ingest(engine, events(("web", "a")))
+    with pytest.raises(ReadOnlyQuery, match="INSERT"):
+        engine.query("INSERT INTO events (message_id) VALUES ('x')")
+    with pytest.raises(QueryError, match="one statement"):
+        engine.query("SELECT 1; SELECT 2")
+    with pytest.raises(QueryError, match="nope"):
+        engine.query("SELECT * FROM nope")
+    assert (
+        engine.query("SELECT count(*) AS n FROM events WHERE source = ?", ["web"])["n"][0].as_py()
+        == 1
+    )
+    assert engine.query("SELECT current_setting('TimeZone') AS tz")["tz"][0].as_py() == "UTC"
+
+
+def test_estimate_cost_and_tables(engine: DuckDBEngine) -> None:
+    ingest(engine, events(*[("web", str(i)) for i in range(50)]))
+    assert engine.estimate_cost("SELECT * FROM events").rows_scanned == 50
+    assert {"events", "failed_events", "message_ids"} <= set(engine.list_tables())
+
+
+def test_a_second_process_cannot_open_the_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "events.duckdb"
+    owner = DuckDBEngine.open(path)
+    try:
+        script = (
+            "from pathlib import Path; from headwater.store.duckdb import DuckDBEngine\n"
+            f"DuckDBEngine.open(Path({str(path)!r}), read_only=True)"
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        assert result.returncode != 0
+        assert StoreLocked.__name__ in result.stderr
+    finally:
+        owner.close()
