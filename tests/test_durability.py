@@ -465,10 +465,13 @@ def test_overload_answers_503_and_loses_nothing_acknowledged(project: Project) -
     assert exit_code == 0
 
 
-def _overload_round(server: Server, project: Project, number: int) -> list[tuple[list[str], int, httpx.Headers, Json]]:  # fmt: skip
+_Answer = tuple[list[str], int, httpx.Headers, Json]
+
+
+def _overload_round(server: Server, project: Project, number: int) -> list[_Answer]:
     barrier = threading.Barrier(_OVERLOAD_THREADS, timeout=30)
     lock = threading.Lock()
-    results: list[tuple[list[str], int, httpx.Headers, Json]] = []
+    results: list[_Answer] = []
     errors: list[str] = []
 
     def send(n: int) -> None:
@@ -508,7 +511,7 @@ def _check_overload(server: Server, project: Project) -> None:
         response = http.post(f"{server.url}/v1/batch", json=_batch(big))
         assert response.status_code == 200, response.text
 
-    results: list[tuple[list[str], int, httpx.Headers, Json]] = []
+    results: list[_Answer] = []
     for number in range(10):
         results += _overload_round(server, project, number)
         if any(status == 503 for _i, status, _h, _b in results):
@@ -522,7 +525,8 @@ def _check_overload(server: Server, project: Project) -> None:
             assert headers.get("retry-after") == "3", headers
             assert body["error"]["code"] == "overloaded", body
         else:
-            assert body["accepted"] == _OVERLOAD_BATCH and body["duplicates"] == 0, body
+            assert body["accepted"] == _OVERLOAD_BATCH, body
+            assert body["duplicates"] == 0, body
 
     acked = {i for ids, s, _h, _b in results if s == 200 for i in ids} | set(big)
     refused = {i for ids, s, _h, _b in results if s == 503 for i in ids}
@@ -605,12 +609,21 @@ class _FaultyEngine:
         return self.inner.prune_dedupe(before_us)
 
 
+@dataclass
+class _Rig:
+    engine: _FaultyEngine
+    writer: Writer
+    registry: CollectorRegistry
+    path: Path
+
+
 @pytest.fixture
-def faulty(tmp_path: Path) -> Iterator[tuple[_FaultyEngine, Writer, CollectorMetrics, Path]]:
+def rig(tmp_path: Path) -> Iterator[_Rig]:
     path = tmp_path / "store" / "events.duckdb"
     inner = DuckDBEngine.open(path)
     engine = _FaultyEngine(inner, lambda _ids: False)
-    metrics = CollectorMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
+    metrics = CollectorMetrics(registry)
     writer = Writer(
         engine,  # type: ignore[arg-type]
         metrics,
@@ -621,7 +634,7 @@ def faulty(tmp_path: Path) -> Iterator[tuple[_FaultyEngine, Writer, CollectorMet
     )
     writer.start()
     try:
-        yield engine, writer, metrics, path
+        yield _Rig(engine, writer, registry, path)
     finally:
         writer.close(10)
         inner.close()
@@ -637,10 +650,8 @@ def _read_store(path: Path) -> list[str]:
 
 
 @pytest.mark.timeout(60)
-def test_store_failure_is_a_retryable_503_and_the_writer_recovers(
-    faulty: tuple[_FaultyEngine, Writer, CollectorMetrics, Path],
-) -> None:
-    engine, writer, metrics, path = faulty
+def test_store_failure_is_a_retryable_503_and_the_writer_recovers(rig: _Rig) -> None:
+    engine, writer, path = rig.engine, rig.writer, rig.path
     failures_left = [2]
 
     def fail_first_two(_ids: list[str]) -> bool:
@@ -673,7 +684,7 @@ def test_store_failure_is_a_retryable_503_and_the_writer_recovers(
     assert retried == Outcome(stored=2, duplicates=0)
     assert fresh == Outcome(stored=1, duplicates=1)
     assert healthy
-    assert metrics.commit_failures._value.get() == 2
+    assert rig.registry.get_sample_value("headwater_commit_failures_total") == 2
 
     writer.close(10)
     engine.inner.close()
@@ -681,10 +692,8 @@ def test_store_failure_is_a_retryable_503_and_the_writer_recovers(
 
 
 @pytest.mark.timeout(60)
-def test_one_poisoned_submission_does_not_fail_its_group(
-    faulty: tuple[_FaultyEngine, Writer, CollectorMetrics, Path],
-) -> None:
-    engine, writer, _metrics_, path = faulty
+def test_one_poisoned_submission_does_not_fail_its_group(rig: _Rig) -> None:
+    engine, writer, path = rig.engine, rig.writer, rig.path
     engine.fail = lambda ids: "poison" in ids
 
     async def scenario() -> list[Outcome | BaseException]:
@@ -700,11 +709,13 @@ def test_one_poisoned_submission_does_not_fail_its_group(
             asyncio.ensure_future(writer.submit(_rows(ids), []))
             for ids in (["pz-a1", "pz-a2"], ["pz-b1", "poison"], ["pz-c1"])
         ]
-        await asyncio.sleep(0)
+        for _ in range(500):  # until all three wait in the queue
+            if writer.queued == 5:
+                break
+            await asyncio.sleep(0.01)
+        assert writer.queued == 5, writer.queued
         gate.set()
-        results = await asyncio.wait_for(
-            asyncio.gather(first, *group, return_exceptions=True), 20
-        )
+        results = await asyncio.wait_for(asyncio.gather(first, *group, return_exceptions=True), 20)
         return list(results)
 
     first, a, b, c = asyncio.run(scenario())

@@ -166,20 +166,15 @@ class Writer:
                 return
             self.healthy = False
             log.error("commit failed: %s", exc.reason)
-            error = CommitFailed(str(exc), retry_after=self._retry_after)
-            _resolve(subs[0], error)
+            _answer(subs, CommitFailed(str(exc), retry_after=self._retry_after))
             return
         except Exception as exc:  # the thread must survive anything a request brings
             log.exception("unexpected error in the writer")
-            for sub in subs:
-                _resolve(
-                    sub, CommitFailed(f"unexpected error: {exc}", retry_after=self._retry_after)
-                )
+            _answer(subs, CommitFailed(f"unexpected error: {exc}", retry_after=self._retry_after))
             return
         self.healthy = True
         self._metrics.commit_seconds.observe(time.perf_counter() - started)
-        for sub in subs:
-            _resolve(sub, Outcome(stored=sub.new, duplicates=len(sub.events) - sub.new))
+        _answer(subs, None)
 
     def _write(self, subs: list[_Submission]) -> None:
         # Exact dedupe inside the group first; the store dedupes against the window.
@@ -235,14 +230,20 @@ def _table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> pa.Ta
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 
-def _resolve(sub: _Submission, result: Outcome | Exception) -> None:
-    sub.loop.call_soon_threadsafe(_settle, sub.future, result)
+def _answer(subs: list[_Submission], error: Exception | None) -> None:
+    """Wake each waiting request; one call per event loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Submission]] = {}
+    for sub in subs:
+        by_loop.setdefault(sub.loop, []).append(sub)
+    for loop, group in by_loop.items():
+        loop.call_soon_threadsafe(_settle, group, error)
 
 
-def _settle(future: asyncio.Future[Outcome], result: Outcome | Exception) -> None:
-    if future.done():
-        return
-    if isinstance(result, Exception):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
+def _settle(subs: list[_Submission], error: Exception | None) -> None:
+    for sub in subs:
+        if sub.future.done():
+            continue
+        if error is not None:
+            sub.future.set_exception(error)
+        else:
+            sub.future.set_result(Outcome(stored=sub.new, duplicates=len(sub.events) - sub.new))
