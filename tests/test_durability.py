@@ -537,14 +537,14 @@ def _check_overload(server: Server, project: Project) -> None:
     assert set(counts) == acked
 
     with _http(project) as http:
-        # One duplicate request and one bad event, so those counters have samples.
+        # One duplicate request and one bad single event, so those counters have samples.
         again = http.post(f"{server.url}/v1/batch", json=_batch(big[:2]))
         assert again.status_code == 200
         assert again.json()["duplicates"] == 2
-        bad = {"batch": [{"type": "track", "event": "No Identity", "messageId": "over-bad"}]}
-        rejected = http.post(f"{server.url}/v1/batch", json=bad)
-        assert rejected.status_code == 200
-        assert [r["code"] for r in rejected.json()["rejected"]] == ["missing_identity"]
+        bad = {"type": "track", "event": "No Identity", "messageId": "over-bad-single"}
+        refused_single = http.post(f"{server.url}/v1/track", json=bad)
+        assert refused_single.status_code == 400, refused_single.text
+        assert [r["code"] for r in refused_single.json()["rejected"]] == ["missing_identity"]
         ready = http.get(f"{server.url}/readyz")
         assert ready.status_code == 200, ready.text
         assert http.get(f"{server.url}/healthz").status_code == 200
@@ -561,6 +561,19 @@ def _check_overload(server: Server, project: Project) -> None:
     assert samples[("headwater_commit_seconds_count", ())] >= 1
     assert samples[("headwater_commit_seconds_sum", ())] > 0
     assert samples[("headwater_writer_queue_events", ())] == 0
+
+    # Last, because it is the case most likely to break: a bad event inside a batch
+    # is rejected alone; the good one beside it is acknowledged and stored.
+    mixed = {"batch": [_event("over-good"), {"type": "track", "event": "No Identity"}]}
+    with _http(project) as http:
+        response = http.post(f"{server.url}/v1/batch", json=mixed)
+    assert response.status_code == 200, (
+        f"a batch with one bad event was answered {response.status_code} {response.text!r}; "
+        "its good event cannot be delivered however often the client retries"
+    )
+    assert [r["index"] for r in response.json()["rejected"]] == [1]
+    assert "over-good" in _stored_ids(project)
+    assert project.query("SELECT count(*) AS n FROM failed_events").to_pylist() == [{"n": 2}]
 
 
 # -- 5. store failure: 503, not 500, and not a lost event (in-process) ----------------

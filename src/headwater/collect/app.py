@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import msgspec
+
 from headwater.collect.auth import KeyRing, basic_user
 from headwater.collect.body import ClientGone, check_encoding, read_body
 from headwater.collect.errors import Rejection, RequestRefused, Unavailable
@@ -113,7 +115,7 @@ class IngestApp:
         received_us: int,
     ) -> tuple[int, bytes, list[Any]]:
         if envelope is not None:
-            raws: list[bytes] = envelope.batch  # type: ignore[assignment]
+            raws: list[msgspec.Raw] | list[bytes] = envelope.batch
             if not raws:
                 message = "the batch holds no events; send at least one event in `batch`"
                 raise RequestRefused(400, "empty_batch", message, field="batch")
@@ -129,6 +131,7 @@ class IngestApp:
         failed: list[FailedRow] = []
         rejected: list[Rejection] = []
         for index, raw in enumerate(raws):
+            raw = bytes(raw)
             try:
                 events.append(
                     self._validator.event(raw, kind, source, received_us, sent_at, context)

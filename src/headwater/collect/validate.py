@@ -126,7 +126,7 @@ class Validator:
 
     def event(
         self,
-        raw: bytes | msgspec.Raw,
+        raw: bytes,
         kind: str | None,
         source: str,
         received_us: int,
@@ -134,7 +134,6 @@ class Validator:
         batch_context: dict[str, Any] | None,
     ) -> EventRow:
         """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch)."""
-        raw = bytes(raw)
         if len(raw) > self.max_event_bytes:
             raise Invalid(
                 "event_too_large",
