@@ -18,6 +18,7 @@ from headwater.cli import scaffold
 from headwater.cli.output import Format, console, print_error, print_table
 from headwater.config.project import SOURCE_NAME, Project, load_project
 from headwater.core.errors import ConfigError, HeadwaterError
+from headwater.core.secrets import stored_form
 
 app = typer.Typer(
     name="headwater",
@@ -173,7 +174,8 @@ def sources_list() -> None:
     """List sources and how each key is stored."""
     project = state.project()
     for name, source in project.settings.sources.items():
-        kind = "environment variable" if source.write_key.startswith("${") else "hashed"
+        form = stored_form(source.write_key)
+        kind = "key in an environment variable" if form == "environment" else "key stored hashed"
         console.print(f"{name}\t{kind}")
 
 

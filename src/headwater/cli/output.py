@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from collections import defaultdict
 from datetime import datetime
 from typing import Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv
 from rich.console import Console
 from rich.table import Table
@@ -16,8 +18,9 @@ from headwater.core import jsonio
 
 Format = Literal["table", "json", "csv"]
 
-console = Console()
-errors = Console(stderr=True)
+# soft_wrap: a sentence is never cut into lines when stdout is not a terminal.
+console = Console(soft_wrap=True)
+errors = Console(stderr=True, soft_wrap=True)
 
 
 def print_table(table: pa.Table, fmt: Format) -> None:
@@ -27,9 +30,10 @@ def print_table(table: pa.Table, fmt: Format) -> None:
         pa.csv.write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     elif fmt == "json":
-        for row in table.to_pylist():
+        for row in _displayable(table).to_pylist():
             sys.stdout.write(jsonio.dumps_str(row) + "\n")
     else:
+        table = _displayable(table)
         view = Table(show_lines=False, header_style="bold")
         for name in table.column_names:
             view.add_column(name, overflow="fold")
@@ -38,6 +42,23 @@ def print_table(table: pa.Table, fmt: Format) -> None:
         console.print(view)
         rows = table.num_rows
         console.print(f"[dim]{rows} row{'s' if rows != 1 else ''}[/dim]")
+
+
+_ISO = defaultdict(
+    lambda: "%Y-%m-%dT%H:%M:%S%z",
+    {None: "%Y-%m-%dT%H:%M:%S", "UTC": "%Y-%m-%dT%H:%M:%SZ", "Etc/UTC": "%Y-%m-%dT%H:%M:%SZ"},
+)
+
+
+def _displayable(table: pa.Table) -> pa.Table:
+    """Timestamps as ISO text: engines hold years that Python's datetime cannot."""
+    columns = [
+        pc.strftime(column, format=_ISO[column.type.tz])
+        if pa.types.is_timestamp(column.type)
+        else column
+        for column in table.columns
+    ]
+    return pa.Table.from_arrays(columns, names=table.column_names)
 
 
 def _cell(value: object) -> Text:
@@ -50,6 +71,7 @@ def _cell(value: object) -> Text:
 
 
 def print_error(message: str, hint: str | None) -> None:
-    errors.print(f"[bold red]Error:[/bold red] {message}", highlight=False)
+    # Text, not markup: messages quote TOML tables like [sources.web].
+    errors.print(Text.assemble(("Error: ", "bold red"), message), highlight=False)
     if hint:
-        errors.print(f"[bold]Fix:[/bold] {hint}", highlight=False)
+        errors.print(Text.assemble(("Fix: ", "bold"), hint), highlight=False)

@@ -75,7 +75,7 @@ class IngestApp:
         if path not in ROUTES:
             return _error(404, "not_found", f"no endpoint {path}; use /v1/batch or /v1/track")
         if scope["method"] != "POST":
-            return _error(405, "method_not_allowed", f"{path} takes POST")
+            return _error(405, "method_not_allowed", f"{path} takes POST", [(b"allow", b"POST")])
         source: str | None = None
         body: bytes | None = None
         received_us = now_us()

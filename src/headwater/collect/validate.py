@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -26,6 +26,9 @@ from headwater.core.clock import to_us
 
 EVENT_TYPES = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 _TYPES = ", ".join(sorted(EVENT_TYPES))
+# Stored timestamps stay inside what every engine and Python's datetime can hold.
+_MIN_US = to_us(datetime(1, 1, 2, tzinfo=UTC))
+_MAX_US = to_us(datetime(9999, 12, 30, tzinfo=UTC))
 
 #: A row of ``events`` in the column order of :data:`headwater.store.schema.EVENTS`.
 EventRow = tuple[
@@ -133,15 +136,24 @@ class Validator:
         batch_sent_at: datetime | None,
         batch_context: dict[str, Any] | None,
     ) -> EventRow:
-        """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch)."""
-        if len(raw) > self.max_event_bytes:
+        """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch).
+
+        A batch's ``context`` is merged into each event, so it counts towards
+        each event's size and depth.
+        """
+        size = len(raw)
+        if batch_context:
+            size += len(jsonio.dumps(batch_context))
+        if size > self.max_event_bytes:
             raise Invalid(
                 "event_too_large",
                 None,
-                f"the event is {len(raw)} bytes, over the limit of {self.max_event_bytes}; "
+                f"the event is {size} bytes, over the limit of {self.max_event_bytes}; "
                 "send less in properties, traits or context",
             )
         event = self._decode(raw)
+        if batch_context and _too_deep((batch_context,), self.max_depth):
+            raise self._too_deep()
         return _row(event, kind, source, received_us, batch_sent_at, batch_context)
 
     def _decode(self, raw: bytes) -> SegmentEvent:
@@ -213,14 +225,18 @@ def _row(
     if kind == "group" and group_id is None:
         raise Invalid("missing_field", "groupId", "a group event needs groupId")
 
+    original_field = "originalTimestamp" if event.original_timestamp else "timestamp"
     original = event.original_timestamp or event.timestamp
     sent = event.sent_at or batch_sent_at
-    original_us = to_us(original) if original is not None else None
-    sent_us = to_us(sent) if sent is not None else None
+    original_us = _in_range(original, original_field)
+    sent_us = _in_range(sent, "sentAt")
     if original_us is not None and sent_us is not None:
         # Segment's clock-skew correction: the client's clock may be wrong, but
         # the time between the event and its sending is right.
         timestamp_us = received_us - (sent_us - original_us)
+        if not _MIN_US <= timestamp_us <= _MAX_US:
+            message = "sentAt and the event's timestamp are further apart than any clock skew"
+            raise Invalid("invalid_timestamp", "sentAt", message)
     elif original_us is not None:
         timestamp_us = original_us
     else:
@@ -247,6 +263,16 @@ def _row(
         _json(event.traits),
         _json(context),
     )
+
+
+def _in_range(value: datetime | None, field: str) -> int | None:
+    if value is None:
+        return None
+    micros = to_us(value)
+    if not _MIN_US <= micros <= _MAX_US:
+        message = f"{field} is outside the years 0001 to 9999 (UTC)"
+        raise Invalid("invalid_timestamp", field, message)
+    return micros
 
 
 def _id(value: str | int | None) -> str | None:

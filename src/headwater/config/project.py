@@ -17,7 +17,7 @@ import msgspec
 from headwater.collect.settings import CollectorSettings, SourceSettings
 from headwater.core.clock import parse_duration
 from headwater.core.errors import ConfigError
-from headwater.core.secrets import KeyHash
+from headwater.core.secrets import KeyHash, stored_form
 from headwater.runtime.settings import ServerSettings
 from headwater.store.settings import StoreSettings
 
@@ -108,18 +108,25 @@ def load_project(start: Path | None = None) -> Project:
     try:
         settings = msgspec.convert(raw, ProjectFile)
     except msgspec.ValidationError as exc:
-        raise _explain(exc, str(path)) from None
+        raise _explain(exc, str(path), raw) from None
     _check(settings, str(path))
     return Project(root=root, settings=settings)
 
 
 def _check(settings: ProjectFile, path: str) -> None:
-    for name in settings.sources:
+    for name, source in settings.sources.items():
         if not SOURCE_NAME.match(name):
             raise ConfigError(
                 f"source name {name!r} is not allowed",
                 path=path,
                 hint="use lower-case letters, digits, '-' and '_', starting with a letter",
+            )
+        if stored_form(source.write_key) is None:
+            raise ConfigError(
+                f'[sources.{name}] write_key must be a hash ("sha256:…") or an environment '
+                'reference ("${NAME}"), not the key itself',
+                path=path,
+                hint="create keys with `headwater sources add NAME`, which stores only the hash",
             )
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
@@ -133,17 +140,24 @@ _UNKNOWN = re.compile(
 _AT = re.compile(r" - at `\$(?P<at>[^`]*)`$")
 
 
-def _explain(exc: msgspec.ValidationError, path: str) -> ConfigError:
+def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> ConfigError:
     """Turn msgspec's message into one that names the TOML table and the fix."""
     text = str(exc)
     if match := _UNKNOWN.match(text):
+        key = match.group("key")
         at = (match.group("at") or "").lstrip(".")
-        parts = at.split(".") if at else []
-        table = "[" + at + "]" if at else "the top level"
-        struct = _TABLES.get(parts[0] if parts else "", ProjectFile)
+        top = re.split(r"[.\[]", at, maxsplit=1)[0]
+        if at.startswith("sources["):
+            # msgspec says `sources[...]`; find which source holds the key.
+            sources = raw.get("sources")
+            tables = sources.items() if isinstance(sources, dict) else []
+            names = [n for n, t in tables if isinstance(t, dict) and key in t]
+            at = f"sources.{names[0] if names else '<name>'}"
+        table = f"[{at}]" if at else "the top level"
+        struct = _TABLES.get(top, ProjectFile)
         allowed = ", ".join(struct.__struct_fields__)
         return ConfigError(
-            f"unknown key `{match.group('key')}` in {table}",
+            f"unknown key `{key}` in {table}",
             path=path,
             hint=f"allowed keys there: {allowed}",
         )

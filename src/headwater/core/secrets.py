@@ -18,6 +18,7 @@ import hmac
 import os
 import re
 import secrets
+from typing import Literal
 
 from headwater.core.errors import ConfigError
 
@@ -54,6 +55,15 @@ def digest(key: str) -> bytes:
 def hash_key(key: str) -> str:
     """The form of ``key`` that is safe to write into ``headwater.toml``."""
     return "sha256:" + digest(key).hex()
+
+
+def stored_form(stored: str) -> Literal["hashed", "environment"] | None:
+    """How a key is written in ``headwater.toml``; ``None`` when it is neither allowed form."""
+    if _HASHED.match(stored):
+        return "hashed"
+    if _ENV_REF.match(stored):
+        return "environment"
+    return None
 
 
 class KeyHash:

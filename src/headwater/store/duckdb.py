@@ -10,6 +10,7 @@ holds up a commit: DuckDB's MVCC gives each its snapshot.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from headwater.store.errors import QueryError, ReadOnlyQuery, StoreLocked, Store
 from headwater.store.settings import StoreSettings
 
 _READ_ONLY = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
+_ANALYZE = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\s*\(?\s*ANALY[SZ]E", re.I | re.S)
 
 
 def quote(identifier: str) -> str:
@@ -177,8 +179,10 @@ class DuckDBEngine:
                 f"expected one statement, got {len(statements)}",
                 hint="send one statement at a time",
             )
-        if statements[0].type not in _READ_ONLY:
-            raise ReadOnlyQuery(statements[0].type.name)
+        if statements[0].type not in _READ_ONLY or _ANALYZE.match(sql):
+            # EXPLAIN ANALYZE runs the statement it explains.
+            kind = "EXPLAIN ANALYZE" if _ANALYZE.match(sql) else statements[0].type.name
+            raise ReadOnlyQuery(kind)
         with self._cursor() as cur:
             try:
                 return cur.sql(sql, params=list(params) or None).to_arrow_table()
