@@ -110,9 +110,13 @@ class DuckDBEngine:
 
     @contextmanager
     def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        """One transaction; DuckDB's errors become :class:`QueryError` after the rollback."""
         con.begin()
         try:
             yield
+        except duckdb.Error as exc:
+            con.rollback()
+            raise QueryError(_first_line(exc)) from exc
         except BaseException:
             con.rollback()
             raise
@@ -134,8 +138,8 @@ class DuckDBEngine:
                     con.register("_hw_failed", batch.failed)
                     con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _hw_failed")
                     con.unregister("_hw_failed")
-        except duckdb.Error as exc:
-            raise StoreUnavailable(self.name, _first_line(exc)) from exc
+        except QueryError as exc:
+            raise StoreUnavailable(self.name, exc.reason) from exc
         return new
 
     def _insert_new(self, con: duckdb.DuckDBPyConnection, events: pa.Table) -> pa.Array:
