@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, IngestBatch
+from headwater.store.engine import Cost, IngestBatch, Selected
 from headwater.store.errors import QueryError, ReadOnlyQuery, StoreLocked, StoreUnavailable
 from headwater.store.settings import StoreSettings
 
@@ -65,6 +65,7 @@ class DuckDBEngine:
     """:class:`~headwater.store.engine.Engine` over one DuckDB file."""
 
     name = "duckdb"
+    dialect = "duckdb"
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
         self._con = con
@@ -193,6 +194,18 @@ class DuckDBEngine:
             except duckdb.Error as exc:
                 raise QueryError(_first_line(exc)) from None
 
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected:
+        with self._cursor() as cur:
+            cur.execute("SET enable_profiling = 'no_output'")
+            cur.execute("SET profiling_mode = 'detailed'")
+            try:
+                table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
+            except duckdb.Error as exc:
+                raise QueryError(_first_line(exc)) from None
+            scanned = json.loads(cur.get_profiling_information(format="json"))
+        rows = scanned.get("query", {}).get("total_rows_scanned")
+        return Selected(table, int(rows) if rows is not None else None)
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         with self._cursor() as cur:
             try:
@@ -205,6 +218,11 @@ class DuckDBEngine:
             cur.register("_hw_data", data)
             cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
+
+    def replace_table(self, table: str, data: pa.Table) -> None:
+        with self._cursor() as cur, self._transaction(cur):
+            cur.register("_hw_data", data)
+            cur.execute(f"CREATE OR REPLACE TABLE {quote(table)} AS FROM _hw_data")
 
     def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
         with self._cursor() as cur, self._transaction(cur):

@@ -8,7 +8,7 @@ format, so an engine never sees Python rows.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +30,14 @@ class IngestBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class Selected:
+    """A pipeline query's result, and how many stored rows the engine read for it."""
+
+    table: pa.Table
+    rows_scanned: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class Cost:
     """What a query would read, when the engine can tell before running it."""
 
@@ -41,6 +49,8 @@ class Engine(Protocol):
     """A store of tables that Headwater can write, read and replace atomically."""
 
     name: str
+    #: The sqlglot dialect this engine runs.
+    dialect: str
 
     def ingest(self, batch: IngestBatch) -> pa.Array:
         """Commit ``batch`` in one transaction; return, per event row, whether it was new.
@@ -58,12 +68,20 @@ class Engine(Protocol):
         """Run one read-only statement and return its result."""
         ...
 
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected:
+        """Run a pipeline's query (named parameters) and report the rows it scanned."""
+        ...
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         """Run one statement that may change data."""
         ...
 
     def append(self, table: str, data: pa.Table) -> None:
         """Append ``data`` to ``table`` (created from ``data``'s schema when missing)."""
+        ...
+
+    def replace_table(self, table: str, data: pa.Table) -> None:
+        """Atomically replace the whole of ``table`` with ``data``."""
         ...
 
     def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:

@@ -1,0 +1,99 @@
+"""The metadata schema. Changes go through a new Alembic revision in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+#: Each version a pipeline has had (hash of what it runs).
+versions = Table(
+    "pipeline_versions",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("first_seen", UTCDateTime(), nullable=False),
+)
+
+#: One row per interval of a pipeline that has been published.
+intervals = Table(
+    "intervals",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("start", UTCDateTime(), primary_key=True),
+    Column("end", UTCDateTime(), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # done | stale
+    Column("run_id", Integer, nullable=False),
+    Column("done_at", UTCDateTime(), nullable=False),
+    Column("reason", Text),  # why it is stale
+)
+
+#: Every attempt at an interval (or at a full refresh).
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False, index=True),
+    Column("version", String(32), nullable=False),
+    Column("interval_start", UTCDateTime(), nullable=False),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("trigger", String(16), nullable=False),  # schedule | backfill | manual
+    Column("status", String(16), nullable=False),  # running | succeeded | failed
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("rows_read", BigInteger),
+    Column("rows_written", BigInteger),
+    Column("error", Text),
+    Column("error_kind", String(16)),  # transient | terminal
+)
+
+#: Event-time pipelines: arrivals up to ``arrival_mark`` have been checked for late events.
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("arrival_mark", UTCDateTime(), nullable=False),
+)
+
+#: One run per pipeline at a time, across processes: a lease that expires.
+leases = Table(
+    "leases",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("owner", String(100), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)

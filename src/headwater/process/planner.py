@@ -1,0 +1,209 @@
+"""What is due: missing intervals, intervals re-opened by late events, stale downstream.
+
+The watermark rule for event-time pipelines: each pipeline keeps an
+``arrival_mark``. On every pass, the events that arrived in
+``[arrival_mark, floor)`` are grouped by the interval their ``timestamp`` falls
+in; every done interval among them is marked stale and runs again. ``floor`` is
+the arrival time below which every event is committed (the collector knows its
+in-flight requests), so no late event is missed, however late, and no fixed
+lookback is needed. Re-runs flow downstream: an interval of a reader is stale
+once an overlapping interval of a pipeline it reads was published after it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from headwater.core.types import Interval
+from headwater.process.graph import Graph
+from headwater.process.metadata import MetadataStore
+from headwater.process.metadata.store import IntervalState
+from headwater.process.pipeline import BUILTIN_TABLES, Pipeline
+from headwater.process.schedule import floor as cron_floor
+from headwater.process.schedule import interval_at, intervals
+from headwater.store.engine import Engine
+
+log = logging.getLogger(__name__)
+
+_EARLIEST = {
+    "received_at": "SELECT min(received_at) AS t FROM events",
+    "timestamp": "SELECT min(timestamp) AS t FROM events",
+}
+
+
+class Planner:
+    """Decides which intervals of which pipelines should run now."""
+
+    def __init__(self, graph: Graph, engine: Engine, metadata: MetadataStore) -> None:
+        self.graph = graph
+        self.engine = engine
+        self.metadata = metadata
+        self._starts: dict[str, datetime | None] = {}
+
+    # -- starts --------------------------------------------------------------
+
+    def start(self, pipeline: Pipeline) -> datetime | None:
+        """The first interval's start: from the header, else the earliest input data."""
+        if pipeline.name not in self._starts:
+            self._starts[pipeline.name] = self._start(pipeline)
+        return self._starts[pipeline.name]
+
+    def _start(self, pipeline: Pipeline) -> datetime | None:
+        declared = pipeline.start()
+        if declared is not None:
+            return declared
+        candidates: list[datetime] = []
+        if pipeline.inputs & BUILTIN_TABLES:
+            column = pipeline.header.time if pipeline.incremental else "received_at"
+            earliest = self.engine.query(_EARLIEST[column])
+            value = earliest["t"][0].as_py()
+            if value is not None:
+                candidates.append(value)
+        for name in pipeline.inputs - BUILTIN_TABLES:
+            upstream = self.start(self.graph[name])
+            if upstream is not None:
+                candidates.append(upstream)
+        return min(candidates) if candidates else None
+
+    # -- late events and staleness --------------------------------------------
+
+    def detect_late(self, floor: datetime) -> dict[str, int]:
+        """Mark done event-time intervals that received events since the last pass."""
+        reopened: dict[str, int] = {}
+        for pipeline in self.graph:
+            if not (pipeline.incremental and pipeline.header.time == "timestamp"):
+                continue
+            if "events" not in pipeline.inputs:
+                continue
+            mark = self.metadata.watermark(pipeline.name)
+            if mark is not None and mark < floor:
+                minutes = self.engine.query(
+                    "SELECT DISTINCT date_trunc('minute', timestamp) AS m FROM events "
+                    "WHERE received_at >= ? AND received_at < ?",
+                    [mark, floor],
+                )
+                starts = {
+                    interval_at(pipeline.header.schedule, m).start
+                    for m in minutes["m"].to_pylist()
+                    if m is not None
+                }
+                count = self.metadata.mark_stale(pipeline.name, starts, "late events arrived")
+                if count:
+                    reopened[pipeline.name] = count
+                    log.info("%s: %d intervals re-opened by late events", pipeline.name, count)
+            if mark is None or mark < floor:
+                self.metadata.set_watermark(pipeline.name, floor)
+        return reopened
+
+    def propagate(self, pipeline: Pipeline) -> int:
+        """Mark intervals of ``pipeline`` stale whose inputs were published after them."""
+        mine = self.metadata.intervals(pipeline.name)
+        if not mine:
+            return 0
+        stale: set[datetime] = set()
+        for name in pipeline.inputs - BUILTIN_TABLES:
+            upstream = sorted(self.metadata.intervals(name).values(), key=lambda s: s.interval)
+            starts = [s.interval.start for s in upstream]
+            for state in mine.values():
+                if state.status != "done":
+                    continue
+                window = state.interval if pipeline.incremental else None
+                for other in _overlapping(upstream, starts, window):
+                    if other.done_at > state.done_at or other.status == "stale":
+                        stale.add(state.interval.start)
+                        break
+        return self.metadata.mark_stale(pipeline.name, stale, "an input was re-published")
+
+    # -- due intervals -----------------------------------------------------------
+
+    def due(self, pipeline: Pipeline, now: datetime, floor: datetime, limit: int) -> list[Interval]:
+        """Intervals to run now, oldest first, at most ``limit``; only when inputs are ready."""
+        if not pipeline.incremental:
+            latest = self._latest_tick(pipeline, now)
+            if latest is None:
+                return []
+            state = self.metadata.intervals(pipeline.name).get(latest.start)
+            if state is not None and state.status == "done":
+                return []
+            return [latest] if self._inputs_ready(pipeline, latest) else []
+        start = self.start(pipeline)
+        if start is None:
+            return []
+        until = min(now, floor)
+        done = self.metadata.intervals(pipeline.name)
+        failed = self.metadata.terminal_failures(pipeline.name, pipeline.version)
+        todo: list[Interval] = []
+        for interval in intervals(pipeline.header.schedule, start, until):
+            state = done.get(interval.start)
+            if state is not None and state.status == "done":
+                continue
+            if interval.start in failed:
+                continue
+            if not self._inputs_ready(pipeline, interval):
+                break  # later intervals wait for the same inputs; keep order
+            todo.append(interval)
+            if len(todo) >= limit:
+                break
+        return todo
+
+    def missing(self, pipeline: Pipeline, start: datetime, end: datetime) -> list[Interval]:
+        """Intervals in ``[start, end)`` not done (or stale): what a backfill runs."""
+        done = self.metadata.intervals(pipeline.name)
+        if not pipeline.incremental:
+            latest = self._latest_tick(pipeline, end)
+            return [latest] if latest is not None else []
+        return [
+            i
+            for i in intervals(pipeline.header.schedule, start, end)
+            if i.start not in done or done[i.start].status != "done"
+        ]
+
+    def _latest_tick(self, pipeline: Pipeline, now: datetime) -> Interval | None:
+        end = cron_floor(pipeline.header.schedule, now)
+        start = cron_floor(pipeline.header.schedule, end.replace(microsecond=0) - _TICK)
+        return Interval(start, end) if start < end else None
+
+    def _inputs_ready(self, pipeline: Pipeline, interval: Interval) -> bool:
+        for name in pipeline.inputs - BUILTIN_TABLES:
+            upstream = self.graph[name]
+            states = sorted(self.metadata.intervals(name).values(), key=lambda s: s.interval)
+            if not upstream.incremental:
+                if not any(s.status == "done" for s in states):
+                    return False
+                continue
+            wanted = _covering(upstream, interval)
+            by_start = {s.interval.start: s for s in states}
+            for needed in wanted:
+                state = by_start.get(needed.start)
+                if state is None or state.status != "done":
+                    return False
+        return True
+
+
+_TICK = timedelta(microseconds=1)
+
+
+def _covering(upstream: Pipeline, interval: Interval) -> list[Interval]:
+    """The upstream intervals that together cover ``interval``."""
+    schedule = upstream.header.schedule
+    first = interval_at(schedule, interval.start)
+    return [first, *(i for i in intervals(schedule, first.end, interval.end))]
+
+
+def _overlapping(
+    states: list[IntervalState], starts: list[datetime], window: Interval | None
+) -> Iterable[IntervalState]:
+    if window is None:
+        return states
+    # Intervals are sorted and disjoint: skip those that end before the window.
+    index = max(bisect.bisect_right(starts, window.start) - 1, 0)
+    result = []
+    for state in states[index:]:
+        if state.interval.start >= window.end:
+            break
+        if state.interval.end > window.start:
+            result.append(state)
+    return result

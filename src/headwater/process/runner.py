@@ -1,0 +1,251 @@
+"""Run one interval of one pipeline: compute, audit, publish, record.
+
+Publication is one engine transaction that replaces exactly the interval (or,
+for a full pipeline, the whole table), so no reader sees half an interval and a
+re-run gives the same table. The interval is recorded as done in the metadata
+only after that transaction commits: a run killed in between leaves the old
+output and a missing interval, which the next run fills.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlglot import exp
+
+from headwater.core.errors import HeadwaterError, TransientError
+from headwater.core.types import Interval
+from headwater.process import sql
+from headwater.process.audits import run_audits
+from headwater.process.errors import PipelineError, RunInterrupted
+from headwater.process.graph import Graph
+from headwater.process.metadata import MetadataStore
+from headwater.process.pipeline import Pipeline
+from headwater.process.python import Context
+from headwater.store.engine import Engine
+from headwater.store.errors import QueryError
+
+log = logging.getLogger(__name__)
+
+LEASE = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    pipeline: str
+    interval: Interval
+    rows_written: int
+    rows_read: int | None
+    seconds: float
+
+
+def owner_id() -> str:
+    """Who holds a lease: host and process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Runner:
+    """Runs pipelines of one project on one engine, recording in one metadata store."""
+
+    def __init__(
+        self,
+        graph: Graph,
+        engine: Engine,
+        metadata: MetadataStore,
+        dialect: str,
+        *,
+        backoff_seconds: float = 2.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.graph = graph
+        self.engine = engine
+        self.metadata = metadata
+        self.dialect = dialect
+        self.owner = owner_id()
+        self._backoff = backoff_seconds
+        self._sleep = sleep
+
+    def run(self, pipeline: Pipeline, interval: Interval, trigger: str) -> RunResult:
+        """Run with the pipeline's lease held, retrying transient failures with backoff."""
+        if not self.metadata.acquire(pipeline.name, self.owner, LEASE):
+            raise RunInterrupted(pipeline.name, "another run holds it; try again when it ends")
+        try:
+            # Holding the lease, any run still marked running died with its process.
+            self.metadata.interrupted([pipeline.name])
+            attempt = 1
+            while True:
+                try:
+                    return self._attempt(pipeline, interval, trigger, attempt)
+                except TransientError as exc:
+                    if attempt > pipeline.header.retries:
+                        raise
+                    delay = self._backoff * 2 ** (attempt - 1)
+                    log.warning("%s %s: %s; retrying in %.1fs", pipeline.name, interval, exc, delay)
+                    self._sleep(delay)
+                    attempt += 1
+        finally:
+            self.metadata.release(pipeline.name, self.owner)
+
+    def _attempt(
+        self, pipeline: Pipeline, interval: Interval, trigger: str, attempt: int
+    ) -> RunResult:
+        started = time.perf_counter()
+        self.metadata.record_version(pipeline.name, pipeline.version)
+        run_id = self.metadata.start_run(
+            pipeline.name, pipeline.version, interval, trigger, attempt
+        )
+        try:
+            output, rows_read = self._compute(pipeline, interval)
+            self._check_times(pipeline, interval, output)
+            run_audits(
+                pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
+            )
+            self._publish(pipeline, interval, output)
+        except HeadwaterError as exc:
+            kind = "transient" if isinstance(exc, TransientError) else "terminal"
+            self.metadata.fail(run_id, str(exc), kind)
+            raise
+        except Exception as exc:  # a Python pipeline may raise anything
+            self.metadata.fail(run_id, f"{type(exc).__name__}: {exc}", "terminal")
+            raise PipelineError(
+                f"the pipeline raised {type(exc).__name__}: {exc}",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+            ) from exc
+        self.metadata.succeed(
+            run_id,
+            pipeline.name,
+            pipeline.version,
+            interval,
+            rows_read=rows_read,
+            rows_written=output.num_rows,
+            record_interval=True,
+        )
+        return RunResult(
+            pipeline.name, interval, output.num_rows, rows_read, time.perf_counter() - started
+        )
+
+    # -- steps ----------------------------------------------------------------
+
+    def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
+        params = {"start": interval.start, "end": interval.end}
+        if pipeline.query is not None:
+            rendered = sql.render(pipeline.query, self.engine.dialect)
+            used = {name: params[name] for name in pipeline.query.parameters}
+            try:
+                selected = self.engine.select(rendered, used)
+            except QueryError as exc:
+                raise self._sql_error(pipeline, exc) from None
+            return selected.table, selected.rows_scanned
+        assert pipeline.function is not None
+        reader = _Reader(self, pipeline, interval)
+        result = pipeline.function(Context(pipeline.name, interval.start, interval.end, reader))
+        if isinstance(result, pa.RecordBatchReader):
+            result = result.read_all()
+        if not isinstance(result, pa.Table):
+            raise PipelineError(
+                f"a Python pipeline returns a pyarrow.Table, got {type(result).__name__}",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+            )
+        return result, reader.rows_scanned
+
+    def _check_times(self, pipeline: Pipeline, interval: Interval, output: pa.Table) -> None:
+        column = pipeline.header.time_column
+        if not pipeline.incremental or column is None:
+            return
+        if column not in output.column_names:
+            raise PipelineError(
+                f"time_column {column!r} is not a column of the output",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint=f"columns: {', '.join(output.column_names)}",
+            )
+        if output.num_rows == 0:
+            return
+        times = output[column]
+        if pa.types.is_date(times.type):
+            times = pc.cast(times, pa.timestamp("us"))
+        if pa.types.is_timestamp(times.type) and times.type.tz is None:
+            times = pc.assume_timezone(times, "UTC")
+        start = pa.scalar(interval.start, pa.timestamp("us", "UTC"))
+        end = pa.scalar(interval.end, pa.timestamp("us", "UTC"))
+        outside = pc.sum(pc.or_kleene(pc.less(times, start), pc.greater_equal(times, end))).as_py()
+        nulls = times.null_count
+        if outside or nulls:
+            raise PipelineError(
+                f"{(outside or 0) + nulls} output rows have {column} outside the interval "
+                f"[{interval.start:%Y-%m-%d %H:%M}, {interval.end:%Y-%m-%d %H:%M}) or NULL",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint="every row of an interval's output must fall inside it; filter on @start/@end",
+            )
+
+    def _publish(self, pipeline: Pipeline, interval: Interval, output: pa.Table) -> None:
+        try:
+            if pipeline.incremental and pipeline.header.time_column:
+                self.engine.replace_interval(
+                    pipeline.name, pipeline.header.time_column, interval, output
+                )
+            else:
+                self.engine.replace_table(pipeline.name, output)
+        except QueryError as exc:
+            raise PipelineError(
+                f"publishing failed: {exc.reason}",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint="a changed output schema needs the old table dropped or a full backfill",
+            ) from None
+
+    def _sql_error(self, pipeline: Pipeline, exc: QueryError) -> PipelineError:
+        source = pipeline.query.source if pipeline.query is not None else ""
+        return PipelineError(
+            f"the engine refused the SQL: {exc.reason}",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            line=sql.locate(source, exc.reason),
+        )
+
+
+class _Reader:
+    """What a Python pipeline's context reads through."""
+
+    def __init__(self, runner: Runner, pipeline: Pipeline, interval: Interval) -> None:
+        self._runner = runner
+        self._pipeline = pipeline
+        self._interval = interval
+        self.rows_scanned: int | None = None
+
+    def sql(self, query: str) -> pa.Table:
+        parsed = sql.parse(query, self._runner.dialect, str(self._pipeline.path))
+        undeclared = parsed.references - set(self._pipeline.inputs)
+        if undeclared:
+            raise PipelineError(
+                f"reads {', '.join(sorted(undeclared))} without naming it in inputs",
+                pipeline=self._pipeline.name,
+                path=str(self._pipeline.path),
+                hint="add it to @pipeline(inputs=[...]) so the graph orders the runs",
+            )
+        params = {"start": self._interval.start, "end": self._interval.end}
+        rendered = sql.render(parsed, self._runner.engine.dialect)
+        try:
+            selected = self._runner.engine.select(
+                rendered, {k: params[k] for k in parsed.parameters}
+            )
+        except QueryError as exc:
+            raise self._runner._sql_error(self._pipeline, exc) from None
+        if selected.rows_scanned is not None:
+            self.rows_scanned = (self.rows_scanned or 0) + selected.rows_scanned
+        return selected.table
+
+    def table(self, name: str) -> pa.Table:
+        query = exp.select("*").from_(exp.table_(name, quoted=True))
+        return self.sql(query.sql(self._runner.dialect))

@@ -1,0 +1,62 @@
+"""Cron schedules, and the intervals they cut time into.
+
+An incremental pipeline's intervals are the spans between consecutive run
+times of its schedule: ``@hourly`` gives hours, ``0 6 * * *`` gives days that
+start at 06:00 UTC. The interval ``[t0, t1)`` is run once ``t1`` has passed.
+
+>>> from datetime import datetime, UTC
+>>> [str(i.start) for i in intervals("@hourly", datetime(2026, 1, 1, tzinfo=UTC),
+...                                   datetime(2026, 1, 1, 2, 30, tzinfo=UTC))]
+['2026-01-01 00:00:00+00:00', '2026-01-01 01:00:00+00:00']
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from croniter import croniter
+
+from headwater.core.types import Interval
+from headwater.process.errors import PipelineError
+
+
+def check_schedule(schedule: str, path: str) -> None:
+    if not croniter.is_valid(schedule):
+        raise PipelineError(
+            f"schedule {schedule!r} is not a cron expression",
+            path=path,
+            hint='write e.g. "0 * * * *" (hourly) or @daily; times are UTC',
+        )
+
+
+def floor(schedule: str, moment: datetime) -> datetime:
+    """The latest run time at or before ``moment``."""
+    moment = moment.astimezone(UTC)
+    if croniter.match(schedule, moment) and moment.second == 0 and moment.microsecond == 0:
+        return moment
+    previous: datetime = croniter(schedule, moment).get_prev(datetime)
+    return previous.astimezone(UTC).replace(fold=0)
+
+
+def following(schedule: str, moment: datetime) -> datetime:
+    """The first run time strictly after ``moment``."""
+    value: datetime = croniter(schedule, moment.astimezone(UTC)).get_next(datetime)
+    return value.astimezone(UTC).replace(fold=0)
+
+
+def intervals(schedule: str, start: datetime, until: datetime) -> list[Interval]:
+    """Whole intervals from the one holding ``start`` up to those ending by ``until``."""
+    result: list[Interval] = []
+    lower = floor(schedule, start)
+    while True:
+        upper = following(schedule, lower)
+        if upper > until:
+            return result
+        result.append(Interval(lower, upper))
+        lower = upper
+
+
+def interval_at(schedule: str, moment: datetime) -> Interval:
+    """The interval that holds ``moment``."""
+    lower = floor(schedule, moment)
+    return Interval(lower, following(schedule, lower))

@@ -1,0 +1,94 @@
+"""Settings of pipelines: the header of each pipeline, and the ``[pipelines]`` table."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+
+class AcceptedValues(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    column: str
+    values: list[str | int | float | bool]
+
+
+class RowCount(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    min: int | None = None
+    max: int | None = None
+
+
+class Audit(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    """One check of a pipeline's output, run before it is published. Set exactly one field."""
+
+    not_null: list[str] | None = None
+    """These columns hold no NULL."""
+
+    unique: list[str] | None = None
+    """No two rows share these columns' values."""
+
+    accepted_values: AcceptedValues | None = None
+    """The column holds only these values (NULL allowed)."""
+
+    row_count: RowCount | None = None
+    """The output has between ``min`` and ``max`` rows."""
+
+    sql: str | None = None
+    """A query over ``output`` that returns the offending rows; none returned means it passes."""
+
+
+class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """What a pipeline's header may say."""
+
+    schedule: str = "@daily"
+    """A cron expression (``"0 * * * *"``) or ``@hourly``/``@daily``/``@weekly``/``@monthly``.
+    Consecutive run times are also the interval boundaries of an incremental pipeline."""
+
+    kind: Literal["full", "incremental"] = "full"
+    """``full`` recomputes the whole output each run; ``incremental`` one interval at a time."""
+
+    time: Literal["received_at", "timestamp"] = "received_at"
+    """Incremental pipelines: intervals by arrival (``received_at``, exact and cheap) or by event
+    time (``timestamp``: late events re-open the intervals they belong to)."""
+
+    time_column: str | None = None
+    """Incremental pipelines: the output column that holds each row's time; every row of a run
+    must fall inside its interval."""
+
+    start: str | None = None
+    """First interval (ISO date or time, UTC). Default: the interval of the earliest event."""
+
+    audits: list[Audit] = msgspec.field(default_factory=list)
+    """Checks that must pass before an interval is published."""
+
+    retries: int = 3
+    """Attempts after a transient failure, with exponential backoff."""
+
+    description: str = ""
+    """Shown by ``headwater pipelines``."""
+
+
+HEADER_KEYS = tuple(PipelineHeader.__struct_fields__)
+AUDIT_KEYS = tuple(Audit.__struct_fields__)
+
+
+class PipelinesSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``[pipelines]`` table of ``headwater.toml``."""
+
+    folder: str = "pipelines"
+    """Where pipeline files live, relative to ``headwater.toml``."""
+
+    metadata_url: str | None = None
+    """SQLAlchemy URL of the metadata database; default: SQLite in the data folder."""
+
+    tick_seconds: float = 10.0
+    """How often the scheduler inside ``headwater up`` looks for due work."""
+
+    max_catchup: int = 100
+    """Most intervals of one pipeline run in one scheduler pass after downtime (oldest first)."""
+
+    settle_seconds: float = 5.0
+    """When no collector runs in the same process, how long after an interval's end arrivals
+    are taken as complete."""
+
+    retry_backoff_seconds: float = 2.0
+    """First retry delay after a transient failure; doubles each attempt."""
