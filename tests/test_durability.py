@@ -679,13 +679,13 @@ def test_store_failure_is_a_retryable_503_and_the_writer_recovers(rig: _Rig) -> 
         refused: list[BaseException] = []
         for ids in (["sf-a1", "sf-a2"], ["sf-b1"]):
             try:
-                await asyncio.wait_for(writer.submit(_rows(ids), []), 10)
+                await asyncio.wait_for(writer.submit(_rows(ids), [], 0), 10)
             except CommitFailed as exc:
                 refused.append(exc)
         unhealthy_after_failure = not writer.healthy
         # The client retries the first request unchanged, then sends a new one.
-        retried = await asyncio.wait_for(writer.submit(_rows(["sf-a1", "sf-a2"]), []), 10)
-        fresh = await asyncio.wait_for(writer.submit(_rows(["sf-c1", "sf-a1"]), []), 10)
+        retried = await asyncio.wait_for(writer.submit(_rows(["sf-a1", "sf-a2"]), [], 0), 10)
+        fresh = await asyncio.wait_for(writer.submit(_rows(["sf-c1", "sf-a1"]), [], 0), 10)
         return refused, unhealthy_after_failure, retried, fresh, writer.healthy
 
     refused, unhealthy, retried, fresh, healthy = asyncio.run(scenario())
@@ -714,12 +714,12 @@ def test_one_poisoned_submission_does_not_fail_its_group(rig: _Rig) -> None:
         # queue up and are taken as one group.
         gate = threading.Event()
         engine.gate = gate
-        first = asyncio.ensure_future(writer.submit(_rows(["pz-first"]), []))
+        first = asyncio.ensure_future(writer.submit(_rows(["pz-first"]), [], 0))
         await asyncio.sleep(0)
         entered = await asyncio.to_thread(engine.entered.wait, 10)
         assert entered, "the writer never reached the store"
         group = [
-            asyncio.ensure_future(writer.submit(_rows(ids), []))
+            asyncio.ensure_future(writer.submit(_rows(ids), [], 0))
             for ids in (["pz-a1", "pz-a2"], ["pz-b1", "poison"], ["pz-c1"])
         ]
         for _ in range(500):  # until all three wait in the queue

@@ -5,13 +5,17 @@ Errors print as one sentence and the fix; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
+from rich.text import Text
 
 from headwater import __version__
 from headwater.cli import scaffold
@@ -147,6 +151,166 @@ def query(
         finally:
             engine.close()
     print_table(result, fmt)
+
+
+def _operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
+    """Run a pipeline operation in the server when one runs, else here."""
+    from headwater.process.metadata import MetadataStore
+    from headwater.process.service import PipelineService
+    from headwater.runtime import operations
+    from headwater.runtime.control import find_server
+    from headwater.store.duckdb import DuckDBEngine
+
+    project = state.project()
+    with _progress_bar(progress) as report:
+        client = find_server(project.data_dir)
+        if client is not None:
+            try:
+                return client.pipelines(op, args, report)
+            finally:
+                client.close()
+        engine = DuckDBEngine.open(project.store_path, project.settings.store)
+        metadata = MetadataStore.for_data_dir(
+            project.data_dir, project.settings.pipelines.metadata_url
+        )
+        try:
+            return operations.call(PipelineService(project, engine, metadata), op, args, report)
+        finally:
+            metadata.close()
+            engine.close()
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("starting", total=None)
+
+        def report(step: dict[str, Any]) -> None:
+            interval = step["interval"]
+            label = f"{step['pipeline']} {interval['start'][:16]}"
+            if step.get("error"):
+                console.print(f"[red]failed[/red] {label}: {step['error']}", highlight=False)
+            bar.update(task, description=label, completed=step["done"], total=step["total"])
+
+        yield report
+
+
+@app.command()
+def run(
+    name: Annotated[str | None, typer.Argument(help="Pipeline to run.")] = None,
+    start: Annotated[
+        str | None, typer.Option(help="First interval (ISO date or time, UTC).")
+    ] = None,
+    end: Annotated[str | None, typer.Option(help="End of the last interval (exclusive).")] = None,
+    due: Annotated[bool, typer.Option("--due", help="Run every pipeline's due intervals.")] = False,
+) -> None:
+    """Run a pipeline's intervals, or with --due, everything that is due (for cron).
+
+    Example: headwater run daily_active_users --start 2026-11-01 --end 2026-11-02
+    """
+    if due == (name is not None):
+        raise ConfigError(
+            "name one pipeline, or pass --due", hint="headwater run NAME | headwater run --due"
+        )
+    if due:
+        results = _operation("due", {}, progress=True)
+    else:
+        results = _operation("run", {"name": name, "start": start, "end": end}, progress=True)
+    rows = sum(r["rows_written"] for r in results)
+    console.print(
+        f"Ran {len(results)} interval{'s' if len(results) != 1 else ''}; {rows} rows written."
+    )
+
+
+@app.command()
+def backfill(
+    name: Annotated[str, typer.Argument(help="Pipeline to fill (and what it reads).")],
+    start: Annotated[str, typer.Option(help="Start of the history to fill (UTC).")],
+    end: Annotated[str, typer.Option(help="End of the history to fill (exclusive).")],
+) -> None:
+    """Fill history for a pipeline and its inputs, in dependency order; resumable.
+
+    Example: headwater backfill daily_active_users --start 2026-10-01 --end 2026-11-01
+    """
+    results = _operation("backfill", {"name": name, "start": start, "end": end}, progress=True)
+    rows = sum(r["rows_written"] for r in results)
+    console.print(f"Backfilled {len(results)} intervals; {rows} rows written.")
+
+
+@app.command()
+def status() -> None:
+    """Every pipeline: schedule, last run, intervals done and missing, next run, last error."""
+    report = _operation("status", {})
+    view = Table(header_style="bold")
+    for column in (
+        "pipeline",
+        "kind",
+        "schedule",
+        "last run",
+        "done",
+        "missing",
+        "stale",
+        "next run",
+        "last error",
+    ):
+        view.add_column(column, overflow="fold")
+    for row in report:
+        kind = row["kind"] + (f" ({row['time']})" if row["time"] else "")
+        last = f"{(row['last_run'] or '')[:19]} {row['last_status'] or 'never'}".strip()
+        stale = str(row["intervals_stale"])
+        if row["intervals_changed"]:
+            stale += f" + {row['intervals_changed']} changed"
+        view.add_row(
+            row["name"], kind, row["schedule"], last, str(row["intervals_done"]),
+            str(row["intervals_missing"]), stale, (row["next_run"] or "")[:16],
+            Text(row["last_error"] or ""),
+        )  # fmt: skip
+    console.print(view)
+    for row in report:
+        if row["intervals_changed"]:
+            console.print(
+                f"{row['name']}: {row['intervals_changed']} intervals were made by an older "
+                f"version; `headwater run {row['name']} --start … --end …` rebuilds them."
+            )
+
+
+@app.command()
+def pipelines() -> None:
+    """List pipelines: kind, schedule, time and dependencies."""
+    report = _operation("list", {})
+    view = Table(header_style="bold")
+    for column in ("pipeline", "language", "kind", "schedule", "time", "reads"):
+        view.add_column(column, overflow="fold")
+    for row in report:
+        view.add_row(
+            row["name"], row["language"], row["kind"], row["schedule"], row["time"] or "",
+            ", ".join(row["inputs"]),
+        )  # fmt: skip
+    console.print(view)
+
+
+@app.command()
+def render(
+    name: Annotated[str, typer.Argument(help="Pipeline to render.")],
+    start: Annotated[str | None, typer.Option(help="Interval start (default: the first).")] = None,
+    end: Annotated[str | None, typer.Option(help="Interval end.")] = None,
+) -> None:
+    """Print the exact SQL this engine runs for a pipeline, with its parameters.
+
+    Example: headwater render hourly_event_counts --start 2026-11-01T10:00
+    """
+    result = _operation("render", {"name": name, "start": start, "end": end})
+    sys.stdout.write(result["sql"] + "\n")
+    for key, value in result["params"].items():
+        sys.stdout.write(f"-- ${key} = {value}\n")
 
 
 @sources_app.command("add")

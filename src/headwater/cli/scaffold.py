@@ -31,11 +31,62 @@ dedupe_window = "7d"         # exact dedupe by (source, messageId) over this win
 engine = "duckdb"
 path = "events.duckdb"       # inside data_dir
 
+[pipelines]
+folder = "pipelines"         # one pipeline per .sql or .py file
+tick_seconds = 10            # how often `headwater up` looks for due intervals
+
 # One table per source. Keys are stored hashed; `headwater sources add NAME`
 # creates one and prints the key once. A key may also be "${{ENV_NAME}}".
 [sources.{source}]
 write_key = "{key_hash}"
 """
+
+#: Example pipelines, in BigQuery SQL: what `headwater init` puts in pipelines/.
+EXAMPLE_PIPELINES = {
+    "hourly_event_counts.sql": """\
+/* headwater
+description = "Events per name and source, per hour of arrival."
+schedule = "@hourly"
+kind = "incremental"
+time = "received_at"       # intervals by arrival: exact, each hour runs once
+time_column = "hour"
+audits = [
+  { not_null = ["hour", "source", "event_name"] },
+  { unique = ["hour", "source", "event_name"] },
+]
+*/
+SELECT
+  TIMESTAMP_TRUNC(received_at, HOUR) AS hour,
+  source,
+  COALESCE(event, type) AS event_name,
+  COUNT(*) AS events,
+  COUNT(DISTINCT COALESCE(user_id, anonymous_id)) AS people
+FROM events
+WHERE received_at >= @start AND received_at < @end
+GROUP BY hour, source, event_name
+""",
+    "daily_active_users.sql": """\
+/* headwater
+description = "Distinct people active per day of event time, with their plan."
+schedule = "@daily"
+kind = "incremental"
+time = "timestamp"         # event time: late events re-open the day they belong to
+time_column = "day"
+audits = [
+  { not_null = ["day"] },
+  { unique = ["day", "plan"] },
+]
+*/
+SELECT
+  TIMESTAMP_TRUNC(timestamp, DAY) AS day,
+  COALESCE(JSON_VALUE(properties, '$.plan'), 'unknown') AS plan,
+  COUNT(DISTINCT COALESCE(user_id, anonymous_id)) AS active_users,
+  COUNT(*) AS events
+FROM events
+WHERE timestamp >= @start AND timestamp < @end
+GROUP BY day, plan
+""",
+}
 
 GITIGNORE = """\
 # Headwater's data folder: the event store, metadata and runtime files.
@@ -60,7 +111,11 @@ def init_project(folder: Path, *, source: str = "web") -> str:
     gitignore = folder / ".gitignore"
     if not gitignore.exists():
         gitignore.write_text(GITIGNORE, encoding="utf-8")
-    (folder / "pipelines").mkdir(exist_ok=True)
+    pipelines = folder / "pipelines"
+    pipelines.mkdir(exist_ok=True)
+    for name, text in EXAMPLE_PIPELINES.items():
+        if not (pipelines / name).exists():
+            (pipelines / name).write_text(text, encoding="utf-8")
     return key
 
 

@@ -8,6 +8,7 @@ writer, and answer once they are committed.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -64,6 +65,19 @@ class IngestApp:
         self._validator = Validator(
             max_event_bytes=settings.max_event_bytes, max_depth=settings.max_depth
         )
+        self._arriving: dict[int, int] = {}
+        self._tokens = itertools.count()
+
+    def arrival_floor(self) -> int:
+        """Every event that arrived before this time (µs) is committed or refused.
+
+        Requests being read or validated count here, queued ones in the writer:
+        what pipelines by arrival time use to know an interval is complete.
+        """
+        now = now_us()
+        arriving = min(list(self._arriving.values()), default=now)
+        pending = self._writer.oldest_pending()
+        return min(now, arriving, pending if pending is not None else now)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         status, body, headers = await self._answer(scope, receive)
@@ -79,6 +93,8 @@ class IngestApp:
         source: str | None = None
         body: bytes | None = None
         received_us = now_us()
+        token = next(self._tokens)
+        self._arriving[token] = received_us
         try:
             headers = dict(scope["headers"])
             _check_content_type(headers.get(b"content-type", b""))
@@ -105,6 +121,8 @@ class IngestApp:
             )
         except ClientGone:
             return _error(400, "client_gone", "the client disconnected")
+        finally:
+            del self._arriving[token]
 
     async def _ingest(
         self,
@@ -140,7 +158,7 @@ class IngestApp:
                 rejected.append(Rejection(index, bad.code, bad.field, bad.message))
                 row = _failed_row(source, received_us, bad.code, bad.field, bad.message, raw)
                 failed.append(row)
-        outcome = await self._writer.submit(events, failed)
+        outcome = await self._writer.submit(events, failed, received_us)
         answer = {
             "success": not rejected,
             "accepted": len(events),
@@ -162,7 +180,7 @@ class IngestApp:
             # An authenticated caller's bad body is kept so it can be fixed and replayed.
             row = _failed_row(source, received_us, refused.code, refused.field, str(refused), body)
             try:
-                await self._writer.submit([], [row])
+                await self._writer.submit([], [row], received_us)
             except Unavailable as unavailable:
                 log.warning("could not keep a refused request: %s", unavailable)
         return _error(refused.status, refused.code, str(refused))

@@ -79,6 +79,7 @@ class Writer:
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="headwater-writer", daemon=True)
         self._last_prune = 0.0
+        self._pending: dict[int, int] = {}
         self.healthy = True
 
     def start(self) -> None:
@@ -89,12 +90,23 @@ class Writer:
     def queued(self) -> int:
         return self._queued
 
+    def oldest_pending(self) -> int | None:
+        """Arrival time of the oldest request not yet committed, if any."""
+        with self._cond:
+            return min(self._pending.values(), default=None)
+
     @property
     def accepting(self) -> bool:
         return not self._closing and self._thread.is_alive()
 
-    async def submit(self, events: list[EventRow], failed: list[FailedRow]) -> Outcome:
-        """Queue rows for the next commit and wait until they are durable."""
+    async def submit(
+        self, events: list[EventRow], failed: list[FailedRow], received_us: int
+    ) -> Outcome:
+        """Queue rows for the next commit and wait until they are durable.
+
+        ``received_us`` is when the request arrived: until the commit, the
+        writer counts it in :meth:`oldest_pending`.
+        """
         loop = asyncio.get_running_loop()
         size = len(events) + len(failed)
         sub = _Submission(events, failed, loop, loop.create_future())
@@ -110,6 +122,7 @@ class Writer:
                     retry_after=self._retry_after,
                 )
             self._queue.append(sub)
+            self._pending[id(sub)] = received_us
             self._queued += size
             self._metrics.queue_depth.set(self._queued)
             self._cond.notify()
@@ -154,6 +167,14 @@ class Writer:
         return taken
 
     def _commit(self, subs: list[_Submission]) -> None:
+        try:
+            self._commit_group(subs)
+        finally:
+            with self._cond:
+                for sub in subs:
+                    self._pending.pop(id(sub), None)
+
+    def _commit_group(self, subs: list[_Submission]) -> None:
         started = time.perf_counter()
         try:
             self._write(subs)
@@ -162,7 +183,7 @@ class Writer:
             if len(subs) > 1:
                 # One poisoned request must not fail the others: commit each alone.
                 for sub in subs:
-                    self._commit([sub])
+                    self._commit_group([sub])
                 return
             self.healthy = False
             log.error("commit failed: %s", exc.reason)

@@ -18,6 +18,7 @@ from headwater.collect.settings import CollectorSettings, SourceSettings
 from headwater.core.clock import parse_duration
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash, stored_form
+from headwater.process.settings import PipelinesSettings
 from headwater.runtime.settings import ServerSettings
 from headwater.store.settings import StoreSettings
 
@@ -45,6 +46,7 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     collector: CollectorSettings = msgspec.field(default_factory=CollectorSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
     sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
 
 
@@ -54,6 +56,7 @@ _TABLES: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "collector": CollectorSettings,
     "store": StoreSettings,
+    "pipelines": PipelinesSettings,
     "sources": SourceSettings,
 }
 
@@ -72,6 +75,10 @@ class Project:
     @property
     def data_dir(self) -> Path:
         return (self.root / self.settings.project.data_dir).resolve()
+
+    @property
+    def pipelines_dir(self) -> Path:
+        return self.root / self.settings.pipelines.folder
 
     @property
     def store_path(self) -> Path:

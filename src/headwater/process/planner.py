@@ -15,15 +15,14 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from headwater.core.types import Interval
 from headwater.process.graph import Graph
 from headwater.process.metadata import MetadataStore
 from headwater.process.metadata.store import IntervalState
 from headwater.process.pipeline import BUILTIN_TABLES, Pipeline
-from headwater.process.schedule import floor as cron_floor
-from headwater.process.schedule import interval_at, intervals
+from headwater.process.schedule import interval_at, intervals, latest_tick
 from headwater.store.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -122,9 +121,7 @@ class Planner:
     def due(self, pipeline: Pipeline, now: datetime, floor: datetime, limit: int) -> list[Interval]:
         """Intervals to run now, oldest first, at most ``limit``; only when inputs are ready."""
         if not pipeline.incremental:
-            latest = self._latest_tick(pipeline, now)
-            if latest is None:
-                return []
+            latest = latest_tick(pipeline.header.schedule, now)
             state = self.metadata.intervals(pipeline.name).get(latest.start)
             if state is not None and state.status == "done":
                 return []
@@ -153,18 +150,12 @@ class Planner:
         """Intervals in ``[start, end)`` not done (or stale): what a backfill runs."""
         done = self.metadata.intervals(pipeline.name)
         if not pipeline.incremental:
-            latest = self._latest_tick(pipeline, end)
-            return [latest] if latest is not None else []
+            return [latest_tick(pipeline.header.schedule, end)]
         return [
             i
             for i in intervals(pipeline.header.schedule, start, end)
             if i.start not in done or done[i.start].status != "done"
         ]
-
-    def _latest_tick(self, pipeline: Pipeline, now: datetime) -> Interval | None:
-        end = cron_floor(pipeline.header.schedule, now)
-        start = cron_floor(pipeline.header.schedule, end.replace(microsecond=0) - _TICK)
-        return Interval(start, end) if start < end else None
 
     def _inputs_ready(self, pipeline: Pipeline, interval: Interval) -> bool:
         for name in pipeline.inputs - BUILTIN_TABLES:
@@ -181,9 +172,6 @@ class Planner:
                 if state is None or state.status != "done":
                     return False
         return True
-
-
-_TICK = timedelta(microseconds=1)
 
 
 def _covering(upstream: Pipeline, interval: Interval) -> list[Interval]:

@@ -12,7 +12,7 @@ start at 06:00 UTC. The interval ``[t0, t1)`` is run once ``t1`` has passed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
 
@@ -54,6 +54,13 @@ def intervals(schedule: str, start: datetime, until: datetime) -> list[Interval]
             return result
         result.append(Interval(lower, upper))
         lower = upper
+
+
+def latest_tick(schedule: str, moment: datetime) -> Interval:
+    """The last whole interval that ended at or before ``moment``: what a full refresh runs."""
+    end = floor(schedule, moment)
+    start = floor(schedule, end - timedelta(microseconds=1))
+    return Interval(start, end)
 
 
 def interval_at(schedule: str, moment: datetime) -> Interval:

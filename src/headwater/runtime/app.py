@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
 from typing import Any
@@ -17,9 +20,14 @@ from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
 from headwater.collect.writer import Writer
 from headwater.config.project import Project, load_project
-from headwater.core.clock import parse_duration
+from headwater.core.clock import from_us, parse_duration
+from headwater.core.errors import HeadwaterError
 from headwater.core.secrets import KeyHash
+from headwater.process.metadata import MetadataStore
+from headwater.process.service import PipelineService
 from headwater.store.engine import Engine
+
+log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -47,6 +55,13 @@ class Runtime:
         self.ingest = IngestApp(
             KeyRing(project.source_keys(), _key_loader(project)), settings, self.writer
         )
+        self.metadata = MetadataStore.for_data_dir(
+            project.data_dir, project.settings.pipelines.metadata_url
+        )
+        self.pipelines = PipelineService(
+            project, engine, self.metadata, floor=lambda: from_us(self.ingest.arrival_floor())
+        )
+        self.stopping = threading.Event()
         self.admin = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -62,6 +77,26 @@ class Runtime:
         """Commit and answer what is queued, then release the store."""
         self.writer.close(self.project.settings.collector.drain_timeout_seconds)
         self.engine.close()
+        self.metadata.close()
+
+    async def schedule(self) -> None:
+        """Run due pipelines every tick until :attr:`stopping` is set.
+
+        Each pass runs in a worker thread, so the collector keeps answering; a
+        broken pipeline file is logged and retried at the next tick.
+        """
+        tick = self.project.settings.pipelines.tick_seconds
+        while not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(self.pipelines.run_due, should_stop=self.stopping.is_set)
+            except HeadwaterError as exc:
+                log.error("scheduler: %s", exc)
+            except Exception:
+                log.exception("scheduler pass failed")
+            waited = 0.0
+            while waited < tick and not self.stopping.is_set():
+                await asyncio.sleep(0.1)
+                waited += 0.1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1/"):

@@ -8,12 +8,14 @@ finds no live server there opens the files itself.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
@@ -21,11 +23,13 @@ import pyarrow.ipc
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from headwater.core import jsonio
 from headwater.core.errors import HeadwaterError, TerminalError
+from headwater.process.service import PipelineService
+from headwater.runtime import operations
 from headwater.store.engine import Engine
 from headwater.store.errors import QueryError
 
@@ -44,8 +48,10 @@ def socket_path(data_dir: Path) -> Path:
     return Path(tempfile.gettempdir()) / f"headwater-{tag}.sock"
 
 
-def control_app(engine: Engine, status: dict[str, object]) -> Starlette:
-    """The app served on the control socket: queries and the server's status."""
+def control_app(
+    engine: Engine, status: dict[str, object], pipelines: PipelineService | None = None
+) -> Starlette:
+    """The app served on the control socket: queries, pipeline operations, status."""
 
     async def query(request: Request) -> Response:
         body = jsonio.loads(await request.body())
@@ -65,9 +71,46 @@ def control_app(engine: Engine, status: dict[str, object]) -> Starlette:
     async def server_status(request: Request) -> Response:
         return JSONResponse(status)
 
+    async def operation(request: Request) -> Response:
+        body = jsonio.loads(await request.body())
+        op = request.path_params["op"]
+        args = body if isinstance(body, dict) else {}
+        if pipelines is None:
+            return JSONResponse({"error": "this server runs no pipelines"}, status_code=400)
+        return StreamingResponse(_stream(pipelines, op, args), media_type="application/x-ndjson")
+
     return Starlette(
-        routes=[Route("/query", query, methods=["POST"]), Route("/status", server_status)]
+        routes=[
+            Route("/query", query, methods=["POST"]),
+            Route("/status", server_status),
+            Route("/pipelines/{op}", operation, methods=["POST"]),
+        ]
     )
+
+
+async def _stream(service: PipelineService, op: str, args: dict[str, Any]) -> AsyncIterator[bytes]:
+    """Run the operation in a thread; yield its progress, then its result, as JSON lines."""
+    loop = asyncio.get_running_loop()
+    lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def send(line: dict[str, Any] | None) -> None:
+        loop.call_soon_threadsafe(lines.put_nowait, line)
+
+    def work() -> None:
+        try:
+            result = operations.call(service, op, args, lambda step: send({"progress": step}))
+            send({"result": result})
+        except HeadwaterError as exc:
+            send({"error": exc.message, "hint": exc.hint})
+        except Exception as exc:  # reported to the CLI rather than lost in the server log
+            send({"error": f"unexpected {type(exc).__name__}: {exc}", "hint": None})
+        finally:
+            send(None)
+
+    task = loop.run_in_executor(None, work)
+    while (line := await lines.get()) is not None:
+        yield jsonio.dumps(line) + b"\n"
+    await task
 
 
 @dataclass(frozen=True)
@@ -110,6 +153,21 @@ class ServerClient:
             error = response.json()
             raise QueryError(str(error.get("error")), hint=error.get("hint"))
         return pa.ipc.open_stream(response.content).read_all()
+
+    def pipelines(
+        self, op: str, args: dict[str, Any], progress: operations.ProgressSink | None = None
+    ) -> Any:
+        """Run a pipeline operation in the server, relaying its progress."""
+        with self._http.stream("POST", f"/pipelines/{op}", content=jsonio.dumps(args)) as answer:
+            for line in answer.iter_lines():
+                message = jsonio.loads(line)
+                if "progress" in message and progress is not None:
+                    progress(message["progress"])
+                elif "result" in message:
+                    return message["result"]
+                elif "error" in message:
+                    raise HeadwaterError(str(message["error"]), hint=message.get("hint"))
+        raise TerminalError("the server ended the operation without a result")
 
     def status(self) -> dict[str, object]:
         data = self._http.get("/status", timeout=5).json()

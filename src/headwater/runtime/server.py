@@ -109,7 +109,7 @@ async def _serve(
     )
     control = _Server(
         uvicorn.Config(
-            control_app(runtime.engine, status),
+            control_app(runtime.engine, status, runtime.pipelines),
             uds=str(uds),
             lifespan="off",
             log_level="warning",
@@ -129,6 +129,7 @@ async def _serve(
     runtime.start()
     control_task = asyncio.create_task(control.serve())
     main_task = asyncio.create_task(main.serve(sockets=[sock]))
+    scheduler = asyncio.create_task(runtime.schedule())
     try:
         while not (main.started and control.started):
             if main_task.done() or control_task.done():
@@ -142,8 +143,20 @@ async def _serve(
         await main_task
     finally:
         remove_runtime_file(data_dir)
+        runtime.stopping.set()
+        # A pass in progress stops after its current interval, which must end
+        # before the store closes under it.
+        try:
+            await asyncio.wait_for(asyncio.shield(scheduler), timeout=drain)
+            finished = True
+        except TimeoutError:
+            log.warning("a pipeline run outlasted the drain timeout; its interval stays undone")
+            finished = False
         control.should_exit = True
         await control_task
         # Requests still waiting were answered by now; commit anything left.
-        await asyncio.to_thread(runtime.close)
+        if finished:
+            await asyncio.to_thread(runtime.close)
+        else:
+            runtime.writer.close(drain)
         uds.unlink(missing_ok=True)

@@ -1,0 +1,276 @@
+"""The pipeline operations behind the CLI, the scheduler and the control API.
+
+One object per project and engine. The graph is loaded again for every
+operation, so an edited pipeline file takes effect without a restart, and a
+broken one stops only the operations that need it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from headwater.config.project import Project
+from headwater.core.clock import from_us, now_us
+from headwater.core.errors import HeadwaterError
+from headwater.core.types import Interval
+from headwater.process import sql
+from headwater.process.graph import Graph, load_graph
+from headwater.process.metadata import MetadataStore
+from headwater.process.planner import Planner
+from headwater.process.runner import Runner, RunResult
+from headwater.process.schedule import following, intervals, latest_tick
+from headwater.store.engine import Engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One step of a run or backfill, for progress bars and logs."""
+
+    pipeline: str
+    interval: Interval
+    done: int
+    total: int
+    result: RunResult | None = None
+    error: str | None = None
+
+
+ProgressFn = Callable[[Progress], None]
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    name: str
+    kind: str
+    language: str
+    schedule: str
+    time: str | None
+    inputs: list[str]
+    last_run: datetime | None
+    last_status: str | None
+    last_error: str | None
+    intervals_done: int
+    intervals_missing: int
+    intervals_stale: int
+    intervals_changed: int
+    next_run: datetime | None
+    stale_reasons: list[str] = field(default_factory=list)
+
+
+def _clock() -> datetime:
+    return from_us(now_us())
+
+
+class PipelineService:
+    """Runs, backfills and reports on the pipelines of a project."""
+
+    def __init__(
+        self,
+        project: Project,
+        engine: Engine,
+        metadata: MetadataStore,
+        *,
+        floor: Callable[[], datetime] | None = None,
+        clock: Callable[[], datetime] = _clock,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.project = project
+        self.engine = engine
+        self.metadata = metadata
+        self.settings = project.settings.pipelines
+        self.dialect = project.settings.project.dialect
+        self.clock = clock
+        # Without a collector in this process, nothing is in flight: now is the floor.
+        self.floor = floor or clock
+        self._sleep = sleep
+
+    def graph(self) -> Graph:
+        return load_graph(self.project.pipelines_dir, self.dialect)
+
+    def _tools(self, graph: Graph) -> tuple[Planner, Runner]:
+        runner_args = {} if self._sleep is None else {"sleep": self._sleep}
+        runner = Runner(
+            graph,
+            self.engine,
+            self.metadata,
+            self.dialect,
+            backoff_seconds=self.settings.retry_backoff_seconds,
+            **runner_args,
+        )
+        return Planner(graph, self.engine, self.metadata), runner
+
+    # -- running ---------------------------------------------------------------
+
+    def run_due(
+        self, progress: ProgressFn | None = None, should_stop: Callable[[], bool] = bool
+    ) -> list[RunResult]:
+        """One scheduler pass: late events, staleness, then due intervals in graph order.
+
+        ``should_stop`` is checked between intervals, so a shutdown waits for
+        at most the interval being run.
+        """
+        graph = self.graph()
+        planner, runner = self._tools(graph)
+        now, floor = self.clock(), min(self.floor(), self.clock())
+        planner.detect_late(floor)
+        results: list[RunResult] = []
+        for pipeline in graph:
+            planner.propagate(pipeline)
+            due = planner.due(pipeline, now, floor, self.settings.max_catchup)
+            for index, interval in enumerate(due):
+                if should_stop():
+                    return results
+                try:
+                    result = runner.run(pipeline, interval, "schedule")
+                except HeadwaterError as exc:
+                    log.error("%s %s failed: %s", pipeline.name, interval, exc)
+                    _report(progress, pipeline.name, interval, index + 1, len(due), error=str(exc))
+                    break  # later intervals wait: order matters for readers
+                results.append(result)
+                _report(progress, pipeline.name, interval, index + 1, len(due), result=result)
+        return results
+
+    def run(
+        self,
+        name: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[RunResult]:
+        """Run one pipeline: the given intervals again, or what is due."""
+        graph = self.graph()
+        planner, runner = self._tools(graph)
+        pipeline = graph[name]
+        if start is None and end is None:
+            now = self.clock()
+            planner.propagate(pipeline)
+            todo = planner.due(pipeline, now, min(self.floor(), now), self.settings.max_catchup)
+        else:
+            lower = start or planner.start(pipeline) or self.clock()
+            todo = _span(pipeline.header.schedule, lower, end or self.clock(), pipeline.incremental)
+        return self._execute(runner, [(pipeline.name, i) for i in todo], "manual", progress, graph)
+
+    def backfill(
+        self, name: str, start: datetime, end: datetime, progress: ProgressFn | None = None
+    ) -> list[RunResult]:
+        """Fill ``[start, end)`` for a pipeline and what it reads, inputs first; done
+        intervals are skipped, so a backfill interrupted and started again resumes."""
+        graph = self.graph()
+        planner, runner = self._tools(graph)
+        graph[name]  # a clear error for an unknown name
+        tasks: list[tuple[str, Interval]] = []
+        for pipeline_name in [*graph.upstream(name), name]:
+            pipeline = graph[pipeline_name]
+            planner.propagate(pipeline)
+            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, end))
+        return self._execute(runner, tasks, "backfill", progress, graph)
+
+    def _execute(
+        self,
+        runner: Runner,
+        tasks: list[tuple[str, Interval]],
+        trigger: str,
+        progress: ProgressFn | None,
+        graph: Graph,
+    ) -> list[RunResult]:
+        results = []
+        for index, (name, interval) in enumerate(tasks):
+            try:
+                result = runner.run(graph[name], interval, trigger)
+            except HeadwaterError as exc:
+                _report(progress, name, interval, index + 1, len(tasks), error=str(exc))
+                raise
+            results.append(result)
+            _report(progress, name, interval, index + 1, len(tasks), result=result)
+        return results
+
+    # -- reporting ---------------------------------------------------------------
+
+    def status(self) -> list[PipelineStatus]:
+        graph = self.graph()
+        planner, _ = self._tools(graph)
+        now = self.clock()
+        floor = min(self.floor(), now)
+        report = []
+        for pipeline in graph:
+            states = self.metadata.intervals(pipeline.name)
+            runs = self.metadata.runs(pipeline.name, limit=1)
+            last = runs[0] if runs else None
+            start = planner.start(pipeline)
+            expected = (
+                _span(pipeline.header.schedule, start, min(now, floor), True)
+                if pipeline.incremental and start is not None
+                else []
+            )
+            done = [s for s in states.values() if s.status == "done"]
+            stale = [s for s in states.values() if s.status == "stale"]
+            report.append(
+                PipelineStatus(
+                    name=pipeline.name,
+                    kind=pipeline.header.kind,
+                    language=pipeline.kind,
+                    schedule=pipeline.header.schedule,
+                    time=pipeline.header.time if pipeline.incremental else None,
+                    inputs=sorted(pipeline.inputs),
+                    last_run=last.started_at if last else None,
+                    last_status=last.status if last else None,
+                    last_error=last.error if last and last.status == "failed" else None,
+                    intervals_done=len(done),
+                    intervals_missing=sum(1 for i in expected if i.start not in states),
+                    intervals_stale=len(stale),
+                    intervals_changed=sum(1 for s in done if s.version != pipeline.version),
+                    next_run=following(pipeline.header.schedule, now),
+                    stale_reasons=sorted({s.reason for s in stale if s.reason}),
+                )
+            )
+        return report
+
+    def render(
+        self, name: str, start: datetime | None, end: datetime | None
+    ) -> tuple[str, dict[str, object]]:
+        """The exact SQL the engine runs for an interval, and its bound parameters."""
+        graph = self.graph()
+        pipeline = graph[name]
+        if pipeline.query is None:
+            raise HeadwaterError(
+                f"{name} is a Python pipeline; it has no SQL of its own",
+                hint=f"read {pipeline.path}",
+            )
+        text = sql.render(pipeline.query, self.engine.dialect, pretty=True)
+        params: dict[str, object] = {}
+        if pipeline.query.parameters:
+            now = self.clock()
+            planner, _ = self._tools(graph)
+            lower = start or planner.start(pipeline) or now
+            first = _span(pipeline.header.schedule, lower, end or now, True)
+            interval = first[0] if first else None
+            if interval is not None:
+                params = {
+                    "start": interval.start if start is None else start,
+                    "end": interval.end if end is None else end,
+                }
+        return text, {k: v for k, v in params.items() if k in pipeline.query.parameters}
+
+
+def _span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:
+    if not incremental:
+        return [latest_tick(schedule, end)]
+    return intervals(schedule, start, end)
+
+
+def _report(
+    progress: ProgressFn | None,
+    pipeline: str,
+    interval: Interval,
+    done: int,
+    total: int,
+    *,
+    result: RunResult | None = None,
+    error: str | None = None,
+) -> None:
+    if progress is not None:
+        progress(Progress(pipeline, interval, done, total, result, error))
