@@ -7,8 +7,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import GraphError, PipelineError
-from headwater.process.pipeline import BUILTIN_TABLES, Pipeline, load_file
 
 
 @dataclass(frozen=True)

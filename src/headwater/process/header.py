@@ -42,7 +42,16 @@ def split_header(text: str, path: str) -> tuple[PipelineHeader, str]:
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_LINE.search(str(exc))
         line = first_line + int(found.group(1)) - 1 if found else first_line
-        raise PipelineError(f"the header is not valid TOML ({exc})", path=path, line=line) from None
+        hint = None
+        if text[match.end() :].split("\n", 1)[0].strip():
+            # The comment closed mid-line: a "*/" inside the header, as in "*/15".
+            hint = (
+                'a "*/" ends the header comment, as in a "*/15" cron step; '
+                'list the minutes instead: "0,15,30,45 * * * *"'
+            )
+        raise PipelineError(
+            f"the header is not valid TOML ({exc})", path=path, line=line, hint=hint
+        ) from None
     header = from_mapping(raw, path, toml, first_line)
     # Blank out the header but keep its newlines, so SQL errors point at file lines.
     body = "\n" * text[: match.end()].count("\n") + text[match.end() :]

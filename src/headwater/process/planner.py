@@ -18,10 +18,10 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from headwater.core.types import Interval
+from headwater.process.definition import BUILTIN_TABLES, Pipeline
 from headwater.process.graph import Graph
 from headwater.process.metadata import MetadataStore
 from headwater.process.metadata.store import IntervalState
-from headwater.process.pipeline import BUILTIN_TABLES, Pipeline
 from headwater.process.schedule import interval_at, intervals, latest_tick
 from headwater.store.engine import Engine
 

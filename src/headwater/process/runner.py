@@ -25,10 +25,10 @@ from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.types import Interval
 from headwater.process import sql
 from headwater.process.audits import run_audits
+from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError, RunInterrupted
 from headwater.process.graph import Graph
 from headwater.process.metadata import MetadataStore
-from headwater.process.pipeline import Pipeline
 from headwater.process.python import Context
 from headwater.store.engine import Engine
 from headwater.store.errors import QueryError

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -37,6 +38,7 @@ class Query:
     parameters: frozenset[str]
     source: str
     path: str
+    dialect: str
 
 
 def parse(sql: str, dialect: str, path: str) -> Query:
@@ -77,27 +79,95 @@ def parse(sql: str, dialect: str, path: str) -> Query:
                 hint="pipelines take @start and @end, the interval's bounds",
             )
         parameters.add(name)
-    return Query(expression, references, frozenset(parameters), sql, path)
+    return Query(expression, references, frozenset(parameters), sql, path, dialect)
 
 
 def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
     """The SQL the engine runs: unqualified table names, ``@start``/``@end`` as parameters."""
-    expression = query.expression.copy()
-    for table in expression.find_all(exp.Table):
+    tree = cast(exp.Expression, query.expression.copy())
+    for table in tree.find_all(exp.Table):
         table.set("db", None)
         table.set("catalog", None)
+    for fix in FIXES.get((query.dialect, engine_dialect), ()):
+        tree = tree.transform(fix, copy=False)
     try:
-        return expression.sql(
-            dialect=engine_dialect, pretty=pretty, unsupported_level=ErrorLevel.RAISE
-        )
+        return tree.sql(dialect=engine_dialect, pretty=pretty, unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as exc:
-        construct = str(exc).split(":")[0].strip()
         raise PipelineError(
             f"cannot translate to {engine_dialect}: {exc}",
             path=query.path,
-            line=_line(query.source, _words(construct)),
+            line=_unsupported_line(query, engine_dialect),
             hint="rewrite that construct, or set dialect to the engine's own in headwater.toml",
         ) from None
+
+
+def _unsupported_line(query: Query, engine_dialect: str) -> int | None:
+    """The line of the first function the engine's dialect refuses, found by trying each."""
+    for node in query.expression.find_all(exp.Func):
+        try:
+            node.sql(dialect=engine_dialect, unsupported_level=ErrorLevel.RAISE)
+        except UnsupportedError:
+            written = node.sql(dialect=query.dialect).split("(", 1)[0]
+            found = _line(query.source, written)
+            if found is not None:
+                return found
+        except Exception:  # noqa: S112 - a fragment may not render alone; try the next
+            continue
+    return None
+
+
+# Where sqlglot's translation runs but answers differently from BigQuery, these
+# rewrite the tree first so DuckDB gives BigQuery's answer and type.
+
+
+def _date_stays_date(node: exp.Expression) -> exp.Expression:
+    """BigQuery's DATE_TRUNC and DATE_SUB return a DATE; DuckDB's a TIMESTAMP."""
+    if not isinstance(node, exp.DateTrunc | exp.DateSub | exp.DateAdd):
+        return node
+    if isinstance(node.parent, exp.Cast) or isinstance(node.args.get("unit"), exp.WeekStart):
+        return node  # already a DATE (sqlglot casts week-start truncation itself)
+    return exp.cast(node, exp.DataType.Type.DATE)
+
+
+def _safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
+    """BigQuery casts text to INT64 only when it is an integer literal ('2', '-0x1F');
+    DuckDB's TRY_CAST also takes '2.5' (rounding it) and '1e3'."""
+    if not (
+        isinstance(node, exp.TryCast)
+        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and (isinstance(node.this, exp.JSONExtractScalar) or node.this.is_string)
+    ):
+        return node
+    text = exp.Trim(this=node.this.copy())
+    pattern = exp.Literal.string(r"[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)")
+    integral = exp.Anonymous(this="REGEXP_FULL_MATCH", expressions=[text, pattern])
+    return exp.Case(ifs=[exp.If(this=integral, true=exp.TryCast(this=text.copy(), to=node.to))])
+
+
+def _diff_in_whole_units(node: exp.Expression) -> exp.Expression:
+    """TIMESTAMP_DIFF counts whole units; DuckDB's DATE_DIFF counts boundaries crossed,
+    its DATE_SUB whole units. TIMESTAMP_DIFF(a, b, part) = DATE_SUB(part, b, a)."""
+    if isinstance(node, exp.TimestampDiff):
+        unit = exp.Literal.string(node.unit.name if node.unit else "DAY")
+        return exp.Anonymous(this="DATE_SUB", expressions=[unit, node.expression, node.this])
+    return node
+
+
+def _count_if_is_int64(node: exp.Expression) -> exp.Expression:
+    """COUNTIF is INT64 in BigQuery; DuckDB's COUNT_IF is a HUGEINT."""
+    if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node, exp.DataType.Type.BIGINT)
+    return node
+
+
+FIXES = {
+    ("bigquery", "duckdb"): (
+        _date_stays_date,
+        _diff_in_whole_units,
+        _count_if_is_int64,
+        _safe_cast_text_to_integer,
+    )
+}
 
 
 def version(text: str) -> str:
@@ -123,9 +193,3 @@ def _line(source: str, needle: str) -> int | None:
         if lowered in code.lower():
             return number
     return None
-
-
-def _words(construct: str) -> str:
-    # "Unsupported ML.PREDICT" -> "ML.PREDICT"; keep the most specific word.
-    words = [w for w in re.split(r"[\s()]+", construct) if w and w.lower() != "unsupported"]
-    return max(words, key=len) if words else ""

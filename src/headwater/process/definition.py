@@ -121,8 +121,14 @@ def _load_python(path: Path) -> PythonPipeline:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except PipelineError:
-        raise
+    except PipelineError as exc:
+        # The decorator's own check: give it the file and the line of the decorator.
+        raise PipelineError(
+            exc.message.removeprefix("<decorator>: "),
+            path=str(path),
+            line=_traceback_line(exc, path),
+            hint=exc.hint,
+        ) from None
     except Exception as exc:
         line = _traceback_line(exc, path)
         raise PipelineError(
@@ -139,6 +145,8 @@ def _load_python(path: Path) -> PythonPipeline:
 
 
 def _traceback_line(exc: BaseException, path: Path) -> int | None:
+    if isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename) == path:
+        return exc.lineno
     frames = inspect.getinnerframes(exc.__traceback__) if exc.__traceback__ else []
     lines = [f.lineno for f in frames if Path(f.filename) == path]
     return lines[-1] if lines else None

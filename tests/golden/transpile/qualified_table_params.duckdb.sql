@@ -1,0 +1,12 @@
+/* The production table name: only its last part names the table here. */
+SELECT
+  e.source,
+  COUNT(*) AS events,
+  MIN(e.received_at) AS first_received_at
+FROM "events" AS e
+WHERE
+  e.received_at >= $start AND e.received_at < $end
+GROUP BY
+  e.source
+ORDER BY
+  e.source NULLS FIRST

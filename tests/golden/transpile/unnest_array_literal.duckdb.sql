@@ -1,0 +1,10 @@
+/* Every type listed, even those with no events. */
+SELECT
+  kind,
+  CAST(COUNT_IF(type = kind) AS BIGINT) AS events
+FROM events
+CROSS JOIN UNNEST(['track', 'page', 'identify', 'screen']) AS _t0(kind)
+GROUP BY
+  kind
+ORDER BY
+  kind NULLS FIRST

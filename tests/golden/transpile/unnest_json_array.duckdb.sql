@@ -1,0 +1,9 @@
+/* One row per item of an order. */
+SELECT
+  message_id,
+  JSON_VALUE(item, '$.sku') ->> '$' AS sku
+FROM events
+CROSS JOIN UNNEST(CAST(properties -> '$.items' AS JSON[])) AS _t0(item)
+ORDER BY
+  message_id NULLS FIRST,
+  sku NULLS FIRST
