@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from headwater.core.types import Interval
 from headwater.process import schedule
 from headwater.process.audits import run_audits
+from headwater.process.definition import load_file
 from headwater.process.errors import AuditFailed, GraphError, PipelineError
 from headwater.process.graph import load_graph
 from headwater.process.header import split_header
-from headwater.process.definition import load_file
 from headwater.process.python import Context, PythonPipeline
 from headwater.process.settings import (
     AUDIT_KEYS,

@@ -32,8 +32,8 @@ import pytest
 
 from headwater.cli.scaffold import EXAMPLE_PIPELINES
 from headwater.process.audits import run_audits
-from headwater.process.errors import PipelineError
 from headwater.process.definition import load_file
+from headwater.process.errors import PipelineError
 from headwater.process.sql import parse, render
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine

@@ -10,12 +10,9 @@ output and a missing interval, which the next run fills.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -26,16 +23,15 @@ from headwater.core.types import Interval
 from headwater.process import sql
 from headwater.process.audits import run_audits
 from headwater.process.definition import Pipeline
-from headwater.process.errors import PipelineError, RunInterrupted
+from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
+from headwater.process.lease import Lease
 from headwater.process.metadata import MetadataStore
 from headwater.process.python import Context
 from headwater.store.engine import Engine
 from headwater.store.errors import QueryError
 
 log = logging.getLogger(__name__)
-
-LEASE = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -45,11 +41,6 @@ class RunResult:
     rows_written: int
     rows_read: int | None
     seconds: float
-
-
-def owner_id() -> str:
-    """Who holds a lease: host and process."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class Runner:
@@ -69,21 +60,24 @@ class Runner:
         self.engine = engine
         self.metadata = metadata
         self.dialect = dialect
-        self.owner = owner_id()
         self._backoff = backoff_seconds
         self._sleep = sleep
 
-    def run(self, pipeline: Pipeline, interval: Interval, trigger: str) -> RunResult:
-        """Run with the pipeline's lease held, retrying transient failures with backoff."""
-        if not self.metadata.acquire(pipeline.name, self.owner, LEASE):
-            raise RunInterrupted(pipeline.name, "another run holds it; try again when it ends")
-        try:
+    def run(
+        self, pipeline: Pipeline, interval: Interval, trigger: str, *, record: bool = True
+    ) -> RunResult:
+        """Run with the pipeline's lease held, retrying transient failures with backoff.
+
+        With ``record=False`` the output is published but the interval is not
+        marked done (an interval that has not ended yet), so it runs again later.
+        """
+        with Lease(self.metadata, pipeline.name):
             # Holding the lease, any run still marked running died with its process.
             self.metadata.interrupted([pipeline.name])
             attempt = 1
             while True:
                 try:
-                    return self._attempt(pipeline, interval, trigger, attempt)
+                    return self._attempt(pipeline, interval, trigger, attempt, record)
                 except TransientError as exc:
                     if attempt > pipeline.header.retries:
                         raise
@@ -91,11 +85,9 @@ class Runner:
                     log.warning("%s %s: %s; retrying in %.1fs", pipeline.name, interval, exc, delay)
                     self._sleep(delay)
                     attempt += 1
-        finally:
-            self.metadata.release(pipeline.name, self.owner)
 
     def _attempt(
-        self, pipeline: Pipeline, interval: Interval, trigger: str, attempt: int
+        self, pipeline: Pipeline, interval: Interval, trigger: str, attempt: int, record: bool
     ) -> RunResult:
         started = time.perf_counter()
         self.metadata.record_version(pipeline.name, pipeline.version)
@@ -127,7 +119,7 @@ class Runner:
             interval,
             rows_read=rows_read,
             rows_written=output.num_rows,
-            record_interval=True,
+            record_interval=record,
         )
         return RunResult(
             pipeline.name, interval, output.num_rows, rows_read, time.perf_counter() - started

@@ -17,6 +17,7 @@ from headwater.core.clock import from_us, now_us
 from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
 from headwater.process import sql
+from headwater.process.definition import Pipeline
 from headwater.process.graph import Graph, load_graph
 from headwater.process.metadata import MetadataStore
 from headwater.process.planner import Planner
@@ -125,6 +126,7 @@ class PipelineService:
                 if should_stop():
                     return results
                 try:
+                    self._watch_late_events(pipeline)
                     result = runner.run(pipeline, interval, "schedule")
                 except HeadwaterError as exc:
                     log.error("%s %s failed: %s", pipeline.name, interval, exc)
@@ -152,6 +154,8 @@ class PipelineService:
         else:
             lower = start or planner.start(pipeline) or self.clock()
             todo = _span(pipeline.header.schedule, lower, end or self.clock(), pipeline.incremental)
+        # Intervals that have not ended yet run (a preview of their rows) but are not
+        # recorded done, so the scheduler computes them again once they are whole.
         return self._execute(runner, [(pipeline.name, i) for i in todo], "manual", progress, graph)
 
     def backfill(
@@ -163,11 +167,27 @@ class PipelineService:
         planner, runner = self._tools(graph)
         graph[name]  # a clear error for an unknown name
         tasks: list[tuple[str, Interval]] = []
+        until = min(end, self._until())
         for pipeline_name in [*graph.upstream(name), name]:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
-            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, end))
+            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
         return self._execute(runner, tasks, "backfill", progress, graph)
+
+    def _until(self) -> datetime:
+        """Intervals ending by this time are whole: every event in them has arrived."""
+        now = self.clock()
+        return min(now, self.floor())
+
+    def _watch_late_events(self, pipeline: Pipeline) -> None:
+        """Before the first run of an event-time pipeline, start its watermark.
+
+        Events that arrive before the mark are committed and seen by the run;
+        those after are checked by the next pass, so none is missed.
+        """
+        event_time = pipeline.incremental and pipeline.header.time == "timestamp"
+        if event_time and self.metadata.watermark(pipeline.name) is None:
+            self.metadata.set_watermark(pipeline.name, self._until())
 
     def _execute(
         self,
@@ -178,9 +198,11 @@ class PipelineService:
         graph: Graph,
     ) -> list[RunResult]:
         results = []
+        until = self._until()
         for index, (name, interval) in enumerate(tasks):
             try:
-                result = runner.run(graph[name], interval, trigger)
+                self._watch_late_events(graph[name])
+                result = runner.run(graph[name], interval, trigger, record=interval.end <= until)
             except HeadwaterError as exc:
                 _report(progress, name, interval, index + 1, len(tasks), error=str(exc))
                 raise

@@ -7,7 +7,7 @@ migrated by Alembic when the store opens.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -265,28 +265,49 @@ class MetadataStore:
 
     # -- leases ------------------------------------------------------------
 
-    def acquire(self, pipeline: str, owner: str, ttl: timedelta) -> bool:
-        """Take the pipeline's lease if it is free or expired; ``True`` when taken."""
+    def acquire(
+        self,
+        pipeline: str,
+        owner: str,
+        ttl: timedelta,
+        dead: Callable[[str], bool] = lambda _owner: False,
+    ) -> bool:
+        """Take the pipeline's lease if it is free, expired, or held by a ``dead`` owner."""
         now = _now()
         with self.engine.begin() as db:
+            holder = db.execute(
+                sa.select(leases.c.owner, leases.c.expires_at).where(leases.c.pipeline == pipeline)
+            ).first()
+            if holder is None:
+                try:
+                    with db.begin_nested():
+                        db.execute(
+                            leases.insert().values(
+                                pipeline=pipeline, owner=owner, expires_at=now + ttl
+                            )
+                        )
+                except sa.exc.IntegrityError:
+                    return False
+                return True
+            if holder.expires_at >= now and not dead(holder.owner):
+                return False
+            # Compare and set: only if the holder is still the one we judged.
             taken = db.execute(
                 leases.update()
-                .where(
-                    leases.c.pipeline == pipeline,
-                    sa.or_(leases.c.expires_at < now, leases.c.owner == owner),
-                )
+                .where(leases.c.pipeline == pipeline, leases.c.owner == holder.owner)
                 .values(owner=owner, expires_at=now + ttl)
             )
-            if taken.rowcount:
-                return True
-            try:
-                with db.begin_nested():
-                    db.execute(
-                        leases.insert().values(pipeline=pipeline, owner=owner, expires_at=now + ttl)
-                    )
-            except sa.exc.IntegrityError:
-                return False
-            return True
+            return bool(taken.rowcount)
+
+    def renew(self, pipeline: str, owner: str, ttl: timedelta) -> bool:
+        """Extend a lease this owner holds; ``False`` if it was lost."""
+        with self.engine.begin() as db:
+            renewed = db.execute(
+                leases.update()
+                .where(leases.c.pipeline == pipeline, leases.c.owner == owner)
+                .values(expires_at=_now() + ttl)
+            )
+            return bool(renewed.rowcount)
 
     def release(self, pipeline: str, owner: str) -> None:
         with self.engine.begin() as db:

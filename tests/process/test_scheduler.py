@@ -1,0 +1,539 @@
+"""The scheduler, in process, with a clock the test controls.
+
+``PipelineService`` runs on a real DuckDB file and a real SQLite metadata
+database; only time is fake: ``clock`` is a function the test moves forward,
+and ``sleep`` (the retry backoff) records its delays instead of waiting. Each
+``run_due()`` call is one pass of the scheduler inside ``headwater up``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+import pyarrow as pa
+import pytest
+
+from headwater.config.project import load_project
+from headwater.process.errors import RunInterrupted
+from headwater.process.metadata import MetadataStore
+from headwater.process.runner import RunResult
+from headwater.process.service import PipelineService
+from headwater.store import schema
+from headwater.store.duckdb import DuckDBEngine
+from headwater.store.engine import Engine, IngestBatch, Selected
+from headwater.store.errors import StoreUnavailable
+from tests.conftest import Project
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+Z_HOURLY = """\
+/* headwater
+description = "Events per hour of arrival."
+schedule = "@hourly"
+kind = "incremental"
+time = "received_at"
+time_column = "hour"
+*/
+SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, COUNT(*) AS events
+FROM events
+WHERE received_at >= @start AND received_at < @end
+GROUP BY hour
+"""
+
+# Reads z_hourly: named so that alphabetical order is not dependency order.
+A_ROLLUP = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time_column = "hour"
+*/
+SELECT hour, SUM(events) AS events, COUNT(*) AS hours
+FROM z_hourly
+WHERE hour >= @start AND hour < @end
+GROUP BY hour
+"""
+
+DAILY_USERS = """\
+/* headwater
+schedule = "@daily"
+kind = "incremental"
+time = "timestamp"
+time_column = "day"
+*/
+SELECT TIMESTAMP_TRUNC(timestamp, DAY) AS day, COUNT(DISTINCT user_id) AS users,
+  COUNT(*) AS events
+FROM events
+WHERE timestamp >= @start AND timestamp < @end
+GROUP BY day
+"""
+
+DAY_SUMMARY = """\
+/* headwater
+schedule = "@daily"
+kind = "incremental"
+time_column = "day"
+*/
+SELECT day, users * 1000 + events AS score
+FROM daily_users
+WHERE day >= @start AND day < @end
+"""
+
+BROKEN = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time_column = "hour"
+*/
+SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, COUNT(no_such_column) AS events
+FROM events
+WHERE received_at >= @start AND received_at < @end
+GROUP BY hour
+"""
+
+AUDITED = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time_column = "hour"
+audits = [ { accepted_values = { column = "event_name", values = ["Page Viewed"] } } ]
+*/
+SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, event AS event_name, COUNT(*) AS events
+FROM events
+WHERE received_at >= @start AND received_at < @end
+GROUP BY hour, event_name
+"""
+
+SLOW = """\
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+
+from headwater.process.python import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="incremental", time_column="hour")
+def slow(ctx: Context) -> pa.Table:
+    time.sleep(1.5)
+    return ctx.sql(
+        "SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, COUNT(*) AS events FROM events "
+        "WHERE received_at >= @start AND received_at < @end GROUP BY hour"
+    )
+"""
+
+
+# -- the rig ----------------------------------------------------------------------
+
+
+@dataclass
+class FakeClock:
+    now: datetime
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class FlakyEngine:
+    """Fault injection: the real DuckDBEngine, except that the next ``failures``
+    pipeline queries raise StoreUnavailable, the transient error of a busy store."""
+
+    name = "duckdb"
+    dialect = "duckdb"
+
+    def __init__(self, inner: DuckDBEngine) -> None:
+        self.inner = inner
+        self.failures = 0
+
+    def select(self, sql: str, params: Any) -> Selected:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreUnavailable(self.name, "injected fault: the store is busy")
+        return self.inner.select(sql, params)
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self.inner, attribute)
+
+
+@dataclass
+class Rig:
+    project: Project
+    engine: FlakyEngine
+    metadata: MetadataStore
+    clock: FakeClock
+    sleeps: list[float] = field(default_factory=list)
+    _count: int = 0
+
+    @property
+    def service(self) -> PipelineService:
+        # A new service per call is fine: the scheduler's state is all in the metadata.
+        return PipelineService(
+            load_project(self.project.root),
+            cast(Engine, self.engine),
+            self.metadata,
+            clock=self.clock,
+            sleep=self.sleeps.append,
+        )
+
+    def write(self, name: str, text: str) -> None:
+        (self.project.root / "pipelines" / name).write_text(text)
+
+    def ingest(
+        self,
+        received_at: datetime,
+        timestamp: datetime | None = None,
+        *,
+        count: int = 1,
+        **extra: str,
+    ) -> None:
+        rows = []
+        for _ in range(count):
+            self._count += 1
+            rows.append(
+                {
+                    "message_id": f"m{self._count}",
+                    "source": "web",
+                    "type": "track",
+                    "event": "Page Viewed",
+                    "user_id": f"u{self._count}",
+                    "timestamp": timestamp or received_at,
+                    "received_at": received_at,
+                    **extra,
+                }
+            )
+        table = pa.Table.from_pylist(rows, schema=schema.EVENTS)
+        self.engine.inner.ingest(IngestBatch(table, schema.FAILED_EVENTS.empty_table()))
+
+    def table(self, name: str, key: str) -> dict[datetime, tuple[Any, ...]]:
+        rows = self.engine.inner.query(f"SELECT * FROM {name}").to_pylist()
+        return {row.pop(key): tuple(row.values()) for row in rows}
+
+    def runs(self, name: str) -> list[tuple[datetime, int, str, str | None]]:
+        """(interval start, attempt, status, error kind) of every run, oldest first."""
+        records = reversed(self.metadata.runs(name, limit=1000))
+        return [(r.interval.start, r.attempt, r.status, r.error_kind) for r in records]
+
+
+@pytest.fixture
+def rig(project: Project, tmp_path: Path) -> Iterator[Rig]:
+    path = project.root / "headwater.toml"
+    text = path.read_text()
+    assert text.count("[pipelines]\n") == 1
+    path.write_text(text.replace("[pipelines]\n", "[pipelines]\nmax_catchup = 4\n", 1))
+    for old in (project.root / "pipelines").iterdir():
+        old.unlink()
+    engine = DuckDBEngine.open(tmp_path / "store.duckdb")
+    metadata = MetadataStore.open(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
+    try:
+        yield Rig(project, FlakyEngine(engine), metadata, FakeClock(T0))
+    finally:
+        metadata.close()
+        engine.close()
+
+
+def _done(results: Sequence[RunResult]) -> list[tuple[str, datetime]]:
+    return [(result.pipeline, result.interval.start) for result in results]
+
+
+def _hours(first: int, last: int) -> list[datetime]:
+    return [T0 + h * HOUR for h in range(first, last)]
+
+
+# -- catch-up ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_catch_up_after_downtime_runs_oldest_first_bounded_in_dependency_order(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("a_rollup.sql", A_ROLLUP)
+    assert [p.name for p in rig.service.graph()] == ["z_hourly", "a_rollup"]
+    rig.ingest(T0 + 10 * timedelta(minutes=1), count=1)
+    rig.clock.now = T0 + HOUR + timedelta(minutes=5)
+    assert _done(rig.service.run_due()) == [("z_hourly", T0), ("a_rollup", T0)]
+
+    # Ten hours of downtime; events kept arriving (another collector, say).
+    for h in range(1, 11):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=20), count=h + 1)
+    rig.clock.now += 10 * HOUR
+    passes = [_done(rig.service.run_due()) for _ in range(4)]
+    for first, last, result in zip((1, 5, 9), (5, 9, 11), passes, strict=False):
+        hours = _hours(first, last)  # max_catchup = 4 per pipeline per pass, oldest first
+        assert result == [("z_hourly", h) for h in hours] + [("a_rollup", h) for h in hours]
+    assert passes[3] == []  # caught up
+    expected = {T0 + h * HOUR: (h + 1,) for h in range(11)}
+    assert rig.table("z_hourly", "hour") == expected
+    assert rig.table("a_rollup", "hour") == {t: (v[0], 1) for t, v in expected.items()}
+    assert rig.sleeps == []
+    status = {s.name: s for s in rig.service.status()}
+    assert (status["z_hourly"].intervals_done, status["z_hourly"].intervals_missing) == (11, 0)
+    assert (status["a_rollup"].intervals_done, status["a_rollup"].intervals_missing) == (11, 0)
+
+
+# -- one run per pipeline at a time -----------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_lease_held_by_another_owner_stops_runs_until_released(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("a_rollup.sql", A_ROLLUP)
+    rig.ingest(T0 + timedelta(minutes=1), count=2)
+    rig.clock.now = T0 + 2 * HOUR
+    assert rig.metadata.acquire("z_hourly", "elsewhere:1", timedelta(minutes=5))
+
+    with pytest.raises(RunInterrupted, match="another run holds it"):
+        rig.service.run("z_hourly", T0, T0 + HOUR)
+    # The scheduler skips it, and its reader waits for its input.
+    assert rig.service.run_due() == []
+    assert rig.runs("z_hourly") == []
+    assert rig.runs("a_rollup") == []
+
+    rig.metadata.release("z_hourly", "elsewhere:1")
+    expected = [
+        ("z_hourly", T0),
+        ("z_hourly", T0 + HOUR),
+        ("a_rollup", T0),
+        ("a_rollup", T0 + HOUR),
+    ]
+    assert _done(rig.service.run_due()) == expected
+
+    # A lease whose holder died expires, and is then taken over.
+    assert rig.metadata.acquire("z_hourly", "elsewhere:2", timedelta(seconds=-1))
+    rig.clock.now += HOUR
+    assert _done(rig.service.run_due()) == [
+        ("z_hourly", T0 + 2 * HOUR),
+        ("a_rollup", T0 + 2 * HOUR),
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_two_runs_of_one_pipeline_in_one_process_do_not_overlap(rig: Rig) -> None:
+    """``headwater up`` runs the scheduler and commands sent over the control socket
+    in threads of one process, sharing one PipelineService."""
+    rig.write("slow.py", SLOW)
+    rig.ingest(T0 + timedelta(minutes=1))
+    rig.ingest(T0 + HOUR + timedelta(minutes=1))
+    rig.clock.now = T0 + 2 * HOUR
+    service = rig.service
+    errors: list[BaseException] = []
+
+    def scheduled() -> None:
+        try:
+            service.run("slow", T0, T0 + HOUR)
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=scheduled)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not rig.metadata.runs("slow") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert rig.metadata.runs("slow"), "the first run did not start"
+        # The first run holds the pipeline now; a second must be refused (or wait).
+        with contextlib.suppress(RunInterrupted):
+            service.run("slow", T0 + HOUR, T0 + 2 * HOUR)
+    finally:
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert errors == []
+    spans = sorted(
+        (run.started_at, run.finished_at or datetime.now(UTC))
+        for run in rig.metadata.runs("slow")
+        if run.status == "succeeded"
+    )
+    overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
+    assert overlaps == [], f"two runs of one pipeline at once: {overlaps}"
+
+
+# -- retries -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_transient_errors_are_retried_with_exponential_backoff(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.ingest(T0 + timedelta(minutes=1), count=3)
+    rig.ingest(T0 + HOUR + timedelta(minutes=1), count=2)
+    rig.clock.now = T0 + HOUR + timedelta(minutes=5)
+
+    rig.engine.failures = 3  # retries = 3 by default: the fourth attempt succeeds
+    assert _done(rig.service.run_due()) == [("z_hourly", T0)]
+    assert rig.sleeps == [2.0, 4.0, 8.0]  # retry_backoff_seconds = 2, doubling
+    assert rig.runs("z_hourly") == [
+        (T0, 1, "failed", "transient"),
+        (T0, 2, "failed", "transient"),
+        (T0, 3, "failed", "transient"),
+        (T0, 4, "succeeded", None),
+    ]
+    assert "injected fault" in (rig.metadata.runs("z_hourly", limit=2)[1].error or "")
+    assert rig.table("z_hourly", "hour") == {T0: (3,)}
+
+    # Retries used up: the pass gives up on it, and the next pass tries again.
+    rig.sleeps.clear()
+    rig.engine.failures = 100
+    rig.clock.now += HOUR
+    assert rig.service.run_due() == []
+    assert rig.sleeps == [2.0, 4.0, 8.0]
+    rig.engine.failures = 0
+    assert _done(rig.service.run_due()) == [("z_hourly", T0 + HOUR)]
+    assert rig.table("z_hourly", "hour") == {T0: (3,), T0 + HOUR: (2,)}
+    assert [r[2] for r in rig.runs("z_hourly") if r[0] == T0 + HOUR] == ["failed"] * 4 + [
+        "succeeded"
+    ]
+
+
+@pytest.mark.timeout(60)
+def test_terminal_errors_are_not_retried_until_the_pipeline_changes(rig: Rig) -> None:
+    rig.write("broken.sql", BROKEN)
+    rig.write("audited.sql", AUDITED)
+    for h in range(3):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
+    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")  # fails the audit
+    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+
+    for _ in range(6):
+        rig.service.run_due()
+    assert rig.sleeps == []  # never retried within a run
+    # Each interval was tried once; the failed ones were not tried again by later passes.
+    assert rig.runs("broken") == [(t, 1, "failed", "terminal") for t in _hours(0, 3)]
+    assert rig.runs("audited") == [
+        (T0, 1, "succeeded", None),
+        (T0 + HOUR, 1, "failed", "terminal"),
+        (T0 + 2 * HOUR, 1, "succeeded", None),
+    ]
+    assert set(rig.table("audited", "hour")) == {T0, T0 + 2 * HOUR}  # nothing published for h1
+    status = {s.name: s for s in rig.service.status()}
+    assert "no_such_column" in (status["broken"].last_error or "")
+    assert (status["audited"].intervals_done, status["audited"].intervals_missing) == (2, 1)
+    audit_error = rig.metadata.runs("audited", limit=3)[1].error or ""
+    assert "accepted_values(event_name) failed on 1 row" in audit_error
+    assert "Refund Issued" in audit_error
+
+    # New versions of both files: their failed intervals run again, and succeed.
+    rig.write("broken.sql", BROKEN.replace("COUNT(no_such_column)", "COUNT(*)"))
+    rig.write("audited.sql", AUDITED.replace('["Page Viewed"]', '["Page Viewed", "Refund Issued"]'))
+    results = _done(rig.service.run_due())
+    assert results == [("audited", T0 + HOUR)] + [("broken", t) for t in _hours(0, 3)]
+    assert rig.table("broken", "hour") == {T0: (2,), T0 + HOUR: (3,), T0 + 2 * HOUR: (2,)}
+    assert rig.service.run_due() == []
+    status = {s.name: s for s in rig.service.status()}
+    assert status["audited"].intervals_changed == 2  # the two made by the old version
+    assert status["broken"].intervals_changed == 0
+
+
+# -- event time: late events ------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_late_events_reopen_their_day_and_the_rerun_flows_downstream(rig: Rig) -> None:
+    rig.write("daily_users.sql", DAILY_USERS)
+    rig.write("day_summary.sql", DAY_SUMMARY)
+    today = datetime(2026, 3, 5, tzinfo=UTC)
+    days = [today - 3 * DAY, today - 2 * DAY, today - DAY]
+    for index, day in enumerate(days):
+        rig.ingest(today + timedelta(minutes=10), day + 6 * HOUR, count=index + 2)
+    rig.clock.now = today + HOUR
+    first = _done(rig.service.run_due())
+    assert first == [("daily_users", d) for d in days] + [("day_summary", d) for d in days]
+    assert rig.table("daily_users", "day") == {days[0]: (2, 2), days[1]: (3, 3), days[2]: (4, 4)}
+
+    # Two late events for days[1], and one for days[2] that arrives after the next pass.
+    rig.ingest(today + 90 * timedelta(minutes=1), days[1] + 15 * HOUR, count=2)
+    rig.ingest(today + 150 * timedelta(minutes=1), days[2] + 15 * HOUR)
+    rig.clock.now = today + 2 * HOUR
+    assert _done(rig.service.run_due()) == [("daily_users", days[1]), ("day_summary", days[1])]
+    assert rig.table("daily_users", "day") == {days[0]: (2, 2), days[1]: (5, 5), days[2]: (4, 4)}
+    assert rig.table("day_summary", "day") == {
+        days[0]: (2002,),
+        days[1]: (5005,),
+        days[2]: (4004,),
+    }
+    status = {s.name: s for s in rig.service.status()}
+    assert status["daily_users"].intervals_stale == 0
+    assert status["day_summary"].intervals_stale == 0
+
+    rig.clock.now = today + 3 * HOUR
+    assert _done(rig.service.run_due()) == [("daily_users", days[2]), ("day_summary", days[2])]
+    assert rig.table("day_summary", "day")[days[2]] == (5005,)
+    assert rig.service.run_due() == []
+
+
+@pytest.mark.timeout(60)
+def test_late_events_for_a_day_backfilled_before_the_first_pass_reopen_it(rig: Rig) -> None:
+    rig.write("daily_users.sql", DAILY_USERS)
+    today = datetime(2026, 3, 5, tzinfo=UTC)
+    day = today - 3 * DAY
+    rig.ingest(today + timedelta(minutes=10), day + 6 * HOUR, count=2)
+    rig.clock.now = today + HOUR
+    assert _done(rig.service.backfill("daily_users", day, day + DAY)) == [("daily_users", day)]
+
+    rig.ingest(today + 90 * timedelta(minutes=1), day + 15 * HOUR)  # late, after the backfill
+    rig.clock.now = today + 2 * HOUR
+    rig.service.run_due()
+    rig.clock.now = today + 3 * HOUR
+    rig.service.run_due()
+    assert rig.table("daily_users", "day")[day] == (3, 3), "the late event was never counted"
+
+
+# -- by arrival: intervals that have not ended -------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_backfill_past_now_does_not_close_hours_that_have_not_ended(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.ingest(T0 + timedelta(minutes=10), count=2)
+    rig.ingest(T0 + HOUR + timedelta(minutes=10), count=3)
+    rig.clock.now = T0 + 2 * HOUR + timedelta(minutes=5)
+    rig.service.backfill("z_hourly", T0, T0 + 6 * HOUR)  # --end later than now
+
+    rig.ingest(T0 + 3 * HOUR + timedelta(minutes=30), count=4)  # arrives later, as usual
+    rig.clock.now = T0 + 6 * HOUR + timedelta(minutes=5)
+    rig.service.run_due()
+    assert rig.table("z_hourly", "hour") == {T0: (2,), T0 + HOUR: (3,), T0 + 3 * HOUR: (4,)}
+
+
+# -- versions -------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+def test_a_changed_pipeline_file_is_reported_as_intervals_changed(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("a_rollup.sql", A_ROLLUP)
+    for h in range(3):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=1), count=h + 1)
+    rig.clock.now = T0 + 3 * HOUR
+    assert len(rig.service.run_due()) == 6
+
+    def changed() -> dict[str, int]:
+        return {s.name: s.intervals_changed for s in rig.service.status()}
+
+    assert changed() == {"z_hourly": 0, "a_rollup": 0}
+    rig.write("z_hourly.sql", Z_HOURLY.replace("Events per hour", "Arrivals per hour"))
+    assert changed() == {"z_hourly": 0, "a_rollup": 0}  # a description does not shape output
+    rig.write("z_hourly.sql", Z_HOURLY.replace("COUNT(*) AS events", "COUNT(*) * 10 AS events"))
+    assert changed() == {"z_hourly": 3, "a_rollup": 0}
+    assert rig.service.run_due() == []  # reported, not re-run by the scheduler
+
+    # Rebuilding them makes them current, and the reader re-runs from the new output.
+    assert len(rig.service.run("z_hourly", T0, T0 + 3 * HOUR)) == 3
+    assert changed() == {"z_hourly": 0, "a_rollup": 0}
+    assert _done(rig.service.run_due()) == [("a_rollup", t) for t in _hours(0, 3)]
+    assert rig.table("a_rollup", "hour") == {T0 + h * HOUR: ((h + 1) * 10, 1) for h in range(3)}
+
+
+def test_fake_clock_drives_status(rig: Rig) -> None:
+    """The status report follows the injected clock, not the wall clock."""
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.ingest(T0 + timedelta(minutes=1))
+    rig.clock.now = T0 + 5 * HOUR + timedelta(minutes=30)
+    [status] = rig.service.status()
+    assert (status.intervals_missing, status.next_run) == (5, T0 + 6 * HOUR)
