@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,6 +34,11 @@ app = typer.Typer(
 )
 sources_app = typer.Typer(help="Producers of events and their write keys.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
+consumers_app = typer.Typer(
+    help="Services that read datasets through the API.", no_args_is_help=True
+)
+app.add_typer(consumers_app, name="consumers")
+DATASET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class _State:
@@ -341,6 +347,43 @@ def sources_list() -> None:
         form = stored_form(source.write_key)
         kind = "key in an environment variable" if form == "environment" else "key stored hashed"
         console.print(f"{name}\t{kind}")
+
+
+@consumers_app.command("add")
+def consumers_add(
+    name: Annotated[str, typer.Argument(help="Name of the consuming service.")],
+    datasets: Annotated[str, typer.Option(help="Comma-separated datasets it may read.")],
+) -> None:
+    """Create a consumer of the read API and print its token once.
+
+    Example: headwater consumers add recommender --datasets daily_active_users
+    """
+    _check_source_name(name)
+    project = state.project()
+    if name in project.settings.consumers:
+        raise ConfigError(f"consumer {name!r} already exists", hint="choose another name")
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    bad = [d for d in names if not DATASET_NAME.match(d)]
+    if not names or bad:
+        raise ConfigError(
+            f"dataset names must be table names, got {bad or datasets!r}",
+            hint="e.g. --datasets daily_active_users,hourly_event_counts",
+        )
+    token = scaffold.add_consumer(project.file, name, names)
+    load_project(project.root)
+    console.print(f"Consumer [bold]{name}[/bold] token: [bold green]{token}[/bold green]")
+    console.print(
+        "[dim]Only its hash is stored; keep the token now. Send it as "
+        "`Authorization: Bearer <token>` to /api/v1/.[/dim]"
+    )
+
+
+@consumers_app.command("list")
+def consumers_list() -> None:
+    """List consumers and the datasets each may read."""
+    project = state.project()
+    for name, consumer in project.settings.consumers.items():
+        console.print(f"{name}\t{', '.join(consumer.datasets)}")
 
 
 def _check_source_name(name: str) -> None:

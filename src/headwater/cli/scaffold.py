@@ -128,3 +128,17 @@ def add_source(config: Path, name: str) -> str:
         f'{text}{separator}\n[sources.{name}]\nwrite_key = "{hash_key(key)}"\n', encoding="utf-8"
     )
     return key
+
+
+def add_consumer(config: Path, name: str, datasets: list[str]) -> str:
+    """Append ``[consumers.NAME]`` with a new hashed token; return the token."""
+    token = new_key("ct")
+    text = config.read_text(encoding="utf-8")
+    separator = "" if text.endswith("\n") else "\n"
+    listed = ", ".join(f'"{d}"' for d in datasets)
+    config.write_text(
+        f'{text}{separator}\n[consumers.{name}]\ntoken = "{hash_key(token)}"\n'
+        f"datasets = [{listed}]\n",
+        encoding="utf-8",
+    )
+    return token

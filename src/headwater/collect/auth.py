@@ -8,34 +8,26 @@ from __future__ import annotations
 
 import base64
 import binascii
-import logging
-import time
 from collections.abc import Callable
 
 from headwater.collect.errors import RequestRefused
-from headwater.core.errors import HeadwaterError
+from headwater.core.reload import Reloading
 from headwater.core.secrets import KeyHash, digest
-
-log = logging.getLogger(__name__)
 
 #: Reloads the sources' keys; returns ``None`` when nothing changed since last time.
 KeyLoader = Callable[[], dict[str, KeyHash] | None]
-
-_RELOAD_AT_MOST_EVERY = 1.0
 
 
 class KeyRing:
     """Maps a presented write key to its source name.
 
-    With a ``loader``, an unknown key makes the ring look for new sources (at
-    most once a second), so that ``headwater sources add`` works without a
-    restart.
+    With a ``loader``, an unknown key makes the ring look for new sources, so
+    that ``headwater sources add`` works without a restart.
     """
 
     def __init__(self, keys: dict[str, KeyHash], loader: KeyLoader | None = None) -> None:
+        self._keys = Reloading(keys, loader)
         self._by_digest = _index(keys)
-        self._loader = loader
-        self._checked = float("-inf")
 
     def source_for(self, key: str | None) -> str:
         if not key:
@@ -47,7 +39,8 @@ class KeyRing:
             )
         key_digest = digest(key)
         source = self._by_digest.get(key_digest)
-        if source is None and self._reload():
+        if source is None and self._keys.refresh():
+            self._by_digest = _index(self._keys.value)
             source = self._by_digest.get(key_digest)
         if source is None:
             raise RequestRefused(
@@ -57,21 +50,6 @@ class KeyRing:
                 keep=False,
             )
         return source
-
-    def _reload(self) -> bool:
-        now = time.monotonic()
-        if self._loader is None or now - self._checked < _RELOAD_AT_MOST_EVERY:
-            return False
-        self._checked = now
-        try:
-            keys = self._loader()
-        except HeadwaterError as exc:
-            log.warning("kept the current write keys: %s", exc)
-            return False
-        if keys is None:
-            return False
-        self._by_digest = _index(keys)
-        return True
 
 
 def _index(keys: dict[str, KeyHash]) -> dict[bytes, str]:

@@ -20,6 +20,7 @@ from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash, stored_form
 from headwater.process.settings import PipelinesSettings
 from headwater.runtime.settings import ServerSettings
+from headwater.serve.settings import ApiSettings, ConsumerSettings
 from headwater.store.settings import StoreSettings
 
 FILENAME = "headwater.toml"
@@ -47,7 +48,9 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     collector: CollectorSettings = msgspec.field(default_factory=CollectorSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
+    api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
+    consumers: dict[str, ConsumerSettings] = msgspec.field(default_factory=dict)
 
 
 _TABLES: dict[str, type[msgspec.Struct]] = {
@@ -57,6 +60,8 @@ _TABLES: dict[str, type[msgspec.Struct]] = {
     "collector": CollectorSettings,
     "store": StoreSettings,
     "pipelines": PipelinesSettings,
+    "api": ApiSettings,
+    "consumers": ConsumerSettings,
     "sources": SourceSettings,
 }
 
@@ -83,6 +88,13 @@ class Project:
     @property
     def store_path(self) -> Path:
         return self.data_dir / self.settings.store.path
+
+    def consumer_tokens(self) -> dict[str, tuple[KeyHash, list[str]]]:
+        """Each consumer's token hash and datasets; environment references are read now."""
+        return {
+            name: (KeyHash.parse(c.token, where=f"[consumers.{name}] token"), list(c.datasets))
+            for name, c in self.settings.consumers.items()
+        }
 
     def source_keys(self) -> dict[str, KeyHash]:
         """Each source's key hash; environment references are read now, not at import."""
@@ -135,6 +147,20 @@ def _check(settings: ProjectFile, path: str) -> None:
                 path=path,
                 hint="create keys with `headwater sources add NAME`, which stores only the hash",
             )
+    for name, consumer in settings.consumers.items():
+        if not SOURCE_NAME.match(name):
+            raise ConfigError(
+                f"consumer name {name!r} is not allowed",
+                path=path,
+                hint="use lower-case letters, digits, '-' and '_', starting with a letter",
+            )
+        if stored_form(consumer.token) is None:
+            raise ConfigError(
+                f'[consumers.{name}] token must be a hash ("sha256:…") or an environment '
+                'reference ("${NAME}"), not the token itself',
+                path=path,
+                hint="create consumers with `headwater consumers add NAME --datasets a,b`",
+            )
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
@@ -154,12 +180,12 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
         key = match.group("key")
         at = (match.group("at") or "").lstrip(".")
         top = re.split(r"[.\[]", at, maxsplit=1)[0]
-        if at.startswith("sources["):
-            # msgspec says `sources[...]`; find which source holds the key.
-            sources = raw.get("sources")
-            tables = sources.items() if isinstance(sources, dict) else []
+        if at.startswith(("sources[", "consumers[")):
+            # msgspec says `sources[...]`; find which table holds the key.
+            tables_of = raw.get(top)
+            tables = tables_of.items() if isinstance(tables_of, dict) else []
             names = [n for n, t in tables if isinstance(t, dict) and key in t]
-            at = f"sources.{names[0] if names else '<name>'}"
+            at = f"{top}.{names[0] if names else '<name>'}"
         table = f"[{at}]" if at else "the top level"
         struct = _TABLES.get(top, ProjectFile)
         allowed = ", ".join(struct.__struct_fields__)

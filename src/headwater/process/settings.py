@@ -63,6 +63,9 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     retries: int = 3
     """Attempts after a transient failure, with exponential backoff."""
 
+    key: list[str] = msgspec.field(default_factory=list)
+    """The output's key columns: how the read API looks a row up and orders pages."""
+
     description: str = ""
     """Shown by ``headwater pipelines``."""
 

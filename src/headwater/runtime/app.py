@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -22,12 +22,14 @@ from headwater.collect.writer import Writer
 from headwater.config.project import Project, load_project
 from headwater.core.clock import from_us, parse_duration
 from headwater.core.errors import HeadwaterError
-from headwater.core.secrets import KeyHash
 from headwater.process.metadata import MetadataStore
 from headwater.process.service import PipelineService
+from headwater.serve.app import DatasetCatalog, api_app
+from headwater.serve.auth import ConsumerRing
 from headwater.store.engine import Engine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -53,7 +55,9 @@ class Runtime:
             retry_after=settings.retry_after_seconds,
         )
         self.ingest = IngestApp(
-            KeyRing(project.source_keys(), _key_loader(project)), settings, self.writer
+            KeyRing(project.source_keys(), _when_changed(project, Project.source_keys)),
+            settings,
+            self.writer,
         )
         self.metadata = MetadataStore.for_data_dir(
             project.data_dir, project.settings.pipelines.metadata_url
@@ -62,6 +66,14 @@ class Runtime:
             project, engine, self.metadata, floor=lambda: from_us(self.ingest.arrival_floor())
         )
         self.stopping = threading.Event()
+        self.api = api_app(
+            engine,
+            ConsumerRing(
+                project.consumer_tokens(), _when_changed(project, Project.consumer_tokens)
+            ),
+            DatasetCatalog(engine, self._dataset_keys),
+            project.settings.api,
+        )
         self.admin = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -99,10 +111,27 @@ class Runtime:
                 waited += 0.1
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith("/v1/"):
             await self.ingest(scope, receive, send)
+        elif scope["type"] == "http" and path.startswith("/api/"):
+            await self.api(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
+
+    def _dataset_keys(self) -> dict[str, tuple[str, ...]]:
+        """What the read API can serve: every pipeline's output, and the event tables."""
+        keys: dict[str, tuple[str, ...]] = {
+            "events": ("source", "message_id"),
+            "failed_events": ("id",),
+        }
+        try:
+            graph = self.pipelines.graph()
+        except HeadwaterError as exc:
+            log.warning("read API: pipelines do not load (%s); serving the event tables", exc)
+            return keys
+        keys.update({p.name: tuple(p.header.key) for p in graph})
+        return keys
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})
@@ -123,16 +152,16 @@ class Runtime:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-def _key_loader(project: Project) -> Callable[[], dict[str, KeyHash] | None]:
-    """Reload the sources when ``headwater.toml`` has changed on disk."""
+def _when_changed(project: Project, read: Callable[[Project], T]) -> Callable[[], T | None]:
+    """``read`` of the project loaded again, when ``headwater.toml`` changed on disk."""
     seen = project.file.stat().st_mtime_ns
 
-    def load() -> dict[str, KeyHash] | None:
+    def load() -> T | None:
         nonlocal seen
         mtime = project.file.stat().st_mtime_ns
         if mtime == seen:
             return None
         seen = mtime
-        return load_project(project.root).source_keys()
+        return read(load_project(project.root))
 
     return load

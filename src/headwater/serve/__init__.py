@@ -1,0 +1,1 @@
+"""Serve: the read API for internal services, one bearer token per consumer."""

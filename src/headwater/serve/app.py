@@ -1,0 +1,189 @@
+"""The read API: ``/api/v1/datasets``, their rows, and a row by key.
+
+FastAPI serves the OpenAPI document at ``/api/v1/openapi.json``. Handlers are
+plain functions, so FastAPI runs them in its thread pool and a slow query never
+holds up the event loop that also takes events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.ipc
+from fastapi import FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from sqlglot import exp
+
+from headwater.core import jsonio
+from headwater.core.errors import HeadwaterError
+from headwater.serve.auth import Consumer, ConsumerRing
+from headwater.serve.errors import ApiError
+from headwater.serve.query import Dataset, Select, encode_cursor, parse_value, rows_query
+from headwater.serve.settings import ApiSettings
+from headwater.store.engine import Engine
+
+ARROW = "application/vnd.apache.arrow.stream"
+_SCHEMA_TTL = 5.0
+
+#: name -> key columns of every dataset that can be served (pipelines and built-ins).
+KeysFn = Callable[[], dict[str, tuple[str, ...]]]
+
+
+class DatasetCatalog:
+    """Datasets with their schemas, read from the engine and kept a few seconds."""
+
+    def __init__(self, engine: Engine, keys: KeysFn) -> None:
+        self._engine = engine
+        self._keys = keys
+        self._cache: dict[str, tuple[float, Dataset]] = {}
+
+    def get(self, name: str) -> Dataset | None:
+        cached = self._cache.get(name)
+        if cached is not None and time.monotonic() - cached[0] < _SCHEMA_TTL:
+            return cached[1]
+        keys = self._keys()
+        if name not in keys or name not in self._engine.list_tables():
+            return None
+        empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
+        schema = self._engine.select(empty.sql(self._engine.dialect), {}).table.schema
+        dataset = Dataset(name, keys[name], schema)
+        self._cache[name] = (time.monotonic(), dataset)
+        return dataset
+
+
+def api_app(
+    engine: Engine, consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSettings
+) -> FastAPI:
+    """The FastAPI app of the read API."""
+    app = FastAPI(
+        title="Headwater read API",
+        version="1",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+
+    @app.exception_handler(ApiError)
+    async def refused(request: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.code, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "query")
+        return _error(400, "bad_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(HeadwaterError)
+    async def failed(request: Request, error: HeadwaterError) -> JSONResponse:
+        return _error(503, "unavailable", str(error))
+
+    def granted(authorization: str | None, name: str) -> tuple[Consumer, Dataset]:
+        consumer = consumers.consumer(authorization)
+        dataset = catalog.get(name)
+        if dataset is None:
+            raise ApiError(404, "unknown_dataset", f"there is no dataset {name!r}")
+        if name not in consumer.datasets:
+            raise ApiError(403, "not_granted", f"consumer {consumer.name} may not read {name}")
+        return consumer, dataset
+
+    @app.get("/api/v1/datasets", summary="The datasets this consumer may read, with schemas")
+    def datasets(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        consumer = consumers.consumer(authorization)
+        listed = []
+        for name in sorted(consumer.datasets):
+            dataset = catalog.get(name)
+            if dataset is not None:
+                listed.append(
+                    {
+                        "name": name,
+                        "key": list(dataset.key),
+                        "columns": [{"name": f.name, "type": str(f.type)} for f in dataset.schema],
+                    }
+                )
+        return {"datasets": listed}
+
+    @app.get(
+        "/api/v1/datasets/{name}/rows",
+        summary="Rows of a dataset: filters as column=value, column__in, __gt, __gte, __lt, __lte",
+    )
+    def rows(
+        name: str,
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        order_by: Annotated[str | None, Query(description="columns, '-' for descending")] = None,
+        limit: Annotated[int | None, Query(ge=1)] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
+        format: Annotated[Literal["json", "csv", "arrow"], Query()] = "json",
+    ) -> Response:
+        _, dataset = granted(authorization, name)
+        args = dict(request.query_params)
+        select, order, page = rows_query(
+            dataset, args, page_size=settings.page_size, max_page_size=settings.max_page_size
+        )
+        table = _run(engine, select)
+        more = table.num_rows > page
+        table = table.slice(0, page)
+        next_cursor = None
+        if more:
+            next_cursor = encode_cursor(table.slice(page - 1, 1).to_pylist()[0], order)
+        return _answer(table, format, next_cursor)
+
+    @app.get("/api/v1/datasets/{name}/rows/{key}", summary="One row by the dataset's key")
+    def row(
+        name: str,
+        key: str,
+        authorization: Annotated[str | None, Header()] = None,
+        format: Annotated[Literal["json", "csv", "arrow"], Query()] = "json",
+    ) -> Response:
+        _, dataset = granted(authorization, name)
+        if len(dataset.key) != 1:
+            raise ApiError(
+                400,
+                "no_single_key",
+                f"{name} has key {list(dataset.key) or 'none'}; filter rows by its columns",
+            )
+        column = dataset.key[0]
+        select = Select(exp.select("*").from_(exp.table_(name, quoted=True)))
+        value = select.bind(parse_value(dataset, column, key))
+        select.query = select.query.where(
+            exp.EQ(this=exp.column(column, quoted=True), expression=value)
+        ).limit(1)
+        table = _run(engine, select)
+        if table.num_rows == 0:
+            raise ApiError(404, "no_such_row", f"{name} has no row with {column} = {key!r}")
+        if format == "json":
+            return _json({"row": table.to_pylist()[0]})
+        return _answer(table, format, None)
+
+    return app
+
+
+def _run(engine: Engine, select: Select) -> pa.Table:
+    return engine.select(select.query.sql(engine.dialect), select.params).table
+
+
+def _answer(table: pa.Table, fmt: str, next_cursor: str | None) -> Response:
+    headers = {"x-next-cursor": next_cursor} if next_cursor else {}
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pa.csv.write_csv(table, sink)
+        return Response(sink.getvalue().to_pybytes(), media_type="text/csv", headers=headers)
+    if fmt == "arrow":
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return Response(sink.getvalue().to_pybytes(), media_type=ARROW, headers=headers)
+    return _json({"rows": table.to_pylist(), "next_cursor": next_cursor}, headers)
+
+
+def _json(body: object, headers: dict[str, str] | None = None) -> Response:
+    return Response(jsonio.dumps(body), media_type="application/json", headers=headers)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)

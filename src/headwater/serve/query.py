@@ -1,0 +1,205 @@
+"""Turn a request's query string into one parameterised SELECT over a dataset.
+
+Filters are typed by the dataset's Arrow schema: ``plan=pro`` (equals),
+``plan__in=free,pro``, ``day__gte=2026-11-01`` and ``__gt``, ``__lt``,
+``__lte``. Every value is parsed to its column's type and bound as a
+parameter; column names come only from the schema. Pages are cut by keyset:
+the cursor holds the last row's ordering values, and ordering always ends with
+the dataset's key so it is total.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any, cast
+
+import pyarrow as pa
+from sqlglot import exp
+
+from headwater.core import jsonio
+from headwater.serve.errors import ApiError
+
+RESERVED = frozenset({"order_by", "limit", "cursor", "format"})
+OPERATORS: dict[str, Callable[[exp.Expression, exp.Expression], exp.Expression]] = {
+    "eq": lambda c, v: exp.EQ(this=c, expression=v),
+    "gt": lambda c, v: exp.GT(this=c, expression=v),
+    "gte": lambda c, v: exp.GTE(this=c, expression=v),
+    "lt": lambda c, v: exp.LT(this=c, expression=v),
+    "lte": lambda c, v: exp.LTE(this=c, expression=v),
+}
+MAX_IN_VALUES = 100
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A table the API serves: its name, key columns and schema."""
+
+    name: str
+    key: tuple[str, ...]
+    schema: pa.Schema
+
+    def column_type(self, column: str) -> pa.DataType:
+        if column not in self.schema.names:
+            raise ApiError(
+                400,
+                "unknown_column",
+                f"{self.name} has no column {column!r}; columns: {', '.join(self.schema.names)}",
+            )
+        return self.schema.field(column).type
+
+
+@dataclass
+class Select:
+    """A SELECT under construction, with its bound parameters."""
+
+    query: exp.Select
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def bind(self, value: Any) -> exp.Placeholder:
+        name = f"p{len(self.params)}"
+        self.params[name] = value
+        return exp.Placeholder(this=name)
+
+
+def parse_value(dataset: Dataset, column: str, text: str) -> Any:
+    """``text`` as a value of ``column``'s type; 400 naming both when it is not."""
+    kind = dataset.column_type(column)
+    try:
+        if pa.types.is_integer(kind):
+            return int(text)
+        if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+            return float(text)
+        if pa.types.is_boolean(kind):
+            if text.lower() not in ("true", "false"):
+                raise ValueError(text)
+            return text.lower() == "true"
+        if pa.types.is_timestamp(kind):
+            moment = datetime.fromisoformat(text)
+            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        if pa.types.is_date(kind):
+            return date.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, "bad_filter", f"{column} holds {kind}; {text!r} is not one") from None
+    return text
+
+
+def rows_query(
+    dataset: Dataset, args: Mapping[str, str], *, page_size: int, max_page_size: int
+) -> tuple[Select, list[tuple[str, bool]], int]:
+    """The page's SELECT (one row more than the page), its ordering, and the page size."""
+    select = Select(exp.select("*").from_(exp.table_(dataset.name, quoted=True)))
+    for name, text in args.items():
+        if name in RESERVED:
+            continue
+        column, _, operator = name.partition("__")
+        operator = operator or "eq"
+        dataset.column_type(column)
+        target = exp.column(column, quoted=True)
+        if operator == "in":
+            values = [v for v in text.split(",") if v != ""]
+            if not values or len(values) > MAX_IN_VALUES:
+                raise ApiError(
+                    400, "bad_filter", f"{name} takes 1 to {MAX_IN_VALUES} comma-separated values"
+                )
+            bound = [select.bind(parse_value(dataset, column, v)) for v in values]
+            select.query = select.query.where(exp.In(this=target, expressions=bound))
+        elif operator in OPERATORS:
+            value = select.bind(parse_value(dataset, column, text))
+            select.query = select.query.where(OPERATORS[operator](target, value))
+        else:
+            raise ApiError(
+                400,
+                "bad_filter",
+                f"unknown operator {operator!r} in {name}; use column, column__in, "
+                "column__gt, column__gte, column__lt or column__lte",
+            )
+    order = _ordering(dataset, args.get("order_by"))
+    limit = _limit(args.get("limit"), page_size, max_page_size)
+    if cursor := args.get("cursor"):
+        select.query = select.query.where(_after(dataset, select, order, cursor))
+    ordered = [
+        exp.Ordered(this=exp.column(c, quoted=True), desc=desc, nulls_first=False)
+        for c, desc in order
+    ]
+    select.query = select.query.order_by(*ordered).limit(limit + 1)
+    return select, order, limit
+
+
+def encode_cursor(row: Mapping[str, Any], order: list[tuple[str, bool]]) -> str:
+    values = [row[column] for column, _ in order]
+    return base64.urlsafe_b64encode(jsonio.dumps(values)).decode().rstrip("=")
+
+
+def _ordering(dataset: Dataset, order_by: str | None) -> list[tuple[str, bool]]:
+    order: list[tuple[str, bool]] = []
+    for item in (order_by or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        desc = item.startswith("-")
+        column = item.lstrip("-+")
+        dataset.column_type(column)
+        order.append((column, desc))
+    # Ties broken by the key (or every column) so pages never skip or repeat rows.
+    for column in dataset.key or tuple(dataset.schema.names):
+        if column not in {c for c, _ in order}:
+            order.append((column, False))
+    return order
+
+
+def _limit(text: str | None, page_size: int, max_page_size: int) -> int:
+    if text is None:
+        return page_size
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= max_page_size:
+        raise ApiError(400, "bad_limit", f"limit is a whole number from 1 to {max_page_size}")
+    return limit
+
+
+def _after(
+    dataset: Dataset, select: Select, order: list[tuple[str, bool]], cursor: str
+) -> exp.Expression:
+    """Rows after the cursor's row in ``order`` (NULLs sort last in both directions)."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        values = jsonio.loads(raw)
+    except (binascii.Error, ValueError, jsonio.JSONDecodeError):
+        values = None
+    if not isinstance(values, list) or len(values) != len(order):
+        raise ApiError(400, "bad_cursor", "the cursor is not one this API gave; start without it")
+    typed = [
+        None if v is None else parse_value(dataset, column, str(v))
+        for (column, _), v in zip(order, values, strict=True)
+    ]
+    # (a, b) after (x, y)  ==  a after x  OR  (a = x AND b after y)
+    condition: exp.Expression | None = None
+    for (column, desc), value in reversed(list(zip(order, typed, strict=True))):
+        target = exp.column(column, quoted=True)
+        if value is None:
+            after: exp.Expression = exp.false()
+            same: exp.Expression = exp.Is(this=target, expression=exp.null())
+        else:
+            bound = select.bind(value)
+            beyond = (
+                exp.LT(this=target, expression=bound)
+                if desc
+                else exp.GT(this=target, expression=bound)
+            )
+            after = cast(
+                exp.Expression, exp.or_(beyond, exp.Is(this=target.copy(), expression=exp.null()))
+            )
+            same = exp.EQ(this=target.copy(), expression=bound.copy())
+        condition = (
+            after
+            if condition is None
+            else cast(exp.Expression, exp.or_(after, exp.and_(same, condition)))
+        )
+    assert condition is not None
+    return exp.paren(condition)
