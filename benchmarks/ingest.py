@@ -36,6 +36,8 @@ import asyncio
 import base64
 import contextlib
 import http.client
+import importlib
+import importlib.metadata
 import json
 import math
 import multiprocessing as mp
@@ -192,11 +194,17 @@ class Server:
                 found["commits_within_100ms"] = float(line.rsplit(" ", 1)[1])
         return found
 
+    def control(self) -> Any:
+        """A client of the server's control socket (``find_server``), or ``None``."""
+        # find_server has lived in runtime.control and in runtime.client: try both.
+        for module in ("headwater.runtime.client", "headwater.runtime.control"):
+            with contextlib.suppress(ImportError, AttributeError):
+                return importlib.import_module(module).find_server(self.data_dir)
+        raise RuntimeError("headwater has no find_server to reach the running server")
+
     def counts_by_tag(self) -> dict[str, tuple[int, int]]:
         """Rows and distinct messageIds in ``events`` per phase tag, asked of the server."""
-        from headwater.runtime.control import find_server
-
-        client = find_server(self.data_dir)
+        client = self.control()
         if client is None:
             raise RuntimeError("the server does not answer on its control socket")
         try:
@@ -210,9 +218,7 @@ class Server:
 
     def duckdb_memory(self) -> dict[str, int]:
         """DuckDB's own memory by tag (buffers, indexes), in bytes, asked of the server."""
-        from headwater.runtime.control import find_server
-
-        client = find_server(self.data_dir)
+        client = self.control()
         if client is None:
             return {}
         try:
@@ -542,7 +548,7 @@ def _event_loop_runner() -> Callable[[Any], Any]:
         import uvloop
     except ImportError:
         return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
+    return uvloop.run
 
 
 def _prefix(port: int, auth: str) -> bytes:
@@ -727,7 +733,7 @@ def run_python(
         receiver, sender = ctx.Pipe(duplex=False)
         first = start + n * interval / processes
         args = ("open" if rate else "closed", port, auth, parts, n + 1, connections)
-        proc = ctx.Process(target=_worker, args=(sender, *args, first, interval, end))
+        proc = ctx.Process(target=_worker, args=(sender, *args, first, interval, end), daemon=True)
         proc.start()
         sender.close()
         children.append((proc, receiver))
@@ -764,24 +770,30 @@ IDLE_WORK = "idle: writer waiting for work"
 LOOP = "event loop (uvloop/asyncio; idle in epoll too, wall view)"
 
 
-def _duckdb_lines(source: str) -> dict[str, tuple[int, int]]:
-    """Line spans in store/duckdb.py of the dedupe statement, the events insert, the commit."""
+def _duckdb_lines(source: str) -> dict[str, list[tuple[int, int]]]:
+    """Line spans in store/duckdb.py of each step of ``ingest``, found by their text."""
     lines = source.splitlines()
-    found: dict[str, tuple[int, int]] = {}
+    found: dict[str, list[tuple[int, int]]] = {}
     for n, line in enumerate(lines, 1):
+        if line.lstrip().startswith("#"):
+            continue
         if "RETURNING" in line or "ON CONFLICT" in line:
-            start = max(m for m in range(1, n + 1) if "con.sql(" in lines[m - 1] or m == 1)
-            stop = next((m for m in range(n, n + 5) if "to_arrow" in lines[m - 1]), n)
-            found["dedupe"] = (start, stop)
-        if "INSERT INTO events" in line:
-            found["insert"] = (n, n)
-        if "con.commit()" in line:
-            found["commit"] = (n, n)
+            near = range(max(1, n - 3), min(len(lines), n + 3) + 1)
+            start = min((m for m in near if m <= n and "con.sql(" in lines[m - 1]), default=n)
+            stop = max((m for m in near if m >= n and "to_arrow" in lines[m - 1]), default=n)
+            found.setdefault("dedupe", []).append((start, stop))
+        for key, text in (
+            ("insert", "INSERT INTO events"),
+            ("commit", "con.commit()"),
+            ("begin", "con.begin()"),
+            ("register", "register("),
+        ):
+            if text in line:
+                found.setdefault(key, []).append((n, n))
     return found
 
 
 def _rules(store_source: str) -> list[Rule]:
-    lines = _duckdb_lines(store_source)
     rules: list[Rule] = [
         (IDLE_WORK, "threading.py", frozenset({"wait"}), None),
         ("JSON encode (properties/context/answer)", "core/jsonio.py", None, None),
@@ -793,10 +805,13 @@ def _rules(store_source: str) -> list[Rule]:
         "dedupe": "DuckDB dedupe INSERT .. RETURNING",
         "insert": "DuckDB events INSERT",
         "commit": "DuckDB COMMIT",
+        "begin": "DuckDB BEGIN",
+        "register": "DuckDB register/unregister Arrow",
     }
-    rules += [(names[k], "store/duckdb.py", None, span) for k, span in lines.items()]
+    for key, spans in _duckdb_lines(store_source).items():
+        rules += [(names[key], "store/duckdb.py", None, span) for span in spans]
     rules += [
-        ("DuckDB other (register, unregister, begin)", "store/duckdb.py", None, None),
+        ("DuckDB other (is_in, filter, cursor)", "store/duckdb.py", None, None),
         ("metrics (prometheus_client)", "prometheus_client/", None, None),
         ("writer bookkeeping (dedupe set, futures)", "collect/writer.py", None, None),
         ("request handling (app, auth, body)", "headwater/collect/", None, None),
@@ -1031,10 +1046,8 @@ def conditions(settings: Settings) -> list[tuple[str, str]]:
     import headwater
 
     try:
-        import uvloop
-
-        loop = f"uvloop {uvloop.__version__}"
-    except ImportError:
+        loop = f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:
         loop = "asyncio"
     wrk = shutil.which("wrk")
     conns = " and ".join(str(c) for c in settings.connections)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from headwater.cli.scaffold import init_project
-from headwater.runtime.control import find_server
+from headwater.runtime.client import find_server
 from headwater.store.duckdb import DuckDBEngine
 
 HEADWATER = [sys.executable, "-m", "headwater"]

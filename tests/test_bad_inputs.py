@@ -27,7 +27,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 
-from headwater.runtime.control import ServerClient, find_server
+from headwater.runtime.client import ServerClient, find_server
 from tests.conftest import Project, Server
 
 Json = dict[str, Any]

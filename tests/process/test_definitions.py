@@ -824,3 +824,16 @@ def test_the_header_parser_raises_only_pipeline_errors(inner: str) -> None:
         header, body = outcome
         assert isinstance(header, PipelineHeader)
         assert body.count("\n") == text.count("\n")
+
+
+def test_the_schema_revision_constant_is_alembics_head() -> None:
+    # MetadataStore skips importing Alembic when the database is at SCHEMA_REVISION;
+    # a new migration must move the constant too, or it would never run.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from headwater.process.metadata import store
+
+    config = Config()
+    config.set_main_option("script_location", str(store._MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == store.SCHEMA_REVISION

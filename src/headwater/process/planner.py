@@ -22,6 +22,7 @@ from headwater.process.definition import BUILTIN_TABLES, Pipeline
 from headwater.process.graph import Graph
 from headwater.process.metadata import MetadataStore
 from headwater.process.metadata.store import IntervalState
+from headwater.process.schedule import floor as cron_floor
 from headwater.process.schedule import interval_at, intervals, latest_tick
 from headwater.store.engine import Engine
 
@@ -125,21 +126,26 @@ class Planner:
             state = self.metadata.intervals(pipeline.name).get(latest.start)
             if state is not None and state.status == "done":
                 return []
-            return [latest] if self._inputs_ready(pipeline, latest) else []
+            ready = self._inputs_ready(pipeline, latest, self._input_states(pipeline))
+            return [latest] if ready else []
         start = self.start(pipeline)
         if start is None:
             return []
         until = min(now, floor)
         done = self.metadata.intervals(pipeline.name)
         failed = self.metadata.terminal_failures(pipeline.name, pipeline.version)
+        inputs = self._input_states(pipeline)
         todo: list[Interval] = []
-        for interval in intervals(pipeline.header.schedule, start, until):
+        # Skip the done history in one step: walking every interval since the
+        # first event would grow with the age of the project.
+        first = _first_gap(done, cron_floor(pipeline.header.schedule, start))
+        for interval in intervals(pipeline.header.schedule, first, until):
             state = done.get(interval.start)
             if state is not None and state.status == "done":
                 continue
             if interval.start in failed:
                 continue
-            if not self._inputs_ready(pipeline, interval):
+            if not self._inputs_ready(pipeline, interval, inputs):
                 break  # later intervals wait for the same inputs; keep order
             todo.append(interval)
             if len(todo) >= limit:
@@ -157,10 +163,17 @@ class Planner:
             if i.start not in done or done[i.start].status != "done"
         ]
 
-    def _inputs_ready(self, pipeline: Pipeline, interval: Interval) -> bool:
-        for name in pipeline.inputs - BUILTIN_TABLES:
+    def _input_states(self, pipeline: Pipeline) -> dict[str, list[IntervalState]]:
+        return {
+            name: sorted(self.metadata.intervals(name).values(), key=lambda s: s.interval)
+            for name in pipeline.inputs - BUILTIN_TABLES
+        }
+
+    def _inputs_ready(
+        self, pipeline: Pipeline, interval: Interval, inputs: dict[str, list[IntervalState]]
+    ) -> bool:
+        for name, states in inputs.items():
             upstream = self.graph[name]
-            states = sorted(self.metadata.intervals(name).values(), key=lambda s: s.interval)
             if not upstream.incremental:
                 if not any(s.status == "done" for s in states):
                     return False
@@ -172,6 +185,18 @@ class Planner:
                 if state is None or state.status != "done":
                     return False
         return True
+
+
+def _first_gap(done: dict[datetime, IntervalState], cursor: datetime) -> datetime:
+    """The start of the first interval at or after ``cursor`` that is not done."""
+    for start in sorted(done):
+        state = done[start]
+        if state.interval.end <= cursor:
+            continue
+        if start != cursor or state.status != "done":
+            break
+        cursor = state.interval.end
+    return cursor
 
 
 def _covering(upstream: Pipeline, interval: Interval) -> list[Interval]:

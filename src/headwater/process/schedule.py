@@ -48,8 +48,9 @@ def intervals(schedule: str, start: datetime, until: datetime) -> list[Interval]
     """Whole intervals from the one holding ``start`` up to those ending by ``until``."""
     result: list[Interval] = []
     lower = floor(schedule, start)
+    times = croniter(schedule, lower)  # one iterator: a new croniter per step is slow
     while True:
-        upper = following(schedule, lower)
+        upper = times.get_next(datetime).astimezone(UTC).replace(fold=0)
         if upper > until:
             return result
         result.append(Interval(lower, upper))

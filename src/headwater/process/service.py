@@ -88,9 +88,16 @@ class PipelineService:
         # Without a collector in this process, nothing is in flight: now is the floor.
         self.floor = floor or clock
         self._sleep = sleep
+        self._graph: tuple[tuple[tuple[str, int, int], ...], Graph] | None = None
 
     def graph(self) -> Graph:
-        return load_graph(self.project.pipelines_dir, self.dialect)
+        """The pipelines as the files are now; parsed again only when a file changed."""
+        folder = self.project.pipelines_dir
+        files = sorted([*folder.glob("*.sql"), *folder.glob("*.py")]) if folder.is_dir() else []
+        stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
+        if self._graph is None or self._graph[0] != stamp:
+            self._graph = (stamp, load_graph(folder, self.dialect))
+        return self._graph[1]
 
     def _tools(self, graph: Graph) -> tuple[Planner, Runner]:
         runner_args = {} if self._sleep is None else {"sleep": self._sleep}

@@ -21,13 +21,13 @@ import uvicorn
 
 from headwater.config.project import Project
 from headwater.runtime.app import Runtime
-from headwater.runtime.control import (
+from headwater.runtime.client import (
     ServerInfo,
-    control_app,
     remove_runtime_file,
     socket_path,
     write_runtime_file,
 )
+from headwater.runtime.control import control_app
 from headwater.store.duckdb import DuckDBEngine
 
 log = logging.getLogger(__name__)

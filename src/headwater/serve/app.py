@@ -7,8 +7,9 @@ holds up the event loop that also takes events.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -16,6 +17,7 @@ import pyarrow.csv
 import pyarrow.ipc
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlglot import exp
 
@@ -26,6 +28,8 @@ from headwater.serve.errors import ApiError
 from headwater.serve.query import Dataset, Select, encode_cursor, parse_value, rows_query
 from headwater.serve.settings import ApiSettings
 from headwater.store.engine import Engine
+
+log = logging.getLogger(__name__)
 
 ARROW = "application/vnd.apache.arrow.stream"
 _SCHEMA_TTL = 5.0
@@ -80,7 +84,21 @@ def api_app(
 
     @app.exception_handler(HeadwaterError)
     async def failed(request: Request, error: HeadwaterError) -> JSONResponse:
-        return _error(503, "unavailable", str(error))
+        # The engine's words stay in the server's log, not in a client's answer.
+        log.error("read API: %s", error)
+        return _error(503, "unavailable", "the store could not answer; try again shortly")
+
+    @app.middleware("http")
+    async def authenticate(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # Before routing and parameter checks: a caller without a token learns nothing.
+        if request.url.path.startswith("/api/v1/datasets"):
+            try:
+                consumers.consumer(request.headers.get("authorization"))
+            except ApiError as error:
+                return _error(error.status, error.code, str(error))
+        return await call_next(request)
 
     def granted(authorization: str | None, name: str) -> tuple[Consumer, Dataset]:
         consumer = consumers.consumer(authorization)
@@ -133,7 +151,7 @@ def api_app(
             next_cursor = encode_cursor(table.slice(page - 1, 1).to_pylist()[0], order)
         return _answer(table, format, next_cursor)
 
-    @app.get("/api/v1/datasets/{name}/rows/{key}", summary="One row by the dataset's key")
+    @app.get("/api/v1/datasets/{name}/rows/{key:path}", summary="One row by the dataset's key")
     def row(
         name: str,
         key: str,
@@ -160,7 +178,53 @@ def api_app(
             return _json({"row": table.to_pylist()[0]})
         return _answer(table, format, None)
 
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, with the errors this API really gives (400, not 422)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    schema["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            operation["security"] = [{"bearer": []}]
+            responses = operation.setdefault("responses", {})
+            responses.pop("422", None)
+            for status, meaning in _ERRORS.items():
+                responses[status] = {
+                    "description": meaning,
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+    schema["components"]["schemas"].pop("HTTPValidationError", None)
+    schema["components"]["schemas"].pop("ValidationError", None)
+    app.openapi_schema = schema
+    return schema
+
+
+_ERRORS = {
+    "400": "a bad filter, order, limit or cursor",
+    "401": "no token, or not a consumer's",
+    "403": "the dataset is not granted to this consumer",
+    "404": "no such dataset or row",
+    "503": "the store could not answer",
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            "required": ["code", "message"],
+        }
+    },
+    "required": ["error"],
+}
 
 
 def _run(engine: Engine, select: Select) -> pa.Table:

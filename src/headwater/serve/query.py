@@ -70,7 +70,16 @@ def parse_value(dataset: Dataset, column: str, text: str) -> Any:
     kind = dataset.column_type(column)
     try:
         if pa.types.is_integer(kind):
-            return int(text)
+            value = int(text)
+            bits = kind.bit_width
+            low, high = (
+                (0, 2**bits - 1)
+                if pa.types.is_unsigned_integer(kind)
+                else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+            )
+            if not low <= value <= high:
+                raise ValueError(text)
+            return value
         if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
             return float(text)
         if pa.types.is_boolean(kind):

@@ -46,6 +46,8 @@ def _ddl(table: str, arrow_schema: pa.Schema, primary_key: Sequence[str] = ()) -
             kind = "JSON"
         elif pa.types.is_timestamp(field.type):
             kind = "TIMESTAMPTZ"
+        elif pa.types.is_uint64(field.type):
+            kind = "UBIGINT"
         else:
             kind = "VARCHAR"
         null = "" if field.nullable else " NOT NULL"
@@ -97,9 +99,7 @@ class DuckDBEngine:
     def _create_tables(self) -> None:
         self._con.execute(_ddl("events", schema.EVENTS))
         self._con.execute(_ddl("failed_events", schema.FAILED_EVENTS))
-        self._con.execute(
-            _ddl("message_ids", schema.MESSAGE_IDS, primary_key=("source", "message_id"))
-        )
+        self._con.execute(_ddl("message_ids", schema.MESSAGE_IDS, primary_key=("key_hi", "key_lo")))
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -146,17 +146,22 @@ class DuckDBEngine:
     def _insert_new(self, con: duckdb.DuckDBPyConnection, events: pa.Table) -> pa.Array:
         # The primary key of message_ids is the dedupe: RETURNING gives exactly
         # the keys that were not there yet, inside the same transaction.
-        con.register("_hw_keys", events.select(["source", "message_id", "received_at"]))
+        hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
+        keys = pa.Table.from_arrays(
+            [hi, lo, events["source"], events["message_id"], events["received_at"]],
+            schema=schema.MESSAGE_IDS,
+        )
+        con.register("_hw_keys", keys)
         inserted = con.sql(
-            "INSERT INTO message_ids SELECT source, message_id, received_at FROM _hw_keys "
-            "ON CONFLICT DO NOTHING RETURNING source, message_id"
+            "INSERT INTO message_ids SELECT * FROM _hw_keys "
+            "ON CONFLICT DO NOTHING RETURNING key_hi, key_lo"
         ).to_arrow_table()
         con.unregister("_hw_keys")
         if inserted.num_rows == events.num_rows:
             new = pa.array([True] * events.num_rows, pa.bool_())
             fresh = events
         else:
-            new = pc.is_in(_pair(events), value_set=_pair(inserted))
+            new = pc.is_in(_pair(hi, lo), value_set=_pair(inserted["key_hi"], inserted["key_lo"]))
             fresh = events.filter(new)
         if fresh.num_rows:
             con.register("_hw_events", fresh)
@@ -197,7 +202,6 @@ class DuckDBEngine:
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
         with self._cursor() as cur:
             cur.execute("SET enable_profiling = 'no_output'")
-            cur.execute("SET profiling_mode = 'detailed'")
             try:
                 table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
             except duckdb.Error as exc:
@@ -270,9 +274,8 @@ class DuckDBEngine:
             self._con.close()
 
 
-def _pair(table: pa.Table) -> pa.Array:
-    # Source names cannot hold NUL (see config), so the first NUL splits the pair exactly.
-    return pc.binary_join_element_wise(table["source"], table["message_id"], "\x00")
+def _pair(hi: pa.Array, lo: pa.Array) -> pa.Array:
+    return pc.binary_join_element_wise(pc.cast(hi, pa.string()), pc.cast(lo, pa.string()), ":")
 
 
 def _scanned_rows(nodes: list[dict[str, object]]) -> int:

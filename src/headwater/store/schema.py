@@ -6,6 +6,8 @@ engine; each engine derives its own DDL from them.
 
 from __future__ import annotations
 
+import hashlib
+
 import pyarrow as pa
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -48,12 +50,38 @@ FAILED_EVENTS = pa.schema(
 )
 
 #: The dedupe window: one row per ``(source, message_id)`` seen since the window's start.
+#: ``key_hi``/``key_lo`` are the 128-bit BLAKE2b of the pair (see :func:`message_keys`),
+#: the primary key: fixed-size integers index several times faster than strings.
 MESSAGE_IDS = pa.schema(
     [
+        pa.field("key_hi", pa.uint64(), nullable=False),
+        pa.field("key_lo", pa.uint64(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
         pa.field("message_id", pa.string(), nullable=False),
         pa.field("received_at", TIMESTAMP, nullable=False),
     ]
 )
+
+
+def message_keys(sources: list[str], message_ids: list[str]) -> tuple[pa.Array, pa.Array]:
+    """The dedupe key of each ``(source, message_id)``: BLAKE2b-128, split in two uint64.
+
+    A collision needs about 2**64 distinct ids inside one window, so the dedupe
+    is exact for every practical purpose.
+
+    >>> hi, lo = message_keys(["web"], ["m1"])
+    >>> hi.type, len(lo)
+    (DataType(uint64), 1)
+    """
+    his: list[int] = []
+    los: list[int] = []
+    for source, message_id in zip(sources, message_ids, strict=True):
+        digest = hashlib.blake2b(
+            source.encode() + b"\x00" + message_id.encode(), digest_size=16
+        ).digest()
+        his.append(int.from_bytes(digest[:8], "little"))
+        los.append(int.from_bytes(digest[8:], "little"))
+    return pa.array(his, pa.uint64()), pa.array(los, pa.uint64())
+
 
 TABLES = {"events": EVENTS, "failed_events": FAILED_EVENTS, "message_ids": MESSAGE_IDS}

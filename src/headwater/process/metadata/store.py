@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 
 from headwater.core.clock import from_us, now_us
 from headwater.core.types import Interval
 from headwater.process.metadata.tables import intervals, leases, runs, versions, watermarks
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+#: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
+SCHEMA_REVISION = "0001"
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,8 @@ class MetadataStore:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
-        config = Config()
-        config.set_main_option("script_location", str(_MIGRATIONS))
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        if _revision(engine) != SCHEMA_REVISION:
+            _migrate(engine)
         return cls(engine)
 
     @classmethod
@@ -314,6 +311,28 @@ class MetadataStore:
             db.execute(
                 leases.delete().where(leases.c.pipeline == pipeline, leases.c.owner == owner)
             )
+
+
+def _revision(engine: sa.Engine) -> str | None:
+    """The schema's Alembic revision, or ``None`` for a new database."""
+    with engine.connect() as db:
+        try:
+            value = db.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+        except sa.exc.DBAPIError:
+            return None
+    return str(value) if value is not None else None
+
+
+def _migrate(engine: sa.Engine) -> None:
+    # Alembic is imported only when a migration is due: it costs ~100 ms to import.
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 def _run(row: Any) -> RunRecord:
