@@ -26,7 +26,7 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     queue_max_events: int = 100_000
     """Events waiting for the writer beyond which requests get 503 with ``Retry-After``."""
 
-    commit_max_events: int = 50_000
+    commit_max_events: int = 10_000
     """Most events the writer commits in one transaction."""
 
     retry_after_seconds: int = 2

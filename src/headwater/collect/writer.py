@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 FailedRow = tuple[str, str | None, int, str, str | None, str, str | None, None]
 
 _PRUNE_EVERY_SECONDS = 60.0
+_IDLE_SECONDS = 0.25
+_CHECKPOINT_AFTER_ROWS = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Writer:
         self._thread = threading.Thread(target=self._run, name="headwater-writer", daemon=True)
         self._last_prune = 0.0
         self._pending: dict[int, int] = {}
+        self._since_checkpoint = 0
         self.healthy = True
 
     def start(self) -> None:
@@ -143,17 +146,29 @@ class Writer:
     def _run(self) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._closing:
-                    self._cond.wait(timeout=_PRUNE_EVERY_SECONDS)
-                    if not self._queue:
-                        break
+                if not self._queue and not self._closing:
+                    # A pause in the traffic is the time to checkpoint: then no
+                    # request waits behind it.
+                    self._cond.wait(timeout=_IDLE_SECONDS)
+                    idle = not self._queue and not self._closing
+                else:
+                    idle = False
                 if not self._queue and self._closing:
                     return
                 taken = self._take()
             if taken:
                 self._commit(taken)
+            elif idle and self._since_checkpoint >= _CHECKPOINT_AFTER_ROWS:
+                self._checkpoint()
             if time.monotonic() - self._last_prune > _PRUNE_EVERY_SECONDS:
                 self._prune()
+
+    def _checkpoint(self) -> None:
+        self._since_checkpoint = 0
+        try:
+            self._engine.checkpoint()
+        except Exception:
+            log.exception("checkpoint failed; the store retries on its own")
 
     def _take(self) -> list[_Submission]:
         taken: list[_Submission] = []
@@ -229,6 +244,7 @@ class Writer:
             for bad in sub.failed:
                 self._metrics.rejected.labels(bad[1] or "", bad[3]).inc()
         self._metrics.commit_events.observe(len(rows) + len(failed))
+        self._since_checkpoint += len(rows) + len(failed)
 
     def _prune(self) -> None:
         self._last_prune = time.monotonic()

@@ -93,6 +93,9 @@ class DuckDBEngine:
             con.execute("SET memory_limit = ?", [settings.memory_limit])
         engine = cls(con, str(path), read_only=read_only)
         if not read_only:
+            # DuckDB checkpoints when its WAL passes the threshold, stalling the commit
+            # that crosses it; the writer checkpoints in pauses instead (see checkpoint).
+            con.execute("SET checkpoint_threshold = '256MB'")
             engine._create_tables()
         return engine
 
@@ -265,6 +268,10 @@ class DuckDBEngine:
                 "WHERE table_schema = 'main' ORDER BY table_name"
             ).fetchall()
         return [str(row[0]) for row in rows]
+
+    def checkpoint(self) -> None:
+        with self._cursor() as cur:
+            cur.execute("CHECKPOINT")
 
     def close(self) -> None:
         with self._lock:

@@ -100,6 +100,10 @@ class Engine(Protocol):
         """Names of the tables a pipeline can read."""
         ...
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the store now, while nobody waits on a commit."""
+        ...
+
     def close(self) -> None:
         """Release the store; committed data stays."""
         ...
