@@ -95,7 +95,7 @@ class DuckDBEngine:
         if not read_only:
             # DuckDB checkpoints when its WAL passes the threshold, stalling the commit
             # that crosses it; the writer checkpoints in pauses instead (see checkpoint).
-            con.execute("SET checkpoint_threshold = '256MB'")
+            con.execute("SET checkpoint_threshold = '64MB'")
             engine._create_tables()
         return engine
 
