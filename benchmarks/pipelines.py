@@ -706,12 +706,11 @@ PHASES = (
     ("lease.py", "__enter__", "take the lease (metadata write, start the renewer thread)"),
     ("lease.py", "__exit__", "release the lease (join the renewer, metadata write)"),
     ("store.py", "interrupted", "metadata: mark runs of dead processes"),
-    ("store.py", "record_version", "metadata: record the version"),
-    ("store.py", "start_run", "metadata: insert the run"),
+    ("store.py", "start_run", "metadata: insert the run (and a new version)"),
     ("store.py", "succeed", "metadata: run succeeded, interval done"),
     ("runner.py", "_compute", "compute: render the SQL, engine.select (with profiling)"),
     ("runner.py", "_check_times", "check every row's time is inside the interval"),
-    ("audits.py", "run_audits", "audits (a new in-memory DuckDB per run)"),
+    ("audits.py", "run_audits", "audits (Arrow checks; SQL only for failures and custom audits)"),
     ("runner.py", "_publish", "publish: engine.replace_interval (delete + insert)"),
 )
 

@@ -90,7 +90,6 @@ class Runner:
         self, pipeline: Pipeline, interval: Interval, trigger: str, attempt: int, record: bool
     ) -> RunResult:
         started = time.perf_counter()
-        self.metadata.record_version(pipeline.name, pipeline.version)
         run_id = self.metadata.start_run(
             pipeline.name, pipeline.version, interval, trigger, attempt
         )

@@ -81,26 +81,22 @@ class MetadataStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    # -- versions ----------------------------------------------------------
-
-    def record_version(self, pipeline: str, version: str) -> None:
-        with self.engine.begin() as db:
-            exists = db.execute(
-                sa.select(versions.c.version).where(
-                    versions.c.pipeline == pipeline, versions.c.version == version
-                )
-            ).first()
-            if exists is None:
-                db.execute(
-                    versions.insert().values(pipeline=pipeline, version=version, first_seen=_now())
-                )
-
     # -- runs and intervals ---------------------------------------------------
 
     def start_run(
         self, pipeline: str, version: str, interval: Interval, trigger: str, attempt: int
     ) -> int:
+        """Record a run as running (and the pipeline's version when it is new)."""
         with self.engine.begin() as db:
+            known = db.execute(
+                sa.select(versions.c.version).where(
+                    versions.c.pipeline == pipeline, versions.c.version == version
+                )
+            ).first()
+            if known is None:
+                db.execute(
+                    versions.insert().values(pipeline=pipeline, version=version, first_seen=_now())
+                )
             result = db.execute(
                 runs.insert().values(
                     pipeline=pipeline,
