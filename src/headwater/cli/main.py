@@ -90,11 +90,12 @@ def init(
     """
     _check_source_name(source)
     key = scaffold.init_project(directory, source=source)
+    examples = sorted(name.removesuffix(".sql") for name in scaffold.EXAMPLE_PIPELINES)
+    token = scaffold.add_consumer(directory / "headwater.toml", "example", examples)
     console.print(f"Created a Headwater project in [bold]{directory.resolve()}[/bold]")
     console.print(f"Source [bold]{source}[/bold] write key: [bold green]{key}[/bold green]")
-    console.print(
-        "[dim]Only its hash is stored; keep the key now. A running server accepts it at once.[/dim]"
-    )
+    console.print(f"Read API consumer [bold]example[/bold] token: [bold green]{token}[/bold green]")
+    console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
     console.print(f"Next: cd {directory} && headwater up")
 
 

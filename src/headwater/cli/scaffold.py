@@ -50,6 +50,7 @@ schedule = "@hourly"
 kind = "incremental"
 time = "received_at"       # intervals by arrival: exact, each hour runs once
 time_column = "hour"
+key = ["hour", "source", "event_name"]   # rows by key in the read API
 audits = [
   { not_null = ["hour", "source", "event_name"] },
   { unique = ["hour", "source", "event_name"] },
@@ -72,6 +73,7 @@ schedule = "@daily"
 kind = "incremental"
 time = "timestamp"         # event time: late events re-open the day they belong to
 time_column = "day"
+key = ["day", "plan"]
 audits = [
   { not_null = ["day"] },
   { unique = ["day", "plan"] },
@@ -95,7 +97,11 @@ GITIGNORE = """\
 
 
 def init_project(folder: Path, *, source: str = "web") -> str:
-    """Create a project in ``folder`` and return the new source's write key."""
+    """Create a project in ``folder`` and return the new source's write key.
+
+    The project also gets the example pipelines; :func:`add_consumer` gives it a
+    consumer of the read API.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / FILENAME
     if config.exists():
