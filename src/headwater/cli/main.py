@@ -359,7 +359,7 @@ def consumers_add(
 
     Example: headwater consumers add recommender --datasets daily_active_users
     """
-    _check_source_name(name)
+    _check_source_name(name, what="consumer")
     project = state.project()
     if name in project.settings.consumers:
         raise ConfigError(f"consumer {name!r} already exists", hint="choose another name")
@@ -387,10 +387,10 @@ def consumers_list() -> None:
         console.print(f"{name}\t{', '.join(consumer.datasets)}")
 
 
-def _check_source_name(name: str) -> None:
+def _check_source_name(name: str, what: str = "source") -> None:
     if not SOURCE_NAME.match(name):
         raise ConfigError(
-            f"source name {name!r} is not allowed",
+            f"{what} name {name!r} is not allowed",
             hint="use lower-case letters, digits, '-' and '_', starting with a letter",
         )
 

@@ -10,7 +10,7 @@ from headwater.core.secrets import hash_key, new_key
 
 TEMPLATE = """\
 # Headwater project. Every key is optional unless marked; defaults are shown.
-# Reference: docs/configuration.md in the Headwater repository.
+# Every table and key: docs/ in the Headwater repository (events, pipelines, api).
 
 [project]
 name = "{name}"

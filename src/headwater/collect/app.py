@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
+import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -53,6 +55,13 @@ ROUTES: dict[str, str | None] = {
 # text/plain is what analytics.js sends from browsers to avoid a CORS preflight.
 _CONTENT_TYPES = frozenset({b"", b"application/json", b"text/plain"})
 _JSON_HEADERS = [(b"content-type", b"application/json")]
+_CORS = [(b"access-control-allow-origin", b"*")]
+_PREFLIGHT = [
+    (b"access-control-allow-methods", b"POST, OPTIONS"),
+    (b"access-control-allow-headers", b"Content-Type, Content-Encoding, Authorization"),
+    (b"access-control-max-age", b"86400"),
+]
+_KEY_IN_TEXT = re.compile(r'("writeKey"\s*:\s*)"[^"]*"')
 
 
 class IngestApp:
@@ -67,6 +76,8 @@ class IngestApp:
         )
         self._arriving: dict[int, int] = {}
         self._tokens = itertools.count()
+        # Stamping an arrival and reading the floor happen in different threads.
+        self._lock = threading.Lock()
 
     def arrival_floor(self) -> int:
         """Every event that arrived before this time (µs) is committed or refused.
@@ -74,13 +85,27 @@ class IngestApp:
         Requests being read or validated count here, queued ones in the writer:
         what pipelines by arrival time use to know an interval is complete.
         """
-        now = now_us()
-        arriving = min(list(self._arriving.values()), default=now)
+        with self._lock:
+            now = now_us()
+            arriving = min(self._arriving.values(), default=now)
         pending = self._writer.oldest_pending()
         return min(now, arriving, pending if pending is not None else now)
 
+    def _arrive(self) -> tuple[int, int]:
+        """Stamp ``received_at`` and count the request in flight, in one step."""
+        with self._lock:
+            received_us = now_us()
+            token = next(self._tokens)
+            self._arriving[token] = received_us
+        return received_us, token
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        status, body, headers = await self._answer(scope, receive)
+        if scope["method"] == "OPTIONS":
+            # A browser's preflight: analytics.js posts from other origins.
+            status, body, headers = 204, b"", list(_PREFLIGHT)
+        else:
+            status, body, headers = await self._answer(scope, receive)
+        headers = [*headers, *_CORS]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -92,9 +117,10 @@ class IngestApp:
             return _error(405, "method_not_allowed", f"{path} takes POST", [(b"allow", b"POST")])
         source: str | None = None
         body: bytes | None = None
-        received_us = now_us()
-        token = next(self._tokens)
-        self._arriving[token] = received_us
+        # Stamped once the body is in and the key checked: a client that stalls
+        # mid-upload must not hold back the arrival floor of every pipeline.
+        token: int | None = None
+        received_us = 0
         try:
             headers = dict(scope["headers"])
             _check_content_type(headers.get(b"content-type", b""))
@@ -109,8 +135,11 @@ class IngestApp:
                 source = self._keys.source_for(
                     envelope.write_key if envelope is not None else probe_key(body)
                 )
+            received_us, token = self._arrive()
             return await self._ingest(kind, body, envelope, source, received_us)
         except RequestRefused as refused:
+            if token is None:
+                received_us, token = self._arrive()
             return await self._refuse(refused, source, received_us, body)
         except Unavailable as unavailable:
             return _error(
@@ -122,7 +151,9 @@ class IngestApp:
         except ClientGone:
             return _error(400, "client_gone", "the client disconnected")
         finally:
-            del self._arriving[token]
+            if token is not None:
+                with self._lock:
+                    del self._arriving[token]
 
     async def _ingest(
         self,
@@ -218,11 +249,19 @@ def _failed_row(
 
 
 def _payload_json(payload: bytes) -> str:
-    """The payload as JSON: itself when it parses, else a JSON string of its text."""
+    """The payload as JSON: itself when it parses, else a JSON string of its text.
+
+    A ``writeKey`` in the body is a secret: it is removed, since failed events
+    are readable by anyone granted ``failed_events``.
+    """
     try:
-        jsonio.loads(payload)
+        value = jsonio.loads(payload)
     except (jsonio.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return jsonio.dumps_str(payload.decode("utf-8", errors="replace"))
+        text = payload.decode("utf-8", errors="replace")
+        return jsonio.dumps_str(_KEY_IN_TEXT.sub(r'\1"<removed>"', text))
+    if isinstance(value, dict) and "writeKey" in value:
+        value["writeKey"] = "<removed>"
+        return jsonio.dumps_str(value)
     return payload.decode()
 
 

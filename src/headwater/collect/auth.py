@@ -21,8 +21,8 @@ KeyLoader = Callable[[], dict[str, KeyHash] | None]
 class KeyRing:
     """Maps a presented write key to its source name.
 
-    With a ``loader``, an unknown key makes the ring look for new sources, so
-    that ``headwater sources add`` works without a restart.
+    With a ``loader``, the ring follows ``headwater.toml``: ``headwater sources
+    add`` works without a restart, and a removed key stops working.
     """
 
     def __init__(self, keys: dict[str, KeyHash], loader: KeyLoader | None = None) -> None:
@@ -37,11 +37,11 @@ class KeyRing:
                 "no write key; send it as the Basic-auth user name or as writeKey in the body",
                 keep=False,
             )
-        key_digest = digest(key)
-        source = self._by_digest.get(key_digest)
-        if source is None and self._keys.refresh():
+        # Looked at on every request (at most once a second): a removed or
+        # rotated key stops working as soon as the file says so.
+        if self._keys.refresh():
             self._by_digest = _index(self._keys.value)
-            source = self._by_digest.get(key_digest)
+        source = self._by_digest.get(digest(key))
         if source is None:
             raise RequestRefused(
                 401,

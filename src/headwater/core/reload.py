@@ -1,9 +1,8 @@
 """A value that can be rebuilt from its source, at most once a second.
 
-Write keys and consumer tokens live in ``headwater.toml``; when a request
-presents one the server does not know, the server looks at the file again, so
-``headwater sources add`` and ``headwater consumers add`` work without a
-restart, while a flood of unknown keys costs at most one look a second.
+Write keys and consumer tokens live in ``headwater.toml``; the server looks at
+the file at most once a second, so ``headwater sources add`` and ``headwater
+consumers add`` work without a restart, and a removed key stops working.
 """
 
 from __future__ import annotations
@@ -37,7 +36,7 @@ class Reloading(Generic[T]):
         self._checked = now
         try:
             value = self._loader()
-        except HeadwaterError as exc:
+        except (HeadwaterError, OSError) as exc:
             log.warning("kept the current settings: %s", exc)
             return False
         if value is None:

@@ -14,7 +14,7 @@ from headwater.process.errors import PipelineError
 from headwater.process.header import split_header
 from headwater.process.python import PythonPipeline
 from headwater.process.schedule import check_schedule
-from headwater.process.settings import PipelineHeader
+from headwater.process.settings import AUDIT_KEYS, PipelineHeader
 
 #: Tables every project has; pipelines read them by name.
 BUILTIN_TABLES = frozenset({"events", "failed_events"})
@@ -86,6 +86,14 @@ def header_fingerprint(header: PipelineHeader) -> str:
 def _check(pipeline: Pipeline) -> None:
     header, path = pipeline.header, str(pipeline.path)
     check_schedule(header.schedule, path)
+    for number, audit in enumerate(header.audits, start=1):
+        given = [name for name in AUDIT_KEYS if getattr(audit, name) is not None]
+        if len(given) != 1:
+            raise PipelineError(
+                f"audit {number} sets {', '.join(given) or 'nothing'}; an audit is one check",
+                path=path,
+                hint="write one { ... } per check, e.g. { not_null = [...] }, { unique = [...] }",
+            )
     if header.start is not None:
         try:
             pipeline.start()

@@ -9,6 +9,7 @@ once; elsewhere it expires within :data:`TTL`.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -20,6 +21,7 @@ from headwater.process.errors import RunInterrupted
 from headwater.process.metadata import MetadataStore
 
 TTL = timedelta(seconds=60)
+log = logging.getLogger(__name__)
 _HOST = socket.gethostname()
 
 
@@ -72,4 +74,8 @@ class Lease:
     def _renew(self) -> None:
         interval = self.ttl.total_seconds() / 3
         while not self._stop.wait(interval):
-            self.metadata.renew(self.pipeline, self.owner, self.ttl)
+            try:
+                if not self.metadata.renew(self.pipeline, self.owner, self.ttl):
+                    log.error("%s: lost its lease; another run may start", self.pipeline)
+            except Exception:  # a busy metadata database: try again next time
+                log.exception("%s: could not renew the lease", self.pipeline)

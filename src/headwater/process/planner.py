@@ -19,11 +19,13 @@ from datetime import datetime
 
 from headwater.core.types import Interval
 from headwater.process.definition import BUILTIN_TABLES, Pipeline
+from headwater.process.errors import RunInterrupted
 from headwater.process.graph import Graph
+from headwater.process.lease import Lease
 from headwater.process.metadata import MetadataStore
 from headwater.process.metadata.store import IntervalState
 from headwater.process.schedule import floor as cron_floor
-from headwater.process.schedule import interval_at, intervals, latest_tick
+from headwater.process.schedule import interval_at, intervals, iter_intervals, latest_tick
 from headwater.store.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -78,25 +80,36 @@ class Planner:
                 continue
             if "events" not in pipeline.inputs:
                 continue
-            mark = self.metadata.watermark(pipeline.name)
-            if mark is not None and mark < floor:
-                minutes = self.engine.query(
-                    "SELECT DISTINCT date_trunc('minute', timestamp) AS m FROM events "
-                    "WHERE received_at >= ? AND received_at < ?",
-                    [mark, floor],
-                )
-                starts = {
-                    interval_at(pipeline.header.schedule, m).start
-                    for m in minutes["m"].to_pylist()
-                    if m is not None
-                }
-                count = self.metadata.mark_stale(pipeline.name, starts, "late events arrived")
-                if count:
-                    reopened[pipeline.name] = count
-                    log.info("%s: %d intervals re-opened by late events", pipeline.name, count)
-            if mark is None or mark < floor:
-                self.metadata.set_watermark(pipeline.name, floor)
+            try:
+                with Lease(self.metadata, pipeline.name):
+                    count = self._reopen(pipeline, floor)
+            except RunInterrupted:
+                # A run holds it: look next pass, from the same mark, so the events
+                # that arrive while it runs are still checked after it records.
+                continue
+            if count:
+                reopened[pipeline.name] = count
+                log.info("%s: %d intervals re-opened by late events", pipeline.name, count)
         return reopened
+
+    def _reopen(self, pipeline: Pipeline, floor: datetime) -> int:
+        count = 0
+        mark = self.metadata.watermark(pipeline.name)
+        if mark is not None and mark < floor:
+            minutes = self.engine.query(
+                "SELECT DISTINCT date_trunc('minute', timestamp) AS m FROM events "
+                "WHERE received_at >= ? AND received_at < ?",
+                [mark, floor],
+            )
+            starts = {
+                interval_at(pipeline.header.schedule, m).start
+                for m in minutes["m"].to_pylist()
+                if m is not None
+            }
+            count = self.metadata.mark_stale(pipeline.name, starts, "late events arrived")
+        if mark is None or mark < floor:
+            self.metadata.set_watermark(pipeline.name, floor)
+        return count
 
     def propagate(self, pipeline: Pipeline) -> int:
         """Mark intervals of ``pipeline`` stale whose inputs were published after them."""
@@ -139,7 +152,7 @@ class Planner:
         # Skip the done history in one step: walking every interval since the
         # first event would grow with the age of the project.
         first = _first_gap(done, cron_floor(pipeline.header.schedule, start))
-        for interval in intervals(pipeline.header.schedule, first, until):
+        for interval in iter_intervals(pipeline.header.schedule, first, until):
             state = done.get(interval.start)
             if state is not None and state.status == "done":
                 continue

@@ -160,9 +160,16 @@ class Runner:
                 path=str(pipeline.path),
                 hint=f"columns: {', '.join(output.column_names)}",
             )
+        times = output[column]
+        if not (pa.types.is_timestamp(times.type) or pa.types.is_date(times.type)):
+            raise PipelineError(
+                f"time_column {column!r} holds {times.type}, not a date or timestamp",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint=f"select the interval's time in {column}, e.g. TIMESTAMP_TRUNC(...)",
+            )
         if output.num_rows == 0:
             return
-        times = output[column]
         if pa.types.is_date(times.type):
             times = pc.cast(times, pa.timestamp("us"))
         if pa.types.is_timestamp(times.type) and times.type.tz is None:

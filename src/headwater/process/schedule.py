@@ -12,6 +12,7 @@ start at 06:00 UTC. The interval ``[t0, t1)`` is run once ``t1`` has passed.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from croniter import croniter
@@ -46,14 +47,18 @@ def following(schedule: str, moment: datetime) -> datetime:
 
 def intervals(schedule: str, start: datetime, until: datetime) -> list[Interval]:
     """Whole intervals from the one holding ``start`` up to those ending by ``until``."""
-    result: list[Interval] = []
+    return list(iter_intervals(schedule, start, until))
+
+
+def iter_intervals(schedule: str, start: datetime, until: datetime) -> Iterator[Interval]:
+    """:func:`intervals`, one at a time: the scheduler stops after what it will run."""
     lower = floor(schedule, start)
     times = croniter(schedule, lower)  # one iterator: a new croniter per step is slow
     while True:
         upper = times.get_next(datetime).astimezone(UTC).replace(fold=0)
         if upper > until:
-            return result
-        result.append(Interval(lower, upper))
+            return
+        yield Interval(lower, upper)
         lower = upper
 
 

@@ -89,9 +89,5 @@ class PipelinesSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     max_catchup: int = 100
     """Most intervals of one pipeline run in one scheduler pass after downtime (oldest first)."""
 
-    settle_seconds: float = 5.0
-    """When no collector runs in the same process, how long after an interval's end arrivals
-    are taken as complete."""
-
     retry_backoff_seconds: float = 2.0
     """First retry delay after a transient failure; doubles each attempt."""

@@ -161,7 +161,8 @@ def _when_changed(project: Project, read: Callable[[Project], T]) -> Callable[[]
         mtime = project.file.stat().st_mtime_ns
         if mtime == seen:
             return None
-        seen = mtime
-        return read(load_project(project.root))
+        value = read(load_project(project.root))
+        seen = mtime  # only once it loaded: a broken file is read again when fixed
+        return value
 
     return load

@@ -16,10 +16,12 @@ import signal
 import socket
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
 from headwater.config.project import Project
+from headwater.core.errors import ConfigError
 from headwater.runtime.app import Runtime
 from headwater.runtime.client import (
     ServerInfo,
@@ -60,6 +62,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _private_unix_socket(path: Path) -> socket.socket:
+    """A listening Unix socket that is 0600 from the moment it exists: its file mode is
+    its authentication, so there must be no moment when others may connect."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    previous = os.umask(0o077)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(previous)
+    sock.listen(64)
+    return sock
+
+
 def serve(
     project: Project,
     *,
@@ -69,7 +84,15 @@ def serve(
 ) -> None:
     """Run the embedded server until SIGTERM or Ctrl-C."""
     settings = project.settings.server
-    sock = bind(host or settings.host, settings.port if port is None else port)
+    host = host or settings.host
+    port = settings.port if port is None else port
+    try:
+        sock = bind(host, port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}",
+            hint="pick another with --port (or [server] port), or stop what uses it",
+        ) from None
     engine = DuckDBEngine.open(project.store_path, project.settings.store)
     runtime = Runtime(project, engine)
     runner: Callable[..., None] = asyncio.run
@@ -110,12 +133,12 @@ async def _serve(
     control = _Server(
         uvicorn.Config(
             control_app(runtime.engine, status, runtime.pipelines),
-            uds=str(uds),
             lifespan="off",
             log_level="warning",
             access_log=False,
         )
     )
+    control_sock = _private_unix_socket(uds)
 
     def stop() -> None:
         if main.should_exit:
@@ -127,7 +150,7 @@ async def _serve(
         loop.add_signal_handler(sig, stop)
 
     runtime.start()
-    control_task = asyncio.create_task(control.serve())
+    control_task = asyncio.create_task(control.serve(sockets=[control_sock]))
     main_task = asyncio.create_task(main.serve(sockets=[sock]))
     scheduler = asyncio.create_task(runtime.schedule())
     try:
@@ -136,7 +159,6 @@ async def _serve(
                 break
             await asyncio.sleep(0.01)
         if main.started and control.started:
-            os.chmod(uds, 0o600)
             write_runtime_file(data_dir, ServerInfo(pid=os.getpid(), url=url, socket=str(uds)))
             if on_ready is not None:
                 on_ready(Listening(url=url, socket=str(uds)))

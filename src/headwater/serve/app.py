@@ -28,6 +28,7 @@ from headwater.serve.errors import ApiError
 from headwater.serve.query import Dataset, Select, encode_cursor, parse_value, rows_query
 from headwater.serve.settings import ApiSettings
 from headwater.store.engine import Engine
+from headwater.store.errors import QueryError
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,17 @@ def api_app(
         select, order, page = rows_query(
             dataset, args, page_size=settings.page_size, max_page_size=settings.max_page_size
         )
-        table = _run(engine, select)
+        try:
+            table = _run(engine, select)
+        except QueryError as exc:
+            if not select.params:
+                raise
+            # With values bound, the likeliest cause is a filter the column cannot take
+            # (a JSON column compared to text); the engine's words stay in the log.
+            log.info("read API: %s refused a filter: %s", name, exc.reason)
+            raise ApiError(
+                400, "bad_filter", "the store cannot apply these filters to these columns"
+            ) from None
         more = table.num_rows > page
         table = table.slice(0, page)
         next_cursor = None
@@ -235,7 +246,15 @@ def _answer(table: pa.Table, fmt: str, next_cursor: str | None) -> Response:
     headers = {"x-next-cursor": next_cursor} if next_cursor else {}
     if fmt == "csv":
         sink = pa.BufferOutputStream()
-        pa.csv.write_csv(table, sink)
+        try:
+            pa.csv.write_csv(table, sink)
+        except pa.ArrowInvalid:
+            raise ApiError(
+                400,
+                "no_csv",
+                "this dataset has nested columns, which CSV cannot hold; "
+                "ask for format=json or format=arrow",
+            ) from None
         return Response(sink.getvalue().to_pybytes(), media_type="text/csv", headers=headers)
     if fmt == "arrow":
         sink = pa.BufferOutputStream()

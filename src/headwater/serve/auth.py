@@ -27,7 +27,8 @@ Tokens = dict[str, tuple[KeyHash, list[str]]]
 class ConsumerRing:
     """Maps ``Authorization: Bearer <token>`` to a :class:`Consumer`.
 
-    With a ``loader``, an unknown token makes the ring look for new consumers.
+    With a ``loader``, the ring follows ``headwater.toml``: new consumers work at
+    once, and removed ones, or datasets taken away, stop working.
     """
 
     def __init__(
@@ -44,11 +45,9 @@ class ConsumerRing:
                 "missing_token",
                 "send the consumer's token as `Authorization: Bearer <token>`",
             )
-        token_digest = digest(token.strip())
-        consumer = self._by_digest.get(token_digest)
-        if consumer is None and self._tokens.refresh():
+        if self._tokens.refresh():
             self._by_digest = _index(self._tokens.value)
-            consumer = self._by_digest.get(token_digest)
+        consumer = self._by_digest.get(digest(token.strip()))
         if consumer is None:
             raise ApiError(
                 401,

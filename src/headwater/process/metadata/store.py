@@ -123,9 +123,14 @@ class MetadataStore:
         rows_written: int,
         record_interval: bool,
     ) -> None:
-        """Record a published run, and its interval as done, in one transaction."""
+        """Record a published run, and its interval as done, in one transaction.
+
+        The interval's ``done_at`` is when the run *started*: an input published
+        after that may not be in its output, so readers compare against it.
+        """
         now = _now()
         with self.engine.begin() as db:
+            started = db.execute(sa.select(runs.c.started_at).where(runs.c.id == run_id)).scalar()
             db.execute(
                 runs.update()
                 .where(runs.c.id == run_id)
@@ -150,7 +155,7 @@ class MetadataStore:
                         version=version,
                         status="done",
                         run_id=run_id,
-                        done_at=now,
+                        done_at=started or now,
                         reason=None,
                     )
                 )
