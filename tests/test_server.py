@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
+from pathlib import Path
 
 import httpx
 
@@ -76,3 +78,54 @@ def test_health_and_readiness(server: Server) -> None:
         assert client.get("/healthz").json() == {"status": "alive"}
         assert client.get("/readyz").json() == {"status": "ready"}
         assert client.get("/v1/track").status_code == 405
+
+
+def test_a_write_key_in_a_refused_body_is_not_kept(project: Project, server: Server) -> None:
+    # failed_events may be granted to consumers: the key must not be in it.
+    single = server.post(
+        "/v1/track", json={"writeKey": project.key, "event": "No One", "messageId": "wk-1"}
+    )
+    assert single.status_code == 400
+    empty = server.post("/v1/batch", json={"writeKey": project.key, "batch": []})
+    assert empty.status_code == 400
+    payloads = project.query("SELECT payload::VARCHAR AS p FROM failed_events")["p"].to_pylist()
+    assert len(payloads) == 2
+    assert all(project.key not in p and "<removed>" in p for p in payloads)
+
+
+def test_the_control_socket_is_private_and_browsers_get_cors(server: Server) -> None:
+    info = json.loads((server.project.data_dir / "server.json").read_text())
+    assert Path(info["socket"]).stat().st_mode & 0o077 == 0  # the owner alone
+    with server.client() as client:
+        preflight = client.options("/v1/batch", headers={"Origin": "https://shop.example"})
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == "*"
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        answer = client.post("/v1/track", json={})
+        assert answer.headers["access-control-allow-origin"] == "*"
+
+
+def test_a_removed_source_key_stops_working_without_restart(
+    project: Project, server: Server
+) -> None:
+    assert _track(server, project.key, "u-before").status_code == 200
+    config = project.root / "headwater.toml"
+    text = config.read_text()
+    start = text.index("[sources.web]")
+    end = text.index("\n\n", start) if "\n\n" in text[start:] else len(text)
+    config.write_text(text[:start] + text[end:])
+    deadline = time.monotonic() + 10
+    status = 200
+    while time.monotonic() < deadline and status == 200:
+        time.sleep(0.3)
+        status = _track(server, project.key, "u-after").status_code
+    assert status == 401
+
+
+def test_a_busy_port_is_one_clear_sentence(project: Project, server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    result = project.cli("up", "--port", port, check=False)
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -837,3 +837,16 @@ def test_the_schema_revision_constant_is_alembics_head() -> None:
     config = Config()
     config.set_main_option("script_location", str(store._MIGRATIONS))
     assert ScriptDirectory.from_config(config).get_current_head() == store.SCHEMA_REVISION
+
+
+def test_an_audit_that_sets_two_checks_is_refused(tmp_path: Path) -> None:
+    # One { ... } is one check; two in one table would silently run only the first.
+    path = write(
+        tmp_path,
+        "p.sql",
+        '/* headwater\naudits = [{ not_null = ["a"], unique = ["a"] }]\n*/\nSELECT 1 AS a\n',
+    )
+    with pytest.raises(PipelineError) as caught:
+        load_file(path, "bigquery")
+    assert "not_null, unique" in str(caught.value)
+    assert caught.value.hint is not None

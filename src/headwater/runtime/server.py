@@ -63,7 +63,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _private_unix_socket(path: Path) -> socket.socket:
-    """A listening Unix socket that is 0600 from the moment it exists: its file mode is
+    """A listening Unix socket only its owner can use from the moment it exists: its mode is
     its authentication, so there must be no moment when others may connect."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     previous = os.umask(0o077)
