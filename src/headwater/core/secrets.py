@@ -26,23 +26,6 @@ _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _HASHED = re.compile(r"^sha256:([0-9a-f]{64})$")
 
 
-class Secret:
-    """A string that does not print itself."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('**********')"
-
-    __str__ = __repr__
-
-
 def new_key(kind: str) -> str:
     """A fresh key such as ``hw_wk_…``; ``kind`` says what it opens."""
     return f"hw_{kind}_{secrets.token_urlsafe(24)}"

@@ -82,6 +82,3 @@ def message_keys(sources: list[str], message_ids: list[str]) -> tuple[pa.Array, 
         his.append(int.from_bytes(digest[:8], "little"))
         los.append(int.from_bytes(digest[8:], "little"))
     return pa.array(his, pa.uint64()), pa.array(los, pa.uint64())
-
-
-TABLES = {"events": EVENTS, "failed_events": FAILED_EVENTS, "message_ids": MESSAGE_IDS}
