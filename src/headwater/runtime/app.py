@@ -1,4 +1,4 @@
-"""One process, one store: the collector, health checks and metrics as one ASGI app."""
+"""One process, one store: collector, read API, scheduler, health and metrics."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 class Runtime:
-    """The parts of a running Headwater: store, writer, metrics and the HTTP app."""
+    """The parts of a running Headwater: store, writer, pipelines, read API, one HTTP app."""
 
     def __init__(self, project: Project, engine: Engine) -> None:
         settings = project.settings.collector
