@@ -134,37 +134,36 @@ def load_project(start: Path | None = None) -> Project:
 
 def _check(settings: ProjectFile, path: str) -> None:
     for name, source in settings.sources.items():
-        if not SOURCE_NAME.match(name):
-            raise ConfigError(
-                f"source name {name!r} is not allowed",
-                path=path,
-                hint="use lower-case letters, digits, '-' and '_', starting with a letter",
-            )
-        if stored_form(source.write_key) is None:
-            raise ConfigError(
-                f'[sources.{name}] write_key must be a hash ("sha256:…") or an environment '
-                'reference ("${NAME}"), not the key itself',
-                path=path,
-                hint="create keys with `headwater sources add NAME`, which stores only the hash",
-            )
+        _check_holder(
+            "source", name, "write_key", source.write_key, path,
+            "create keys with `headwater sources add NAME`, which stores only the hash",
+        )  # fmt: skip
     for name, consumer in settings.consumers.items():
-        if not SOURCE_NAME.match(name):
-            raise ConfigError(
-                f"consumer name {name!r} is not allowed",
-                path=path,
-                hint="use lower-case letters, digits, '-' and '_', starting with a letter",
-            )
-        if stored_form(consumer.token) is None:
-            raise ConfigError(
-                f'[consumers.{name}] token must be a hash ("sha256:…") or an environment '
-                'reference ("${NAME}"), not the token itself',
-                path=path,
-                hint="create consumers with `headwater consumers add NAME --datasets a,b`",
-            )
+        _check_holder(
+            "consumer", name, "token", consumer.token, path,
+            "create consumers with `headwater consumers add NAME --datasets a,b`",
+        )  # fmt: skip
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
         raise ConfigError("[collector] limits must be positive numbers", path=path)
+
+
+def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint: str) -> None:
+    """A source or consumer: a plain name, and its secret stored hashed or by reference."""
+    if not SOURCE_NAME.match(name):
+        raise ConfigError(
+            f"{kind} name {name!r} is not allowed",
+            path=path,
+            hint="use lower-case letters, digits, '-' and '_', starting with a letter",
+        )
+    if stored_form(stored) is None:
+        raise ConfigError(
+            f'[{kind}s.{name}] {field} must be a hash ("sha256:…") or an environment '
+            'reference ("${NAME}"), not the secret itself',
+            path=path,
+            hint=hint,
+        )
 
 
 _UNKNOWN = re.compile(
