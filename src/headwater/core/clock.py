@@ -47,6 +47,21 @@ def from_us(value: int) -> datetime:
     return EPOCH + timedelta(microseconds=value)
 
 
+def utc_now() -> datetime:
+    """The current time as an aware UTC datetime (microsecond precision)."""
+    return from_us(now_us())
+
+
+def parse_utc(text: str) -> datetime:
+    """An ISO date or time; without a zone it is UTC. Raises ``ValueError``.
+
+    >>> parse_utc("2026-11-01")
+    datetime.datetime(2026, 11, 1, 0, 0, tzinfo=datetime.timezone.utc)
+    """
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``"500ms"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
     match = _DURATION.match(text)

@@ -6,9 +6,10 @@ import importlib.util
 import inspect
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from headwater.core.clock import parse_utc
 from headwater.process import sql
 from headwater.process.errors import PipelineError
 from headwater.process.header import split_header
@@ -43,8 +44,7 @@ class Pipeline:
     def start(self) -> datetime | None:
         if self.header.start is None:
             return None
-        value = datetime.fromisoformat(self.header.start)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        return parse_utc(self.header.start)
 
 
 def load_file(path: Path, dialect: str) -> Pipeline:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from headwater.config.project import Project
-from headwater.core.clock import from_us, now_us
+from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
 from headwater.process import sql
@@ -62,10 +62,6 @@ class PipelineStatus:
     stale_reasons: list[str] = field(default_factory=list)
 
 
-def _clock() -> datetime:
-    return from_us(now_us())
-
-
 class PipelineService:
     """Runs, backfills and reports on the pipelines of a project."""
 
@@ -76,7 +72,7 @@ class PipelineService:
         metadata: MetadataStore,
         *,
         floor: Callable[[], datetime] | None = None,
-        clock: Callable[[], datetime] = _clock,
+        clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.project = project

@@ -9,11 +9,12 @@ turned into dicts.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
+from headwater.core.clock import parse_utc
 from headwater.core.errors import HeadwaterError
 from headwater.process.service import PipelineService, Progress
 
@@ -67,12 +68,11 @@ def _time(value: object) -> datetime | None:
     if value is None:
         return None
     try:
-        parsed = datetime.fromisoformat(str(value))
+        return parse_utc(str(value))
     except ValueError:
         raise HeadwaterError(
             f"{value!r} is not a date or time", hint="write e.g. 2026-10-01 or 2026-10-01T06:00"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _builtins(value: object) -> Any:

@@ -14,13 +14,14 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, cast
 
 import pyarrow as pa
 from sqlglot import exp
 
 from headwater.core import jsonio
+from headwater.core.clock import parse_utc
 from headwater.serve.errors import ApiError
 
 RESERVED = frozenset({"order_by", "limit", "cursor", "format"})
@@ -87,8 +88,7 @@ def parse_value(dataset: Dataset, column: str, text: str) -> Any:
                 raise ValueError(text)
             return text.lower() == "true"
         if pa.types.is_timestamp(kind):
-            moment = datetime.fromisoformat(text)
-            return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+            return parse_utc(text)
         if pa.types.is_date(kind):
             return date.fromisoformat(text)
     except ValueError:

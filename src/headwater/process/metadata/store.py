@@ -15,7 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from headwater.core.clock import from_us, now_us
+from headwater.core.clock import utc_now
 from headwater.core.types import Interval
 from headwater.process.metadata.tables import intervals, leases, runs, versions, watermarks
 
@@ -51,8 +51,7 @@ class RunRecord:
     error_kind: str | None
 
 
-def _now() -> datetime:
-    return from_us(now_us())
+_now = utc_now
 
 
 class MetadataStore:
