@@ -228,13 +228,44 @@ def run(
             "name one pipeline, or pass --due", hint="headwater run NAME | headwater run --due"
         )
     if due:
-        results = _operation("due", {}, progress=True)
+        answer = _operation("due", {"deliver": True}, progress=True)
     else:
-        results = _operation("run", {"name": name, "start": start, "end": end}, progress=True)
+        args = {"name": name, "start": start, "end": end, "deliver": True}
+        answer = _operation("run", args, progress=True)
+    results = answer["runs"]
     rows = sum(r["rows_written"] for r in results)
     console.print(
         f"Ran {len(results)} interval{'s' if len(results) != 1 else ''}; {rows} rows written."
     )
+    _print_deliveries(answer["deliveries"])
+
+
+def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
+    """One line per sink: rows delivered, and what failed or became a dead letter."""
+    done: dict[tuple[str, str], list[int]] = {}
+    for d in deliveries:
+        if d["status"] == "delivered":
+            tally = done.setdefault((d["pipeline"], d["sink"]), [0, 0])
+            tally[0] += 1
+            tally[1] += d["rows"]
+    for (pipeline, sink), (count, rows) in done.items():
+        plural = "s" if count != 1 else ""
+        console.print(f"Delivered {pipeline} to {sink}: {count} interval{plural}, {rows} rows.")
+    for d in deliveries:
+        label = f"{d['pipeline']} {d['interval']['start'][:16]} to {d['sink']}"
+        if d["status"] == "failed":
+            when = (d["next_attempt_at"] or "")[:19]
+            console.print(
+                f"[yellow]Delivery of {label} failed[/yellow]: {d['error']}; "
+                f"tried again from {when} by `headwater up` or `headwater run --due`.",
+                highlight=False,
+            )
+        elif d["status"] == "dead":
+            console.print(
+                f"[red]Dead letter[/red] for {label}: {d['error']}; "
+                "fix it, then `headwater replay`.",
+                highlight=False,
+            )
 
 
 @app.command()
@@ -247,9 +278,11 @@ def backfill(
 
     Example: headwater backfill daily_active_users --start 2026-10-01 --end 2026-11-01
     """
-    results = _operation("backfill", {"name": name, "start": start, "end": end}, progress=True)
-    rows = sum(r["rows_written"] for r in results)
-    console.print(f"Backfilled {len(results)} intervals; {rows} rows written.")
+    args = {"name": name, "start": start, "end": end, "deliver": True}
+    answer = _operation("backfill", args, progress=True)
+    rows = sum(r["rows_written"] for r in answer["runs"])
+    console.print(f"Backfilled {len(answer['runs'])} intervals; {rows} rows written.")
+    _print_deliveries(answer["deliveries"])
 
 
 @app.command()
@@ -287,6 +320,63 @@ def status() -> None:
                 f"{row['name']}: {row['intervals_changed']} intervals were made by an older "
                 f"version; `headwater run {row['name']} --start … --end …` rebuilds them."
             )
+    deliveries = _operation("deliveries", {})
+    if deliveries:
+        view = Table(header_style="bold", title="Deliveries (intervals)")
+        for column in ("pipeline", "sink", "delivered", "pending", "failed", "dead letters",
+                       "last error"):  # fmt: skip
+            view.add_column(column, overflow="fold")
+        for d in deliveries:
+            view.add_row(
+                d["pipeline"], d["sink"], str(d["delivered"]), str(d["pending"]),
+                str(d["failed"]), str(d["dead_letters"]), Text(d["last_error"] or ""),
+            )  # fmt: skip
+        console.print(view)
+        if any(d["dead_letters"] for d in deliveries):
+            console.print("Dead letters: `headwater replay --list` shows them; `headwater replay` "
+                          "sends them again.")  # fmt: skip
+
+
+@app.command()
+def replay(
+    pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's.")] = None,
+    sink: Annotated[str | None, typer.Option(help="Only this sink's.")] = None,
+    id: Annotated[list[int] | None, typer.Option("--id", help="Only these dead letters.")] = None,
+    list_only: Annotated[bool, typer.Option("--list", help="List them; send nothing.")] = False,
+) -> None:
+    """Send dead letters again, once what made them fail is fixed.
+
+    A webhook batch goes again as it was, with its idempotency key; a file or
+    PostgreSQL delivery is made again from the pipeline's output.
+    """
+    args: dict[str, Any] = {"pipeline": pipeline, "sink": sink, "ids": id or []}
+    if list_only:
+        letters = _operation("dead_letters", args)
+        view = Table(header_style="bold")
+        for column in ("id", "pipeline", "sink", "interval", "batch", "rows", "attempts",
+                       "reason"):  # fmt: skip
+            view.add_column(column, overflow="fold")
+        for d in letters:
+            view.add_row(
+                str(d["id"]), d["pipeline"], d["sink"], d["interval"]["start"][:16],
+                "all" if d["batch"] is None else str(d["batch"]), str(d["rows"]),
+                str(d["attempts"]), Text(d["reason"]),
+            )  # fmt: skip
+        console.print(view)
+        return
+    results = _operation("replay", args)
+    if not results:
+        console.print("No dead letters to replay.")
+        return
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+        if r["status"] == "failed":
+            console.print(f"[red]Dead letter {r['id']} failed again[/red]: {r['error']}",
+                          highlight=False)  # fmt: skip
+    console.print("Replayed: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    if counts.get("failed"):
+        raise typer.Exit(1)
 
 
 @app.command()

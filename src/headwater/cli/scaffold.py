@@ -35,6 +35,13 @@ path = "events.duckdb"       # inside data_dir
 folder = "pipelines"         # one pipeline per .sql or .py file
 tick_seconds = 10            # how often `headwater up` looks for due intervals
 
+# Where pipelines deliver their output besides the store; a pipeline names its
+# sinks in its header: sinks = ["files"]. Other types: "postgres", "webhook".
+[sinks.files]
+type = "files"
+url = "exports"              # a folder here, or an fsspec URL such as "gs://bucket/prefix"
+format = "parquet"           # or "csv", "jsonl"; one file per interval, replaced atomically
+
 # One table per source. Keys are stored hashed; `headwater sources add NAME`
 # creates one and prints the key once. A key may also be "${{ENV_NAME}}".
 [sources.{source}]
@@ -51,6 +58,7 @@ kind = "incremental"
 time = "received_at"       # intervals by arrival: exact, each hour runs once
 time_column = "hour"
 key = ["hour", "source", "event_name"]   # rows by key in the read API
+sinks = ["files"]          # each hour also lands in exports/hourly_event_counts/
 audits = [
   { not_null = ["hour", "source", "event_name"] },
   { unique = ["hour", "source", "event_name"] },
@@ -93,6 +101,8 @@ GROUP BY day, plan
 GITIGNORE = """\
 # Headwater's data folder: the event store, metadata and runtime files.
 .headwater/
+# Files delivered by the example's files sink.
+exports/
 """
 
 

@@ -17,7 +17,14 @@ import msgspec
 from headwater.collect.settings import CollectorSettings, SourceSettings
 from headwater.core.clock import parse_duration
 from headwater.core.errors import ConfigError
-from headwater.core.secrets import KeyHash, stored_form
+from headwater.core.secrets import KeyHash, is_environment_reference, stored_form
+from headwater.deliver.settings import (
+    DeliverySettings,
+    FilesSink,
+    PostgresSink,
+    Sink,
+    WebhookSink,
+)
 from headwater.process.settings import PipelinesSettings
 from headwater.runtime.settings import ServerSettings
 from headwater.serve.settings import ApiSettings, ConsumerSettings
@@ -51,6 +58,8 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
     consumers: dict[str, ConsumerSettings] = msgspec.field(default_factory=dict)
+    sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
 
 
 _TABLES: dict[str, type[msgspec.Struct]] = {
@@ -63,6 +72,12 @@ _TABLES: dict[str, type[msgspec.Struct]] = {
     "api": ApiSettings,
     "consumers": ConsumerSettings,
     "sources": SourceSettings,
+    "delivery": DeliverySettings,
+}
+_SINKS: dict[str, type[msgspec.Struct]] = {
+    "files": FilesSink,
+    "postgres": PostgresSink,
+    "webhook": WebhookSink,
 }
 
 
@@ -143,6 +158,8 @@ def _check(settings: ProjectFile, path: str) -> None:
             "consumer", name, "token", consumer.token, path,
             "create consumers with `headwater consumers add NAME --datasets a,b`",
         )  # fmt: skip
+    for name, sink in settings.sinks.items():
+        _check_sink(name, sink, path)
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
@@ -166,6 +183,46 @@ def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint
         )
 
 
+def _check_sink(name: str, sink: Sink, path: str) -> None:
+    where = f"[sinks.{name}]"
+    if not SOURCE_NAME.match(name):
+        raise ConfigError(
+            f"sink name {name!r} is not allowed",
+            path=path,
+            hint="use lower-case letters, digits, '-' and '_', starting with a letter",
+        )
+    if sink.max_attempts < 1 or sink.backoff_seconds < 0 or sink.max_backoff_seconds < 0:
+        raise ConfigError(
+            f"{where} max_attempts must be at least 1 and the backoffs not negative", path=path
+        )
+    if isinstance(sink, WebhookSink):
+        if not is_environment_reference(sink.secret):
+            raise ConfigError(
+                f'{where} secret must be an environment reference ("${{NAME}}"), '
+                "not the secret itself",
+                path=path,
+                hint=f'write secret = "${{{name.upper().replace("-", "_")}_SECRET}}" '
+                "and export that variable",
+            )
+        if not sink.url.startswith(("https://", "http://", "${")):
+            raise ConfigError(f"{where} url must start with https:// or http://", path=path)
+        if sink.batch_rows < 1 or sink.timeout_seconds <= 0:
+            raise ConfigError(f"{where} batch_rows and timeout_seconds must be positive", path=path)
+    if isinstance(sink, PostgresSink) and not is_environment_reference(sink.url):
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            password = conninfo_to_dict(sink.url).get("password")
+        except Exception as exc:
+            raise ConfigError(f"{where} url is not a PostgreSQL URL ({exc})", path=path) from None
+        if password:
+            raise ConfigError(
+                f"{where} url holds a password in plain text",
+                path=path,
+                hint='put the whole URL in an environment variable and write url = "${NAME}"',
+            )
+
+
 _UNKNOWN = re.compile(
     r"^Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?"
 )
@@ -179,7 +236,7 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
         key = match.group("key")
         at = (match.group("at") or "").lstrip(".")
         top = re.split(r"[.\[]", at, maxsplit=1)[0]
-        if at.startswith(("sources[", "consumers[")):
+        if at.startswith(("sources[", "consumers[", "sinks[")):
             # msgspec says `sources[...]`; find which table holds the key.
             tables_of = raw.get(top)
             tables = tables_of.items() if isinstance(tables_of, dict) else []
@@ -187,6 +244,11 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
             at = f"{top}.{names[0] if names else '<name>'}"
         table = f"[{at}]" if at else "the top level"
         struct = _TABLES.get(top, ProjectFile)
+        if top == "sinks":
+            kinds = raw.get("sinks")
+            sink = kinds.get(at.partition(".")[2]) if isinstance(kinds, dict) else None
+            kind = sink.get("type") if isinstance(sink, dict) else None
+            struct = _SINKS.get(kind, FilesSink) if isinstance(kind, str) else FilesSink
         allowed = ", ".join(struct.__struct_fields__)
         return ConfigError(
             f"unknown key `{key}` in {table}",

@@ -49,6 +49,25 @@ def stored_form(stored: str) -> Literal["hashed", "environment"] | None:
     return None
 
 
+def environment_value(stored: str, *, where: str) -> str:
+    """The value of ``"${NAME}"`` from the environment; any other text as it is."""
+    match = _ENV_REF.match(stored)
+    if match is None:
+        return stored
+    name = match.group(1)
+    value = os.environ.get(name)
+    if not value:
+        raise ConfigError(
+            f"{where} refers to the environment variable {name}, which is not set",
+            hint=f"export {name}=<value> before starting Headwater",
+        )
+    return value
+
+
+def is_environment_reference(stored: str) -> bool:
+    return _ENV_REF.match(stored) is not None
+
+
 class KeyHash:
     """A stored key: its SHA-256, from a hash or from an environment variable."""
 
@@ -61,15 +80,8 @@ class KeyHash:
     def parse(cls, stored: str, *, where: str = "write_key") -> KeyHash:
         if match := _HASHED.match(stored):
             return cls(bytes.fromhex(match.group(1)))
-        if match := _ENV_REF.match(stored):
-            name = match.group(1)
-            value = os.environ.get(name)
-            if not value:
-                raise ConfigError(
-                    f"{where} refers to the environment variable {name}, which is not set",
-                    hint=f"export {name}=<key> before starting Headwater",
-                )
-            return cls(digest(value))
+        if _ENV_REF.match(stored):
+            return cls(digest(environment_value(stored, where=where)))
         raise ConfigError(
             f'{where} must be a hash ("sha256:…") or an environment reference ("${{NAME}}")',
             hint="create keys with `headwater sources add NAME`, which stores only the hash",

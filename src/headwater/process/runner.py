@@ -119,6 +119,7 @@ class Runner:
             rows_read=rows_read,
             rows_written=output.num_rows,
             record_interval=record,
+            sinks=pipeline.header.sinks,
         )
         return RunResult(
             pipeline.name, interval, output.num_rows, rows_read, time.perf_counter() - started

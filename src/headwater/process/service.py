@@ -11,13 +11,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
-from headwater.config.project import Project
+from headwater.config.project import Project, load_project
 from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
+from headwater.deliver.service import Deliverer, DeliveryResult, ReplayResult, Sinks
+from headwater.deliver.settings import PostgresSink
 from headwater.process import sql
 from headwater.process.definition import Pipeline
+from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph, load_graph
 from headwater.process.metadata import MetadataStore
 from headwater.process.planner import Planner
@@ -85,14 +89,53 @@ class PipelineService:
         self.floor = floor or clock
         self._sleep = sleep
         self._graph: tuple[tuple[tuple[str, int, int], ...], Graph] | None = None
+        self._project_stamp = _stamp(project.file)
+        #: Called after a run recorded an interval with deliveries owed (wakes the deliverer).
+        self.on_published: Callable[[], None] = lambda: None
+        self.deliverer = Deliverer(
+            self._sinks, engine, metadata, lambda: self.graph().pipelines, clock=clock
+        )
+
+    def _sinks(self) -> Sinks:
+        project = self.current_project()
+        return Sinks(project.root, project.settings.sinks, project.settings.delivery)
+
+    def deliver(self, should_stop: Callable[[], bool] = bool) -> list[DeliveryResult]:
+        """One attempt at every delivery that is due."""
+        return self.deliverer.deliver_due(should_stop)
+
+    def replay(
+        self, pipeline: str | None = None, sink: str | None = None, ids: list[int] | None = None
+    ) -> list[ReplayResult]:
+        """Send dead letters again; whole intervals are owed again and delivered now."""
+        results = self.deliverer.replay(pipeline=pipeline, sink=sink, ids=ids)
+        if any(r.status == "requeued" for r in results):
+            self.deliver()
+        return results
+
+    def current_project(self) -> Project:
+        """The project as ``headwater.toml`` says now (sinks may change without a restart)."""
+        stamp = _stamp(self.project.file)
+        if stamp != self._project_stamp:
+            try:
+                self.project = load_project(self.project.root)
+            except HeadwaterError as exc:
+                log.error("headwater.toml does not load; keeping the settings before: %s", exc)
+            else:
+                self._graph = None  # sinks named by pipelines are checked again
+            self._project_stamp = stamp
+        return self.project
 
     def graph(self) -> Graph:
         """The pipelines as the files are now; parsed again only when a file changed."""
-        folder = self.project.pipelines_dir
+        project = self.current_project()
+        folder = project.pipelines_dir
         files = sorted([*folder.glob("*.sql"), *folder.glob("*.py")]) if folder.is_dir() else []
         stamp = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         if self._graph is None or self._graph[0] != stamp:
-            self._graph = (stamp, load_graph(folder, self.dialect))
+            graph = load_graph(folder, self.dialect)
+            _check_sinks(graph, project)
+            self._graph = (stamp, graph)
         return self._graph[1]
 
     def _tools(self, graph: Graph) -> tuple[Planner, Runner]:
@@ -137,6 +180,8 @@ class PipelineService:
                     break  # later intervals wait: order matters for readers
                 results.append(result)
                 _report(progress, pipeline.name, interval, index + 1, len(due), result=result)
+                if pipeline.header.sinks:
+                    self.on_published()
         return results
 
     def run(
@@ -211,6 +256,8 @@ class PipelineService:
                 raise
             results.append(result)
             _report(progress, name, interval, index + 1, len(tasks), result=result)
+            if graph[name].header.sinks:
+                self.on_published()
         return results
 
     # -- reporting ---------------------------------------------------------------
@@ -279,6 +326,38 @@ class PipelineService:
                     "end": interval.end if end is None else end,
                 }
         return text, {k: v for k, v in params.items() if k in pipeline.query.parameters}
+
+
+def _stamp(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
+
+
+def _check_sinks(graph: Graph, project: Project) -> None:
+    """Every sink a pipeline names is declared, and can take the pipeline's output."""
+    declared = project.settings.sinks
+    for pipeline in graph:
+        for name in pipeline.header.sinks:
+            sink = declared.get(name)
+            if sink is None:
+                known = ", ".join(sorted(declared)) or "none yet"
+                raise PipelineError(
+                    f"sinks names {name!r}, which is not a [sinks.{name}] table in "
+                    f"headwater.toml (declared: {known})",
+                    pipeline=pipeline.name,
+                    path=str(pipeline.path),
+                    hint=f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
+                )
+            if isinstance(sink, PostgresSink) and not pipeline.header.key:
+                raise PipelineError(
+                    f"sink {name!r} is a PostgreSQL table, upserted by key, and this pipeline "
+                    "declares no key",
+                    pipeline=pipeline.name,
+                    path=str(pipeline.path),
+                    hint='declare the output\'s key in the header: key = ["user_id"]',
+                )
 
 
 def _span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:

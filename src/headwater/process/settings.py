@@ -66,6 +66,10 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     key: list[str] = msgspec.field(default_factory=list)
     """The output's key columns: how the read API looks a row up and orders pages."""
 
+    sinks: list[str] = msgspec.field(default_factory=list)
+    """Where each published interval is also delivered: names of ``[sinks.NAME]`` tables in
+    ``headwater.toml``. The engine's own table is always written."""
+
     description: str = ""
     """Shown by ``headwater pipelines``."""
 

@@ -66,6 +66,8 @@ class Runtime:
             project, engine, self.metadata, floor=lambda: from_us(self.ingest.arrival_floor())
         )
         self.stopping = threading.Event()
+        self._deliver_now = threading.Event()
+        self.pipelines.on_published = self._deliver_now.set
         self.api = api_app(
             engine,
             ConsumerRing(
@@ -85,9 +87,15 @@ class Runtime:
     def start(self) -> None:
         self.writer.start()
 
+    def stop(self) -> None:
+        """Ask the scheduler and the deliverer to stop after the step they are on."""
+        self.stopping.set()
+        self._deliver_now.set()
+
     def close(self) -> None:
         """Commit and answer what is queued, then release the store."""
         self.writer.close(self.project.settings.collector.drain_timeout_seconds)
+        self.pipelines.deliverer.close()
         self.engine.close()
         self.metadata.close()
 
@@ -118,6 +126,23 @@ class Runtime:
             await self.api(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
+
+    async def deliver(self) -> None:
+        """Deliver owed intervals until :attr:`stopping` is set.
+
+        Woken at once when a run publishes an interval with sinks, and every
+        ``[delivery] poll_seconds`` for retries that have come due.
+        """
+        poll = self.project.settings.delivery.poll_seconds
+        while not self.stopping.is_set():
+            self._deliver_now.clear()
+            try:
+                await asyncio.to_thread(self.pipelines.deliver, self.stopping.is_set)
+            except HeadwaterError as exc:
+                log.error("delivery: %s", exc)
+            except Exception:
+                log.exception("delivery pass failed")
+            await asyncio.to_thread(self._deliver_now.wait, poll)
 
     def _dataset_keys(self) -> dict[str, tuple[str, ...]]:
         """What the read API can serve: every pipeline's output, and the event tables."""

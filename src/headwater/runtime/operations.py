@@ -18,7 +18,10 @@ from headwater.core.clock import parse_utc
 from headwater.core.errors import HeadwaterError
 from headwater.process.service import PipelineService, Progress
 
-OPERATIONS = ("status", "list", "render", "run", "due", "backfill")
+OPERATIONS = (
+    "status", "list", "render", "run", "due", "backfill", "deliver", "deliveries", "replay",
+    "dead_letters",
+)  # fmt: skip
 
 ProgressSink = Callable[[dict[str, Any]], None]
 
@@ -53,14 +56,44 @@ def call(
     if op == "render":
         text, params = service.render(str(args["name"]), start, end)
         return {"sql": text, "params": _builtins(params)}
-    if op == "run":
-        return _builtins(service.run(str(args["name"]), start, end, report))
-    if op == "due":
-        return _builtins(service.run_due(report))
-    if op == "backfill":
-        if start is None or end is None:
-            raise HeadwaterError("a backfill needs --start and --end")
-        return _builtins(service.backfill(str(args["name"]), start, end, report))
+    if op in ("run", "due", "backfill"):
+        if op == "run":
+            results = service.run(str(args["name"]), start, end, report)
+        elif op == "due":
+            results = service.run_due(report)
+        else:
+            if start is None or end is None:
+                raise HeadwaterError("a backfill needs --start and --end")
+            results = service.backfill(str(args["name"]), start, end, report)
+        if not args.get("deliver"):
+            return _builtins(results)
+        # The CLI waits for what its runs owe, so it can say where the rows went.
+        return {"runs": _builtins(results), "deliveries": _builtins(service.deliver())}
+    if op == "deliver":
+        return _builtins(service.deliver())
+    if op == "deliveries":
+        return _builtins(service.metadata.deliveries.counts())
+    if op == "dead_letters":
+        letters = service.metadata.deliveries.dead_letters(
+            pipeline=args.get("pipeline"), sink=args.get("sink")
+        )
+        return [
+            {
+                "id": d.id,
+                "pipeline": d.pipeline,
+                "sink": d.sink,
+                "interval": _builtins(d.interval),
+                "batch": d.batch,
+                "rows": d.rows,
+                "reason": d.reason,
+                "attempts": d.attempts,
+                "created_at": _builtins(d.created_at),
+            }
+            for d in letters
+        ]
+    if op == "replay":
+        ids = [int(i) for i in args.get("ids") or []]
+        return _builtins(service.replay(args.get("pipeline"), args.get("sink"), ids or None))
     raise HeadwaterError(f"unknown operation {op!r}", hint=f"one of {', '.join(OPERATIONS)}")
 
 

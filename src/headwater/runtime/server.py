@@ -153,6 +153,7 @@ async def _serve(
     control_task = asyncio.create_task(control.serve(sockets=[control_sock]))
     main_task = asyncio.create_task(main.serve(sockets=[sock]))
     scheduler = asyncio.create_task(runtime.schedule())
+    delivery = asyncio.create_task(runtime.deliver())
     try:
         while not (main.started and control.started):
             if main_task.done() or control_task.done():
@@ -165,11 +166,11 @@ async def _serve(
         await main_task
     finally:
         remove_runtime_file(data_dir)
-        runtime.stopping.set()
-        # A pass in progress stops after its current interval, which must end
-        # before the store closes under it.
+        runtime.stop()
+        # A pass in progress stops after its current interval (or webhook batch),
+        # which must end before the store closes under it.
         try:
-            await asyncio.wait_for(asyncio.shield(scheduler), timeout=drain)
+            await asyncio.wait_for(asyncio.shield(asyncio.gather(scheduler, delivery)), drain)
             finished = True
         except TimeoutError:
             log.warning("a pipeline run outlasted the drain timeout; its interval stays undone")

@@ -7,7 +7,7 @@ migrated by Alembic when the store opens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -17,11 +17,13 @@ import sqlalchemy as sa
 
 from headwater.core.clock import utc_now
 from headwater.core.types import Interval
+from headwater.process.metadata import deliveries
+from headwater.process.metadata.deliveries import DeliveryLog
 from headwater.process.metadata.tables import intervals, leases, runs, versions, watermarks
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class MetadataStore:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self.deliveries = DeliveryLog(engine)
 
     @classmethod
     def open(cls, url: str) -> MetadataStore:
@@ -121,8 +124,10 @@ class MetadataStore:
         rows_read: int | None,
         rows_written: int,
         record_interval: bool,
+        sinks: Sequence[str] = (),
     ) -> None:
-        """Record a published run, and its interval as done, in one transaction.
+        """Record a published run, its interval as done and its deliveries as owed, in one
+        transaction.
 
         The interval's ``done_at`` is when the run *started*: an input published
         after that may not be in its output, so readers compare against it.
@@ -158,6 +163,7 @@ class MetadataStore:
                         reason=None,
                     )
                 )
+                deliveries.schedule(db, pipeline, sinks, interval, run_id)
 
     def fail(self, run_id: int, error: str, kind: str) -> None:
         with self.engine.begin() as db:

@@ -10,6 +10,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -96,4 +97,42 @@ leases = Table(
     Column("pipeline", String(200), primary_key=True),
     Column("owner", String(100), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+#: One row per interval of a pipeline and sink it goes to: the state of that delivery.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("sink", String(200), primary_key=True),
+    Column("interval_start", UTCDateTime(), primary_key=True),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("run_id", Integer, nullable=False),  # the run whose output is delivered
+    Column("status", String(16), nullable=False),  # pending | failed | delivered | dead
+    Column("attempts", Integer, nullable=False),  # failed attempts at the current batch
+    Column("batches_done", Integer, nullable=False),
+    Column("rows_delivered", BigInteger, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+#: What could not be delivered after every attempt, kept for ``headwater replay``.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("sink", String(200), nullable=False),
+    Column("interval_start", UTCDateTime(), nullable=False),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("batch", Integer),  # webhooks: the batch; None: the whole interval
+    Column("idempotency_key", String(80)),
+    Column("body", LargeBinary),  # webhooks: the exact body, sent again by replay
+    Column("rows", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("replayed_at", UTCDateTime()),
 )

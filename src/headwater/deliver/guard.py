@@ -1,0 +1,113 @@
+"""Where a webhook may send: public addresses only, unless a host is allowed by name.
+
+The host is resolved here and the request goes to the address that was
+checked (the URL's host stays in the ``Host`` header and TLS server name), so a
+name cannot pass the check with one address and connect to another.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from headwater.core.errors import TerminalError
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Sequence[str]]
+
+#: Cloud metadata services that are not caught by the ranges below on every cloud.
+_METADATA = frozenset(
+    {
+        ipaddress.ip_address("169.254.169.254"),  # AWS, GCP, Azure, ...
+        ipaddress.ip_address("100.100.100.200"),  # Alibaba
+        ipaddress.ip_address("fd00:ec2::254"),  # AWS over IPv6
+    }
+)
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not the internet
+
+
+class AddressRefused(TerminalError):
+    """The webhook's host resolves to an address webhooks may not reach."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked destination: the URL to connect to, and the host it stands for."""
+
+    url: str
+    host: str
+    """For the ``Host`` header: the URL's host and port."""
+    hostname: str
+    """For the TLS server name."""
+    address: str
+
+
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (IPv4 and IPv6)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def forbidden(address: Address) -> str | None:
+    """Why webhooks may not reach ``address``, or ``None`` when they may.
+
+    >>> forbidden(ipaddress.ip_address("10.0.0.1"))
+    'private'
+    >>> forbidden(ipaddress.ip_address("::ffff:127.0.0.1"))
+    'loopback'
+    >>> forbidden(ipaddress.ip_address("93.184.215.14")) is None
+    True
+    """
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address in _METADATA:
+        return "cloud metadata"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_multicast:
+        return "multicast"
+    if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
+        return "shared (carrier-grade NAT)"
+    if address.is_private or address.is_reserved or not address.is_global:
+        return "private"
+    return None
+
+
+def check(url: str, allow_hosts: Collection[str], resolver: Resolver = resolve) -> Target:
+    """Resolve ``url``'s host and return where to connect, or raise :class:`AddressRefused`."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise AddressRefused(f"{url!r} is not an http(s) URL with a host")
+    if parts.username or parts.password:
+        raise AddressRefused("webhook URLs may not carry a user or password")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    allowed = host in {h.lower() for h in allow_hosts}
+    try:
+        addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(host, port)]
+    except OSError as exc:
+        raise AddressRefused(f"{host} does not resolve ({exc})") from None
+    if not addresses:
+        raise AddressRefused(f"{host} resolves to no address")
+    if not allowed:
+        for address in addresses:
+            reason = forbidden(address)
+            if reason is not None:
+                raise AddressRefused(
+                    f"{host} resolves to {address}, a {reason} address; webhooks do not "
+                    "reach those",
+                    hint=f'if that is intended, add "{host}" to [delivery] allow_hosts',
+                )
+    address = addresses[0]
+    netloc = f"[{address}]" if address.version == 6 else str(address)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    return Target(url=pinned, host=parts.netloc, hostname=host, address=str(address))

@@ -1,0 +1,303 @@
+"""The PostgreSQL sink: a table per pipeline in another service's database.
+
+Each interval is delivered in one transaction: the rows are copied (``COPY``,
+CSV written by Arrow) into a temporary table, upserted into the target by the
+pipeline's key, and rows of that interval whose key is gone are deleted. So
+the target holds exactly the engine's output, a reader never sees half an
+interval, and delivering the same interval twice changes nothing.
+
+The same database can serve the read API's lookups (``serve = true``): the
+table's primary key is the pipeline's key, so a lookup is an index scan.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.csv
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from headwater.core.errors import TerminalError, TransientError
+from headwater.core.secrets import environment_value
+from headwater.core.types import Interval
+from headwater.deliver.settings import PostgresSink
+from headwater.store.engine import Selected
+from headwater.store.errors import QueryError, StoreUnavailable
+
+_COPY_CHUNK = 1 << 20
+
+
+def pg_type(arrow: pa.DataType) -> str:
+    """The PostgreSQL column type for an Arrow type.
+
+    >>> pg_type(pa.timestamp("us", "UTC")), pg_type(pa.int32()), pg_type(pa.string())
+    ('timestamptz', 'integer', 'text')
+    """
+    if pa.types.is_boolean(arrow):
+        return "boolean"
+    if pa.types.is_int8(arrow) or pa.types.is_int16(arrow) or pa.types.is_uint8(arrow):
+        return "smallint"
+    if pa.types.is_int32(arrow) or pa.types.is_uint16(arrow):
+        return "integer"
+    if pa.types.is_int64(arrow) or pa.types.is_uint32(arrow):
+        return "bigint"
+    if pa.types.is_uint64(arrow) or pa.types.is_decimal(arrow):
+        return "numeric"
+    if pa.types.is_floating(arrow):
+        return "double precision"
+    if pa.types.is_timestamp(arrow):
+        return "timestamptz" if arrow.tz is not None else "timestamp"
+    if pa.types.is_date(arrow):
+        return "date"
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
+        return "text"
+    if pa.types.is_nested(arrow):
+        return "jsonb"
+    raise TerminalError(
+        f"the PostgreSQL sink cannot hold a column of type {arrow}",
+        hint="cast it in the pipeline's SELECT (to text, a number or a timestamp)",
+    )
+
+
+class PostgresTarget:
+    """Upserts a pipeline's intervals into ``<schema>.<prefix><pipeline>``."""
+
+    def __init__(self, name: str, settings: PostgresSink) -> None:
+        self.name = name
+        self.settings = settings
+        self.url = environment_value(settings.url, where=f"[sinks.{name}] url")
+
+    def table_name(self, pipeline: str) -> str:
+        return f"{self.settings.table_prefix}{pipeline}"
+
+    def write(
+        self,
+        pipeline: str,
+        key: Sequence[str],
+        interval: Interval | None,
+        time_column: str | None,
+        table: pa.Table,
+    ) -> None:
+        """Make the target's rows of ``interval`` (all rows when ``None``) equal ``table``."""
+        if not key:
+            raise TerminalError(
+                f"{pipeline} has no key, and the PostgreSQL sink upserts by key",
+                hint='declare the key in the pipeline\'s header: key = ["user_id"]',
+            )
+        table = _plain(table)
+        target = sql.Identifier(self.settings.schema, self.table_name(pipeline))
+        columns = table.column_names
+        try:
+            with psycopg.connect(self.url, connect_timeout=10) as con, con.transaction():
+                self._ensure_table(con, target, table.schema, key)
+                con.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE headwater_stage ON COMMIT DROP AS "
+                        "SELECT {} FROM {} WITH NO DATA"
+                    ).format(_names(columns), target)
+                )
+                with con.cursor().copy(
+                    sql.SQL("COPY headwater_stage ({}) FROM STDIN (FORMAT csv)").format(
+                        _names(columns)
+                    )
+                ) as copy:
+                    for chunk in _csv_chunks(table):
+                        copy.write(chunk)
+                self._delete_gone(con, target, key, interval, time_column)
+                self._upsert(con, target, columns, key)
+        except psycopg.OperationalError as exc:
+            raise TransientError(f"PostgreSQL sink {self.name}: {_first_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise TerminalError(
+                f"PostgreSQL sink {self.name} refused the rows: {_first_line(exc)}",
+                hint="a changed output schema needs the target table altered or dropped",
+            ) from None
+
+    def _ensure_table(
+        self, con: psycopg.Connection[Any], target: sql.Identifier, schema: pa.Schema,
+        key: Sequence[str],
+    ) -> None:  # fmt: skip
+        con.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.settings.schema))
+        )
+        definitions = [
+            sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f.type)))
+            for f in schema
+        ]
+        con.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                target, sql.SQL(", ").join(definitions), _names(key)
+            )
+        )
+        # Columns the pipeline gained since the table was made.
+        for field in schema:
+            con.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                    target, sql.Identifier(field.name), sql.SQL(pg_type(field.type))
+                )
+            )
+
+    def _delete_gone(
+        self, con: psycopg.Connection[Any], target: sql.Identifier, key: Sequence[str],
+        interval: Interval | None, time_column: str | None,
+    ) -> None:  # fmt: skip
+        same = sql.SQL(" AND ").join(
+            sql.SQL("s.{0} = t.{0}").format(sql.Identifier(k)) for k in key
+        )
+        statement = sql.SQL(
+            "DELETE FROM {} AS t WHERE NOT EXISTS (SELECT 1 FROM headwater_stage AS s WHERE {})"
+        ).format(target, same)
+        params: list[object] = []
+        if interval is not None and time_column is not None:
+            statement += sql.SQL(" AND t.{0} >= %s AND t.{0} < %s").format(
+                sql.Identifier(time_column)
+            )
+            params = [interval.start, interval.end]
+        con.execute(statement, params)
+
+    def _upsert(
+        self, con: psycopg.Connection[Any], target: sql.Identifier, columns: Sequence[str],
+        key: Sequence[str],
+    ) -> None:  # fmt: skip
+        others = [c for c in columns if c not in key]
+        action = (
+            sql.SQL("DO UPDATE SET {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in others
+                )
+            )
+            if others
+            else sql.SQL("DO NOTHING")
+        )
+        con.execute(
+            sql.SQL(
+                "INSERT INTO {} ({}) SELECT {} FROM headwater_stage ON CONFLICT ({}) {}"
+            ).format(target, _names(columns), _names(columns), _names(key), action)
+        )
+
+
+class PostgresReader:
+    """Serves read-API queries from a PostgreSQL sink's tables, over a small pool."""
+
+    dialect = "postgres"
+
+    def __init__(self, name: str, settings: PostgresSink) -> None:
+        self.name = name
+        self.settings = settings
+        self._url = environment_value(settings.url, where=f"[sinks.{name}] url")
+        self._pool: ConnectionPool | None = None
+        self._lock = threading.Lock()
+
+    def table(self, pipeline: str) -> tuple[str, str]:
+        """The (schema, table) a pipeline's dataset is served from."""
+        return self.settings.schema, f"{self.settings.table_prefix}{pipeline}"
+
+    def _connections(self) -> ConnectionPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self._url,
+                    min_size=1,
+                    max_size=max(1, self.settings.pool_size),
+                    kwargs={"autocommit": True},
+                    open=True,
+                    name=f"headwater-{self.name}",
+                )
+            return self._pool
+
+    def exists(self, pipeline: str) -> bool:
+        schema, table = self.table(pipeline)
+        found = self._fetch(
+            "SELECT 1 FROM information_schema.tables WHERE table_schema = %(s)s "
+            "AND table_name = %(t)s",
+            {"s": schema, "t": table},
+        )
+        return bool(found.num_rows > 0)
+
+    def select(self, query: str, params: Mapping[str, object]) -> Selected:
+        return Selected(self._fetch(query, params), None)
+
+    def _fetch(self, query: str, params: Mapping[str, object]) -> pa.Table:
+        try:
+            with self._connections().connection(timeout=10) as con, con.cursor() as cur:
+                cur.execute(query.encode(), dict(params))
+                names = [d.name for d in cur.description or ()]
+                types = [_arrow_type(d.type_code) for d in cur.description or ()]
+                rows = cur.fetchall()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(f"PostgreSQL sink {self.name}", _first_line(exc)) from None
+        except psycopg.Error as exc:
+            raise QueryError(_first_line(exc)) from None
+        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+        arrays = [_array(values, kind) for values, kind in zip(columns, types, strict=True)]
+        return pa.Table.from_arrays(arrays, names=names)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+#: PostgreSQL type OIDs to Arrow, for what the sink creates.
+_OIDS: dict[int, pa.DataType] = {
+    16: pa.bool_(),
+    20: pa.int64(),
+    21: pa.int16(),
+    23: pa.int32(),
+    25: pa.string(),
+    700: pa.float32(),
+    701: pa.float64(),
+    1043: pa.string(),
+    1082: pa.date32(),
+    1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", "UTC"),
+    1700: pa.float64(),
+}
+
+
+def _arrow_type(oid: int) -> pa.DataType | None:
+    return _OIDS.get(oid)
+
+
+def _array(values: Sequence[object], kind: pa.DataType | None) -> pa.Array:
+    if kind is not None and pa.types.is_floating(kind):
+        values = [float(v) if isinstance(v, Decimal) else v for v in values]
+    if kind is None:  # jsonb and anything else: as Python gives it
+        return pa.array(list(values))
+    return pa.array(list(values), type=kind)
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Nested columns as JSON text (to ``jsonb``): CSV holds only flat values."""
+    from headwater.core import jsonio
+
+    for index, field in enumerate(table.schema):
+        if pa.types.is_nested(field.type):
+            text = [
+                None if v is None else jsonio.dumps(v).decode() for v in table[index].to_pylist()
+            ]
+            table = table.set_column(index, pa.field(field.name, pa.string()), pa.array(text))
+    return table
+
+
+def _csv_chunks(table: pa.Table) -> list[bytes]:
+    out = io.BytesIO()
+    pa.csv.write_csv(table, out, pa.csv.WriteOptions(include_header=False))
+    data = out.getbuffer()
+    return [bytes(data[i : i + _COPY_CHUNK]) for i in range(0, len(data), _COPY_CHUNK)]
+
+
+def _names(columns: Sequence[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,169 @@
+"""The webhook sink: batched, signed JSON POSTs with an idempotency key each.
+
+A batch's body is::
+
+    {"pipeline": "...", "sink": "...", "interval": {"start": "...", "end": "..."},
+     "run": 12, "batch": 0, "batches": 3, "rows": [{...}, ...]}
+
+and its request carries
+
+- ``Idempotency-Key``: the same for every attempt at the same batch of the
+  same run (also after a crash and a resume), so a receiver can drop repeats;
+- ``Headwater-Signature: t=<unix seconds>,v1=<hex>``: HMAC-SHA256 with the
+  sink's secret over ``<t>.`` followed by the body, so a receiver can check
+  who sent it and refuse old replays by ``t``.
+
+2xx is delivered. 5xx, 429, timeouts and connection errors are retried (a
+``Retry-After`` is honoured); any other answer, a redirect included (they are
+not followed), cannot be fixed by retrying and is dead-lettered at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pyarrow as pa
+
+from headwater import __version__
+from headwater.core import jsonio
+from headwater.core.secrets import environment_value
+from headwater.core.types import Interval
+from headwater.deliver.guard import AddressRefused, Resolver, check, resolve
+from headwater.deliver.settings import WebhookSink
+
+SIGNATURE = "Headwater-Signature"
+IDEMPOTENCY = "Idempotency-Key"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one POST came to."""
+
+    delivered: bool
+    retry: bool
+    reason: str | None = None
+    retry_after: float | None = None
+
+
+def idempotency_key(pipeline: str, sink: str, start: datetime, run_id: int, batch: int) -> str:
+    """The key of one batch of one run's output: the same at every attempt."""
+    text = f"{pipeline}\x00{sink}\x00{start.isoformat()}\x00{run_id}\x00{batch}"
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def sign(secret: str, timestamp: int, body: bytes) -> str:
+    """The signature header's value.
+
+    >>> sign("s3cret", 1700000000, b"{}")
+    't=1700000000,v1=97926816e98fbb41ccb1673225ff29a2f35369099990e1b1561651e7bd097ebf'
+    """
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def batches(table: pa.Table, rows: int) -> list[pa.Table]:
+    """The output cut into batches of at most ``rows`` (one empty batch for no rows)."""
+    if table.num_rows == 0:
+        return [table]
+    return [table.slice(offset, rows) for offset in range(0, table.num_rows, rows)]
+
+
+def body(
+    pipeline: str, sink: str, interval: Interval, run_id: int, batch: int, total: int,
+    rows: pa.Table,
+) -> bytes:  # fmt: skip
+    payload: dict[str, Any] = {
+        "pipeline": pipeline,
+        "sink": sink,
+        "interval": {"start": interval.start, "end": interval.end},
+        "run": run_id,
+        "batch": batch,
+        "batches": total,
+        "rows": rows.to_pylist(),
+    }
+    return jsonio.dumps(payload)
+
+
+class WebhookTarget:
+    """POSTs batches to one URL, checked against the address rules at every send."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: WebhookSink,
+        allow_hosts: Collection[str],
+        *,
+        resolver: Resolver = resolve,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.url = environment_value(settings.url, where=f"[sinks.{name}] url")
+        self._secret = environment_value(settings.secret, where=f"[sinks.{name}] secret")
+        self._allow = allow_hosts
+        self._resolver = resolver
+        self._client = httpx.Client(
+            timeout=settings.timeout_seconds,
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: the checked address is the peer
+            headers={"user-agent": f"headwater/{__version__}"},
+        )
+
+    def send(self, payload: bytes, key: str) -> Outcome:
+        """POST one batch; raises :class:`AddressRefused` when the host may not be reached."""
+        target = check(self.url, self._allow, self._resolver)
+        headers = {
+            "host": target.host,
+            "content-type": "application/json",
+            IDEMPOTENCY: key,
+            SIGNATURE: sign(self._secret, int(time.time()), payload),
+        }
+        extensions = {"sni_hostname": target.hostname}
+        try:
+            response = self._client.post(
+                target.url, content=payload, headers=headers, extensions=extensions
+            )
+        except httpx.TimeoutException:
+            return Outcome(False, True, f"no answer within {self.settings.timeout_seconds:g}s")
+        except httpx.TransportError as exc:
+            return Outcome(False, True, f"could not connect: {exc or type(exc).__name__}")
+        status = response.status_code
+        if 200 <= status < 300:
+            return Outcome(True, False)
+        answer = f"{target.host} answered {status}: {_excerpt(response.text)}"
+        if status == 429 or status >= 500:
+            return Outcome(False, True, answer, _retry_after(response))
+        if 300 <= status < 400:
+            where = response.headers.get("location", "?")
+            return Outcome(
+                False,
+                False,
+                f"{target.host} answered {status}, a redirect to {where}, which is not followed; "
+                "set the sink's url to the final address",
+            )
+        return Outcome(False, False, answer)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+__all__ = ["AddressRefused", "Outcome", "WebhookTarget", "batches", "body", "idempotency_key"]
