@@ -22,9 +22,11 @@ from headwater.collect.writer import Writer
 from headwater.config.project import Project, load_project
 from headwater.core.clock import from_us, parse_duration
 from headwater.core.errors import HeadwaterError
+from headwater.deliver.postgres import PostgresReader
+from headwater.deliver.settings import PostgresSink
 from headwater.process.metadata import MetadataStore
 from headwater.process.service import PipelineService
-from headwater.serve.app import DatasetCatalog, api_app
+from headwater.serve.app import DatasetCatalog, Served, api_app
 from headwater.serve.auth import ConsumerRing
 from headwater.store.engine import Engine
 
@@ -66,6 +68,7 @@ class Runtime:
             project, engine, self.metadata, floor=lambda: from_us(self.ingest.arrival_floor())
         )
         self.stopping = threading.Event()
+        self._readers: dict[str, PostgresReader] = {}
         self._deliver_now = threading.Event()
         self.pipelines.on_published = self._deliver_now.set
         self.api = api_app(
@@ -73,7 +76,7 @@ class Runtime:
             ConsumerRing(
                 project.consumer_tokens(), _when_changed(project, Project.consumer_tokens)
             ),
-            DatasetCatalog(engine, self._dataset_keys),
+            DatasetCatalog(engine, self._served),
             project.settings.api,
         )
         self.admin = Starlette(
@@ -96,6 +99,8 @@ class Runtime:
         """Commit and answer what is queued, then release the store."""
         self.writer.close(self.project.settings.collector.drain_timeout_seconds)
         self.pipelines.deliverer.close()
+        for reader in self._readers.values():
+            reader.close()
         self.engine.close()
         self.metadata.close()
 
@@ -144,19 +149,37 @@ class Runtime:
                 log.exception("delivery pass failed")
             await asyncio.to_thread(self._deliver_now.wait, poll)
 
-    def _dataset_keys(self) -> dict[str, tuple[str, ...]]:
-        """What the read API can serve: every pipeline's output, and the event tables."""
-        keys: dict[str, tuple[str, ...]] = {
-            "events": ("source", "message_id"),
-            "failed_events": ("id",),
-        }
+    def _served(self) -> dict[str, Served]:
+        """What the read API can serve: every pipeline's output, and the event tables.
+
+        A pipeline delivered to a PostgreSQL sink with ``serve = true`` is read
+        from there (by its key, the table's primary key).
+        """
+        served = {"events": Served(("source", "message_id")), "failed_events": Served(("id",))}
         try:
             graph = self.pipelines.graph()
         except HeadwaterError as exc:
             log.warning("read API: pipelines do not load (%s); serving the event tables", exc)
-            return keys
-        keys.update({p.name: tuple(p.header.key) for p in graph})
-        return keys
+            return served
+        sinks = self.pipelines.current_project().settings.sinks
+        for pipeline in graph:
+            reader = None
+            for name in pipeline.header.sinks:
+                sink = sinks.get(name)
+                if isinstance(sink, PostgresSink) and sink.serve:
+                    reader = self._reader(name, sink)
+                    break
+            served[pipeline.name] = Served(tuple(pipeline.header.key), reader)
+        return served
+
+    def _reader(self, name: str, sink: PostgresSink) -> PostgresReader:
+        current = self._readers.get(name)
+        if current is not None and current.settings == sink:
+            return current
+        if current is not None:
+            current.close()
+        self._readers[name] = PostgresReader(name, sink)
+        return self._readers[name]
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})

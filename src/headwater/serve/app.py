@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -23,9 +24,17 @@ from sqlglot import exp
 
 from headwater.core import jsonio
 from headwater.core.errors import HeadwaterError
+from headwater.deliver.postgres import PostgresReader
 from headwater.serve.auth import Consumer, ConsumerRing
 from headwater.serve.errors import ApiError
-from headwater.serve.query import Dataset, Select, encode_cursor, parse_value, rows_query
+from headwater.serve.query import (
+    Dataset,
+    Reader,
+    Select,
+    encode_cursor,
+    parse_value,
+    rows_query,
+)
 from headwater.serve.settings import ApiSettings
 from headwater.store.engine import Engine
 from headwater.store.errors import QueryError
@@ -35,28 +44,45 @@ log = logging.getLogger(__name__)
 ARROW = "application/vnd.apache.arrow.stream"
 _SCHEMA_TTL = 5.0
 
-#: name -> key columns of every dataset that can be served (pipelines and built-ins).
-KeysFn = Callable[[], dict[str, tuple[str, ...]]]
+
+@dataclass(frozen=True)
+class Served:
+    """How a dataset is served: its key, and a PostgreSQL sink's table when not the engine's."""
+
+    key: tuple[str, ...]
+    sink: PostgresReader | None = None
+
+
+#: name -> how each dataset that can be served is served (pipelines and built-ins).
+ServedFn = Callable[[], dict[str, Served]]
 
 
 class DatasetCatalog:
-    """Datasets with their schemas, read from the engine and kept a few seconds."""
+    """Datasets with their schemas, kept a few seconds."""
 
-    def __init__(self, engine: Engine, keys: KeysFn) -> None:
+    def __init__(self, engine: Engine, served: ServedFn) -> None:
         self._engine = engine
-        self._keys = keys
+        self._served = served
         self._cache: dict[str, tuple[float, Dataset]] = {}
 
     def get(self, name: str) -> Dataset | None:
         cached = self._cache.get(name)
         if cached is not None and time.monotonic() - cached[0] < _SCHEMA_TTL:
             return cached[1]
-        keys = self._keys()
-        if name not in keys or name not in self._engine.list_tables():
+        served = self._served().get(name)
+        if served is None:
             return None
-        empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
-        schema = self._engine.select(empty.sql(self._engine.dialect), {}).table.schema
-        dataset = Dataset(name, keys[name], schema)
+        if served.sink is not None and served.sink.exists(name):
+            table = served.sink.table(name)
+            empty = exp.select("*").from_(exp.table_(table[1], db=table[0], quoted=True)).limit(0)
+            schema = served.sink.select(empty.sql(served.sink.dialect), {}).table.schema
+            dataset = Dataset(name, served.key, schema, served.sink, table)
+        elif name in self._engine.list_tables():
+            empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
+            schema = self._engine.select(empty.sql(self._engine.dialect), {}).table.schema
+            dataset = Dataset(name, served.key, schema, self._engine)
+        else:
+            return None
         self._cache[name] = (time.monotonic(), dataset)
         return dataset
 
@@ -145,7 +171,7 @@ def api_app(
             dataset, args, page_size=settings.page_size, max_page_size=settings.max_page_size
         )
         try:
-            table = _run(engine, select)
+            table = _run(dataset.reader, select)
         except QueryError as exc:
             if not select.params:
                 raise
@@ -177,12 +203,12 @@ def api_app(
                 f"{name} has key {list(dataset.key) or 'none'}; filter rows by its columns",
             )
         column = dataset.key[0]
-        select = Select(exp.select("*").from_(exp.table_(name, quoted=True)))
+        select = Select(exp.select("*").from_(dataset.relation()))
         value = select.bind(parse_value(dataset, column, key))
         select.query = select.query.where(
             exp.EQ(this=exp.column(column, quoted=True), expression=value)
         ).limit(1)
-        table = _run(engine, select)
+        table = _run(dataset.reader, select)
         if table.num_rows == 0:
             raise ApiError(404, "no_such_row", f"{name} has no row with {column} = {key!r}")
         if format == "json":
@@ -238,8 +264,8 @@ _ERROR_SCHEMA = {
 }
 
 
-def _run(engine: Engine, select: Select) -> pa.Table:
-    return engine.select(select.query.sql(engine.dialect), select.params).table
+def _run(reader: Reader, select: Select) -> pa.Table:
+    return reader.select(select.query.sql(reader.dialect), select.params).table
 
 
 def _answer(table: pa.Table, fmt: str, next_cursor: str | None) -> Response:

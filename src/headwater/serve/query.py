@@ -15,7 +15,7 @@ import binascii
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import pyarrow as pa
 from sqlglot import exp
@@ -23,6 +23,7 @@ from sqlglot import exp
 from headwater.core import jsonio
 from headwater.core.clock import parse_utc
 from headwater.serve.errors import ApiError
+from headwater.store.engine import Selected
 
 RESERVED = frozenset({"order_by", "limit", "cursor", "format"})
 OPERATORS: dict[str, Callable[[exp.Expression, exp.Expression], exp.Expression]] = {
@@ -35,13 +36,30 @@ OPERATORS: dict[str, Callable[[exp.Expression, exp.Expression], exp.Expression]]
 MAX_IN_VALUES = 100
 
 
+class Reader(Protocol):
+    """What a dataset is read through: the engine, or a PostgreSQL sink."""
+
+    dialect: str
+
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected: ...
+
+
 @dataclass(frozen=True)
 class Dataset:
-    """A table the API serves: its name, key columns and schema."""
+    """A table the API serves: its name, key columns and schema, and where it is read."""
 
     name: str
     key: tuple[str, ...]
     schema: pa.Schema
+    reader: Reader
+    table: tuple[str, ...] = ()
+    """(schema, table) when it is not the engine's table named ``name``."""
+
+    def relation(self) -> exp.Table:
+        if not self.table:
+            return exp.table_(self.name, quoted=True)
+        *db, name = self.table
+        return exp.table_(name, db=db[0] if db else None, quoted=True)
 
     def column_type(self, column: str) -> pa.DataType:
         if column not in self.schema.names:
@@ -100,7 +118,7 @@ def rows_query(
     dataset: Dataset, args: Mapping[str, str], *, page_size: int, max_page_size: int
 ) -> tuple[Select, list[tuple[str, bool]], int]:
     """The page's SELECT (one row more than the page), its ordering, and the page size."""
-    select = Select(exp.select("*").from_(exp.table_(dataset.name, quoted=True)))
+    select = Select(exp.select("*").from_(dataset.relation()))
     for name, text in args.items():
         if name in RESERVED:
             continue
