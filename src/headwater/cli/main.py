@@ -43,10 +43,11 @@ DATASET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 class _State:
     project_dir: Path | None = None
+    environment: str | None = None
     debug: bool = False
 
     def project(self) -> Project:
-        return load_project(self.project_dir)
+        return load_project(self.project_dir, self.environment)
 
 
 state = _State()
@@ -66,12 +67,22 @@ def _main(
             "--project", "-p", help="Project folder (default: the nearest with headwater.toml)."
         ),
     ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--env",
+            "-e",
+            envvar="HEADWATER_ENV",
+            help="Environment from [environments.NAME] (default: the top-level settings).",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
     state.project_dir = project
+    state.environment = environment
     state.debug = debug
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
@@ -108,17 +119,26 @@ def up(
         int | None, typer.Option(help="Port (default from headwater.toml; 0 picks one).")
     ] = None,
 ) -> None:
-    """Start the collector and the scheduler on the embedded store.
+    """Start everything in one process: collector, read API, scheduler and deliveries.
 
     Example: headwater up --port 8787
     """
-    from headwater.runtime.server import Listening, serve
+    from headwater.runtime.server import serve
 
     project = state.project()
+    serve(project, host=host, port=port, on_ready=_ready(project, "collector, read API, pipelines"))
+    console.print("Headwater stopped; every acknowledged event is committed.")
 
-    def ready(where: Listening) -> None:
+
+def _ready(project: Project, doing: str) -> Callable[[Any], None]:
+    def ready(where: Any) -> None:
         console.print(f"[bold green]Headwater is up[/bold green] at [bold]{where.url}[/bold]")
-        console.print(f"  store   {project.store_path}")
+        console.print(f"  runs    {doing}")
+        store = project.settings.store
+        if store.engine == "duckdb":
+            console.print(f"  store   {project.store_path}")
+        else:
+            console.print(f"  store   {store.engine}, schema {store.schema}")
         for name in project.settings.sources:
             console.print(f"  source  [bold]{name}[/bold]  (write key stored hashed)")
         console.print(
@@ -128,7 +148,40 @@ def up(
         console.print('  query   headwater query "SELECT * FROM events"')
         console.print("[dim]Ctrl-C to stop; in-flight events are committed first.[/dim]")
 
-    serve(project, host=host, port=port, on_ready=ready)
+    return ready
+
+
+ROLE_NAMES = {"collector": "collect", "api": "api"}
+
+
+@app.command(name="serve")
+def serve_stage(
+    stage: Annotated[str, typer.Argument(help="collector or api.", metavar="collector|api")],
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default from headwater.toml).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Port (default from headwater.toml; 0 picks one).")
+    ] = None,
+) -> None:
+    """Run one stage as its own process (for containers): the collector or the read API.
+
+    Pipelines and deliveries run from `headwater run --due` (e.g. under cron).
+    Several collectors may share a PostgreSQL store, behind a load balancer.
+
+    Example: headwater --env prod serve collector --port 8080
+    """
+    from headwater.runtime.server import serve
+
+    if stage not in ROLE_NAMES:
+        raise ConfigError(
+            f"there is no stage {stage!r}",
+            hint="headwater serve collector | headwater serve api (headwater up runs all)",
+        )
+    project = state.project()
+    doing = "collector" if stage == "collector" else "read API"
+    roles = frozenset({ROLE_NAMES[stage]})
+    serve(project, host=host, port=port, on_ready=_ready(project, doing), roles=roles)
     console.print("Headwater stopped; every acknowledged event is committed.")
 
 
@@ -142,7 +195,7 @@ def query(
     Example: headwater query "SELECT event, count(*) FROM events GROUP BY 1"
     """
     from headwater.runtime.client import find_server
-    from headwater.store.duckdb import DuckDBEngine
+    from headwater.store.open import open_engine
 
     project = state.project()
     client = find_server(project.data_dir)
@@ -152,7 +205,7 @@ def query(
         finally:
             client.close()
     else:
-        engine = DuckDBEngine.open(project.store_path, project.settings.store, read_only=True)
+        engine = open_engine(project, read_only=True)
         try:
             result = engine.query(sql)
         finally:
@@ -166,7 +219,7 @@ def _operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
     from headwater.process.service import PipelineService
     from headwater.runtime import operations
     from headwater.runtime.client import find_server
-    from headwater.store.duckdb import DuckDBEngine
+    from headwater.store.open import open_engine
 
     project = state.project()
     with _progress_bar(progress) as report:
@@ -176,10 +229,8 @@ def _operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
                 return client.pipelines(op, args, report)
             finally:
                 client.close()
-        engine = DuckDBEngine.open(project.store_path, project.settings.store)
-        metadata = MetadataStore.for_data_dir(
-            project.data_dir, project.settings.pipelines.metadata_url
-        )
+        engine = open_engine(project)
+        metadata = MetadataStore.for_project(project)
         try:
             return operations.call(PipelineService(project, engine, metadata), op, args, report)
         finally:

@@ -6,6 +6,7 @@ must not silently fall back to a default.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from dataclasses import dataclass
@@ -47,6 +48,18 @@ class ProjectSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, 
     """The SQL dialect pipelines are written in."""
 
 
+class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """An ``[environments.NAME]`` table: what differs when a command runs with ``--env NAME``."""
+
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    """The engine of this environment (``[environments.NAME.store]``)."""
+
+    metadata_url: str | None = None
+    """Where this environment keeps run history and delivery state (a SQLAlchemy URL or
+    ``"${NAME}"``); default: beside the store (its PostgreSQL database, or SQLite in the data
+    folder)."""
+
+
 class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The whole of ``headwater.toml``."""
 
@@ -60,6 +73,7 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     consumers: dict[str, ConsumerSettings] = msgspec.field(default_factory=dict)
     sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    environments: dict[str, EnvironmentSettings] = msgspec.field(default_factory=dict)
 
 
 _TABLES: dict[str, type[msgspec.Struct]] = {
@@ -73,6 +87,7 @@ _TABLES: dict[str, type[msgspec.Struct]] = {
     "consumers": ConsumerSettings,
     "sources": SourceSettings,
     "delivery": DeliverySettings,
+    "environments": EnvironmentSettings,
 }
 _SINKS: dict[str, type[msgspec.Struct]] = {
     "files": FilesSink,
@@ -83,10 +98,15 @@ _SINKS: dict[str, type[msgspec.Struct]] = {
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded project: where it lives and what it says."""
+    """A loaded project: where it lives, what it says, and in which environment it runs.
+
+    ``settings`` are the environment's: its ``store`` and ``metadata_url``
+    replace the top-level ones.
+    """
 
     root: Path
     settings: ProjectFile
+    environment: str | None = None
 
     @property
     def file(self) -> Path:
@@ -94,7 +114,9 @@ class Project:
 
     @property
     def data_dir(self) -> Path:
-        return (self.root / self.settings.project.data_dir).resolve()
+        """Runtime files (and the embedded store); each environment has its own folder."""
+        base = (self.root / self.settings.project.data_dir).resolve()
+        return base / self.environment if self.environment else base
 
     @property
     def pipelines_dir(self) -> Path:
@@ -131,8 +153,9 @@ def find_root(start: Path) -> Path:
     )
 
 
-def load_project(start: Path | None = None) -> Project:
-    """Find and load the project at or above ``start`` (default: the working folder)."""
+def load_project(start: Path | None = None, environment: str | None = None) -> Project:
+    """Find and load the project at or above ``start`` (default: the working folder), in
+    ``environment`` (default: ``$HEADWATER_ENV``, else the top-level settings)."""
     root = find_root(start or Path.cwd())
     path = root / FILENAME
     try:
@@ -144,7 +167,22 @@ def load_project(start: Path | None = None) -> Project:
     except msgspec.ValidationError as exc:
         raise _explain(exc, str(path), raw) from None
     _check(settings, str(path))
-    return Project(root=root, settings=settings)
+    environment = environment or os.environ.get("HEADWATER_ENV") or None
+    if environment is None:
+        return Project(root=root, settings=settings)
+    chosen = settings.environments.get(environment)
+    if chosen is None:
+        known = ", ".join(sorted(settings.environments)) or "none declared"
+        raise ConfigError(
+            f"there is no environment {environment!r} ({known})",
+            path=str(path),
+            hint=f"add [environments.{environment}.store] with its engine, or drop --env",
+        )
+    pipelines = msgspec.structs.replace(
+        settings.pipelines, metadata_url=chosen.metadata_url or settings.pipelines.metadata_url
+    )
+    settings = msgspec.structs.replace(settings, store=chosen.store, pipelines=pipelines)
+    return Project(root=root, settings=settings, environment=environment)
 
 
 def _check(settings: ProjectFile, path: str) -> None:
@@ -160,6 +198,15 @@ def _check(settings: ProjectFile, path: str) -> None:
         )  # fmt: skip
     for name, sink in settings.sinks.items():
         _check_sink(name, sink, path)
+    _check_store(settings.store, "[store]", path)
+    for name, environment in settings.environments.items():
+        if not SOURCE_NAME.match(name):
+            raise ConfigError(
+                f"environment name {name!r} is not allowed",
+                path=path,
+                hint="use lower-case letters, digits, '-' and '_', starting with a letter",
+            )
+        _check_store(environment.store, f"[environments.{name}.store]", path)
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
@@ -180,6 +227,37 @@ def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint
             'reference ("${NAME}"), not the secret itself',
             path=path,
             hint=hint,
+        )
+
+
+def _check_store(store: StoreSettings, where: str, path: str) -> None:
+    if store.engine == "postgres":
+        if not store.url:
+            raise ConfigError(
+                f'{where} engine = "postgres" needs url',
+                path=path,
+                hint='url = "${DATABASE_URL}", the URL (with its password) from the environment',
+            )
+        _check_no_password(store.url, f"{where} url", path)
+    elif store.url is not None:
+        raise ConfigError(f'{where} url is for engine = "postgres"', path=path)
+
+
+def _check_no_password(url: str, where: str, path: str) -> None:
+    """A PostgreSQL URL in the file: without a password, or wholly from the environment."""
+    if is_environment_reference(url):
+        return
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except Exception as exc:
+        raise ConfigError(f"{where} is not a PostgreSQL URL ({exc})", path=path) from None
+    if password:
+        raise ConfigError(
+            f"{where} holds a password in plain text",
+            path=path,
+            hint='put the whole URL in an environment variable and write "${NAME}"',
         )
 
 
@@ -208,19 +286,8 @@ def _check_sink(name: str, sink: Sink, path: str) -> None:
             raise ConfigError(f"{where} url must start with https:// or http://", path=path)
         if sink.batch_rows < 1 or sink.timeout_seconds <= 0:
             raise ConfigError(f"{where} batch_rows and timeout_seconds must be positive", path=path)
-    if isinstance(sink, PostgresSink) and not is_environment_reference(sink.url):
-        from psycopg.conninfo import conninfo_to_dict
-
-        try:
-            password = conninfo_to_dict(sink.url).get("password")
-        except Exception as exc:
-            raise ConfigError(f"{where} url is not a PostgreSQL URL ({exc})", path=path) from None
-        if password:
-            raise ConfigError(
-                f"{where} url holds a password in plain text",
-                path=path,
-                hint='put the whole URL in an environment variable and write url = "${NAME}"',
-            )
+    if isinstance(sink, PostgresSink):
+        _check_no_password(sink.url, f"{where} url", path)
 
 
 _UNKNOWN = re.compile(
@@ -236,7 +303,7 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
         key = match.group("key")
         at = (match.group("at") or "").lstrip(".")
         top = re.split(r"[.\[]", at, maxsplit=1)[0]
-        if at.startswith(("sources[", "consumers[", "sinks[")):
+        if at.startswith(("sources[", "consumers[", "sinks[", "environments[")):
             # msgspec says `sources[...]`; find which table holds the key.
             tables_of = raw.get(top)
             tables = tables_of.items() if isinstance(tables_of, dict) else []

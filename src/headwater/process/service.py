@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from headwater.config.project import Project, load_project
-from headwater.core.clock import utc_now
+from headwater.core.clock import from_us, utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
 from headwater.deliver.service import Deliverer, DeliveryResult, ReplayResult, Sinks
@@ -27,7 +27,7 @@ from headwater.process.metadata import MetadataStore
 from headwater.process.planner import Planner
 from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import following, intervals, latest_tick
-from headwater.store.engine import Engine
+from headwater.store.engine import FLOOR_STALE_SECONDS, Engine
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,9 @@ class PipelineService:
         self.settings = project.settings.pipelines
         self.dialect = project.settings.project.dialect
         self.clock = clock
-        # Without a collector in this process, nothing is in flight: now is the floor.
-        self.floor = floor or clock
+        # Without a collector in this process, nothing is in flight here: now is the floor,
+        # or on a shared store, the lowest floor its live collectors published.
+        self.floor = floor or self._store_floor
         self._sleep = sleep
         self._graph: tuple[tuple[tuple[str, int, int], ...], Graph] | None = None
         self._project_stamp = _stamp(project.file)
@@ -112,6 +113,13 @@ class PipelineService:
         if any(r.status == "requeued" for r in results):
             self.deliver()
         return results
+
+    def _store_floor(self) -> datetime:
+        now = self.clock()
+        if not self.engine.shared:
+            return now
+        shared = self.engine.shared_floor(FLOOR_STALE_SECONDS)
+        return min(now, from_us(shared)) if shared is not None else now
 
     def current_project(self) -> Project:
         """The project as ``headwater.toml`` says now (sinks may change without a restart)."""

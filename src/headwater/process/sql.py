@@ -117,7 +117,7 @@ def _unsupported_line(query: Query, engine_dialect: str) -> int | None:
 
 
 # Where sqlglot's translation runs but answers differently from BigQuery, these
-# rewrite the tree first so DuckDB gives BigQuery's answer and type.
+# rewrite the tree first so the engine gives BigQuery's answer and type.
 
 
 def _date_stays_date(node: exp.Expression) -> exp.Expression:
@@ -160,13 +160,22 @@ def _count_if_is_int64(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def _driver_parameters(node: exp.Expression) -> exp.Expression:
+    """PostgreSQL's driver binds ``%(name)s``: @start and $start become that placeholder."""
+    if isinstance(node, exp.Parameter | exp.Placeholder) and node.name in PARAMETERS:
+        return exp.Placeholder(this=node.name)
+    return node
+
+
 FIXES = {
     ("bigquery", "duckdb"): (
         _date_stays_date,
         _diff_in_whole_units,
         _count_if_is_int64,
         _safe_cast_text_to_integer,
-    )
+    ),
+    ("bigquery", "postgres"): (_date_stays_date, _driver_parameters),
+    ("duckdb", "postgres"): (_driver_parameters,),
 }
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import threading
+import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,7 +23,7 @@ from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
 from headwater.collect.writer import Writer
 from headwater.config.project import Project, load_project
-from headwater.core.clock import from_us, parse_duration
+from headwater.core.clock import from_us, now_us, parse_duration
 from headwater.core.errors import HeadwaterError
 from headwater.deliver.postgres import PostgresReader
 from headwater.deliver.settings import PostgresSink
@@ -28,7 +31,7 @@ from headwater.process.metadata import MetadataStore
 from headwater.process.service import PipelineService
 from headwater.serve.app import DatasetCatalog, Served, api_app
 from headwater.serve.auth import ConsumerRing
-from headwater.store.engine import Engine
+from headwater.store.engine import FLOOR_STALE_SECONDS, Engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -38,13 +41,26 @@ Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
-class Runtime:
-    """The parts of a running Headwater: store, writer, pipelines, read API, one HTTP app."""
+#: What one process can do; ``headwater up`` does all of it.
+ROLES = frozenset({"collect", "api", "schedule", "deliver"})
+FLOOR_EVERY_SECONDS = 1.0
 
-    def __init__(self, project: Project, engine: Engine) -> None:
+
+class Runtime:
+    """The parts of a running Headwater: store, writer, pipelines, read API, one HTTP app.
+
+    ``roles`` choose what this process does: ``collect`` (the tracking API and
+    its writer), ``api`` (the read API), ``schedule`` (due pipelines) and
+    ``deliver`` (owed deliveries). Separate processes on a shared store split
+    them; ``headwater up`` has them all.
+    """
+
+    def __init__(self, project: Project, engine: Engine, roles: frozenset[str] = ROLES) -> None:
         settings = project.settings.collector
         self.project = project
         self.engine = engine
+        self.roles = roles
+        self.collector_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.registry = CollectorRegistry()
         self.metrics = CollectorMetrics(self.registry)
         window = parse_duration(settings.dedupe_window)
@@ -61,13 +77,10 @@ class Runtime:
             settings,
             self.writer,
         )
-        self.metadata = MetadataStore.for_data_dir(
-            project.data_dir, project.settings.pipelines.metadata_url
-        )
-        self.pipelines = PipelineService(
-            project, engine, self.metadata, floor=lambda: from_us(self.ingest.arrival_floor())
-        )
+        self.metadata = MetadataStore.for_project(project)
+        self.pipelines = PipelineService(project, engine, self.metadata, floor=self._floor)
         self.stopping = threading.Event()
+        self._floor_wait = threading.Event()
         self._readers: dict[str, PostgresReader] = {}
         self._deliver_now = threading.Event()
         self.pipelines.on_published = self._deliver_now.set
@@ -88,16 +101,49 @@ class Runtime:
         )
 
     def start(self) -> None:
+        if "collect" not in self.roles:
+            return
+        if self.engine.shared:
+            # Before the first request: runs elsewhere must wait for what arrives here.
+            self.engine.publish_floor(self.collector_id, now_us())
         self.writer.start()
+
+    def _floor(self) -> datetime:
+        """Events received before this time are committed: this process's collector, and on a
+        shared store every live collector's."""
+        floor = self.ingest.arrival_floor() if "collect" in self.roles else now_us()
+        if self.engine.shared:
+            shared = self.engine.shared_floor(FLOOR_STALE_SECONDS)
+            if shared is not None:
+                floor = min(floor, shared)
+        return from_us(floor)
+
+    async def publish_floor(self) -> None:
+        """On a shared store, tell other processes this collector's floor every second."""
+        if "collect" not in self.roles or not self.engine.shared:
+            return
+        while not self.stopping.is_set():
+            try:
+                floor = self.ingest.arrival_floor()
+                await asyncio.to_thread(self.engine.publish_floor, self.collector_id, floor)
+            except HeadwaterError as exc:
+                log.error("could not publish the arrival floor: %s", exc)
+            await asyncio.to_thread(self._floor_wait.wait, FLOOR_EVERY_SECONDS)
 
     def stop(self) -> None:
         """Ask the scheduler and the deliverer to stop after the step they are on."""
         self.stopping.set()
         self._deliver_now.set()
+        self._floor_wait.set()
 
     def close(self) -> None:
         """Commit and answer what is queued, then release the store."""
         self.writer.close(self.project.settings.collector.drain_timeout_seconds)
+        if "collect" in self.roles and self.engine.shared:
+            try:
+                self.engine.retire_floor(self.collector_id)
+            except HeadwaterError as exc:
+                log.warning("could not retire the arrival floor: %s", exc)
         self.pipelines.deliverer.close()
         for reader in self._readers.values():
             reader.close()
@@ -111,7 +157,7 @@ class Runtime:
         broken pipeline file is logged and retried at the next tick.
         """
         tick = self.project.settings.pipelines.tick_seconds
-        while not self.stopping.is_set():
+        while "schedule" in self.roles and not self.stopping.is_set():
             try:
                 await asyncio.to_thread(self.pipelines.run_due, should_stop=self.stopping.is_set)
             except HeadwaterError as exc:
@@ -125,9 +171,9 @@ class Runtime:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith("/v1/"):
+        if scope["type"] == "http" and path.startswith("/v1/") and "collect" in self.roles:
             await self.ingest(scope, receive, send)
-        elif scope["type"] == "http" and path.startswith("/api/"):
+        elif scope["type"] == "http" and path.startswith("/api/") and "api" in self.roles:
             await self.api(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
@@ -139,7 +185,7 @@ class Runtime:
         ``[delivery] poll_seconds`` for retries that have come due.
         """
         poll = self.project.settings.delivery.poll_seconds
-        while not self.stopping.is_set():
+        while "deliver" in self.roles and not self.stopping.is_set():
             self._deliver_now.clear()
             try:
                 await asyncio.to_thread(self.pipelines.deliver, self.stopping.is_set)
@@ -186,6 +232,8 @@ class Runtime:
 
     async def _readyz(self, request: Request) -> Response:
         problems = []
+        if "collect" not in self.roles:
+            return JSONResponse({"status": "ready", "roles": sorted(self.roles)})
         if not self.writer.accepting:
             problems.append("the writer is not accepting events (shutting down)")
         if not self.writer.healthy:

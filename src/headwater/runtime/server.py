@@ -22,7 +22,7 @@ import uvicorn
 
 from headwater.config.project import Project
 from headwater.core.errors import ConfigError
-from headwater.runtime.app import Runtime
+from headwater.runtime.app import ROLES, Runtime
 from headwater.runtime.client import (
     ServerInfo,
     remove_runtime_file,
@@ -30,7 +30,7 @@ from headwater.runtime.client import (
     write_runtime_file,
 )
 from headwater.runtime.control import control_app
-from headwater.store.duckdb import DuckDBEngine
+from headwater.store.open import open_engine
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,9 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     on_ready: Callable[[Listening], None] | None = None,
+    roles: frozenset[str] = ROLES,
 ) -> None:
-    """Run the embedded server until SIGTERM or Ctrl-C."""
+    """Run the server until SIGTERM or Ctrl-C, doing ``roles`` (default: everything)."""
     settings = project.settings.server
     host = host or settings.host
     port = settings.port if port is None else port
@@ -93,8 +94,9 @@ def serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="pick another with --port (or [server] port), or stop what uses it",
         ) from None
-    engine = DuckDBEngine.open(project.store_path, project.settings.store)
-    runtime = Runtime(project, engine)
+    project.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(project)
+    runtime = Runtime(project, engine, roles)
     runner: Callable[..., None] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
@@ -130,6 +132,8 @@ async def _serve(
             access_log=False,
         )
     )
+    # The control socket lets commands reach a store only this process may open; a
+    # shared store is opened by the commands themselves, from any number of processes.
     control = _Server(
         uvicorn.Config(
             control_app(runtime.engine, status, runtime.pipelines),
@@ -138,7 +142,7 @@ async def _serve(
             access_log=False,
         )
     )
-    control_sock = _private_unix_socket(uds)
+    private = not runtime.engine.shared
 
     def stop() -> None:
         if main.should_exit:
@@ -150,33 +154,38 @@ async def _serve(
         loop.add_signal_handler(sig, stop)
 
     runtime.start()
-    control_task = asyncio.create_task(control.serve(sockets=[control_sock]))
+    control_task = None
+    if private:
+        control_task = asyncio.create_task(control.serve(sockets=[_private_unix_socket(uds)]))
     main_task = asyncio.create_task(main.serve(sockets=[sock]))
-    scheduler = asyncio.create_task(runtime.schedule())
-    delivery = asyncio.create_task(runtime.deliver())
+    background = asyncio.gather(runtime.schedule(), runtime.deliver(), runtime.publish_floor())
     try:
-        while not (main.started and control.started):
-            if main_task.done() or control_task.done():
+        while not (main.started and (control.started or not private)):
+            if main_task.done() or (control_task is not None and control_task.done()):
                 break
             await asyncio.sleep(0.01)
-        if main.started and control.started:
-            write_runtime_file(data_dir, ServerInfo(pid=os.getpid(), url=url, socket=str(uds)))
+        if main.started and (control.started or not private):
+            if private:
+                info = ServerInfo(pid=os.getpid(), url=url, socket=str(uds))
+                write_runtime_file(data_dir, info)
             if on_ready is not None:
-                on_ready(Listening(url=url, socket=str(uds)))
+                on_ready(Listening(url=url, socket=str(uds) if private else ""))
         await main_task
     finally:
-        remove_runtime_file(data_dir)
+        if private:
+            remove_runtime_file(data_dir)
         runtime.stop()
         # A pass in progress stops after its current interval (or webhook batch),
         # which must end before the store closes under it.
         try:
-            await asyncio.wait_for(asyncio.shield(asyncio.gather(scheduler, delivery)), drain)
+            await asyncio.wait_for(asyncio.shield(background), drain)
             finished = True
         except TimeoutError:
             log.warning("a pipeline run outlasted the drain timeout; its interval stays undone")
             finished = False
-        control.should_exit = True
-        await control_task
+        if control_task is not None:
+            control.should_exit = True
+            await control_task
         # Requests still waiting were answered by now; commit anything left.
         if finished:
             await asyncio.to_thread(runtime.close)

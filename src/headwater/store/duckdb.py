@@ -68,6 +68,7 @@ class DuckDBEngine:
 
     name = "duckdb"
     dialect = "duckdb"
+    shared = False
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
         self._con = con
@@ -179,6 +180,15 @@ class DuckDBEngine:
                 [before_us],
             ).fetchall()
         return int(rows[0][0]) if rows else 0
+
+    def publish_floor(self, collector: str, floor_us: int) -> None:
+        """One process owns the file: its collector's floor is known in-process."""
+
+    def retire_floor(self, collector: str) -> None:
+        """Nothing is kept."""
+
+    def shared_floor(self, stale_after_seconds: float) -> int | None:
+        return None
 
     # -- generic ----------------------------------------------------------
 

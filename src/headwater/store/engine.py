@@ -16,6 +16,9 @@ import pyarrow as pa
 
 from headwater.core.types import Interval
 
+#: A collector not heard from for this long is taken for dead: its floor no longer counts.
+FLOOR_STALE_SECONDS = 30.0
+
 
 @dataclass(frozen=True, slots=True)
 class IngestBatch:
@@ -51,6 +54,8 @@ class Engine(Protocol):
     name: str
     #: The sqlglot dialect this engine runs.
     dialect: str
+    #: Whether several processes may use the store at once.
+    shared: bool
 
     def ingest(self, batch: IngestBatch) -> pa.Array:
         """Commit ``batch`` in one transaction; return, per event row, whether it was new.
@@ -62,6 +67,25 @@ class Engine(Protocol):
 
     def prune_dedupe(self, before_us: int) -> int:
         """Forget message ids received before ``before_us``; return how many."""
+        ...
+
+    def publish_floor(self, collector: str, floor_us: int) -> None:
+        """Say that every event ``collector`` received before ``floor_us`` is committed.
+
+        A store shared by several collector processes keeps each one's latest
+        floor, so a pipeline run in any process knows which intervals of
+        arrival time are complete. An embedded store has one collector, in the
+        process that runs the pipelines, and ignores this.
+        """
+        ...
+
+    def retire_floor(self, collector: str) -> None:
+        """``collector`` stopped with nothing in flight: forget its floor."""
+        ...
+
+    def shared_floor(self, stale_after_seconds: float) -> int | None:
+        """The lowest floor of the collectors heard from within ``stale_after_seconds``
+        (µs); ``None`` when there are none (or the store is not shared)."""
         ...
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:

@@ -11,15 +11,19 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from headwater.core.clock import utc_now
+from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
 from headwater.process.metadata import deliveries
 from headwater.process.metadata.deliveries import DeliveryLog
 from headwater.process.metadata.tables import intervals, leases, runs, versions, watermarks
+
+if TYPE_CHECKING:
+    from headwater.config.project import Project
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
@@ -71,9 +75,41 @@ class MetadataStore:
             sa.event.listen(engine, "connect", _sqlite_pragmas)
         else:
             engine = sa.create_engine(url, pool_pre_ping=True)
+        return cls._migrated(engine)
+
+    @classmethod
+    def _migrated(cls, engine: sa.Engine) -> MetadataStore:
         if _revision(engine) != SCHEMA_REVISION:
             _migrate(engine)
         return cls(engine)
+
+    @classmethod
+    def beside_postgres(cls, conninfo: str, schema: str) -> MetadataStore:
+        """The metadata in its own schema of a PostgreSQL database (the store's, by default)."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(conninfo, autocommit=True) as con:
+            con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+
+        def connect() -> Any:
+            return psycopg.connect(conninfo, options=f"-c search_path={schema}")
+
+        engine = sa.create_engine("postgresql+psycopg://", creator=connect, pool_pre_ping=True)
+        return cls._migrated(engine)
+
+    @classmethod
+    def for_project(cls, project: Project) -> MetadataStore:
+        """The project's metadata in its environment: ``metadata_url`` when set, else beside
+        the store (SQLite in the data folder, or the PostgreSQL store's database)."""
+        url = project.settings.pipelines.metadata_url
+        if url:
+            return cls.open(environment_value(url, where="metadata_url"))
+        store = project.settings.store
+        if store.engine == "postgres":
+            conninfo = environment_value(store.url or "", where="[store] url")
+            return cls.beside_postgres(conninfo, f"{store.schema}_metadata")
+        return cls.for_data_dir(project.data_dir)
 
     @classmethod
     def for_data_dir(cls, data_dir: Path, url: str | None = None) -> MetadataStore:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -115,6 +116,7 @@ deliveries = Table(
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("last_error", Text),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Index("deliveries_due", "status", "next_attempt_at"),
 )
 
 #: What could not be delivered after every attempt, kept for ``headwater replay``.
@@ -135,4 +137,5 @@ dead_letters = Table(
     Column("attempts", Integer, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("replayed_at", UTCDateTime()),
+    Index("dead_letters_open", "replayed_at", "pipeline", "sink"),
 )
