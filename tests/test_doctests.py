@@ -18,6 +18,9 @@ MODULES = [
     "headwater.process.header",
     "headwater.process.schedule",
     "headwater.process.sql",
+    "headwater.deliver.guard",
+    "headwater.deliver.webhook",
+    "headwater.store.pgarrow",
 ]
 
 

@@ -844,14 +844,15 @@ def _check_served(
 
     # A run of the full pipeline delivers the whole table again: edits undone, the
     # row whose key is not in the output deleted.
-    out = _cli(project, "run", "profiles").stdout
-    assert "Ran 1 interval;" in out, out
+    today = _today()
+    out = _cli(project, "run", "profiles", "--start", _iso(today - DAY), "--end", _iso(today))
+    assert "Ran 1 interval;" in out.stdout, out.stdout
 
     def restored() -> bool:
         return {r[0]: r for r in _pg_rows(url, target, columns)} == held
 
     _wait_for(restored, 30, "re-delivery of profiles", lambda: server.log.read_text())
-    assert f"Delivered profiles to {SINK}: 1 interval, {len(users)} rows." in out, out
+    assert f"Delivered profiles to {SINK}: 1 interval, {len(users)} rows." in out.stdout, out
     assert lookup("profiles", "u01").json() == lookup("profiles_local", "u01").json()
     assert lookup("profiles", "u02").status_code == 200
     assert lookup("profiles", "only-in-pg").status_code == 404

@@ -12,15 +12,12 @@ table's primary key is the pipeline's key, so a lookup is an index scan.
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
 from typing import Any
 
 import psycopg
 import pyarrow as pa
-import pyarrow.csv
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -30,40 +27,7 @@ from headwater.core.types import Interval
 from headwater.deliver.settings import PostgresSink
 from headwater.store.engine import Selected
 from headwater.store.errors import QueryError, StoreUnavailable
-
-_COPY_CHUNK = 1 << 20
-
-
-def pg_type(arrow: pa.DataType) -> str:
-    """The PostgreSQL column type for an Arrow type.
-
-    >>> pg_type(pa.timestamp("us", "UTC")), pg_type(pa.int32()), pg_type(pa.string())
-    ('timestamptz', 'integer', 'text')
-    """
-    if pa.types.is_boolean(arrow):
-        return "boolean"
-    if pa.types.is_int8(arrow) or pa.types.is_int16(arrow) or pa.types.is_uint8(arrow):
-        return "smallint"
-    if pa.types.is_int32(arrow) or pa.types.is_uint16(arrow):
-        return "integer"
-    if pa.types.is_int64(arrow) or pa.types.is_uint32(arrow):
-        return "bigint"
-    if pa.types.is_uint64(arrow) or pa.types.is_decimal(arrow):
-        return "numeric"
-    if pa.types.is_floating(arrow):
-        return "double precision"
-    if pa.types.is_timestamp(arrow):
-        return "timestamptz" if arrow.tz is not None else "timestamp"
-    if pa.types.is_date(arrow):
-        return "date"
-    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
-        return "text"
-    if pa.types.is_nested(arrow):
-        return "jsonb"
-    raise TerminalError(
-        f"the PostgreSQL sink cannot hold a column of type {arrow}",
-        hint="cast it in the pipeline's SELECT (to text, a number or a timestamp)",
-    )
+from headwater.store.pgarrow import csv_chunks, names, pg_type, to_arrow
 
 
 class PostgresTarget:
@@ -91,7 +55,6 @@ class PostgresTarget:
                 f"{pipeline} has no key, and the PostgreSQL sink upserts by key",
                 hint='declare the key in the pipeline\'s header: key = ["user_id"]',
             )
-        table = _plain(table)
         target = sql.Identifier(self.settings.schema, self.table_name(pipeline))
         columns = table.column_names
         try:
@@ -101,14 +64,14 @@ class PostgresTarget:
                     sql.SQL(
                         "CREATE TEMP TABLE headwater_stage ON COMMIT DROP AS "
                         "SELECT {} FROM {} WITH NO DATA"
-                    ).format(_names(columns), target)
+                    ).format(names(columns), target)
                 )
                 with con.cursor().copy(
                     sql.SQL("COPY headwater_stage ({}) FROM STDIN (FORMAT csv)").format(
-                        _names(columns)
+                        names(columns)
                     )
                 ) as copy:
-                    for chunk in _csv_chunks(table):
+                    for chunk in csv_chunks(table):
                         copy.write(chunk)
                 self._delete_gone(con, target, key, interval, time_column)
                 self._upsert(con, target, columns, key)
@@ -133,7 +96,7 @@ class PostgresTarget:
         ]
         con.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-                target, sql.SQL(", ").join(definitions), _names(key)
+                target, sql.SQL(", ").join(definitions), names(key)
             )
         )
         # Columns the pipeline gained since the table was made.
@@ -179,7 +142,7 @@ class PostgresTarget:
         con.execute(
             sql.SQL(
                 "INSERT INTO {} ({}) SELECT {} FROM headwater_stage ON CONFLICT ({}) {}"
-            ).format(target, _names(columns), _names(columns), _names(key), action)
+            ).format(target, names(columns), names(columns), names(key), action)
         )
 
 
@@ -228,75 +191,19 @@ class PostgresReader:
         try:
             with self._connections().connection(timeout=10) as con, con.cursor() as cur:
                 cur.execute(query.encode(), dict(params))
-                names = [d.name for d in cur.description or ()]
-                types = [_arrow_type(d.type_code) for d in cur.description or ()]
+                description = cur.description or []
                 rows = cur.fetchall()
         except psycopg.OperationalError as exc:
             raise StoreUnavailable(f"PostgreSQL sink {self.name}", _first_line(exc)) from None
         except psycopg.Error as exc:
             raise QueryError(_first_line(exc)) from None
-        columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-        arrays = [_array(values, kind) for values, kind in zip(columns, types, strict=True)]
-        return pa.Table.from_arrays(arrays, names=names)
+        return to_arrow(description, rows)
 
     def close(self) -> None:
         with self._lock:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-
-
-#: PostgreSQL type OIDs to Arrow, for what the sink creates.
-_OIDS: dict[int, pa.DataType] = {
-    16: pa.bool_(),
-    20: pa.int64(),
-    21: pa.int16(),
-    23: pa.int32(),
-    25: pa.string(),
-    700: pa.float32(),
-    701: pa.float64(),
-    1043: pa.string(),
-    1082: pa.date32(),
-    1114: pa.timestamp("us"),
-    1184: pa.timestamp("us", "UTC"),
-    1700: pa.float64(),
-}
-
-
-def _arrow_type(oid: int) -> pa.DataType | None:
-    return _OIDS.get(oid)
-
-
-def _array(values: Sequence[object], kind: pa.DataType | None) -> pa.Array:
-    if kind is not None and pa.types.is_floating(kind):
-        values = [float(v) if isinstance(v, Decimal) else v for v in values]
-    if kind is None:  # jsonb and anything else: as Python gives it
-        return pa.array(list(values))
-    return pa.array(list(values), type=kind)
-
-
-def _plain(table: pa.Table) -> pa.Table:
-    """Nested columns as JSON text (to ``jsonb``): CSV holds only flat values."""
-    from headwater.core import jsonio
-
-    for index, field in enumerate(table.schema):
-        if pa.types.is_nested(field.type):
-            text = [
-                None if v is None else jsonio.dumps(v).decode() for v in table[index].to_pylist()
-            ]
-            table = table.set_column(index, pa.field(field.name, pa.string()), pa.array(text))
-    return table
-
-
-def _csv_chunks(table: pa.Table) -> list[bytes]:
-    out = io.BytesIO()
-    pa.csv.write_csv(table, out, pa.csv.WriteOptions(include_header=False))
-    data = out.getbuffer()
-    return [bytes(data[i : i + _COPY_CHUNK]) for i in range(0, len(data), _COPY_CHUNK)]
-
-
-def _names(columns: Sequence[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
 def _first_line(exc: BaseException) -> str:
