@@ -351,6 +351,8 @@ def test_each_format_round_trips_the_interval_rows_exactly(project: Project) -> 
     table = _store(root, "SELECT * FROM formats")
     assert table.num_rows >= 2 * len(AWKWARD_NAMES)  # every name in both hours
     assert None in table["last_user"].to_pylist()
+    # CSV must tell an empty name from a missing one; both are in the table.
+    assert {"", None} <= set(table["event_name"].to_pylist())
     assert None in table["avg_price"].to_pylist()
     names: set[str] | None = None
     for fmt in FORMATS:

@@ -851,6 +851,7 @@ def _check_served(
     def restored() -> bool:
         return {r[0]: r for r in _pg_rows(url, target, columns)} == held
 
+    print("PROBE restored at return:", restored(), "delivered line:", "Delivered" in out.stdout)
     _wait_for(restored, 30, "re-delivery of profiles", lambda: server.log.read_text())
     assert f"Delivered profiles to {SINK}: 1 interval, {len(users)} rows." in out.stdout, out
     assert lookup("profiles", "u01").json() == lookup("profiles_local", "u01").json()

@@ -389,6 +389,44 @@ def status() -> None:
 
 
 @app.command()
+def export(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the Parquet files into.")],
+    start: Annotated[str | None, typer.Option(help="First day (UTC) to export.")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the export (exclusive).")] = None,
+) -> None:
+    """Export events and failed events as Parquet, one file per table and day; resumable.
+
+    The files load as they are into another environment (`headwater --env prod import
+    FOLDER`), BigQuery (bq load), Spark or DuckDB.
+    """
+    args = {"folder": str(folder.resolve()), "start": start, "end": end}
+    days = _operation("export", args, progress=True)
+    _print_transfer("Exported", days, folder)
+
+
+@app.command(name="import")
+def import_(
+    folder: Annotated[Path, typer.Argument(help="A folder made by `headwater export`.")],
+) -> None:
+    """Import an export into this environment's store, deduped, resumable, checked by counts.
+
+    Example: headwater --env prod import ./export
+    """
+    days = _operation("import", {"folder": str(folder.resolve())}, progress=True)
+    _print_transfer("Imported", days, folder)
+
+
+def _print_transfer(verb: str, days: list[dict[str, Any]], folder: Path) -> None:
+    for table in ("events", "failed_events"):
+        mine = [d for d in days if d["table"] == table]
+        rows = sum(d["rows"] for d in mine if not d["skipped"])
+        skipped = sum(1 for d in mine if d["skipped"])
+        note = f" ({skipped} days done before)" if skipped else ""
+        console.print(f"{verb} {table}: {len(mine) - skipped} days, {rows} rows{note}.")
+    console.print(f"[dim]{folder}[/dim]")
+
+
+@app.command()
 def replay(
     pipeline: Annotated[str | None, typer.Option(help="Only this pipeline's.")] = None,
     sink: Annotated[str | None, typer.Option(help="Only this sink's.")] = None,

@@ -59,6 +59,10 @@ class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     ``"${NAME}"``); default: beside the store (its PostgreSQL database, or SQLite in the data
     folder)."""
 
+    sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
+    """Sinks that differ in this environment, by name (``[environments.NAME.sinks.lake]``):
+    each replaces the top-level sink of that name."""
+
 
 class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The whole of ``headwater.toml``."""
@@ -181,7 +185,10 @@ def load_project(start: Path | None = None, environment: str | None = None) -> P
     pipelines = msgspec.structs.replace(
         settings.pipelines, metadata_url=chosen.metadata_url or settings.pipelines.metadata_url
     )
-    settings = msgspec.structs.replace(settings, store=chosen.store, pipelines=pipelines)
+    sinks = {**settings.sinks, **chosen.sinks}
+    settings = msgspec.structs.replace(
+        settings, store=chosen.store, pipelines=pipelines, sinks=sinks
+    )
     return Project(root=root, settings=settings, environment=environment)
 
 
@@ -207,6 +214,8 @@ def _check(settings: ProjectFile, path: str) -> None:
                 hint="use lower-case letters, digits, '-' and '_', starting with a letter",
             )
         _check_store(environment.store, f"[environments.{name}.store]", path)
+        for sink_name, sink in environment.sinks.items():
+            _check_sink(sink_name, sink, path)
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from headwater.core.types import Interval
+from headwater.process import sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline
 from headwater.process.errors import RunInterrupted
 from headwater.process.graph import Graph
@@ -60,8 +61,8 @@ class Planner:
         candidates: list[datetime] = []
         if pipeline.inputs & BUILTIN_TABLES:
             column = pipeline.header.time if pipeline.incremental else "received_at"
-            earliest = self.engine.query(_EARLIEST[column])
-            value = earliest["t"][0].as_py()
+            query = sql.internal(_EARLIEST[column], self.engine.dialect)
+            value = self.engine.select(query, {}).table["t"][0].as_py()
             if value is not None:
                 candidates.append(value)
         for name in pipeline.inputs - BUILTIN_TABLES:
@@ -96,11 +97,12 @@ class Planner:
         count = 0
         mark = self.metadata.watermark(pipeline.name)
         if mark is not None and mark < floor:
-            minutes = self.engine.query(
+            query = sql.internal(
                 "SELECT DISTINCT date_trunc('minute', timestamp) AS m FROM events "
-                "WHERE received_at >= ? AND received_at < ?",
-                [mark, floor],
+                "WHERE received_at >= $start AND received_at < $end",
+                self.engine.dialect,
             )
+            minutes = self.engine.select(query, {"start": mark, "end": floor}).table
             starts = {
                 interval_at(pipeline.header.schedule, m).start
                 for m in minutes["m"].to_pylist()

@@ -179,6 +179,19 @@ FIXES = {
 }
 
 
+def internal(text: str, engine_dialect: str) -> str:
+    """One of Headwater's own queries, written in DuckDB's SQL with ``$name`` parameters,
+    in the engine's dialect (values stay named parameters).
+
+    >>> internal("SELECT min(t) FROM events WHERE r >= $start", "postgres")
+    'SELECT MIN(t) FROM events WHERE r >= %(start)s'
+    """
+    tree = sqlglot.parse_one(text, read="duckdb")
+    for fix in FIXES.get(("duckdb", engine_dialect), ()):
+        tree = tree.transform(fix, copy=False)
+    return tree.sql(dialect=engine_dialect)
+
+
 def version(text: str) -> str:
     """A short stable hash of what a pipeline runs."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -17,10 +18,11 @@ import msgspec
 from headwater.core.clock import parse_utc
 from headwater.core.errors import HeadwaterError
 from headwater.process.service import PipelineService, Progress
+from headwater.runtime import transfer
 
 OPERATIONS = (
     "status", "list", "render", "run", "due", "backfill", "deliver", "deliveries", "replay",
-    "dead_letters",
+    "dead_letters", "export", "import",
 )  # fmt: skip
 
 ProgressSink = Callable[[dict[str, Any]], None]
@@ -94,6 +96,13 @@ def call(
     if op == "replay":
         ids = [int(i) for i in args.get("ids") or []]
         return _builtins(service.replay(args.get("pipeline"), args.get("sink"), ids or None))
+    if op == "export":
+        return _builtins(
+            transfer.export_events(service.engine, Path(str(args["folder"])), start, end, progress)
+        )
+    if op == "import":
+        folder, environment = Path(str(args["folder"])), service.project.environment or "default"
+        return _builtins(transfer.import_events(service.engine, folder, environment, progress))
     raise HeadwaterError(f"unknown operation {op!r}", hint=f"one of {', '.join(OPERATIONS)}")
 
 

@@ -76,6 +76,7 @@ class DuckDBEngine:
         self._read_only = read_only
         self._ingest_con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
+        self._ingest_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -130,6 +131,11 @@ class DuckDBEngine:
     # -- collector -------------------------------------------------------
 
     def ingest(self, batch: IngestBatch) -> pa.Array:
+        # The collector's writer, and an import, may ingest from different threads.
+        with self._ingest_lock:
+            return self._ingest(batch)
+
+    def _ingest(self, batch: IngestBatch) -> pa.Array:
         if self._ingest_con is None:
             self._ingest_con = _session(self._con.cursor())
         con = self._ingest_con
