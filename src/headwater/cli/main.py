@@ -460,11 +460,11 @@ def replay(
     counts: dict[str, int] = {}
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-        if r["status"] == "failed":
+        if r["status"] in ("failed", "dead"):
             console.print(f"[red]Dead letter {r['id']} failed again[/red]: {r['error']}",
                           highlight=False)  # fmt: skip
     console.print("Replayed: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    if counts.get("failed"):
+    if counts.get("failed") or counts.get("dead"):
         raise typer.Exit(1)
 
 

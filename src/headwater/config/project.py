@@ -312,27 +312,70 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
         key = match.group("key")
         at = (match.group("at") or "").lstrip(".")
         top = re.split(r"[.\[]", at, maxsplit=1)[0]
-        if at.startswith(("sources[", "consumers[", "sinks[", "environments[")):
-            # msgspec says `sources[...]`; find which table holds the key.
-            tables_of = raw.get(top)
-            tables = tables_of.items() if isinstance(tables_of, dict) else []
-            names = [n for n, t in tables if isinstance(t, dict) and key in t]
-            at = f"{top}.{names[0] if names else '<name>'}"
-        table = f"[{at}]" if at else "the top level"
         struct = _TABLES.get(top, ProjectFile)
         if top == "sinks":
-            kinds = raw.get("sinks")
-            sink = kinds.get(at.partition(".")[2]) if isinstance(kinds, dict) else None
-            kind = sink.get("type") if isinstance(sink, dict) else None
-            struct = _SINKS.get(kind, FilesSink) if isinstance(kind, str) else FilesSink
-        allowed = ", ".join(struct.__struct_fields__)
+            name, struct = _sink_with(raw, key)
+            at = f"sinks.{name}"
+        elif at.startswith(("sources[", "consumers[", "environments[")):
+            # msgspec says `sources[...]`; find which table holds the key.
+            names = [n for n, t in _named_tables(raw, top) if key in t]
+            at = f"{top}.{names[0] if names else '<name>'}"
+        table = f"[{at}]" if at else "the top level"
+        allowed = ", ".join(
+            ("type", *struct.__struct_fields__) if top == "sinks" else struct.__struct_fields__
+        )
         return ConfigError(
             f"unknown key `{key}` in {table}",
             path=path,
             hint=f"allowed keys there: {allowed}",
         )
+    if text.startswith(("Object missing required field `type`", "Invalid value")) and (
+        "sinks[" in text
+    ):
+        return _sink_type_error(raw, path)
     where = ""
     if match := _AT.search(text):
         where = f" at `{match.group('at').lstrip('.')}`"
         text = text[: match.start()]
-    return ConfigError(f"{text}{where}", path=path)
+    field = where.strip(" `").rsplit(".", 1)[-1]
+    if "sinks[...]" in where:
+        # Name the sink whose value msgspec quotes.
+        for name, table in _named_tables(raw, "sinks"):
+            if field in table and repr(table[field]) in text:
+                where = where.replace("sinks[...]", f"sinks.{name}")
+                break
+    hint = f"one of: {_CHOICES[field]}" if field in _CHOICES else None
+    return ConfigError(f"{text}{where}", path=path, hint=hint)
+
+
+_CHOICES = {"format": "parquet, csv, jsonl", "engine": "duckdb, postgres, spark, bigquery"}
+
+
+def _named_tables(raw: dict[str, object], top: str) -> list[tuple[str, dict[str, object]]]:
+    tables = raw.get(top)
+    if not isinstance(tables, dict):
+        return []
+    return [(n, t) for n, t in tables.items() if isinstance(t, dict)]
+
+
+def _sink_with(raw: dict[str, object], key: str) -> tuple[str, type[msgspec.Struct]]:
+    """The sink whose type does not allow ``key`` (msgspec does not say which)."""
+    for name, table in _named_tables(raw, "sinks"):
+        kind = table.get("type")
+        struct = _SINKS.get(kind, FilesSink) if isinstance(kind, str) else FilesSink
+        if key in table and key not in struct.__struct_fields__:
+            return name, struct
+    return "<name>", FilesSink
+
+
+def _sink_type_error(raw: dict[str, object], path: str) -> ConfigError:
+    for name, table in _named_tables(raw, "sinks"):
+        kind = table.get("type")
+        if kind not in _SINKS:
+            said = "has no type" if kind is None else f"has type {kind!r}"
+            return ConfigError(
+                f"[sinks.{name}] {said}",
+                path=path,
+                hint='set type = "files", "postgres" or "webhook"',
+            )
+    return ConfigError("a [sinks.NAME] table has no valid type", path=path)

@@ -37,12 +37,12 @@ class AddressRefused(TerminalError):
 class Target:
     """A checked destination: the URL to connect to, and the host it stands for."""
 
-    url: str
+    urls: tuple[str, ...]
+    """The URL with each checked address in place of the host, in the resolver's order."""
     host: str
     """For the ``Host`` header: the URL's host and port."""
     hostname: str
     """For the TLS server name."""
-    address: str
 
 
 def resolve(host: str, port: int) -> list[str]:
@@ -58,11 +58,20 @@ def forbidden(address: Address) -> str | None:
     'private'
     >>> forbidden(ipaddress.ip_address("::ffff:127.0.0.1"))
     'loopback'
+    >>> forbidden(ipaddress.ip_address("2002:a9fe:a9fe::"))  # 6to4 of 169.254.169.254
+    'cloud metadata'
     >>> forbidden(ipaddress.ip_address("93.184.215.14")) is None
     True
     """
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        # IPv4 inside IPv6 (mapped, 6to4, Teredo) is judged as the IPv4 address it reaches.
+        inner = (
+            address.ipv4_mapped
+            or address.sixtofour
+            or (address.teredo[1] if address.teredo else None)
+        )
+        if inner is not None:
+            return forbidden(inner)
     if address in _METADATA:
         return "cloud metadata"
     if address.is_loopback:
@@ -105,9 +114,10 @@ def check(url: str, allow_hosts: Collection[str], resolver: Resolver = resolve) 
                     "reach those",
                     hint=f'if that is intended, add "{host}" to [delivery] allow_hosts',
                 )
-    address = addresses[0]
-    netloc = f"[{address}]" if address.version == 6 else str(address)
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    pinned = parts._replace(netloc=netloc).geturl()
-    return Target(url=pinned, host=parts.netloc, hostname=host, address=str(address))
+    pinned = []
+    for address in addresses:
+        netloc = f"[{address}]" if address.version == 6 else str(address)
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        pinned.append(parts._replace(netloc=netloc).geturl())
+    return Target(urls=tuple(pinned), host=parts.netloc, hostname=host)

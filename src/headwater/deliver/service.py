@@ -183,7 +183,7 @@ class Deliverer:
     ) -> DeliveryResult:
         parts = batches(table, sink.batch_rows)
         index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
-        sent = 0
+        sent, dead_reason = 0, None
         while index < len(parts):
             if should_stop():
                 return _result(delivery, "pending", sent)
@@ -224,10 +224,10 @@ class Deliverer:
                 return _result(delivery, "pending", sent)
             log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
                       delivery.interval, index, delivery.sink, reason)  # fmt: skip
-            index, attempts = index + 1, 0
+            index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
         latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
         status = latest.status if latest is not None else "pending"
-        return _result(delivery, status, sent)
+        return _result(delivery, status, sent, dead_reason if status == "dead" else None)
 
     def _failed(
         self,

@@ -20,12 +20,13 @@ not followed), cannot be fixed by retrying and is dead-lettered at once.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import hmac
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -125,14 +126,21 @@ class WebhookTarget:
             SIGNATURE: sign(self._secret, int(time.time()), payload),
         }
         extensions = {"sni_hostname": target.hostname}
-        try:
-            response = self._client.post(
-                target.url, content=payload, headers=headers, extensions=extensions
-            )
-        except httpx.TimeoutException:
-            return Outcome(False, True, f"no answer within {self.settings.timeout_seconds:g}s")
-        except httpx.TransportError as exc:
-            return Outcome(False, True, f"could not connect: {exc or type(exc).__name__}")
+        response = None
+        for url in target.urls:  # the next address only when this one refused to connect
+            try:
+                response = self._client.post(
+                    url, content=payload, headers=headers, extensions=extensions
+                )
+                break
+            except httpx.ConnectError as exc:
+                failure = f"could not connect: {exc or type(exc).__name__}"
+            except httpx.TimeoutException:
+                return Outcome(False, True, f"no answer within {self.settings.timeout_seconds:g}s")
+            except httpx.TransportError as exc:
+                return Outcome(False, True, f"the connection failed: {exc or type(exc).__name__}")
+        if response is None:
+            return Outcome(False, True, failure)
         status = response.status_code
         if 200 <= status < 300:
             return Outcome(True, False)
@@ -154,11 +162,19 @@ class WebhookTarget:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after", "")
+    """``Retry-After`` in seconds, given as seconds or as an HTTP date."""
+    value = response.headers.get("retry-after", "").strip()
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

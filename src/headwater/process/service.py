@@ -7,6 +7,7 @@ broken one stops only the operations that need it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -110,9 +111,17 @@ class PipelineService:
     ) -> list[ReplayResult]:
         """Send dead letters again; whole intervals are owed again and delivered now."""
         results = self.deliverer.replay(pipeline=pipeline, sink=sink, ids=ids)
-        if any(r.status == "requeued" for r in results):
-            self.deliver()
-        return results
+        if not any(r.status == "requeued" for r in results):
+            return results
+        # Requeued intervals are delivered now; say how that went, not just that they went.
+        outcome = {(d.pipeline, d.sink, d.interval.start): d for d in self.deliver()}
+        final = []
+        for r in results:
+            done = outcome.get((r.pipeline, r.sink, r.interval.start))
+            if r.status == "requeued" and done is not None:
+                r = dataclasses.replace(r, status=done.status, error=done.error)
+            final.append(r)
+        return final
 
     def _store_floor(self) -> datetime:
         now = self.clock()

@@ -77,7 +77,9 @@ def call(
         return _builtins(service.metadata.deliveries.counts())
     if op == "dead_letters":
         letters = service.metadata.deliveries.dead_letters(
-            pipeline=args.get("pipeline"), sink=args.get("sink")
+            pipeline=args.get("pipeline"),
+            sink=args.get("sink"),
+            ids=[int(i) for i in args.get("ids") or []],
         )
         return [
             {

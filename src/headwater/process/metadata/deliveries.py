@@ -56,6 +56,8 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class DeliveryCounts:
+    """Intervals by delivery state (``delivered``: every row), and dead letters not replayed."""
+
     pipeline: str
     sink: str
     pending: int
@@ -338,7 +340,7 @@ class DeliveryLog:
                 sink=sink,
                 pending=states.get("pending", 0),
                 failed=states.get("failed", 0),
-                delivered=states.get("delivered", 0) + states.get("dead", 0),
+                delivered=states.get("delivered", 0),
                 dead_letters=dead.get((pipeline, sink), 0),
                 last_error=last_error.get((pipeline, sink)),
             )
