@@ -340,8 +340,8 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
     field = where.strip(" `").rsplit(".", 1)[-1]
     if "sinks[...]" in where:
         # Name the sink whose value msgspec quotes.
-        for name, table in _named_tables(raw, "sinks"):
-            if field in table and repr(table[field]) in text:
+        for name, values in _named_tables(raw, "sinks"):
+            if field in values and repr(values[field]) in text:
                 where = where.replace("sinks[...]", f"sinks.{name}")
                 break
     hint = f"one of: {_CHOICES[field]}" if field in _CHOICES else None

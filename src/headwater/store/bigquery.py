@@ -1,0 +1,347 @@
+"""The BigQuery store: where a company already keeps its data.
+
+- ``events`` is partitioned by day of ``received_at`` and clustered by
+  ``source`` and ``event``, so an interval by arrival reads only its days.
+- Rows go in with load jobs (Parquet written by Arrow): free, atomic per job.
+  Exact dedupe has no unique index to lean on, so a batch is loaded into a
+  staging table and merged into ``events`` only where ``(source,
+  message_id)`` is not already there within the dedupe window; the merge is
+  one statement, so a batch is stored whole or not at all. This store has
+  one writer (an import, or one collector); BigQuery serialises merges into
+  one table anyway.
+- Every query is dry-run first and refused, before it costs anything, when it
+  would bill more than ``max_bytes_billed``; the real run carries the same
+  limit, so BigQuery itself refuses to go over it.
+- An interval is replaced by a multi-statement transaction (``DELETE`` the
+  interval, ``INSERT`` it from a staging table), a whole table by a load job
+  that truncates it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlglot
+from sqlglot import exp
+
+from headwater.core.types import Interval
+from headwater.store import schema
+from headwater.store.engine import Cost, IngestBatch, Selected
+from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
+
+_PARAMETER_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "BOOL"),
+    (int, "INT64"),
+    (float, "FLOAT64"),
+    (datetime, "TIMESTAMP"),
+    (date, "DATE"),
+    (str, "STRING"),
+)
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class BudgetExceeded(QueryError):
+    """A query's dry run says it would bill more than the byte budget."""
+
+
+class BigQueryEngine:
+    """:class:`~headwater.store.engine.Engine` over one BigQuery dataset."""
+
+    name = "bigquery"
+    dialect = "bigquery"
+    shared = True
+
+    def __init__(self, client: Any, dataset: str, max_bytes_billed: int) -> None:
+        from google.cloud import bigquery
+
+        self._bq = bigquery
+        self.client = client
+        self.dataset = f"{client.project}.{dataset}"
+        self.max_bytes_billed = max_bytes_billed
+
+    @classmethod
+    def open(
+        cls,
+        project: str | None,
+        dataset: str,
+        location: str | None,
+        max_bytes_billed: int,
+        *,
+        client: Any = None,
+    ) -> BigQueryEngine:
+        """Connect (with the environment's credentials), and create the dataset and event
+        tables when missing. ``client`` replaces ``bigquery.Client`` (tests)."""
+        from google.cloud import bigquery
+
+        if not _NAME.match(dataset):
+            raise QueryError(f"{dataset!r} is not a BigQuery dataset name")
+        try:
+            client = client or bigquery.Client(project=project, location=location)
+            engine = cls(client, dataset, max_bytes_billed)
+            engine._create_tables(location)
+        except QueryError:
+            raise
+        except Exception as exc:  # google.auth and google.api_core errors alike
+            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+        return engine
+
+    def _create_tables(self, location: str | None) -> None:
+        bq = self._bq
+        dataset = bq.Dataset(self.dataset)
+        if location:
+            dataset.location = location
+        self.client.create_dataset(dataset, exists_ok=True)
+        for name, arrow in (("events", schema.EVENTS), ("failed_events", schema.FAILED_EVENTS)):
+            table = bq.Table(f"{self.dataset}.{name}", schema=bq_schema(arrow))
+            table.time_partitioning = bq.TimePartitioning(
+                type_=bq.TimePartitioningType.DAY, field="received_at"
+            )
+            if name == "events":
+                table.clustering_fields = ["source", "event"]
+            self.client.create_table(table, exists_ok=True)
+
+    # -- jobs -----------------------------------------------------------------
+
+    def _parameters(self, params: Mapping[str, object]) -> list[Any]:
+        bq = self._bq
+        result = []
+        for name, value in params.items():
+            kind = next((t for cls, t in _PARAMETER_TYPES if isinstance(value, cls)), None)
+            if kind is None:
+                raise QueryError(f"parameter {name} holds a {type(value).__name__}")
+            result.append(bq.ScalarQueryParameter(name, kind, value))
+        return result
+
+    def _config(self, params: Mapping[str, object], **extra: Any) -> Any:
+        return self._bq.QueryJobConfig(
+            default_dataset=self.dataset, query_parameters=self._parameters(params), **extra
+        )
+
+    def dry_run(self, sql: str, params: Mapping[str, object] | None = None) -> int:
+        """Bytes ``sql`` would bill, from BigQuery's dry run (free)."""
+        job = self._job(sql, self._config(params or {}, dry_run=True, use_query_cache=False))
+        return int(job.total_bytes_processed or 0)
+
+    def _run(self, sql: str, params: Mapping[str, object] | None = None) -> Any:
+        """Dry-run, refuse over budget, then run with the budget as BigQuery's own limit."""
+        planned = self.dry_run(sql, params)
+        if planned > self.max_bytes_billed:
+            raise BudgetExceeded(
+                f"the query would bill {planned:,} bytes, over the budget of "
+                f"{self.max_bytes_billed:,}",
+                hint="filter on the partition column (received_at, or the interval's column), "
+                "or raise [store] max_bytes_billed",
+            )
+        config = self._config(params or {}, maximum_bytes_billed=self.max_bytes_billed)
+        job = self._job(sql, config)
+        try:
+            return job.result()
+        except Exception as exc:
+            raise QueryError(_first_line(exc)) from None
+
+    def _job(self, sql: str, config: Any) -> Any:
+        try:
+            return self.client.query(sql, job_config=config)
+        except Exception as exc:
+            raise QueryError(_first_line(exc)) from None
+
+    def _load(self, table: str, data: pa.Table, disposition: str) -> None:
+        bq = self._bq
+        out = io.BytesIO()
+        pq.write_table(data, out)
+        out.seek(0)
+        config = bq.LoadJobConfig(source_format=bq.SourceFormat.PARQUET,
+                                  write_disposition=disposition)  # fmt: skip
+        try:
+            self.client.load_table_from_file(out, table, job_config=config).result()
+        except Exception as exc:
+            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+
+    def _staging(self, data: pa.Table) -> str:
+        """Load ``data`` into a new staging table that expires within a day."""
+        name = f"{self.dataset}._hw_stage_{uuid.uuid4().hex[:12]}"
+        self._load(name, data, "WRITE_TRUNCATE")
+        return name
+
+    def _drop(self, table: str) -> None:
+        self.client.delete_table(table, not_found_ok=True)
+
+    # -- collector --------------------------------------------------------------
+
+    def ingest(self, batch: IngestBatch) -> pa.Array:
+        events = batch.events
+        new = pa.array([True] * events.num_rows, pa.bool_())
+        if events.num_rows:
+            stage = self._staging(events)
+            try:
+                # Which ids are new, then the merge that inserts exactly those (one writer).
+                known = self._run(
+                    f"SELECT s.source, s.message_id FROM `{stage}` s JOIN events e "
+                    "USING (source, message_id) WHERE e.received_at >= @since",
+                    {"since": _oldest(events)},
+                ).to_arrow()
+                seen = set(zip(known["source"].to_pylist(), known["message_id"].to_pylist(),
+                               strict=True))  # fmt: skip
+                pairs = zip(events["source"].to_pylist(), events["message_id"].to_pylist(),
+                            strict=True)  # fmt: skip
+                new = pa.array([pair not in seen for pair in pairs], pa.bool_())
+                columns = ", ".join(f"`{c}`" for c in schema.EVENTS.names)
+                self._run(
+                    f"MERGE events e USING `{stage}` s "
+                    "ON e.source = s.source AND e.message_id = s.message_id "
+                    "AND e.received_at >= @since "
+                    f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({columns})",
+                    {"since": _oldest(events)},
+                )
+            finally:
+                self._drop(stage)
+        if batch.failed.num_rows:
+            self._load(f"{self.dataset}.failed_events", batch.failed, "WRITE_APPEND")
+        return new
+
+    def prune_dedupe(self, before_us: int) -> int:
+        """The dedupe reads ``events`` itself (by partition): nothing to prune."""
+        return 0
+
+    def publish_floor(self, collector: str, floor_us: int) -> None:
+        """One writer: its floor is known in its own process."""
+
+    def retire_floor(self, collector: str) -> None:
+        """Nothing is kept."""
+
+    def shared_floor(self, stale_after_seconds: float) -> int | None:
+        return None
+
+    # -- generic ----------------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        try:
+            statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
+        except sqlglot.errors.ParseError as exc:
+            raise QueryError(_first_line(exc)) from None
+        if len(statements) != 1:
+            raise QueryError(f"expected one statement, got {len(statements)}")
+        if not isinstance(statements[0], exp.Query):
+            raise ReadOnlyQuery(statements[0].key.upper())
+        if params:
+            raise QueryError(
+                "positional parameters are not supported on BigQuery",
+                hint="write the values into the query, or use @name parameters",
+            )
+        table: pa.Table = self._run(sql).to_arrow()
+        return table
+
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected:
+        result = self._run(sql, params)
+        table = result.to_arrow()
+        return Selected(table, None)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        if params:
+            raise QueryError("positional parameters are not supported on BigQuery")
+        self._run(sql)
+
+    def append(self, table: str, data: pa.Table) -> None:
+        self._load(f"{self.dataset}.{_checked(table)}", data, "WRITE_APPEND")
+
+    def replace_table(self, table: str, data: pa.Table) -> None:
+        self._load(f"{self.dataset}.{_checked(table)}", data, "WRITE_TRUNCATE")
+
+    def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
+        target = f"{self.dataset}.{_checked(table)}"
+        stage = self._staging(data)
+        try:
+            self._run(f"CREATE TABLE IF NOT EXISTS `{target}` AS SELECT * FROM `{stage}` LIMIT 0")
+            self._run(
+                "BEGIN TRANSACTION; "
+                f"DELETE FROM `{target}` WHERE `{_checked(column)}` >= @start "
+                f"AND `{_checked(column)}` < @end; "
+                f"INSERT INTO `{target}` SELECT * FROM `{stage}`; "
+                "COMMIT TRANSACTION;",
+                {"start": interval.start, "end": interval.end},
+            )
+        finally:
+            self._drop(stage)
+
+    def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
+        if not key:
+            raise QueryError("upsert needs at least one key column")
+        target = f"{self.dataset}.{_checked(table)}"
+        stage = self._staging(data)
+        on = " AND ".join(f"t.`{_checked(k)}` = s.`{k}`" for k in key)
+        columns = ", ".join(f"`{_checked(c)}`" for c in data.column_names)
+        updates = ", ".join(f"`{c}` = s.`{c}`" for c in data.column_names if c not in key)
+        matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
+        try:
+            self._run(f"CREATE TABLE IF NOT EXISTS `{target}` AS SELECT * FROM `{stage}` LIMIT 0")
+            self._run(
+                f"MERGE `{target}` t USING `{stage}` s ON {on} {matched}"
+                f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({columns})"
+            )
+        finally:
+            self._drop(stage)
+
+    def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
+        return Cost(bytes_scanned=self.dry_run(sql, params))
+
+    def list_tables(self) -> list[str]:
+        try:
+            tables = self.client.list_tables(self.dataset)
+        except Exception as exc:
+            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+        return sorted(t.table_id for t in tables if not t.table_id.startswith("_hw_"))
+
+    def checkpoint(self) -> None:
+        """BigQuery has nothing to fold."""
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def bq_schema(arrow: pa.Schema) -> list[Any]:
+    """BigQuery columns for an Arrow schema (JSON text stays STRING: JSON_VALUE reads it)."""
+    from google.cloud import bigquery
+
+    fields = []
+    for field in arrow:
+        kind = field.type
+        if pa.types.is_timestamp(kind):
+            name = "TIMESTAMP" if kind.tz else "DATETIME"
+        elif pa.types.is_boolean(kind):
+            name = "BOOL"
+        elif pa.types.is_integer(kind):
+            name = "INT64"
+        elif pa.types.is_floating(kind):
+            name = "FLOAT64"
+        elif pa.types.is_date(kind):
+            name = "DATE"
+        else:
+            name = "STRING"
+        mode = "NULLABLE" if field.nullable else "REQUIRED"
+        fields.append(bigquery.SchemaField(field.name, name, mode=mode))
+    return fields
+
+
+def _oldest(events: pa.Table) -> datetime:
+    """The dedupe looks back from the batch's oldest arrival by the engine-wide window."""
+    from datetime import timedelta
+
+    oldest: datetime = min(events["received_at"].to_pylist())
+    return oldest - timedelta(days=7)
+
+
+def _checked(name: str) -> str:
+    if not _NAME.match(name):
+        raise QueryError(f"{name!r} is not a plain table or column name")
+    return name
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
