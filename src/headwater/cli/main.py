@@ -366,6 +366,10 @@ def status() -> None:
         )  # fmt: skip
     console.print(view)
     for row in report:
+        if row.get("bytes_per_run") is not None:
+            console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "
+                          "bytes (dry run)")  # fmt: skip
+    for row in report:
         if row["intervals_changed"]:
             console.print(
                 f"{row['name']}: {row['intervals_changed']} intervals were made by an older "
@@ -497,6 +501,11 @@ def render(
     sys.stdout.write(result["sql"] + "\n")
     for key, value in result["params"].items():
         sys.stdout.write(f"-- ${key} = {value}\n")
+    cost = result.get("cost") or {}
+    if cost.get("bytes_scanned") is not None:
+        sys.stdout.write(f"-- would bill {cost['bytes_scanned']:,} bytes (dry run)\n")
+    elif cost.get("rows_scanned") is not None:
+        sys.stdout.write(f"-- would scan about {cost['rows_scanned']:,} rows (plan estimate)\n")
 
 
 @sources_app.command("add")

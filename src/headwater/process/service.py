@@ -28,7 +28,7 @@ from headwater.process.metadata import MetadataStore
 from headwater.process.planner import Planner
 from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import following, intervals, latest_tick
-from headwater.store.engine import FLOOR_STALE_SECONDS, Engine
+from headwater.store.engine import FLOOR_STALE_SECONDS, Cost, Engine
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,8 @@ class PipelineStatus:
     intervals_changed: int
     next_run: datetime | None
     stale_reasons: list[str] = field(default_factory=list)
+    #: BigQuery: bytes one interval bills, by a dry run of the next one (free).
+    bytes_per_run: int | None = None
 
 
 class PipelineService:
@@ -314,9 +316,31 @@ class PipelineService:
                     intervals_changed=sum(1 for s in done if s.version != pipeline.version),
                     next_run=following(pipeline.header.schedule, now),
                     stale_reasons=sorted({s.reason for s in stale if s.reason}),
+                    bytes_per_run=self._billed(pipeline),
                 )
             )
         return report
+
+    def cost(self, name: str, start: datetime | None, end: datetime | None) -> Cost | None:
+        """What one interval of a SQL pipeline would read, from the engine's plan (BigQuery:
+        the bytes a dry run says it would bill); ``None`` when the engine cannot tell."""
+        pipeline = self.graph()[name]
+        if pipeline.query is None:
+            return None
+        _, params = self.render(name, start, end)
+        try:
+            return self.engine.estimate_cost(
+                sql.render(pipeline.query, self.engine.dialect), params
+            )
+        except HeadwaterError as exc:
+            log.info("%s: no estimate (%s)", name, exc)
+            return None
+
+    def _billed(self, pipeline: Pipeline) -> int | None:
+        if self.engine.name != "bigquery" or pipeline.query is None:
+            return None
+        estimate = self.cost(pipeline.name, None, None)
+        return estimate.bytes_scanned if estimate is not None else None
 
     def render(
         self, name: str, start: datetime | None, end: datetime | None

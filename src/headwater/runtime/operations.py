@@ -57,7 +57,8 @@ def call(
         ]
     if op == "render":
         text, params = service.render(str(args["name"]), start, end)
-        return {"sql": text, "params": _builtins(params)}
+        cost = service.cost(str(args["name"]), start, end)
+        return {"sql": text, "params": _builtins(params), "cost": _builtins(cost)}
     if op in ("run", "due", "backfill"):
         if op == "run":
             results = service.run(str(args["name"]), start, end, report)

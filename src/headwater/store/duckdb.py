@@ -269,10 +269,11 @@ class DuckDBEngine:
             )
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
 
-    def estimate_cost(self, sql: str) -> Cost:
+    def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         with self._cursor() as cur:
             try:
-                plan = cur.execute(f"EXPLAIN (FORMAT JSON) {sql}").fetchall()[0][1]
+                explained = cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", dict(params or {}) or None)
+                plan = explained.fetchall()[0][1]
             except duckdb.Error as exc:
                 raise QueryError(_first_line(exc)) from None
         return Cost(rows_scanned=_scanned_rows(json.loads(plan)))

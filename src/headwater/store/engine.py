@@ -116,8 +116,8 @@ class Engine(Protocol):
         """Insert ``data``, replacing rows with the same ``key``, in one transaction."""
         ...
 
-    def estimate_cost(self, sql: str) -> Cost:
-        """What running ``sql`` would read; fields are ``None`` when unknown."""
+    def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
+        """What running ``sql`` (named ``params`` bound) would read; ``None`` when unknown."""
         ...
 
     def list_tables(self) -> list[str]:

@@ -360,10 +360,11 @@ class PostgresEngine:
                 )
             )
 
-    def estimate_cost(self, text: str) -> Cost:
+    def estimate_cost(self, text: str, params: Mapping[str, object] | None = None) -> Cost:
         with self._connection() as con:
             try:
-                plan = con.execute(b"EXPLAIN (FORMAT JSON) " + text.encode()).fetchone()
+                explain = b"EXPLAIN (FORMAT JSON) " + text.encode()
+                plan = con.execute(explain, dict(params or {}) or None).fetchone()
             except psycopg.Error as exc:
                 raise QueryError(_first_line(exc)) from None
         nodes = plan[0] if plan else []
