@@ -65,8 +65,11 @@ def parse(sql: str, dialect: str, path: str) -> Query:
             line=_line(sql, expression.key),
         )
     ctes = {cte.alias_or_name for cte in expression.find_all(exp.CTE)}
+    # A table function in FROM (range(), unnest()) is a Table without a name: not an input.
     references = frozenset(
-        table.name for table in expression.find_all(exp.Table) if table.name not in ctes
+        table.name
+        for table in expression.find_all(exp.Table)
+        if isinstance(table.this, exp.Identifier) and table.name not in ctes
     )
     parameters = set()
     for parameter in expression.find_all(exp.Parameter, exp.Placeholder):
