@@ -701,7 +701,7 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
 
     _replace_in(toml, 'url = "blocker/exports"', 'url = "exports"')
     replayed = _cli(root, "replay").stdout
-    assert f"Replayed: {intervals} requeued" in replayed, replayed
+    assert f"Replayed: {intervals} delivered" in replayed, replayed
     files = _files(root / "exports" / HOURLY)
     assert len(files) == intervals
     assert {f"{h:{STAMP}}.parquet" for h in hours} <= set(files)

@@ -639,7 +639,7 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
 
     # Replayed while still refused: owed again, refused again, still nothing sent.
     again = _cli(hooked, "replay").stdout
-    assert f"Replayed: {len(refused)} requeued" in again, again
+    assert f"Replayed: {len(refused)} dead" in again, again
     assert receiver.snapshot() == []
     assert {d["sink"] for d in _dead_letter_list(hooked)} == set(refused)
 
@@ -647,7 +647,7 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
     path = hooked.root / "headwater.toml"
     path.write_text(path.read_text().replace("allow_hosts = []", 'allow_hosts = ["localhost"]'))
     fixed = _cli(hooked, "replay", "--sink", "named").stdout
-    assert "Replayed: 1 requeued" in fixed, fixed
+    assert "Replayed: 1 delivered" in fixed, fixed
     assert {r.path for r in receiver.snapshot()} == {"/hook"}
     assert _received(receiver.rows()) == _published(hooked)
     _assert_signed_and_keyed(receiver)
@@ -703,17 +703,17 @@ def _resolver(table: dict[str, list[str]]) -> Callable[[str, int], list[str]]:
 def test_check_pins_a_public_address_and_keeps_the_host() -> None:
     resolve = _resolver({"hooks.example.com": ["93.184.215.14", "2606:2800:21f:cb07::1"]})
     target = check("https://hooks.example.com/in/crm?x=1", [], resolve)
-    assert target.url == "https://93.184.215.14/in/crm?x=1"
-    assert (target.host, target.hostname, target.address) == (
-        "hooks.example.com",
-        "hooks.example.com",
-        "93.184.215.14",
+    # Every checked address, in the resolver's order: the next is tried if one refuses.
+    assert target.urls == (
+        "https://93.184.215.14/in/crm?x=1",
+        "https://[2606:2800:21f:cb07::1]/in/crm?x=1",
     )
+    assert (target.host, target.hostname) == ("hooks.example.com", "hooks.example.com")
     assert resolve.calls == [("hooks.example.com", 443)]  # type: ignore[attr-defined]
 
     six = _resolver({"v6.example.com": ["2606:2800:21f:cb07::1"]})
     target = check("http://V6.Example.com:8080/h", [], six)
-    assert target.url == "http://[2606:2800:21f:cb07::1]:8080/h"
+    assert target.urls == ("http://[2606:2800:21f:cb07::1]:8080/h",)
     assert (target.host, target.hostname) == ("V6.Example.com:8080", "v6.example.com")
     assert six.calls == [("v6.example.com", 8080)]  # type: ignore[attr-defined]
 
@@ -748,7 +748,7 @@ def test_check_refuses_addresses_webhooks_may_not_reach(addresses: list[str], ki
 def test_check_lets_an_allowed_host_name_through_and_only_that_name() -> None:
     resolve = _resolver({"crm.internal": ["10.0.0.7"], "other.internal": ["10.0.0.7"]})
     target = check("http://crm.internal:9000/hook", ["CRM.internal"], resolve)
-    assert target.url == "http://10.0.0.7:9000/hook"
+    assert target.urls == ("http://10.0.0.7:9000/hook",)
     assert target.host == "crm.internal:9000"
     with pytest.raises(AddressRefused, match="private"):
         check("http://other.internal:9000/hook", ["CRM.internal"], resolve)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -255,7 +256,9 @@ def _progress_bar(show: bool) -> Iterator[Callable[[dict[str, Any]], None] | Non
             interval = step["interval"]
             label = f"{step['pipeline']} {interval['start'][:16]}"
             if step.get("error"):
-                console.print(f"[red]failed[/red] {label}: {step['error']}", highlight=False)
+                console.print(
+                    f"[red]failed[/red] {label}: {escape(step['error'])}", highlight=False
+                )
             bar.update(task, description=label, completed=step["done"], total=step["total"])
 
         yield report
@@ -307,13 +310,13 @@ def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
         if d["status"] == "failed":
             when = (d["next_attempt_at"] or "")[:19]
             console.print(
-                f"[yellow]Delivery of {label} failed[/yellow]: {d['error']}; "
+                f"[yellow]Delivery of {label} failed[/yellow]: {escape(d['error'])}; "
                 f"tried again from {when} by `headwater up` or `headwater run --due`.",
                 highlight=False,
             )
         elif d["status"] == "dead":
             console.print(
-                f"[red]Dead letter[/red] for {label}: {d['error']}; "
+                f"[red]Dead letter[/red] for {label}: {escape(d['error'] or '')}; "
                 "fix it, then `headwater replay`.",
                 highlight=False,
             )
@@ -465,7 +468,7 @@ def replay(
     for r in results:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
         if r["status"] in ("failed", "dead"):
-            console.print(f"[red]Dead letter {r['id']} failed again[/red]: {r['error']}",
+            console.print(f"[red]Dead letter {r['id']} failed again[/red]: {escape(r['error'])}",
                           highlight=False)  # fmt: skip
     console.print("Replayed: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     if counts.get("failed") or counts.get("dead"):

@@ -338,13 +338,12 @@ def _explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) ->
         where = f" at `{match.group('at').lstrip('.')}`"
         text = text[: match.start()]
     field = where.strip(" `").rsplit(".", 1)[-1]
+    hint = f"one of: {_CHOICES[field]}" if field in _CHOICES else None
     if "sinks[...]" in where:
         # Name the sink whose value msgspec quotes.
         for name, values in _named_tables(raw, "sinks"):
             if field in values and repr(values[field]) in text:
-                where = where.replace("sinks[...]", f"sinks.{name}")
-                break
-    hint = f"one of: {_CHOICES[field]}" if field in _CHOICES else None
+                return ConfigError(f"[sinks.{name}] {field}: {text}", path=path, hint=hint)
     return ConfigError(f"{text}{where}", path=path, hint=hint)
 
 
