@@ -146,7 +146,8 @@ class FakeClock:
 
 class FlakyEngine:
     """Fault injection: the real DuckDBEngine, except that the next ``failures``
-    pipeline queries raise StoreUnavailable, the transient error of a busy store."""
+    pipeline queries (those binding the interval) raise StoreUnavailable, the
+    transient error of a busy store."""
 
     name = "duckdb"
     dialect = "duckdb"
@@ -156,7 +157,7 @@ class FlakyEngine:
         self.failures = 0
 
     def select(self, sql: str, params: Any) -> Selected:
-        if self.failures > 0:
+        if self.failures > 0 and params:
             self.failures -= 1
             raise StoreUnavailable(self.name, "injected fault: the store is busy")
         return self.inner.select(sql, params)

@@ -59,7 +59,7 @@ class PostgresTarget:
         columns = table.column_names
         try:
             with psycopg.connect(self.url, connect_timeout=10) as con, con.transaction():
-                self._ensure_table(con, target, table.schema, key)
+                self._ensure_table(con, target, self.table_name(pipeline), table.schema, key)
                 con.execute(
                     sql.SQL(
                         "CREATE TEMP TABLE headwater_stage ON COMMIT DROP AS "
@@ -84,8 +84,8 @@ class PostgresTarget:
             ) from None
 
     def _ensure_table(
-        self, con: psycopg.Connection[Any], target: sql.Identifier, schema: pa.Schema,
-        key: Sequence[str],
+        self, con: psycopg.Connection[Any], target: sql.Identifier, table_name: str,
+        schema: pa.Schema, key: Sequence[str],
     ) -> None:  # fmt: skip
         con.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.settings.schema))
@@ -99,13 +99,23 @@ class PostgresTarget:
                 target, sql.SQL(", ").join(definitions), names(key)
             )
         )
-        # Columns the pipeline gained since the table was made.
+        # Columns the pipeline gained since the table was made. ALTER TABLE locks readers
+        # out until commit even when it changes nothing, so only for columns that are new.
+        existing = {
+            str(row[0])
+            for row in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
+                [self.settings.schema, table_name],
+            ).fetchall()
+        }
         for field in schema:
-            con.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                    target, sql.Identifier(field.name), sql.SQL(pg_type(field.type))
+            if field.name not in existing:
+                con.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN {} {}").format(
+                        target, sql.Identifier(field.name), sql.SQL(pg_type(field.type))
+                    )
                 )
-            )
 
     def _delete_gone(
         self, con: psycopg.Connection[Any], target: sql.Identifier, key: Sequence[str],

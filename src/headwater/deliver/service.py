@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -103,8 +104,15 @@ class Deliverer:
 
     # -- owed deliveries -------------------------------------------------------------
 
-    def deliver_due(self, should_stop: Callable[[], bool] = bool) -> list[DeliveryResult]:
-        """One attempt at every delivery that is due, oldest interval first."""
+    def deliver_due(
+        self, should_stop: Callable[[], bool] = bool, *, wait: bool = False
+    ) -> list[DeliveryResult]:
+        """One attempt at every delivery that is due, oldest interval first.
+
+        A delivery another thread or process is making is skipped, or with
+        ``wait`` (a command that must say where its rows went) waited for and
+        reported as that attempt left it.
+        """
         results: list[DeliveryResult] = []
         seen: set[tuple[str, str, datetime]] = set()
         while not should_stop():
@@ -119,22 +127,33 @@ class Deliverer:
                 if should_stop():
                     break
                 seen.add((delivery.pipeline, delivery.sink, delivery.interval.start))
-                result = self._claimed(delivery, should_stop)
+                result = self._claimed(delivery, should_stop, wait)
                 if result is not None:
                     results.append(result)
         return results
 
     def _claimed(
-        self, delivery: Delivery, should_stop: Callable[[], bool]
+        self, delivery: Delivery, should_stop: Callable[[], bool], wait: bool
     ) -> DeliveryResult | None:
-        try:
-            with Lease(self.metadata, f"deliver:{delivery.pipeline}:{delivery.sink}"):
-                current = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
-                if current is None or current.status not in ("pending", "failed"):
-                    return None
-                return self._deliver(current, should_stop)
-        except RunInterrupted:
-            return None  # another process is delivering to this sink now
+        name = f"deliver:{delivery.pipeline}:{delivery.sink}"
+        while True:
+            try:
+                with Lease(self.metadata, name):
+                    current = self.log.get(
+                        delivery.pipeline, delivery.sink, delivery.interval.start
+                    )
+                    if current is None:
+                        return None
+                    if current.status in ("pending", "failed") and current.next_attempt_at <= (
+                        self._clock()
+                    ):
+                        return self._deliver(current, should_stop)
+                    # Made (or tried) by another process meanwhile: report how it stands.
+                    return _as_result(current) if wait else None
+            except RunInterrupted:
+                if not wait or should_stop():
+                    return None  # another process is delivering to this sink now
+                time.sleep(_LEASE_POLL_SECONDS)
 
     def _deliver(self, delivery: Delivery, should_stop: Callable[[], bool]) -> DeliveryResult:
         config = self._sinks()
@@ -365,6 +384,18 @@ class Deliverer:
 
 
 _DEFAULT_SINK = FilesSink(url=".")
+
+
+_LEASE_POLL_SECONDS = 0.2
+
+
+def _as_result(delivery: Delivery) -> DeliveryResult:
+    status = "delivered" if delivery.status == "delivered" else delivery.status
+    waiting = delivery.next_attempt_at if delivery.status == "failed" else None
+    return DeliveryResult(
+        delivery.pipeline, delivery.sink, delivery.interval, status,
+        delivery.rows_delivered, delivery.last_error, waiting,
+    )  # fmt: skip
 
 
 def _interval_of(pipeline: Pipeline, interval: Interval) -> Interval | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -211,6 +211,7 @@ class Runner:
             pipeline=pipeline.name,
             path=str(pipeline.path),
             line=sql.locate(source, exc.reason),
+            hint=exc.hint,
         )
 
 
@@ -224,6 +225,27 @@ class _Reader:
         self.rows_scanned: int | None = None
 
     def sql(self, query: str) -> pa.Table:
+        rendered, params = self._render(query)
+        try:
+            selected = self._runner.engine.select(rendered, params)
+        except QueryError as exc:
+            raise self._runner._sql_error(self._pipeline, exc) from None
+        if selected.rows_scanned is not None:
+            self.rows_scanned = (self.rows_scanned or 0) + selected.rows_scanned
+        return selected.table
+
+    def map_batches(
+        self, query: str, fn: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+    ) -> pa.Table:
+        rendered, params = self._render(query)
+        try:
+            return self._runner.engine.map_batches(rendered, params, fn, schema)
+        except QueryError as exc:
+            raise self._runner._sql_error(self._pipeline, exc) from None
+
+    def _render(self, query: str) -> tuple[str, Mapping[str, object]]:
+        """``query`` in the engine's dialect and the bounds it uses; it may read only
+        the pipeline's inputs."""
         parsed = sql.parse(query, self._runner.dialect, str(self._pipeline.path))
         undeclared = parsed.references - set(self._pipeline.inputs)
         if undeclared:
@@ -235,15 +257,7 @@ class _Reader:
             )
         params = {"start": self._interval.start, "end": self._interval.end}
         rendered = sql.render(parsed, self._runner.engine.dialect)
-        try:
-            selected = self._runner.engine.select(
-                rendered, {k: params[k] for k in parsed.parameters}
-            )
-        except QueryError as exc:
-            raise self._runner._sql_error(self._pipeline, exc) from None
-        if selected.rows_scanned is not None:
-            self.rows_scanned = (self.rows_scanned or 0) + selected.rows_scanned
-        return selected.table
+        return rendered, {k: params[k] for k in parsed.parameters}
 
     def table(self, name: str) -> pa.Table:
         query = exp.select("*").from_(exp.table_(name, quoted=True))

@@ -104,9 +104,12 @@ class PipelineService:
         project = self.current_project()
         return Sinks(project.root, project.settings.sinks, project.settings.delivery)
 
-    def deliver(self, should_stop: Callable[[], bool] = bool) -> list[DeliveryResult]:
-        """One attempt at every delivery that is due."""
-        return self.deliverer.deliver_due(should_stop)
+    def deliver(
+        self, should_stop: Callable[[], bool] = bool, *, wait: bool = False
+    ) -> list[DeliveryResult]:
+        """One attempt at every delivery that is due (``wait``: also for those another
+        process is making, reported as it leaves them)."""
+        return self.deliverer.deliver_due(should_stop, wait=wait)
 
     def replay(
         self, pipeline: str | None = None, sink: str | None = None, ids: list[int] | None = None

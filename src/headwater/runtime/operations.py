@@ -71,7 +71,8 @@ def call(
         if not args.get("deliver"):
             return _builtins(results)
         # The CLI waits for what its runs owe, so it can say where the rows went.
-        return {"runs": _builtins(results), "deliveries": _builtins(service.deliver())}
+        deliveries = service.deliver(wait=True)
+        return {"runs": _builtins(results), "deliveries": _builtins(deliveries)}
     if op == "deliver":
         return _builtins(service.deliver())
     if op == "deliveries":

@@ -22,8 +22,8 @@ from __future__ import annotations
 import io
 import re
 import uuid
-from collections.abc import Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -31,9 +31,10 @@ import pyarrow.parquet as pq
 import sqlglot
 from sqlglot import exp
 
+from headwater.core.errors import ConfigError
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, IngestBatch, Selected
+from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
 from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
 
 _PARAMETER_TYPES: tuple[tuple[type, str], ...] = (
@@ -58,13 +59,18 @@ class BigQueryEngine:
     dialect = "bigquery"
     shared = True
 
-    def __init__(self, client: Any, dataset: str, max_bytes_billed: int) -> None:
-        from google.cloud import bigquery
-
-        self._bq = bigquery
+    def __init__(
+        self,
+        client: Any,
+        dataset: str,
+        max_bytes_billed: int,
+        dedupe_window: timedelta = timedelta(days=7),
+    ) -> None:
+        self._bq = _bigquery()
         self.client = client
         self.dataset = f"{client.project}.{dataset}"
         self.max_bytes_billed = max_bytes_billed
+        self.dedupe_window = dedupe_window
 
     @classmethod
     def open(
@@ -74,17 +80,17 @@ class BigQueryEngine:
         location: str | None,
         max_bytes_billed: int,
         *,
+        dedupe_window: timedelta = timedelta(days=7),
         client: Any = None,
     ) -> BigQueryEngine:
         """Connect (with the environment's credentials), and create the dataset and event
         tables when missing. ``client`` replaces ``bigquery.Client`` (tests)."""
-        from google.cloud import bigquery
-
+        bigquery = _bigquery()
         if not _NAME.match(dataset):
             raise QueryError(f"{dataset!r} is not a BigQuery dataset name")
         try:
             client = client or bigquery.Client(project=project, location=location)
-            engine = cls(client, dataset, max_bytes_billed)
+            engine = cls(client, dataset, max_bytes_billed, dedupe_window)
             engine._create_tables(location)
         except QueryError:
             raise
@@ -165,9 +171,17 @@ class BigQueryEngine:
             raise StoreUnavailable("bigquery", _first_line(exc)) from None
 
     def _staging(self, data: pa.Table) -> str:
-        """Load ``data`` into a new staging table that expires within a day."""
+        """Load ``data`` into a new staging table that expires within a day (so a process
+        killed before it drops the table leaves nothing that bills for long)."""
         name = f"{self.dataset}._hw_stage_{uuid.uuid4().hex[:12]}"
         self._load(name, data, "WRITE_TRUNCATE")
+        try:
+            table = self.client.get_table(name)
+            table.expires = datetime.now(UTC) + timedelta(days=1)
+            self.client.update_table(table, ["expires"])
+        except Exception as exc:
+            self._drop(name)
+            raise StoreUnavailable("bigquery", _first_line(exc)) from None
         return name
 
     def _drop(self, table: str) -> None:
@@ -185,7 +199,7 @@ class BigQueryEngine:
                 known = self._run(
                     f"SELECT s.source, s.message_id FROM `{stage}` s JOIN events e "
                     "USING (source, message_id) WHERE e.received_at >= @since",
-                    {"since": _oldest(events)},
+                    {"since": self._since(events)},
                 ).to_arrow()
                 seen = set(zip(known["source"].to_pylist(), known["message_id"].to_pylist(),
                                strict=True))  # fmt: skip
@@ -198,13 +212,19 @@ class BigQueryEngine:
                     "ON e.source = s.source AND e.message_id = s.message_id "
                     "AND e.received_at >= @since "
                     f"WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({columns})",
-                    {"since": _oldest(events)},
+                    {"since": self._since(events)},
                 )
             finally:
                 self._drop(stage)
         if batch.failed.num_rows:
             self._load(f"{self.dataset}.failed_events", batch.failed, "WRITE_APPEND")
         return new
+
+    def _since(self, events: pa.Table) -> datetime:
+        """The dedupe looks back from the batch's oldest arrival by the dedupe window (a
+        partition filter: only those days are read)."""
+        oldest: datetime = min(events["received_at"].to_pylist())
+        return oldest - self.dedupe_window
 
     def prune_dedupe(self, before_us: int) -> int:
         """The dedupe reads ``events`` itself (by partition): nothing to prune."""
@@ -243,6 +263,16 @@ class BigQueryEngine:
         table = result.to_arrow()
         return Selected(table, None)
 
+    def map_batches(
+        self,
+        sql: str,
+        params: Mapping[str, object],
+        fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        """In this process, over the query's result (BigQuery runs no Python)."""
+        return map_in_process(self.select(sql, params).table, fn, schema)
+
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         if params:
             raise QueryError("positional parameters are not supported on BigQuery")
@@ -256,16 +286,21 @@ class BigQueryEngine:
 
     def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
         target = f"{self.dataset}.{_checked(table)}"
+        column = _checked(column)
+        columns = ", ".join(f"`{_checked(c)}`" for c in data.column_names)
+        bounds: dict[str, object] = {"start": interval.start, "end": interval.end}
+        if column in data.column_names and pa.types.is_date(data.schema.field(column).type):
+            # A DATE column compares with DATE bounds only.
+            bounds = {"start": interval.start.date(), "end": interval.end.date()}
         stage = self._staging(data)
         try:
             self._run(f"CREATE TABLE IF NOT EXISTS `{target}` AS SELECT * FROM `{stage}` LIMIT 0")
             self._run(
                 "BEGIN TRANSACTION; "
-                f"DELETE FROM `{target}` WHERE `{_checked(column)}` >= @start "
-                f"AND `{_checked(column)}` < @end; "
-                f"INSERT INTO `{target}` SELECT * FROM `{stage}`; "
+                f"DELETE FROM `{target}` WHERE `{column}` >= @start AND `{column}` < @end; "
+                f"INSERT INTO `{target}` ({columns}) SELECT {columns} FROM `{stage}`; "
                 "COMMIT TRANSACTION;",
-                {"start": interval.start, "end": interval.end},
+                bounds,
             )
         finally:
             self._drop(stage)
@@ -274,11 +309,11 @@ class BigQueryEngine:
         if not key:
             raise QueryError("upsert needs at least one key column")
         target = f"{self.dataset}.{_checked(table)}"
-        stage = self._staging(data)
         on = " AND ".join(f"t.`{_checked(k)}` = s.`{k}`" for k in key)
         columns = ", ".join(f"`{_checked(c)}`" for c in data.column_names)
         updates = ", ".join(f"`{c}` = s.`{c}`" for c in data.column_names if c not in key)
         matched = f"WHEN MATCHED THEN UPDATE SET {updates} " if updates else ""
+        stage = self._staging(data)
         try:
             self._run(f"CREATE TABLE IF NOT EXISTS `{target}` AS SELECT * FROM `{stage}` LIMIT 0")
             self._run(
@@ -329,12 +364,15 @@ def bq_schema(arrow: pa.Schema) -> list[Any]:
     return fields
 
 
-def _oldest(events: pa.Table) -> datetime:
-    """The dedupe looks back from the batch's oldest arrival by the engine-wide window."""
-    from datetime import timedelta
-
-    oldest: datetime = min(events["received_at"].to_pylist())
-    return oldest - timedelta(days=7)
+def _bigquery() -> Any:
+    try:
+        from google.cloud import bigquery
+    except ImportError:
+        raise ConfigError(
+            'engine = "bigquery" needs the google-cloud-bigquery package',
+            hint="pip install 'headwater[bigquery]'",
+        ) from None
+    return bigquery
 
 
 def _checked(name: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from headwater.core.clock import parse_duration
 from headwater.core.secrets import environment_value
 from headwater.store.engine import Engine
 
@@ -19,6 +20,23 @@ def open_engine(project: Project, *, read_only: bool = False) -> Engine:
 
         url = environment_value(store.url or "", where="[store] url")
         return PostgresEngine.open(url, store.schema, pool_size=store.pool_size)
+    if store.engine == "spark":
+        from headwater.store.spark import SparkEngine
+
+        warehouse = store.warehouse
+        if "://" not in warehouse:
+            warehouse = str((project.data_dir / warehouse).resolve())
+        return SparkEngine.open(warehouse, store.master, store.spark_conf)
+    if store.engine == "bigquery":
+        from headwater.store.bigquery import BigQueryEngine
+
+        return BigQueryEngine.open(
+            store.project,
+            store.dataset,
+            store.location,
+            store.max_bytes_billed,
+            dedupe_window=parse_duration(project.settings.collector.dedupe_window),
+        )
     from headwater.store.duckdb import DuckDBEngine
 
     return DuckDBEngine.open(project.store_path, store, read_only=read_only)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.csv
+import sqlglot
 from psycopg import sql
 
 from headwater.core import jsonio
@@ -108,19 +109,67 @@ _OIDS: dict[int, pa.DataType] = {
     1082: pa.date32(),
     1114: pa.timestamp("us"),
     1184: pa.timestamp("us", "UTC"),
-    1700: pa.float64(),
     114: pa.string(),  # json: as text, as the DuckDB store gives it
     3802: pa.string(),  # jsonb
 }
 
 
+_NUMERIC = 1700
+
+
+def json_as_text(con: Any) -> None:
+    """Read ``json`` and ``jsonb`` as the text stored, as the embedded store gives it (not
+    parsed and written out again, which changes escapes and number spellings)."""
+    from psycopg.types.string import TextLoader
+
+    con.adapters.register_loader("json", TextLoader)
+    con.adapters.register_loader("jsonb", TextLoader)
+
+
+def positional(text: str) -> str:
+    """``?`` placeholders (the CLI's and the control API's) as psycopg's ``%s``.
+
+    >>> positional("SELECT * FROM t WHERE a = ? AND b LIKE 'x%' AND c = '?'")
+    "SELECT * FROM t WHERE a = %s AND b LIKE 'x%%' AND c = '?'"
+    """
+    from sqlglot import TokenType
+
+    tokens = sqlglot.tokenize(text, read="postgres")
+    out, last = [], 0
+    for token in tokens:
+        start, end = token.start, token.end + 1
+        piece = text[start:end]
+        out.append(text[last:start].replace("%", "%%"))
+        out.append("%s" if token.token_type == TokenType.PLACEHOLDER else piece.replace("%", "%%"))
+        last = end
+    out.append(text[last:].replace("%", "%%"))
+    return "".join(out)
+
+
 def to_arrow(description: Sequence[Any], rows: Sequence[Sequence[Any]]) -> pa.Table:
-    """A result set as an Arrow table typed by the columns' OIDs."""
+    """A result set as an Arrow table typed by the columns' OIDs.
+
+    ``numeric`` becomes a decimal with the scale its values need (a SUM of
+    integers: scale 0, as DuckDB's), never a float that would round it.
+    """
     names = [d.name for d in description]
     types = [_OIDS.get(d.type_code) for d in description]
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in names]
-    arrays = [_array(values, kind) for values, kind in zip(columns, types, strict=True)]
+    columns_in = list(zip(*rows, strict=True)) if rows else [() for _ in names]
+    for index, d in enumerate(description):
+        if d.type_code == _NUMERIC:
+            types[index] = _decimal(columns_in[index])
+    arrays = [_array(values, kind) for values, kind in zip(columns_in, types, strict=True)]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _decimal(values: Sequence[object]) -> pa.DataType:
+    scale = 0
+    for value in values:
+        if isinstance(value, Decimal) and value.is_finite():
+            exponent = value.as_tuple().exponent
+            if isinstance(exponent, int):
+                scale = max(scale, -exponent)
+    return pa.decimal128(38, min(scale, 37))
 
 
 def _array(values: Sequence[object], kind: pa.DataType | None) -> pa.Array:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,9 +31,16 @@ from psycopg_pool import ConnectionPool
 from headwater.core.clock import from_us, to_us
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, IngestBatch, Selected
+from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
 from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
-from headwater.store.pgarrow import columns_ddl, csv_chunks, names, to_arrow
+from headwater.store.pgarrow import (
+    columns_ddl,
+    csv_chunks,
+    json_as_text,
+    names,
+    positional,
+    to_arrow,
+)
 
 _SESSION = "SET TIME ZONE 'UTC'"
 
@@ -76,6 +83,7 @@ class PostgresEngine:
     def _configure(self, con: psycopg.Connection[Any]) -> None:
         # date_trunc on timestamptz follows the session's zone: pin UTC, as DuckDB's is.
         con.execute(_SESSION)
+        json_as_text(con)
         con.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
 
     def _table(self, name: str) -> sql.Identifier:
@@ -168,6 +176,9 @@ class PostgresEngine:
                     sql.SQL(
                         "WITH claimed AS (INSERT INTO {ids} (source, message_id, received_at) "
                         "SELECT source, message_id, received_at FROM hw_stage "
+                        # One order for every collector: two claiming the same ids in
+                        # opposite orders would deadlock.
+                        "ORDER BY source, message_id "
                         "ON CONFLICT DO NOTHING RETURNING source, message_id) "
                         "INSERT INTO {events} ({columns}) SELECT {staged} FROM hw_stage s "
                         "JOIN claimed c USING (source, message_id) RETURNING source, message_id"
@@ -244,10 +255,19 @@ class PostgresEngine:
             try:
                 with con.transaction():
                     con.execute("SET TRANSACTION READ ONLY")
-                    cur = con.execute(text.encode(), list(params) or None)
+                    # Prepared: PostgreSQL refuses a second statement (a "COMMIT; DELETE …"
+                    # would otherwise run after the read-only transaction ends).
+                    statement = positional(text) if params else text
+                    cur = con.execute(statement.encode(), list(params) or None, prepare=True)
                     if cur.description is None:
                         return pa.table({})
                     return to_arrow(cur.description, cur.fetchall())
+            except psycopg.errors.SyntaxError as exc:
+                if "multiple commands" in str(exc):
+                    raise QueryError(
+                        "expected one statement", hint="send one statement at a time"
+                    ) from None
+                raise QueryError(_first_line(exc)) from None
             except psycopg.errors.ReadOnlySqlTransaction:
                 raise ReadOnlyQuery(
                     text.split(None, 1)[0].upper() if text.strip() else "?"
@@ -268,6 +288,16 @@ class PostgresEngine:
             if cur.description is None:
                 return Selected(pa.table({}), None)
             return Selected(to_arrow(cur.description, cur.fetchall()), None)
+
+    def map_batches(
+        self,
+        text: str,
+        params: Mapping[str, object],
+        fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        """In this process, over the query's result: PostgreSQL runs no Python."""
+        return map_in_process(self.select(text, params).table, fn, schema)
 
     def execute(self, text: str, params: Sequence[object] = ()) -> None:
         with self._connection() as con:

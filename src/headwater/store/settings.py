@@ -10,8 +10,9 @@ import msgspec
 class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Which engine keeps ``events``, ``failed_events`` and the pipelines' tables, and where."""
 
-    engine: Literal["duckdb", "postgres"] = "duckdb"
-    """``duckdb`` (embedded, one process) or ``postgres`` (shared by several processes)."""
+    engine: Literal["duckdb", "postgres", "spark", "bigquery"] = "duckdb"
+    """``duckdb`` (embedded, one process), ``postgres`` (shared by several processes),
+    ``spark`` (Parquet tables in a folder or bucket, computed by Spark) or ``bigquery``."""
 
     path: str = "events.duckdb"
     """DuckDB: the file, relative to the project's data folder."""
@@ -27,3 +28,25 @@ class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
 
     pool_size: int = 8
     """PostgreSQL: connections kept open by one process for queries and pipelines."""
+
+    master: str = "local[2]"
+    """Spark: the master URL (``local[N]``, ``spark://host:7077``, ``yarn``, ...)."""
+
+    warehouse: str = "warehouse"
+    """Spark: the folder or bucket of the Parquet tables (relative to the data folder, or a
+    URL such as ``gs://bucket/warehouse``)."""
+
+    spark_conf: dict[str, str] = msgspec.field(default_factory=dict)
+    """Spark: extra ``spark.*`` settings for the session."""
+
+    project: str | None = None
+    """BigQuery: the Google Cloud project (default: the credentials')."""
+
+    dataset: str = "headwater"
+    """BigQuery: the dataset holding the event tables and the pipelines' tables."""
+
+    location: str | None = None
+    """BigQuery: the dataset's location (e.g. ``"EU"``)."""
+
+    max_bytes_billed: int = 10 * 1024**3
+    """BigQuery: every query is dry-run first and refused when it would bill more bytes."""
