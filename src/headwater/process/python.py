@@ -13,6 +13,9 @@ output::
         dau = ctx.sql("SELECT day, user_id FROM daily_active_users "
                       "WHERE day >= @start AND day < @end")
         ...
+
+Row-by-row work over many rows goes through :meth:`Context.map_batches`, which
+on Spark runs the function on the executors instead of bringing the rows here.
 """
 
 from __future__ import annotations
@@ -34,6 +37,10 @@ class Reader(Protocol):
 
     def table(self, name: str) -> pa.Table: ...
 
+    def map_batches(
+        self, query: str, fn: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+    ) -> pa.Table: ...
+
 
 @dataclass(frozen=True)
 class Context:
@@ -53,6 +60,18 @@ class Context:
     def table(self, name: str) -> pa.Table:
         """The whole of an input table (``events`` or a pipeline named in ``inputs``)."""
         return self.reader.table(name)
+
+    def map_batches(
+        self, query: str, fn: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+    ) -> pa.Table:
+        """``fn`` over the rows of ``query`` (as :meth:`sql` takes it), one Arrow batch at
+        a time; the output batches, as ``schema``, make the returned table.
+
+        On Spark ``fn`` runs on the executors, so the query's rows never come to
+        this process; ``fn`` is pickled there with the pipeline's module, and any
+        other module it uses must be installed on them. Other engines run it here.
+        """
+        return self.reader.map_batches(query, fn, schema)
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, IngestBatch, Selected
+from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
 from headwater.store.errors import QueryError, ReadOnlyQuery, StoreLocked, StoreUnavailable
 from headwater.store.settings import StoreSettings
 
@@ -228,6 +228,16 @@ class DuckDBEngine:
             scanned = json.loads(cur.get_profiling_information(format="json"))
         rows = scanned.get("query", {}).get("total_rows_scanned")
         return Selected(table, int(rows) if rows is not None else None)
+
+    def map_batches(
+        self,
+        sql: str,
+        params: Mapping[str, object],
+        fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        """In this process: the query's result is already here."""
+        return map_in_process(self.select(sql, params).table, fn, schema)
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         with self._cursor() as cur:

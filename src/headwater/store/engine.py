@@ -8,7 +8,7 @@ format, so an engine never sees Python rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -46,6 +46,27 @@ class Cost:
 
     bytes_scanned: int | None = None
     rows_scanned: int | None = None
+
+
+def map_in_process(
+    table: pa.Table, fn: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+) -> pa.Table:
+    """``fn`` over each batch of ``table`` here, its output taken by name and cast to
+    ``schema``: :meth:`Engine.map_batches` for an engine that computes in-process.
+
+    >>> double = lambda b: pa.record_batch({"x": pa.compute.multiply(b["x"], 2)})
+    >>> map_in_process(pa.table({"x": [1, 2]}), double, pa.schema({"x": pa.int32()})).to_pylist()
+    [{'x': 2}, {'x': 4}]
+    """
+    batches = []
+    for batch in table.to_batches():
+        out = fn(batch)
+        batches.append(
+            pa.RecordBatch.from_arrays(
+                [out.column(f.name).cast(f.type) for f in schema], schema=schema
+            )
+        )
+    return pa.Table.from_batches(batches, schema=schema)
 
 
 class Engine(Protocol):
@@ -94,6 +115,17 @@ class Engine(Protocol):
 
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
         """Run a pipeline's query (named parameters) and report the rows it scanned."""
+        ...
+
+    def map_batches(
+        self,
+        sql: str,
+        params: Mapping[str, object],
+        fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        """Run ``fn`` over the rows of a pipeline's query, batch by batch, and return
+        its output as ``schema``; an engine with executors runs ``fn`` on them."""
         ...
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
