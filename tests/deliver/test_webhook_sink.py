@@ -29,7 +29,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from headwater.deliver.guard import AddressRefused, check
+from headwater.deliver.guard import AddressRefused, NotResolved, check
 from headwater.deliver.webhook import idempotency_key, sign
 from headwater.process.metadata import MetadataStore
 from headwater.process.metadata.deliveries import Delivery
@@ -807,11 +807,13 @@ def test_check_refuses_urls_before_resolving(url: str, says: str) -> None:
     assert resolve.calls == []  # type: ignore[attr-defined]
 
 
-def test_check_refuses_a_name_that_does_not_resolve() -> None:
-    with pytest.raises(AddressRefused, match="does not resolve"):
+def test_a_name_that_does_not_resolve_is_retried_not_refused() -> None:
+    # DNS may answer later (EAI_AGAIN): a transient failure, not a policy refusal.
+    with pytest.raises(NotResolved, match="does not resolve"):
         check("https://gone.example.com/", [], _resolver({}))
-    with pytest.raises(AddressRefused, match="resolves to no address"):
+    with pytest.raises(NotResolved, match="resolves to no address"):
         check("https://empty.example.com/", [], _resolver({"empty.example.com": []}))
+    assert not issubclass(NotResolved, AddressRefused)
 
 
 def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:

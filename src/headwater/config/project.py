@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -293,6 +294,14 @@ def _check_sink(name: str, sink: Sink, path: str) -> None:
             )
         if not sink.url.startswith(("https://", "http://", "${")):
             raise ConfigError(f"{where} url must start with https:// or http://", path=path)
+        if not sink.url.startswith("${"):
+            try:
+                parts = urlsplit(sink.url)
+                parts.port  # noqa: B018 - raises for a port out of range
+            except ValueError as exc:
+                raise ConfigError(f"{where} url is not a URL ({exc})", path=path) from None
+            if not parts.hostname:
+                raise ConfigError(f"{where} url has no host", path=path)
         if sink.batch_rows < 1 or sink.timeout_seconds <= 0:
             raise ConfigError(f"{where} batch_rows and timeout_seconds must be positive", path=path)
     if isinstance(sink, PostgresSink):

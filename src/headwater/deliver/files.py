@@ -23,7 +23,7 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 
 from headwater.core import jsonio
-from headwater.core.errors import TerminalError, TransientError
+from headwater.core.errors import ConfigError, TerminalError, TransientError
 from headwater.core.types import Interval
 from headwater.deliver.settings import FilesSink
 
@@ -39,7 +39,17 @@ class FilesTarget:
         url = settings.url
         if "://" not in url:
             url = str((root / url).resolve())
-        self.fs, self.base = fsspec.core.url_to_fs(url, **settings.storage_options)
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(url, **settings.storage_options)
+        except ImportError as exc:
+            extra = "gcs" if url.startswith(("gs://", "gcs://")) else None
+            raise ConfigError(
+                f"the files sink's url {settings.url!r} needs a package that is not installed "
+                f"({exc})",
+                hint=f"pip install 'headwater[{extra}]'" if extra else "install its fsspec backend",
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(f"the files sink's url {settings.url!r}: {exc}") from None
         self.local = "file" in _protocols(self.fs)
 
     def path(self, pipeline: str, interval: Interval | None) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from headwater.core.errors import TerminalError
+from headwater.core.errors import TerminalError, TransientError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
@@ -31,6 +31,10 @@ _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT, not the in
 
 class AddressRefused(TerminalError):
     """The webhook's host resolves to an address webhooks may not reach."""
+
+
+class NotResolved(TransientError):
+    """The webhook's host did not resolve now (DNS may answer later)."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +106,9 @@ def check(url: str, allow_hosts: Collection[str], resolver: Resolver = resolve) 
     try:
         addresses = [ipaddress.ip_address(a.split("%")[0]) for a in resolver(host, port)]
     except OSError as exc:
-        raise AddressRefused(f"{host} does not resolve ({exc})") from None
+        raise NotResolved(f"{host} does not resolve ({exc})") from None
     if not addresses:
-        raise AddressRefused(f"{host} resolves to no address")
+        raise NotResolved(f"{host} resolves to no address")
     if not allowed:
         for address in addresses:
             reason = forbidden(address)

@@ -27,7 +27,9 @@ from headwater.core.types import Interval
 from headwater.deliver.settings import PostgresSink
 from headwater.store.engine import Selected
 from headwater.store.errors import QueryError, StoreUnavailable
-from headwater.store.pgarrow import csv_chunks, names, pg_type, to_arrow
+from headwater.store.pgarrow import csv_chunks, escaped, names, pg_type, to_arrow
+
+_MAX_NAME = 63
 
 
 class PostgresTarget:
@@ -58,7 +60,11 @@ class PostgresTarget:
         target = sql.Identifier(self.settings.schema, self.table_name(pipeline))
         columns = table.column_names
         try:
-            with psycopg.connect(self.url, connect_timeout=10) as con, con.transaction():
+            # In UTC, as the store: interval bounds compare with the target's dates and times.
+            with (
+                psycopg.connect(self.url, connect_timeout=10, options="-c TimeZone=UTC") as con,
+                con.transaction(),
+            ):
                 self._ensure_table(con, target, self.table_name(pipeline), table.schema, key)
                 con.execute(
                     sql.SQL(
@@ -77,6 +83,12 @@ class PostgresTarget:
                 self._upsert(con, target, columns, key)
         except psycopg.OperationalError as exc:
             raise TransientError(f"PostgreSQL sink {self.name}: {_first_line(exc)}") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise TerminalError(
+                f"PostgreSQL sink {self.name}: {_first_line(exc)}",
+                hint="grant the sink's user CREATE on the schema (or create the table for it) "
+                "and INSERT, UPDATE, DELETE, SELECT on the table",
+            ) from None
         except psycopg.Error as exc:
             raise TerminalError(
                 f"PostgreSQL sink {self.name} refused the rows: {_first_line(exc)}",
@@ -87,18 +99,34 @@ class PostgresTarget:
         self, con: psycopg.Connection[Any], target: sql.Identifier, table_name: str,
         schema: pa.Schema, key: Sequence[str],
     ) -> None:  # fmt: skip
-        con.execute(
-            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.settings.schema))
-        )
+        # Only what is missing: CREATE … IF NOT EXISTS still needs the privilege to create,
+        # which another service's database may rightly not grant.
+        known = con.execute(
+            "SELECT to_regnamespace(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
+            [sql.Identifier(self.settings.schema).as_string(con), target.as_string(con)],
+        ).fetchone()
+        schema_exists, table_exists = known if known is not None else (False, False)
+        if not schema_exists:
+            con.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(
+                    sql.Identifier(self.settings.schema)
+                )
+            )
+        if len(table_name.encode()) > _MAX_NAME:
+            raise TerminalError(
+                f"the table name {table_name!r} is longer than PostgreSQL's {_MAX_NAME} bytes",
+                hint="use a shorter table_prefix or pipeline name",
+            )
         definitions = [
             sql.SQL("{} {}").format(sql.Identifier(f.name), sql.SQL(pg_type(f.type)))
             for f in schema
         ]
-        con.execute(
-            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
-                target, sql.SQL(", ").join(definitions), names(key)
+        if not table_exists:
+            con.execute(
+                sql.SQL("CREATE TABLE IF NOT EXISTS {} ({}, PRIMARY KEY ({}))").format(
+                    target, sql.SQL(", ").join(definitions), names(key)
+                )
             )
-        )
         # Columns the pipeline gained since the table was made. ALTER TABLE locks readers
         # out until commit even when it changes nothing, so only for columns that are new.
         existing = {
@@ -179,7 +207,7 @@ class PostgresReader:
                     self._url,
                     min_size=1,
                     max_size=max(1, self.settings.pool_size),
-                    kwargs={"autocommit": True},
+                    kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
                     open=True,
                     name=f"headwater-{self.name}",
                 )
@@ -200,7 +228,7 @@ class PostgresReader:
     def _fetch(self, query: str, params: Mapping[str, object]) -> pa.Table:
         try:
             with self._connections().connection(timeout=10) as con, con.cursor() as cur:
-                cur.execute(query.encode(), dict(params))
+                cur.execute(escaped(query, params).encode(), dict(params))
                 description = cur.description or []
                 rows = cur.fetchall()
         except psycopg.OperationalError as exc:

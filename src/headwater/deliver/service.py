@@ -156,6 +156,17 @@ class Deliverer:
                 time.sleep(_LEASE_POLL_SECONDS)
 
     def _deliver(self, delivery: Delivery, should_stop: Callable[[], bool]) -> DeliveryResult:
+        try:
+            return self._attempt(delivery, should_stop)
+        except HeadwaterError as exc:  # the pipelines or headwater.toml do not load now
+            return self._failed(delivery, _DEFAULT_SINK, _reason(exc), None)
+        except Exception as exc:
+            # One delivery's surprise must not stop the others (they run oldest first, so
+            # it would come first every pass): counted, backed off, then a dead letter.
+            log.exception("%s %s to %s", delivery.pipeline, delivery.interval, delivery.sink)
+            return self._failed(delivery, _DEFAULT_SINK, f"{type(exc).__name__}: {exc}", None)
+
+    def _attempt(self, delivery: Delivery, should_stop: Callable[[], bool]) -> DeliveryResult:
         config = self._sinks()
         sink = config.sinks.get(delivery.sink)
         pipeline = self._pipelines().get(delivery.pipeline)

@@ -36,7 +36,7 @@ from headwater import __version__
 from headwater.core import jsonio
 from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
-from headwater.deliver.guard import AddressRefused, Resolver, check, resolve
+from headwater.deliver.guard import AddressRefused, NotResolved, Resolver, check, resolve
 from headwater.deliver.settings import WebhookSink
 
 SIGNATURE = "Headwater-Signature"
@@ -118,7 +118,10 @@ class WebhookTarget:
 
     def send(self, payload: bytes, key: str) -> Outcome:
         """POST one batch; raises :class:`AddressRefused` when the host may not be reached."""
-        target = check(self.url, self._allow, self._resolver)
+        try:
+            target = check(self.url, self._allow, self._resolver)
+        except NotResolved as exc:
+            return Outcome(False, True, str(exc))
         headers = {
             "host": target.host,
             "content-type": "application/json",

@@ -140,7 +140,7 @@ class PipelineService:
         stamp = _stamp(self.project.file)
         if stamp != self._project_stamp:
             try:
-                self.project = load_project(self.project.root)
+                self.project = load_project(self.project.root, self.project.environment)
             except HeadwaterError as exc:
                 log.error("headwater.toml does not load; keeping the settings before: %s", exc)
             else:

@@ -128,6 +128,8 @@ class Runtime:
                 await asyncio.to_thread(self.engine.publish_floor, self.collector_id, floor)
             except HeadwaterError as exc:
                 log.error("could not publish the arrival floor: %s", exc)
+            except Exception:  # keep publishing: a silent collector fences its own commits
+                log.exception("could not publish the arrival floor")
             await asyncio.to_thread(self._floor_wait.wait, FLOOR_EVERY_SECONDS)
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ still has its schema.
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 from typing import Any
@@ -144,6 +145,19 @@ def positional(text: str) -> str:
         last = end
     out.append(text[last:].replace("%", "%%"))
     return "".join(out)
+
+
+def escaped(text: str, params: Any) -> str:
+    """``text`` for psycopg with named ``params``: every ``%`` doubled but the
+    ``%(name)s`` placeholders of those params (``LIKE 'a%'``, a modulo).
+
+    >>> escaped("SELECT x % 7 FROM t WHERE a LIKE 'b%' AND d >= %(start)s", {"start": 1})
+    "SELECT x %% 7 FROM t WHERE a LIKE 'b%%' AND d >= %(start)s"
+    """
+    if not params:
+        return text
+    names = "|".join(re.escape(str(name)) for name in params)
+    return re.sub(rf"%(?!\(({names})\)s)", "%%", text)
 
 
 def to_arrow(description: Sequence[Any], rows: Sequence[Sequence[Any]]) -> pa.Table:

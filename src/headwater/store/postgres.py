@@ -31,11 +31,12 @@ from psycopg_pool import ConnectionPool
 from headwater.core.clock import from_us, to_us
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
+from headwater.store.engine import FLOOR_STALE_SECONDS, Cost, IngestBatch, Selected, map_in_process
 from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
 from headwater.store.pgarrow import (
     columns_ddl,
     csv_chunks,
+    escaped,
     json_as_text,
     names,
     positional,
@@ -43,6 +44,8 @@ from headwater.store.pgarrow import (
 )
 
 _SESSION = "SET TIME ZONE 'UTC'"
+#: Well inside FLOOR_STALE_SECONDS: a collector fences itself before others drop it.
+_FENCE_SECONDS = FLOOR_STALE_SECONDS * 2 / 3
 
 
 class PostgresEngine:
@@ -66,6 +69,10 @@ class PostgresEngine:
         )
         self._ingest_con: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        self._floor_con: psycopg.Connection[Any] | None = None
+        self._floor_lock = threading.Lock()
+        #: The collector this process runs, once it published a floor: its commits are fenced.
+        self._collector: str | None = None
 
     @classmethod
     def open(cls, url: str, schema_name: str = "public", *, pool_size: int = 4) -> PostgresEngine:
@@ -90,6 +97,15 @@ class PostgresEngine:
         return sql.Identifier(self.schema, name)
 
     def _create_tables(self) -> None:
+        with self._connection() as con:
+            # Every process opens the store; once the tables exist, opening takes no lock
+            # (CREATE INDEX IF NOT EXISTS would lock events against the collectors' commits).
+            found = con.execute(
+                "SELECT to_regclass(%s) IS NOT NULL",
+                [sql.Identifier(self.schema, "message_ids_received").as_string(con)],
+            ).fetchone()
+            if found is not None and found[0]:
+                return
         with self._connection() as con, con.transaction():
             # Several processes may start at once: serialise the DDL.
             con.execute("SELECT pg_advisory_xact_lock(hashtext('headwater-ddl'))")
@@ -159,6 +175,7 @@ class PostgresEngine:
         events = batch.events
         columns = names(schema.EVENTS.names)
         with con.transaction():
+            self._fence(con)
             new = pa.array([True] * events.num_rows, pa.bool_())
             if events.num_rows:
                 con.execute(
@@ -207,6 +224,31 @@ class PostgresEngine:
                         copy.write(chunk)
         return new
 
+    def _fence(self, con: psycopg.Connection[Any]) -> None:
+        """Refuse to commit for a collector other processes may have taken for dead.
+
+        Runs elsewhere stop waiting for a collector not heard from for
+        FLOOR_STALE_SECONDS; events it stamped before then and commits after
+        would fall into intervals already run. So a commit renews the collector's
+        liveness in its own transaction, and fails (503, the client sends again,
+        stamped anew) when the last sign of life is older than the fence.
+        """
+        if self._collector is None:
+            return
+        alive = con.execute(
+            sql.SQL(
+                "UPDATE {} SET seen_at = now() WHERE collector = %s "
+                "AND seen_at > now() - make_interval(secs => %s)"
+            ).format(self._table("collector_floors")),
+            [self._collector, _FENCE_SECONDS],
+        )
+        if not alive.rowcount:
+            raise StoreUnavailable(
+                "postgres",
+                f"this collector was not heard from for {_FENCE_SECONDS:g}s, so pipelines "
+                "elsewhere may have passed its floor; it publishes again, then commits",
+            )
+
     def prune_dedupe(self, before_us: int) -> int:
         with self._connection() as con:
             result = con.execute(
@@ -217,15 +259,28 @@ class PostgresEngine:
 
     def publish_floor(self, collector: str, floor_us: int) -> None:
         # seen_at is the database's clock, so hosts' clocks do not decide who is alive.
-        with self._connection() as con:
-            con.execute(
-                sql.SQL(
-                    "INSERT INTO {} (collector, floor, seen_at) VALUES (%s, %s, now()) "
-                    "ON CONFLICT (collector) DO UPDATE SET floor = EXCLUDED.floor, "
-                    "seen_at = EXCLUDED.seen_at"
-                ).format(self._table("collector_floors")),
-                [collector, from_us(floor_us)],
-            )
+        # Its own connection: a busy pool must not make a live collector look dead.
+        self._collector = collector
+        with self._floor_lock:
+            try:
+                if self._floor_con is None or self._floor_con.closed:
+                    self._floor_con = psycopg.connect(self._url, autocommit=True)
+                self._publish(self._floor_con, collector, floor_us)
+            except psycopg.Error as exc:
+                if self._floor_con is not None:
+                    self._floor_con.close()
+                    self._floor_con = None
+                raise StoreUnavailable("postgres", _first_line(exc)) from None
+
+    def _publish(self, con: psycopg.Connection[Any], collector: str, floor_us: int) -> None:
+        con.execute(
+            sql.SQL(
+                "INSERT INTO {} (collector, floor, seen_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (collector) DO UPDATE SET floor = EXCLUDED.floor, "
+                "seen_at = EXCLUDED.seen_at"
+            ).format(self._table("collector_floors")),
+            [collector, from_us(floor_us)],
+        )
 
     def retire_floor(self, collector: str) -> None:
         with self._connection() as con:
@@ -280,7 +335,7 @@ class PostgresEngine:
     def select(self, text: str, params: Mapping[str, object]) -> Selected:
         with self._connection() as con:
             try:
-                cur = con.execute(text.encode(), dict(params) or None)
+                cur = con.execute(escaped(text, params).encode(), dict(params) or None)
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
@@ -393,7 +448,7 @@ class PostgresEngine:
     def estimate_cost(self, text: str, params: Mapping[str, object] | None = None) -> Cost:
         with self._connection() as con:
             try:
-                explain = b"EXPLAIN (FORMAT JSON) " + text.encode()
+                explain = b"EXPLAIN (FORMAT JSON) " + escaped(text, params).encode()
                 plan = con.execute(explain, dict(params or {}) or None).fetchone()
             except psycopg.Error as exc:
                 raise QueryError(_first_line(exc)) from None
@@ -419,6 +474,10 @@ class PostgresEngine:
             if self._ingest_con is not None:
                 self._ingest_con.close()
                 self._ingest_con = None
+        with self._floor_lock:
+            if self._floor_con is not None:
+                self._floor_con.close()
+                self._floor_con = None
         self._pool.close()
 
 

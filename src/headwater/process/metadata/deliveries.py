@@ -198,12 +198,24 @@ class DeliveryLog:
         """Keep what could not be delivered and move on (to the next batch, or stop)."""
         now = utc_now()
         with self.engine.begin() as db:
-            current = db.execute(
-                sa.select(deliveries.c.run_id).where(
-                    *_key(delivery.pipeline, delivery.sink, delivery.interval.start)
+            # The update first, and only for this run: if the interval was published again
+            # meanwhile, nothing is written (and the new run's delivery is left alone).
+            moved = db.execute(
+                deliveries.update()
+                .where(
+                    *_key(delivery.pipeline, delivery.sink, delivery.interval.start),
+                    deliveries.c.run_id == delivery.run_id,
                 )
-            ).scalar()
-            if current != delivery.run_id:
+                .values(
+                    status="dead" if finished else "pending",
+                    attempts=0,
+                    batches_done=(batch + 1) if batch is not None else delivery.batches_done,
+                    next_attempt_at=now,
+                    last_error=reason,
+                    updated_at=now,
+                )
+            )
+            if not moved.rowcount:
                 return False
             db.execute(
                 dead_letters.insert().values(
@@ -220,18 +232,6 @@ class DeliveryLog:
                     attempts=attempts,
                     created_at=now,
                     replayed_at=None,
-                )
-            )
-            db.execute(
-                deliveries.update()
-                .where(*_key(delivery.pipeline, delivery.sink, delivery.interval.start))
-                .values(
-                    status="dead" if finished else "pending",
-                    attempts=0,
-                    batches_done=(batch + 1) if batch is not None else delivery.batches_done,
-                    next_attempt_at=now,
-                    last_error=reason,
-                    updated_at=now,
                 )
             )
             return True

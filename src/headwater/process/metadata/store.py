@@ -85,18 +85,30 @@ class MetadataStore:
 
     @classmethod
     def beside_postgres(cls, conninfo: str, schema: str) -> MetadataStore:
-        """The metadata in its own schema of a PostgreSQL database (the store's, by default)."""
+        """The metadata in its own schema of a PostgreSQL database (the store's, by default).
+
+        Processes started together migrate one at a time (an advisory lock), so
+        the first migration of a new schema is made once.
+        """
         import psycopg
         from psycopg import sql
 
-        with psycopg.connect(conninfo, autocommit=True) as con:
-            con.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-
         def connect() -> Any:
-            return psycopg.connect(conninfo, options=f"-c search_path={schema}")
+            con = psycopg.connect(conninfo)
+            con.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+            con.commit()
+            return con
 
         engine = sa.create_engine("postgresql+psycopg://", creator=connect, pool_pre_ping=True)
-        return cls._migrated(engine)
+        with psycopg.connect(conninfo, autocommit=True) as con:
+            con.execute("SELECT pg_advisory_lock(hashtext('headwater-metadata'))")
+            try:
+                con.execute(
+                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+                )
+                return cls._migrated(engine)
+            finally:
+                con.execute("SELECT pg_advisory_unlock(hashtext('headwater-metadata'))")
 
     @classmethod
     def for_project(cls, project: Project) -> MetadataStore:
