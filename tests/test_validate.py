@@ -38,6 +38,7 @@ CODES = frozenset(
         "invalid_type",
         "invalid_value",
         "invalid_utf8",
+        "invalid_text",
         "missing_field",
         "invalid_event_type",
         "missing_identity",
@@ -381,7 +382,11 @@ wild_values = st.recursive(
     ),
     max_leaves=30,
 )
-_ids = st.text(min_size=1, max_size=12) | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+#: Identifiers and names: any text but NUL, which is rejected (invalid_text, tested apart).
+_no_nul = st.characters(exclude_characters="\x00")
+_ids = st.text(_no_nul, min_size=1, max_size=12) | st.integers(
+    min_value=-(2**63), max_value=2**63 - 1
+)
 _times = st.datetimes(
     min_value=datetime(1990, 1, 1),
     max_value=datetime(2090, 1, 1),
@@ -406,11 +411,11 @@ def segment_events(draw: st.DrawFn) -> Json:
     if kind == "alias":
         event["previousId"] = draw(_ids)
     if kind == "track":
-        event["event"] = draw(st.text(min_size=1, max_size=20))
+        event["event"] = draw(st.text(_no_nul, min_size=1, max_size=20))
     if kind == "group":
         event["groupId"] = draw(_ids)
     if kind in ("page", "screen") and draw(st.booleans()):
-        event["name"] = draw(st.text(max_size=20))
+        event["name"] = draw(st.text(_no_nul, max_size=20))
     for field in ("properties", "traits", "context"):
         if draw(st.booleans()):
             event[field] = draw(json_objects)
@@ -418,7 +423,7 @@ def segment_events(draw: st.DrawFn) -> Json:
         if draw(st.booleans()):
             event[field] = _iso(draw(_times))
     if draw(st.booleans()):
-        event["messageId"] = draw(st.text(min_size=1, max_size=36))
+        event["messageId"] = draw(st.text(_no_nul, min_size=1, max_size=36))
     if draw(st.booleans()):
         event[draw(_keys.filter(lambda k: k not in FIELDS))] = draw(json_values)
     return event
@@ -617,3 +622,14 @@ def test_floats_keep_their_value() -> None:
     back = json.loads(row[PROPERTIES])["f"]
     assert back == values
     assert math.copysign(1.0, back[1]) == -1.0
+
+
+@pytest.mark.parametrize("field", ["userId", "anonymousId", "event", "messageId", "groupId"])
+def test_a_nul_character_in_an_identifier_is_rejected_by_name(field: str) -> None:
+    body = {"type": "group", "userId": "u", "event": "E", "groupId": "g", "messageId": "m"}
+    body[field] = "a\x00b"
+    with pytest.raises(Invalid) as caught:
+        Validator(max_event_bytes=32768, max_depth=64).event(
+            msgspec.json.encode(body), None, "web", 1_700_000_000_000_000, None, None
+        )
+    assert (caught.value.code, caught.value.field) == ("invalid_text", field)

@@ -1,8 +1,9 @@
 """The engines every test in this folder runs against.
 
 A test that takes ``engine`` runs once per name in :data:`ENGINES`, each time on
-a fresh, empty store: a DuckDB file in the test's folder, or a new database of
-one PostgreSQL server started for the whole session (``tests.pg``). Adding an
+a fresh, empty store: a DuckDB file in the test's folder, a new database of
+one PostgreSQL server started for the whole session (``tests.pg``), or a Spark
+warehouse folder (local mode). Adding an
 engine (Spark, ...) is one factory here: a function ``(request, folder) ->
 Engine`` added to :data:`ENGINES`; every conformance test then runs on it too.
 """
@@ -40,9 +41,17 @@ def _postgres(request: pytest.FixtureRequest, folder: Path) -> Engine:
 
 
 #: Every engine under test, by name; the first is the reference the others are compared with.
+def _spark(request: pytest.FixtureRequest, folder: Path) -> Engine:
+    from headwater.store.spark import SparkEngine
+
+    # One Spark context per process (about 8 s to start); a new session per engine.
+    return SparkEngine.open(str(folder / "warehouse"), "local[2]", {})
+
+
 ENGINES: dict[str, EngineFactory] = {
     "duckdb": _duckdb,
     "postgres": _postgres,
+    "spark": _spark,
 }
 ENGINE_NAMES = list(ENGINES)
 REFERENCE = ENGINE_NAMES[0]

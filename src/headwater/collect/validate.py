@@ -242,11 +242,21 @@ def _row(
     else:
         timestamp_us = received_us
 
+    message_id = event.message_id or str(uuid.uuid4())
+    for field, text in (
+        ("messageId", message_id), ("event", event.event), ("name", event.name),
+        ("userId", user_id), ("anonymousId", anonymous_id), ("groupId", group_id),
+        ("previousId", previous_id),
+    ):  # fmt: skip
+        if text is not None and "\x00" in text:
+            message = f"{field} holds a NUL character (\\u0000), which no store keeps in text"
+            raise Invalid("invalid_text", field, message)
+
     context = event.context
     if batch_context:
         context = {**batch_context, **(context or {})}
     return (
-        event.message_id or str(uuid.uuid4()),
+        message_id,
         source,
         kind,
         event.event,

@@ -273,7 +273,7 @@ def _order_after_qualify(node: exp.Expression) -> exp.Expression:
         ordered.append(moved)
     inner = node.copy()
     wrapper = exp.select("*").from_(inner.subquery("_ordered", copy=False))
-    for clause in ("with", "limit", "offset"):
+    for clause in ("limit", "offset"):  # (a WITH goes to the top: sqlglot moves it for Spark)
         wrapper.set(clause, inner.args.get(clause))
         inner.set(clause, None)
     inner.set("order", None)

@@ -135,11 +135,14 @@ class PostgresEngine:
             )
             for column, method in (("received_at", "brin"), ("timestamp", "btree")):
                 con.execute(
-                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({})").format(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({}){}").format(
                         sql.Identifier(f"events_{column}"),
                         self._table("events"),
                         sql.SQL(method),
                         sql.Identifier(column),
+                        # New ranges are summarised as they fill, not at the next VACUUM:
+                        # until then an interval's query would scan every new page.
+                        sql.SQL(" WITH (autosummarize = on)" if method == "brin" else ""),
                     )
                 )
             con.execute(
@@ -175,7 +178,6 @@ class PostgresEngine:
         events = batch.events
         columns = names(schema.EVENTS.names)
         with con.transaction():
-            self._fence(con)
             new = pa.array([True] * events.num_rows, pa.bool_())
             if events.num_rows:
                 con.execute(
@@ -222,6 +224,7 @@ class PostgresEngine:
                 ) as copy:
                     for chunk in csv_chunks(batch.failed):
                         copy.write(chunk)
+            self._fence(con)
         return new
 
     def _fence(self, con: psycopg.Connection[Any]) -> None:

@@ -79,8 +79,20 @@ class MetadataStore:
 
     @classmethod
     def _migrated(cls, engine: sa.Engine) -> MetadataStore:
-        if _revision(engine) != SCHEMA_REVISION:
+        if _revision(engine) == SCHEMA_REVISION:
+            return cls(engine)
+        if engine.dialect.name != "postgresql":
             _migrate(engine)
+            return cls(engine)
+        # Processes started together: one migrates, the others wait and find it done.
+        with engine.connect() as lock:
+            lock.execute(sa.text("SELECT pg_advisory_lock(hashtext('headwater-migrate'))"))
+            try:
+                if _revision(engine) != SCHEMA_REVISION:
+                    _migrate(engine)
+            finally:
+                lock.execute(sa.text("SELECT pg_advisory_unlock(hashtext('headwater-migrate'))"))
+                lock.commit()
         return cls(engine)
 
     @classmethod
