@@ -2,10 +2,11 @@
 
 Each interval of a pipeline is one file, ``<url>/<pipeline>/<start>.<ext>``
 (a full pipeline: ``<url>/<pipeline>/<pipeline>.<ext>``), so replacing an
-interval is replacing one file. On a local disk the file is written under a
-hidden temporary name, synced and renamed over the old one; on an object
-store (``gs://``) an object becomes visible only once its upload completes.
-Either way a reader sees the old file or the new one, never part of one.
+interval is replacing one file. The file is written under a hidden temporary
+name, then renamed over the old one: on a local disk after an fsync (a
+rename is atomic), on an object store (``gs://``) by a server-side copy,
+which creates the new object whole. Either way a reader sees the old file or
+the new one, never part of one.
 """
 
 from __future__ import annotations
@@ -77,11 +78,18 @@ class FilesTarget:
     def _open(self, path: str) -> Iterator[IO[bytes]]:
         folder = path.rpartition("/")[0]
         self.fs.makedirs(folder, exist_ok=True)
-        if not self.local:
-            with self.fs.open(path, "wb") as out:
-                yield out
-            return
         temporary = f"{folder}/.{path.rpartition('/')[2]}.{uuid.uuid4().hex}.tmp"
+        if not self.local:
+            # fsspec finishes an upload even when the writer raised, so the object is
+            # written under a hidden name and moved (a server-side copy) only when whole.
+            try:
+                with self.fs.open(temporary, "wb") as out:
+                    yield out
+                self.fs.mv(temporary, path)
+            finally:
+                if self.fs.exists(temporary):
+                    self.fs.rm(temporary)
+            return
         try:
             with open(temporary, "wb") as out:
                 yield out

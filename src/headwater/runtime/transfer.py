@@ -9,12 +9,13 @@ after its last whole day; days already exported are skipped when their file
 and the store still hold the manifest's count (a day that gained events since
 is exported again).
 
-An import ingests the files into this environment's store through the same
-``ingest`` as the collector (so ``events`` are deduped by ``(source,
-message_id)``) and records each day it finished in ``<folder>/imported-<env>.json``;
-a stopped import resumes with the first day not recorded. After each day it
-counts that day's rows in the store and refuses to go on when fewer are there
-than the file holds.
+An import ingests, day by day, the rows the store does not hold yet (by
+``(source, message_id)``, or ``id`` for failed events) through the same
+``ingest`` as the collector, and records each day it finished, with its
+count, in ``<folder>/imported-<env>.json``. A stopped import resumes with the
+first day not recorded (a day half done adds only what is missing); a day
+exported again with more rows is imported again. After each day it checks
+that the store gained exactly the rows it lacked.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def import_events(
     for name in sorted(files, key=lambda n: (n.split("/")[1], n)):
         table, _, filename = name.partition("/")
         day = filename.removesuffix(".parquet")
-        if name in imported:
+        if imported.get(name) == files[name]:
             done.append(DayCount(table, day, imported[name], skipped=True))
             _progress(report, done[-1], len(done), len(files))
             continue
@@ -117,30 +118,46 @@ def import_events(
                 f"{name} holds {data.num_rows} rows, the manifest says {files[name]}",
                 hint="export that day again",
             )
+        # Only rows the store does not hold yet: a day imported in part before a crash,
+        # or re-exported with more rows, adds just what is missing, and the dedupe does
+        # not depend on the target's window (its message ids may be pruned by now).
+        fresh = _missing(engine, table, day, data)
         before = _count(engine, table, day)
-        for batch in data.to_batches(_INGEST_ROWS):
+        for batch in fresh.to_batches(_INGEST_ROWS):
             rows = pa.Table.from_batches([batch], schema=TABLES[table])
             if table == "events":
                 engine.ingest(IngestBatch(rows, schema.FAILED_EVENTS.empty_table()))
             else:
                 engine.ingest(IngestBatch(schema.EVENTS.empty_table(), rows))
         after = _count(engine, table, day)
-        if table == "events" and after < data.num_rows:
+        if after - before != fresh.num_rows:
             raise HeadwaterError(
-                f"after importing {name} the store holds {after} rows of that day, "
-                f"fewer than the file's {data.num_rows}",
-                hint="some events were taken for duplicates of events already stored; "
-                "compare the day's message ids",
-            )
-        if table == "failed_events" and after - before != data.num_rows:
-            raise HeadwaterError(
-                f"importing {name} added {after - before} rows, not {data.num_rows}",
+                f"importing {name} added {after - before} rows to that day, not the "
+                f"{fresh.num_rows} the store lacked",
+                hint="something else writes that day of this environment's store; "
+                "import again when it is quiet, or compare the day's ids",
             )
         imported[name] = data.num_rows
         _write(state_path, state)
-        done.append(DayCount(table, day, data.num_rows))
+        done.append(DayCount(table, day, fresh.num_rows))
         _progress(report, done[-1], len(done), len(files))
     return done
+
+
+_KEYS = {"events": ("source", "message_id"), "failed_events": ("id",)}
+
+
+def _missing(engine: Engine, table: str, day: str, data: pa.Table) -> pa.Table:
+    """The rows of ``data`` whose key the store does not hold for that day."""
+    start = datetime.fromisoformat(day).replace(tzinfo=UTC)
+    columns = [exp.column(c, quoted=True) for c in _KEYS[table]]
+    query = exp.select(*columns).from_(exp.table_(table, quoted=True))
+    held = _select(engine, query, start, start + _DAY)
+    if held.num_rows == 0:
+        return data
+    known = set(zip(*(held[c].to_pylist() for c in _KEYS[table]), strict=True))
+    keys = zip(*(data[c].to_pylist() for c in _KEYS[table]), strict=True)
+    return data.filter(pa.array([key not in known for key in keys], pa.bool_()))
 
 
 def _days(
