@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 EXAMPLE ?= example
+PORT    ?=
 
 .PHONY: help install demo lint typecheck test bench clean
 
@@ -19,7 +20,7 @@ install: $(BIN)/headwater  ## create .venv and install Headwater with its dev to
 
 demo: install  ## create ./example (once) and start Headwater on it
 	@test -f $(EXAMPLE)/headwater.toml || $(BIN)/headwater init $(EXAMPLE)
-	$(BIN)/headwater --project $(EXAMPLE) up
+	$(BIN)/headwater --project $(EXAMPLE) up $(if $(PORT),--port $(PORT))
 
 lint: install  ## ruff (lint and format check)
 	$(BIN)/ruff check src tests benchmarks

@@ -383,7 +383,7 @@ wild_values = st.recursive(
     max_leaves=30,
 )
 #: Identifiers and names: any text but NUL, which is rejected (invalid_text, tested apart).
-_no_nul = st.characters(exclude_characters="\x00")
+_no_nul = st.characters(exclude_characters="\x00", exclude_categories=("Cs",))
 _ids = st.text(_no_nul, min_size=1, max_size=12) | st.integers(
     min_value=-(2**63), max_value=2**63 - 1
 )

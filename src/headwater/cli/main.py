@@ -142,12 +142,23 @@ def _ready(project: Project, doing: str) -> Callable[[Any], None]:
             console.print(f"  store   {store.engine}, schema {store.schema}")
         for name in project.settings.sources:
             console.print(f"  source  [bold]{name}[/bold]  (write key stored hashed)")
+        if project.environment:
+            own = project.settings.environments[project.environment].sinks
+            shared = sorted(set(project.settings.sinks) - set(own))
+            if shared:
+                table = escape(f"[environments.{project.environment}.sinks]")
+                console.print(
+                    f"  [yellow]sinks   {', '.join(shared)}: the same as the default "
+                    f"environment's[/yellow] (redeclare them under {table} to keep them apart)",
+                    highlight=False,
+                )
         console.print(
             "  send    curl -u $WRITE_KEY: -H 'Content-Type: application/json' "
             f'-d \'{{"userId":"u1","event":"Signed Up"}}\' {where.url}/v1/track'
         )
         console.print('  query   headwater query "SELECT * FROM events"')
         console.print("[dim]Ctrl-C to stop; in-flight events are committed first.[/dim]")
+        console.file.flush()  # a log file is block-buffered: the lines must be there now
 
     return ready
 
@@ -288,9 +299,20 @@ def run(
         answer = _operation("run", args, progress=True)
     results = answer["runs"]
     rows = sum(r["rows_written"] for r in results)
-    console.print(
-        f"Ran {len(results)} interval{'s' if len(results) != 1 else ''}; {rows} rows written."
-    )
+    if not results:
+        console.print("Nothing is due; `headwater status` shows each pipeline's next run.")
+    else:
+        console.print(
+            f"Ran {len(results)} interval{'s' if len(results) != 1 else ''}; {rows} rows written."
+        )
+    for r in results:
+        if not r.get("recorded", True):
+            console.print(
+                f"{r['pipeline']} {r['interval']['start'][:16]}: the interval has not ended, so "
+                "this was a preview: published, but not recorded done or delivered; it runs "
+                "again once it is whole.",
+                highlight=False,
+            )
     _print_deliveries(answer["deliveries"])
 
 

@@ -59,7 +59,8 @@ def environment_value(stored: str, *, where: str) -> str:
     if not value:
         raise ConfigError(
             f"{where} refers to the environment variable {name}, which is not set",
-            hint=f"export {name}=<value> before starting Headwater",
+            hint=f"export {name}=<value> in the environment of the process that needs it "
+            "(`headwater up` when one runs: restart it with the variable set)",
         )
     return value
 

@@ -19,6 +19,10 @@ end=datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.timezone.utc))
     start: datetime
     end: datetime
 
+    def __str__(self) -> str:
+        """``[2026-01-01T00:00Z, 2026-01-02T00:00Z)``, for logs and messages."""
+        return f"[{self.start:%Y-%m-%dT%H:%MZ}, {self.end:%Y-%m-%dT%H:%MZ})"
+
     def __post_init__(self) -> None:
         if self.start.tzinfo is None or self.end.tzinfo is None:
             raise ValueError("interval bounds must be timezone-aware (UTC)")

@@ -76,6 +76,8 @@ class Sinks:
     root: Path
     sinks: Mapping[str, Sink]
     settings: DeliverySettings
+    #: The environment (empty for the default): part of every idempotency key.
+    scope: str = ""
 
 
 class Deliverer:
@@ -212,6 +214,7 @@ class Deliverer:
         should_stop: Callable[[], bool],
     ) -> DeliveryResult:
         parts = batches(table, sink.batch_rows)
+        scope = self._sinks().scope
         index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
         sent, dead_reason = 0, None
         while index < len(parts):
@@ -221,7 +224,7 @@ class Deliverer:
             payload = body(delivery.pipeline, delivery.sink, delivery.interval, delivery.run_id,
                            index, len(parts), part)  # fmt: skip
             key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
-                                  delivery.run_id, index)  # fmt: skip
+                                  delivery.run_id, index, scope)  # fmt: skip
             try:
                 outcome = target.send(payload, key)
             except AddressRefused as exc:

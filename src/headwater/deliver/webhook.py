@@ -53,9 +53,17 @@ class Outcome:
     retry_after: float | None = None
 
 
-def idempotency_key(pipeline: str, sink: str, start: datetime, run_id: int, batch: int) -> str:
-    """The key of one batch of one run's output: the same at every attempt."""
+def idempotency_key(
+    pipeline: str, sink: str, start: datetime, run_id: int, batch: int, scope: str = ""
+) -> str:
+    """The key of one batch of one run's output: the same at every attempt.
+
+    ``scope`` names the environment (empty for the default one): run ids are
+    counted per environment, so two environments' batches must not share keys.
+    """
     text = f"{pipeline}\x00{sink}\x00{start.isoformat()}\x00{run_id}\x00{batch}"
+    if scope:
+        text += f"\x00{scope}"
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 

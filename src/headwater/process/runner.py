@@ -41,6 +41,9 @@ class RunResult:
     rows_written: int
     rows_read: int | None
     seconds: float
+    #: False for an interval that had not ended: published as a preview, not recorded done
+    #: (so not delivered), run again once it is whole.
+    recorded: bool = True
 
 
 class Runner:
@@ -122,7 +125,12 @@ class Runner:
             sinks=pipeline.header.sinks,
         )
         return RunResult(
-            pipeline.name, interval, output.num_rows, rows_read, time.perf_counter() - started
+            pipeline.name,
+            interval,
+            output.num_rows,
+            rows_read,
+            time.perf_counter() - started,
+            recorded=record,
         )
 
     # -- steps ----------------------------------------------------------------

@@ -102,7 +102,12 @@ class PipelineService:
 
     def _sinks(self) -> Sinks:
         project = self.current_project()
-        return Sinks(project.root, project.settings.sinks, project.settings.delivery)
+        return Sinks(
+            project.root,
+            project.settings.sinks,
+            project.settings.delivery,
+            scope=project.environment or "",
+        )
 
     def deliver(
         self, should_stop: Callable[[], bool] = bool, *, wait: bool = False

@@ -165,11 +165,12 @@ async def _serve(
                 break
             await asyncio.sleep(0.01)
         if main.started and (control.started or not private):
+            # Said first, then the runtime file: whoever sees the file finds the words.
+            if on_ready is not None:
+                on_ready(Listening(url=url, socket=str(uds) if private else ""))
             if private:
                 info = ServerInfo(pid=os.getpid(), url=url, socket=str(uds))
                 write_runtime_file(data_dir, info)
-            if on_ready is not None:
-                on_ready(Listening(url=url, socket=str(uds) if private else ""))
         await main_task
     finally:
         if private:

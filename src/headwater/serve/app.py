@@ -65,6 +65,10 @@ class DatasetCatalog:
         self._served = served
         self._cache: dict[str, tuple[float, Dataset]] = {}
 
+    def declared(self, name: str) -> bool:
+        """Whether ``name`` is a pipeline (or event table), computed yet or not."""
+        return name in self._served()
+
     def get(self, name: str) -> Dataset | None:
         cached = self._cache.get(name)
         if cached is not None and time.monotonic() - cached[0] < _SCHEMA_TTL:
@@ -131,6 +135,13 @@ def api_app(
         consumer = consumers.consumer(authorization)
         dataset = catalog.get(name)
         if dataset is None:
+            if name in consumer.datasets and catalog.declared(name):
+                raise ApiError(
+                    404,
+                    "not_computed",
+                    f"{name} has not been computed yet: its first interval has not run "
+                    "(`headwater status` shows its next run)",
+                )
             raise ApiError(404, "unknown_dataset", f"there is no dataset {name!r}")
         if name not in consumer.datasets:
             raise ApiError(403, "not_granted", f"consumer {consumer.name} may not read {name}")
@@ -248,7 +259,7 @@ _ERRORS = {
     "400": "a bad filter, order, limit or cursor",
     "401": "no token, or not a consumer's",
     "403": "the dataset is not granted to this consumer",
-    "404": "no such dataset or row",
+    "404": "no such dataset or row, or a pipeline not computed yet",
     "503": "the store could not answer",
 }
 _ERROR_SCHEMA = {

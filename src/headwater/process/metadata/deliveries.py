@@ -324,7 +324,7 @@ class DeliveryLog:
             ).all()
             errors = db.execute(
                 sa.select(deliveries.c.pipeline, deliveries.c.sink, deliveries.c.last_error)
-                .where(deliveries.c.status == "failed")
+                .where(deliveries.c.status.in_(("failed", "dead")))
                 .order_by(deliveries.c.updated_at)
             ).all()
         table: dict[tuple[str, str], dict[str, int]] = {}
