@@ -55,13 +55,10 @@ import importlib
 import multiprocessing as mp
 import os
 import platform
-import pwd
 import re
 import resource
-import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -82,7 +79,7 @@ import duckdb  # noqa: E402
 import ingest as ingest_bench  # noqa: E402  (its event bodies, wrk script, Python load)
 import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
-from tests.pg import PostgresServer, binaries  # noqa: E402
+from tests.pg import PostgresServer, postgres_server  # noqa: E402
 
 HOST = "127.0.0.1"
 SCHEMA = "hw"
@@ -104,75 +101,21 @@ def step(message: str) -> None:
 # -- PostgreSQL ------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def postgres(fsync: bool) -> Iterator[PostgresServer]:
     """A throwaway server as ``tests/pg.py`` starts it, with ``fsync`` chosen here."""
-    folder = binaries()
-    if folder is None:
-        raise RuntimeError("PostgreSQL's server binaries are missing: apt-get install postgresql")
-    as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    temp = Path(tempfile.mkdtemp(prefix="hw-bench-pg-"))
-    data, password = temp / "data", secrets.token_urlsafe(16)
-    pwfile = temp / "pw"
-    pwfile.write_text(password)
-    if as_root:
-        user = pwd.getpwnam("postgres")
-        for path in (temp, pwfile):
-            os.chown(path, user.pw_uid, user.pw_gid)
-    port = _free_port()
-    env = {**os.environ, "LC_ALL": "C.UTF-8"}
     flag = "on" if fsync else "off"
-    options = (
-        f"-c listen_addresses={HOST} -c port={port} -c unix_socket_directories={temp} "
-        f"-c fsync={flag} -c synchronous_commit={flag} -c max_connections=100 "
-        "-c shared_buffers=1GB -c work_mem=64MB -c maintenance_work_mem=256MB "
-        "-c max_wal_size=4GB"
-    )
-
-    def run(*args: str) -> None:
-        subprocess.run([*prefix, *args], check=True, capture_output=True, env=env, timeout=120)
-
-    try:
-        run(
-            str(folder / "initdb"),
-            "-D",
-            str(data),
-            "-U",
-            "headwater",
-            "--auth=scram-sha-256",
-            f"--pwfile={pwfile}",
-            "-E",
-            "UTF8",
-        )
-        run(
-            str(folder / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(temp / "log"),
-            "-w",
-            "-t",
-            "60",
-            "start",
-        )
-        yield PostgresServer(HOST, port, "headwater", password)
-    finally:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                [*prefix, str(folder / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                capture_output=True,
-                timeout=60,
-            )
-        shutil.rmtree(temp, ignore_errors=True)
+    settings = {
+        "fsync": flag,
+        "synchronous_commit": flag,
+        "max_connections": "100",
+        "shared_buffers": "1GB",
+        "work_mem": "64MB",
+        "maintenance_work_mem": "256MB",
+        "max_wal_size": "4GB",
+    }
+    with postgres_server(settings) as server:
+        yield server
 
 
 def pg_settings(url: str) -> str:

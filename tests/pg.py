@@ -57,9 +57,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: Tests trade durability for speed; a benchmark passes its own settings.
+TEST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "max_connections": "50"}
+
+
 @contextmanager
-def postgres_server() -> Iterator[PostgresServer]:
-    """Start a PostgreSQL server for the ``with`` block; stop it and delete its files after."""
+def postgres_server(settings: dict[str, str] | None = None) -> Iterator[PostgresServer]:
+    """Start a PostgreSQL server for the ``with`` block; stop it and delete its files after.
+
+    ``settings`` are server settings (``-c name=value``), :data:`TEST_SETTINGS` by default.
+    """
     folder = binaries()
     if folder is None:
         raise RuntimeError(
@@ -84,9 +91,12 @@ def postgres_server() -> Iterator[PostgresServer]:
     try:
         run(str(folder / "initdb"), "-D", str(data), "-U", "headwater", "--auth=scram-sha-256",
             f"--pwfile={pwfile}", "-E", "UTF8")  # fmt: skip
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={temp} "
-            "-c fsync=off -c synchronous_commit=off -c max_connections=50"
+        chosen = TEST_SETTINGS if settings is None else settings
+        options = " ".join(
+            [
+                f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={temp}",
+                *(f"-c {name}={value}" for name, value in chosen.items()),
+            ]
         )
         run(str(folder / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(temp / "log"),
             "-w", "-t", "60", "start")  # fmt: skip
