@@ -20,7 +20,8 @@ class _Sink(
     """Attempts before a delivery (for a webhook: a batch) becomes a dead letter."""
 
     backoff_seconds: float = 1.0
-    """Delay before the second attempt; doubles each attempt, with full jitter."""
+    """Delay before the second attempt; doubles each attempt, half of it fixed and half
+    random (so failed deliveries do not all retry in step)."""
 
     max_backoff_seconds: float = 300.0
     """The longest delay between two attempts."""
