@@ -898,6 +898,24 @@ def test_replace_interval_of_a_date_column_compares_dates_with_dates(
     )
 
 
+@pytest.mark.parametrize(
+    ("column", "values", "partition"),
+    [
+        ("hour", pa.array([INTERVAL.start], pa.timestamp("us", "UTC")), "TIMESTAMP_TRUNC"),
+        ("day", pa.array([INTERVAL.start.date()], pa.date32()), "PARTITION BY `day`"),
+    ],
+)
+def test_an_output_table_is_partitioned_by_its_time_column(
+    bq: BigQueryEngine, fake: FakeClient, column: str, values: pa.Array, partition: str
+) -> None:
+    """Replacing or reading one interval must bill its days, not the whole table."""
+    bq.replace_interval("out", column, INTERVAL, pa.table({column: values, "n": [1]}))
+    [create] = [q for q in fake.real_queries if q.sql.startswith("CREATE TABLE IF NOT EXISTS")]
+    assert "PARTITION BY" in create.sql, create.sql
+    assert partition in create.sql, create.sql
+    assert sqlglot.parse_one(create.sql, read="bigquery").find(exp.PartitionedByProperty)
+
+
 @pytest.mark.parametrize("failing", ["BEGIN TRANSACTION", "CREATE TABLE IF NOT EXISTS"])
 def test_replace_interval_drops_staging_when_a_statement_fails(
     bq: BigQueryEngine, fake: FakeClient, failing: str

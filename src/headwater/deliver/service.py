@@ -307,9 +307,8 @@ class Deliverer:
         """The interval's rows as published, in a stable order."""
         name = exp.table_(pipeline.name, quoted=True)
         dialect = self.engine.dialect
-        columns = self.engine.select(
-            exp.select("*").from_(name).limit(0).sql(dialect), {}
-        ).table.column_names
+        shape = self.engine.select(exp.select("*").from_(name).limit(0).sql(dialect), {})
+        columns = shape.table.column_names
         order = list(pipeline.header.key) or columns
         query = (
             exp.select("*")
@@ -329,6 +328,12 @@ class Deliverer:
                 )
             )
             params = {"start": span.start, "end": span.end}
+            time_column = pipeline.header.time_column
+            if time_column in columns and pa.types.is_date(
+                shape.table.schema.field(time_column).type
+            ):
+                # A DATE column compares with DATE bounds (BigQuery has no implicit cast).
+                params = {"start": span.start.date(), "end": span.end.date()}
         return self.engine.select(query.sql(dialect), params).table
 
     def _target(self, name: str, sink: Sink, config: Sinks) -> Target:

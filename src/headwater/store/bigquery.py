@@ -292,9 +292,21 @@ class BigQueryEngine:
         if column in data.column_names and pa.types.is_date(data.schema.field(column).type):
             # A DATE column compares with DATE bounds only.
             bounds = {"start": interval.start.date(), "end": interval.end.date()}
+        # Partitioned by day of the interval's column: replacing or reading an interval
+        # bills its days, not the whole table.
+        partition = ""
+        if column in data.column_names:
+            kind = data.schema.field(column).type
+            if pa.types.is_date(kind):
+                partition = f" PARTITION BY `{column}`"
+            elif pa.types.is_timestamp(kind):
+                partition = f" PARTITION BY TIMESTAMP_TRUNC(`{column}`, DAY)"
         stage = self._staging(data)
         try:
-            self._run(f"CREATE TABLE IF NOT EXISTS `{target}` AS SELECT * FROM `{stage}` LIMIT 0")
+            self._run(
+                f"CREATE TABLE IF NOT EXISTS `{target}`{partition} "
+                f"AS SELECT * FROM `{stage}` LIMIT 0"
+            )
             self._run(
                 "BEGIN TRANSACTION; "
                 f"DELETE FROM `{target}` WHERE `{column}` >= @start AND `{column}` < @end; "
