@@ -713,3 +713,60 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
     assert (row["delivered"], row["failed"], row["dead letters"]) == (str(intervals), "0", "0")
     assert _tables(_cli(root, "replay", "--list").stdout) == [[]]
     assert "No dead letters to replay." in _cli(root, "replay").stdout
+
+
+def test_a_pipeline_whose_time_column_is_a_date_delivers_its_day(tmp_path: Path) -> None:
+    """A DATE time column is read back with DATE bounds (the delivery's own query)."""
+    from headwater.cli.scaffold import init_project
+    from headwater.config.project import load_project
+    from headwater.process.metadata import MetadataStore
+    from headwater.process.service import PipelineService
+
+    root = tmp_path / "project"
+    init_project(root)
+    (root / "pipelines" / "daily_dates.sql").write_text(
+        "/* headwater\n"
+        'schedule = "@daily"\nkind = "incremental"\ntime = "received_at"\n'
+        'time_column = "day"\nkey = ["day", "event_name"]\nsinks = ["files"]\n*/\n'
+        "SELECT DATE(received_at) AS day, event AS event_name, COUNT(*) AS events\n"
+        "FROM events WHERE received_at >= @start AND received_at < @end GROUP BY 1, 2\n"
+    )
+    first = datetime(2026, 3, 1, tzinfo=UTC)
+    rows = [
+        {
+            "message_id": f"m{day}-{i}",
+            "source": "web",
+            "type": "track",
+            "event": "E",
+            "user_id": "u",
+            "timestamp": first + timedelta(days=day, hours=i),
+            "received_at": first + timedelta(days=day, hours=i),
+        }
+        for day in range(2)
+        for i in range(day + 2)
+    ]
+    engine = DuckDBEngine.open(root / ".headwater" / "events.duckdb")
+    metadata = MetadataStore.for_data_dir(root / ".headwater")
+    try:
+        engine.ingest(
+            IngestBatch(
+                pa.Table.from_pylist(rows, schema=schema.EVENTS),
+                schema.FAILED_EVENTS.empty_table(),
+            )
+        )
+        service = PipelineService(load_project(root), engine, metadata)
+        ran = service.backfill("daily_dates", first, first + 2 * DAY)
+        assert [r.interval.start for r in ran if r.pipeline == "daily_dates"] == [
+            first,
+            first + DAY,
+        ]
+        delivered = [d for d in service.deliver() if d.pipeline == "daily_dates"]
+        assert [(d.status, d.rows) for d in delivered] == [("delivered", 1), ("delivered", 1)]
+        folder = root / "exports" / "daily_dates"
+        for offset, count in ((0, 2), (1, 3)):
+            day = first + offset * DAY
+            table = pq.read_table(folder / f"{day:{STAMP}}.parquet")
+            assert table.to_pylist() == [{"day": day.date(), "event_name": "E", "events": count}]
+    finally:
+        metadata.close()
+        engine.close()
