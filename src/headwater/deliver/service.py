@@ -160,8 +160,12 @@ class Deliverer:
     def _deliver(self, delivery: Delivery, should_stop: Callable[[], bool]) -> DeliveryResult:
         try:
             return self._attempt(delivery, should_stop)
-        except HeadwaterError as exc:  # the pipelines or headwater.toml do not load now
-            return self._failed(delivery, _DEFAULT_SINK, _reason(exc), None)
+        except HeadwaterError as exc:
+            # The pipelines or headwater.toml do not load now (being edited, say): not the
+            # delivery's fault, so no attempt is counted; it waits for the files to load.
+            when = self._clock() + timedelta(seconds=_WAIT_FOR_PROJECT_SECONDS)
+            self.log.failed(delivery, delivery.attempts, when, _reason(exc))
+            return _result(delivery, "failed", 0, _reason(exc), when)
         except Exception as exc:
             # One delivery's surprise must not stop the others (they run oldest first, so
             # it would come first every pass): counted, backed off, then a dead letter.
@@ -406,6 +410,7 @@ _DEFAULT_SINK = FilesSink(url=".")
 
 
 _LEASE_POLL_SECONDS = 0.2
+_WAIT_FOR_PROJECT_SECONDS = 30.0
 
 
 def _as_result(delivery: Delivery) -> DeliveryResult:
