@@ -54,13 +54,31 @@ class Project:
             engine.close()
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*HEADWATER, "--project", str(self.root), *args],
-            capture_output=True,
-            text=True,
-            check=check,
-            timeout=120,
+        return run_cli(self, *args, check=check)
+
+
+def run_cli(
+    where: Project | Path, *args: str, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``headwater --project ROOT ARGS`` as a child process, with a terminal wide enough for
+    whole table rows and no environment choice inherited from the caller; with ``check``,
+    a failure shows the command's output."""
+    root = where.root if isinstance(where, Project) else where
+    env = {k: v for k, v in os.environ.items() if k not in ("HEADWATER_DEBUG", "HEADWATER_ENV")}
+    result = subprocess.run(
+        [*HEADWATER, "--project", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "COLUMNS": "3000"},
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, (
+            f"headwater {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
+    return result
 
 
 @dataclass

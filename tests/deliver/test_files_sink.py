@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import subprocess
 import threading
@@ -35,7 +34,7 @@ from headwater.deliver.settings import FilesSink
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project
+from tests.conftest import HEADWATER, Project, run_cli
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -46,25 +45,6 @@ FORMATS = ("parquet", "csv", "jsonl")
 
 
 # -- helpers: the command, the store, the project files ---------------------------------
-
-
-def _cli(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``headwater --project ROOT ARGS``, wide enough that table rows are not wrapped."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HEADWATER_DEBUG", "HEADWATER_ENV")}
-    result = subprocess.run(
-        [*HEADWATER, "--project", str(root), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**env, "COLUMNS": "3000"},
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"headwater {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
 
 
 def _hour(moment: datetime) -> datetime:
@@ -189,7 +169,7 @@ def _tables(output: str) -> list[list[dict[str, str]]]:
 
 def _deliveries_row(root: Path, pipeline: str, sink: str) -> dict[str, str]:
     """The row of ``headwater status``'s Deliveries table for one pipeline and sink."""
-    output = _cli(root, "status").stdout
+    output = run_cli(root, "status").stdout
     assert "Deliveries" in output, output
     found = [
         row
@@ -236,7 +216,7 @@ def test_init_example_delivers_one_parquet_file_per_hour_equal_to_the_table(
             )
     _ingest(root, rows)
 
-    out = _cli(root, "run", "--due").stdout
+    out = run_cli(root, "run", "--due").stdout
 
     folder = root / "exports" / HOURLY
     files = _files(folder)
@@ -346,7 +326,7 @@ def test_each_format_round_trips_the_interval_rows_exactly(project: Project) -> 
             )
     _ingest(root, rows)
 
-    out = _cli(root, "run", "--due").stdout
+    out = run_cli(root, "run", "--due").stdout
 
     table = _store(root, "SELECT * FROM formats")
     assert table.num_rows >= 2 * len(AWKWARD_NAMES)  # every name in both hours
@@ -408,7 +388,7 @@ def test_late_events_replace_only_their_day_file_atomically(project: Project) ->
                 )
             )
     _ingest(root, rows)
-    first = _cli(root, "run", "--due").stdout
+    first = run_cli(root, "run", "--due").stdout
 
     folder = root / "exports" / DAU
     before = _files(folder)
@@ -434,7 +414,7 @@ def test_late_events_replace_only_their_day_file_atomically(project: Project) ->
         for i in range(4)
     ]
     _ingest(root, late)
-    second = _cli(root, "run", "--due").stdout
+    second = run_cli(root, "run", "--due").stdout
 
     day_rows = _store(
         root, f"SELECT * FROM {DAU} WHERE day >= ? AND day < ?", [days[1], days[1] + DAY]
@@ -610,7 +590,7 @@ def test_full_pipeline_delivers_one_file_replaced_each_run(project: Project) -> 
         ],
     )
 
-    out = _cli(root, "run", "plan_totals").stdout
+    out = run_cli(root, "run", "plan_totals").stdout
     folder = root / "exports" / "plan_totals"
     path = folder / "plan_totals.parquet"
     table = _store(root, "SELECT * FROM plan_totals")
@@ -625,7 +605,7 @@ def test_full_pipeline_delivers_one_file_replaced_each_run(project: Project) -> 
             for i, plan in enumerate(["team", "pro", "pro"])
         ],
     )
-    out = _cli(root, "run", "plan_totals", "--end", datetime.now(UTC).isoformat()).stdout
+    out = run_cli(root, "run", "plan_totals", "--end", datetime.now(UTC).isoformat()).stdout
     table = _store(root, "SELECT * FROM plan_totals")
     assert {r["plan"]: r["events"] for r in table.to_pylist()} == {
         "free": 2,
@@ -665,7 +645,7 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
         ],
     )
 
-    first = _cli(root, "run", "--due").stdout
+    first = run_cli(root, "run", "--due").stdout
     failures = re.findall(rf"Delivery of {HOURLY} (\S+) to files failed: (.*)", first)
     assert len(failures) >= len(hours), first
     intervals = len(failures)
@@ -677,7 +657,7 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
     assert "blocker" in row["last error"]
     assert not (root / "blocker").is_dir()
 
-    second = _cli(root, "run", "--due").stdout
+    second = run_cli(root, "run", "--due").stdout
     dead = re.findall(rf"Dead letter for {HOURLY} \S+ to files: (.*)", second)
     assert len(dead) == intervals, second
     assert all("after 2 attempts" in reason for reason in dead), second
@@ -685,7 +665,7 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
     assert (row["failed"], row["pending"], row["dead letters"]) == ("0", "0", str(intervals))
     # Nothing reached the sink, so nothing may be counted as delivered.
     assert row["delivered"] == "0", row
-    letters = _tables(_cli(root, "replay", "--list").stdout)[0]
+    letters = _tables(run_cli(root, "replay", "--list").stdout)[0]
     assert len(letters) == intervals
     for letter in letters:
         assert (letter["pipeline"], letter["sink"], letter["batch"]) == (HOURLY, "files", "all")
@@ -695,12 +675,12 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
     assert {letter["interval"] for letter in letters} >= {f"{h:%Y-%m-%dT%H:%M}" for h in hours}
 
     # A third pass leaves dead letters alone.
-    third = _cli(root, "run", "--due").stdout
+    third = run_cli(root, "run", "--due").stdout
     assert "Dead letter" not in third, third
     assert "Delivered" not in third, third
 
     _replace_in(toml, 'url = "blocker/exports"', 'url = "exports"')
-    replayed = _cli(root, "replay").stdout
+    replayed = run_cli(root, "replay").stdout
     assert f"Replayed: {intervals} delivered" in replayed, replayed
     files = _files(root / "exports" / HOURLY)
     assert len(files) == intervals
@@ -711,8 +691,8 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
     assert sum(r["events"] for r in union) == 5 * len(hours)
     row = _deliveries_row(root, HOURLY, "files")
     assert (row["delivered"], row["failed"], row["dead letters"]) == (str(intervals), "0", "0")
-    assert _tables(_cli(root, "replay", "--list").stdout) == [[]]
-    assert "No dead letters to replay." in _cli(root, "replay").stdout
+    assert _tables(run_cli(root, "replay", "--list").stdout) == [[]]
+    assert "No dead letters to replay." in run_cli(root, "replay").stdout
 
 
 def test_a_pipeline_whose_time_column_is_a_date_delivers_its_day(tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from psycopg import sql
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project, Server
+from tests.conftest import HEADWATER, Project, Server, run_cli
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -58,24 +58,6 @@ def _today() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _cli(project: Project, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``headwater --project ROOT ARGS`` in this environment (RECS_URL), wide tables."""
-    result = subprocess.run(
-        [*HEADWATER, "--project", str(project.root), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "3000"},
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"headwater {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
 
 
 def _only_pipelines(project: Project, files: dict[str, str]) -> None:
@@ -129,7 +111,7 @@ def _rich_tables(output: str) -> list[list[dict[str, str]]]:
 
 def _status_deliveries(project: Project) -> tuple[dict[str, str], str]:
     """The one row of the Deliveries table of ``headwater status``, and all it printed."""
-    out = _cli(project, "status").stdout
+    out = run_cli(project, "status").stdout
     assert "Deliveries" in out, out
     found = [
         row for table in _rich_tables(out) for row in table if "sink" in row and row["sink"] == SINK
@@ -391,7 +373,7 @@ def test_incremental_pipeline_lands_in_postgres_by_key_and_late_events_redeliver
     assert (days[0], "quitter") not in expected
     assert (days[1], "quitter") in expected
 
-    out = _cli(project, "run", "--due").stdout
+    out = run_cli(project, "run", "--due").stdout
     assert "Ran 3 intervals" in out, out
     assert f"Delivered user_days to {SINK}: 3 intervals, {len(expected)} rows." in out, out
 
@@ -416,13 +398,15 @@ def test_incremental_pipeline_lands_in_postgres_by_key_and_late_events_redeliver
 
     # Nothing is due: nothing runs, nothing is delivered, no row version changes.
     before = _pg_versions(pg_url, target, columns, key=2)
-    out = _cli(project, "run", "--due").stdout
+    out = run_cli(project, "run", "--due").stdout
     assert "Nothing is due" in out, out
     assert "Delivered" not in out, out
     assert _pg_versions(pg_url, target, columns, key=2) == before
 
     # The middle day run again: delivered again, the same rows; the other days untouched.
-    out = _cli(project, "run", "user_days", "--start", _iso(days[1]), "--end", _iso(days[2])).stdout
+    out = run_cli(
+        project, "run", "user_days", "--start", _iso(days[1]), "--end", _iso(days[2])
+    ).stdout
     assert f"Delivered user_days to {SINK}: 1 interval, {per_day[days[1]]} rows." in out, out
     again = _pg_versions(pg_url, target, columns, key=2)
     assert {k: row for k, (_, row) in again.items()} == {k: row for k, (_, row) in before.items()}
@@ -442,7 +426,7 @@ def test_incremental_pipeline_lands_in_postgres_by_key_and_late_events_redeliver
     _ingest(project, late)
     expected = _expected_user_days([*events, *late])
     middle_rows = sum(1 for day, _ in expected if day == days[1])
-    out = _cli(project, "run", "--due").stdout
+    out = run_cli(project, "run", "--due").stdout
     assert "Ran 1 interval;" in out, out
     assert f"Delivered user_days to {SINK}: 1 interval, {middle_rows} rows." in out, out
 
@@ -562,7 +546,7 @@ def test_delivery_killed_during_copy_leaves_nothing_and_is_resumed_by_the_next_r
         + [_event(f"b{i}", "u", big + timedelta(seconds=i), received) for i in range(BIG)],
     )
 
-    out = _cli(project, "run", "big_days", "--start", _iso(small), "--end", _iso(big)).stdout
+    out = run_cli(project, "run", "big_days", "--start", _iso(small), "--end", _iso(big)).stdout
     assert f"Delivered big_days to {SINK}: 1 interval, 2000 rows." in out, out
     columns, first = _duck(project, "big_days")
     _assert_same(_pg_rows(pg_url, target, columns), first)
@@ -586,7 +570,7 @@ def test_delivery_killed_during_copy_leaves_nothing_and_is_resumed_by_the_next_r
     row, _ = _status_deliveries(project)
     assert (row["delivered"], int(row["pending"]) + int(row["failed"])) == ("1", 2), row
 
-    out = _cli(project, "run", "--due").stdout
+    out = run_cli(project, "run", "--due").stdout
     assert "Nothing is due" in out, out
     assert f"Delivered big_days to {SINK}: 2 intervals, {BIG * 1000} rows." in out, out
     _, published = _duck(project, "big_days")
@@ -629,7 +613,7 @@ def test_readers_of_the_target_see_the_old_rows_while_an_interval_is_copied(
         [_event(f"s{i}", "u", small + i * HOUR, received) for i in range(2)]
         + [_event(f"b{i}", "u", big + timedelta(seconds=i), received) for i in range(BIG)],
     )
-    _cli(project, "run", "big_days", "--start", _iso(small), "--end", _iso(big))
+    run_cli(project, "run", "big_days", "--start", _iso(small), "--end", _iso(big))
     assert _read_without_waiting(pg_url, target) == Counter({small: 2000})
 
     with _while_copying(project, pg_url, "run", "--due") as (process, _, log):
@@ -676,7 +660,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
         ]
         _ingest(project, events)
 
-        first = _cli(project, "run", "--due", check=False)
+        first = run_cli(project, "run", "--due", check=False)
         said = first.stdout + first.stderr
         assert "Ran 1 interval;" in first.stdout, said
         assert f"Delivery of user_days {_iso(day)[:16]} to {SINK} failed" in said, said
@@ -695,7 +679,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
         # The second attempt, once due, is the last: a dead letter.
         next_attempt = owed["next_attempt_at"]
         _wait_for(lambda: datetime.now(UTC) > next_attempt, 5, "next attempt time")
-        second = _cli(project, "run", "--due", check=False)
+        second = run_cli(project, "run", "--due", check=False)
         said = second.stdout + second.stderr
         assert f"Dead letter for user_days {_iso(day)[:16]} to {SINK}" in said, said
         assert "Connection refused" in said, said
@@ -709,7 +693,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
         row, out = _status_deliveries(project)
         assert (row["failed"], row["dead letters"]) == ("0", "1"), out
         assert "headwater replay" in out, out
-        listed = _cli(project, "replay", "--list").stdout
+        listed = run_cli(project, "replay", "--list").stdout
         [shown] = [r for t in _rich_tables(listed) for r in t]
         assert (shown["pipeline"], shown["sink"], shown["batch"]) == ("user_days", SINK, "all")
         assert _pg_tables(pg_url) == set()
@@ -719,7 +703,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
     text = path.read_text()
     assert text.count(json.dumps(broken)) == 1
     path.write_text(text.replace(json.dumps(broken), '"${RECS_URL}"'))
-    out = _cli(project, "replay").stdout
+    out = run_cli(project, "replay").stdout
     assert "Replayed: 1 delivered" in out, out
     columns, duck = _duck(project, "user_days")
     assert len(duck) == 4
@@ -790,7 +774,7 @@ def test_read_api_serves_a_postgres_sink_dataset_live_from_postgres(
     events = _profile_events(datetime.now(UTC) - HOUR)
     _ingest(project, events)
     users = sorted({e["user_id"] for e in events})
-    added = _cli(
+    added = run_cli(
         project, "consumers", "add", "recs_reader", "--datasets", "profiles,profiles_local"
     )
     [token] = TOKEN.findall(added.stdout)
@@ -902,7 +886,7 @@ def _check_served(
     # A run of the full pipeline delivers the whole table again: edits undone, the
     # row whose key is not in the output deleted.
     today = _today()
-    out = _cli(project, "run", "profiles", "--start", _iso(today - DAY), "--end", _iso(today))
+    out = run_cli(project, "run", "profiles", "--start", _iso(today - DAY), "--end", _iso(today))
     assert "Ran 1 interval;" in out.stdout, out.stdout
 
     def restored() -> bool:
@@ -987,7 +971,7 @@ def test_run_sent_to_headwater_up_returns_only_after_the_deliveries_it_owes(
             for i in range(6)
         ],
     )
-    out = _cli(project, "run", "--due").stdout  # no server yet: everything is delivered
+    out = run_cli(project, "run", "--due").stdout  # no server yet: everything is delivered
     assert f"Delivered gated_days to {SINK}: 3 intervals, 9 rows." in out, out
 
     delivered_before = _owed(project)
@@ -1075,7 +1059,7 @@ def test_sink_url_with_a_plain_text_password_is_refused(
     for url in PLAIN_PASSWORDS:
         path.write_text(initial)
         _configure_sink(project, url=url)
-        refused = _cli(project, "status", check=False)
+        refused = run_cli(project, "status", check=False)
         said = refused.stdout + refused.stderr
         assert refused.returncode != 0, (url, said)
         assert "headwater.toml" in said, (url, said)
@@ -1086,7 +1070,7 @@ def test_sink_url_with_a_plain_text_password_is_refused(
     # The same URL from the environment is accepted.
     monkeypatch.setenv("RECS_URL", PLAIN_PASSWORDS[-1])
     path.write_text(path.read_text().replace(json.dumps(PLAIN_PASSWORDS[-1]), '"${RECS_URL}"'))
-    _cli(project, "status")
+    run_cli(project, "status")
 
 
 def test_postgres_sink_without_a_key_is_refused_naming_the_pipeline(
@@ -1095,7 +1079,7 @@ def test_postgres_sink_without_a_key_is_refused_naming_the_pipeline(
     monkeypatch.setenv("RECS_URL", pg_url)
     (project.root / "pipelines" / "no_key.sql").write_text(NO_KEY)
     _configure_sink(project)
-    refused = _cli(project, "run", "--due", check=False)
+    refused = run_cli(project, "run", "--due", check=False)
     said = refused.stdout + refused.stderr
     assert refused.returncode != 0, said
     assert str(project.root / "pipelines" / "no_key.sql") in said, said
@@ -1113,7 +1097,7 @@ def test_pipeline_naming_an_undeclared_sink_is_refused_listing_the_declared_ones
         NO_KEY.replace('sinks = ["recs"]', 'key = ["day"]\nsinks = ["crm"]')
     )
     _configure_sink(project, url="postgresql://app@127.0.0.1:5432/recs")
-    refused = _cli(project, "run", "--due", check=False)
+    refused = run_cli(project, "run", "--due", check=False)
     said = refused.stdout + refused.stderr
     assert refused.returncode != 0, said
     assert str(project.root / "pipelines" / "to_crm.sql") in said, said

@@ -8,7 +8,6 @@ and not echoed back. Each check has a control: the corrected file loads.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -19,7 +18,7 @@ import pytest
 from headwater.config.project import load_project
 from headwater.core.errors import ConfigError
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
-from tests.conftest import HEADWATER, Project
+from tests.conftest import Project, run_cli
 
 SINK_TYPES = ("files", "postgres", "webhook")
 SETTINGS: dict[str, type[msgspec.Struct]] = {
@@ -77,15 +76,7 @@ def _listed(hint: str | None) -> set[str]:
 
 
 def _cli(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("HEADWATER_DEBUG", "HEADWATER_ENV")}
-    return subprocess.run(
-        [*HEADWATER, "--project", str(project.root), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**env, "COLUMNS": "1000"},
-        check=False,
-    )
+    return run_cli(project, *args, check=False)
 
 
 def _one_error(result: subprocess.CompletedProcess[str]) -> tuple[str, str]:

@@ -15,9 +15,7 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import random
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +34,7 @@ from headwater.process.metadata.deliveries import Delivery
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project, Server
+from tests.conftest import Project, Server, run_cli
 from tests.deliver.receiver import Receiver, Reply, Request, verify
 
 SECRET = "whsec_test_3f1c9a7e5b2d"
@@ -174,24 +172,6 @@ def _ingest_events(project: Project, per_day: Sequence[int], seed: int) -> list[
 # -- the command, the metadata, the table -----------------------------------------
 
 
-def _cli(project: Project, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``headwater --project ROOT ARGS``, wide enough for whole table rows."""
-    result = subprocess.run(
-        [*HEADWATER, "--project", str(project.root), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "3000"},
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"headwater {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
-
-
 def _table_rows(lines: Sequence[str]) -> list[dict[str, str]]:
     """The rows of the first rich table in ``lines``, by column title."""
     header = next(line for line in lines if line.startswith("┃"))
@@ -208,7 +188,7 @@ def _table_rows(lines: Sequence[str]) -> list[dict[str, str]]:
 
 def _delivery_status(project: Project) -> tuple[dict[str, dict[str, str]], str]:
     """``headwater status``: the Deliveries table's rows by sink, and the whole output."""
-    out = _cli(project, "status").stdout
+    out = run_cli(project, "status").stdout
     lines = out.splitlines()
     titles = [i for i, line in enumerate(lines) if "Deliveries (intervals)" in line]
     assert len(titles) == 1, f"no Deliveries table in:\n{out}"
@@ -217,7 +197,7 @@ def _delivery_status(project: Project) -> tuple[dict[str, dict[str, str]], str]:
 
 
 def _dead_letter_list(project: Project, *options: str) -> list[dict[str, str]]:
-    out = _cli(project, "replay", "--list", *options).stdout
+    out = run_cli(project, "replay", "--list", *options).stdout
     lines = out.splitlines()
     return _table_rows(lines) if any(line.startswith("┃") for line in lines) else []
 
@@ -260,7 +240,7 @@ def _run_due_until(
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "not delivered in time:\n" + "\n".join(outputs)
-        outputs.append(_cli(project, "run", "--due").stdout)
+        outputs.append(run_cli(project, "run", "--due").stdout)
     return outputs
 
 
@@ -357,7 +337,7 @@ def test_retried_after_500_503_429_and_a_timeout_until_every_row_arrives(
     receiver.slow_next(1, 1.5)  # answers 200 after the sender gave up: a repeat follows
     receiver.fail_next(1, 500)
 
-    first = _cli(hooked, "run", "--due").stdout
+    first = run_cli(hooked, "run", "--due").stdout
     assert "Ran 3 intervals" in first, first
     port = receiver.port
     for status, text in ((500, "failing (500)"), (503, "failing (503)"), (429, "failing (429)")):
@@ -523,7 +503,7 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_with_the_same_ke
 
     receiver.rule = broken
     # `headwater run NAME` publishes both days and makes one attempt at each delivery.
-    first = _cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(_today())).stdout
+    first = run_cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(_today())).stdout
     assert "Ran 2 intervals" in first, first
     assert f"Dead letter for crm_events {first_day[:16]} to crm" in first, first
     assert f"Delivery of crm_events {second_day[:16]} to crm failed" in first, first
@@ -563,10 +543,10 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_with_the_same_ke
     assert set(_received(receiver.rows())) == set(table) - missing
 
     receiver.rule = None  # fixed
-    one = _cli(hooked, "replay", "--id", client_error["id"]).stdout
+    one = run_cli(hooked, "replay", "--id", client_error["id"]).stdout
     assert "Replayed: 1 delivered" in one, one
     assert [d["id"] for d in _dead_letter_list(hooked)] == [server_error["id"]]
-    rest = _cli(hooked, "replay", "--pipeline", PIPELINE, "--sink", "crm").stdout
+    rest = run_cli(hooked, "replay", "--pipeline", PIPELINE, "--sink", "crm").stdout
     assert "Replayed: 1 delivered" in rest, rest
 
     # Each replay was the batch as it was, under the same key, freshly signed.
@@ -584,7 +564,7 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_with_the_same_ke
     assert status["crm"]["dead letters"] == "0", out
     assert "`headwater replay --list`" not in out
     assert _dead_letter_list(hooked) == []
-    assert "No dead letters to replay." in _cli(hooked, "replay").stdout
+    assert "No dead letters to replay." in run_cli(hooked, "replay").stdout
 
     # What the commands said along the way (checked last, so the above runs regardless).
     problems = []
@@ -620,7 +600,7 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
     _configure(hooked, {name: {"url": url} for name, (url, _) in refused.items()}, allow_hosts=[])
 
     # `headwater backfill` also delivers what it owes before it returns.
-    out = _cli(hooked, "backfill", PIPELINE, "--start", _wire(day), "--end", _wire(day + DAY))
+    out = run_cli(hooked, "backfill", PIPELINE, "--start", _wire(day), "--end", _wire(day + DAY))
     assert "Backfilled 1 intervals" in out.stdout, out.stdout
     assert out.stdout.count("Dead letter for crm_events") == len(refused), out.stdout
     assert receiver.snapshot() == []
@@ -638,7 +618,7 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
     ), text
 
     # Replayed while still refused: owed again, refused again, still nothing sent.
-    again = _cli(hooked, "replay").stdout
+    again = run_cli(hooked, "replay").stdout
     assert f"Replayed: {len(refused)} dead" in again, again
     assert receiver.snapshot() == []
     assert {d["sink"] for d in _dead_letter_list(hooked)} == set(refused)
@@ -646,7 +626,7 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
     # Allowed by name now: the replay of that sink's letter delivers; the others stay.
     path = hooked.root / "headwater.toml"
     path.write_text(path.read_text().replace("allow_hosts = []", 'allow_hosts = ["localhost"]'))
-    fixed = _cli(hooked, "replay", "--sink", "named").stdout
+    fixed = run_cli(hooked, "replay", "--sink", "named").stdout
     assert "Replayed: 1 delivered" in fixed, fixed
     assert {r.path for r in receiver.snapshot()} == {"/hook"}
     assert _received(receiver.rows()) == _published(hooked)
@@ -672,7 +652,7 @@ def test_redirects_are_not_followed(hooked: Project, receiver: Receiver) -> None
                 "hop": {"url": receiver.url("/to-elsewhere")},
             },
         )
-        out = _cli(hooked, "run", "--due").stdout
+        out = run_cli(hooked, "run", "--due").stdout
         assert out.count("Dead letter for crm_events") == 2, out
         assert elsewhere.snapshot() == []
     assert sorted(r.path for r in receiver.snapshot()) == ["/to-elsewhere", "/to-metadata"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -32,7 +31,7 @@ from headwater.process.metadata import MetadataStore
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project, Server
+from tests.conftest import HEADWATER, Project, Server, run_cli
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -57,24 +56,6 @@ def _hour(moment: datetime) -> datetime:
 def _iso(moment: datetime) -> str:
     """A time as the CLI takes it (naive ISO is read as UTC)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _cli(project: Project, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``headwater --project ROOT ARGS`` with a terminal wide enough for whole table rows."""
-    result = subprocess.run(
-        [*HEADWATER, "--project", str(project.root), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "3000"},
-        check=False,
-    )
-    if check:
-        assert result.returncode == 0, (
-            f"headwater {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
 
 
 def _set_pipelines(project: Project, **values: object) -> None:
@@ -109,7 +90,7 @@ def _row_of(output: str, column: str, value: str) -> dict[str, str]:
 
 
 def _status(project: Project, name: str) -> dict[str, str]:
-    return _row_of(_cli(project, "status").stdout, "pipeline", name)
+    return _row_of(run_cli(project, "status").stdout, "pipeline", name)
 
 
 @contextmanager
@@ -325,7 +306,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
         _wait_for(lambda: store.watermark(DAU) is not None, 20, "start-up scheduler pass")
         sending_began = datetime.now(UTC)
         _send(server, project, first)
-        out = _cli(project, "backfill", DAU, "--start", _iso(days[0]), "--end", _iso(days[3]))
+        out = run_cli(project, "backfill", DAU, "--start", _iso(days[0]), "--end", _iso(days[3]))
         assert "Backfilled 3 intervals" in out.stdout, out.stdout
         assert _dau(project) == _expected_dau(first)
 
@@ -333,7 +314,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
         second = _make_events(rng, "b", days[3:], 80) + _make_events(rng, "c", days[1:2], 30)
         _send(server, project, second)
         everything = first + second
-        out = _cli(project, "backfill", DAU, "--start", _iso(days[0]), "--end", _iso(today))
+        out = run_cli(project, "backfill", DAU, "--start", _iso(days[0]), "--end", _iso(today))
         assert "Backfilled 1 intervals" in out.stdout, out.stdout  # only the new day
         expected = _expected_dau(everything)
         untouched = {k: v for k, v in expected.items() if k[0] != days[1]}
@@ -341,7 +322,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
 
         # By arrival: every hour that received events, counted here from the stored rows.
         last_hour = _hour(datetime.now(UTC)) + HOUR
-        _cli(
+        run_cli(
             project, "run", HOURLY, "--start", _iso(_hour(sending_began)), "--end", _iso(last_hour)
         )
         hourly = _hourly(project)
@@ -460,7 +441,7 @@ def test_python_pipeline_backfill_runs_its_sql_input_first(
     with _running(project) as server:
         _send(server, project, events)
     # The rest runs without the server, whose scheduler could run these intervals first.
-    listing = _cli(project, "pipelines").stdout
+    listing = run_cli(project, "pipelines").stdout
     share = _row_of(listing, "pipeline", "plan_share")
     assert (share["language"], share["kind"], share["reads"]) == (
         "python",
@@ -469,7 +450,7 @@ def test_python_pipeline_backfill_runs_its_sql_input_first(
     )
     assert _row_of(listing, "pipeline", DAU)["reads"] == "events"
 
-    out = _cli(project, "backfill", "plan_share", "--start", _iso(days[0]), "--end", _iso(today))
+    out = run_cli(project, "backfill", "plan_share", "--start", _iso(days[0]), "--end", _iso(today))
     assert "Backfilled 6 intervals" in out.stdout, out.stdout
     with _metadata(project) as store:
         dau_runs = store.runs(DAU)
@@ -510,8 +491,10 @@ def test_running_an_interval_again_gives_an_identical_table(project: Project) ->
     )
 
     def run_all() -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        _cli(project, "run", DAU, "--start", _iso(days[0]), "--end", _iso(today))
-        _cli(project, "run", HOURLY, "--start", _iso(received), "--end", _iso(received + 3 * HOUR))
+        run_cli(project, "run", DAU, "--start", _iso(days[0]), "--end", _iso(today))
+        run_cli(
+            project, "run", HOURLY, "--start", _iso(received), "--end", _iso(received + 3 * HOUR)
+        )
         return _snapshot(project, DAU), _snapshot(project, HOURLY)
 
     first = run_all()
@@ -520,7 +503,7 @@ def test_running_an_interval_again_gives_an_identical_table(project: Project) ->
     second = run_all()
     assert second == first
     # One interval alone, again: still the same table.
-    _cli(project, "run", DAU, "--start", _iso(days[1]), "--end", _iso(days[2]))
+    run_cli(project, "run", DAU, "--start", _iso(days[1]), "--end", _iso(days[2]))
     assert _snapshot(project, DAU) == first[0]
     with _metadata(project) as store:
         runs = store.runs(DAU, limit=100)
@@ -628,7 +611,7 @@ def test_run_killed_on_a_new_interval_publishes_nothing_and_the_next_run_complet
     row = _status(project, "slow_counts")
     assert (row["done"], row["missing"]) == ("0", "2")
 
-    out = _cli(
+    out = run_cli(
         project, "run", "slow_counts", "--start", _iso(day), "--end", _iso(today), check=False
     )
     assert out.returncode == 0, f"the run after the crash failed:\n{out.stdout}\n{out.stderr}"
@@ -654,7 +637,7 @@ def test_run_killed_on_a_reopened_interval_keeps_the_old_output_until_the_next_r
     day = today - 2 * DAY
     rng = random.Random(5)
     _ingest(project, [e.row(datetime.now(UTC)) for e in _make_events(rng, "k", [day], 10)])
-    _cli(project, "run", "--due")  # the first pass: sets the arrival mark, runs day and day+1
+    run_cli(project, "run", "--due")  # the first pass: sets the arrival mark, runs day and day+1
     assert _day_counts(project) == {day: 10}
     published = _snapshot(project, "slow_counts")
 
@@ -670,7 +653,7 @@ def test_run_killed_on_a_reopened_interval_keeps_the_old_output_until_the_next_r
     row = _status(project, "slow_counts")
     assert (row["done"], row["stale"], row["missing"]) == ("1", "1", "0")
 
-    out = _cli(project, "run", "--due")
+    out = run_cli(project, "run", "--due")
     assert _day_counts(project) == {day: 17}, f"the pass after the crash:\n{out.stdout}"
     with _metadata(project) as store:
         assert store.intervals("slow_counts")[day].status == "done"
@@ -723,7 +706,7 @@ def test_failing_audits_publish_nothing_and_show_in_status(project: Project) -> 
 
     _ingest(project, [event("e1", "u1", "free", 1), event("e2", "u2", "pro", 2)])
     window = ("--start", _iso(day), "--end", _iso(day + DAY))
-    _cli(project, "run", "user_days", *window)
+    run_cli(project, "run", "user_days", *window)
     published = _snapshot(project, "user_days")
     assert len(published) == 2
 
@@ -732,7 +715,7 @@ def test_failing_audits_publish_nothing_and_show_in_status(project: Project) -> 
         project,
         [event("e3", "u1", "free", 3)] + [event(f"t{i}", "u3", "team", 4 + i) for i in range(3)],
     )
-    failed = _cli(project, "run", "user_days", *window, check=False)
+    failed = run_cli(project, "run", "user_days", *window, check=False)
     assert failed.returncode != 0
     said = failed.stdout + failed.stderr
     assert "audit unique(day, user_id) failed on 2 rows" in said, said
@@ -740,7 +723,7 @@ def test_failing_audits_publish_nothing_and_show_in_status(project: Project) -> 
     assert "'copies': 3" in said, said
     assert _snapshot(project, "user_days") == published  # not published
 
-    failed = _cli(project, "run", "plan_values", *window, check=False)
+    failed = run_cli(project, "run", "plan_values", *window, check=False)
     assert failed.returncode != 0
     said = failed.stdout + failed.stderr
     assert "audit accepted_values(plan) failed on 1 row" in said, said
@@ -753,7 +736,7 @@ def test_failing_audits_publish_nothing_and_show_in_status(project: Project) -> 
         for name in ("user_days", "plan_values"):
             latest = store.runs(name, limit=1)[0]
             assert (latest.status, latest.error_kind) == ("failed", "terminal")
-    status = _cli(project, "status").stdout
+    status = run_cli(project, "status").stdout
     user_days = _row_of(status, "pipeline", "user_days")
     assert user_days["last run"].endswith("failed")
     assert "audit unique(day, user_id) failed on 2 rows" in user_days["last error"]
@@ -797,7 +780,7 @@ def test_incremental_run_reads_only_the_row_groups_of_its_interval(project: Proj
     hour = first + 30 * HOUR
     low, high = int(hour.timestamp()) * 1_000_000, int((hour + HOUR).timestamp()) * 1_000_000
     in_hour = [i for i, t in enumerate(times_us) if low <= t < high]
-    out = _cli(project, "run", HOURLY, "--start", _iso(hour), "--end", _iso(hour + HOUR))
+    out = run_cli(project, "run", HOURLY, "--start", _iso(hour), "--end", _iso(hour + HOUR))
     assert "Ran 1 interval" in out.stdout, out.stdout
 
     expected = {

@@ -26,7 +26,7 @@ from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
 from headwater.deliver.settings import PostgresSink
 from headwater.store.engine import Selected
-from headwater.store.errors import QueryError, StoreUnavailable
+from headwater.store.errors import QueryError, StoreUnavailable, first_line
 from headwater.store.pgarrow import csv_chunks, escaped, names, pg_type, to_arrow
 
 _MAX_NAME = 63
@@ -82,16 +82,16 @@ class PostgresTarget:
                 self._delete_gone(con, target, key, interval, time_column)
                 self._upsert(con, target, columns, key)
         except psycopg.OperationalError as exc:
-            raise TransientError(f"PostgreSQL sink {self.name}: {_first_line(exc)}") from None
+            raise TransientError(f"PostgreSQL sink {self.name}: {first_line(exc)}") from None
         except psycopg.errors.InsufficientPrivilege as exc:
             raise TerminalError(
-                f"PostgreSQL sink {self.name}: {_first_line(exc)}",
+                f"PostgreSQL sink {self.name}: {first_line(exc)}",
                 hint="grant the sink's user CREATE on the schema (or create the table for it) "
                 "and INSERT, UPDATE, DELETE, SELECT on the table",
             ) from None
         except psycopg.Error as exc:
             raise TerminalError(
-                f"PostgreSQL sink {self.name} refused the rows: {_first_line(exc)}",
+                f"PostgreSQL sink {self.name} refused the rows: {first_line(exc)}",
                 hint="a changed output schema needs the target table altered or dropped",
             ) from None
 
@@ -232,9 +232,9 @@ class PostgresReader:
                 description = cur.description or []
                 rows = cur.fetchall()
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL sink {self.name}", _first_line(exc)) from None
+            raise StoreUnavailable(f"PostgreSQL sink {self.name}", first_line(exc)) from None
         except psycopg.Error as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(first_line(exc)) from None
         return to_arrow(description, rows)
 
     def close(self) -> None:
@@ -242,7 +242,3 @@ class PostgresReader:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

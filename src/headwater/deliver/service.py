@@ -26,7 +26,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from headwater.core.clock import utc_now
-from headwater.core.errors import HeadwaterError, TerminalError, TransientError
+from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.types import Interval
 from headwater.deliver.files import FilesTarget
 from headwater.deliver.guard import AddressRefused, Resolver, resolve
@@ -188,7 +188,7 @@ class Deliverer:
             table = self._rows(pipeline, delivery.interval)
             if isinstance(target, WebhookTarget):
                 assert isinstance(sink, WebhookSink)
-                return self._post(delivery, sink, target, table, should_stop)
+                return self._post(delivery, sink, target, table, config.scope, should_stop)
             if isinstance(target, FilesTarget):
                 target.write(pipeline.name, _interval_of(pipeline, delivery.interval), table)
             else:
@@ -215,10 +215,10 @@ class Deliverer:
         sink: WebhookSink,
         target: WebhookTarget,
         table: pa.Table,
+        scope: str,
         should_stop: Callable[[], bool],
     ) -> DeliveryResult:
         parts = batches(table, sink.batch_rows)
-        scope = self._sinks().scope
         index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
         sent, dead_reason = 0, None
         while index < len(parts):
@@ -414,10 +414,10 @@ _WAIT_FOR_PROJECT_SECONDS = 30.0
 
 
 def _as_result(delivery: Delivery) -> DeliveryResult:
-    status = "delivered" if delivery.status == "delivered" else delivery.status
+    """A delivery as another process's attempt left it."""
     waiting = delivery.next_attempt_at if delivery.status == "failed" else None
     return DeliveryResult(
-        delivery.pipeline, delivery.sink, delivery.interval, status,
+        delivery.pipeline, delivery.sink, delivery.interval, delivery.status,
         delivery.rows_delivered, delivery.last_error, waiting,
     )  # fmt: skip
 
@@ -458,4 +458,4 @@ def _replayed(letter: DeadLetter, status: str, error: str | None = None) -> Repl
     )
 
 
-__all__ = ["Deliverer", "DeliveryResult", "ReplayResult", "Sinks", "TerminalError"]
+__all__ = ["Deliverer", "DeliveryResult", "ReplayResult", "Sinks"]

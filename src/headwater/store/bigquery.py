@@ -35,7 +35,7 @@ from headwater.core.errors import ConfigError
 from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
-from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
+from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable, first_line
 
 _PARAMETER_TYPES: tuple[tuple[type, str], ...] = (
     (bool, "BOOL"),
@@ -95,7 +95,7 @@ class BigQueryEngine:
         except QueryError:
             raise
         except Exception as exc:  # google.auth and google.api_core errors alike
-            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+            raise StoreUnavailable("bigquery", first_line(exc)) from None
         return engine
 
     def _create_tables(self, location: str | None) -> None:
@@ -150,13 +150,13 @@ class BigQueryEngine:
         try:
             return job.result()
         except Exception as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(first_line(exc)) from None
 
     def _job(self, sql: str, config: Any) -> Any:
         try:
             return self.client.query(sql, job_config=config)
         except Exception as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(first_line(exc)) from None
 
     def _load(self, table: str, data: pa.Table, disposition: str) -> None:
         bq = self._bq
@@ -168,7 +168,7 @@ class BigQueryEngine:
         try:
             self.client.load_table_from_file(out, table, job_config=config).result()
         except Exception as exc:
-            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+            raise StoreUnavailable("bigquery", first_line(exc)) from None
 
     def _staging(self, data: pa.Table) -> str:
         """Load ``data`` into a new staging table that expires within a day (so a process
@@ -181,7 +181,7 @@ class BigQueryEngine:
             self.client.update_table(table, ["expires"])
         except Exception as exc:
             self._drop(name)
-            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+            raise StoreUnavailable("bigquery", first_line(exc)) from None
         return name
 
     def _drop(self, table: str) -> None:
@@ -245,7 +245,7 @@ class BigQueryEngine:
         try:
             statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
         except sqlglot.errors.ParseError as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(first_line(exc)) from None
         if len(statements) != 1:
             raise QueryError(f"expected one statement, got {len(statements)}")
         if not isinstance(statements[0], exp.Query):
@@ -342,7 +342,7 @@ class BigQueryEngine:
         try:
             tables = self.client.list_tables(self.dataset)
         except Exception as exc:
-            raise StoreUnavailable("bigquery", _first_line(exc)) from None
+            raise StoreUnavailable("bigquery", first_line(exc)) from None
         return sorted(t.table_id for t in tables if not t.table_id.startswith("_hw_"))
 
     def checkpoint(self) -> None:
@@ -391,7 +391,3 @@ def _checked(name: str) -> str:
     if not _NAME.match(name):
         raise QueryError(f"{name!r} is not a plain table or column name")
     return name
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -23,7 +23,13 @@ import pyarrow.compute as pc
 from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
-from headwater.store.errors import QueryError, ReadOnlyQuery, StoreLocked, StoreUnavailable
+from headwater.store.errors import (
+    QueryError,
+    ReadOnlyQuery,
+    StoreLocked,
+    StoreUnavailable,
+    first_line,
+)
 from headwater.store.settings import StoreSettings
 
 _READ_ONLY = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
@@ -89,7 +95,7 @@ class DuckDBEngine:
         try:
             con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
-            raise StoreLocked(str(path), _first_line(exc)) from None
+            raise StoreLocked(str(path), first_line(exc)) from None
         _session(con)
         if settings is not None and settings.memory_limit:
             con.execute("SET memory_limit = ?", [settings.memory_limit])
@@ -122,7 +128,7 @@ class DuckDBEngine:
             yield
         except duckdb.Error as exc:
             con.rollback()
-            raise QueryError(_first_line(exc)) from exc
+            raise QueryError(first_line(exc)) from exc
         except BaseException:
             con.rollback()
             raise
@@ -202,7 +208,7 @@ class DuckDBEngine:
         try:
             statements = duckdb.extract_statements(sql)
         except duckdb.Error as exc:
-            raise QueryError(_first_line(exc)) from None
+            raise QueryError(first_line(exc)) from None
         if len(statements) != 1:
             raise QueryError(
                 f"expected one statement, got {len(statements)}",
@@ -216,7 +222,7 @@ class DuckDBEngine:
             try:
                 return cur.sql(sql, params=list(params) or None).to_arrow_table()
             except duckdb.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
 
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
         with self._cursor() as cur:
@@ -224,7 +230,7 @@ class DuckDBEngine:
             try:
                 table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
             except duckdb.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
             scanned = json.loads(cur.get_profiling_information(format="json"))
         rows = scanned.get("query", {}).get("total_rows_scanned")
         return Selected(table, int(rows) if rows is not None else None)
@@ -244,7 +250,7 @@ class DuckDBEngine:
             try:
                 cur.execute(sql, list(params))
             except duckdb.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
 
     def append(self, table: str, data: pa.Table) -> None:
         with self._cursor() as cur, self._transaction(cur):
@@ -285,7 +291,7 @@ class DuckDBEngine:
                 explained = cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", dict(params or {}) or None)
                 plan = explained.fetchall()[0][1]
             except duckdb.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
         return Cost(rows_scanned=_scanned_rows(json.loads(plan)))
 
     def list_tables(self) -> list[str]:
@@ -322,7 +328,3 @@ def _scanned_rows(nodes: list[dict[str, object]]) -> int:
         if isinstance(children, list):
             total += _scanned_rows(children)
     return total
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

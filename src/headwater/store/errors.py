@@ -42,3 +42,9 @@ class ReadOnlyQuery(QueryError):
             f"{kind} statements are not allowed here",
             hint="`headwater query` runs SELECT, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN only",
         )
+
+
+def first_line(exc: BaseException) -> str:
+    """An engine's error message, first line only (their later lines repeat the query)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

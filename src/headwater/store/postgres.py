@@ -32,7 +32,7 @@ from headwater.core.clock import from_us, to_us
 from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.engine import FLOOR_STALE_SECONDS, Cost, IngestBatch, Selected, map_in_process
-from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
+from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable, first_line
 from headwater.store.pgarrow import (
     columns_ddl,
     csv_chunks,
@@ -81,7 +81,7 @@ class PostgresEngine:
         try:
             engine._pool.open(wait=True, timeout=15)
         except psycopg.Error as exc:
-            raise StoreUnavailable("postgres", _first_line(exc)) from None
+            raise StoreUnavailable("postgres", first_line(exc)) from None
         except Exception as exc:  # the pool's timeout
             raise StoreUnavailable("postgres", f"could not connect ({exc})") from None
         engine._create_tables()
@@ -157,7 +157,7 @@ class PostgresEngine:
             with self._pool.connection(timeout=30) as con:
                 yield con
         except psycopg.OperationalError as exc:
-            raise StoreUnavailable("postgres", _first_line(exc)) from None
+            raise StoreUnavailable("postgres", first_line(exc)) from None
 
     # -- collector -------------------------------------------------------
 
@@ -172,7 +172,7 @@ class PostgresEngine:
                 if self._ingest_con is not None:
                     self._ingest_con.close()
                     self._ingest_con = None
-                raise StoreUnavailable("postgres", _first_line(exc)) from None
+                raise StoreUnavailable("postgres", first_line(exc)) from None
 
     def _ingest(self, con: psycopg.Connection[Any], batch: IngestBatch) -> pa.Array:
         events = batch.events
@@ -273,7 +273,7 @@ class PostgresEngine:
                 if self._floor_con is not None:
                     self._floor_con.close()
                     self._floor_con = None
-                raise StoreUnavailable("postgres", _first_line(exc)) from None
+                raise StoreUnavailable("postgres", first_line(exc)) from None
 
     def _publish(self, con: psycopg.Connection[Any], collector: str, floor_us: int) -> None:
         con.execute(
@@ -325,7 +325,7 @@ class PostgresEngine:
                     raise QueryError(
                         "expected one statement", hint="send one statement at a time"
                     ) from None
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
             except psycopg.errors.ReadOnlySqlTransaction:
                 raise ReadOnlyQuery(
                     text.split(None, 1)[0].upper() if text.strip() else "?"
@@ -333,7 +333,7 @@ class PostgresEngine:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
 
     def select(self, text: str, params: Mapping[str, object]) -> Selected:
         with self._connection() as con:
@@ -342,7 +342,7 @@ class PostgresEngine:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
             if cur.description is None:
                 return Selected(pa.table({}), None)
             return Selected(to_arrow(cur.description, cur.fetchall()), None)
@@ -364,7 +364,7 @@ class PostgresEngine:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
 
     @contextmanager
     def _writing(self) -> Iterator[psycopg.Connection[Any]]:
@@ -375,7 +375,7 @@ class PostgresEngine:
             except psycopg.OperationalError:
                 raise
             except psycopg.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
 
     def _create_like(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
         con.execute(
@@ -454,7 +454,7 @@ class PostgresEngine:
                 explain = b"EXPLAIN (FORMAT JSON) " + escaped(text, params).encode()
                 plan = con.execute(explain, dict(params or {}) or None).fetchone()
             except psycopg.Error as exc:
-                raise QueryError(_first_line(exc)) from None
+                raise QueryError(first_line(exc)) from None
         nodes = plan[0] if plan else []
         if isinstance(nodes, str):
             nodes = json.loads(nodes)
@@ -494,7 +494,3 @@ def _scanned(node: dict[str, Any]) -> int:
     for child in node.get("Plans", []) or []:
         total += _scanned(child)
     return total
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
