@@ -39,7 +39,7 @@ PostgreSQL by ``COPY … FROM STDIN`` of a CSV DuckDB wrote, then ``VACUUM (ANAL
 Spark by Parquet files DuckDB wrote into the warehouse's day folders). The last
 hour is held back. The example pipelines of ``headwater init``
 (``hourly_event_counts`` by arrival, ``daily_active_users`` by event time,
-BigQuery SQL) run in this process through ``PipelineService`` with a fixed clock:
+BigQuery SQL) run in this process through ``Workspace`` with a fixed clock:
 a backfill of every whole interval, then the held-back hour arrives (bulk-loaded
 the same way) and each pipeline runs its one new interval (the new hour, and the
 day it completes). Spark (``local[2]``) runs when ``headwater.store.spark``
@@ -738,10 +738,10 @@ def run_pipelines(
 ) -> None:
     """Backfill both pipelines up to ``cut``, load the last hour, run each new interval."""
     from headwater.config.project import load_project
-    from headwater.process.service import PipelineService
+    from headwater.runtime.workspace import Workspace
 
     clock = [cut]
-    service = PipelineService(load_project(root), engine, metadata, clock=lambda: clock[0])
+    service = Workspace(load_project(root), engine, metadata, clock=lambda: clock[0])
     started = time.monotonic()
 
     def guard(progress: Any) -> None:
@@ -779,7 +779,7 @@ def run_pipelines(
 def part_pipelines(
     server: PostgresServer | None, args: argparse.Namespace, work: Path
 ) -> tuple[list[EngineRun], list[str]]:
-    from headwater.process.metadata import MetadataStore
+    from headwater.state import StateStore
     from headwater.store.duckdb import DuckDBEngine
     from headwater.store.postgres import PostgresEngine
 
@@ -822,7 +822,7 @@ def part_pipelines(
     t0 = time.perf_counter()
     duck = DuckDBEngine.open(path)
     run.open_seconds = time.perf_counter() - t0
-    meta = MetadataStore.for_data_dir(work / "duckdb-meta")
+    meta = StateStore.in_folder(work / "duckdb-meta")
     try:
         run_pipelines(
             run, duck, meta, root, cut, end, lambda: duck.append("events", last_hour), args.budget
@@ -856,7 +856,7 @@ def part_pipelines(
         t0 = time.perf_counter()
         pg = PostgresEngine.open(url, SCHEMA)
         run.open_seconds = time.perf_counter() - t0
-        meta = MetadataStore.beside_postgres(url, f"{SCHEMA}_metadata")
+        meta = StateStore.beside_postgres(url, f"{SCHEMA}_metadata")
         try:
             run_pipelines(
                 run,
@@ -928,7 +928,7 @@ def spark_pipelines(
     end: datetime,
     budget: float,
 ) -> None:
-    from headwater.process.metadata import MetadataStore
+    from headwater.state import StateStore
     from headwater.store.spark import SparkEngine
 
     warehouse = work / "warehouse"
@@ -955,7 +955,7 @@ def spark_pipelines(
         return
     run.open_seconds = time.perf_counter() - t0
     step(f"spark: session started in {run.open_seconds:.1f} s")
-    meta = MetadataStore.for_data_dir(work / "spark-meta")
+    meta = StateStore.in_folder(work / "spark-meta")
     try:
         run_pipelines(run, engine, meta, root, cut, end, lambda: write(last, "last"), budget)
     except _OverBudget as exc:
@@ -1070,7 +1070,7 @@ def conditions(args: argparse.Namespace, pg_url: str | None) -> list[tuple[str, 
         (
             "pipelines",
             f"{args.events:,} events over {args.days} days; example pipelines, "
-            "BigQuery SQL; PipelineService in this process",
+            "BigQuery SQL; Workspace in this process",
         ),
     ]
 

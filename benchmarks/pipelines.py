@@ -13,7 +13,7 @@ of the same synthetic events:
 
 * Headwater: a project made by ``headwater.cli.scaffold.init_project`` (the other
   example pipeline removed), run two ways: in this process through
-  ``PipelineService`` on an open store (what the scheduler inside ``headwater up``
+  ``Workspace`` on an open store (what the scheduler inside ``headwater up``
   pays each tick), and as the ``headwater`` CLI in a new process (what cron pays).
 * dbt-duckdb: an incremental model, ``delete+insert`` with ``unique_key='hour'`` and
   an ``is_incremental()`` filter on ``received_at``; and for history, dbt's own
@@ -461,19 +461,17 @@ class HeadwaterInProcess:
 
     def __init__(self, folder: Path) -> None:
         from headwater.config.project import load_project
-        from headwater.process.metadata import MetadataStore
-        from headwater.process.service import PipelineService
+        from headwater.runtime.workspace import Workspace
+        from headwater.state import StateStore
         from headwater.store.duckdb import DuckDBEngine
 
         self.project = load_project(folder)
         self.engine = DuckDBEngine.open(self.project.store_path, self.project.settings.store)
-        self.metadata = MetadataStore.for_data_dir(
+        self.metadata = StateStore.in_folder(
             self.project.data_dir, self.project.settings.pipelines.metadata_url
         )
         self.now = datetime.now(UTC)
-        self.service = PipelineService(
-            self.project, self.engine, self.metadata, clock=lambda: self.now
-        )
+        self.service = Workspace(self.project, self.engine, self.metadata, clock=lambda: self.now)
 
     def append(self, parquet: Path) -> None:
         self.engine.execute("INSERT INTO events SELECT * FROM read_parquet(?)", [str(parquet)])
@@ -741,8 +739,8 @@ t = [time.perf_counter()]
 from pathlib import Path
 import headwater.cli.main
 t.append(time.perf_counter())
-from headwater.process.metadata import MetadataStore
-from headwater.process.service import PipelineService
+from headwater.state import StateStore
+from headwater.runtime.workspace import Workspace
 from headwater.runtime import operations
 from headwater.runtime.client import find_server
 from headwater.store.duckdb import DuckDBEngine
@@ -753,9 +751,9 @@ assert find_server(project.data_dir) is None
 t.append(time.perf_counter())
 engine = DuckDBEngine.open(project.store_path, project.settings.store)
 t.append(time.perf_counter())
-metadata = MetadataStore.for_data_dir(project.data_dir, project.settings.pipelines.metadata_url)
+metadata = StateStore.in_folder(project.data_dir, project.settings.pipelines.metadata_url)
 t.append(time.perf_counter())
-result = operations.call(PipelineService(project, engine, metadata), "due", {}, None)
+result = operations.call(Workspace(project, engine, metadata), "due", {}, None)
 t.append(time.perf_counter())
 metadata.close()
 engine.close()
@@ -767,7 +765,7 @@ CLI_STEP_NAMES = (
     "import what the run command loads (metadata, service, store, ...)",
     "load headwater.toml, look for a running server",
     "DuckDBEngine.open",
-    "MetadataStore.for_data_dir (SQLAlchemy engine, Alembic upgrade check)",
+    "StateStore.for_data_dir (SQLAlchemy engine, Alembic upgrade check)",
     "operations.call('due'): the service itself",
     "close metadata and store",
 )
@@ -1236,7 +1234,7 @@ def report(
         )
     print()
     print("  How each runs:")
-    print("    Headwater in-process: PipelineService.run_due() on an open store and metadata")
+    print("    Headwater in-process: Workspace.run_due() on an open store and metadata")
     print("      (the scheduler inside `headwater up`); history: service.backfill.")
     print("    Headwater CLI: `headwater run hourly_event_counts --start H --end H+1h` per new")
     print("      hour (the CLI takes no clock: --due would run every hour up to the real now);")

@@ -26,7 +26,7 @@ What it measures, in a fresh temporary project with a throwaway PostgreSQL
    to Arrow in one query (and, to tell the query from the transport, the same
    paged queries the API runs, run in this process); psycopg fetching the table.
 3. Webhook delivery: a pipeline of 200,000 rows delivered by
-   ``headwater.deliver.service.Deliverer`` (``PipelineService.deliver``, as
+   ``headwater.deliver.service.Deliverer`` (``Workspace.deliver``, as
    ``headwater run`` does) to a receiver in another process (a
    ``ThreadingHTTPServer`` that decodes each body, counts its rows and answers
    200), timed from the start of the delivery to its end; the interval is
@@ -86,9 +86,9 @@ from headwater.config.project import load_project
 from headwater.deliver.postgres import PostgresReader
 from headwater.deliver.settings import PostgresSink, WebhookSink
 from headwater.deliver.webhook import IDEMPOTENCY, SIGNATURE, batches, body, sign
-from headwater.process.metadata import MetadataStore
-from headwater.process.service import PipelineService
+from headwater.runtime.workspace import Workspace
 from headwater.serve.query import Dataset, Reader, encode_cursor, rows_query
+from headwater.state import StateStore
 from headwater.store.duckdb import DuckDBEngine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -355,8 +355,8 @@ def build(root: Path, args: argparse.Namespace, hook: Receiver, results: Results
     """Run the pipelines and deliver them, in this process; measure the webhook delivery."""
     project = load_project(root)
     engine = DuckDBEngine.open(project.store_path, project.settings.store)
-    metadata = MetadataStore.for_data_dir(project.data_dir, project.settings.pipelines.metadata_url)
-    service = PipelineService(project, engine, metadata)
+    metadata = StateStore.in_folder(project.data_dir, project.settings.pipelines.metadata_url)
+    service = Workspace(project, engine, metadata)
     try:
         log(f"running {EMBEDDED} and {SERVED} ({args.rows:,} rows each)")
         seconds, runs = timed(lambda: [*service.run(EMBEDDED), *service.run(SERVED)])
@@ -440,7 +440,7 @@ def build(root: Path, args: argparse.Namespace, hook: Receiver, results: Results
         engine.close()
 
 
-def profile_delivery(service: PipelineService, interval: Any) -> list[str]:
+def profile_delivery(service: Workspace, interval: Any) -> list[str]:
     """One more webhook delivery (the interval published again), under cProfile."""
     service.run(HOOK, interval.start, interval.end)
     profiler = cProfile.Profile()

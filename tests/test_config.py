@@ -18,10 +18,11 @@ import msgspec
 import pytest
 
 from headwater.collect.settings import CollectorSettings, SourceSettings
-from headwater.config.project import ProjectFile, ProjectSettings, load_project
+from headwater.config.file import ProjectFile, ProjectSettings
+from headwater.config.project import load_project
+from headwater.config.server import ServerSettings
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash
-from headwater.runtime.settings import ServerSettings
 from headwater.store.settings import StoreSettings
 from tests.conftest import HEADWATER, Project, Server
 
@@ -368,13 +369,29 @@ WRITES = {
     "two-statements": "SELECT 1; DELETE FROM events",
     "explain-analyze": "EXPLAIN ANALYZE INSERT INTO failed_events (id, received_at, code, message) "
     "VALUES ('x', now(), 'injected', 'm')",
+    # Each of these ran its statement through a running server before reads were decided
+    # by parsing: an option list, a leading semicolon, a file written, a setting changed.
+    "explain-options": "EXPLAIN (FORMAT json, ANALYZE) DELETE FROM events",
+    "leading-semicolon": ";EXPLAIN ANALYZE DELETE FROM events",
+    "explain-create": "EXPLAIN (ANALYZE, FORMAT json) CREATE TABLE injected AS SELECT 1",
+    "copy": "COPY events TO 'copied.csv'",
+    "set": "SET threads = 1",
+    "read-file": "SELECT * FROM read_csv('/etc/passwd')",
+    "data-cte": "WITH d AS (DELETE FROM events RETURNING *) SELECT * FROM d",
 }
 MESSAGES = {
     "insert": "INSERT statements are not allowed here",
     "delete": "DELETE statements are not allowed here",
     "drop": "DROP statements are not allowed here",
-    "two-statements": "expected one statement",
-    "explain-analyze": "statements are not allowed here",
+    "two-statements": "holds 2 statements where one is expected",
+    "explain-analyze": "EXPLAIN statements are not allowed here",
+    "explain-options": "EXPLAIN statements are not allowed here",
+    "leading-semicolon": "EXPLAIN statements are not allowed here",
+    "explain-create": "EXPLAIN statements are not allowed here",
+    "copy": "COPY statements are not allowed here",
+    "set": "SET statements are not allowed here",
+    "read-file": "read_csv() reads from outside the store's tables",
+    "data-cte": "DELETE statements are not allowed here",
 }
 
 
@@ -398,22 +415,28 @@ def test_query_refuses_writes_through_the_server(
     before = _counts(project)
     assert before[0] >= 1
     result = _run(project, "query", WRITES[kind])
-    # Nothing was written: the events are still there, nothing was injected or dropped.
+    # Nothing was written: the events are still there, nothing was injected or dropped,
+    # no table made, no file written (settings: see test_query_guard.py).
     assert _counts(project) == before
     error = _assert_one_error(result, MESSAGES[kind])
     assert error.startswith("Error: query failed")
-    if kind != "two-statements":
-        assert "SELECT" in result.stderr.splitlines()[1]  # the fix says what may run
+    assert "SELECT" in result.stderr.splitlines()[1]  # the fix says what may run
+    tables = project.query("SELECT table_name FROM information_schema.tables")["table_name"]
+    assert "injected" not in tables.to_pylist()
+    assert not list(project.root.rglob("copied.csv"))
 
 
 def test_query_allows_what_its_hint_promises(
     shared_project: Project, shared_server: Server
 ) -> None:
     for sql in (
+        "SELECT count(*) FROM events",
+        "WITH e AS (SELECT * FROM events) SELECT event, count(*) FROM e GROUP BY 1",
+        "SELECT * FROM events UNION ALL SELECT * FROM events",
+        "VALUES (1, 'a')",
         "DESCRIBE events",
-        "SHOW TABLES",
-        "SUMMARIZE events",
-        "EXPLAIN SELECT 1",
+        "SELECT table_name FROM information_schema.tables",
+        "SELECT 1;",
     ):
         result = shared_project.cli("query", sql, check=False)
         assert result.returncode == 0, (sql, result.stderr)

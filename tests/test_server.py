@@ -23,8 +23,13 @@ def test_up_prints_where_it_listens_and_query_reads_through_the_server(
     assert re.search(r"Headwater is up at http://127\.0\.0\.1:\d+", server.log.read_text())
     assert _track(server, project.key, "u-live").status_code == 200
     # The server owns the DuckDB file, so the CLI's query must go through it.
+    # json is one array, as bq and DuckDB's CLI print it; jsonl one object per line.
     result = project.cli("query", "SELECT user_id FROM events", "--format", "json")
-    assert [json.loads(line) for line in result.stdout.splitlines()] == [{"user_id": "u-live"}]
+    assert json.loads(result.stdout) == [{"user_id": "u-live"}]
+    lines = project.cli("query", "SELECT user_id FROM events", "--format", "jsonl").stdout
+    assert [json.loads(line) for line in lines.splitlines()] == [{"user_id": "u-live"}]
+    empty = project.cli("query", "SELECT user_id FROM events WHERE false", "--format", "json")
+    assert json.loads(empty.stdout) == []
     csv = project.cli("query", "SELECT user_id, type FROM events", "--format", "csv").stdout
     assert csv.splitlines() == ['"user_id","type"', '"u-live","track"']
 
@@ -35,7 +40,7 @@ def test_query_opens_the_file_when_no_server_runs(project: Project) -> None:
     assert server.stop() == 0
     assert not (project.data_dir / "server.json").exists()
     result = project.cli("query", "SELECT count(*) AS n FROM events", "--format", "json")
-    assert json.loads(result.stdout) == {"n": 1}
+    assert json.loads(result.stdout) == [{"n": 1}]
 
 
 def test_a_stale_runtime_file_is_ignored(project: Project) -> None:
@@ -44,7 +49,7 @@ def test_a_stale_runtime_file_is_ignored(project: Project) -> None:
     server.kill()
     assert (project.data_dir / "server.json").exists()  # SIGKILL leaves it behind
     result = project.cli("query", "SELECT count(*) AS n FROM events", "--format", "json")
-    assert json.loads(result.stdout) == {"n": 1}
+    assert json.loads(result.stdout) == [{"n": 1}]
     # And the next server starts over it.
     again = Server(project).start()
     try:

@@ -462,7 +462,7 @@ def _table(rows: int, seed: int) -> pa.Table:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_reader_never_sees_a_partial_file_while_it_is_replaced(tmp_path: Path, fmt: str) -> None:
-    target = FilesTarget(FilesSink(url="lake", format=fmt), tmp_path)
+    target = FilesTarget("lake", FilesSink(url="lake", format=fmt), tmp_path)
     sizes = (60_000, 3, 20_000, 1) if fmt == "jsonl" else (150_000, 3, 40_000, 1)
     tables = [_table(n, seed) for seed, n in enumerate(sizes)]
     # What each table's complete file holds, written once at its own path.
@@ -531,7 +531,7 @@ def test_memory_target_writes_one_object_per_interval_at_the_expected_path(
 ) -> None:
     bucket = f"hw-files-{uuid.uuid4().hex[:12]}"
     fs = fsspec.filesystem("memory")
-    target = FilesTarget(FilesSink(url=f"memory://{bucket}/exports"), tmp_path)
+    target = FilesTarget("lake", FilesSink(url=f"memory://{bucket}/exports"), tmp_path)
     hour = datetime(2026, 11, 25, 10, tzinfo=UTC)
     first, second = _table(500, 1), _table(30, 2)
     try:
@@ -699,8 +699,8 @@ def test_a_pipeline_whose_time_column_is_a_date_delivers_its_day(tmp_path: Path)
     """A DATE time column is read back with DATE bounds (the delivery's own query)."""
     from headwater.cli.scaffold import init_project
     from headwater.config.project import load_project
-    from headwater.process.metadata import MetadataStore
-    from headwater.process.service import PipelineService
+    from headwater.runtime.workspace import Workspace
+    from headwater.state import StateStore
 
     root = tmp_path / "project"
     init_project(root)
@@ -726,7 +726,7 @@ def test_a_pipeline_whose_time_column_is_a_date_delivers_its_day(tmp_path: Path)
         for i in range(day + 2)
     ]
     engine = DuckDBEngine.open(root / ".headwater" / "events.duckdb")
-    metadata = MetadataStore.for_data_dir(root / ".headwater")
+    metadata = StateStore.in_folder(root / ".headwater")
     try:
         engine.ingest(
             IngestBatch(
@@ -734,7 +734,7 @@ def test_a_pipeline_whose_time_column_is_a_date_delivers_its_day(tmp_path: Path)
                 schema.FAILED_EVENTS.empty_table(),
             )
         )
-        service = PipelineService(load_project(root), engine, metadata)
+        service = Workspace(load_project(root), engine, metadata)
         ran = service.backfill("daily_dates", first, first + 2 * DAY)
         assert [r.interval.start for r in ran if r.pipeline == "daily_dates"] == [
             first,

@@ -484,7 +484,7 @@ def big_days(ctx: Context) -> pa.Table:
 BIG = 120
 COPYING = """
 SELECT a.pid FROM pg_stat_activity AS a JOIN pg_stat_progress_copy AS p ON p.pid = a.pid
-WHERE a.datname = current_database() AND a.query LIKE 'COPY headwater_stage%'
+WHERE a.datname = current_database() AND a.query LIKE 'COPY "headwater_stage"%'
   AND p.tuples_processed > 0
 """
 

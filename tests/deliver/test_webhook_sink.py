@@ -29,8 +29,8 @@ import pytest
 
 from headwater.deliver.guard import AddressRefused, NotResolved, check
 from headwater.deliver.webhook import idempotency_key, sign
-from headwater.process.metadata import MetadataStore
-from headwater.process.metadata.deliveries import Delivery
+from headwater.state import StateStore
+from headwater.state.deliveries import Delivery
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
@@ -203,8 +203,8 @@ def _dead_letter_list(project: Project, *options: str) -> list[dict[str, str]]:
 
 
 @contextmanager
-def _metadata(project: Project) -> Iterator[MetadataStore]:
-    store = MetadataStore.for_data_dir(project.data_dir)
+def _metadata(project: Project) -> Iterator[StateStore]:
+    store = StateStore.in_folder(project.data_dir)
     try:
         yield store
     finally:

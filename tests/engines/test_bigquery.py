@@ -40,16 +40,17 @@ from sqlglot import exp
 
 from headwater.cli.scaffold import EXAMPLE_PIPELINES, init_project
 from headwater.config.project import load_project
+from headwater.core.errors import ConfigError
 from headwater.core.types import Interval
 from headwater.process.errors import PipelineError
 from headwater.process.header import split_header
-from headwater.process.metadata import MetadataStore
-from headwater.process.service import PipelineService
 from headwater.process.sql import parse, render
+from headwater.runtime.workspace import Workspace
+from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.bigquery import BigQueryEngine, BudgetExceeded, bq_schema
-from headwater.store.engine import IngestBatch
-from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
+from headwater.store.engine import Fence, IngestBatch
+from headwater.store.errors import Fenced, QueryError, ReadOnlyQuery, StoreUnavailable
 
 TESTS = Path(__file__).resolve().parent.parent
 GOLDEN = TESTS / "golden" / "transpile"
@@ -478,7 +479,9 @@ def test_open_creates_the_dataset_and_partitioned_clustered_event_tables(fake: F
     assert made.options == {"exists_ok": True}
 
     tables = {c.name: c for c in fake.table_calls("create_table")}
-    assert set(tables) == {f"{FULL_DATASET}.events", f"{FULL_DATASET}.failed_events"}
+    fences = f"{FULL_DATASET}._headwater_fences"  # fencing tokens: see the fence tests
+    assert set(tables) == {f"{FULL_DATASET}.events", f"{FULL_DATASET}.failed_events", fences}
+    assert [f.name for f in tables.pop(fences).obj.schema] == ["name", "token"]
     for name, arrow in (("events", schema.EVENTS), ("failed_events", schema.FAILED_EVENTS)):
         call = tables[f"{FULL_DATASET}.{name}"]
         table = call.obj
@@ -532,11 +535,46 @@ def test_open_refuses_a_dataset_that_is_not_a_name_before_any_call(
 
 
 def test_open_reports_an_unreachable_bigquery_as_store_unavailable(fake: FakeClient) -> None:
-    fake.create_error = google_errors.Forbidden("Access Denied: Project hw-test\nmore detail")
-    with pytest.raises(StoreUnavailable, match="Access Denied: Project hw-test") as caught:
+    fake.create_error = google_errors.ServiceUnavailable("Backend Error\nmore detail")
+    with pytest.raises(StoreUnavailable, match="Backend Error") as caught:
         BigQueryEngine.open(None, DATASET, None, BUDGET, client=fake)
     assert caught.value.engine == "bigquery"
     assert "more detail" not in str(caught.value)
+
+
+def test_open_reports_missing_permissions_as_terminal_with_the_fix(fake: FakeClient) -> None:
+    fake.create_error = google_errors.Forbidden("Access Denied: Project hw-test\nmore detail")
+    with pytest.raises(ConfigError, match="Access Denied: Project hw-test") as caught:
+        BigQueryEngine.open(None, DATASET, None, BUDGET, client=fake)
+    assert "GOOGLE_APPLICATION_CREDENTIALS" in (caught.value.hint or "")
+    assert "more detail" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (google_errors.TooManyRequests("slow down"), True),
+        (google_errors.InternalServerError("oops"), True),
+        (google_errors.ServiceUnavailable("down"), True),
+        (
+            google_errors.Forbidden(
+                "Exceeded rate limits", errors=[{"reason": "rateLimitExceeded"}]
+            ),
+            True,
+        ),
+        (google_errors.Forbidden("Access Denied", errors=[{"reason": "accessDenied"}]), False),
+        (google_errors.BadRequest("Syntax error"), False),
+        (google_errors.NotFound("Not found: Table x"), False),
+        (ConnectionError("reset by peer"), True),
+    ],
+)
+def test_bigquery_errors_are_transient_or_terminal_by_what_they_are(
+    bq: BigQueryEngine, fake: FakeClient, error: Exception, transient: bool
+) -> None:
+    fake.failures.append(("FROM events", error))
+    expected = StoreUnavailable if transient else QueryError
+    with pytest.raises(expected):
+        bq.select("SELECT 1 AS x FROM events", {})
 
 
 # -- every query: dry run, budget, parameters ----------------------------------------------
@@ -678,13 +716,13 @@ def test_query_refuses_statements_that_change_data_without_submitting_anything(
 ) -> None:
     with pytest.raises(ReadOnlyQuery, match="not allowed"):
         bq.query(sql)
-    assert fake.calls == []
+    assert fake.jobs == []  # listing the dataset's tables is free; no job was submitted
 
 
 @pytest.mark.parametrize(
     ("sql", "params", "message"),
     [
-        ("SELECT 1 AS x; DROP TABLE events", (), "expected one statement, got 2"),
+        ("SELECT 1 AS x; DROP TABLE events", (), "holds 2 statements where one is expected"),
         ("SELECT FROM WHERE (", (), "Expected"),
         ("SELECT * FROM events WHERE source = ?", ("web",), "positional parameters"),
     ],
@@ -694,7 +732,7 @@ def test_query_refuses_what_it_cannot_run_without_submitting_anything(
 ) -> None:
     with pytest.raises(QueryError, match=re.escape(message)):
         bq.query(sql, params)
-    assert fake.calls == []
+    assert fake.jobs == []
 
 
 def test_a_failing_job_is_a_query_error_with_bigquery_s_first_line(
@@ -789,7 +827,8 @@ def test_ingest_drops_the_staging_table_when_a_statement_fails(
 ) -> None:
     fake.failures.append((failing, google_errors.InternalServerError("backend error")))
     fake.answers.append(("JOIN events", pa.table({"source": [], "message_id": []})))
-    with pytest.raises(QueryError, match="backend error"):
+    # A 5xx may pass: transient, so the collector answers 503 and the client sends again.
+    with pytest.raises(StoreUnavailable, match="backend error"):
         bq.ingest(IngestBatch(events(("web", "m1")), failed_events()))
     stage = _staging_name(fake)
     assert [c.name for c in fake.table_calls("delete_table")] == [stage]
@@ -1049,7 +1088,7 @@ def test_close_closes_the_client(bq: BigQueryEngine, fake: FakeClient) -> None:
     bq.close()
     assert fake.closed
     assert bq.checkpoint() is None
-    assert (bq.prune_dedupe(0), bq.shared_floor(30.0)) == (0, None)
+    assert (bq.prune_dedupe(0), bq.floors) == (0, None)
     assert (bq.name, bq.dialect, bq.shared) == ("bigquery", "bigquery", True)
 
 
@@ -1074,9 +1113,9 @@ def py_counts(ctx: Context) -> pa.Table:
 
 @dataclass
 class Service:
-    service: PipelineService
+    service: Workspace
     fake: FakeClient
-    metadata: MetadataStore
+    metadata: StateStore
 
 
 @pytest.fixture
@@ -1093,8 +1132,8 @@ def service(tmp_path: Path) -> Iterator[Service]:
     fake.bytes_for += [(HOURLY_SQL, 4_096), (DAILY_SQL, 8_192)]
     engine = BigQueryEngine.open(None, DATASET, None, BUDGET, client=fake)
     del fake.calls[:]
-    metadata = MetadataStore.for_data_dir(tmp_path / "metadata")
-    service = PipelineService(load_project(root), engine, metadata, clock=lambda: T0)
+    metadata = StateStore.in_folder(tmp_path / "metadata")
+    service = Workspace(load_project(root), engine, metadata, clock=lambda: T0)
     try:
         yield Service(service, fake, metadata)
     finally:
@@ -1169,8 +1208,8 @@ def test_service_run_over_budget_fails_naming_the_budget_and_publishes_nothing(
     assert fake.real_queries == []
     assert _published(fake) == []
     assert fake.table_calls("create_table") == []
-    assert service.metadata.intervals("hourly_event_counts") == {}
-    [run] = service.metadata.runs("hourly_event_counts")
+    assert service.metadata.runs.intervals("hourly_event_counts") == {}
+    [run] = service.metadata.runs.runs("hourly_event_counts")
     assert run.status == "failed"
     assert f"over the budget of {BUDGET:,}" in (run.error or "")
 
@@ -1198,13 +1237,36 @@ def test_service_run_publishes_the_interval_through_one_transaction(service: Ser
     scripts = [c for c in fake.real_queries if c.sql.startswith("BEGIN TRANSACTION")]
     [script] = scripts
     assert f"`{FULL_DATASET}.hourly_event_counts`" in script.sql
-    assert script.params == {
+    params = dict(script.params)
+    token = params.pop("fence_token")
+    assert params == {
         "start": ("TIMESTAMP", INTERVAL.start),
         "end": ("TIMESTAMP", INTERVAL.end),
+        "fence_name": ("STRING", "hourly_event_counts"),
     }
+    # Fenced inside the transaction: refused when a newer run's token was accepted.
+    fence = script.sql.index("token > @fence_token) THEN RAISE")
+    assert script.sql.index("MERGE `_headwater_fences`") > fence
+    assert script.sql.index("DELETE FROM") > fence
+    assert token[0] == "INT64"
     assert [c.name for c in fake.table_calls("delete_table")] == [load.destination]
-    assert service.metadata.intervals("hourly_event_counts")[INTERVAL.start].status == "done"
+    assert service.metadata.runs.intervals("hourly_event_counts")[INTERVAL.start].status == "done"
     assert_every_job_dry_run_first(fake)
+
+
+def test_a_fenced_replace_refused_by_its_script_is_fenced(
+    bq: BigQueryEngine, fake: FakeClient
+) -> None:
+    fake.failures.append(
+        ("BEGIN TRANSACTION", google_errors.BadRequest("headwater: fenced at [1:200]"))
+    )
+    with pytest.raises(Fenced) as caught:
+        bq.replace_interval("hourly", "hour", INTERVAL, hourly_output(), Fence("hourly", 7))
+    assert (caught.value.name, caught.value.token) == ("hourly", 7)
+    # Unfenced, the same statements run without the check.
+    fake.failures.clear()
+    bq.replace_interval("hourly", "hour", INTERVAL, hourly_output())
+    assert "_headwater_fences" not in fake.real_queries[-1].sql
 
 
 # == 4. live, with credentials =================================================================
@@ -1268,9 +1330,9 @@ def test_live_ingest_dedupe_and_hourly_event_counts(tmp_path: Path) -> None:
 
         root = tmp_path / "project"
         init_project(root)
-        metadata = MetadataStore.for_data_dir(tmp_path / "metadata")
+        metadata = StateStore.in_folder(tmp_path / "metadata")
         try:
-            service = PipelineService(load_project(root), engine, metadata)
+            service = Workspace(load_project(root), engine, metadata)
             cost = service.cost("hourly_event_counts", hour, hour + HOUR)
             assert cost is not None
             assert cost.bytes_scanned is not None

@@ -270,7 +270,7 @@ def test_collectors_started_together_on_a_new_database_all_come_up(prod: Prod) -
     Left alone they raced about one time in eight (measured before the metadata was
     migrated under a lock, commit 83b088c); to make the race certain
     the test holds the creation of the metadata schema (``<schema>_metadata``, where
-    ``MetadataStore.for_project`` keeps it beside a PostgreSQL store) in an open
+    ``StateStore.for_project`` keeps it beside a PostgreSQL store) in an open
     transaction until every collector waits on it, then rolls it back.
     """
     holder = prod.connect(autocommit=False)
@@ -814,7 +814,7 @@ def _hold_and_sample(
         held_from = time.monotonic()
         while (elapsed := time.monotonic() - held_from) < seconds:
             row = prod.floors().get(collector.pid)
-            shared = engine.shared_floor(FLOOR_STALE_SECONDS)
+            shared = engine.floors.lowest(FLOOR_STALE_SECONDS)
             samples.append((round(elapsed, 2), to_us(row[0]) if row else None, shared))
             time.sleep(0.2)
         hold.release()
@@ -885,7 +885,7 @@ def test_shared_arrival_floor(prod: Prod) -> None:
 
         def moved_on() -> bool:
             own = to_us(prod.floors()[one.pid][0])
-            shared = engine.shared_floor(FLOOR_STALE_SECONDS) or 0
+            shared = engine.floors.lowest(FLOOR_STALE_SECONDS) or 0
             return own > held.arrived and shared > held.arrived
 
         wait_for("the floors to move past the answered request", moved_on)
@@ -895,9 +895,9 @@ def test_shared_arrival_floor(prod: Prod) -> None:
         assert one.stop(signal.SIGKILL, timeout=10) == -signal.SIGKILL
         last = to_us(prod.floors()[one.pid][0])
         _published_after(prod, two.pid, _db_now(prod))
-        assert engine.shared_floor(FLOOR_STALE_SECONDS) == last
+        assert engine.floors.lowest(FLOOR_STALE_SECONDS) == last
         wait_for("the dead collector's floor to go stale",
-                 lambda: (engine.shared_floor(2.0) or 0) > last)  # fmt: skip
+                 lambda: (engine.floors.lowest(2.0) or 0) > last)  # fmt: skip
         assert one.pid in prod.floors(), "nobody may remove a SIGKILLed collector's row"
 
         # (d) SIGTERM: the collector removes its own row on the way out.
@@ -905,8 +905,8 @@ def test_shared_arrival_floor(prod: Prod) -> None:
         floors = prod.floors()
         assert two.pid not in floors
         assert set(floors) == {one.pid}
-        assert engine.shared_floor(2.0) is None  # only the stale row is left
-        assert engine.shared_floor(3600) == last
+        assert engine.floors.lowest(2.0) is None  # only the stale row is left
+        assert engine.floors.lowest(3600) == last
     finally:
         for sock in sockets:
             sock.close()

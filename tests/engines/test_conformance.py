@@ -4,7 +4,7 @@ One project (the example pipelines of ``headwater init``, the golden BigQuery
 queries of ``tests/golden/transpile`` made pipelines, and pipelines of every
 kind: full refresh, event time with late events, a pipeline reading another, a
 Python pipeline reading through ``ctx.sql``) runs on each engine of
-``conftest.ENGINES`` with :class:`PipelineService`, a fixed clock and its own
+``conftest.ENGINES`` with :class:`Workspace`, a fixed clock and its own
 metadata: first a backfill over the days, then late events and a scheduler
 pass. Every output table (and ``events`` and ``failed_events`` themselves) is
 then compared with the reference engine's. Only what is representational is
@@ -39,11 +39,12 @@ from headwater.cli.scaffold import EXAMPLE_PIPELINES, init_project
 from headwater.config.project import load_project
 from headwater.core import jsonio
 from headwater.core.types import Interval
-from headwater.process.metadata import MetadataStore
-from headwater.process.service import PipelineService, Progress
+from headwater.process.service import Progress
+from headwater.runtime.workspace import Workspace
+from headwater.state import StateStore
 from headwater.store import schema
-from headwater.store.engine import Engine, IngestBatch
-from headwater.store.errors import QueryError, ReadOnlyQuery, StoreUnavailable
+from headwater.store.engine import Engine, Fence, IngestBatch
+from headwater.store.errors import Fenced, QueryError, ReadOnlyQuery, StoreUnavailable
 from tests.engines.conftest import ENGINE_NAMES, REFERENCE, open_engine
 
 DAY = timedelta(days=1)
@@ -441,13 +442,15 @@ def _snapshot(engine: Engine) -> dict[str, pa.Table]:
     return {name: engine.query(f'SELECT * FROM "{name}"') for name in TABLES if name in present}
 
 
-def _intervals(metadata: MetadataStore) -> dict[str, dict[datetime, tuple[str, int | None]]]:
+def _intervals(metadata: StateStore) -> dict[str, dict[datetime, tuple[str, int | None]]]:
     result: dict[str, dict[datetime, tuple[str, int | None]]] = {}
     for name in PIPELINES:
-        written = {run.interval.start: run.rows_written for run in metadata.runs(name, limit=1000)}
+        written = {
+            run.interval.start: run.rows_written for run in metadata.runs.runs(name, limit=1000)
+        }
         result[name] = {
             start: (state.status, written.get(start))
-            for start, state in metadata.intervals(name).items()
+            for start, state in metadata.runs.intervals(name).items()
         }
     return result
 
@@ -457,9 +460,9 @@ def run_project(name: str, request: pytest.FixtureRequest, folder: Path) -> Outc
     root = folder / "project"
     write_project(root)
     engine = open_engine(name, request, folder / "store")
-    metadata = MetadataStore.for_data_dir(folder / "metadata")
+    metadata = StateStore.in_folder(folder / "metadata")
     now = [FIRST_PASS]
-    service = PipelineService(
+    service = Workspace(
         load_project(root), engine, metadata, clock=lambda: now[0], sleep=lambda _: None
     )
     outcome = Outcome(name)
@@ -953,6 +956,44 @@ def test_replace_table_and_upsert(engine: Engine) -> None:
     assert _content(engine, "scores") == [("u3", 3.25)]
     engine.upsert("scores", ["user_id"], pa.table({"user_id": ["u3", "u4"], "score": [4.0, 5.0]}))
     assert _content(engine, "scores") == [("u3", 4.0), ("u4", 5.0)]
+
+
+def test_a_fenced_write_with_an_older_token_is_refused_and_changes_nothing(
+    engine: Engine,
+) -> None:
+    """The fencing contract: per name, a write carrying a token smaller than one already
+    accepted is refused, in the write's own transaction; equal or larger tokens publish."""
+    d0, d1 = T0, T0 + DAY
+    engine.replace_interval(
+        "daily", "day", Interval(d0, d1), _daily([(d0, "a", 1)]), Fence("daily", 5)
+    )
+    with pytest.raises(Fenced):
+        engine.replace_interval(
+            "daily", "day", Interval(d0, d1), _daily([(d0, "stale", 0)]), Fence("daily", 4)
+        )
+    assert _content(engine, "daily") == [(d0, "a", 1)]
+    # The same holder again (a backfill's next interval), then a newer holder.
+    engine.replace_interval(
+        "daily", "day", Interval(d0, d1), _daily([(d0, "b", 2)]), Fence("daily", 5)
+    )
+    engine.replace_interval(
+        "daily", "day", Interval(d0, d1), _daily([(d0, "c", 3)]), Fence("daily", 9)
+    )
+    assert _content(engine, "daily") == [(d0, "c", 3)]
+    with pytest.raises(Fenced):
+        engine.replace_interval("daily", "day", Interval(d0, d1), _daily([]), Fence("daily", 8))
+    assert _content(engine, "daily") == [(d0, "c", 3)]
+
+    # Whole tables too, and each name has its own tokens.
+    engine.replace_table(
+        "scores", pa.table({"user_id": ["u1"], "score": [1.0]}), Fence("scores", 3)
+    )
+    with pytest.raises(Fenced):
+        engine.replace_table(
+            "scores", pa.table({"user_id": ["stale"], "score": [0.0]}), Fence("scores", 2)
+        )
+    assert _content(engine, "scores") == [("u1", 1.0)]
+    assert "_headwater_fences" not in engine.list_tables()
 
 
 WRITES = [

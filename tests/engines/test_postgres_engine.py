@@ -24,12 +24,11 @@ from headwater.cli.scaffold import init_project
 from headwater.config.project import load_project
 from headwater.core import jsonio
 from headwater.core.clock import to_us
-from headwater.process.metadata import MetadataStore
-from headwater.process.service import PipelineService
+from headwater.runtime.workspace import Workspace, engine_for, state_for
+from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.engine import FLOOR_STALE_SECONDS, IngestBatch
 from headwater.store.errors import QueryError, StoreUnavailable
-from headwater.store.open import open_engine
 from headwater.store.postgres import PostgresEngine
 from tests.engines.conftest import PG_SCHEMA
 
@@ -88,7 +87,8 @@ def open_store(pg_url: str) -> Iterator[Callable[[], PostgresEngine]]:
 
 
 def _count(engine: PostgresEngine, sql: str) -> int:
-    return int(engine.query(sql)["n"][0].as_py())
+    # select, not query: these read Headwater's own bookkeeping, which query refuses.
+    return int(engine.select(sql, {}).table["n"][0].as_py())
 
 
 # -- the dedupe, across processes ---------------------------------------------------------
@@ -246,39 +246,39 @@ def test_shared_floor_is_the_lowest_live_collectors_floor(
     open_store: Callable[[], PostgresEngine],
 ) -> None:
     one, two, pipelines = open_store(), open_store(), open_store()
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) is None
-    one.publish_floor("collector-1", _us(T0 + 2 * HOUR))
-    two.publish_floor("collector-2", _us(T0 + HOUR))
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) == _us(T0 + HOUR)
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) is None
+    one.floors.publish("collector-1", _us(T0 + 2 * HOUR))
+    two.floors.publish("collector-2", _us(T0 + HOUR))
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) == _us(T0 + HOUR)
     # A collector moves its floor on (the latest publication counts, not the first).
-    two.publish_floor("collector-2", _us(T0 + 3 * HOUR))
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) == _us(T0 + 2 * HOUR)
+    two.floors.publish("collector-2", _us(T0 + 3 * HOUR))
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) == _us(T0 + 2 * HOUR)
 
     # collector-1 last heard from a minute ago (the database's clock): taken for dead.
     pipelines.execute(
         "UPDATE collector_floors SET seen_at = now() - interval '60 seconds' "
         "WHERE collector = 'collector-1'"
     )
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) == _us(T0 + 3 * HOUR)
-    assert pipelines.shared_floor(120) == _us(T0 + 2 * HOUR)  # a longer patience keeps it
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) == _us(T0 + 3 * HOUR)
+    assert pipelines.floors.lowest(120) == _us(T0 + 2 * HOUR)  # a longer patience keeps it
     # Publishing again brings it back.
-    one.publish_floor("collector-1", _us(T0 + 4 * HOUR))
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) == _us(T0 + 3 * HOUR)
+    one.floors.publish("collector-1", _us(T0 + 4 * HOUR))
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) == _us(T0 + 3 * HOUR)
 
-    two.retire_floor("collector-2")
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) == _us(T0 + 4 * HOUR)
-    one.retire_floor("collector-1")
-    assert pipelines.shared_floor(FLOOR_STALE_SECONDS) is None
-    one.retire_floor("collector-1")  # retiring twice is harmless
+    two.floors.retire("collector-2")
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) == _us(T0 + 4 * HOUR)
+    one.floors.retire("collector-1")
+    assert pipelines.floors.lowest(FLOOR_STALE_SECONDS) is None
+    one.floors.retire("collector-1")  # retiring twice is harmless
 
 
 def test_floors_of_another_schema_do_not_count(pg_url: str) -> None:
     here = PostgresEngine.open(pg_url, PG_SCHEMA)
     there = PostgresEngine.open(pg_url, "other")
     try:
-        there.publish_floor("collector-1", _us(T0))
-        assert here.shared_floor(FLOOR_STALE_SECONDS) is None
-        assert there.shared_floor(FLOOR_STALE_SECONDS) == _us(T0)
+        there.floors.publish("collector-1", _us(T0))
+        assert here.floors.lowest(FLOOR_STALE_SECONDS) is None
+        assert there.floors.lowest(FLOOR_STALE_SECONDS) == _us(T0)
     finally:
         here.close()
         there.close()
@@ -315,14 +315,14 @@ def test_a_backfill_stops_at_the_shared_floor(
     rows = [_row(f"m-{h}-{i}", received_at=T0 + h * HOUR + i * timedelta(minutes=7))
             for h in range(6) for i in range(h + 1)]  # fmt: skip
     assert all(collector.ingest(_batch(rows)).to_pylist())
-    collector.publish_floor("collector-1", _us(T0 + 3 * HOUR + timedelta(minutes=30)))
+    collector.floors.publish("collector-1", _us(T0 + 3 * HOUR + timedelta(minutes=30)))
     root = _project(tmp_path / "project", {"hourly.sql": HOURLY})
-    metadata = MetadataStore.for_data_dir(tmp_path / "metadata")
+    metadata = StateStore.in_folder(tmp_path / "metadata")
     try:
-        service = PipelineService(load_project(root), store, metadata, clock=lambda: T0 + 8 * HOUR)
+        service = Workspace(load_project(root), store, metadata, clock=lambda: T0 + 8 * HOUR)
         results = service.backfill("hourly", T0, T0 + 8 * HOUR)
         assert [r.interval.start for r in results] == [T0, T0 + HOUR, T0 + 2 * HOUR]
-        done = metadata.intervals("hourly")
+        done = metadata.runs.intervals("hourly")
         assert sorted(done) == [T0, T0 + HOUR, T0 + 2 * HOUR]
     finally:
         metadata.close()
@@ -337,7 +337,7 @@ def test_list_tables_shows_the_tables_pipelines_read_and_nothing_internal(
     pg_url: str, open_store: Callable[[], PostgresEngine]
 ) -> None:
     engine = open_store()
-    engine.publish_floor("collector-1", _us(T0))
+    engine.floors.publish("collector-1", _us(T0))
     engine.replace_table("daily", pa.table({"n": [1]}))
     with psycopg.connect(pg_url, autocommit=True) as con:
         con.execute("CREATE TABLE public.elsewhere (n int)")
@@ -430,9 +430,9 @@ def _json(value: object) -> str | None:
 
 def _json_values(tmp_path: Path, engine: PostgresEngine) -> dict[str, dict[str, str | None]]:
     root = _project(tmp_path / "project", {"json_values.sql": JSON_VALUES})
-    metadata = MetadataStore.for_data_dir(tmp_path / "metadata")
+    metadata = StateStore.in_folder(tmp_path / "metadata")
     try:
-        service = PipelineService(load_project(root), engine, metadata, clock=lambda: T0)
+        service = Workspace(load_project(root), engine, metadata, clock=lambda: T0)
         service.backfill("json_values", T0 - timedelta(days=1), T0)
     finally:
         metadata.close()
@@ -493,14 +493,14 @@ def test_an_environment_opens_its_postgres_store_and_keeps_metadata_beside_it(
         )
     monkeypatch.setenv("HEADWATER_TEST_STORE_URL", pg_url)
     project = load_project(root, "shared")
-    engine = open_engine(project)
-    metadata = MetadataStore.for_project(project)
+    engine = engine_for(project)
+    metadata = state_for(project)
     try:
         assert isinstance(engine, PostgresEngine)
         assert (engine.name, engine.schema, engine.shared) == ("postgres", "analytics", True)
         rows = [_row(f"m-{i}", received_at=T0 + i * timedelta(minutes=25)) for i in range(6)]
         assert all(engine.ingest(_batch(rows)).to_pylist())
-        service = PipelineService(project, engine, metadata, clock=lambda: T0 + 4 * HOUR)
+        service = Workspace(project, engine, metadata, clock=lambda: T0 + 4 * HOUR)
         assert len(service.backfill("hourly", T0, T0 + 3 * HOUR)) == 3
     finally:
         metadata.close()
@@ -522,7 +522,7 @@ def test_an_environment_opens_its_postgres_store_and_keeps_metadata_beside_it(
 def test_a_floor_keeps_its_microseconds(open_store: Callable[[], PostgresEngine]) -> None:
     engine = open_store()
     moment = datetime(2025, 6, 2, 3, 4, 5, 678_901, tzinfo=UTC)
-    engine.publish_floor("collector-1", _us(moment))
-    assert engine.shared_floor(FLOOR_STALE_SECONDS) == _us(moment)
-    row = engine.query("SELECT floor FROM collector_floors").to_pylist()[0]
+    engine.floors.publish("collector-1", _us(moment))
+    assert engine.floors.lowest(FLOOR_STALE_SECONDS) == _us(moment)
+    row = engine.select("SELECT floor FROM collector_floors", {}).table.to_pylist()[0]
     assert row["floor"] == moment

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from headwater.runtime.transfer import export_events, import_events
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
+from headwater.store.transfer import export_events, import_events
 
 DAY = datetime(2026, 3, 1, tzinfo=UTC)
 

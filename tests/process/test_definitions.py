@@ -827,12 +827,12 @@ def test_the_header_parser_raises_only_pipeline_errors(inner: str) -> None:
 
 
 def test_the_schema_revision_constant_is_alembics_head() -> None:
-    # MetadataStore skips importing Alembic when the database is at SCHEMA_REVISION;
+    # StateStore skips importing Alembic when the database is at SCHEMA_REVISION;
     # a new migration must move the constant too, or it would never run.
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from headwater.process.metadata import store
+    from headwater.state import database as store
 
     config = Config()
     config.set_main_option("script_location", str(store._MIGRATIONS))

@@ -27,7 +27,7 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from headwater.process.metadata import MetadataStore
+from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
@@ -94,8 +94,8 @@ def _status(project: Project, name: str) -> dict[str, str]:
 
 
 @contextmanager
-def _metadata(project: Project) -> Iterator[MetadataStore]:
-    store = MetadataStore.for_data_dir(project.data_dir)
+def _metadata(project: Project) -> Iterator[StateStore]:
+    store = StateStore.in_folder(project.data_dir)
     try:
         yield store
     finally:
@@ -123,14 +123,14 @@ def _wait_for(
     raise AssertionError(f"no {what} within {timeout}s\n{detail()}")
 
 
-def _settled(store: MetadataStore, name: str, since: datetime) -> bool:
+def _settled(store: StateStore, name: str, since: datetime) -> bool:
     """A scheduler pass checked every arrival up to ``since`` and its re-runs finished."""
-    mark = store.watermark(name)
+    mark = store.runs.watermark(name)
     if mark is None or mark <= since:
         return False
-    if any(state.status != "done" for state in store.intervals(name).values()):
+    if any(state.status != "done" for state in store.runs.intervals(name).values()):
         return False
-    return all(run.status != "running" for run in store.runs(name, limit=500))
+    return all(run.status != "running" for run in store.runs.runs(name, limit=500))
 
 
 # -- helpers: events --------------------------------------------------------------
@@ -303,7 +303,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
     first = _make_events(rng, "a", days[:3], 240)
     with _running(project) as server, _metadata(project) as store:
         # The start-up pass sets the arrival mark; everything sent from now on is seen.
-        _wait_for(lambda: store.watermark(DAU) is not None, 20, "start-up scheduler pass")
+        _wait_for(lambda: store.runs.watermark(DAU) is not None, 20, "start-up scheduler pass")
         sending_began = datetime.now(UTC)
         _send(server, project, first)
         out = run_cli(project, "backfill", DAU, "--start", _iso(days[0]), "--end", _iso(days[3]))
@@ -345,7 +345,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
         # The events of days[1] that arrived after it was computed re-opened it.
         assert _dau(project) == expected
         before = _dau(project)
-        last_run = max(run.id for run in store.runs(DAU, limit=500))
+        last_run = max(run.id for run in store.runs.runs(DAU, limit=500))
 
         late = [
             *_make_events(rng, "late", days[:1], 25),
@@ -369,7 +369,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
         assert {k: v for k, v in after.items() if k[0] != days[0]} == {
             k: v for k, v in before.items() if k[0] != days[0]
         }
-        reruns = [run for run in store.runs(DAU, limit=500) if run.id > last_run]
+        reruns = [run for run in store.runs.runs(DAU, limit=500) if run.id > last_run]
         assert {run.interval.start for run in reruns if run.interval.start in days} == {days[0]}
         assert all(run.status == "succeeded" and run.trigger == "schedule" for run in reruns)
         row = _status(project, DAU)
@@ -453,8 +453,8 @@ def test_python_pipeline_backfill_runs_its_sql_input_first(
     out = run_cli(project, "backfill", "plan_share", "--start", _iso(days[0]), "--end", _iso(today))
     assert "Backfilled 6 intervals" in out.stdout, out.stdout
     with _metadata(project) as store:
-        dau_runs = store.runs(DAU)
-        share_runs = store.runs("plan_share")
+        dau_runs = store.runs.runs(DAU)
+        share_runs = store.runs.runs("plan_share")
     assert sorted(run.interval.start for run in dau_runs) == days
     assert sorted(run.interval.start for run in share_runs) == days
     assert all(r.status == "succeeded" and r.trigger == "backfill" for r in dau_runs + share_runs)
@@ -506,8 +506,8 @@ def test_running_an_interval_again_gives_an_identical_table(project: Project) ->
     run_cli(project, "run", DAU, "--start", _iso(days[1]), "--end", _iso(days[2]))
     assert _snapshot(project, DAU) == first[0]
     with _metadata(project) as store:
-        runs = store.runs(DAU, limit=100)
-        hourly_runs = store.runs(HOURLY, limit=100)
+        runs = store.runs.runs(DAU, limit=100)
+        hourly_runs = store.runs.runs(HOURLY, limit=100)
     per_day = Counter(run.interval.start for run in runs)
     assert per_day == {days[0]: 2, days[1]: 3, days[2]: 2}  # every run really ran
     assert all(run.status == "succeeded" for run in runs + hourly_runs)
@@ -605,8 +605,8 @@ def test_run_killed_on_a_new_interval_publishes_nothing_and_the_next_run_complet
     _kill_mid_run(project, "run", "slow_counts", "--start", _iso(day), "--end", _iso(today))
     assert "slow_counts" not in _tables(project)  # no partial output
     with _metadata(project) as store:
-        assert store.intervals("slow_counts") == {}
-        [run] = store.runs("slow_counts")
+        assert store.runs.intervals("slow_counts") == {}
+        [run] = store.runs.runs("slow_counts")
         assert (run.interval.start, run.status) == (day, "running")
     row = _status(project, "slow_counts")
     assert (row["done"], row["missing"]) == ("0", "2")
@@ -617,11 +617,12 @@ def test_run_killed_on_a_new_interval_publishes_nothing_and_the_next_run_complet
     assert out.returncode == 0, f"the run after the crash failed:\n{out.stdout}\n{out.stderr}"
     assert _day_counts(project) == {day: 10}
     with _metadata(project) as store:
-        assert {s.interval.start: s.status for s in store.intervals("slow_counts").values()} == {
+        states = store.runs.intervals("slow_counts").values()
+        assert {s.interval.start: s.status for s in states} == {
             day: "done",
             day + DAY: "done",
         }
-        killed = next(r for r in store.runs("slow_counts") if r.id == run.id)
+        killed = next(r for r in store.runs.runs("slow_counts") if r.id == run.id)
         assert killed.status == "failed"
         assert "interrupted" in (killed.error or "")
     row = _status(project, "slow_counts")
@@ -646,9 +647,9 @@ def test_run_killed_on_a_reopened_interval_keeps_the_old_output_until_the_next_r
     _kill_mid_run(project, "run", "--due")
     assert _snapshot(project, "slow_counts") == published  # the old output, intact
     with _metadata(project) as store:
-        state = store.intervals("slow_counts")[day]
+        state = store.runs.intervals("slow_counts")[day]
         assert (state.status, state.reason) == ("stale", "late events arrived")
-        latest = store.runs("slow_counts", limit=1)[0]
+        latest = store.runs.runs("slow_counts", limit=1)[0]
         assert (latest.interval.start, latest.status) == (day, "running")
     row = _status(project, "slow_counts")
     assert (row["done"], row["stale"], row["missing"]) == ("1", "1", "0")
@@ -656,8 +657,8 @@ def test_run_killed_on_a_reopened_interval_keeps_the_old_output_until_the_next_r
     out = run_cli(project, "run", "--due")
     assert _day_counts(project) == {day: 17}, f"the pass after the crash:\n{out.stdout}"
     with _metadata(project) as store:
-        assert store.intervals("slow_counts")[day].status == "done"
-        killed = next(r for r in store.runs("slow_counts") if r.id == latest.id)
+        assert store.runs.intervals("slow_counts")[day].status == "done"
+        killed = next(r for r in store.runs.runs("slow_counts") if r.id == latest.id)
         assert killed.status == "failed"
     row = _status(project, "slow_counts")
     assert (row["done"], row["stale"], row["missing"]) == ("2", "0", "0")
@@ -731,10 +732,10 @@ def test_failing_audits_publish_nothing_and_show_in_status(project: Project) -> 
     assert "plan_values" not in _tables(project)  # never published at all
 
     with _metadata(project) as store:
-        assert store.intervals("user_days")[day].status == "done"  # still the first run's
-        assert store.intervals("plan_values") == {}
+        assert store.runs.intervals("user_days")[day].status == "done"  # still the first run's
+        assert store.runs.intervals("plan_values") == {}
         for name in ("user_days", "plan_values"):
-            latest = store.runs(name, limit=1)[0]
+            latest = store.runs.runs(name, limit=1)[0]
             assert (latest.status, latest.error_kind) == ("failed", "terminal")
     status = run_cli(project, "status").stdout
     user_days = _row_of(status, "pipeline", "user_days")
@@ -789,7 +790,7 @@ def test_incremental_run_reads_only_the_row_groups_of_its_interval(project: Proj
     }
     assert _hourly(project) == expected
     with _metadata(project) as store:
-        [run] = store.runs(HOURLY)
+        [run] = store.runs.runs(HOURLY)
     assert run.status == "succeeded"
     assert run.rows_read is not None
     assert len(in_hour) <= run.rows_read < total // 4, (

@@ -1,6 +1,6 @@
 """The scheduler, in process, with a clock the test controls.
 
-``PipelineService`` runs on a real DuckDB file and a real SQLite metadata
+``Workspace`` runs on a real DuckDB file and a real SQLite metadata
 database; only time is fake: ``clock`` is a function the test moves forward,
 and ``sleep`` (the retry backoff) records its delays instead of waiting. Each
 ``run_due()`` call is one pass of the scheduler inside ``headwater up``.
@@ -22,10 +22,11 @@ import pyarrow as pa
 import pytest
 
 from headwater.config.project import load_project
-from headwater.process.errors import RunInterrupted
-from headwater.process.metadata import MetadataStore
 from headwater.process.runner import RunResult
-from headwater.process.service import PipelineService
+from headwater.runtime.workspace import Workspace
+from headwater.state import StateStore
+from headwater.state.errors import LeaseHeld
+from headwater.state.leases import Holder
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import Engine, IngestBatch, Selected
@@ -170,15 +171,15 @@ class FlakyEngine:
 class Rig:
     project: Project
     engine: FlakyEngine
-    metadata: MetadataStore
+    metadata: StateStore
     clock: FakeClock
     sleeps: list[float] = field(default_factory=list)
     _count: int = 0
 
     @property
-    def service(self) -> PipelineService:
+    def service(self) -> Workspace:
         # A new service per call is fine: the scheduler's state is all in the metadata.
-        return PipelineService(
+        return Workspace(
             load_project(self.project.root),
             cast(Engine, self.engine),
             self.metadata,
@@ -221,7 +222,7 @@ class Rig:
 
     def runs(self, name: str) -> list[tuple[datetime, int, str, str | None]]:
         """(interval start, attempt, status, error kind) of every run, oldest first."""
-        records = reversed(self.metadata.runs(name, limit=1000))
+        records = reversed(self.metadata.runs.runs(name, limit=1000))
         return [(r.interval.start, r.attempt, r.status, r.error_kind) for r in records]
 
 
@@ -234,7 +235,7 @@ def rig(project: Project, tmp_path: Path) -> Iterator[Rig]:
     for old in (project.root / "pipelines").iterdir():
         old.unlink()
     engine = DuckDBEngine.open(tmp_path / "store.duckdb")
-    metadata = MetadataStore.open(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
+    metadata = StateStore.open(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
     try:
         yield Rig(project, FlakyEngine(engine), metadata, FakeClock(T0))
     finally:
@@ -289,16 +290,17 @@ def test_a_lease_held_by_another_owner_stops_runs_until_released(rig: Rig) -> No
     rig.write("a_rollup.sql", A_ROLLUP)
     rig.ingest(T0 + timedelta(minutes=1), count=2)
     rig.clock.now = T0 + 2 * HOUR
-    assert rig.metadata.acquire("z_hourly", "elsewhere:1", timedelta(minutes=5))
+    token = rig.metadata.leases.acquire("z_hourly", "elsewhere:1", timedelta(minutes=5))
+    assert token is not None
 
-    with pytest.raises(RunInterrupted, match="another run holds it"):
+    with pytest.raises(LeaseHeld, match="another run holds it"):
         rig.service.run("z_hourly", T0, T0 + HOUR)
     # The scheduler skips it, and its reader waits for its input.
     assert rig.service.run_due() == []
     assert rig.runs("z_hourly") == []
     assert rig.runs("a_rollup") == []
 
-    rig.metadata.release("z_hourly", "elsewhere:1")
+    rig.metadata.leases.release(Holder("z_hourly", "elsewhere:1", token))
     expected = [
         ("z_hourly", T0),
         ("z_hourly", T0 + HOUR),
@@ -308,7 +310,7 @@ def test_a_lease_held_by_another_owner_stops_runs_until_released(rig: Rig) -> No
     assert _done(rig.service.run_due()) == expected
 
     # A lease whose holder died expires, and is then taken over.
-    assert rig.metadata.acquire("z_hourly", "elsewhere:2", timedelta(seconds=-1))
+    assert rig.metadata.leases.acquire("z_hourly", "elsewhere:2", timedelta(seconds=-1))
     rig.clock.now += HOUR
     assert _done(rig.service.run_due()) == [
         ("z_hourly", T0 + 2 * HOUR),
@@ -319,7 +321,7 @@ def test_a_lease_held_by_another_owner_stops_runs_until_released(rig: Rig) -> No
 @pytest.mark.timeout(60)
 def test_two_runs_of_one_pipeline_in_one_process_do_not_overlap(rig: Rig) -> None:
     """``headwater up`` runs the scheduler and commands sent over the control socket
-    in threads of one process, sharing one PipelineService."""
+    in threads of one process, sharing one Workspace."""
     rig.write("slow.py", SLOW)
     rig.ingest(T0 + timedelta(minutes=1))
     rig.ingest(T0 + HOUR + timedelta(minutes=1))
@@ -337,11 +339,11 @@ def test_two_runs_of_one_pipeline_in_one_process_do_not_overlap(rig: Rig) -> Non
     thread.start()
     try:
         deadline = time.monotonic() + 20
-        while not rig.metadata.runs("slow") and time.monotonic() < deadline:
+        while not rig.metadata.runs.runs("slow") and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert rig.metadata.runs("slow"), "the first run did not start"
+        assert rig.metadata.runs.runs("slow"), "the first run did not start"
         # The first run holds the pipeline now; a second must be refused (or wait).
-        with contextlib.suppress(RunInterrupted):
+        with contextlib.suppress(LeaseHeld):
             service.run("slow", T0 + HOUR, T0 + 2 * HOUR)
     finally:
         thread.join(timeout=30)
@@ -349,7 +351,7 @@ def test_two_runs_of_one_pipeline_in_one_process_do_not_overlap(rig: Rig) -> Non
     assert errors == []
     spans = sorted(
         (run.started_at, run.finished_at or datetime.now(UTC))
-        for run in rig.metadata.runs("slow")
+        for run in rig.metadata.runs.runs("slow")
         if run.status == "succeeded"
     )
     overlaps = [(a, b) for a, b in itertools.pairwise(spans) if b[0] < a[1]]
@@ -375,7 +377,7 @@ def test_transient_errors_are_retried_with_exponential_backoff(rig: Rig) -> None
         (T0, 3, "failed", "transient"),
         (T0, 4, "succeeded", None),
     ]
-    assert "injected fault" in (rig.metadata.runs("z_hourly", limit=2)[1].error or "")
+    assert "injected fault" in (rig.metadata.runs.runs("z_hourly", limit=2)[1].error or "")
     assert rig.table("z_hourly", "hour") == {T0: (3,)}
 
     # Retries used up: the pass gives up on it, and the next pass tries again.
@@ -415,7 +417,7 @@ def test_terminal_errors_are_not_retried_until_the_pipeline_changes(rig: Rig) ->
     status = {s.name: s for s in rig.service.status()}
     assert "no_such_column" in (status["broken"].last_error or "")
     assert (status["audited"].intervals_done, status["audited"].intervals_missing) == (2, 1)
-    audit_error = rig.metadata.runs("audited", limit=3)[1].error or ""
+    audit_error = rig.metadata.runs.runs("audited", limit=3)[1].error or ""
     assert "accepted_values(event_name) failed on 1 row" in audit_error
     assert "Refund Issued" in audit_error
 

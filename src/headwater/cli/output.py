@@ -16,7 +16,9 @@ from rich.text import Text
 
 from headwater.core import jsonio
 
-Format = Literal["table", "json", "csv"]
+#: ``json``: one JSON array (as ``bq`` and DuckDB's CLI print it); ``jsonl``: one object
+#: per line, for streaming into other tools.
+Format = Literal["table", "json", "jsonl", "csv"]
 
 # soft_wrap: a sentence is never cut into lines when stdout is not a terminal.
 console = Console(soft_wrap=True)
@@ -24,12 +26,14 @@ errors = Console(stderr=True, soft_wrap=True)
 
 
 def print_table(table: pa.Table, fmt: Format) -> None:
-    """Print a query result as a rich table, JSON lines or CSV."""
+    """Print a query result as a rich table, a JSON array, JSON lines or CSV."""
     if fmt == "csv":
         sys.stdout.flush()
         pa.csv.write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     elif fmt == "json":
+        sys.stdout.write(jsonio.dumps_str(_displayable(table).to_pylist()) + "\n")
+    elif fmt == "jsonl":
         for row in _displayable(table).to_pylist():
             sys.stdout.write(jsonio.dumps_str(row) + "\n")
     else:

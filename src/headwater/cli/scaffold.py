@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from headwater.config.project import FILENAME
+from headwater.config.file import FILENAME
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import hash_key, new_key
 

@@ -8,26 +8,31 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Callable
+from collections.abc import Mapping
+from typing import Protocol
 
 from headwater.collect.errors import RequestRefused
-from headwater.core.reload import Reloading
 from headwater.core.secrets import KeyHash, digest
 
-#: Reloads the sources' keys; returns ``None`` when nothing changed since last time.
-KeyLoader = Callable[[], dict[str, KeyHash] | None]
+
+class Keys(Protocol):
+    """The sources' keys as they are now (a new mapping when they change); ``fresh``
+    looks at ``headwater.toml`` at once rather than at most once a second."""
+
+    def __call__(self, *, fresh: bool = False) -> Mapping[str, KeyHash]: ...
 
 
 class KeyRing:
     """Maps a presented write key to its source name.
 
-    With a ``loader``, the ring follows ``headwater.toml``: ``headwater sources
-    add`` works without a restart, and a removed key stops working.
+    ``keys`` gives the keys as ``headwater.toml`` says now, so ``headwater
+    sources add`` works without a restart, and a removed key stops working.
     """
 
-    def __init__(self, keys: dict[str, KeyHash], loader: KeyLoader | None = None) -> None:
-        self._keys = Reloading(keys, loader)
-        self._by_digest = _index(keys)
+    def __init__(self, keys: Keys) -> None:
+        self._keys = keys
+        self._indexed = keys()
+        self._by_digest = _index(self._indexed)
 
     def source_for(self, key: str | None) -> str:
         if not key:
@@ -37,11 +42,13 @@ class KeyRing:
                 "no write key; send it as the Basic-auth user name or as writeKey in the body",
                 keep=False,
             )
-        # Looked at on every request (at most once a second): a removed or
-        # rotated key stops working as soon as the file says so.
-        if self._keys.refresh():
-            self._by_digest = _index(self._keys.value)
-        source = self._by_digest.get(digest(key))
+        # Looked at on every request: a removed or rotated key stops working as soon as
+        # the file says so.
+        presented = digest(key)
+        source = self._lookup(presented, fresh=False)
+        if source is None:
+            # A key added a moment ago (`headwater sources add`) works at once.
+            source = self._lookup(presented, fresh=True)
         if source is None:
             raise RequestRefused(
                 401,
@@ -51,8 +58,14 @@ class KeyRing:
             )
         return source
 
+    def _lookup(self, presented: bytes, *, fresh: bool) -> str | None:
+        keys = self._keys(fresh=fresh)
+        if keys is not self._indexed:
+            self._indexed, self._by_digest = keys, _index(keys)
+        return self._by_digest.get(presented)
 
-def _index(keys: dict[str, KeyHash]) -> dict[bytes, str]:
+
+def _index(keys: Mapping[str, KeyHash]) -> dict[bytes, str]:
     return {key.digest: source for source, key in keys.items()}
 
 

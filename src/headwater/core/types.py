@@ -28,3 +28,17 @@ end=datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.timezone.utc))
             raise ValueError("interval bounds must be timezone-aware (UTC)")
         if self.end <= self.start:
             raise ValueError(f"interval end {self.end} is not after its start {self.start}")
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A pipeline's output as the stages after pipelines see it: the table (named like the
+    pipeline), its key, and how it divides into intervals.
+
+    ``time_column`` is set for an incremental output, whose intervals are replaced one at
+    a time; ``None`` for a full output, replaced whole by every run.
+    """
+
+    name: str
+    key: tuple[str, ...] = ()
+    time_column: str | None = None

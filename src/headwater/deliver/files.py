@@ -24,8 +24,9 @@ import pyarrow.csv
 import pyarrow.parquet as pq
 
 from headwater.core import jsonio
-from headwater.core.errors import ConfigError, TerminalError, TransientError
+from headwater.core.extras import MissingExtra
 from headwater.core.types import Interval
+from headwater.deliver.errors import SinkRefused, SinkUnavailable
 from headwater.deliver.settings import FilesSink
 
 EXTENSIONS = {"parquet": "parquet", "csv": "csv", "jsonl": "jsonl"}
@@ -35,7 +36,8 @@ _JSON_CHUNK = 10_000
 class FilesTarget:
     """Writes a pipeline's intervals as files under one folder or bucket prefix."""
 
-    def __init__(self, settings: FilesSink, root: Path) -> None:
+    def __init__(self, name: str, settings: FilesSink, root: Path) -> None:
+        self.name = name
         self.settings = settings
         url = settings.url
         if "://" not in url:
@@ -43,14 +45,15 @@ class FilesTarget:
         try:
             self.fs, self.base = fsspec.core.url_to_fs(url, **settings.storage_options)
         except ImportError as exc:
-            extra = "gcs" if url.startswith(("gs://", "gcs://")) else None
-            raise ConfigError(
-                f"the files sink's url {settings.url!r} needs a package that is not installed "
-                f"({exc})",
-                hint=f"pip install 'headwater[{extra}]'" if extra else "install its fsspec backend",
+            if url.startswith(("gs://", "gcs://")):
+                raise MissingExtra("gcs", f"the files sink {name} on {url}", "gcsfs") from None
+            raise SinkRefused(
+                f"its url {settings.url!r} needs a package that is not installed ({exc})",
+                sink=name,
+                hint="install the fsspec backend of that URL's scheme",
             ) from None
         except ValueError as exc:
-            raise ConfigError(f"the files sink's url {settings.url!r}: {exc}") from None
+            raise SinkRefused(f"its url {settings.url!r} is not usable: {exc}", sink=name) from None
         self.local = "file" in _protocols(self.fs)
 
     def path(self, pipeline: str, interval: Interval | None) -> str:
@@ -66,12 +69,20 @@ class FilesTarget:
             with self._open(path) as out:
                 _encode(self.settings.format, table, out)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise TerminalError(
+            raise SinkRefused(
                 f"{self.settings.format} cannot hold this output ({exc})",
                 hint='use format = "parquet" or "jsonl" for nested columns',
+                sink=self.name,
+                pipeline=pipeline,
+                interval=interval,
             ) from None
         except OSError as exc:
-            raise TransientError(f"writing {path} failed: {exc}") from None
+            raise SinkUnavailable(
+                f"writing {path} failed: {exc}",
+                sink=self.name,
+                pipeline=pipeline,
+                interval=interval,
+            ) from None
         return path
 
     @contextmanager

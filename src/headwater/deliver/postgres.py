@@ -7,27 +7,27 @@ the target holds exactly the engine's output, a reader never sees half an
 interval, and delivering the same interval twice changes nothing.
 
 The same database can serve the read API's lookups (``serve = true``): the
-table's primary key is the pipeline's key, so a lookup is an index scan.
+table's primary key is the pipeline's key, so a lookup is an index scan (the
+reading is :class:`headwater.store.postgres.reader.PostgresReader`'s).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
-from psycopg_pool import ConnectionPool
 
-from headwater.core.errors import TerminalError, TransientError
 from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
+from headwater.deliver.errors import SinkRefused, SinkUnavailable
 from headwater.deliver.settings import PostgresSink
-from headwater.store.engine import Selected
-from headwater.store.errors import QueryError, StoreUnavailable, first_line
-from headwater.store.pgarrow import csv_chunks, escaped, names, pg_type, to_arrow
+from headwater.store.errors import first_line
+from headwater.store.postgres.arrow import copy_in, names, pg_type
+from headwater.store.postgres.errors import transient
 
 _MAX_NAME = 63
 
@@ -52,9 +52,10 @@ class PostgresTarget:
         table: pa.Table,
     ) -> None:
         """Make the target's rows of ``interval`` (all rows when ``None``) equal ``table``."""
+        refused = partial(SinkRefused, sink=self.name, pipeline=pipeline, interval=interval)
         if not key:
-            raise TerminalError(
-                f"{pipeline} has no key, and the PostgreSQL sink upserts by key",
+            raise refused(
+                "the pipeline has no key, and the PostgreSQL sink upserts by key",
                 hint='declare the key in the pipeline\'s header: key = ["user_id"]',
             )
         target = sql.Identifier(self.settings.schema, self.table_name(pipeline))
@@ -72,26 +73,22 @@ class PostgresTarget:
                         "SELECT {} FROM {} WITH NO DATA"
                     ).format(names(columns), target)
                 )
-                with con.cursor().copy(
-                    sql.SQL("COPY headwater_stage ({}) FROM STDIN (FORMAT csv)").format(
-                        names(columns)
-                    )
-                ) as copy:
-                    for chunk in csv_chunks(table):
-                        copy.write(chunk)
+                copy_in(con, sql.Identifier("headwater_stage"), table)
                 self._delete_gone(con, target, key, interval, time_column)
                 self._upsert(con, target, columns, key)
-        except psycopg.OperationalError as exc:
-            raise TransientError(f"PostgreSQL sink {self.name}: {first_line(exc)}") from None
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise TerminalError(
-                f"PostgreSQL sink {self.name}: {first_line(exc)}",
+            raise refused(
+                first_line(exc),
                 hint="grant the sink's user CREATE on the schema (or create the table for it) "
                 "and INSERT, UPDATE, DELETE, SELECT on the table",
             ) from None
         except psycopg.Error as exc:
-            raise TerminalError(
-                f"PostgreSQL sink {self.name} refused the rows: {first_line(exc)}",
+            if transient(exc):
+                raise SinkUnavailable(
+                    first_line(exc), sink=self.name, pipeline=pipeline, interval=interval
+                ) from None
+            raise refused(
+                f"the rows were refused: {first_line(exc)}",
                 hint="a changed output schema needs the target table altered or dropped",
             ) from None
 
@@ -113,8 +110,9 @@ class PostgresTarget:
                 )
             )
         if len(table_name.encode()) > _MAX_NAME:
-            raise TerminalError(
+            raise SinkRefused(
                 f"the table name {table_name!r} is longer than PostgreSQL's {_MAX_NAME} bytes",
+                sink=self.name,
                 hint="use a shorter table_prefix or pipeline name",
             )
         definitions = [
@@ -182,63 +180,3 @@ class PostgresTarget:
                 "INSERT INTO {} ({}) SELECT {} FROM headwater_stage ON CONFLICT ({}) {}"
             ).format(target, names(columns), names(columns), names(key), action)
         )
-
-
-class PostgresReader:
-    """Serves read-API queries from a PostgreSQL sink's tables, over a small pool."""
-
-    dialect = "postgres"
-
-    def __init__(self, name: str, settings: PostgresSink) -> None:
-        self.name = name
-        self.settings = settings
-        self._url = environment_value(settings.url, where=f"[sinks.{name}] url")
-        self._pool: ConnectionPool | None = None
-        self._lock = threading.Lock()
-
-    def table(self, pipeline: str) -> tuple[str, str]:
-        """The (schema, table) a pipeline's dataset is served from."""
-        return self.settings.schema, f"{self.settings.table_prefix}{pipeline}"
-
-    def _connections(self) -> ConnectionPool:
-        with self._lock:
-            if self._pool is None:
-                self._pool = ConnectionPool(
-                    self._url,
-                    min_size=1,
-                    max_size=max(1, self.settings.pool_size),
-                    kwargs={"autocommit": True, "options": "-c TimeZone=UTC"},
-                    open=True,
-                    name=f"headwater-{self.name}",
-                )
-            return self._pool
-
-    def exists(self, pipeline: str) -> bool:
-        schema, table = self.table(pipeline)
-        found = self._fetch(
-            "SELECT 1 FROM information_schema.tables WHERE table_schema = %(s)s "
-            "AND table_name = %(t)s",
-            {"s": schema, "t": table},
-        )
-        return bool(found.num_rows > 0)
-
-    def select(self, query: str, params: Mapping[str, object]) -> Selected:
-        return Selected(self._fetch(query, params), None)
-
-    def _fetch(self, query: str, params: Mapping[str, object]) -> pa.Table:
-        try:
-            with self._connections().connection(timeout=10) as con, con.cursor() as cur:
-                cur.execute(escaped(query, params).encode(), dict(params))
-                description = cur.description or []
-                rows = cur.fetchall()
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailable(f"PostgreSQL sink {self.name}", first_line(exc)) from None
-        except psycopg.Error as exc:
-            raise QueryError(first_line(exc)) from None
-        return to_arrow(description, rows)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._pool is not None:
-                self._pool.close()
-                self._pool = None

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 from headwater.core.clock import parse_utc
+from headwater.core.types import Output
 from headwater.process import sql
 from headwater.process.errors import PipelineError
 from headwater.process.header import split_header
@@ -40,6 +41,12 @@ class Pipeline:
     @property
     def incremental(self) -> bool:
         return self.header.kind == "incremental"
+
+    @property
+    def output(self) -> Output:
+        """What later stages (delivery, the read API) need to know of this output."""
+        time_column = self.header.time_column if self.incremental else None
+        return Output(self.name, tuple(self.header.key), time_column)
 
     def start(self) -> datetime | None:
         if self.header.start is None:

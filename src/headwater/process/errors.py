@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from headwater.core.errors import TerminalError, TransientError
+from headwater.core.errors import TerminalError
 
 
 class PipelineError(TerminalError):
@@ -43,11 +43,3 @@ class AuditFailed(PipelineError):
             pipeline=pipeline,
             hint="fix the pipeline or its input, then run it again; nothing was published",
         )
-
-
-class RunInterrupted(TransientError):
-    """Another run holds the pipeline, or the store is busy; try again later."""
-
-    def __init__(self, pipeline: str, reason: str) -> None:
-        self.pipeline = pipeline
-        super().__init__(f"pipeline {pipeline}: {reason}")

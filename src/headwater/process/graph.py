@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +53,18 @@ class Graph:
         return [n for n in self.order if n in found]
 
 
+def pipeline_files(folder: Path) -> list[Path]:
+    """The pipeline files of ``folder`` (``_``-prefixed files are helpers, not pipelines)."""
+    if not folder.is_dir():
+        return []
+    files = sorted([*folder.glob("*.sql"), *folder.glob("*.py")])
+    return [path for path in files if not path.name.startswith("_")]
+
+
 def load_graph(folder: Path, dialect: str) -> Graph:
     """Load every pipeline in ``folder`` and check their references."""
     pipelines: dict[str, Pipeline] = {}
-    files = sorted([*folder.glob("*.sql"), *folder.glob("*.py")]) if folder.is_dir() else []
-    for path in files:
-        if path.name.startswith("_"):
-            continue
+    for path in pipeline_files(folder):
         pipeline = load_file(path, dialect)
         if pipeline.name in pipelines:
             raise PipelineError(
@@ -69,6 +74,36 @@ def load_graph(folder: Path, dialect: str) -> Graph:
             )
         pipelines[pipeline.name] = pipeline
     return build(pipelines.values())
+
+
+class GraphLoader:
+    """A folder's graph, parsed again only when a file changed, or ``version`` did (the
+    project's settings, which ``check`` may read)."""
+
+    def __init__(self) -> None:
+        self._cached: tuple[object, Graph] | None = None
+
+    def load(
+        self,
+        folder: Path,
+        dialect: str,
+        *,
+        version: object = None,
+        check: Callable[[Graph], None] | None = None,
+    ) -> Graph:
+        files = pipeline_files(folder)
+        stamp = (
+            folder,
+            dialect,
+            version,
+            tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files),
+        )
+        if self._cached is None or self._cached[0] != stamp:
+            graph = load_graph(folder, dialect)
+            if check is not None:
+                check(graph)
+            self._cached = (stamp, graph)
+        return self._cached[1]
 
 
 def build(pipelines: Iterable[Pipeline]) -> Graph:

@@ -15,18 +15,18 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from headwater.core.types import Interval
 from headwater.process import sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline
-from headwater.process.errors import RunInterrupted
 from headwater.process.graph import Graph
-from headwater.process.lease import Lease
-from headwater.process.metadata import MetadataStore
-from headwater.process.metadata.store import IntervalState
 from headwater.process.schedule import floor as cron_floor
 from headwater.process.schedule import interval_at, intervals, iter_intervals, latest_tick
+from headwater.state import StateStore
+from headwater.state.errors import LeaseHeld
+from headwater.state.leases import TTL, Lease
+from headwater.state.runs import IntervalState
 from headwater.store.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,14 @@ _EARLIEST = {
 class Planner:
     """Decides which intervals of which pipelines should run now."""
 
-    def __init__(self, graph: Graph, engine: Engine, metadata: MetadataStore) -> None:
+    def __init__(
+        self, graph: Graph, engine: Engine, state: StateStore, *, lease_ttl: timedelta = TTL
+    ) -> None:
         self.graph = graph
         self.engine = engine
-        self.metadata = metadata
+        self.state = state
+        self.runs = state.runs
+        self._lease_ttl = lease_ttl
         self._starts: dict[str, datetime | None] = {}
 
     # -- starts --------------------------------------------------------------
@@ -82,9 +86,9 @@ class Planner:
             if "events" not in pipeline.inputs:
                 continue
             try:
-                with Lease(self.metadata, pipeline.name):
+                with Lease(self.state.leases, pipeline.name, self._lease_ttl):
                     count = self._reopen(pipeline, floor)
-            except RunInterrupted:
+            except LeaseHeld:
                 # A run holds it: look next pass, from the same mark, so the events
                 # that arrive while it runs are still checked after it records.
                 continue
@@ -95,7 +99,7 @@ class Planner:
 
     def _reopen(self, pipeline: Pipeline, floor: datetime) -> int:
         count = 0
-        mark = self.metadata.watermark(pipeline.name)
+        mark = self.runs.watermark(pipeline.name)
         if mark is not None and mark < floor:
             query = sql.internal(
                 "SELECT DISTINCT date_trunc('minute', timestamp) AS m FROM events "
@@ -108,19 +112,19 @@ class Planner:
                 for m in minutes["m"].to_pylist()
                 if m is not None
             }
-            count = self.metadata.mark_stale(pipeline.name, starts, "late events arrived")
+            count = self.runs.mark_stale(pipeline.name, starts, "late events arrived")
         if mark is None or mark < floor:
-            self.metadata.set_watermark(pipeline.name, floor)
+            self.runs.set_watermark(pipeline.name, floor)
         return count
 
     def propagate(self, pipeline: Pipeline) -> int:
         """Mark intervals of ``pipeline`` stale whose inputs were published after them."""
-        mine = self.metadata.intervals(pipeline.name)
+        mine = self.runs.intervals(pipeline.name)
         if not mine:
             return 0
         stale: set[datetime] = set()
         for name in pipeline.inputs - BUILTIN_TABLES:
-            upstream = sorted(self.metadata.intervals(name).values(), key=lambda s: s.interval)
+            upstream = sorted(self.runs.intervals(name).values(), key=lambda s: s.interval)
             starts = [s.interval.start for s in upstream]
             for state in mine.values():
                 if state.status != "done":
@@ -130,7 +134,7 @@ class Planner:
                     if other.done_at > state.done_at or other.status == "stale":
                         stale.add(state.interval.start)
                         break
-        return self.metadata.mark_stale(pipeline.name, stale, "an input was re-published")
+        return self.runs.mark_stale(pipeline.name, stale, "an input was re-published")
 
     # -- due intervals -----------------------------------------------------------
 
@@ -138,7 +142,7 @@ class Planner:
         """Intervals to run now, oldest first, at most ``limit``; only when inputs are ready."""
         if not pipeline.incremental:
             latest = latest_tick(pipeline.header.schedule, now)
-            state = self.metadata.intervals(pipeline.name).get(latest.start)
+            state = self.runs.intervals(pipeline.name).get(latest.start)
             if state is not None and state.status == "done":
                 return []
             ready = self._inputs_ready(pipeline, latest, self._input_states(pipeline))
@@ -147,8 +151,8 @@ class Planner:
         if start is None:
             return []
         until = min(now, floor)
-        done = self.metadata.intervals(pipeline.name)
-        failed = self.metadata.terminal_failures(pipeline.name, pipeline.version)
+        done = self.runs.intervals(pipeline.name)
+        failed = self.runs.terminal_failures(pipeline.name, pipeline.version)
         inputs = self._input_states(pipeline)
         todo: list[Interval] = []
         # Skip the done history in one step: walking every interval since the
@@ -169,7 +173,7 @@ class Planner:
 
     def missing(self, pipeline: Pipeline, start: datetime, end: datetime) -> list[Interval]:
         """Intervals in ``[start, end)`` not done (or stale): what a backfill runs."""
-        done = self.metadata.intervals(pipeline.name)
+        done = self.runs.intervals(pipeline.name)
         if not pipeline.incremental:
             return [latest_tick(pipeline.header.schedule, end)]
         return [
@@ -180,7 +184,7 @@ class Planner:
 
     def _input_states(self, pipeline: Pipeline) -> dict[str, list[IntervalState]]:
         return {
-            name: sorted(self.metadata.intervals(name).values(), key=lambda s: s.interval)
+            name: sorted(self.runs.intervals(name).values(), key=lambda s: s.interval)
             for name in pipeline.inputs - BUILTIN_TABLES
         }
 

@@ -5,6 +5,10 @@ for a full pipeline, the whole table), so no reader sees half an interval and a
 re-run gives the same table. The interval is recorded as done in the metadata
 only after that transaction commits: a run killed in between leaves the old
 output and a missing interval, which the next run fills.
+
+Both writes are fenced by the pipeline's lease: the engine refuses the
+publication, and the metadata the record, of a run whose lease was taken over
+while it stalled (see :mod:`headwater.state.leases`). At most one run wins.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -25,11 +30,13 @@ from headwater.process.audits import run_audits
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
-from headwater.process.lease import Lease
-from headwater.process.metadata import MetadataStore
 from headwater.process.python import Context
+from headwater.state import StateStore
+from headwater.state.errors import LeaseLost
+from headwater.state.leases import TTL, Lease
+from headwater.state.runs import Trigger, error_kind
 from headwater.store.engine import Engine
-from headwater.store.errors import QueryError
+from headwater.store.errors import Fenced, QueryError
 
 log = logging.getLogger(__name__)
 
@@ -53,34 +60,41 @@ class Runner:
         self,
         graph: Graph,
         engine: Engine,
-        metadata: MetadataStore,
+        state: StateStore,
         dialect: str,
         *,
         backoff_seconds: float = 2.0,
+        lease_ttl: timedelta = TTL,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.graph = graph
         self.engine = engine
-        self.metadata = metadata
+        self.state = state
+        self.runs = state.runs
         self.dialect = dialect
         self._backoff = backoff_seconds
+        self._lease_ttl = lease_ttl
         self._sleep = sleep
 
     def run(
-        self, pipeline: Pipeline, interval: Interval, trigger: str, *, record: bool = True
+        self, pipeline: Pipeline, interval: Interval, trigger: Trigger, *, record: bool = True
     ) -> RunResult:
         """Run with the pipeline's lease held, retrying transient failures with backoff.
 
         With ``record=False`` the output is published but the interval is not
         marked done (an interval that has not ended yet), so it runs again later.
+        A run whose lease was taken over raises :class:`LeaseLost` at once: the
+        new holder does the work.
         """
-        with Lease(self.metadata, pipeline.name):
+        with Lease(self.state.leases, pipeline.name, self._lease_ttl) as lease:
             # Holding the lease, any run still marked running died with its process.
-            self.metadata.interrupted([pipeline.name])
+            self.runs.interrupted([pipeline.name])
             attempt = 1
             while True:
                 try:
-                    return self._attempt(pipeline, interval, trigger, attempt, record)
+                    return self._attempt(pipeline, interval, trigger, attempt, record, lease)
+                except LeaseLost:
+                    raise
                 except TransientError as exc:
                     if attempt > pipeline.header.retries:
                         raise
@@ -90,40 +104,45 @@ class Runner:
                     attempt += 1
 
     def _attempt(
-        self, pipeline: Pipeline, interval: Interval, trigger: str, attempt: int, record: bool
+        self,
+        pipeline: Pipeline,
+        interval: Interval,
+        trigger: Trigger,
+        attempt: int,
+        record: bool,
+        lease: Lease,
     ) -> RunResult:
         started = time.perf_counter()
-        run_id = self.metadata.start_run(
-            pipeline.name, pipeline.version, interval, trigger, attempt
-        )
+        run_id = self.runs.start_run(pipeline.name, pipeline.version, interval, trigger, attempt)
         try:
             output, rows_read = self._compute(pipeline, interval)
             self._check_times(pipeline, interval, output)
             run_audits(
                 pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
             )
-            self._publish(pipeline, interval, output)
+            lease.check()
+            self._publish(pipeline, interval, output, lease)
+            self.runs.succeed(
+                run_id,
+                pipeline.name,
+                pipeline.version,
+                interval,
+                rows_read=rows_read,
+                rows_written=output.num_rows,
+                record_interval=record,
+                holder=lease.holder,
+                sinks=pipeline.header.sinks,
+            )
         except HeadwaterError as exc:
-            kind = "transient" if isinstance(exc, TransientError) else "terminal"
-            self.metadata.fail(run_id, str(exc), kind)
+            self.runs.fail(run_id, str(exc), error_kind(exc))
             raise
         except Exception as exc:  # a Python pipeline may raise anything
-            self.metadata.fail(run_id, f"{type(exc).__name__}: {exc}", "terminal")
+            self.runs.fail(run_id, f"{type(exc).__name__}: {exc}", "terminal")
             raise PipelineError(
                 f"the pipeline raised {type(exc).__name__}: {exc}",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
             ) from exc
-        self.metadata.succeed(
-            run_id,
-            pipeline.name,
-            pipeline.version,
-            interval,
-            rows_read=rows_read,
-            rows_written=output.num_rows,
-            record_interval=record,
-            sinks=pipeline.header.sinks,
-        )
         return RunResult(
             pipeline.name,
             interval,
@@ -196,14 +215,18 @@ class Runner:
                 hint="every row of an interval's output must fall inside it; filter on @start/@end",
             )
 
-    def _publish(self, pipeline: Pipeline, interval: Interval, output: pa.Table) -> None:
+    def _publish(
+        self, pipeline: Pipeline, interval: Interval, output: pa.Table, lease: Lease
+    ) -> None:
         try:
             if pipeline.incremental and pipeline.header.time_column:
                 self.engine.replace_interval(
-                    pipeline.name, pipeline.header.time_column, interval, output
+                    pipeline.name, pipeline.header.time_column, interval, output, lease.fence
                 )
             else:
-                self.engine.replace_table(pipeline.name, output)
+                self.engine.replace_table(pipeline.name, output, lease.fence)
+        except Fenced:
+            raise LeaseLost(lease.name, lease.token) from None
         except QueryError as exc:
             raise PipelineError(
                 f"publishing failed: {exc.reason}",

@@ -95,3 +95,8 @@ class PipelinesSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
     retry_backoff_seconds: float = 2.0
     """First retry delay after a transient failure; doubles each attempt."""
+
+    lease_seconds: float = 60.0
+    """How long a run's (or a delivery's) claim on its pipeline lasts without renewal; it is
+    renewed every third of it. A process that stalls for longer loses the claim to another,
+    and what it then computes is not published."""

@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
@@ -22,19 +22,20 @@ from headwater.collect.app import IngestApp
 from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
 from headwater.collect.writer import Writer
-from headwater.config.project import Project, load_project
+from headwater.config.project import Project
+from headwater.config.watch import ProjectWatch
 from headwater.core.clock import from_us, now_us, parse_duration
 from headwater.core.errors import HeadwaterError
-from headwater.deliver.postgres import PostgresReader
+from headwater.core.secrets import environment_value
 from headwater.deliver.settings import PostgresSink
-from headwater.process.metadata import MetadataStore
-from headwater.process.service import PipelineService
-from headwater.serve.app import DatasetCatalog, Served, api_app
+from headwater.runtime.workspace import Workspace, state_for
+from headwater.serve.app import api_app
 from headwater.serve.auth import ConsumerRing
+from headwater.serve.catalog import DatasetCatalog, Served
 from headwater.store.engine import FLOOR_STALE_SECONDS, Engine
+from headwater.store.postgres.reader import PostgresReader
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -58,6 +59,7 @@ class Runtime:
     def __init__(self, project: Project, engine: Engine, roles: frozenset[str] = ROLES) -> None:
         settings = project.settings.collector
         self.project = project
+        self.watch = ProjectWatch(project)
         self.engine = engine
         self.roles = roles
         self.collector_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -73,22 +75,17 @@ class Runtime:
             retry_after=settings.retry_after_seconds,
         )
         self.ingest = IngestApp(
-            KeyRing(project.source_keys(), _when_changed(project, Project.source_keys)),
-            settings,
-            self.writer,
+            KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer
         )
-        self.metadata = MetadataStore.for_project(project)
-        self.pipelines = PipelineService(project, engine, self.metadata, floor=self._floor)
+        self.workspace = Workspace(self.watch, engine, state_for(project), floor=self._floor)
         self.stopping = threading.Event()
         self._floor_wait = threading.Event()
         self._readers: dict[str, PostgresReader] = {}
+        self._reader_settings: dict[str, PostgresSink] = {}
         self._deliver_now = threading.Event()
-        self.pipelines.on_published = self._deliver_now.set
+        self.workspace.pipelines.on_published = self._deliver_now.set
         self.api = api_app(
-            engine,
-            ConsumerRing(
-                project.consumer_tokens(), _when_changed(project, Project.consumer_tokens)
-            ),
+            ConsumerRing(self.watch.derived(Project.consumer_tokens)),
             DatasetCatalog(engine, self._served),
             project.settings.api,
         )
@@ -103,29 +100,30 @@ class Runtime:
     def start(self) -> None:
         if "collect" not in self.roles:
             return
-        if self.engine.shared:
+        if self.engine.floors is not None:
             # Before the first request: runs elsewhere must wait for what arrives here.
-            self.engine.publish_floor(self.collector_id, now_us())
+            self.engine.floors.publish(self.collector_id, now_us())
         self.writer.start()
 
     def _floor(self) -> datetime:
         """Events received before this time are committed: this process's collector, and on a
         shared store every live collector's."""
         floor = self.ingest.arrival_floor() if "collect" in self.roles else now_us()
-        if self.engine.shared:
-            shared = self.engine.shared_floor(FLOOR_STALE_SECONDS)
-            if shared is not None:
-                floor = min(floor, shared)
+        if self.engine.floors is not None:
+            lowest = self.engine.floors.lowest(FLOOR_STALE_SECONDS)
+            if lowest is not None:
+                floor = min(floor, lowest)
         return from_us(floor)
 
     async def publish_floor(self) -> None:
         """On a shared store, tell other processes this collector's floor every second."""
-        if "collect" not in self.roles or not self.engine.shared:
+        floors = self.engine.floors
+        if "collect" not in self.roles or floors is None:
             return
         while not self.stopping.is_set():
             try:
                 floor = self.ingest.arrival_floor()
-                await asyncio.to_thread(self.engine.publish_floor, self.collector_id, floor)
+                await asyncio.to_thread(floors.publish, self.collector_id, floor)
             except HeadwaterError as exc:
                 log.error("could not publish the arrival floor: %s", exc)
             except Exception:  # keep publishing: a silent collector fences its own commits
@@ -141,16 +139,14 @@ class Runtime:
     def close(self) -> None:
         """Commit and answer what is queued, then release the store."""
         self.writer.close(self.project.settings.collector.drain_timeout_seconds)
-        if "collect" in self.roles and self.engine.shared:
+        if "collect" in self.roles and self.engine.floors is not None:
             try:
-                self.engine.retire_floor(self.collector_id)
+                self.engine.floors.retire(self.collector_id)
             except HeadwaterError as exc:
                 log.warning("could not retire the arrival floor: %s", exc)
-        self.pipelines.deliverer.close()
         for reader in self._readers.values():
             reader.close()
-        self.engine.close()
-        self.metadata.close()
+        self.workspace.close()
 
     async def schedule(self) -> None:
         """Run due pipelines every tick until :attr:`stopping` is set.
@@ -159,9 +155,10 @@ class Runtime:
         broken pipeline file is logged and retried at the next tick.
         """
         tick = self.project.settings.pipelines.tick_seconds
+        pipelines = self.workspace.pipelines
         while "schedule" in self.roles and not self.stopping.is_set():
             try:
-                await asyncio.to_thread(self.pipelines.run_due, should_stop=self.stopping.is_set)
+                await asyncio.to_thread(pipelines.run_due, should_stop=self.stopping.is_set)
             except HeadwaterError as exc:
                 log.error("scheduler: %s", exc)
             except Exception:
@@ -190,7 +187,7 @@ class Runtime:
         while "deliver" in self.roles and not self.stopping.is_set():
             self._deliver_now.clear()
             try:
-                await asyncio.to_thread(self.pipelines.deliver, self.stopping.is_set)
+                await asyncio.to_thread(self.workspace.deliver, self.stopping.is_set)
             except HeadwaterError as exc:
                 log.error("delivery: %s", exc)
             except Exception:
@@ -205,28 +202,32 @@ class Runtime:
         """
         served = {"events": Served(("source", "message_id")), "failed_events": Served(("id",))}
         try:
-            graph = self.pipelines.graph()
+            graph = self.workspace.graph()
         except HeadwaterError as exc:
             log.warning("read API: pipelines do not load (%s); serving the event tables", exc)
             return served
-        sinks = self.pipelines.current_project().settings.sinks
+        sinks = self.workspace.project.settings.sinks
         for pipeline in graph:
-            reader = None
+            key = tuple(pipeline.header.key)
+            served[pipeline.name] = Served(key)
             for name in pipeline.header.sinks:
                 sink = sinks.get(name)
                 if isinstance(sink, PostgresSink) and sink.serve:
-                    reader = self._reader(name, sink)
+                    table = (sink.schema, f"{sink.table_prefix}{pipeline.name}")
+                    served[pipeline.name] = Served(key, self._reader(name, sink), table)
                     break
-            served[pipeline.name] = Served(tuple(pipeline.header.key), reader)
         return served
 
     def _reader(self, name: str, sink: PostgresSink) -> PostgresReader:
+        """A pool on the sink's database, kept while its settings stay the same."""
         current = self._readers.get(name)
-        if current is not None and current.settings == sink:
+        if current is not None and self._reader_settings.get(name) == sink:
             return current
         if current is not None:
             current.close()
-        self._readers[name] = PostgresReader(name, sink)
+        url = environment_value(sink.url, where=f"[sinks.{name}] url")
+        self._readers[name] = PostgresReader(name, url, sink.pool_size)
+        self._reader_settings[name] = sink
         return self._readers[name]
 
     async def _healthz(self, request: Request) -> Response:
@@ -248,19 +249,3 @@ class Runtime:
 
     async def _metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
-
-
-def _when_changed(project: Project, read: Callable[[Project], T]) -> Callable[[], T | None]:
-    """``read`` of the project loaded again, when ``headwater.toml`` changed on disk."""
-    seen = project.file.stat().st_mtime_ns
-
-    def load() -> T | None:
-        nonlocal seen
-        mtime = project.file.stat().st_mtime_ns
-        if mtime == seen:
-            return None
-        value = read(load_project(project.root))
-        seen = mtime  # only once it loaded: a broken file is read again when fixed
-        return value
-
-    return load

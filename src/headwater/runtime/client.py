@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from headwater.core import jsonio
-from headwater.core.errors import HeadwaterError, TerminalError
+from headwater.core.errors import HeadwaterError, TerminalError, TransientError
 from headwater.store.errors import QueryError
 
 if TYPE_CHECKING:
@@ -59,6 +59,20 @@ def remove_runtime_file(data_dir: Path) -> None:
     (data_dir / RUNTIME_FILE).unlink(missing_ok=True)
 
 
+class ServerFailed(TerminalError):
+    """An operation failed in the server for good; the message is the server's."""
+
+
+class ServerBusy(TransientError):
+    """An operation failed in the server and may succeed if asked again."""
+
+
+def remote_error(message: dict[str, Any]) -> HeadwaterError:
+    """The error an operation's answer describes, as transient or terminal as it was."""
+    kind = ServerBusy if message.get("transient") else ServerFailed
+    return kind(str(message["error"]), hint=message.get("hint"))
+
+
 class ServerClient:
     """A connection to the running server's control socket."""
 
@@ -84,9 +98,10 @@ class ServerClient:
 
         return pyarrow.ipc.open_stream(response.content).read_all()
 
-    def pipelines(self, op: str, args: dict[str, Any], progress: ProgressSink | None = None) -> Any:
-        """Run a pipeline operation in the server, relaying its progress."""
-        with self._http.stream("POST", f"/pipelines/{op}", content=jsonio.dumps(args)) as answer:
+    def call(self, op: str, args: dict[str, Any], progress: ProgressSink | None = None) -> Any:
+        """Run an operation of :data:`~headwater.runtime.operations.OPERATIONS` in the
+        server, relaying its progress."""
+        with self._http.stream("POST", f"/operations/{op}", content=jsonio.dumps(args)) as answer:
             for line in answer.iter_lines():
                 message = jsonio.loads(line)
                 if "progress" in message and progress is not None:
@@ -94,13 +109,13 @@ class ServerClient:
                 elif "result" in message:
                     return message["result"]
                 elif "error" in message:
-                    raise HeadwaterError(str(message["error"]), hint=message.get("hint"))
-        raise TerminalError("the server ended the operation without a result")
+                    raise remote_error(message)
+        raise ServerFailed("the server ended the operation without a result")
 
     def status(self) -> dict[str, object]:
         data = self._http.get("/status", timeout=5).json()
         if not isinstance(data, dict):
-            raise TerminalError("the server answered its status with something unexpected")
+            raise ServerFailed("the server answered its status with something unexpected")
         return data
 
     def close(self) -> None:

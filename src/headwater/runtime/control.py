@@ -21,18 +21,19 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from headwater.core import jsonio
-from headwater.core.errors import HeadwaterError
-from headwater.process.service import PipelineService
+from headwater.core.errors import HeadwaterError, TransientError
 from headwater.runtime import operations
+from headwater.runtime.workspace import Workspace
 from headwater.store.engine import Engine
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
 def control_app(
-    engine: Engine, status: dict[str, object], pipelines: PipelineService | None = None
+    engine: Engine, status: dict[str, object], workspace: Workspace | None = None
 ) -> Starlette:
-    """The app served on the control socket: queries, pipeline operations, status."""
+    """The app served on the control socket: queries, the operations of
+    :data:`~headwater.runtime.operations.OPERATIONS`, status."""
 
     async def query(request: Request) -> Response:
         body = jsonio.loads(await request.body())
@@ -56,20 +57,20 @@ def control_app(
         body = jsonio.loads(await request.body())
         op = request.path_params["op"]
         args = body if isinstance(body, dict) else {}
-        if pipelines is None:
+        if workspace is None:
             return JSONResponse({"error": "this server runs no pipelines"}, status_code=400)
-        return StreamingResponse(_stream(pipelines, op, args), media_type="application/x-ndjson")
+        return StreamingResponse(_stream(workspace, op, args), media_type="application/x-ndjson")
 
     return Starlette(
         routes=[
             Route("/query", query, methods=["POST"]),
             Route("/status", server_status),
-            Route("/pipelines/{op}", operation, methods=["POST"]),
+            Route("/operations/{op}", operation, methods=["POST"]),
         ]
     )
 
 
-async def _stream(service: PipelineService, op: str, args: dict[str, Any]) -> AsyncIterator[bytes]:
+async def _stream(workspace: Workspace, op: str, args: dict[str, Any]) -> AsyncIterator[bytes]:
     """Run the operation in a thread; yield its progress, then its result, as JSON lines."""
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
@@ -79,10 +80,11 @@ async def _stream(service: PipelineService, op: str, args: dict[str, Any]) -> As
 
     def work() -> None:
         try:
-            result = operations.call(service, op, args, lambda step: send({"progress": step}))
+            result = operations.call(workspace, op, args, lambda step: send({"progress": step}))
             send({"result": result})
         except HeadwaterError as exc:
-            send({"error": exc.message, "hint": exc.hint})
+            transient = isinstance(exc, TransientError)
+            send({"error": exc.message, "hint": exc.hint, "transient": transient})
         except Exception as exc:  # reported to the CLI rather than lost in the server log
             send({"error": f"unexpected {type(exc).__name__}: {exc}", "hint": None})
         finally:

@@ -1,122 +1,230 @@
-"""Pipeline operations as plain data, the same whether run here or in the server.
+"""The operations commands ask for, as one table: the same whether run here or in the server.
 
-The CLI calls :func:`call` directly when no server runs, and through the
-control socket when one does; either way arguments and results are JSON-able
-dicts, and progress arrives as :class:`~headwater.process.service.Progress`
-turned into dicts.
+Each operation has a name, a typed set of arguments (a msgspec struct, so the
+control socket checks what it is sent) and a function of a
+:class:`~headwater.runtime.workspace.Workspace`. The CLI calls :func:`call`
+directly when no server owns the store, and through the control socket when
+one does (:meth:`~headwater.runtime.client.ServerClient.call`); either way the
+arguments and the result travel as JSON-able values, and progress arrives as
+dicts.
+
+>>> sorted(OPERATIONS)[:4]
+['backfill', 'dead_letters', 'deliver', 'deliveries']
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from headwater.core.clock import parse_utc
-from headwater.core.errors import HeadwaterError
-from headwater.process.service import PipelineService, Progress
-from headwater.runtime import transfer
+from headwater.core.errors import ConfigError
+from headwater.process.service import Progress
+from headwater.runtime.workspace import Workspace
+from headwater.store import transfer
 
-OPERATIONS = (
-    "status", "list", "render", "run", "due", "backfill", "deliver", "deliveries", "replay",
-    "dead_letters", "export", "import",
-)  # fmt: skip
-
+A = TypeVar("A", bound=msgspec.Struct)
 ProgressSink = Callable[[dict[str, Any]], None]
 
 
+class NoArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An operation that takes nothing."""
+
+
+class Span(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A pipeline and, optionally, the bounds of its intervals (ISO, UTC)."""
+
+    name: str
+    start: str | None = None
+    end: str | None = None
+    #: Also deliver what the runs owe, and wait for deliveries other processes make.
+    deliver: bool = False
+
+
+class Due(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    deliver: bool = False
+
+
+class Letters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Dead letters chosen by pipeline, sink and ids (all of them when none is given)."""
+
+    pipeline: str | None = None
+    sink: str | None = None
+    ids: list[int] = msgspec.field(default_factory=list)
+
+
+class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    folder: str
+    start: str | None = None
+    end: str | None = None
+
+
+class Import(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    folder: str
+
+
+@dataclass(frozen=True)
+class Operation(Generic[A]):
+    """One thing a command can ask of a workspace."""
+
+    name: str
+    args: type[A]
+    run: Callable[[Workspace, A, ProgressSink | None], object]
+    #: Whether it runs long enough to report progress.
+    progress: bool = False
+
+    def call(self, workspace: Workspace, raw: dict[str, Any], progress: ProgressSink | None) -> Any:
+        try:
+            args = msgspec.convert(raw, self.args)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"operation {self.name}: {exc}") from None
+        return _builtins(self.run(workspace, args, progress))
+
+
+def _list(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    return [
+        {
+            "name": p.name,
+            "language": p.kind,
+            "kind": p.header.kind,
+            "schedule": p.header.schedule,
+            "time": p.header.time if p.incremental else None,
+            "time_column": p.header.time_column,
+            "inputs": sorted(p.inputs),
+            "path": str(p.path),
+            "description": p.header.description,
+        }
+        for p in workspace.graph()
+    ]
+
+
+def _status(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    return workspace.status()
+
+
+def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
+    start, end = _time(args.start), _time(args.end)
+    text, params = workspace.render(args.name, start, end)
+    return {"sql": text, "params": params, "cost": workspace.cost(args.name, start, end)}
+
+
+def _run(workspace: Workspace, args: Span, progress: ProgressSink | None) -> object:
+    start, end = _time(args.start), _time(args.end)
+    runs = workspace.run(args.name, start, end, _reporter(progress))
+    return _with_deliveries(workspace, runs, args.deliver)
+
+
+def _due(workspace: Workspace, args: Due, progress: ProgressSink | None) -> object:
+    return _with_deliveries(workspace, workspace.run_due(_reporter(progress)), args.deliver)
+
+
+def _backfill(workspace: Workspace, args: Span, progress: ProgressSink | None) -> object:
+    start, end = _time(args.start), _time(args.end)
+    if start is None or end is None:
+        raise ConfigError("a backfill needs --start and --end", hint="e.g. --start 2026-10-01")
+    runs = workspace.backfill(args.name, start, end, _reporter(progress))
+    return _with_deliveries(workspace, runs, args.deliver)
+
+
+def _deliver(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    return workspace.deliver()
+
+
+def _deliveries(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    return workspace.state.deliveries.counts()
+
+
+def _dead_letters(workspace: Workspace, args: Letters, _: ProgressSink | None) -> object:
+    letters = workspace.state.deliveries.dead_letters(
+        pipeline=args.pipeline, sink=args.sink, ids=args.ids
+    )
+    return [
+        {
+            "id": d.id,
+            "pipeline": d.pipeline,
+            "sink": d.sink,
+            "interval": d.interval,
+            "batch": d.batch,
+            "rows": d.rows,
+            "reason": d.reason,
+            "attempts": d.attempts,
+            "created_at": d.created_at,
+        }
+        for d in letters
+    ]
+
+
+def _replay(workspace: Workspace, args: Letters, _: ProgressSink | None) -> object:
+    return workspace.replay(args.pipeline, args.sink, args.ids or None)
+
+
+def _export(workspace: Workspace, args: Export, progress: ProgressSink | None) -> object:
+    folder, start, end = Path(args.folder), _time(args.start), _time(args.end)
+    return transfer.export_events(workspace.engine, folder, start, end, progress)
+
+
+def _import(workspace: Workspace, args: Import, progress: ProgressSink | None) -> object:
+    environment = workspace.project.environment or "default"
+    return transfer.import_events(workspace.engine, Path(args.folder), environment, progress)
+
+
+OPERATIONS: dict[str, Operation[Any]] = {
+    op.name: op
+    for op in (
+        Operation("list", NoArgs, _list),
+        Operation("status", NoArgs, _status),
+        Operation("render", Span, _render),
+        Operation("run", Span, _run, progress=True),
+        Operation("due", Due, _due, progress=True),
+        Operation("backfill", Span, _backfill, progress=True),
+        Operation("deliver", NoArgs, _deliver),
+        Operation("deliveries", NoArgs, _deliveries),
+        Operation("dead_letters", Letters, _dead_letters),
+        Operation("replay", Letters, _replay),
+        Operation("export", Export, _export, progress=True),
+        Operation("import", Import, _import, progress=True),
+    )
+}
+
+
 def call(
-    service: PipelineService, op: str, args: dict[str, Any], progress: ProgressSink | None = None
+    workspace: Workspace, name: str, args: dict[str, Any], progress: ProgressSink | None = None
 ) -> Any:
-    """Run operation ``op`` with JSON-able ``args``; return a JSON-able result."""
-
-    def report(step: Progress) -> None:
-        if progress is not None:
-            progress(_builtins(step))
-
-    start, end = _time(args.get("start")), _time(args.get("end"))
-    if op == "status":
-        return _builtins(service.status())
-    if op == "list":
-        return [
-            {
-                "name": p.name,
-                "language": p.kind,
-                "kind": p.header.kind,
-                "schedule": p.header.schedule,
-                "time": p.header.time if p.incremental else None,
-                "time_column": p.header.time_column,
-                "inputs": sorted(p.inputs),
-                "path": str(p.path),
-                "description": p.header.description,
-            }
-            for p in service.graph()
-        ]
-    if op == "render":
-        text, params = service.render(str(args["name"]), start, end)
-        cost = service.cost(str(args["name"]), start, end)
-        return {"sql": text, "params": _builtins(params), "cost": _builtins(cost)}
-    if op in ("run", "due", "backfill"):
-        if op == "run":
-            results = service.run(str(args["name"]), start, end, report)
-        elif op == "due":
-            results = service.run_due(report)
-        else:
-            if start is None or end is None:
-                raise HeadwaterError("a backfill needs --start and --end")
-            results = service.backfill(str(args["name"]), start, end, report)
-        if not args.get("deliver"):
-            return _builtins(results)
-        # The CLI waits for what its runs owe, so it can say where the rows went.
-        deliveries = service.deliver(wait=True)
-        return {"runs": _builtins(results), "deliveries": _builtins(deliveries)}
-    if op == "deliver":
-        return _builtins(service.deliver())
-    if op == "deliveries":
-        return _builtins(service.metadata.deliveries.counts())
-    if op == "dead_letters":
-        letters = service.metadata.deliveries.dead_letters(
-            pipeline=args.get("pipeline"),
-            sink=args.get("sink"),
-            ids=[int(i) for i in args.get("ids") or []],
+    """Run operation ``name`` with JSON-able ``args``; return a JSON-able result."""
+    operation = OPERATIONS.get(name)
+    if operation is None:
+        raise ConfigError(
+            f"there is no operation {name!r}", hint=f"one of {', '.join(sorted(OPERATIONS))}"
         )
-        return [
-            {
-                "id": d.id,
-                "pipeline": d.pipeline,
-                "sink": d.sink,
-                "interval": _builtins(d.interval),
-                "batch": d.batch,
-                "rows": d.rows,
-                "reason": d.reason,
-                "attempts": d.attempts,
-                "created_at": _builtins(d.created_at),
-            }
-            for d in letters
-        ]
-    if op == "replay":
-        ids = [int(i) for i in args.get("ids") or []]
-        return _builtins(service.replay(args.get("pipeline"), args.get("sink"), ids or None))
-    if op == "export":
-        return _builtins(
-            transfer.export_events(service.engine, Path(str(args["folder"])), start, end, progress)
-        )
-    if op == "import":
-        folder, environment = Path(str(args["folder"])), service.project.environment or "default"
-        return _builtins(transfer.import_events(service.engine, folder, environment, progress))
-    raise HeadwaterError(f"unknown operation {op!r}", hint=f"one of {', '.join(OPERATIONS)}")
+    return operation.call(workspace, args, progress)
 
 
-def _time(value: object) -> datetime | None:
+def _with_deliveries(workspace: Workspace, runs: object, deliver: bool) -> object:
+    if not deliver:
+        return runs
+    # The CLI waits for what its runs owe, so it can say where the rows went.
+    return {"runs": runs, "deliveries": workspace.deliver(wait=True)}
+
+
+def _reporter(progress: ProgressSink | None) -> Callable[[Progress], None] | None:
+    if progress is None:
+        return None
+    sink = progress
+    return lambda step: sink(_builtins(step))
+
+
+def _time(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return parse_utc(str(value))
+        return parse_utc(value)
     except ValueError:
-        raise HeadwaterError(
+        raise ConfigError(
             f"{value!r} is not a date or time", hint="write e.g. 2026-10-01 or 2026-10-01T06:00"
         ) from None
 

@@ -30,7 +30,7 @@ from headwater.runtime.client import (
     write_runtime_file,
 )
 from headwater.runtime.control import control_app
-from headwater.store.open import open_engine
+from headwater.runtime.workspace import engine_for
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,12 @@ def serve(
             hint="pick another with --port (or [server] port), or stop what uses it",
         ) from None
     project.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = open_engine(project)
-    runtime = Runtime(project, engine, roles)
+    engine = engine_for(project)
+    try:
+        runtime = Runtime(project, engine, roles)
+    except BaseException:
+        engine.close()
+        raise
     runner: Callable[..., None] = asyncio.run
     with contextlib.suppress(ImportError):
         import uvloop
@@ -136,7 +140,7 @@ async def _serve(
     # shared store is opened by the commands themselves, from any number of processes.
     control = _Server(
         uvicorn.Config(
-            control_app(runtime.engine, status, runtime.pipelines),
+            control_app(runtime.engine, status, runtime.workspace),
             lifespan="off",
             log_level="warning",
             access_log=False,

@@ -8,9 +8,7 @@ holds up the event loop that also takes events.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -24,8 +22,8 @@ from sqlglot import exp
 
 from headwater.core import jsonio
 from headwater.core.errors import HeadwaterError
-from headwater.deliver.postgres import PostgresReader
 from headwater.serve.auth import Consumer, ConsumerRing
+from headwater.serve.catalog import DatasetCatalog
 from headwater.serve.errors import ApiError
 from headwater.serve.query import (
     Dataset,
@@ -36,64 +34,14 @@ from headwater.serve.query import (
     rows_query,
 )
 from headwater.serve.settings import ApiSettings
-from headwater.store.engine import Engine
 from headwater.store.errors import QueryError
 
 log = logging.getLogger(__name__)
 
 ARROW = "application/vnd.apache.arrow.stream"
-_SCHEMA_TTL = 5.0
 
 
-@dataclass(frozen=True)
-class Served:
-    """How a dataset is served: its key, and a PostgreSQL sink's table when not the engine's."""
-
-    key: tuple[str, ...]
-    sink: PostgresReader | None = None
-
-
-#: name -> how each dataset that can be served is served (pipelines and built-ins).
-ServedFn = Callable[[], dict[str, Served]]
-
-
-class DatasetCatalog:
-    """Datasets with their schemas, kept a few seconds."""
-
-    def __init__(self, engine: Engine, served: ServedFn) -> None:
-        self._engine = engine
-        self._served = served
-        self._cache: dict[str, tuple[float, Dataset]] = {}
-
-    def declared(self, name: str) -> bool:
-        """Whether ``name`` is a pipeline (or event table), computed yet or not."""
-        return name in self._served()
-
-    def get(self, name: str) -> Dataset | None:
-        cached = self._cache.get(name)
-        if cached is not None and time.monotonic() - cached[0] < _SCHEMA_TTL:
-            return cached[1]
-        served = self._served().get(name)
-        if served is None:
-            return None
-        if served.sink is not None and served.sink.exists(name):
-            table = served.sink.table(name)
-            empty = exp.select("*").from_(exp.table_(table[1], db=table[0], quoted=True)).limit(0)
-            schema = served.sink.select(empty.sql(served.sink.dialect), {}).table.schema
-            dataset = Dataset(name, served.key, schema, served.sink, table)
-        elif name in self._engine.list_tables():
-            empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
-            schema = self._engine.select(empty.sql(self._engine.dialect), {}).table.schema
-            dataset = Dataset(name, served.key, schema, self._engine)
-        else:
-            return None
-        self._cache[name] = (time.monotonic(), dataset)
-        return dataset
-
-
-def api_app(
-    engine: Engine, consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSettings
-) -> FastAPI:
+def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSettings) -> FastAPI:
     """The FastAPI app of the read API."""
     app = FastAPI(
         title="Headwater read API",
@@ -133,9 +81,13 @@ def api_app(
 
     def granted(authorization: str | None, name: str) -> tuple[Consumer, Dataset]:
         consumer = consumers.consumer(authorization)
+        # The grant first, and the same answer whether the name exists or not: a consumer
+        # learns nothing of datasets it may not read, not even that they exist or ran.
+        if name not in consumer.datasets:
+            raise ApiError(403, "not_granted", f"consumer {consumer.name} may not read {name}")
         dataset = catalog.get(name)
         if dataset is None:
-            if name in consumer.datasets and catalog.declared(name):
+            if catalog.declared(name):
                 raise ApiError(
                     404,
                     "not_computed",
@@ -143,8 +95,6 @@ def api_app(
                     "(`headwater status` shows its next run)",
                 )
             raise ApiError(404, "unknown_dataset", f"there is no dataset {name!r}")
-        if name not in consumer.datasets:
-            raise ApiError(403, "not_granted", f"consumer {consumer.name} may not read {name}")
         return consumer, dataset
 
     @app.get("/api/v1/datasets", summary="The datasets this consumer may read, with schemas")
@@ -258,8 +208,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 _ERRORS = {
     "400": "a bad filter, order, limit or cursor",
     "401": "no token, or not a consumer's",
-    "403": "the dataset is not granted to this consumer",
-    "404": "no such dataset or row, or a pipeline not computed yet",
+    "403": "the dataset is not granted to this consumer (whether it exists or not)",
+    "404": "a granted dataset that does not exist or is not computed yet, or no such row",
     "503": "the store could not answer",
 }
 _ERROR_SCHEMA = {

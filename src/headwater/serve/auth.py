@@ -7,10 +7,10 @@ so they write nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
-from headwater.core.reload import Reloading
 from headwater.core.secrets import KeyHash, digest
 from headwater.serve.errors import ApiError
 
@@ -21,21 +21,27 @@ class Consumer:
     datasets: frozenset[str]
 
 
-Tokens = dict[str, tuple[KeyHash, list[str]]]
+#: Each consumer's token hash and the datasets it may read.
+Tokens = Mapping[str, tuple[KeyHash, list[str]]]
+
+
+class TokenSource(Protocol):
+    """The consumers as they are now; ``fresh`` looks at ``headwater.toml`` at once."""
+
+    def __call__(self, *, fresh: bool = False) -> Tokens: ...
 
 
 class ConsumerRing:
     """Maps ``Authorization: Bearer <token>`` to a :class:`Consumer`.
 
-    With a ``loader``, the ring follows ``headwater.toml``: new consumers work at
-    once, and removed ones, or datasets taken away, stop working.
+    ``tokens`` gives the consumers as ``headwater.toml`` says now: new consumers
+    work at once, and removed ones, or datasets taken away, stop working.
     """
 
-    def __init__(
-        self, consumers: Tokens, loader: Callable[[], Tokens | None] | None = None
-    ) -> None:
-        self._tokens = Reloading(consumers, loader)
-        self._by_digest = _index(consumers)
+    def __init__(self, tokens: TokenSource) -> None:
+        self._tokens = tokens
+        self._indexed = tokens()
+        self._by_digest = _index(self._indexed)
 
     def consumer(self, authorization: str | None) -> Consumer:
         scheme, _, token = (authorization or "").partition(" ")
@@ -45,9 +51,11 @@ class ConsumerRing:
                 "missing_token",
                 "send the consumer's token as `Authorization: Bearer <token>`",
             )
-        if self._tokens.refresh():
-            self._by_digest = _index(self._tokens.value)
-        consumer = self._by_digest.get(digest(token.strip()))
+        presented = digest(token.strip())
+        consumer = self._lookup(presented, fresh=False)
+        if consumer is None:
+            # A consumer added a moment ago (`headwater consumers add`) works at once.
+            consumer = self._lookup(presented, fresh=True)
         if consumer is None:
             raise ApiError(
                 401,
@@ -55,6 +63,12 @@ class ConsumerRing:
                 "the token is not a consumer's; use one printed by `headwater consumers add`",
             )
         return consumer
+
+    def _lookup(self, presented: bytes, *, fresh: bool) -> Consumer | None:
+        tokens = self._tokens(fresh=fresh)
+        if tokens is not self._indexed:
+            self._indexed, self._by_digest = tokens, _index(tokens)
+        return self._by_digest.get(presented)
 
 
 def _index(consumers: Tokens) -> dict[bytes, Consumer]:

@@ -197,7 +197,8 @@ def _after(
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         values = jsonio.loads(raw)
-    except (binascii.Error, ValueError, jsonio.JSONDecodeError):
+    except (binascii.Error, ValueError, jsonio.JSONDecodeError, RecursionError):
+        # RecursionError: a forged cursor nested thousands deep.
         values = None
     if not isinstance(values, list) or len(values) != len(order):
         raise ApiError(400, "bad_cursor", "the cursor is not one this API gave; start without it")

@@ -10,7 +10,6 @@ holds up a commit: DuckDB's MVCC gives each its snapshot.
 from __future__ import annotations
 
 import json
-import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -22,18 +21,14 @@ import pyarrow.compute as pc
 
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, IngestBatch, Selected, map_in_process
-from headwater.store.errors import (
-    QueryError,
-    ReadOnlyQuery,
-    StoreLocked,
-    StoreUnavailable,
-    first_line,
-)
-from headwater.store.settings import StoreSettings
+from headwater.store.engine import Cost, Fence, IngestBatch, Selected, map_in_process
+from headwater.store.errors import Fenced, QueryError, StoreLocked, StoreUnavailable, first_line
+from headwater.store.readonly import check_read_only
 
-_READ_ONLY = frozenset({duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN})
-_ANALYZE = re.compile(r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*EXPLAIN\s*\(?\s*ANALY[SZ]E", re.I | re.S)
+_FENCE = (
+    f"INSERT INTO {schema.FENCES} VALUES (?, ?) ON CONFLICT (name) DO UPDATE "
+    f"SET token = excluded.token WHERE {schema.FENCES}.token <= excluded.token RETURNING token"
+)
 
 
 def quote(identifier: str) -> str:
@@ -75,6 +70,7 @@ class DuckDBEngine:
     name = "duckdb"
     dialect = "duckdb"
     shared = False
+    floors = None
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
         self._con = con
@@ -86,19 +82,19 @@ class DuckDBEngine:
 
     @classmethod
     def open(
-        cls, path: Path, settings: StoreSettings | None = None, *, read_only: bool = False
+        cls, path: Path, *, memory_limit: str | None = None, read_only: bool = False
     ) -> DuckDBEngine:
         """Open (and when writable, create and migrate) the store at ``path``."""
         if read_only and not path.exists():
-            cls.open(path, settings).close()
+            cls.open(path, memory_limit=memory_limit).close()
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             raise StoreLocked(str(path), first_line(exc)) from None
         _session(con)
-        if settings is not None and settings.memory_limit:
-            con.execute("SET memory_limit = ?", [settings.memory_limit])
+        if memory_limit:
+            con.execute("SET memory_limit = ?", [memory_limit])
         engine = cls(con, str(path), read_only=read_only)
         if not read_only:
             # DuckDB checkpoints when its WAL passes the threshold, stalling the commit
@@ -111,6 +107,10 @@ class DuckDBEngine:
         self._con.execute(_ddl("events", schema.EVENTS))
         self._con.execute(_ddl("failed_events", schema.FAILED_EVENTS))
         self._con.execute(_ddl("message_ids", schema.MESSAGE_IDS, primary_key=("key_hi", "key_lo")))
+        self._con.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema.FENCES} "
+            "(name VARCHAR PRIMARY KEY, token BIGINT NOT NULL)"
+        )
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -128,7 +128,7 @@ class DuckDBEngine:
             yield
         except duckdb.Error as exc:
             con.rollback()
-            raise QueryError(first_line(exc)) from exc
+            raise classify(exc) from exc
         except BaseException:
             con.rollback()
             raise
@@ -156,6 +156,7 @@ class DuckDBEngine:
                     con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _hw_failed")
                     con.unregister("_hw_failed")
         except QueryError as exc:
+            # The collector answers 503 and the client sends again: nothing is lost.
             raise StoreUnavailable(self.name, exc.reason) from exc
         return new
 
@@ -193,36 +194,21 @@ class DuckDBEngine:
             ).fetchall()
         return int(rows[0][0]) if rows else 0
 
-    def publish_floor(self, collector: str, floor_us: int) -> None:
-        """One process owns the file: its collector's floor is known in-process."""
-
-    def retire_floor(self, collector: str) -> None:
-        """Nothing is kept."""
-
-    def shared_floor(self, stale_after_seconds: float) -> int | None:
-        return None
-
     # -- generic ----------------------------------------------------------
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
-        try:
-            statements = duckdb.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise QueryError(first_line(exc)) from None
-        if len(statements) != 1:
-            raise QueryError(
-                f"expected one statement, got {len(statements)}",
-                hint="send one statement at a time",
-            )
-        if statements[0].type not in _READ_ONLY or _ANALYZE.match(sql):
-            # EXPLAIN ANALYZE runs the statement it explains.
-            kind = "EXPLAIN ANALYZE" if _ANALYZE.match(sql) else statements[0].type.name
-            raise ReadOnlyQuery(kind)
+        """One read of the store's tables, decided by parsing, run in a read-only
+        transaction: DuckDB itself refuses a write the parse let through."""
+        check_read_only(sql, self.dialect, self.list_tables())
         with self._cursor() as cur:
             try:
-                return cur.sql(sql, params=list(params) or None).to_arrow_table()
+                cur.execute("BEGIN TRANSACTION READ ONLY")
+                try:
+                    return cur.sql(sql, params=list(params) or None).to_arrow_table()
+                finally:
+                    cur.rollback()
             except duckdb.Error as exc:
-                raise QueryError(first_line(exc)) from None
+                raise classify(exc) from None
 
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
         with self._cursor() as cur:
@@ -230,7 +216,7 @@ class DuckDBEngine:
             try:
                 table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
             except duckdb.Error as exc:
-                raise QueryError(first_line(exc)) from None
+                raise classify(exc) from None
             scanned = json.loads(cur.get_profiling_information(format="json"))
         rows = scanned.get("query", {}).get("total_rows_scanned")
         return Selected(table, int(rows) if rows is not None else None)
@@ -250,7 +236,7 @@ class DuckDBEngine:
             try:
                 cur.execute(sql, list(params))
             except duckdb.Error as exc:
-                raise QueryError(first_line(exc)) from None
+                raise classify(exc) from None
 
     def append(self, table: str, data: pa.Table) -> None:
         with self._cursor() as cur, self._transaction(cur):
@@ -258,13 +244,26 @@ class DuckDBEngine:
             cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
 
-    def replace_table(self, table: str, data: pa.Table) -> None:
+    def _fence(self, cur: duckdb.DuckDBPyConnection, fence: Fence | None) -> None:
+        if fence is not None and not cur.execute(_FENCE, [fence.name, fence.token]).fetchall():
+            raise Fenced(fence.name, fence.token)
+
+    def replace_table(self, table: str, data: pa.Table, fence: Fence | None = None) -> None:
         with self._cursor() as cur, self._transaction(cur):
+            self._fence(cur, fence)
             cur.register("_hw_data", data)
             cur.execute(f"CREATE OR REPLACE TABLE {quote(table)} AS FROM _hw_data")
 
-    def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
+    def replace_interval(
+        self,
+        table: str,
+        column: str,
+        interval: Interval,
+        data: pa.Table,
+        fence: Fence | None = None,
+    ) -> None:
         with self._cursor() as cur, self._transaction(cur):
+            self._fence(cur, fence)
             cur.register("_hw_data", data)
             cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
             cur.execute(
@@ -291,7 +290,7 @@ class DuckDBEngine:
                 explained = cur.execute(f"EXPLAIN (FORMAT JSON) {sql}", dict(params or {}) or None)
                 plan = explained.fetchall()[0][1]
             except duckdb.Error as exc:
-                raise QueryError(first_line(exc)) from None
+                raise classify(exc) from None
         return Cost(rows_scanned=_scanned_rows(json.loads(plan)))
 
     def list_tables(self) -> list[str]:
@@ -300,7 +299,7 @@ class DuckDBEngine:
                 "SELECT table_name FROM information_schema.tables "
                 "WHERE table_schema = 'main' ORDER BY table_name"
             ).fetchall()
-        return [str(row[0]) for row in rows]
+        return [str(row[0]) for row in rows if row[0] not in schema.INTERNAL_TABLES]
 
     def checkpoint(self) -> None:
         with self._cursor() as cur:
@@ -312,6 +311,14 @@ class DuckDBEngine:
                 self._ingest_con.close()
                 self._ingest_con = None
             self._con.close()
+
+
+def classify(exc: duckdb.Error) -> QueryError | StoreUnavailable:
+    """DuckDB's error as transient (a write conflict with another transaction, an I/O
+    failure such as a full disk) or terminal (the statement itself is wrong)."""
+    if isinstance(exc, duckdb.TransactionException | duckdb.IOException):
+        return StoreUnavailable("duckdb", first_line(exc))
+    return QueryError(first_line(exc))
 
 
 def _pair(hi: pa.Array, lo: pa.Array) -> pa.Array:

@@ -41,6 +41,20 @@ class Selected:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """A writer's claim to publish under ``name`` (a pipeline's lease and its token).
+
+    An engine keeps, per name, the largest token it has accepted, and refuses a
+    fenced write with a smaller one, in the same transaction as the write
+    (:class:`~headwater.store.errors.Fenced`): a writer that stalled past its
+    lease cannot publish over the one that took the lease over.
+    """
+
+    name: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
 class Cost:
     """What a query would read, when the engine can tell before running it."""
 
@@ -69,6 +83,29 @@ def map_in_process(
     return pa.Table.from_batches(batches, schema=schema)
 
 
+class Floors(Protocol):
+    """Arrival floors of the collectors writing a store shared by several processes.
+
+    Each collector says every second that every event it received before its
+    floor is committed; a pipeline run in any process takes the lowest floor of
+    the live collectors as the time below which intervals by arrival are whole.
+    """
+
+    def publish(self, collector: str, floor_us: int) -> None:
+        """Record ``collector``'s floor (µs); its commits are fenced from then on (a
+        collector silent for too long fails its own commits, see the PostgreSQL store)."""
+        ...
+
+    def retire(self, collector: str) -> None:
+        """``collector`` stopped with nothing in flight: forget its floor."""
+        ...
+
+    def lowest(self, stale_after_seconds: float) -> int | None:
+        """The lowest floor of the collectors heard from within ``stale_after_seconds``
+        (µs); ``None`` when there are none."""
+        ...
+
+
 class Engine(Protocol):
     """A store of tables that Headwater can write, read and replace atomically."""
 
@@ -77,6 +114,12 @@ class Engine(Protocol):
     dialect: str
     #: Whether several processes may use the store at once.
     shared: bool
+
+    @property
+    def floors(self) -> Floors | None:
+        """The collectors' arrival floors, on a store several collector processes write;
+        ``None`` where one process writes events (its floor is known in-process)."""
+        ...
 
     def ingest(self, batch: IngestBatch) -> pa.Array:
         """Commit ``batch`` in one transaction; return, per event row, whether it was new.
@@ -88,25 +131,6 @@ class Engine(Protocol):
 
     def prune_dedupe(self, before_us: int) -> int:
         """Forget message ids received before ``before_us``; return how many."""
-        ...
-
-    def publish_floor(self, collector: str, floor_us: int) -> None:
-        """Say that every event ``collector`` received before ``floor_us`` is committed.
-
-        A store shared by several collector processes keeps each one's latest
-        floor, so a pipeline run in any process knows which intervals of
-        arrival time are complete. An embedded store has one collector, in the
-        process that runs the pipelines, and ignores this.
-        """
-        ...
-
-    def retire_floor(self, collector: str) -> None:
-        """``collector`` stopped with nothing in flight: forget its floor."""
-        ...
-
-    def shared_floor(self, stale_after_seconds: float) -> int | None:
-        """The lowest floor of the collectors heard from within ``stale_after_seconds``
-        (µs); ``None`` when there are none (or the store is not shared)."""
         ...
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
@@ -136,12 +160,21 @@ class Engine(Protocol):
         """Append ``data`` to ``table`` (created from ``data``'s schema when missing)."""
         ...
 
-    def replace_table(self, table: str, data: pa.Table) -> None:
-        """Atomically replace the whole of ``table`` with ``data``."""
+    def replace_table(self, table: str, data: pa.Table, fence: Fence | None = None) -> None:
+        """Atomically replace the whole of ``table`` with ``data``; with a ``fence``, only if
+        no larger token was accepted for its name."""
         ...
 
-    def replace_interval(self, table: str, column: str, interval: Interval, data: pa.Table) -> None:
-        """Atomically replace the rows of ``table`` whose ``column`` lies in ``interval``."""
+    def replace_interval(
+        self,
+        table: str,
+        column: str,
+        interval: Interval,
+        data: pa.Table,
+        fence: Fence | None = None,
+    ) -> None:
+        """Atomically replace the rows of ``table`` whose ``column`` lies in ``interval``;
+        with a ``fence``, only if no larger token was accepted for its name."""
         ...
 
     def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:

@@ -26,6 +26,15 @@ class StoreLocked(TerminalError):
         )
 
 
+class UnsupportedColumn(TerminalError):
+    """A column of a type the engine cannot hold."""
+
+    def __init__(self, engine: str, column_type: str, hint: str) -> None:
+        self.engine = engine
+        self.column_type = column_type
+        super().__init__(f"{engine} cannot hold a column of type {column_type} here", hint=hint)
+
+
 class QueryError(TerminalError):
     """A query the engine refused; ``reason`` quotes the engine."""
 
@@ -34,13 +43,26 @@ class QueryError(TerminalError):
         super().__init__(f"query failed: {reason}", hint=hint)
 
 
+class Fenced(TerminalError):
+    """A fenced write refused: a newer holder of the same name has published since."""
+
+    def __init__(self, name: str, token: int) -> None:
+        self.name = name
+        self.token = token
+        super().__init__(
+            f"{name}: a newer holder has published since (this writer's token {token} is "
+            "older); the write was refused"
+        )
+
+
 class ReadOnlyQuery(QueryError):
     """A statement that would change data was sent through ``headwater query``."""
 
     def __init__(self, kind: str) -> None:
         super().__init__(
             f"{kind} statements are not allowed here",
-            hint="`headwater query` runs SELECT, DESCRIBE, SHOW, SUMMARIZE and EXPLAIN only",
+            hint="`headwater query` runs one SELECT (or WITH … SELECT, VALUES, or DESCRIBE of "
+            "a table) over the store's tables",
         )
 
 

@@ -1,47 +1,51 @@
-"""Open the store an environment names: the embedded DuckDB file, or PostgreSQL."""
+"""Open the store a ``[store]`` table names: the embedded DuckDB file, PostgreSQL, Spark or
+BigQuery. Each engine's module is imported only when it is used."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from datetime import timedelta
+from pathlib import Path
 
-from headwater.core.clock import parse_duration
+from headwater.core.extras import load
 from headwater.core.secrets import environment_value
 from headwater.store.engine import Engine
-
-if TYPE_CHECKING:
-    from headwater.config.project import Project
+from headwater.store.settings import StoreSettings
 
 
-def open_engine(project: Project, *, read_only: bool = False) -> Engine:
-    """The project's store in its environment; ``read_only`` applies to the embedded file."""
-    store = project.settings.store
-    if store.engine == "postgres":
+def open_engine(
+    settings: StoreSettings,
+    data_dir: Path,
+    *,
+    dedupe_window: timedelta,
+    read_only: bool = False,
+) -> Engine:
+    """The store ``settings`` describe; relative paths start at ``data_dir``. ``read_only``
+    applies to the embedded file, ``dedupe_window`` to stores that dedupe by reading
+    ``events`` (BigQuery)."""
+    if settings.engine == "postgres":
         from headwater.store.postgres import PostgresEngine
 
-        url = environment_value(store.url or "", where="[store] url")
-        return PostgresEngine.open(url, store.schema, pool_size=store.pool_size)
-    if store.engine == "spark":
-        from headwater.store.spark import SparkEngine
-
-        warehouse = store.warehouse
+        url = environment_value(settings.url or "", where="[store] url")
+        return PostgresEngine.open(url, settings.schema, pool_size=settings.pool_size)
+    if settings.engine == "spark":
+        spark = load("headwater.store.spark", extra="spark", what='engine = "spark"')
+        warehouse = settings.warehouse
         if "://" not in warehouse:
-            warehouse = str((project.data_dir / warehouse).resolve())
-        return SparkEngine.open(warehouse, store.master, store.spark_conf)
-    if store.engine == "bigquery":
-        from headwater.store.bigquery import BigQueryEngine
-
-        return BigQueryEngine.open(
-            store.project,
-            store.dataset,
-            store.location,
-            store.max_bytes_billed,
-            dedupe_window=parse_duration(project.settings.collector.dedupe_window),
+            warehouse = str((data_dir / warehouse).resolve())
+        return spark.SparkEngine.open(  # type: ignore[no-any-return]
+            warehouse, settings.master, settings.spark_conf
+        )
+    if settings.engine == "bigquery":
+        bigquery = load("headwater.store.bigquery", extra="bigquery", what='engine = "bigquery"')
+        return bigquery.BigQueryEngine.open(  # type: ignore[no-any-return]
+            settings.project,
+            settings.dataset,
+            settings.location,
+            settings.max_bytes_billed,
+            dedupe_window=dedupe_window,
         )
     from headwater.store.duckdb import DuckDBEngine
 
-    return DuckDBEngine.open(project.store_path, store, read_only=read_only)
-
-
-def shared(project: Project) -> bool:
-    """Whether several processes may open this store at once (DuckDB allows one)."""
-    return project.settings.store.engine != "duckdb"
+    return DuckDBEngine.open(
+        data_dir / settings.path, memory_limit=settings.memory_limit, read_only=read_only
+    )

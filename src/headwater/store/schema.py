@@ -49,6 +49,12 @@ FAILED_EVENTS = pa.schema(
     ]
 )
 
+#: Per name, the largest fencing token an engine has accepted (see ``Engine.replace_interval``).
+FENCES = "_headwater_fences"
+
+#: Tables of Headwater's own bookkeeping, which no pipeline or query reads.
+INTERNAL_TABLES = frozenset({"message_ids", "collector_floors", FENCES})
+
 #: The dedupe window: one row per ``(source, message_id)`` seen since the window's start.
 #: ``key_hi``/``key_lo`` are the 128-bit BLAKE2b of the pair (see :func:`message_keys`),
 #: the primary key: fixed-size integers index several times faster than strings.

@@ -1,0 +1,83 @@
+"""What every command shares: the options given before it, and how it reaches the project.
+
+An operation runs in the server when one owns the store (the embedded DuckDB
+file has one owner), and here otherwise, with the same code either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from headwater.cli.output import console
+from headwater.config.project import Project, load_project
+
+
+class Options:
+    """``--project``, ``--env`` and ``--debug``, as given."""
+
+    project_dir: Path | None = None
+    environment: str | None = None
+    debug: bool = False
+
+    def project(self) -> Project:
+        return load_project(self.project_dir, self.environment)
+
+
+options = Options()
+
+
+def operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
+    """Run operation ``op`` of the runtime's table in the server when one runs, else here."""
+    from headwater.runtime import operations
+    from headwater.runtime.client import find_server
+    from headwater.runtime.workspace import Workspace
+
+    project = options.project()
+    with _progress_bar(progress) as report:
+        client = find_server(project.data_dir)
+        if client is not None:
+            try:
+                return client.call(op, args, report)
+            finally:
+                client.close()
+        workspace = Workspace.open(project)
+        try:
+            return operations.call(workspace, op, args, report)
+        finally:
+            workspace.close()
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=False,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("starting", total=None)
+
+        def report(step: dict[str, Any]) -> None:
+            label = _label(step)
+            if step.get("error"):
+                console.print(
+                    f"[red]failed[/red] {label}: {escape(step['error'])}", highlight=False
+                )
+            bar.update(task, description=label, completed=step["done"], total=step["total"])
+
+        yield report
+
+
+def _label(step: dict[str, Any]) -> str:
+    """A pipeline run's interval, or an export or import's table and day."""
+    if "interval" in step:
+        return f"{step['pipeline']} {step['interval']['start'][:16]}"
+    return f"{step.get('table', '')} {step.get('day', '')}".strip()

@@ -1,0 +1,76 @@
+"""The store's data: read-only queries, and moving events between environments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from headwater.cli.context import operation, options
+from headwater.cli.output import Format, console, print_table
+
+
+def query(
+    sql: Annotated[str, typer.Argument(help="One SELECT (or WITH … SELECT) statement.")],
+    fmt: Annotated[
+        Format, typer.Option("--format", "-f", help="table, json (an array), jsonl or csv.")
+    ] = "table",
+) -> None:
+    """Run a read-only SQL query over the store's tables.
+
+    Example: headwater query "SELECT event, count(*) FROM events GROUP BY 1"
+    """
+    from headwater.runtime.client import find_server
+    from headwater.runtime.workspace import engine_for
+
+    project = options.project()
+    client = find_server(project.data_dir)
+    if client is not None:
+        try:
+            result = client.query(sql)
+        finally:
+            client.close()
+    else:
+        engine = engine_for(project, read_only=True)
+        try:
+            result = engine.query(sql)
+        finally:
+            engine.close()
+    print_table(result, fmt)
+
+
+def export(
+    folder: Annotated[Path, typer.Argument(help="Folder to write the Parquet files into.")],
+    start: Annotated[str | None, typer.Option(help="First day (UTC) to export.")] = None,
+    end: Annotated[str | None, typer.Option(help="End of the export (exclusive).")] = None,
+) -> None:
+    """Export events and failed events as Parquet, one file per table and day; resumable.
+
+    The files load as they are into another environment (`headwater --env prod import
+    FOLDER`), BigQuery (bq load), Spark or DuckDB.
+    """
+    args = {"folder": str(folder.resolve()), "start": start, "end": end}
+    days = operation("export", args, progress=True)
+    _print_transfer("Exported", days, folder)
+
+
+def import_(
+    folder: Annotated[Path, typer.Argument(help="A folder made by `headwater export`.")],
+) -> None:
+    """Import an export into this environment's store, deduped, resumable, checked by counts.
+
+    Example: headwater --env prod import ./export
+    """
+    days = operation("import", {"folder": str(folder.resolve())}, progress=True)
+    _print_transfer("Imported", days, folder)
+
+
+def _print_transfer(verb: str, days: list[dict[str, Any]], folder: Path) -> None:
+    for table in ("events", "failed_events"):
+        mine = [d for d in days if d["table"] == table]
+        rows = sum(d["rows"] for d in mine if not d["skipped"])
+        skipped = sum(1 for d in mine if d["skipped"])
+        note = f" ({skipped} days done before)" if skipped else ""
+        console.print(f"{verb} {table}: {len(mine) - skipped} days, {rows} rows{note}.")
+    console.print(f"[dim]{folder}[/dim]")

@@ -1,0 +1,98 @@
+"""Setting a project up: ``init``, its sources and its read-API consumers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from headwater.cli import scaffold
+from headwater.cli.context import options
+from headwater.cli.output import console
+from headwater.config.project import load_project
+from headwater.core.errors import ConfigError
+from headwater.core.names import check_name, is_identifier
+from headwater.core.secrets import stored_form
+
+
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path("."),
+    source: Annotated[str, typer.Option(help="Name of the first source.")] = "web",
+) -> None:
+    """Create a project with one source, ready for `headwater up`.
+
+    Example: headwater init analytics && cd analytics && headwater up
+    """
+    check_name("source", source)
+    key = scaffold.init_project(directory, source=source)
+    examples = sorted(name.removesuffix(".sql") for name in scaffold.EXAMPLE_PIPELINES)
+    token = scaffold.add_consumer(directory / "headwater.toml", "example", examples)
+    console.print(f"Created a Headwater project in [bold]{directory.resolve()}[/bold]")
+    console.print(f"Source [bold]{source}[/bold] write key: [bold green]{key}[/bold green]")
+    console.print(f"Read API consumer [bold]example[/bold] token: [bold green]{token}[/bold green]")
+    console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
+    console.print(f"Next: cd {directory} && headwater up")
+
+
+def sources_add(name: Annotated[str, typer.Argument(help="Name of the new source.")]) -> None:
+    """Create a source and print its new write key once.
+
+    Example: headwater sources add backend
+    """
+    check_name("source", name)
+    project = options.project()
+    if name in project.settings.sources:
+        raise ConfigError(
+            f"source {name!r} already exists", hint="choose another name for the new source"
+        )
+    key = scaffold.add_source(project.file, name)
+    load_project(project.root)  # the file must still load; fail loudly now if not
+    console.print(f"Source [bold]{name}[/bold] write key: [bold green]{key}[/bold green]")
+    console.print(
+        "[dim]Only its hash is stored; keep the key now. A running server accepts it at once.[/dim]"
+    )
+
+
+def sources_list() -> None:
+    """List sources and how each key is stored."""
+    project = options.project()
+    for name, source in project.settings.sources.items():
+        form = stored_form(source.write_key)
+        kind = "key in an environment variable" if form == "environment" else "key stored hashed"
+        console.print(f"{name}\t{kind}")
+
+
+def consumers_add(
+    name: Annotated[str, typer.Argument(help="Name of the consuming service.")],
+    datasets: Annotated[str, typer.Option(help="Comma-separated datasets it may read.")],
+) -> None:
+    """Create a consumer of the read API and print its token once.
+
+    Example: headwater consumers add recommender --datasets daily_active_users
+    """
+    check_name("consumer", name)
+    project = options.project()
+    if name in project.settings.consumers:
+        raise ConfigError(f"consumer {name!r} already exists", hint="choose another name")
+    names = [d.strip() for d in datasets.split(",") if d.strip()]
+    bad = [d for d in names if not is_identifier(d)]
+    if not names or bad:
+        raise ConfigError(
+            f"dataset names must be table names, got {bad or datasets!r}",
+            hint="e.g. --datasets daily_active_users,hourly_event_counts",
+        )
+    token = scaffold.add_consumer(project.file, name, names)
+    load_project(project.root)
+    console.print(f"Consumer [bold]{name}[/bold] token: [bold green]{token}[/bold green]")
+    console.print(
+        "[dim]Only its hash is stored; keep the token now. Send it as "
+        "`Authorization: Bearer <token>` to /api/v1/.[/dim]"
+    )
+
+
+def consumers_list() -> None:
+    """List consumers and the datasets each may read."""
+    project = options.project()
+    for name, consumer in project.settings.consumers.items():
+        console.print(f"{name}\t{', '.join(consumer.datasets)}")

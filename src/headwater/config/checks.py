@@ -1,0 +1,115 @@
+"""Rules ``headwater.toml`` must follow beyond its types: names, secrets stored hashed or
+by reference, one engine's settings per store, usable sinks."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from headwater.config.file import ProjectFile
+from headwater.core.clock import parse_duration
+from headwater.core.errors import ConfigError
+from headwater.core.names import check_name
+from headwater.core.secrets import is_environment_reference, stored_form
+from headwater.deliver.settings import PostgresSink, Sink, WebhookSink
+from headwater.store.settings import StoreSettings
+
+
+def check(settings: ProjectFile, path: str) -> None:
+    """Raise :class:`ConfigError` at the first rule ``settings`` break."""
+    for name, source in settings.sources.items():
+        _check_holder(
+            "source", name, "write_key", source.write_key, path,
+            "create keys with `headwater sources add NAME`, which stores only the hash",
+        )  # fmt: skip
+    for name, consumer in settings.consumers.items():
+        _check_holder(
+            "consumer", name, "token", consumer.token, path,
+            "create consumers with `headwater consumers add NAME --datasets a,b`",
+        )  # fmt: skip
+    for name, sink in settings.sinks.items():
+        _check_sink(name, sink, path)
+    _check_store(settings.store, "[store]", path)
+    for name, environment in settings.environments.items():
+        check_name("environment", name, path=path)
+        _check_store(environment.store, f"[environments.{name}.store]", path)
+        for sink_name, sink in environment.sinks.items():
+            _check_sink(sink_name, sink, path)
+    parse_duration(settings.collector.dedupe_window)
+    limits = settings.collector
+    if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
+        raise ConfigError("[collector] limits must be positive numbers", path=path)
+
+
+def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint: str) -> None:
+    """A source or consumer: a plain name, and its secret stored hashed or by reference."""
+    check_name(kind, name, path=path)
+    if stored_form(stored) is None:
+        raise ConfigError(
+            f'[{kind}s.{name}] {field} must be a hash ("sha256:…") or an environment '
+            'reference ("${NAME}"), not the secret itself',
+            path=path,
+            hint=hint,
+        )
+
+
+def _check_store(store: StoreSettings, where: str, path: str) -> None:
+    if store.engine == "postgres":
+        if not store.url:
+            raise ConfigError(
+                f'{where} engine = "postgres" needs url',
+                path=path,
+                hint='url = "${DATABASE_URL}", the URL (with its password) from the environment',
+            )
+        _check_no_password(store.url, f"{where} url", path)
+    elif store.url is not None:
+        raise ConfigError(f'{where} url is for engine = "postgres"', path=path)
+
+
+def _check_no_password(url: str, where: str, path: str) -> None:
+    """A PostgreSQL URL in the file: without a password, or wholly from the environment."""
+    if is_environment_reference(url):
+        return
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except Exception as exc:
+        raise ConfigError(f"{where} is not a PostgreSQL URL ({exc})", path=path) from None
+    if password:
+        raise ConfigError(
+            f"{where} holds a password in plain text",
+            path=path,
+            hint='put the whole URL in an environment variable and write "${NAME}"',
+        )
+
+
+def _check_sink(name: str, sink: Sink, path: str) -> None:
+    where = f"[sinks.{name}]"
+    check_name("sink", name, path=path)
+    if sink.max_attempts < 1 or sink.backoff_seconds < 0 or sink.max_backoff_seconds < 0:
+        raise ConfigError(
+            f"{where} max_attempts must be at least 1 and the backoffs not negative", path=path
+        )
+    if isinstance(sink, WebhookSink):
+        if not is_environment_reference(sink.secret):
+            raise ConfigError(
+                f'{where} secret must be an environment reference ("${{NAME}}"), '
+                "not the secret itself",
+                path=path,
+                hint=f'write secret = "${{{name.upper().replace("-", "_")}_SECRET}}" '
+                "and export that variable",
+            )
+        if not sink.url.startswith(("https://", "http://", "${")):
+            raise ConfigError(f"{where} url must start with https:// or http://", path=path)
+        if not sink.url.startswith("${"):
+            try:
+                parts = urlsplit(sink.url)
+                parts.port  # noqa: B018 - raises for a port out of range
+            except ValueError as exc:
+                raise ConfigError(f"{where} url is not a URL ({exc})", path=path) from None
+            if not parts.hostname:
+                raise ConfigError(f"{where} url has no host", path=path)
+        if sink.batch_rows < 1 or sink.timeout_seconds <= 0:
+            raise ConfigError(f"{where} batch_rows and timeout_seconds must be positive", path=path)
+    if isinstance(sink, PostgresSink):
+        _check_no_password(sink.url, f"{where} url", path)

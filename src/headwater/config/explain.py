@@ -1,0 +1,91 @@
+"""msgspec's validation messages turned into ones that name the TOML table and the fix."""
+
+from __future__ import annotations
+
+import re
+
+import msgspec
+
+from headwater.config.file import SINKS, TABLES, ProjectFile
+from headwater.core.errors import ConfigError
+from headwater.deliver.settings import FilesSink
+
+_UNKNOWN = re.compile(
+    r"^Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?"
+)
+_AT = re.compile(r" - at `\$(?P<at>[^`]*)`$")
+
+
+def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> ConfigError:
+    """Turn msgspec's message into one that names the TOML table and the fix."""
+    text = str(exc)
+    if match := _UNKNOWN.match(text):
+        key = match.group("key")
+        at = (match.group("at") or "").lstrip(".")
+        top = re.split(r"[.\[]", at, maxsplit=1)[0]
+        struct = TABLES.get(top, ProjectFile)
+        if top == "sinks":
+            name, struct = _sink_with(raw, key)
+            at = f"sinks.{name}"
+        elif at.startswith(("sources[", "consumers[", "environments[")):
+            # msgspec says `sources[...]`; find which table holds the key.
+            names = [n for n, t in _named_tables(raw, top) if key in t]
+            at = f"{top}.{names[0] if names else '<name>'}"
+        table = f"[{at}]" if at else "the top level"
+        allowed = ", ".join(
+            ("type", *struct.__struct_fields__) if top == "sinks" else struct.__struct_fields__
+        )
+        return ConfigError(
+            f"unknown key `{key}` in {table}",
+            path=path,
+            hint=f"allowed keys there: {allowed}",
+        )
+    if text.startswith(("Object missing required field `type`", "Invalid value")) and (
+        "sinks[" in text
+    ):
+        return _sink_type_error(raw, path)
+    where = ""
+    if match := _AT.search(text):
+        where = f" at `{match.group('at').lstrip('.')}`"
+        text = text[: match.start()]
+    field = where.strip(" `").rsplit(".", 1)[-1]
+    hint = f"one of: {_CHOICES[field]}" if field in _CHOICES else None
+    if "sinks[...]" in where:
+        # Name the sink whose value msgspec quotes.
+        for name, values in _named_tables(raw, "sinks"):
+            if field in values and repr(values[field]) in text:
+                return ConfigError(f"[sinks.{name}] {field}: {text}", path=path, hint=hint)
+    return ConfigError(f"{text}{where}", path=path, hint=hint)
+
+
+_CHOICES = {"format": "parquet, csv, jsonl", "engine": "duckdb, postgres, spark, bigquery"}
+
+
+def _named_tables(raw: dict[str, object], top: str) -> list[tuple[str, dict[str, object]]]:
+    tables = raw.get(top)
+    if not isinstance(tables, dict):
+        return []
+    return [(n, t) for n, t in tables.items() if isinstance(t, dict)]
+
+
+def _sink_with(raw: dict[str, object], key: str) -> tuple[str, type[msgspec.Struct]]:
+    """The sink whose type does not allow ``key`` (msgspec does not say which)."""
+    for name, table in _named_tables(raw, "sinks"):
+        kind = table.get("type")
+        struct = SINKS.get(kind, FilesSink) if isinstance(kind, str) else FilesSink
+        if key in table and key not in struct.__struct_fields__:
+            return name, struct
+    return "<name>", FilesSink
+
+
+def _sink_type_error(raw: dict[str, object], path: str) -> ConfigError:
+    for name, table in _named_tables(raw, "sinks"):
+        kind = table.get("type")
+        if kind not in SINKS:
+            said = "has no type" if kind is None else f"has type {kind!r}"
+            return ConfigError(
+                f"[sinks.{name}] {said}",
+                path=path,
+                hint='set type = "files", "postgres" or "webhook"',
+            )
+    return ConfigError("a [sinks.NAME] table has no valid type", path=path)

@@ -1,0 +1,88 @@
+"""What ``headwater.toml`` may hold: its tables as typed settings, composed from each
+stage's own settings.
+
+Each stage keeps its settings beside its code (``collect/settings.py``,
+``store/settings.py``, ...); this module only puts them together into the
+file's shape. msgspec decodes the file into these frozen structs with
+``forbid_unknown_fields``, so a typo is an error, never a silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from headwater.collect.settings import CollectorSettings, SourceSettings
+from headwater.config.server import ServerSettings
+from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink, Sink, WebhookSink
+from headwater.process.settings import PipelinesSettings
+from headwater.serve.settings import ApiSettings, ConsumerSettings
+from headwater.store.settings import StoreSettings
+
+FILENAME = "headwater.toml"
+
+
+class ProjectSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``[project]`` table."""
+
+    name: str = "headwater"
+    """Shown in logs and metrics."""
+
+    data_dir: str = ".headwater"
+    """Folder for the store, the metadata and runtime files, relative to ``headwater.toml``."""
+
+    dialect: Literal["bigquery", "duckdb"] = "bigquery"
+    """The SQL dialect pipelines are written in."""
+
+
+class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """An ``[environments.NAME]`` table: what differs when a command runs with ``--env NAME``."""
+
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    """The engine of this environment (``[environments.NAME.store]``)."""
+
+    metadata_url: str | None = None
+    """Where this environment keeps run history and delivery state (a SQLAlchemy URL or
+    ``"${NAME}"``); default: beside the store (its PostgreSQL database, or SQLite in the data
+    folder)."""
+
+    sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
+    """Sinks that differ in this environment, by name (``[environments.NAME.sinks.lake]``):
+    each replaces the top-level sink of that name."""
+
+
+class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The whole of ``headwater.toml``."""
+
+    project: ProjectSettings = msgspec.field(default_factory=ProjectSettings)
+    server: ServerSettings = msgspec.field(default_factory=ServerSettings)
+    collector: CollectorSettings = msgspec.field(default_factory=CollectorSettings)
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
+    api: ApiSettings = msgspec.field(default_factory=ApiSettings)
+    sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
+    consumers: dict[str, ConsumerSettings] = msgspec.field(default_factory=dict)
+    sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
+    delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
+    environments: dict[str, EnvironmentSettings] = msgspec.field(default_factory=dict)
+
+
+TABLES: dict[str, type[msgspec.Struct]] = {
+    "": ProjectFile,
+    "project": ProjectSettings,
+    "server": ServerSettings,
+    "collector": CollectorSettings,
+    "store": StoreSettings,
+    "pipelines": PipelinesSettings,
+    "api": ApiSettings,
+    "consumers": ConsumerSettings,
+    "sources": SourceSettings,
+    "delivery": DeliverySettings,
+    "environments": EnvironmentSettings,
+}
+SINKS: dict[str, type[msgspec.Struct]] = {
+    "files": FilesSink,
+    "postgres": PostgresSink,
+    "webhook": WebhookSink,
+}

@@ -1,0 +1,347 @@
+"""Deliver published intervals to their sinks: at least once, resumed after a crash.
+
+A run that publishes an interval records, in the same metadata transaction,
+one owed delivery per sink the pipeline names. :class:`Deliverer` works
+through the owed deliveries: it reads the interval's rows back from the
+engine's table (see :mod:`headwater.deliver.rows`) and hands them to the
+sink. A failed attempt is tried again after an exponential backoff with
+jitter; after the sink's ``max_attempts`` what could not be delivered becomes
+a dead letter, kept with its reason until ``headwater replay``.
+
+One deliverer per pipeline and sink at a time, across processes, through a
+lease (``deliver:<pipeline>:<sink>``). The lease is checked before every
+write to the sink, and every record of progress is fenced by it, so a
+deliverer that stalled past its lease and lost it to another stops, and its
+progress does not land over the other's.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+import pyarrow as pa
+
+from headwater.core.clock import utc_now
+from headwater.core.errors import HeadwaterError, TransientError
+from headwater.core.types import Interval, Output
+from headwater.deliver.errors import DeliveryError
+from headwater.deliver.files import FilesTarget
+from headwater.deliver.guard import AddressRefused, Resolver, resolve
+from headwater.deliver.rows import interval_rows, span
+from headwater.deliver.settings import FilesSink, Sink, WebhookSink
+from headwater.deliver.targets import Sinks, Targets
+from headwater.deliver.webhook import WebhookTarget, batches, body, idempotency_key
+from headwater.state import StateStore
+from headwater.state.deliveries import Delivery
+from headwater.state.errors import LeaseHeld, LeaseLost
+from headwater.state.leases import TTL, Lease
+from headwater.store.engine import Engine
+
+log = logging.getLogger(__name__)
+
+#: What one pass did with one delivery: ``pending`` when it stopped early (a shutdown, the
+#: interval published again meanwhile, its lease taken over).
+ResultStatus = Literal["delivered", "failed", "dead", "pending"]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What one pass did with one delivery."""
+
+    pipeline: str
+    sink: str
+    interval: Interval
+    status: ResultStatus
+    rows: int
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class Deliverer:
+    """Works through owed deliveries for one project and engine."""
+
+    def __init__(
+        self,
+        sinks: Callable[[], Sinks],
+        engine: Engine,
+        state: StateStore,
+        outputs: Callable[[], Mapping[str, Output]],
+        *,
+        lease_ttl: timedelta = TTL,
+        clock: Callable[[], datetime] = utc_now,
+        resolver: Resolver = resolve,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.sinks = sinks
+        self.engine = engine
+        self.state = state
+        self.log = state.deliveries
+        self.targets = Targets(resolver)
+        self._outputs = outputs
+        self._lease_ttl = lease_ttl
+        self._clock = clock
+        self._jitter = jitter
+
+    def deliver_due(
+        self, should_stop: Callable[[], bool] = bool, *, wait: bool = False
+    ) -> list[DeliveryResult]:
+        """One attempt at every delivery that is due, oldest interval first.
+
+        A delivery another thread or process is making is skipped, or with
+        ``wait`` (a command that must say where its rows went) waited for and
+        reported as that attempt left it.
+        """
+        results: list[DeliveryResult] = []
+        seen: set[tuple[str, str, datetime]] = set()
+        while not should_stop():
+            due = [
+                d
+                for d in self.log.due(self._clock())
+                if (d.pipeline, d.sink, d.interval.start) not in seen
+            ]
+            if not due:
+                break
+            for delivery in due:
+                if should_stop():
+                    break
+                seen.add((delivery.pipeline, delivery.sink, delivery.interval.start))
+                result = self._claimed(delivery, should_stop, wait)
+                if result is not None:
+                    results.append(result)
+        return results
+
+    def _claimed(
+        self, delivery: Delivery, should_stop: Callable[[], bool], wait: bool
+    ) -> DeliveryResult | None:
+        name = f"deliver:{delivery.pipeline}:{delivery.sink}"
+        while True:
+            try:
+                with Lease(self.state.leases, name, self._lease_ttl) as lease:
+                    current = self.log.get(
+                        delivery.pipeline, delivery.sink, delivery.interval.start
+                    )
+                    if current is None:
+                        return None
+                    if current.status in ("pending", "failed") and current.next_attempt_at <= (
+                        self._clock()
+                    ):
+                        return _Attempt(self, current, lease, should_stop).run()
+                    # Made (or tried) by another process meanwhile: report how it stands.
+                    return _as_result(current) if wait else None
+            except LeaseHeld:
+                if not wait or should_stop():
+                    return None  # another process is delivering to this sink now
+                time.sleep(_LEASE_POLL_SECONDS)
+
+    def backoff(self, sink: Sink, attempts: int, retry_after: float | None) -> float:
+        """Exponential, capped, with jitter (half fixed, half random); at least Retry-After."""
+        base = min(sink.max_backoff_seconds, sink.backoff_seconds * 2.0 ** (attempts - 1))
+        delay = base / 2 + self._jitter() * base / 2
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, sink.max_backoff_seconds))
+        return delay
+
+    def close(self) -> None:
+        self.targets.close()
+
+
+class _Attempt:
+    """One attempt at one delivery, holding its lease."""
+
+    def __init__(
+        self,
+        deliverer: Deliverer,
+        delivery: Delivery,
+        lease: Lease,
+        should_stop: Callable[[], bool],
+    ) -> None:
+        self.deliverer = deliverer
+        self.log = deliverer.log
+        self.delivery = delivery
+        self.lease = lease
+        self.should_stop = should_stop
+
+    def run(self) -> DeliveryResult:
+        delivery = self.delivery
+        try:
+            return self._attempt()
+        except LeaseLost:
+            log.warning("%s %s to %s: stopped; another deliverer took over", delivery.pipeline,
+                        delivery.interval, delivery.sink)  # fmt: skip
+            return _result(delivery, "pending", 0)
+        except HeadwaterError as exc:
+            # The pipelines or headwater.toml do not load now (being edited, say): not the
+            # delivery's fault, so no attempt is counted; it waits for the files to load.
+            when = self.deliverer._clock() + timedelta(seconds=_WAIT_FOR_PROJECT_SECONDS)
+            self.log.failed(delivery, self.lease.holder, delivery.attempts, when, _reason(exc))
+            return _result(delivery, "failed", 0, _reason(exc), when)
+        except Exception as exc:
+            # One delivery's surprise must not stop the others (they run oldest first, so
+            # it would come first every pass): counted, backed off, then a dead letter.
+            log.exception("%s %s to %s", delivery.pipeline, delivery.interval, delivery.sink)
+            return self._failed(_DEFAULT_SINK, f"{type(exc).__name__}: {exc}", None)
+
+    def _attempt(self) -> DeliveryResult:
+        delivery = self.delivery
+        config = self.deliverer.sinks()
+        sink = config.sinks.get(delivery.sink)
+        output = self.deliverer._outputs().get(delivery.pipeline)
+        if sink is None or output is None:
+            missing = (
+                f"sink {delivery.sink} is not in headwater.toml"
+                if sink is None
+                else f"pipeline {delivery.pipeline} is gone"
+            )
+            return self._failed(_DEFAULT_SINK, missing, None)
+        try:
+            target = self.deliverer.targets.get(delivery.sink, sink, config)
+            table = interval_rows(self.deliverer.engine, output, delivery.interval)
+            if isinstance(target, WebhookTarget):
+                assert isinstance(sink, WebhookSink)
+                return self._post(sink, target, table, config.scope)
+            self.lease.check()
+            if isinstance(target, FilesTarget):
+                target.write(output.name, span(output, delivery.interval), table)
+            else:
+                target.write(
+                    output.name,
+                    output.key,
+                    span(output, delivery.interval),
+                    output.time_column,
+                    table,
+                )
+        except LeaseLost:
+            raise
+        except TransientError as exc:
+            return self._failed(sink, _reason(exc), None)
+        except HeadwaterError as exc:
+            return self._dead(sink, _reason(exc), attempts=delivery.attempts + 1)
+        if not self.log.progress(delivery, self.lease.holder, 1, table.num_rows, finished=True):
+            return _result(delivery, "pending", 0)
+        log.info("delivered %s %s to %s: %d rows", delivery.pipeline, delivery.interval,
+                 delivery.sink, table.num_rows)  # fmt: skip
+        return _result(delivery, "delivered", table.num_rows)
+
+    def _post(
+        self, sink: WebhookSink, target: WebhookTarget, table: pa.Table, scope: str
+    ) -> DeliveryResult:
+        delivery, holder = self.delivery, self.lease.holder
+        parts = batches(table, sink.batch_rows)
+        index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
+        sent, dead_reason = 0, None
+        while index < len(parts):
+            if self.should_stop():
+                return _result(delivery, "pending", sent)
+            part = parts[index]
+            payload = body(delivery.pipeline, delivery.sink, delivery.interval, delivery.run_id,
+                           index, len(parts), part)  # fmt: skip
+            key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
+                                  delivery.run_id, index, scope)  # fmt: skip
+            self.lease.check()
+            try:
+                outcome = target.send(payload, key)
+            except AddressRefused as exc:
+                return self._dead(sink, _reason(exc), attempts=attempts + 1)
+            finished = index + 1 == len(parts)
+            if outcome.delivered:
+                index, rows, attempts = index + 1, rows + part.num_rows, 0
+                sent += part.num_rows
+                if not self.log.progress(delivery, holder, index, rows, finished=finished):
+                    return _result(delivery, "pending", sent)
+                continue
+            reason = outcome.reason or "refused"
+            if outcome.retry and attempts + 1 < sink.max_attempts:
+                self.delivery = replace(delivery, attempts=attempts)
+                return self._failed(sink, reason, outcome.retry_after, sent=sent)
+            if not self.log.dead_letter(
+                delivery,
+                holder,
+                batch=index,
+                idempotency_key=key,
+                body=payload,
+                rows=part.num_rows,
+                reason=_after(reason, attempts + 1),
+                attempts=attempts + 1,
+                finished=finished,
+            ):
+                return _result(delivery, "pending", sent)
+            log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
+                      delivery.interval, index, delivery.sink, reason)  # fmt: skip
+            index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
+        latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
+        status = latest.status if latest is not None else "pending"
+        return _result(delivery, status, sent, dead_reason if status == "dead" else None)
+
+    def _failed(
+        self, sink: Sink, reason: str, retry_after: float | None, *, sent: int = 0
+    ) -> DeliveryResult:
+        delivery = self.delivery
+        attempts = delivery.attempts + 1
+        if attempts >= sink.max_attempts:
+            return self._dead(sink, reason, attempts=attempts)
+        delay = self.deliverer.backoff(sink, attempts, retry_after)
+        when = self.deliverer._clock() + timedelta(seconds=delay)
+        self.log.failed(delivery, self.lease.holder, attempts, when, reason)
+        log.warning(
+            "%s %s to %s failed (attempt %d of %d): %s; next in %.1fs",
+            *(delivery.pipeline, delivery.interval, delivery.sink),
+            *(attempts, sink.max_attempts, reason, delay),
+        )
+        return _result(delivery, "failed", sent, reason, when)
+
+    def _dead(self, sink: Sink, reason: str, *, attempts: int) -> DeliveryResult:
+        """The whole (rest of the) delivery becomes one dead letter; replay delivers it again."""
+        delivery = self.delivery
+        text = _after(reason, attempts)
+        self.log.dead_letter(delivery, self.lease.holder, batch=None, idempotency_key=None,
+                             body=None, rows=0, reason=text, attempts=attempts,
+                             finished=True)  # fmt: skip
+        log.error("%s %s to %s: dead letter: %s", delivery.pipeline, delivery.interval,
+                  delivery.sink, text)  # fmt: skip
+        return _result(delivery, "dead", 0, text)
+
+
+_DEFAULT_SINK = FilesSink(url=".")
+_LEASE_POLL_SECONDS = 0.2
+_WAIT_FOR_PROJECT_SECONDS = 30.0
+
+
+def _as_result(delivery: Delivery) -> DeliveryResult:
+    """A delivery as another process's attempt left it."""
+    waiting = delivery.next_attempt_at if delivery.status == "failed" else None
+    return DeliveryResult(
+        delivery.pipeline, delivery.sink, delivery.interval, delivery.status,
+        delivery.rows_delivered, delivery.last_error, waiting,
+    )  # fmt: skip
+
+
+def _reason(exc: HeadwaterError) -> str:
+    """What a delivery record says of ``exc``: the sink's words and the fix, without the ids
+    the record already holds."""
+    text = exc.reason if isinstance(exc, DeliveryError) else exc.message
+    return f"{text} ({exc.hint})" if exc.hint else text
+
+
+def _after(reason: str, attempts: int) -> str:
+    return reason if attempts <= 1 else f"{reason} (after {attempts} attempts)"
+
+
+def _result(
+    delivery: Delivery,
+    status: ResultStatus,
+    rows: int,
+    error: str | None = None,
+    next_attempt_at: datetime | None = None,
+) -> DeliveryResult:
+    return DeliveryResult(
+        delivery.pipeline, delivery.sink, delivery.interval, status, rows, error, next_attempt_at
+    )
+
+
+__all__ = ["Deliverer", "DeliveryResult"]

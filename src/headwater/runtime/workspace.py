@@ -1,0 +1,224 @@
+"""A project's parts in one process, built from its settings and wired together.
+
+Every stage takes its own settings and the parts it works with; this is the
+one place that reads the whole project to build them: the engine, the run
+state, the pipeline service, the deliverer. The CLI, the server and the
+control socket all work through a :class:`Workspace`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from headwater.config.project import Project
+from headwater.config.watch import ProjectWatch
+from headwater.core.clock import parse_duration, utc_now
+from headwater.core.secrets import environment_value
+from headwater.core.types import Output
+from headwater.deliver.deliverer import Deliverer, DeliveryResult
+from headwater.deliver.replay import ReplayResult, replay
+from headwater.deliver.settings import PostgresSink
+from headwater.deliver.targets import Sinks
+from headwater.process import render, status
+from headwater.process.errors import PipelineError
+from headwater.process.graph import Graph, GraphLoader
+from headwater.process.runner import RunResult
+from headwater.process.service import PipelineService, ProgressFn
+from headwater.process.status import PipelineStatus
+from headwater.state import StateStore
+from headwater.store.engine import Cost, Engine
+from headwater.store.open import open_engine
+
+
+def engine_for(project: Project, *, read_only: bool = False) -> Engine:
+    """The store of ``project``'s environment."""
+    window = parse_duration(project.settings.collector.dedupe_window)
+    return open_engine(
+        project.settings.store, project.data_dir, dedupe_window=window, read_only=read_only
+    )
+
+
+def state_for(project: Project) -> StateStore:
+    """The run state of ``project``'s environment: ``metadata_url`` when set, else beside the
+    store (SQLite in the data folder, or the PostgreSQL store's database)."""
+    url = project.settings.pipelines.metadata_url
+    if url:
+        return StateStore.open(environment_value(url, where="metadata_url"))
+    store = project.settings.store
+    if store.engine == "postgres":
+        conninfo = environment_value(store.url or "", where="[store] url")
+        return StateStore.beside_postgres(conninfo, f"{store.schema}_metadata")
+    return StateStore.in_folder(project.data_dir)
+
+
+class Workspace:
+    """The engine, run state, pipelines and deliverer of one project, in one process."""
+
+    def __init__(
+        self,
+        project: Project | ProjectWatch,
+        engine: Engine,
+        state: StateStore,
+        *,
+        floor: Callable[[], datetime] | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.watch = project if isinstance(project, ProjectWatch) else ProjectWatch(project)
+        self.engine = engine
+        self.state = state
+        settings = self.project.settings
+        self._graphs = GraphLoader()
+        self.pipelines = PipelineService(
+            self.graph,
+            engine,
+            state,
+            settings.pipelines,
+            settings.project.dialect,
+            floor=floor,
+            clock=clock,
+            sleep=sleep,
+        )
+        self.deliverer = Deliverer(
+            self.sinks,
+            engine,
+            state,
+            self.outputs,
+            lease_ttl=timedelta(seconds=settings.pipelines.lease_seconds),
+            clock=clock,
+        )
+
+    @classmethod
+    def open(cls, project: Project) -> Workspace:
+        """Open ``project``'s store and run state and build the rest on them."""
+        engine = engine_for(project)
+        try:
+            return cls(project, engine, state_for(project))
+        except BaseException:
+            engine.close()
+            raise
+
+    @property
+    def project(self) -> Project:
+        """The project as ``headwater.toml`` says now."""
+        return self.watch.current()
+
+    def graph(self) -> Graph:
+        """The pipelines as their files are now, checked against the sinks they name."""
+        project = self.project
+        return self._graphs.load(
+            project.pipelines_dir,
+            project.settings.project.dialect,
+            version=self.watch.version,
+            check=lambda graph: check_sinks(graph, project),
+        )
+
+    def outputs(self) -> Mapping[str, Output]:
+        return {pipeline.name: pipeline.output for pipeline in self.graph()}
+
+    def sinks(self) -> Sinks:
+        project = self.project
+        return Sinks(
+            project.root,
+            project.settings.sinks,
+            project.settings.delivery,
+            scope=project.environment or "",
+        )
+
+    # -- what commands ask for --------------------------------------------------
+
+    def run(
+        self,
+        name: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        progress: ProgressFn | None = None,
+    ) -> list[RunResult]:
+        """Run one pipeline: the given intervals again, or what is due."""
+        return self.pipelines.run(name, start, end, progress)
+
+    def run_due(
+        self, progress: ProgressFn | None = None, should_stop: Callable[[], bool] = bool
+    ) -> list[RunResult]:
+        """One scheduler pass."""
+        return self.pipelines.run_due(progress, should_stop)
+
+    def backfill(
+        self, name: str, start: datetime, end: datetime, progress: ProgressFn | None = None
+    ) -> list[RunResult]:
+        """Fill ``[start, end)`` for a pipeline and what it reads, inputs first; resumable."""
+        return self.pipelines.backfill(name, start, end, progress)
+
+    def status(self) -> list[PipelineStatus]:
+        return status.status(self.pipelines)
+
+    def render(
+        self, name: str, start: datetime | None, end: datetime | None
+    ) -> tuple[str, dict[str, object]]:
+        return render.render(self.pipelines, name, start, end)
+
+    def cost(self, name: str, start: datetime | None, end: datetime | None) -> Cost | None:
+        return render.cost(self.pipelines, name, start, end)
+
+    def deliver(
+        self, should_stop: Callable[[], bool] = bool, *, wait: bool = False
+    ) -> list[DeliveryResult]:
+        """One attempt at every delivery that is due (``wait``: also for those another
+        process is making, reported as it leaves them)."""
+        return self.deliverer.deliver_due(should_stop, wait=wait)
+
+    def replay(
+        self, pipeline: str | None = None, sink: str | None = None, ids: list[int] | None = None
+    ) -> list[ReplayResult]:
+        """Send dead letters again; whole intervals are owed again and delivered now, and
+        reported as that delivery went."""
+        results = replay(
+            self.state.deliveries,
+            self.sinks(),
+            self.deliverer.targets,
+            pipeline=pipeline,
+            sink=sink,
+            ids=ids,
+        )
+        if not any(r.status == "requeued" for r in results):
+            return results
+        outcome = {(d.pipeline, d.sink, d.interval.start): d for d in self.deliver()}
+        final = []
+        for r in results:
+            done = outcome.get((r.pipeline, r.sink, r.interval.start))
+            if r.status == "requeued" and done is not None:
+                r = dataclasses.replace(r, status=done.status, error=done.error)
+            final.append(r)
+        return final
+
+    def close(self) -> None:
+        self.deliverer.close()
+        self.state.close()
+        self.engine.close()
+
+
+def check_sinks(graph: Graph, project: Project) -> None:
+    """Every sink a pipeline names is declared, and can take the pipeline's output."""
+    declared = project.settings.sinks
+    for pipeline in graph:
+        for name in pipeline.header.sinks:
+            sink = declared.get(name)
+            if sink is None:
+                known = ", ".join(sorted(declared)) or "none yet"
+                raise PipelineError(
+                    f"sinks names {name!r}, which is not a [sinks.{name}] table in "
+                    f"headwater.toml (declared: {known})",
+                    pipeline=pipeline.name,
+                    path=str(pipeline.path),
+                    hint=f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
+                )
+            if isinstance(sink, PostgresSink) and not pipeline.header.key:
+                raise PipelineError(
+                    f"sink {name!r} is a PostgreSQL table, upserted by key, and this pipeline "
+                    "declares no key",
+                    pipeline=pipeline.name,
+                    path=str(pipeline.path),
+                    hint='declare the output\'s key in the header: key = ["user_id"]',
+                )

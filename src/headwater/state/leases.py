@@ -1,0 +1,231 @@
+"""One holder at a time, across threads and processes, with fenced writes.
+
+A lease is a row in the metadata database: a name (a pipeline's runs, or a
+pipeline and sink's deliveries), an owner, an expiry and a fencing token. Each
+holder renews its lease while it works and releases it when done. A holder
+killed with SIGKILL cannot release it: on the same host its process is seen to
+be gone and the lease is taken over at once; elsewhere it expires within its
+time to live.
+
+Expiry alone cannot keep two holders apart: a process that stalls (a long
+garbage collection, SIGSTOP, a paused VM) past its expiry wakes up believing
+it still holds the lease while another has taken over. So every new holder
+gets a larger **fencing token**, and the writes that matter carry it: the
+engine refuses to publish an interval with a token smaller than one it has
+already seen for that name, and the metadata records a run or a delivery's
+progress only while the row still holds the writer's token. Whoever stalled
+finds its work refused, and at most one holder wins.
+
+Tokens are microseconds since the epoch when taken (or the last token plus
+one, if larger), so they keep growing even if the metadata database is made
+anew beside an engine that remembers older tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+
+import sqlalchemy as sa
+
+from headwater.core.clock import EPOCH, to_us, utc_now
+from headwater.state.errors import LeaseHeld, LeaseLost
+from headwater.state.tables import leases
+from headwater.store.engine import Fence
+
+TTL = timedelta(seconds=60)
+log = logging.getLogger(__name__)
+_HOST = socket.gethostname()
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """Who holds a lease, with which token: what a fenced write names."""
+
+    name: str
+    owner: str
+    token: int
+
+
+def new_owner() -> str:
+    return f"{_HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def owner_dead(owner: str) -> bool:
+    """Whether ``owner`` was a process on this host that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def holds(holder: Holder) -> sa.ColumnElement[bool]:
+    """A condition true while ``holder`` still holds its lease: put it in the ``WHERE`` of a
+    write, and the write lands only if no one has taken the lease over since."""
+    return (
+        sa.select(leases.c.pipeline)
+        .where(
+            leases.c.pipeline == holder.name,
+            leases.c.owner == holder.owner,
+            leases.c.token == holder.token,
+        )
+        .exists()
+    )
+
+
+class Leases:
+    """The lease rows: take, renew, release."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def acquire(
+        self,
+        name: str,
+        owner: str,
+        ttl: timedelta,
+        dead: Callable[[str], bool] = lambda _owner: False,
+    ) -> int | None:
+        """Take the lease if it is free, expired, or held by a ``dead`` owner; return the new
+        fencing token, or ``None`` when someone else holds it."""
+        now = utc_now()
+        with self.engine.begin() as db:
+            current = db.execute(
+                sa.select(leases.c.owner, leases.c.expires_at, leases.c.token).where(
+                    leases.c.pipeline == name
+                )
+            ).first()
+            if current is None:
+                token = to_us(now)
+                try:
+                    with db.begin_nested():
+                        db.execute(
+                            leases.insert().values(
+                                pipeline=name, owner=owner, expires_at=now + ttl, token=token
+                            )
+                        )
+                except sa.exc.IntegrityError:
+                    return None
+                return token
+            if current.expires_at >= now and not dead(current.owner):
+                return None
+            token = max(int(current.token) + 1, to_us(now))
+            # Compare and set: only if the lease is still as we judged it.
+            taken = db.execute(
+                leases.update()
+                .where(
+                    leases.c.pipeline == name,
+                    leases.c.owner == current.owner,
+                    leases.c.token == current.token,
+                )
+                .values(owner=owner, expires_at=now + ttl, token=token)
+            )
+            return token if taken.rowcount else None
+
+    def renew(self, holder: Holder, ttl: timedelta) -> bool:
+        """Extend a lease this holder holds; ``False`` if it was taken over."""
+        with self.engine.begin() as db:
+            renewed = db.execute(
+                leases.update()
+                .where(
+                    leases.c.pipeline == holder.name,
+                    leases.c.owner == holder.owner,
+                    leases.c.token == holder.token,
+                )
+                .values(expires_at=utc_now() + ttl)
+            )
+            return bool(renewed.rowcount)
+
+    def release(self, holder: Holder) -> None:
+        """Free the lease at once. The row stays, with its token, so the next holder's is
+        larger."""
+        with self.engine.begin() as db:
+            db.execute(
+                leases.update()
+                .where(
+                    leases.c.pipeline == holder.name,
+                    leases.c.owner == holder.owner,
+                    leases.c.token == holder.token,
+                )
+                .values(expires_at=EPOCH)
+            )
+
+    def held(self, holder: Holder) -> bool:
+        with self.engine.connect() as db:
+            return bool(db.execute(sa.select(holds(holder))).scalar())
+
+
+class Lease:
+    """Hold a lease for the ``with`` block, renewing it in the background.
+
+    ``fence`` and ``holder`` name this holding in the writes it fences;
+    :meth:`check` raises :class:`LeaseLost` once a renewal found the lease
+    taken over, so long work can stop early.
+    """
+
+    def __init__(self, book: Leases, name: str, ttl: timedelta = TTL) -> None:
+        self.book = book
+        self.name = name
+        self.ttl = ttl
+        self.owner = new_owner()
+        self.token = 0
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, daemon=True, name="lease-renewer")
+
+    @property
+    def holder(self) -> Holder:
+        return Holder(self.name, self.owner, self.token)
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(self.name, self.token)
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` if another holder has taken the lease over."""
+        if self.lost:
+            raise LeaseLost(self.name, self.token)
+
+    def __enter__(self) -> Lease:
+        token = self.book.acquire(self.name, self.owner, self.ttl, dead=owner_dead)
+        if token is None:
+            raise LeaseHeld(self.name)
+        self.token = token
+        self._renewer.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._renewer.join()
+        if not self.lost:
+            self.book.release(self.holder)
+
+    def _renew(self) -> None:
+        interval = self.ttl.total_seconds() / 3
+        while not self._stop.wait(interval):
+            try:
+                if not self.book.renew(self.holder, self.ttl):
+                    self.lost = True
+                    log.error("%s: lost its lease; another holder took over", self.name)
+                    return
+            except Exception:  # a busy metadata database: try again next time
+                log.exception("%s: could not renew the lease", self.name)

@@ -1,0 +1,256 @@
+"""Runs, intervals, versions and watermarks: what ran, what is done, what is stale.
+
+An interval is recorded done in the same transaction that records its run as
+succeeded and owes its deliveries, and only while the run still holds its
+pipeline's lease (its fencing token): a run that stalled past its lease and
+lost it to another cannot record over the other's work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import sqlalchemy as sa
+
+from headwater.core.clock import utc_now
+from headwater.core.errors import TransientError
+from headwater.core.types import Interval
+from headwater.state import deliveries
+from headwater.state.errors import LeaseLost
+from headwater.state.leases import Holder, holds
+from headwater.state.tables import intervals, record, runs, versions, watermarks
+
+RunStatus = Literal["running", "succeeded", "failed"]
+IntervalStatus = Literal["done", "stale"]
+Trigger = Literal["schedule", "backfill", "manual"]
+#: Whether retrying a failed run can help: the type of the error it failed with.
+ErrorKind = Literal["transient", "terminal"]
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """How a run failed with ``exc``: ``transient`` only when its type says retrying helps."""
+    return "transient" if isinstance(exc, TransientError) else "terminal"
+
+
+@dataclass(frozen=True)
+class IntervalState:
+    """A published interval."""
+
+    interval: Interval
+    version: str
+    status: IntervalStatus
+    #: The run whose output the interval holds.
+    run_id: int
+    done_at: datetime
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    pipeline: str
+    interval: Interval
+    trigger: Trigger
+    status: RunStatus
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    rows_read: int | None
+    rows_written: int | None
+    error: str | None
+    error_kind: ErrorKind | None
+
+
+class RunLog:
+    """Reads and writes runs, intervals, versions and watermarks."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    def start_run(
+        self, pipeline: str, version: str, interval: Interval, trigger: Trigger, attempt: int
+    ) -> int:
+        """Record a run as running (and the pipeline's version when it is new)."""
+        with self.engine.begin() as db:
+            known = db.execute(
+                sa.select(versions.c.version).where(
+                    versions.c.pipeline == pipeline, versions.c.version == version
+                )
+            ).first()
+            if known is None:
+                db.execute(
+                    versions.insert().values(
+                        pipeline=pipeline, version=version, first_seen=utc_now()
+                    )
+                )
+            result = db.execute(
+                runs.insert().values(
+                    pipeline=pipeline,
+                    version=version,
+                    interval_start=interval.start,
+                    interval_end=interval.end,
+                    trigger=trigger,
+                    status="running",
+                    attempt=attempt,
+                    started_at=utc_now(),
+                )
+            )
+            key = result.inserted_primary_key
+            return int(key[0]) if key else 0
+
+    def succeed(
+        self,
+        run_id: int,
+        pipeline: str,
+        version: str,
+        interval: Interval,
+        *,
+        rows_read: int | None,
+        rows_written: int,
+        record_interval: bool,
+        holder: Holder,
+        sinks: Sequence[str] = (),
+    ) -> None:
+        """Record a published run, its interval as done and its deliveries as owed, in one
+        transaction that holds only while ``holder`` still holds the pipeline's lease
+        (:class:`LeaseLost` otherwise, and nothing is recorded).
+
+        The interval's ``done_at`` is when the run *started*: an input published
+        after that may not be in its output, so readers compare against it.
+        """
+        now = utc_now()
+        with self.engine.begin() as db:
+            fenced = db.execute(
+                runs.update()
+                .where(runs.c.id == run_id, holds(holder))
+                .values(
+                    status="succeeded",
+                    finished_at=now,
+                    rows_read=rows_read,
+                    rows_written=rows_written,
+                )
+            )
+            if not fenced.rowcount:
+                raise LeaseLost(holder.name, holder.token)
+            if record_interval:
+                started = db.execute(
+                    sa.select(runs.c.started_at).where(runs.c.id == run_id)
+                ).scalar()
+                db.execute(
+                    intervals.delete().where(
+                        intervals.c.pipeline == pipeline, intervals.c.start == interval.start
+                    )
+                )
+                db.execute(
+                    intervals.insert().values(
+                        pipeline=pipeline,
+                        start=interval.start,
+                        end=interval.end,
+                        version=version,
+                        status="done",
+                        run_id=run_id,
+                        done_at=started or now,
+                        reason=None,
+                    )
+                )
+                deliveries.schedule(db, pipeline, sinks, interval, run_id)
+
+    def fail(self, run_id: int, error: str, kind: ErrorKind) -> None:
+        with self.engine.begin() as db:
+            db.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(status="failed", finished_at=utc_now(), error=error, error_kind=kind)
+            )
+
+    def interrupted(self, pipelines: Iterable[str]) -> int:
+        """Mark runs left ``running`` by a process that died; call while holding their leases."""
+        names = list(pipelines)
+        with self.engine.begin() as db:
+            result = db.execute(
+                runs.update()
+                .where(runs.c.status == "running", runs.c.pipeline.in_(names))
+                .values(
+                    status="failed",
+                    finished_at=utc_now(),
+                    error="interrupted: the process running it stopped",
+                    error_kind="transient",
+                )
+            )
+            return int(result.rowcount or 0)
+
+    def intervals(self, pipeline: str) -> dict[datetime, IntervalState]:
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(intervals).where(intervals.c.pipeline == pipeline)
+            ).mappings()
+            return {
+                row["start"]: record(
+                    IntervalState, row, interval=Interval(row["start"], row["end"])
+                )
+                for row in rows
+            }
+
+    def mark_stale(self, pipeline: str, starts: Iterable[datetime], reason: str) -> int:
+        starts = list(starts)
+        if not starts:
+            return 0
+        with self.engine.begin() as db:
+            result = db.execute(
+                intervals.update()
+                .where(
+                    intervals.c.pipeline == pipeline,
+                    intervals.c.start.in_(starts),
+                    intervals.c.status == "done",
+                )
+                .values(status="stale", reason=reason)
+            )
+            return int(result.rowcount or 0)
+
+    def runs(self, pipeline: str, limit: int = 20) -> list[RunRecord]:
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(runs)
+                .where(runs.c.pipeline == pipeline)
+                .order_by(runs.c.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [record(RunRecord, row) for row in rows]
+
+    def terminal_failures(self, pipeline: str, version: str) -> set[datetime]:
+        """Interval starts whose latest run of ``version`` failed for good: not retried by the
+        scheduler (a backfill or a manual run tries again)."""
+        with self.engine.connect() as db:
+            latest = (
+                sa.select(runs.c.interval_start, sa.func.max(runs.c.id).label("id"))
+                .where(runs.c.pipeline == pipeline)
+                .group_by(runs.c.interval_start)
+                .subquery()
+            )
+            rows = db.execute(
+                sa.select(runs.c.interval_start)
+                .join(latest, runs.c.id == latest.c.id)
+                .where(
+                    runs.c.status == "failed",
+                    runs.c.error_kind == "terminal",
+                    runs.c.version == version,
+                )
+            ).scalars()
+            return set(rows)
+
+    # -- watermarks --------------------------------------------------------
+
+    def watermark(self, pipeline: str) -> datetime | None:
+        with self.engine.connect() as db:
+            value = db.execute(
+                sa.select(watermarks.c.arrival_mark).where(watermarks.c.pipeline == pipeline)
+            ).scalar()
+            return value if isinstance(value, datetime) else None
+
+    def set_watermark(self, pipeline: str, mark: datetime) -> None:
+        with self.engine.begin() as db:
+            db.execute(watermarks.delete().where(watermarks.c.pipeline == pipeline))
+            db.execute(watermarks.insert().values(pipeline=pipeline, arrival_mark=mark))

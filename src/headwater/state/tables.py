@@ -1,0 +1,159 @@
+"""The metadata schema. Changes go through a new Alembic revision in ``migrations/versions``."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import RowMapping
+
+from headwater.core.types import Interval
+
+T = TypeVar("T")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite keeps no zone of its own)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+#: Each version a pipeline has had (hash of what it runs).
+versions = Table(
+    "pipeline_versions",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("first_seen", UTCDateTime(), nullable=False),
+)
+
+#: One row per interval of a pipeline that has been published.
+intervals = Table(
+    "intervals",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("start", UTCDateTime(), primary_key=True),
+    Column("end", UTCDateTime(), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("status", String(16), nullable=False),  # done | stale
+    Column("run_id", Integer, nullable=False),
+    Column("done_at", UTCDateTime(), nullable=False),
+    Column("reason", Text),  # why it is stale
+)
+
+#: Every attempt at an interval (or at a full refresh).
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False, index=True),
+    Column("version", String(32), nullable=False),
+    Column("interval_start", UTCDateTime(), nullable=False),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("trigger", String(16), nullable=False),  # schedule | backfill | manual
+    Column("status", String(16), nullable=False),  # running | succeeded | failed
+    Column("attempt", Integer, nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("rows_read", BigInteger),
+    Column("rows_written", BigInteger),
+    Column("error", Text),
+    Column("error_kind", String(16)),  # transient | terminal
+)
+
+#: Event-time pipelines: arrivals up to ``arrival_mark`` have been checked for late events.
+watermarks = Table(
+    "watermarks",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("arrival_mark", UTCDateTime(), nullable=False),
+)
+
+#: One holder per name (a pipeline's runs, a pipeline and sink's deliveries) at a time, across
+#: processes: a lease that expires. ``token`` grows with every new holder and fences its writes.
+leases = Table(
+    "leases",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),  # the lease's name
+    Column("owner", String(100), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("token", BigInteger, nullable=False, server_default="0"),
+)
+
+#: One row per interval of a pipeline and sink it goes to: the state of that delivery.
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("sink", String(200), primary_key=True),
+    Column("interval_start", UTCDateTime(), primary_key=True),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("run_id", Integer, nullable=False),  # the run whose output is delivered
+    Column("status", String(16), nullable=False),  # pending | failed | delivered | dead
+    Column("attempts", Integer, nullable=False),  # failed attempts at the current batch
+    Column("batches_done", Integer, nullable=False),
+    Column("rows_delivered", BigInteger, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("deliveries_due", "status", "next_attempt_at"),
+)
+
+#: What could not be delivered after every attempt, kept for ``headwater replay``.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline", String(200), nullable=False),
+    Column("sink", String(200), nullable=False),
+    Column("interval_start", UTCDateTime(), nullable=False),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("run_id", Integer, nullable=False),
+    Column("batch", Integer),  # webhooks: the batch; None: the whole interval
+    Column("idempotency_key", String(80)),
+    Column("body", LargeBinary),  # webhooks: the exact body, sent again by replay
+    Column("rows", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("replayed_at", UTCDateTime()),
+    Index("dead_letters_open", "replayed_at", "pipeline", "sink"),
+)
+
+
+def record(cls: type[T], row: RowMapping, **values: Any) -> T:
+    """A dataclass ``cls`` from a row: each field from the column of its name, except those
+    given in ``values``; a row with ``interval_start`` and ``interval_end`` gives ``interval``."""
+    if "interval_start" in row and "interval" not in values:
+        values["interval"] = Interval(row["interval_start"], row["interval_end"])
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in values]  # type: ignore[arg-type]
+    return cls(**{name: row[name] for name in names}, **values)

@@ -1,0 +1,361 @@
+"""The PostgreSQL store: events from several collector processes, pipelines as SQL in it.
+
+Every collector process writes through its own connection (see ``ingest``);
+the acknowledgement rule is unchanged: a 2xx only after that transaction
+commits. Collectors publish their arrival floors (see ``floors``).
+
+Pipelines run as SQL inside PostgreSQL (rendered by sqlglot in its dialect);
+an interval is replaced by ``DELETE`` and ``COPY`` in one transaction, and a
+full refresh by dropping and re-creating the table in one transaction, so a
+reader sees the old rows or the new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from headwater.core.clock import from_us
+from headwater.core.types import Interval
+from headwater.store import schema
+from headwater.store.engine import Cost, Fence, IngestBatch, Selected, map_in_process
+from headwater.store.errors import Fenced, QueryError, StoreUnavailable, first_line
+from headwater.store.postgres.arrow import (
+    columns_ddl,
+    copy_in,
+    escaped,
+    json_as_text,
+    names,
+    positional,
+    to_arrow,
+)
+from headwater.store.postgres.errors import classify
+from headwater.store.postgres.floors import PostgresFloors
+from headwater.store.postgres.ingest import ingest
+from headwater.store.readonly import check_read_only
+
+_SESSION = "SET TIME ZONE 'UTC'"
+
+
+class PostgresEngine:
+    """:class:`~headwater.store.engine.Engine` over one PostgreSQL schema."""
+
+    name = "postgres"
+    dialect = "postgres"
+    shared = True
+
+    def __init__(self, url: str, schema_name: str = "public", *, pool_size: int = 4) -> None:
+        self._url = url
+        self.schema = schema_name
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max(2, pool_size),
+            kwargs={"autocommit": True},
+            configure=self._configure,
+            open=False,
+            name="headwater-store",
+        )
+        self._ingest_con: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+        self.floors = PostgresFloors(url, self._table("collector_floors"), self._connection)
+
+    @classmethod
+    def open(cls, url: str, schema_name: str = "public", *, pool_size: int = 4) -> PostgresEngine:
+        """Connect, and create the schema and the event tables when missing."""
+        engine = cls(url, schema_name, pool_size=pool_size)
+        try:
+            engine._pool.open(wait=True, timeout=15)
+        except psycopg.Error as exc:
+            raise classify(exc) from None
+        except Exception as exc:  # the pool's timeout
+            raise StoreUnavailable("postgres", f"could not connect ({exc})") from None
+        engine._create_tables()
+        return engine
+
+    def _configure(self, con: psycopg.Connection[Any]) -> None:
+        # date_trunc on timestamptz follows the session's zone: pin UTC, as DuckDB's is.
+        con.execute(_SESSION)
+        json_as_text(con)
+        con.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema)))
+
+    def _table(self, name: str) -> sql.Identifier:
+        return sql.Identifier(self.schema, name)
+
+    def _create_tables(self) -> None:
+        with self._connection() as con:
+            # Every process opens the store; once the tables exist, opening takes no lock
+            # (CREATE INDEX IF NOT EXISTS would lock events against the collectors' commits).
+            found = con.execute(
+                "SELECT to_regclass(%s) IS NOT NULL",
+                [sql.Identifier(self.schema, "message_ids_received").as_string(con)],
+            ).fetchone()
+            if found is not None and found[0]:
+                return
+        with self._connection() as con, con.transaction():
+            # Several processes may start at once: serialise the DDL.
+            con.execute("SELECT pg_advisory_xact_lock(hashtext('headwater-ddl'))")
+            con.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            for table, arrow in (
+                ("events", schema.EVENTS),
+                ("failed_events", schema.FAILED_EVENTS),
+            ):
+                con.execute(
+                    sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                        self._table(table), columns_ddl(arrow, schema.JSON_COLUMNS)
+                    )
+                )
+            con.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (source text NOT NULL, message_id text NOT NULL,"
+                    " received_at timestamptz NOT NULL, PRIMARY KEY (source, message_id))"
+                ).format(self._table("message_ids"))
+            )
+            con.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (collector text PRIMARY KEY, "
+                    "floor timestamptz NOT NULL, seen_at timestamptz NOT NULL)"
+                ).format(self._table("collector_floors"))
+            )
+            for column, method in (("received_at", "brin"), ("timestamp", "btree")):
+                con.execute(
+                    sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({}){}").format(
+                        sql.Identifier(f"events_{column}"),
+                        self._table("events"),
+                        sql.SQL(method),
+                        sql.Identifier(column),
+                        # New ranges are summarised as they fill, not at the next VACUUM:
+                        # until then an interval's query would scan every new page.
+                        sql.SQL(" WITH (autosummarize = on)" if method == "brin" else ""),
+                    )
+                )
+            con.execute(
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, token bigint NOT NULL)"
+                ).format(self._table(schema.FENCES))
+            )
+            con.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS message_ids_received ON {} (received_at)"
+                ).format(self._table("message_ids"))
+            )
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection(timeout=30) as con:
+                yield con
+        except psycopg.OperationalError as exc:
+            raise classify(exc) from None
+
+    # -- collector -------------------------------------------------------
+
+    def ingest(self, batch: IngestBatch) -> pa.Array:
+        with self._lock:
+            try:
+                if self._ingest_con is None or self._ingest_con.closed:
+                    self._ingest_con = psycopg.connect(self._url, autocommit=True)
+                    self._configure(self._ingest_con)
+                return ingest(self._ingest_con, self.schema, batch, self.floors)
+            except psycopg.Error as exc:
+                if self._ingest_con is not None:
+                    self._ingest_con.close()
+                    self._ingest_con = None
+                # Any failed commit is answered 503 and sent again by the client.
+                raise StoreUnavailable("postgres", first_line(exc)) from None
+
+    def prune_dedupe(self, before_us: int) -> int:
+        with self._connection() as con:
+            result = con.execute(
+                sql.SQL("DELETE FROM {} WHERE received_at < %s").format(self._table("message_ids")),
+                [from_us(before_us)],
+            )
+            return int(result.rowcount or 0)
+
+    # -- generic ----------------------------------------------------------
+
+    def query(self, text: str, params: Sequence[object] = ()) -> pa.Table:
+        """One read of the store's tables, decided by parsing, in a READ ONLY transaction:
+        PostgreSQL itself refuses a write the parse let through."""
+        check_read_only(text, self.dialect, self.list_tables())
+        with self._connection() as con:
+            try:
+                with con.transaction():
+                    con.execute("SET TRANSACTION READ ONLY")
+                    # Prepared: PostgreSQL refuses a second statement (a "COMMIT; DELETE …"
+                    # would otherwise run after the read-only transaction ends).
+                    statement = positional(text) if params else text
+                    cur = con.execute(statement.encode(), list(params) or None, prepare=True)
+                    if cur.description is None:
+                        return pa.table({})
+                    return to_arrow(cur.description, cur.fetchall())
+            except psycopg.Error as exc:
+                raise classify(exc) from None
+
+    def select(self, text: str, params: Mapping[str, object]) -> Selected:
+        with self._connection() as con:
+            try:
+                cur = con.execute(escaped(text, params).encode(), dict(params) or None)
+            except psycopg.Error as exc:
+                raise classify(exc) from None
+            if cur.description is None:
+                return Selected(pa.table({}), None)
+            return Selected(to_arrow(cur.description, cur.fetchall()), None)
+
+    def map_batches(
+        self,
+        text: str,
+        params: Mapping[str, object],
+        fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        """In this process, over the query's result: PostgreSQL runs no Python."""
+        return map_in_process(self.select(text, params).table, fn, schema)
+
+    def execute(self, text: str, params: Sequence[object] = ()) -> None:
+        with self._connection() as con:
+            try:
+                con.execute(text.encode(), list(params) or None)
+            except psycopg.Error as exc:
+                raise classify(exc) from None
+
+    @contextmanager
+    def _writing(self, fence: Fence | None = None) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction, fenced first when ``fence`` is given."""
+        with self._connection() as con:
+            try:
+                with con.transaction():
+                    if fence is not None:
+                        self._fence(con, fence)
+                    yield con
+            except psycopg.Error as exc:
+                raise classify(exc) from None
+
+    def _fence(self, con: psycopg.Connection[Any], fence: Fence) -> None:
+        # The row lock taken here holds until commit: a second writer of the same name
+        # waits, then sees the larger token.
+        accepted = con.execute(
+            sql.SQL(
+                "INSERT INTO {0} AS f (name, token) VALUES (%s, %s) ON CONFLICT (name) "
+                "DO UPDATE SET token = EXCLUDED.token WHERE f.token <= EXCLUDED.token "
+                "RETURNING token"
+            ).format(self._table(schema.FENCES)),
+            [fence.name, fence.token],
+        ).fetchone()
+        if accepted is None:
+            raise Fenced(fence.name, fence.token)
+
+    def _create_like(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
+        con.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                self._table(table), columns_ddl(_nullable(data.schema))
+            )
+        )
+
+    def append(self, table: str, data: pa.Table) -> None:
+        with self._writing() as con:
+            self._create_like(con, table, data)
+            copy_in(con, self._table(table), data)
+
+    def replace_table(self, table: str, data: pa.Table, fence: Fence | None = None) -> None:
+        with self._writing(fence) as con:
+            con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(table)))
+            self._create_like(con, table, data)
+            copy_in(con, self._table(table), data)
+
+    def replace_interval(
+        self,
+        table: str,
+        column: str,
+        interval: Interval,
+        data: pa.Table,
+        fence: Fence | None = None,
+    ) -> None:
+        with self._writing(fence) as con:
+            self._create_like(con, table, data)
+            con.execute(
+                sql.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
+                    self._table(table), sql.Identifier(column), sql.Identifier(column)
+                ),
+                [interval.start, interval.end],
+            )
+            copy_in(con, self._table(table), data)
+
+    def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
+        if not key:
+            raise QueryError("upsert needs at least one key column")
+        with self._writing() as con:
+            self._create_like(con, table, data)
+            con.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE hw_upsert ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA"
+                ).format(self._table(table))
+            )
+            copy_in(con, sql.Identifier("hw_upsert"), data)
+            con.execute(
+                sql.SQL("DELETE FROM {} t USING hw_upsert u WHERE {}").format(
+                    self._table(table),
+                    sql.SQL(" AND ").join(
+                        sql.SQL("t.{0} = u.{0}").format(sql.Identifier(k)) for k in key
+                    ),
+                )
+            )
+            con.execute(
+                sql.SQL("INSERT INTO {} ({}) SELECT {} FROM hw_upsert").format(
+                    self._table(table), names(data.column_names), names(data.column_names)
+                )
+            )
+
+    def estimate_cost(self, text: str, params: Mapping[str, object] | None = None) -> Cost:
+        with self._connection() as con:
+            try:
+                explain = b"EXPLAIN (FORMAT JSON) " + escaped(text, params).encode()
+                plan = con.execute(explain, dict(params or {}) or None).fetchone()
+            except psycopg.Error as exc:
+                raise classify(exc) from None
+        nodes = plan[0] if plan else []
+        if isinstance(nodes, str):
+            nodes = json.loads(nodes)
+        return Cost(rows_scanned=_scanned(nodes[0]["Plan"]) if nodes else None)
+
+    def list_tables(self) -> list[str]:
+        with self._connection() as con:
+            rows = con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "ORDER BY table_name",
+                [self.schema],
+            ).fetchall()
+        return [str(row[0]) for row in rows if row[0] not in schema.INTERNAL_TABLES]
+
+    def checkpoint(self) -> None:
+        """PostgreSQL checkpoints on its own."""
+
+    def close(self) -> None:
+        with self._lock:
+            if self._ingest_con is not None:
+                self._ingest_con.close()
+                self._ingest_con = None
+        self.floors.close()
+        self._pool.close()
+
+
+def _nullable(arrow: pa.Schema) -> pa.Schema:
+    """Pipeline outputs: every column nullable (Arrow's NOT NULL is not a contract here)."""
+    return pa.schema([field.with_nullable(True) for field in arrow])
+
+
+def _scanned(node: dict[str, Any]) -> int:
+    total = int(node.get("Plan Rows", 0)) if "Scan" in str(node.get("Node Type", "")) else 0
+    for child in node.get("Plans", []) or []:
+        total += _scanned(child)
+    return total

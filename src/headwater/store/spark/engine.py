@@ -1,0 +1,431 @@
+"""The Spark store: Parquet folders in a folder or bucket, computed by Spark.
+
+Every table is a folder of Parquet files under the warehouse
+(``<warehouse>/<table>/``), so anything that reads Parquet reads the store,
+and Spark (local, or a cluster: Dataproc, Databricks, EMR) computes the
+pipelines over it. There is no catalog: each query first registers a
+temporary view for every table it names, which lists the table's files
+again, so files written since the last query are seen. A query whose files
+were swapped away while it ran (a table replaced) runs again on fresh views.
+
+The event tables are written by pyarrow, one file per day per commit (see
+``events``). A pipeline's output is written by Spark from its Arrow table. An
+incremental output is partitioned by ``_interval``, the interval each part
+was published for (hidden from the views), and publishing an interval
+overwrites its partition (Spark's dynamic partition overwrite), rewriting
+the partitions of other intervals it overlaps; a full output is written to
+a new folder that is then renamed in place of the old.
+Each table keeps its Spark schema in ``_schema.json``, so a view needs no
+schema inference (a Spark job) and an output with no rows is still a table.
+
+A fenced write (see :class:`~headwater.store.engine.Fence`) compares its token
+with the one kept in ``_fences/<name>`` under the engine's write lock, then
+writes. Within a process that is one step; a second process writing the same
+warehouse can slip between the two, which is one more reason a Spark
+warehouse has one writing process.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+from py4j.protocol import Py4JJavaError, Py4JNetworkError
+from pyspark.errors import PySparkException, PythonException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StringType, StructField, StructType
+
+from headwater.core.types import Interval
+from headwater.store.engine import Cost, Fence, IngestBatch, Selected
+from headwater.store.errors import Fenced, QueryError, StoreUnavailable
+from headwater.store.readonly import check_read_only
+from headwater.store.spark.events import DAY, EVENT_TABLES, EventFiles, event_schema
+from headwater.store.spark.outputs import INTERVAL, _columns, _interval_key, _overlaps
+from headwater.store.spark.session import reason, session
+from headwater.store.spark.shipping import shipped
+from headwater.store.spark.sql import quote, referenced, rows_scanned
+
+SCHEMA_FILE = "_schema.json"
+#: Per name, the largest fencing token a write carried, one small file each.
+FENCES = "_fences"
+#: Runs of a query that lost a race with a table's swap (see ``SparkEngine._run``).
+_ATTEMPTS = 4
+_VANISHED = ("FileNotFoundException", "FILE_NOT_EXIST", "PATH_NOT_FOUND")
+_T = TypeVar("_T")
+
+
+class SparkEngine:
+    """:class:`~headwater.store.engine.Engine` over a warehouse of Parquet folders."""
+
+    name = "spark"
+    dialect = "spark"
+    shared = False
+    floors = None
+
+    def __init__(
+        self, session: SparkSession, filesystem: pafs.FileSystem, root: str, uri: str
+    ) -> None:
+        self._spark = session
+        self._fs = filesystem
+        self._root = root.rstrip("/")
+        self._uri = uri.rstrip("/")
+        self._views: set[str] = set()
+        self._events = EventFiles(filesystem, self._root)
+        self._write_lock = threading.RLock()
+
+    @classmethod
+    def open(
+        cls, warehouse: str, master: str = "local[2]", conf: Mapping[str, str] | None = None
+    ) -> SparkEngine:
+        """Start (or join) this process's Spark session over ``warehouse``.
+
+        ``warehouse`` is a local folder or a URL that both pyarrow and the
+        cluster's Spark can write (``gs://bucket/warehouse``).
+        """
+        conf = dict(conf or {})
+        try:
+            if "://" in warehouse:
+                filesystem, root = pafs.FileSystem.from_uri(warehouse)
+                uri = warehouse
+            else:
+                path = Path(warehouse).resolve()
+                filesystem, root, uri = pafs.LocalFileSystem(), str(path), path.as_uri()
+            for table in EVENT_TABLES:
+                filesystem.create_dir(f"{root}/{table}", recursive=True)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreUnavailable("spark", f"cannot use {warehouse}: {exc}") from None
+        return cls(session(master, conf), filesystem, root, uri)
+
+    # -- collector -------------------------------------------------------
+
+    def ingest(self, batch: IngestBatch) -> pa.Array:
+        try:
+            return self._events.ingest(batch)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreUnavailable(self.name, reason(exc)) from exc
+
+    def prune_dedupe(self, before_us: int) -> int:
+        """Move the window's start to ``before_us``: forget the ids received before."""
+        return self._events.prune(before_us)
+
+    # -- reading ----------------------------------------------------------
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
+        """One read of the store's tables (``?`` parameters). Spark has no read-only
+        transaction, so parsing alone decides: anything but one query is refused."""
+        check_read_only(sql, self.dialect, self.list_tables())
+        return self._run(sql, list(params) or None, DataFrame.toArrow)
+
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected:
+        def run(frame: DataFrame) -> Selected:
+            return Selected(frame.toArrow(), rows_scanned(frame))
+
+        return self._run(sql, dict(params) or None, run)
+
+    def map_batches(
+        self,
+        sql: str,
+        params: Mapping[str, object],
+        fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+        schema: pa.Schema,
+    ) -> pa.Table:
+        """Run ``fn`` over the query's rows on the executors (``mapInArrow``).
+
+        The input never comes to the driver: each task hands its Arrow batches
+        to ``fn`` in a Python worker and only the output is collected. ``fn``
+        travels pickled; the module that defines it travels with it unless it
+        is installed, so a pipeline's own helpers need not be on the executors.
+        """
+        try:
+            columns = from_arrow_schema(schema)
+        except (TypeError, PySparkException) as exc:
+            raise QueryError(f"Spark cannot hold these columns: {reason(exc)}") from None
+
+        # Self-contained (pyarrow and fn only): it runs in the executors' Python.
+        def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            for batch in batches:
+                out = fn(batch)
+                yield pa.RecordBatch.from_arrays(
+                    [out.column(f.name).cast(f.type) for f in schema], schema=schema
+                )
+
+        def run(frame: DataFrame) -> pa.Table:
+            with shipped(fn):
+                mapped = frame.mapInArrow(apply, columns)
+            return mapped.toArrow().cast(schema)
+
+        return self._run(sql, dict(params) or None, run)
+
+    def execute(self, sql: str, params: Sequence[object] = ()) -> None:
+        self._run(sql, list(params) or None, DataFrame.collect)
+
+    def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
+        """The size Spark's optimizer gives the relations the query reads (after pruning)."""
+
+        def run(frame: DataFrame) -> Cost:
+            leaves = frame._jdf.queryExecution().optimizedPlan().collectLeaves()
+            sizes = [int(leaves.apply(i).stats().sizeInBytes()) for i in range(leaves.size())]
+            return Cost(bytes_scanned=sum(sizes))
+
+        return self._run(sql, dict(params or {}) or None, run)
+
+    def _run(
+        self,
+        sql: str,
+        args: dict[str, object] | list[object] | None,
+        action: Callable[[DataFrame], _T],
+    ) -> _T:
+        """``action`` on ``sql`` analysed against fresh views of the tables it names.
+
+        A table replaced while the query ran loses the files the query had
+        listed; Spark then fails, and the query runs again on fresh views, so a
+        reader sees the table before or after, never a part of each.
+        """
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                self._register(sql)
+                return action(self._spark.sql(sql, args=args))
+            except PythonException:
+                raise  # a Python function of the pipeline failed: its error, not the engine's
+            except (PySparkException, Py4JJavaError) as exc:
+                if attempt == _ATTEMPTS or not any(m in str(exc) for m in _VANISHED):
+                    raise QueryError(reason(exc)) from None
+                time.sleep(0.05 * 2**attempt)  # past the swap's two renames
+            except Py4JNetworkError as exc:
+                raise StoreUnavailable(self.name, reason(exc)) from None
+        raise AssertionError("unreachable")
+
+    def list_tables(self) -> list[str]:
+        selector = pafs.FileSelector(self._root, allow_not_found=True)
+        return sorted(
+            info.base_name
+            for info in self._fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and not info.base_name.startswith((".", "_"))
+        )
+
+    def _register(self, sql: str) -> None:
+        """(Re-)register the views of the tables ``sql`` reads: listing a table's files
+        again is how a query sees what was written since the last one."""
+        names = referenced(sql)
+        for name in self.list_tables() if names is None else sorted(names):
+            frame = self._read(name)
+            if frame is not None:
+                frame.createOrReplaceTempView(quote(name))
+                self._views.add(name)
+            elif name in self._views:
+                self._spark.catalog.dropTempView(quote(name))
+                self._views.discard(name)
+
+    def _read(self, table: str) -> DataFrame | None:
+        """The table as queries see it (hidden partition columns dropped), or ``None``."""
+        stored = self._stored_schema(table)
+        if stored is None:
+            return None
+        frame = self._spark.read.schema(stored).parquet(f"{self._uri}/{table}")
+        hidden = [name for name in (DAY, INTERVAL) if name in stored.fieldNames()]
+        return frame.drop(*hidden) if hidden else frame
+
+    def _stored_schema(self, table: str) -> StructType | None:
+        if table in EVENT_TABLES:
+            return event_schema(table)
+        try:
+            with self._fs.open_input_stream(f"{self._root}/{table}/{SCHEMA_FILE}") as file:
+                return StructType.fromJson(json.loads(file.read()))
+        except FileNotFoundError:
+            return None
+
+    # -- writing ------------------------------------------------------------
+
+    def append(self, table: str, data: pa.Table) -> None:
+        with self._writing(table) as stored:
+            if stored is None:
+                self._write_new(table, self._frame(data))
+                return
+            self._check_unpartitioned(table, stored, "append to")
+            self._frame(data, stored).write.mode("append").parquet(f"{self._uri}/{table}")
+
+    def replace_table(self, table: str, data: pa.Table, fence: Fence | None = None) -> None:
+        with self._writing(table, fence):
+            self._write_new(table, self._frame(data))
+
+    def replace_interval(
+        self,
+        table: str,
+        column: str,
+        interval: Interval,
+        data: pa.Table,
+        fence: Fence | None = None,
+    ) -> None:
+        """Replace the rows whose ``column`` lies in ``interval``.
+
+        The table is partitioned by ``_interval``, the interval each part was
+        published for. Publishing the same interval again, the usual case,
+        overwrites its partition alone. When intervals differ (a changed
+        schedule, a run over other bounds), the partitions it overlaps are
+        rewritten, in the same write, without their rows inside it. Both rely
+        on each interval's rows lying inside it, which the runner checks.
+        """
+        key = _interval_key(interval)
+        with self._writing(table, fence) as stored:
+            if stored is not None and INTERVAL not in stored.fieldNames():
+                raise QueryError(
+                    f"{table} was written whole, not by interval",
+                    hint=f"remove the folder {self._root}/{table} and backfill the pipeline",
+                )
+            columns = _columns(data, stored)
+            target = pa.schema([field.with_nullable(True) for field in data.schema])
+            parts = {key: data.cast(target)}
+            for other in self._partitions(table):
+                if other != key and _overlaps(other, interval):
+                    part = self._spark.read.schema(columns).parquet(
+                        f"{self._uri}/{table}/{INTERVAL}={other}"
+                    )
+                    at = F.col(quote(column))
+                    inside = (at >= F.lit(interval.start)) & (at < F.lit(interval.end))
+                    kept = part.where(at.isNull() | ~inside).toArrow()
+                    parts[other] = kept.select(target.names).cast(target)
+            written = [
+                rows.append_column(INTERVAL, pa.array([name] * rows.num_rows, pa.string()))
+                for name, rows in parts.items()
+                if rows.num_rows
+            ]
+            if written:
+                frame = self._spark.createDataFrame(pa.concat_tables(written))
+                frame.write.mode("overwrite").partitionBy(INTERVAL).parquet(f"{self._uri}/{table}")
+            for name, rows in parts.items():
+                # An overwrite writes no partition for no rows, so it would replace nothing.
+                folder = f"{self._root}/{table}/{INTERVAL}={name}"
+                if (
+                    not rows.num_rows
+                    and self._fs.get_file_info(folder).type != pafs.FileType.NotFound
+                ):
+                    self._fs.delete_dir(folder)
+            if stored is None:
+                partitioned = [*columns.fields, StructField(INTERVAL, StringType())]
+                self._write_schema(f"{self._root}/{table}", StructType(partitioned))
+
+    def _partitions(self, table: str) -> list[str]:
+        """The ``_interval`` values of ``table``'s partitions."""
+        prefix = f"{INTERVAL}="
+        selector = pafs.FileSelector(f"{self._root}/{table}", allow_not_found=True)
+        return [
+            info.base_name.removeprefix(prefix)
+            for info in self._fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)
+        ]
+
+    def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
+        """Merge by key into a new folder (stored rows whose key is not in ``data``,
+        then ``data``) and swap it in, so a reader sees the table before or after."""
+        if not key:
+            raise QueryError("upsert needs at least one key column")
+        with self._writing(table) as stored:
+            if stored is None:
+                self._write_new(table, self._frame(data))
+                return
+            self._check_unpartitioned(table, stored, "upsert into")
+            incoming = self._frame(data, stored)
+            current = self._read(table)
+            assert current is not None
+            keys = incoming.select(*[F.col(quote(name)) for name in key])
+            kept = current.join(keys, on=list(key), how="left_anti")
+            self._write_new(table, kept.unionByName(incoming))
+
+    @contextmanager
+    def _writing(self, table: str, fence: Fence | None = None) -> Iterator[StructType | None]:
+        """Serialise writes, fenced first when ``fence`` is given; yield the table's stored
+        schema; Spark's errors become :class:`QueryError`, a store that cannot be written
+        :class:`StoreUnavailable`."""
+        if table in EVENT_TABLES:
+            raise QueryError(
+                f"{table} is written by the collector only",
+                hint="events reach the store through ingest (the collector or an import)",
+            )
+        with self._write_lock:
+            try:
+                if fence is not None:
+                    self._fence(fence)
+                yield self._stored_schema(table)
+            except (PySparkException, Py4JJavaError, pa.ArrowException) as exc:
+                raise QueryError(reason(exc)) from None
+            except (OSError, Py4JNetworkError) as exc:
+                raise StoreUnavailable(self.name, reason(exc)) from None
+
+    def _fence(self, fence: Fence) -> None:
+        path = f"{self._root}/{FENCES}/{fence.name}"
+        try:
+            with self._fs.open_input_stream(path) as file:
+                accepted = int(file.read().decode() or 0)
+        except FileNotFoundError:
+            accepted = 0
+        if accepted > fence.token:
+            raise Fenced(fence.name, fence.token)
+        self._fs.create_dir(f"{self._root}/{FENCES}", recursive=True)
+        temporary = f"{self._root}/{FENCES}/.{uuid.uuid4().hex}.tmp"
+        with self._fs.open_output_stream(temporary) as file:
+            file.write(str(fence.token).encode())
+        self._fs.move(temporary, path)
+
+    def _frame(self, data: pa.Table, stored: StructType | None = None) -> DataFrame:
+        """``data`` as a Spark DataFrame, its columns in the stored table's order."""
+        columns = _columns(data, stored)
+        frame = self._spark.createDataFrame(data)
+        return frame.select(*[F.col(quote(name)) for name in columns.fieldNames()])
+
+    def _check_unpartitioned(self, table: str, stored: StructType, verb: str) -> None:
+        if INTERVAL in stored.fieldNames():
+            raise QueryError(
+                f"cannot {verb} {table}: it is replaced interval by interval",
+                hint="incremental outputs are written by their pipeline's runs only",
+            )
+
+    def _write_new(self, table: str, frame: DataFrame) -> None:
+        staged = f".{table}.new-{uuid.uuid4().hex}"  # hidden: not a table
+        frame.write.parquet(f"{self._uri}/{staged}")
+        self._write_schema(f"{self._root}/{staged}", frame.schema)
+        self._swap(table, staged)
+
+    def _swap(self, table: str, staged: str) -> None:
+        """Rename the folder ``staged`` to ``table``'s, the old folder out of the way first.
+
+        Local renames are atomic, so a reader lists the old files or the new
+        ones; on an object store a rename copies every object, so there a
+        reader may briefly find no table.
+        """
+        path = f"{self._root}/{table}"
+        retired = f"{self._root}/.{table}.old-{uuid.uuid4().hex}"
+        exists = self._fs.get_file_info(path).type == pafs.FileType.Directory
+        if exists:
+            self._fs.move(path, retired)
+        self._fs.move(f"{self._root}/{staged}", path)
+        if exists:
+            self._fs.delete_dir(retired)
+
+    def _write_schema(self, folder: str, stored: StructType) -> None:
+        nullable = StructType([StructField(f.name, f.dataType, True) for f in stored.fields])
+        temporary = f"{folder}/.{SCHEMA_FILE}.tmp"
+        self._fs.create_dir(folder, recursive=True)
+        with self._fs.open_output_stream(temporary) as file:
+            file.write(nullable.json().encode())
+        self._fs.move(temporary, f"{folder}/{SCHEMA_FILE}")
+
+    def checkpoint(self) -> None:
+        """Every commit is already whole files: nothing to fold in."""
+
+    def close(self) -> None:
+        """Drop this engine's views; the Spark session is the process's and stays."""
+        with self._write_lock:
+            for view in list(self._views):
+                self._spark.catalog.dropTempView(quote(view))
+            self._views.clear()
+        self._events.forget()
