@@ -343,7 +343,7 @@ def _template(rows: int) -> pa.Table:
     envelope = decode_batch(b"0".join(parts))
     received = time.time_ns() // 1000
     events = [
-        validator.event(bytes(raw), None, "web", received, envelope.sent_at, None)
+        validator.event(bytes(raw), None, "web", received, validator.batch(envelope))
         for raw in envelope.batch
     ]
     columns = list(zip(*events, strict=True))

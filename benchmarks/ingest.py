@@ -926,7 +926,7 @@ def raw_store(folder: Path, seconds: float, batch_rows: int) -> Raw:
             envelope = decode_batch(body)
             received = time.time_ns() // 1000
             events = [
-                validator.event(bytes(raw), None, "web", received, envelope.sent_at, None)
+                validator.event(bytes(raw), None, "web", received, validator.batch(envelope))
                 for raw in envelope.batch
             ]
             t1 = time.perf_counter()

@@ -592,8 +592,7 @@ _VALIDATOR = Validator(max_event_bytes=32_768, max_depth=64)
 def _rows(ids: Sequence[str]) -> list[EventRow]:
     received = now_us()
     return [
-        _VALIDATOR.event(json.dumps(_event(i)).encode(), None, "web", received, None, None)
-        for i in ids
+        _VALIDATOR.event(json.dumps(_event(i)).encode(), None, "web", received, None) for i in ids
     ]
 
 

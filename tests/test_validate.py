@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from headwater.collect.errors import RequestRefused
 from headwater.collect.validate import (
     EVENT_TYPES,
+    BatchEnvelope,
     EventRow,
     Invalid,
     Validator,
@@ -93,7 +94,9 @@ def _validate(
     context: Json | None = None,
 ) -> EventRow:
     raw = event if isinstance(event, bytes) else _encode(event)
-    return (validator or _validator()).event(raw, kind, "web", RECEIVED, sent_at, context)
+    chosen = validator or _validator()
+    batch = chosen.batch(BatchEnvelope(sent_at=sent_at, context=context))
+    return chosen.event(raw, kind, "web", RECEIVED, batch)
 
 
 def _invalid(event: Json | bytes, kind: str | None = None, **kwargs: Any) -> Invalid:
@@ -630,6 +633,6 @@ def test_a_nul_character_in_an_identifier_is_rejected_by_name(field: str) -> Non
     body[field] = "a\x00b"
     with pytest.raises(Invalid) as caught:
         Validator(max_event_bytes=32768, max_depth=64).event(
-            msgspec.json.encode(body), None, "web", 1_700_000_000_000_000, None, None
+            msgspec.json.encode(body), None, "web", 1_700_000_000_000_000, None
         )
     assert (caught.value.code, caught.value.field) == ("invalid_text", field)

@@ -802,6 +802,8 @@ def _cursor(values: object) -> str:
         ("events", _cursor([10**40, "u01"])),
         ("first_seen", _cursor(["not a time", "u01"])),
         ("first_seen", _cursor([[1, 2], "u01"])),
+        # Nested past any decoder's recursion: refused, not a 500.
+        (None, base64.urlsafe_b64encode(b"[" * 5000 + b"]" * 5000).decode()),
     ],
     ids=[
         "text",
@@ -815,6 +817,7 @@ def _cursor(values: object) -> str:
         "beyond-int64",
         "word-for-time",
         "list-for-time",
+        "nested-5000-deep",
     ],
 )
 def test_a_tampered_cursor_is_400(api: Api, order_by: str | None, cursor: str) -> None:

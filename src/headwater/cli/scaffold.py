@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from headwater.config.file import FILENAME
@@ -121,9 +122,7 @@ def init_project(folder: Path, *, source: str = "web") -> str:
         )
     key = new_key("wk")
     name = folder.resolve().name or "headwater"
-    config.write_text(
-        TEMPLATE.format(name=name, source=source, key_hash=hash_key(key)), encoding="utf-8"
-    )
+    write_private(config, TEMPLATE.format(name=name, source=source, key_hash=hash_key(key)))
     gitignore = folder / ".gitignore"
     if not gitignore.exists():
         gitignore.write_text(GITIGNORE, encoding="utf-8")
@@ -140,9 +139,7 @@ def add_source(config: Path, name: str) -> str:
     key = new_key("wk")
     text = config.read_text(encoding="utf-8")
     separator = "" if text.endswith("\n") else "\n"
-    config.write_text(
-        f'{text}{separator}\n[sources.{name}]\nwrite_key = "{hash_key(key)}"\n', encoding="utf-8"
-    )
+    write_private(config, f'{text}{separator}\n[sources.{name}]\nwrite_key = "{hash_key(key)}"\n')
     return key
 
 
@@ -152,9 +149,28 @@ def add_consumer(config: Path, name: str, datasets: list[str]) -> str:
     text = config.read_text(encoding="utf-8")
     separator = "" if text.endswith("\n") else "\n"
     listed = ", ".join(f'"{d}"' for d in datasets)
-    config.write_text(
+    write_private(
+        config,
         f'{text}{separator}\n[consumers.{name}]\ntoken = "{hash_key(token)}"\n'
         f"datasets = [{listed}]\n",
-        encoding="utf-8",
     )
     return token
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` whole, readable by its owner only.
+
+    ``headwater.toml`` names the sources and consumers and holds their keys' hashes:
+    owner-only from the moment it exists (not chmod-ed after), and a running server
+    that reads it while it is rewritten sees the old file or the new one.
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

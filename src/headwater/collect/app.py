@@ -8,6 +8,7 @@ writer, and answer once they are committed.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import re
@@ -23,6 +24,7 @@ from headwater.collect.body import ClientGone, check_encoding, read_body
 from headwater.collect.errors import Rejection, RequestRefused, Unavailable
 from headwater.collect.settings import CollectorSettings
 from headwater.collect.validate import (
+    Batch,
     BatchEnvelope,
     EventRow,
     Invalid,
@@ -41,7 +43,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
-#: Path → the event type it implies; ``None`` for batch endpoints.
+#: Path → the event type it implies; ``None`` for batch endpoints. analytics.js posts to
+#: the one-letter paths (``/v1/t`` for a track, ``/v1/b`` for a batch).
 ROUTES: dict[str, str | None] = {
     "/v1/track": "track",
     "/v1/identify": "identify",
@@ -51,9 +54,26 @@ ROUTES: dict[str, str | None] = {
     "/v1/alias": "alias",
     "/v1/batch": None,
     "/v1/import": None,
+    "/v1/t": "track",
+    "/v1/i": "identify",
+    "/v1/p": "page",
+    "/v1/s": "screen",
+    "/v1/g": "group",
+    "/v1/a": "alias",
+    "/v1/b": None,
 }
-# text/plain is what analytics.js sends from browsers to avoid a CORS preflight.
-_CONTENT_TYPES = frozenset({b"", b"application/json", b"text/plain"})
+#: analytics.js's own usage metrics: read within the limits, then dropped.
+METRICS_PATH = "/v1/m"
+# Content types that say JSON, or say nothing useful: a body that does not parse is then
+# malformed JSON (400). Any other type is still read as JSON, as Segment does (one SDK
+# labels gzip JSON as a form, browsers' sendBeacon sends text/plain); only a body that is
+# not JSON then answers 415.
+_JSON_TYPES = frozenset({b"", b"application/json", b"text/plain"})
+#: The member of a body that holds the write key (a secret: never kept in failed_events).
+_KEY_NAME = "writeKey"
+#: Bodies larger than this are decoded and validated in a worker thread: the event loop
+#: that answers every other request does not wait on one request's 2,500 events.
+_INLINE_BYTES = 64 * 1024
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _CORS = [(b"access-control-allow-origin", b"*")]
 _PREFLIGHT = [
@@ -61,7 +81,9 @@ _PREFLIGHT = [
     (b"access-control-allow-headers", b"Content-Type, Content-Encoding, Authorization"),
     (b"access-control-max-age", b"86400"),
 ]
-_KEY_IN_TEXT = re.compile(r'("writeKey"\s*:\s*)"[^"]*"')
+# A string key and a string value, escapes and all: how a writeKey is found in a body that
+# does not parse, whatever escapes spell its name.
+_STRING_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)"((?:[^"\\]|\\.)*)"', re.S)
 
 
 class IngestApp:
@@ -111,10 +133,12 @@ class IngestApp:
 
     async def _answer(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[Any]]:
         path = scope["path"].rstrip("/")
-        if path not in ROUTES:
+        if path not in ROUTES and path != METRICS_PATH:
             return _error(404, "not_found", f"no endpoint {path}; use /v1/batch or /v1/track")
         if scope["method"] != "POST":
             return _error(405, "method_not_allowed", f"{path} takes POST", [(b"allow", b"POST")])
+        if path == METRICS_PATH:
+            return await self._metrics(scope, receive)
         source: str | None = None
         body: bytes | None = None
         # Stamped once the body is in and the key checked: a client that stalls
@@ -123,23 +147,33 @@ class IngestApp:
         received_us = 0
         try:
             headers = dict(scope["headers"])
-            _check_content_type(headers.get(b"content-type", b""))
+            media = _media_type(headers.get(b"content-type", b""))
             wbits = check_encoding(headers.get(b"content-encoding", b"").decode("latin-1"))
             key = basic_user(headers.get(b"authorization"))
             if key is not None:
                 source = self._keys.source_for(key)
             body = await read_body(receive, self._settings.max_request_bytes, wbits)
             kind = ROUTES[path]
-            envelope = decode_batch(body) if kind is None else None
+            envelope, body_key = None, None
+            try:
+                if kind is None:
+                    envelope = decode_batch(body)
+                    body_key = envelope.write_key
+                elif source is None or media not in _JSON_TYPES:
+                    body_key = probe_key(body)
+            except RequestRefused as refused:
+                raise _unsupported(media) if _not_json(refused, media) else refused from None
             if source is None:
-                source = self._keys.source_for(
-                    envelope.write_key if envelope is not None else probe_key(body)
-                )
+                source = self._keys.source_for(body_key)
             received_us, token = self._arrive()
             return await self._ingest(kind, body, envelope, source, received_us)
         except RequestRefused as refused:
             if token is None:
                 received_us, token = self._arrive()
+            if source is None and body is not None and refused.keep:
+                # Authenticated by a writeKey in a body that did not parse: still the
+                # caller's, and kept so that it can be fixed and replayed.
+                source = self._keys.known(_key_in_text(body))
             return await self._refuse(refused, source, received_us, body)
         except Unavailable as unavailable:
             return _error(
@@ -172,23 +206,18 @@ class IngestApp:
             if len(raws) > limit:
                 message = f"the batch holds {len(raws)} events, over the limit of {limit}; split it"
                 raise RequestRefused(413, "batch_too_large", message, field="batch")
-            sent_at, context = envelope.sent_at, envelope.context
+            batch = self._validator.batch(envelope)
         else:
-            raws, sent_at, context = [body], None, None
+            raws, batch = [body], None
+        self._check_stored_size(raws, batch)
 
-        events: list[EventRow] = []
-        failed: list[FailedRow] = []
-        rejected: list[Rejection] = []
-        for index, raw in enumerate(raws):
-            raw = bytes(raw)
-            try:
-                events.append(
-                    self._validator.event(raw, kind, source, received_us, sent_at, context)
-                )
-            except Invalid as bad:
-                rejected.append(Rejection(index, bad.code, bad.field, bad.message))
-                row = _failed_row(source, received_us, bad.code, bad.field, bad.message, raw)
-                failed.append(row)
+        def validate() -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
+            return self._validate(raws, kind, source, received_us, batch)
+
+        if len(body) > _INLINE_BYTES:
+            events, failed, rejected = await asyncio.to_thread(validate)
+        else:
+            events, failed, rejected = validate()
         outcome = await self._writer.submit(events, failed, received_us)
         answer = {
             "success": not rejected,
@@ -204,6 +233,57 @@ class IngestApp:
         status = 400 if kind is not None and rejected else 200
         return status, jsonio.dumps(answer), _JSON_HEADERS
 
+    def _validate(
+        self,
+        raws: list[msgspec.Raw] | list[bytes],
+        kind: str | None,
+        source: str,
+        received_us: int,
+        batch: Batch | None,
+    ) -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
+        events: list[EventRow] = []
+        failed: list[FailedRow] = []
+        rejected: list[Rejection] = []
+        for index, raw in enumerate(raws):
+            raw = bytes(raw)
+            try:
+                events.append(self._validator.event(raw, kind, source, received_us, batch))
+            except Invalid as bad:
+                rejected.append(Rejection(index, bad.code, bad.field, bad.message))
+                row = _failed_row(source, received_us, bad.code, bad.field, bad.message, raw)
+                failed.append(row)
+        return events, failed, rejected
+
+    def _check_stored_size(
+        self, raws: list[msgspec.Raw] | list[bytes], batch: Batch | None
+    ) -> None:
+        """Refuse a request whose events, each with the batch's context merged in, would store
+        more than ``max_stored_bytes``: a small body must not become a large store."""
+        limit = self._settings.max_stored_bytes
+        context = batch.context_bytes if batch is not None else 0
+        stored = sum(len(raw) for raw in raws) + context * len(raws)
+        if stored > limit:
+            raise RequestRefused(
+                413,
+                "request_too_large",
+                f"its events would store {stored} bytes with the batch's context merged into "
+                f"each, over the limit of {limit}; send the context in each event, or fewer "
+                "events per batch",
+                field="context" if context else None,
+            )
+
+    async def _metrics(self, scope: Scope, receive: Receive) -> tuple[int, bytes, list[Any]]:
+        """analytics.js reports its own usage here; read it within the limits and drop it."""
+        headers = dict(scope["headers"])
+        try:
+            wbits = check_encoding(headers.get(b"content-encoding", b"").decode("latin-1"))
+            await read_body(receive, self._settings.max_request_bytes, wbits)
+        except RequestRefused as refused:
+            return _error(refused.status, refused.code, str(refused))
+        except ClientGone:
+            return _error(400, "client_gone", "the client disconnected")
+        return 200, b"{}", _JSON_HEADERS
+
     async def _refuse(
         self, refused: RequestRefused, source: str | None, received_us: int, body: bytes | None
     ) -> tuple[int, bytes, list[Any]]:
@@ -217,15 +297,24 @@ class IngestApp:
         return _error(refused.status, refused.code, str(refused))
 
 
-def _check_content_type(value: bytes) -> None:
-    media = value.split(b";", 1)[0].strip().lower()
-    if media not in _CONTENT_TYPES:
-        raise RequestRefused(
-            415,
-            "unsupported_media_type",
-            f"Content-Type {media.decode('latin-1')!r} is not accepted; send application/json",
-            keep=False,
-        )
+def _media_type(value: bytes) -> bytes:
+    return value.split(b";", 1)[0].strip().lower()
+
+
+def _not_json(refused: RequestRefused, media: bytes) -> bool:
+    """A body that does not parse, sent as something other than JSON: the wrong content,
+    not broken JSON."""
+    return refused.code == "malformed_json" and media not in _JSON_TYPES
+
+
+def _unsupported(media: bytes) -> RequestRefused:
+    return RequestRefused(
+        415,
+        "unsupported_media_type",
+        f"the body, sent as {media.decode('latin-1')!r}, is not JSON; send the events as JSON "
+        "(application/json)",
+        keep=False,
+    )
 
 
 def _failed_row(
@@ -252,17 +341,49 @@ def _payload_json(payload: bytes) -> str:
     """The payload as JSON: itself when it parses, else a JSON string of its text.
 
     A ``writeKey`` in the body is a secret: it is removed, since failed events
-    are readable by anyone granted ``failed_events``.
+    are readable by anyone granted ``failed_events``, however its name is spelled
+    (JSON escapes decode to the same key) and even when the body does not parse.
     """
     try:
         value = jsonio.loads(payload)
     except (jsonio.JSONDecodeError, UnicodeDecodeError, RecursionError):
         text = payload.decode("utf-8", errors="replace")
-        return jsonio.dumps_str(_KEY_IN_TEXT.sub(r'\1"<removed>"', text))
+        return jsonio.dumps_str(_STRING_MEMBER.sub(_redact, text))
     if isinstance(value, dict) and "writeKey" in value:
         value["writeKey"] = "<removed>"
         return jsonio.dumps_str(value)
     return payload.decode()
+
+
+def _is_key_name(spelled: str) -> bool:
+    """Whether a JSON string's contents decode to ``writeKey``."""
+    if spelled == _KEY_NAME:
+        return True
+    if "\\" not in spelled:
+        return False
+    try:
+        return bool(jsonio.loads(f'"{spelled}"') == _KEY_NAME)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError):
+        return False
+
+
+def _redact(match: re.Match[str]) -> str:
+    if _is_key_name(match.group(1)):
+        return f'"{match.group(1)}"{match.group(2)}"<removed>"'
+    return match.group(0)
+
+
+def _key_in_text(body: bytes) -> str | None:
+    """The value of a ``writeKey`` member found in a body's text, parsed or not."""
+    text = body.decode("utf-8", errors="replace")
+    for match in _STRING_MEMBER.finditer(text):
+        if _is_key_name(match.group(1)):
+            try:
+                value = jsonio.loads(f'"{match.group(3)}"')
+            except (jsonio.JSONDecodeError, UnicodeDecodeError):
+                return None
+            return value if isinstance(value, str) else None
+    return None
 
 
 def _error(

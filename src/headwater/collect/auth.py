@@ -58,6 +58,13 @@ class KeyRing:
             )
         return source
 
+    def known(self, key: str | None) -> str | None:
+        """The source of ``key``, or ``None`` when it is no source's (nothing is refused)."""
+        if not key:
+            return None
+        presented = digest(key)
+        return self._lookup(presented, fresh=False) or self._lookup(presented, fresh=True)
+
     def _lookup(self, presented: bytes, *, fresh: bool) -> str | None:
         keys = self._keys(fresh=fresh)
         if keys is not self._indexed:

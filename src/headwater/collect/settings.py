@@ -14,6 +14,11 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     max_request_bytes: int = 500 * 1024
     """Largest request body after decompression; reading stops there and the answer is 413."""
 
+    max_stored_bytes: int = 1024 * 1024
+    """Most bytes one request's events may store, each with the batch's ``context`` merged
+    in: a 150 KB batch of tiny events with a 32 KB context would otherwise store 80 MB.
+    More is answered 413."""
+
     max_batch_events: int = 2500
     """Most events in one ``/v1/batch`` request; more is answered 413."""
 

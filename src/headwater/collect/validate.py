@@ -6,7 +6,7 @@ JSON syntax, UTF-8, number ranges and field types in C; the rules of the
 Segment spec (identity, event name, timestamps) are checked here.
 
 >>> v = Validator(max_event_bytes=32_768, max_depth=64)
->>> row = v.event(b'{"type":"track","event":"Signed Up","userId":"u1"}', None, "web", 0, None, None)
+>>> row = v.event(b'{"type":"track","event":"Signed Up","userId":"u1"}', None, "web", 0, None)
 >>> row[1:4], row[5]
 (('web', 'track', 'Signed Up'), 'u1')
 """
@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from headwater.collect import split
 from headwater.collect.errors import RequestRefused
 from headwater.core import jsonio
 from headwater.core.clock import to_us
@@ -85,17 +87,80 @@ _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _event_decoder = msgspec.json.Decoder(SegmentEvent)
 _batch_decoder = msgspec.json.Decoder(BatchEnvelope)
 _probe_decoder = msgspec.json.Decoder(KeyProbe)
+#: The envelope's fields, by the names a body spells them with.
+_ENVELOPE_FIELDS = {
+    "batch": "batch",
+    "sentAt": "sent_at",
+    "context": "context",
+    "writeKey": "write_key",
+}
 
 
 def decode_batch(body: bytes) -> BatchEnvelope:
-    """Split a ``/v1/batch`` body; a body that does not parse is refused with 400."""
+    """Split a ``/v1/batch`` body; a body that does not parse is refused with 400.
+
+    An event nested too deeply for the fast decoder is split out by
+    :mod:`~headwater.collect.split` and refused alone; a key the envelope holds twice
+    is refused, since a decoder would keep the last and drop the first's events.
+    """
+    if body.count(b'"batch"') > 1:
+        _check_unique(body)
     try:
         return _batch_decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, field = _split(exc)
         raise RequestRefused(400, "invalid_batch", f"{message}", field=field) from None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:
+        return _split_slowly(body)
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _malformed(exc) from None
+
+
+def _check_unique(body: bytes) -> None:
+    try:
+        fields = split.top_level(body)
+    except split.NotAnObject:
+        return  # the decoder says what is wrong with it
+    keys = [key for key, _ in fields]
+    for key in _ENVELOPE_FIELDS:
+        if keys.count(key) > 1:
+            raise RequestRefused(
+                400,
+                "duplicate_key",
+                f"the body holds {key} {keys.count(key)} times; a JSON decoder keeps only the "
+                "last, which would drop the others' events: send it once",
+                field=key,
+            )
+
+
+def _split_slowly(body: bytes) -> BatchEnvelope:
+    """The envelope of a body whose events the fast decoder cannot skip over."""
+    try:
+        fields = dict(split.top_level(body))
+        raws = split.elements(fields["batch"]) if "batch" in fields else []
+    except (split.NotAnObject, jsonio.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _malformed(exc) from None
+    values: dict[str, Any] = {}
+    for key in _ENVELOPE_FIELDS:
+        if key != "batch" and key in fields:
+            try:
+                values[key] = msgspec.json.decode(fields[key])
+            except RecursionError:
+                raise RequestRefused(
+                    400,
+                    "too_deep",
+                    f"the batch's {key} is nested too deeply; flatten it",
+                    field=key,
+                ) from None
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise _malformed(exc) from None
+    try:
+        return msgspec.convert(
+            {**values, "batch": [msgspec.Raw(raw) for raw in raws]}, BatchEnvelope
+        )
+    except msgspec.ValidationError as exc:
+        message, field = _split(exc)
+        raise RequestRefused(400, "invalid_batch", f"{message}", field=field) from None
 
 
 def probe_key(body: bytes) -> str | None:
@@ -104,12 +169,19 @@ def probe_key(body: bytes) -> str | None:
         return _probe_decoder.decode(body).write_key
     except msgspec.ValidationError:
         return None
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except RecursionError:
+        # An event nested too deeply: its key still says whose it is (it is refused alone).
+        try:
+            key = dict(split.top_level(body)).get("writeKey")
+            return msgspec.json.decode(key, type=str | None) if key is not None else None
+        except (split.NotAnObject, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise _malformed(exc) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _malformed(exc) from None
 
 
 def _malformed(exc: BaseException) -> RequestRefused:
-    if isinstance(exc, UnicodeDecodeError):
+    if isinstance(exc, UnicodeDecodeError) or "UTF-8" in str(exc):
         reason = "it is not valid UTF-8"
     elif isinstance(exc, RecursionError):
         reason = "it is nested too deeply"
@@ -120,6 +192,16 @@ def _malformed(exc: BaseException) -> RequestRefused:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a batch gives each of its events, checked once: its ``sentAt``, and the
+    ``context`` merged into each event (which counts towards each event's size)."""
+
+    sent_at: datetime | None = None
+    context: dict[str, Any] | None = None
+    context_bytes: int = 0
+
+
 class Validator:
     """Turns one raw event into an :data:`EventRow`, or raises :class:`Invalid`."""
 
@@ -127,23 +209,31 @@ class Validator:
         self.max_event_bytes = max_event_bytes
         self.max_depth = max_depth
 
+    def batch(self, envelope: BatchEnvelope) -> Batch:
+        """The batch's shared fields, checked once for the whole request."""
+        context = envelope.context
+        if not context:
+            return Batch(envelope.sent_at)
+        if _too_deep((context,), self.max_depth):
+            raise RequestRefused(
+                400,
+                "too_deep",
+                f"the batch's context is nested more than {self.max_depth} levels deep "
+                "(in each event it is merged into); flatten it",
+                field="context",
+            )
+        return Batch(envelope.sent_at, context, len(jsonio.dumps(context)))
+
     def event(
-        self,
-        raw: bytes,
-        kind: str | None,
-        source: str,
-        received_us: int,
-        batch_sent_at: datetime | None,
-        batch_context: dict[str, Any] | None,
+        self, raw: bytes, kind: str | None, source: str, received_us: int, batch: Batch | None
     ) -> EventRow:
         """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch).
 
         A batch's ``context`` is merged into each event, so it counts towards
-        each event's size and depth.
+        each event's size.
         """
-        size = len(raw)
-        if batch_context:
-            size += len(jsonio.dumps(batch_context))
+        batch = batch or _SINGLE
+        size = len(raw) + batch.context_bytes
         if size > self.max_event_bytes:
             raise Invalid(
                 "event_too_large",
@@ -152,9 +242,7 @@ class Validator:
                 "send less in properties, traits or context",
             )
         event = self._decode(raw)
-        if batch_context and _too_deep((batch_context,), self.max_depth):
-            raise self._too_deep()
-        return _row(event, kind, source, received_us, batch_sent_at, batch_context)
+        return _row(event, kind, source, received_us, batch.sent_at, batch.context)
 
     def _decode(self, raw: bytes) -> SegmentEvent:
         try:
@@ -176,6 +264,10 @@ class Validator:
         except RecursionError:
             raise self._too_deep() from None
         except msgspec.DecodeError as exc:
+            if "UTF-8" in str(exc):
+                raise Invalid(
+                    "invalid_utf8", None, "the event holds bytes that are not UTF-8"
+                ) from None
             raise Invalid("malformed_json", None, str(exc)) from None
         # The bracket count bounds the depth from above and costs nothing in C;
         # only events with many containers are walked.
@@ -191,6 +283,9 @@ class Validator:
             None,
             f"the event is nested more than {self.max_depth} levels deep; flatten it",
         )
+
+
+_SINGLE = Batch()
 
 
 def _row(

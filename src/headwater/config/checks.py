@@ -36,7 +36,14 @@ def check(settings: ProjectFile, path: str) -> None:
             _check_sink(sink_name, sink, path)
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
-    if min(limits.max_event_bytes, limits.max_request_bytes, limits.max_batch_events) <= 0:
+    server = settings.server
+    if (
+        min(server.header_timeout_seconds, server.body_timeout_seconds) <= 0
+        or min(server.max_header_bytes, server.max_headers, server.max_connections) < 1
+    ):
+        raise ConfigError("[server] timeouts and limits must be positive numbers", path=path)
+    sizes = (limits.max_event_bytes, limits.max_request_bytes, limits.max_stored_bytes)
+    if min(*sizes, limits.max_batch_events) <= 0:
         raise ConfigError("[collector] limits must be positive numbers", path=path)
 
 

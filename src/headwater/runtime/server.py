@@ -30,7 +30,8 @@ from headwater.runtime.client import (
     write_runtime_file,
 )
 from headwater.runtime.control import control_app
-from headwater.runtime.workspace import engine_for
+from headwater.runtime.protocol import Limits, protocol
+from headwater.runtime.workspace import engine_for, private_folder
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ def serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="pick another with --port (or [server] port), or stop what uses it",
         ) from None
-    project.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(project.data_dir)
     engine = engine_for(project)
     try:
         runtime = Runtime(project, engine, roles)
@@ -126,10 +127,18 @@ async def _serve(
     status: dict[str, object] = {"pid": os.getpid(), "url": url}
 
     drain = project.settings.collector.drain_timeout_seconds
+    server = project.settings.server
+    limits = Limits(
+        header_timeout=server.header_timeout_seconds,
+        body_timeout=server.body_timeout_seconds,
+        max_header_bytes=server.max_header_bytes,
+        max_headers=server.max_headers,
+        max_connections=server.max_connections,
+    )
     main = _Server(
         uvicorn.Config(
             runtime,
-            http="httptools",
+            http=protocol(limits),
             timeout_graceful_shutdown=int(drain) or 1,
             lifespan="off",
             log_level="warning",

@@ -9,8 +9,10 @@ control socket all work through a :class:`Workspace`.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
@@ -32,8 +34,24 @@ from headwater.store.engine import Cost, Engine
 from headwater.store.open import open_engine
 
 
+def private_folder(folder: Path) -> Path:
+    """``folder``, made or kept owner-only (0700) with the files directly in it (0600).
+
+    The data folder holds the events, the run state and the server's address: a folder
+    made by an older version, or under a looser umask, is tightened when opened.
+    """
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if folder.stat().st_uid == os.getuid():
+        folder.chmod(0o700)
+        for entry in folder.iterdir():
+            if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o077:
+                entry.chmod(0o600)
+    return folder
+
+
 def engine_for(project: Project, *, read_only: bool = False) -> Engine:
     """The store of ``project``'s environment."""
+    private_folder(project.data_dir)
     window = parse_duration(project.settings.collector.dedupe_window)
     return open_engine(
         project.settings.store, project.data_dir, dedupe_window=window, read_only=read_only
@@ -50,7 +68,7 @@ def state_for(project: Project) -> StateStore:
     if store.engine == "postgres":
         conninfo = environment_value(store.url or "", where="[store] url")
         return StateStore.beside_postgres(conninfo, f"{store.schema}_metadata")
-    return StateStore.in_folder(project.data_dir)
+    return StateStore.in_folder(private_folder(project.data_dir))
 
 
 class Workspace:
