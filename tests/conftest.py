@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import pyarrow as pa
@@ -21,6 +22,27 @@ from headwater.runtime.client import find_server
 from headwater.store.duckdb import DuckDBEngine
 
 HEADWATER = [sys.executable, "-m", "headwater"]
+T = TypeVar("T")
+
+
+def wait_for(
+    what: str,
+    check: Callable[[], T],
+    timeout: float = 15.0,
+    *,
+    detail: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something true, and return that; fail after
+    ``timeout`` seconds, saying what was awaited (and ``detail()``, such as a server log)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            more = f"\n{detail()}" if detail is not None else ""
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}{more}")
+        time.sleep(0.05)
 
 
 @dataclass

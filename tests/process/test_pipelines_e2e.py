@@ -15,9 +15,8 @@ import math
 import random
 import signal
 import subprocess
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,7 +30,7 @@ from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project, Server, run_cli
+from tests.conftest import HEADWATER, Project, Server, run_cli, wait_for
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -110,17 +109,6 @@ def _running(project: Project) -> Iterator[Server]:
     finally:
         if server.process is not None and server.process.poll() is None:
             server.stop()
-
-
-def _wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, detail: Callable[[], str] = str
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"no {what} within {timeout}s\n{detail()}")
 
 
 def _settled(store: StateStore, name: str, since: datetime) -> bool:
@@ -303,7 +291,7 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
     first = _make_events(rng, "a", days[:3], 240)
     with _running(project) as server, _metadata(project) as store:
         # The start-up pass sets the arrival mark; everything sent from now on is seen.
-        _wait_for(lambda: store.runs.watermark(DAU) is not None, 20, "start-up scheduler pass")
+        wait_for("start-up scheduler pass", lambda: store.runs.watermark(DAU) is not None, 20)
         sending_began = datetime.now(UTC)
         _send(server, project, first)
         out = run_cli(project, "backfill", DAU, "--start", _iso(days[0]), "--end", _iso(days[3]))
@@ -339,8 +327,11 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
     with _running(project) as server, _metadata(project) as store:
         restarted = datetime.now(UTC)
         log = server.log
-        _wait_for(
-            lambda: _settled(store, DAU, restarted), 30, "scheduler pass", lambda: log.read_text()
+        wait_for(
+            "scheduler pass",
+            lambda: _settled(store, DAU, restarted),
+            30,
+            detail=lambda: log.read_text(),
         )
         # The events of days[1] that arrived after it was computed re-opened it.
         assert _dau(project) == expected
@@ -357,13 +348,13 @@ def test_daily_active_users_from_the_collector_then_late_events_through_the_sche
         expected = _expected_dau(everything)
         assert expected != before  # the late events do change days[0]
         wanted_day = {k: v for k, v in expected.items() if k[0] == days[0]}
-        _wait_for(
+        wait_for(
+            f"re-computation of {days[0]:%Y-%m-%d} by the scheduler",
             lambda: {k: v for k, v in _dau(project).items() if k[0] == days[0]} == wanted_day,
             30,
-            f"re-computation of {days[0]:%Y-%m-%d} by the scheduler",
-            lambda: f"{_dau(project)}\n{log.read_text()}",
+            detail=lambda: f"{_dau(project)}\n{log.read_text()}",
         )
-        _wait_for(lambda: _settled(store, DAU, sent_late), 30, "scheduler pass after late events")
+        wait_for("scheduler pass after late events", lambda: _settled(store, DAU, sent_late), 30)
         after = _dau(project)
         assert after == expected
         assert {k: v for k, v in after.items() if k[0] != days[0]} == {
@@ -566,11 +557,11 @@ def _kill_mid_run(project: Project, *args: str) -> None:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for(
+            wait_for(
+                "the slow run to start",
                 lambda: started.exists() or process.poll() is not None,
                 60,
-                "the slow run to start",
-                lambda: log.read_text(),
+                detail=lambda: log.read_text(),
             )
             assert process.poll() is None, f"the run ended before it was killed:\n{log.read_text()}"
             process.send_signal(signal.SIGKILL)

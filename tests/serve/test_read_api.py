@@ -924,7 +924,7 @@ INJECTIONS = [
 
 
 def test_sql_injection_is_refused_or_inert_and_changes_nothing(api: Api) -> None:
-    tables = ["events", "failed_events", USER_SCORES, DAU]
+    tables = ["events", "failed_events", "message_ids", USER_SCORES, DAU]
     listing = "SELECT table_name FROM information_schema.tables ORDER BY table_name"
     names_before = api.project.query(listing).to_pylist()
     before = {table: api.count(table) for table in tables}

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from headwater.state.tables import leases
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import HEADWATER, Project
+from tests.conftest import HEADWATER, Project, wait_for
 from tests.deliver.receiver import Receiver, Reply, Request
 from tests.pg import PostgresServer, postgres_server
 
@@ -64,14 +64,6 @@ def slow(ctx: Context) -> pa.Table:
     return pa.table({"hour": pa.array([ctx.start], pa.timestamp("us", "UTC")),
                      "computed_by": [me]})
 """
-
-
-def _wait(what: str, check: Callable[[], object], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def _expire(state: StateStore, name: str) -> None:
@@ -119,7 +111,7 @@ def test_a_run_that_lost_its_lease_publishes_nothing_and_records_nothing(
         monkeypatch.setenv("HW_TEST_NAME", "first")
         thread = threading.Thread(target=first)
         thread.start()
-        _wait("the first run to compute", (markers / "started-first").exists)
+        wait_for("the first run to compute", (markers / "started-first").exists)
         # The first holder stalls past its lease; the second takes it over and finishes.
         _expire(state, "slow")
         monkeypatch.setenv("HW_TEST_NAME", "second")
@@ -188,7 +180,7 @@ def test_a_stalled_process_that_lost_its_lease_publishes_nothing(
 
     with start("first") as first:
         try:
-            _wait("the first process to compute", (markers / "started-first").exists)
+            wait_for("the first process to compute", (markers / "started-first").exists)
             first.send_signal(signal.SIGSTOP)
             time.sleep(3)  # past its 2 s lease: its renewals stopped with it
             (markers / "go-second").write_text("")
@@ -271,7 +263,7 @@ def test_a_deliverer_that_lost_its_lease_stops_and_its_progress_does_not_land(
             results: list[DeliveryResult] = []
             thread = threading.Thread(target=lambda: results.extend(stalled.deliver()))
             thread.start()
-            _wait("the first batch to arrive", first_seen.is_set)
+            wait_for("the first batch to arrive", first_seen.is_set)
             _expire(state, "deliver:names:hook")
             taken = taker.deliver()
             assert [(r.status, r.rows) for r in taken] == [("delivered", 6)]

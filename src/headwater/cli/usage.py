@@ -20,7 +20,7 @@ ClickException: type[Exception] = _exceptions.ClickException
 
 _NO_SUCH_COMMAND = re.compile(r"No such command '(?P<name>[^']*)'")
 #: Typer's own suggestion, which the fix below replaces with one that shows the command.
-_DID_YOU_MEAN = re.compile(r"\.?\s*Did you mean .*$", re.S)
+_DID_YOU_MEAN = re.compile(r"\.?\s*(?:Did you mean .*|\(Possible options: .*\))$", re.S)
 
 
 def describe(exc: Any) -> tuple[str, str]:

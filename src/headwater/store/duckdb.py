@@ -199,7 +199,7 @@ class DuckDBEngine:
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
         """One read of the store's tables, decided by parsing, run in a read-only
         transaction: DuckDB itself refuses a write the parse let through."""
-        check_read_only(sql, self.dialect, self.list_tables())
+        check_read_only(sql, self.dialect, [*self.list_tables(), *schema.QUERYABLE_INTERNAL])
         with self._cursor() as cur:
             try:
                 cur.execute("BEGIN TRANSACTION READ ONLY")

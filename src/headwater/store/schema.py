@@ -52,8 +52,11 @@ FAILED_EVENTS = pa.schema(
 #: Per name, the largest fencing token an engine has accepted (see ``Engine.replace_interval``).
 FENCES = "_headwater_fences"
 
-#: Tables of Headwater's own bookkeeping, which no pipeline or query reads.
+#: Tables of Headwater's own bookkeeping: not datasets, not listed as the store's tables.
 INTERNAL_TABLES = frozenset({"message_ids", "collector_floors", FENCES})
+#: The one of them ``headwater query`` reads too (docs/events.md: whether an id would be
+#: taken as a duplicate).
+QUERYABLE_INTERNAL = ("message_ids",)
 
 #: The dedupe window: one row per ``(source, message_id)`` seen since the window's start.
 #: ``key_hi``/``key_lo`` are the 128-bit BLAKE2b of the pair (see :func:`message_keys`),

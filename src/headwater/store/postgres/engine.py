@@ -187,7 +187,7 @@ class PostgresEngine:
     def query(self, text: str, params: Sequence[object] = ()) -> pa.Table:
         """One read of the store's tables, decided by parsing, in a READ ONLY transaction:
         PostgreSQL itself refuses a write the parse let through."""
-        check_read_only(text, self.dialect, self.list_tables())
+        check_read_only(text, self.dialect, [*self.list_tables(), *schema.QUERYABLE_INTERNAL])
         with self._connection() as con:
             try:
                 with con.transaction():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import sqlglot
@@ -10,13 +9,6 @@ from py4j.protocol import Py4JError
 from pyspark.sql import DataFrame
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
-
-_LEADING_COMMAND = re.compile(
-    r"^\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(EXPLAIN|SHOW)\b"
-    r"(?:\s+(EXTENDED|CODEGEN|COST|FORMATTED|ANALY[SZ]E)\b)?",
-    re.I | re.S,
-)
-#: Spark SQL functions that call Java methods: a "read-only" SELECT could change state.
 
 
 def quote(identifier: str) -> str:
@@ -29,13 +21,10 @@ def quote(identifier: str) -> str:
 
 
 def referenced(sql: str) -> set[str] | None:
-    """The tables ``sql`` names (without CTEs); ``None`` when sqlglot cannot tell."""
-    match = _LEADING_COMMAND.match(sql)
-    if match is not None and match.group(1).upper() == "SHOW":
-        return None
-    text = sql[match.end() :] if match else sql
+    """The tables ``sql`` names (without CTEs); ``None`` when sqlglot cannot tell (then every
+    table is registered)."""
     try:
-        statements = [s for s in sqlglot.parse(text, read="spark") if s is not None]
+        statements = [s for s in sqlglot.parse(sql, read="spark") if s is not None]
     except (ParseError, TokenError):
         return None
     names: set[str] = set()
