@@ -3,7 +3,7 @@
 Run from the repository root::
 
     .venv/bin/python benchmarks/serve.py            # about 1.5 minutes
-    .venv/bin/python benchmarks/serve.py --quick    # a smoke run of about 15 seconds
+    .venv/bin/python benchmarks/serve.py --quick    # every part, tiny: about 10 seconds
     .venv/bin/python benchmarks/serve.py --profile  # adds where the webhook delivery's time goes
 
 What it measures, in a fresh temporary project with a throwaway PostgreSQL
@@ -83,13 +83,12 @@ from sqlglot import exp
 import headwater
 from headwater.cli.scaffold import add_consumer, init_project
 from headwater.config.project import load_project
-from headwater.deliver.postgres import PostgresReader
 from headwater.deliver.settings import PostgresSink, WebhookSink
 from headwater.deliver.webhook import IDEMPOTENCY, SIGNATURE, batches, body, sign
-from headwater.runtime.workspace import Workspace
+from headwater.runtime.workspace import Workspace, engine_for, state_for
 from headwater.serve.query import Dataset, Reader, encode_cursor, rows_query
-from headwater.state import StateStore
 from headwater.store.duckdb import DuckDBEngine
+from headwater.store.postgres.reader import PostgresReader
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -100,6 +99,12 @@ EMBEDDED = "scores"  # served from the embedded DuckDB store
 SERVED = "scores_pg"  # the same rows, delivered to PostgreSQL and served from there
 HOOK = "scores_hook"  # delivered to the webhook receiver
 BLOCK = 250  # lookups per store before switching to the other
+
+#: Printed with the conditions and the results of a --quick run (tests look for it).
+QUICK_NOTE = (
+    "QUICK RUN (--quick): every phase at a tiny size, to check that the benchmark runs; "
+    "its figures mean nothing"
+)
 
 TARGET_PG_P99_MS = 10.0
 TARGET_EMBEDDED_P99_MS = 50.0
@@ -354,8 +359,8 @@ secret = "${{{SECRET_ENV}}}"
 def build(root: Path, args: argparse.Namespace, hook: Receiver, results: Results) -> Webhook:
     """Run the pipelines and deliver them, in this process; measure the webhook delivery."""
     project = load_project(root)
-    engine = DuckDBEngine.open(project.store_path, project.settings.store)
-    metadata = StateStore.in_folder(project.data_dir, project.settings.pipelines.metadata_url)
+    engine = engine_for(project)
+    metadata = state_for(project)
     service = Workspace(project, engine, metadata)
     try:
         log(f"running {EMBEDDED} and {SERVED} ({args.rows:,} rows each)")
@@ -435,9 +440,7 @@ def build(root: Path, args: argparse.Namespace, hook: Receiver, results: Results
             webhook.profile = profile_delivery(service, interval)
         return webhook
     finally:
-        service.deliverer.close()
-        metadata.close()
-        engine.close()
+        service.close()
 
 
 def profile_delivery(service: Workspace, interval: Any) -> list[str]:
@@ -571,9 +574,11 @@ def postgres_baselines(
             "psycopg, SELECT * ORDER BY key, fetchall", args.rows, seconds
         )
 
-    reader = PostgresReader("pg", sink)
+    # As the server reads a sink with serve = true (runtime/app.py): its pool and its table.
+    reader = PostgresReader("pg", url, sink.pool_size)
     try:
-        dataset = Dataset(SERVED, ("user_id",), pa.schema([]), reader, reader.table(SERVED))
+        table = (sink.schema, f"{sink.table_prefix}{SERVED}")
+        dataset = Dataset(SERVED, ("user_id",), pa.schema([]), reader, table)
         query = lookup_sql(dataset)
 
         def reader_lookup(key: int) -> int:
@@ -752,7 +757,7 @@ def verdict(ok: bool) -> str:
     return "MET" if ok else "MISSED"
 
 
-def report(results: Results) -> None:
+def report(results: Results, quick: bool = False) -> None:
     lk, rd, wh = results.lookups, results.reads, results.webhook
     print()
     print("Read API and delivery benchmark")
@@ -760,6 +765,8 @@ def report(results: Results) -> None:
     print("Conditions")
     for line in [*results.conditions, *results.notes]:
         print(f"  {line}")
+    if quick:
+        print(f"  {QUICK_NOTE}")
 
     print()
     print("Point lookups, GET /api/v1/datasets/{name}/rows/{key}   (milliseconds)")
@@ -818,6 +825,9 @@ def report(results: Results) -> None:
         )
 
     print()
+    if quick:
+        print(QUICK_NOTE)
+        print()
     print("Targets")
     pg_p99, emb_p99 = lk["http_pg"].p99, lk["http_embedded"].p99
     arrow, pg_arrow = rd["http_embedded"].rows_per_second, rd["http_pg"].rows_per_second
@@ -842,19 +852,28 @@ def report(results: Results) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100,000 rows, 500 lookups, 1 read")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 10,000 rows in pages of 2,500, 100 lookups, 1 read",
+    )
     parser.add_argument("--rows", type=int, help="rows of each served dataset (1,000,000)")
     parser.add_argument("--hook-rows", type=int, help="rows delivered to the webhook (200,000)")
     parser.add_argument("--lookups", type=int, help="measured lookups per path (3,000)")
     parser.add_argument("--warmup", type=int, help="lookups before measuring (300)")
-    parser.add_argument("--page", type=int, default=100_000, help="rows per page (100,000)")
+    parser.add_argument("--page", type=int, help="rows per page (100,000)")
     parser.add_argument("--reads", type=int, help="full reads per path (3)")
     parser.add_argument("--profile", action="store_true", help="profile a second webhook delivery")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    defaults = (100_000, 20_000, 500, 100, 1) if args.quick else (1_000_000, 200_000, 3_000, 300, 3)
+    # Quick: several pages and several webhook batches, so the cursors and batching run too.
+    defaults = (
+        (10_000, 2_000, 100, 10, 1, 2_500)
+        if args.quick
+        else (1_000_000, 200_000, 3_000, 300, 3, 100_000)
+    )
     for name, default in zip(
-        ("rows", "hook_rows", "lookups", "warmup", "reads"), defaults, strict=True
+        ("rows", "hook_rows", "lookups", "warmup", "reads", "page"), defaults, strict=True
     ):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -869,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nkept: {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
-    report(results)
+    report(results, args.quick)
     print()
     print(f"(total {(datetime.now(UTC) - started).total_seconds():.0f} s)")
     return 0

@@ -232,6 +232,7 @@ REFUSED = [
 
 # (statement, dialects it must be allowed in)
 ALLOWED = [
+    ("SELECT tag, memory_usage_bytes FROM duckdb_memory()", ("duckdb",)),
     # The standard catalog views list the store's tables and columns.
     ("SELECT table_name FROM information_schema.tables", ("duckdb", "postgres")),
     ("SELECT column_name FROM INFORMATION_SCHEMA.columns", ("duckdb", "postgres")),

@@ -25,6 +25,7 @@ from headwater.core.errors import HeadwaterError, TransientError
 from headwater.runtime import operations
 from headwater.runtime.workspace import Workspace
 from headwater.store.engine import Engine
+from headwater.store.errors import QueryError
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
@@ -43,6 +44,9 @@ def control_app(
             return JSONResponse({"error": 'send {"sql": "...", "params": [...]}'}, status_code=400)
         try:
             table = await run_in_threadpool(engine.query, sql, params)
+        except QueryError as exc:
+            # The client raises its own QueryError: the engine's words, not this sentence.
+            return JSONResponse({"error": exc.reason, "hint": exc.hint}, status_code=400)
         except HeadwaterError as exc:
             return JSONResponse({"error": exc.message, "hint": exc.hint}, status_code=400)
         sink = pa.BufferOutputStream()
