@@ -236,6 +236,52 @@ def test_a_batch_with_two_batch_keys_is_refused_and_kept(
     assert len(kept) == 1
 
 
+def test_a_batch_key_spelled_with_escapes_is_still_a_duplicate(
+    shared_server: Server, shared_project: Project
+) -> None:
+    first, second = _event(), _event()
+    body = (
+        b'{"batch": [' + json.dumps(first).encode() + b'], "b\\u0061tch": ['
+        + json.dumps(second).encode() + b"]}"
+    )  # fmt: skip
+    answer = shared_server.post("/v1/batch", content=body, auth=(shared_project.key, ""))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "duplicate_key"
+    assert _stored(shared_project, str(second["messageId"])) == []
+
+
+def test_a_body_that_breaks_the_slow_scanner_is_a_400_not_a_500(shared_server: Server) -> None:
+    # An invalid escape in a key, seen by the duplicate check before any key is checked.
+    answer = shared_server.post("/v1/batch", content=b'{"\\x":1,"batch":[1],"batch":[2]}')
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["code"] == "malformed_json"
+
+
+def test_write_keys_inside_the_events_of_a_refused_batch_are_removed(
+    shared_server: Server, shared_project: Project
+) -> None:
+    """analytics.js puts the key in every event of a batch; a batch refused whole is kept
+    whole, and no copy of the key may stay in it."""
+    marker = str(uuid.uuid4())
+    key = shared_project.key
+    events = [_event(writeKey=key, event=marker) for _ in range(3)]
+    twice = json.dumps({"batch": events, "writeKey": key})
+    body = twice[:-1] + ', "batch": ' + json.dumps(events) + "}"
+    assert shared_server.post("/v1/b", content=body).status_code == 400
+    # A body that is a list, not an object: refused as a whole, and kept.
+    listed = json.dumps([{"writeKey": key, "event": marker}])
+    assert shared_server.post("/v1/batch", content=listed, auth=(key, "")).status_code == 400
+    rows = [
+        row
+        for code in ("duplicate_key", "invalid_batch")
+        for row in _marked(_failed(shared_project, code), marker)
+    ]
+    assert len(rows) == 2, rows
+    for row in rows:
+        assert key not in row["payload"]
+    assert str(rows[0]["payload"]).count("<removed>") >= 3
+
+
 def test_a_refused_body_authenticated_only_by_its_write_key_is_kept_without_it(
     shared_server: Server, shared_project: Project
 ) -> None:

@@ -27,7 +27,7 @@ from headwater.core.clock import to_us
 from headwater.runtime.workspace import Workspace, engine_for, state_for
 from headwater.state import StateStore
 from headwater.store import schema
-from headwater.store.engine import FLOOR_STALE_SECONDS, IngestBatch
+from headwater.store.engine import FLOOR_STALE_SECONDS, Fence, IngestBatch
 from headwater.store.errors import QueryError, StoreUnavailable
 from headwater.store.postgres import PostgresEngine
 from tests.engines.conftest import PG_SCHEMA
@@ -331,6 +331,21 @@ def test_a_backfill_stops_at_the_shared_floor(
 
 
 # -- what readers see ---------------------------------------------------------------------
+
+
+def test_a_store_made_before_fencing_gets_its_tokens_table_when_opened(
+    pg_url: str, open_store: Callable[[], PostgresEngine]
+) -> None:
+    """A store made by the version before fenced leases has every table but that one; the
+    next open adds it, or no fenced publish could ever land."""
+    open_store().close()
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(f"DROP TABLE {PG_SCHEMA}._headwater_fences")
+    engine = open_store()
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    rows = pa.table({"day": pa.array([day], pa.timestamp("us", "UTC")), "n": [1]})
+    engine.replace_table("daily", rows, Fence("daily", 7))
+    assert engine.select("SELECT n FROM daily", {}).table.to_pylist() == [{"n": 1}]
 
 
 def test_list_tables_shows_the_tables_pipelines_read_and_nothing_internal(

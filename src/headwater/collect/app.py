@@ -15,7 +15,9 @@ import re
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -42,6 +44,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Path → the event type it implies; ``None`` for batch endpoints. analytics.js posts to
 #: the one-letter paths (``/v1/t`` for a track, ``/v1/b`` for a batch).
@@ -100,6 +103,19 @@ class IngestApp:
         self._tokens = itertools.count()
         # Stamping an arrival and reading the floor happen in different threads.
         self._lock = threading.Lock()
+        # Large bodies are decoded here, not on the event loop, and not in the loop's
+        # default executor, which the scheduler, the deliverer and operations hold.
+        self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="headwater-decode")
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=False, cancel_futures=True)
+
+    async def _decoded(self, size: int, work: Callable[[], T]) -> T:
+        """``work()``, in a decoder thread when the body is over ``_INLINE_BYTES``: one
+        request's 2,500 events never hold up the event loop that answers the others."""
+        if size <= _INLINE_BYTES:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._decoders, work)
 
     def arrival_floor(self) -> int:
         """Every event that arrived before this time (µs) is committed or refused.
@@ -154,15 +170,9 @@ class IngestApp:
                 source = self._keys.source_for(key)
             body = await read_body(receive, self._settings.max_request_bytes, wbits)
             kind = ROUTES[path]
-            envelope, body_key = None, None
-            try:
-                if kind is None:
-                    envelope = decode_batch(body)
-                    body_key = envelope.write_key
-                elif source is None or media not in _JSON_TYPES:
-                    body_key = probe_key(body)
-            except RequestRefused as refused:
-                raise _unsupported(media) if _not_json(refused, media) else refused from None
+            envelope, body_key = await self._decoded(
+                len(body), partial(_parse, body, kind, media, probe=source is None)
+            )
             if source is None:
                 source = self._keys.source_for(body_key)
             received_us, token = self._arrive()
@@ -214,10 +224,7 @@ class IngestApp:
         def validate() -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
             return self._validate(raws, kind, source, received_us, batch)
 
-        if len(body) > _INLINE_BYTES:
-            events, failed, rejected = await asyncio.to_thread(validate)
-        else:
-            events, failed, rejected = validate()
+        events, failed, rejected = await self._decoded(len(body), validate)
         outcome = await self._writer.submit(events, failed, received_us)
         answer = {
             "success": not rejected,
@@ -297,6 +304,22 @@ class IngestApp:
         return _error(refused.status, refused.code, str(refused))
 
 
+def _parse(
+    body: bytes, kind: str | None, media: bytes, *, probe: bool
+) -> tuple[BatchEnvelope | None, str | None]:
+    """A batch's envelope, and the write key the body carries (looked for when ``probe``,
+    or when the body is sent as something other than JSON and must be JSON all the same)."""
+    try:
+        if kind is None:
+            envelope = decode_batch(body)
+            return envelope, envelope.write_key
+        if probe or media not in _JSON_TYPES:
+            return None, probe_key(body)
+        return None, None
+    except RequestRefused as refused:
+        raise _unsupported(media) if _not_json(refused, media) else refused from None
+
+
 def _media_type(value: bytes) -> bytes:
     return value.split(b";", 1)[0].strip().lower()
 
@@ -341,18 +364,36 @@ def _payload_json(payload: bytes) -> str:
     """The payload as JSON: itself when it parses, else a JSON string of its text.
 
     A ``writeKey`` in the body is a secret: it is removed, since failed events
-    are readable by anyone granted ``failed_events``, however its name is spelled
-    (JSON escapes decode to the same key) and even when the body does not parse.
+    are readable by anyone granted ``failed_events``, wherever it is in the body,
+    however its name is spelled (JSON escapes decode to the same key) and even
+    when the body does not parse.
     """
     try:
         value = jsonio.loads(payload)
     except (jsonio.JSONDecodeError, UnicodeDecodeError, RecursionError):
         text = payload.decode("utf-8", errors="replace")
         return jsonio.dumps_str(_STRING_MEMBER.sub(_redact, text))
-    if isinstance(value, dict) and "writeKey" in value:
-        value["writeKey"] = "<removed>"
+    if _remove_keys(value):
         return jsonio.dumps_str(value)
     return payload.decode()
+
+
+def _remove_keys(value: object) -> bool:
+    """Replace every ``writeKey`` in ``value``, at any depth (analytics.js puts one in each
+    event of a batch); whether there was one. A loop, not recursion: the payload may be
+    nested as deeply as its decoder allowed."""
+    found = False
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if _KEY_NAME in item:
+                item[_KEY_NAME] = "<removed>"
+                found = True
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(v for v in item if isinstance(v, dict | list))
+    return found
 
 
 def _is_key_name(spelled: str) -> bool:

@@ -87,13 +87,11 @@ _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _event_decoder = msgspec.json.Decoder(SegmentEvent)
 _batch_decoder = msgspec.json.Decoder(BatchEnvelope)
 _probe_decoder = msgspec.json.Decoder(KeyProbe)
-#: The envelope's fields, by the names a body spells them with.
-_ENVELOPE_FIELDS = {
-    "batch": "batch",
-    "sentAt": "sent_at",
-    "context": "context",
-    "writeKey": "write_key",
-}
+#: The envelope's fields, as a body spells them.
+_ENVELOPE_FIELDS = ("batch", "sentAt", "context", "writeKey")
+# A member name spelled with a \u escape: it may be one of the envelope's names in
+# disguise ("b\u0061tch"), which a decoder takes as that name.
+_ESCAPED_KEY = re.compile(rb'"(?:[^"\\]|\\.)*\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:')
 
 
 def decode_batch(body: bytes) -> BatchEnvelope:
@@ -103,7 +101,7 @@ def decode_batch(body: bytes) -> BatchEnvelope:
     :mod:`~headwater.collect.split` and refused alone; a key the envelope holds twice
     is refused, since a decoder would keep the last and drop the first's events.
     """
-    if body.count(b'"batch"') > 1:
+    if body.count(b'"batch"') > 1 or (b"\\u" in body and _ESCAPED_KEY.search(body)):
         _check_unique(body)
     try:
         return _batch_decoder.decode(body)
@@ -119,7 +117,7 @@ def decode_batch(body: bytes) -> BatchEnvelope:
 def _check_unique(body: bytes) -> None:
     try:
         fields = split.top_level(body)
-    except split.NotAnObject:
+    except (split.NotAnObject, jsonio.JSONDecodeError, UnicodeDecodeError):
         return  # the decoder says what is wrong with it
     keys = [key for key, _ in fields]
     for key in _ENVELOPE_FIELDS:

@@ -31,7 +31,7 @@ _AT_MOST_EVERY = 1.0
 
 
 class ProjectWatch:
-    """The project as ``headwater.toml`` says now; ``version`` grows with every reload."""
+    """The project as ``headwater.toml`` says now; a reload makes a new :class:`Project`."""
 
     def __init__(self, project: Project, *, every: float = _AT_MOST_EVERY) -> None:
         self._project = project
@@ -39,7 +39,6 @@ class ProjectWatch:
         self._stamp = _stamp(project)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
-        self.version = 0
 
     def current(self, *, fresh: bool = False) -> Project:
         """The project, loaded again first when the file changed (looked at once a second;
@@ -59,8 +58,6 @@ class ProjectWatch:
                     self._project = load_project(self._project.root, self._project.environment)
                 except HeadwaterError as exc:
                     log.error("headwater.toml does not load; keeping the settings before: %s", exc)
-                else:
-                    self.version += 1
             return self._project
 
     def derived(self, read: Callable[[Project], T]) -> Derived[T]:
@@ -76,17 +73,19 @@ class Derived(Generic[T]):
     def __init__(self, watch: ProjectWatch, read: Callable[[Project], T]) -> None:
         self._watch = watch
         self._read = read
-        self._version = watch.version
-        self._value = read(watch.current())
+        self._source = watch.current()
+        self._value = read(self._source)
 
     def __call__(self, *, fresh: bool = False) -> T:
+        # Compared by identity with the project the value came from (each reload makes a
+        # new one), so a reload between two reads cannot pair a value with the wrong one.
         project = self._watch.current(fresh=fresh)
-        if self._watch.version != self._version:
-            self._version = self._watch.version
+        if project is not self._source:
             try:
                 self._value = self._read(project)
             except HeadwaterError as exc:
                 log.warning("kept the current settings: %s", exc)
+            self._source = project
         return self._value
 
 

@@ -179,7 +179,9 @@ class _Attempt:
             # The pipelines or headwater.toml do not load now (being edited, say): not the
             # delivery's fault, so no attempt is counted; it waits for the files to load.
             when = self.deliverer._clock() + timedelta(seconds=_WAIT_FOR_PROJECT_SECONDS)
-            self.log.failed(delivery, self.lease.holder, delivery.attempts, when, _reason(exc))
+            if not self.log.failed(delivery, self.lease.holder, delivery.attempts, when,
+                                   _reason(exc)):  # fmt: skip
+                return _result(delivery, "pending", 0)
             return _result(delivery, "failed", 0, _reason(exc), when)
         except Exception as exc:
             # One delivery's surprise must not stop the others (they run oldest first, so
@@ -287,7 +289,8 @@ class _Attempt:
             return self._dead(sink, reason, attempts=attempts)
         delay = self.deliverer.backoff(sink, attempts, retry_after)
         when = self.deliverer._clock() + timedelta(seconds=delay)
-        self.log.failed(delivery, self.lease.holder, attempts, when, reason)
+        if not self.log.failed(delivery, self.lease.holder, attempts, when, reason):
+            return _result(delivery, "pending", sent)  # published again, or taken over
         log.warning(
             "%s %s to %s failed (attempt %d of %d): %s; next in %.1fs",
             *(delivery.pipeline, delivery.interval, delivery.sink),
@@ -299,9 +302,10 @@ class _Attempt:
         """The whole (rest of the) delivery becomes one dead letter; replay delivers it again."""
         delivery = self.delivery
         text = _after(reason, attempts)
-        self.log.dead_letter(delivery, self.lease.holder, batch=None, idempotency_key=None,
-                             body=None, rows=0, reason=text, attempts=attempts,
-                             finished=True)  # fmt: skip
+        if not self.log.dead_letter(delivery, self.lease.holder, batch=None,
+                                    idempotency_key=None, body=None, rows=0, reason=text,
+                                    attempts=attempts, finished=True):  # fmt: skip
+            return _result(delivery, "pending", 0)  # published again, or taken over
         log.error("%s %s to %s: dead letter: %s", delivery.pipeline, delivery.interval,
                   delivery.sink, text)  # fmt: skip
         return _result(delivery, "dead", 0, text)

@@ -80,8 +80,11 @@ class Runtime:
         self.workspace = Workspace(self.watch, engine, state_for(project), floor=self._floor)
         self.stopping = threading.Event()
         self._floor_wait = threading.Event()
-        self._readers: dict[str, PostgresReader] = {}
-        self._reader_settings: dict[str, PostgresSink] = {}
+        self._readers: dict[str, tuple[PostgresSink, PostgresReader]] = {}
+        # Readers whose sink's settings changed: a dataset cached a few seconds may still
+        # read through one, so they are closed when the process stops.
+        self._retired: list[PostgresReader] = []
+        self._readers_lock = threading.Lock()
         self._deliver_now = threading.Event()
         self.workspace.pipelines.on_published = self._deliver_now.set
         self.api = api_app(
@@ -139,12 +142,15 @@ class Runtime:
     def close(self) -> None:
         """Commit and answer what is queued, then release the store."""
         self.writer.close(self.project.settings.collector.drain_timeout_seconds)
+        self.ingest.close()
         if "collect" in self.roles and self.engine.floors is not None:
             try:
                 self.engine.floors.retire(self.collector_id)
             except HeadwaterError as exc:
                 log.warning("could not retire the arrival floor: %s", exc)
-        for reader in self._readers.values():
+        for _, reader in self._readers.values():
+            reader.close()
+        for reader in self._retired:
             reader.close()
         self.workspace.close()
 
@@ -219,16 +225,18 @@ class Runtime:
         return served
 
     def _reader(self, name: str, sink: PostgresSink) -> PostgresReader:
-        """A pool on the sink's database, kept while its settings stay the same."""
-        current = self._readers.get(name)
-        if current is not None and self._reader_settings.get(name) == sink:
-            return current
-        if current is not None:
-            current.close()
-        url = environment_value(sink.url, where=f"[sinks.{name}] url")
-        self._readers[name] = PostgresReader(name, url, sink.pool_size)
-        self._reader_settings[name] = sink
-        return self._readers[name]
+        """A pool on the sink's database, kept while its settings stay the same (asked for
+        from the read API's worker threads)."""
+        with self._readers_lock:
+            current = self._readers.get(name)
+            if current is not None and current[0] == sink:
+                return current[1]
+            if current is not None:
+                self._retired.append(current[1])
+            url = environment_value(sink.url, where=f"[sinks.{name}] url")
+            reader = PostgresReader(name, url, sink.pool_size)
+            self._readers[name] = (sink, reader)
+            return reader
 
     async def _healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "alive"})

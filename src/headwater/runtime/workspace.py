@@ -129,7 +129,7 @@ class Workspace:
         return self._graphs.load(
             project.pipelines_dir,
             project.settings.project.dialect,
-            version=self.watch.version,
+            version=project,
             check=lambda graph: check_sinks(graph, project),
         )
 

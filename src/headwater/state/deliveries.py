@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from headwater.core.clock import utc_now
 from headwater.core.types import Interval
-from headwater.state.leases import Holder, holds
+from headwater.state.leases import Holder, still_held
 from headwater.state.tables import dead_letters, deliveries, record
 
 #: ``pending``: not tried yet (or cut short); ``failed``: waiting for its next attempt;
@@ -218,6 +218,8 @@ class DeliveryLog:
         """Keep what could not be delivered and move on (to the next batch, or stop)."""
         now = utc_now()
         with self.engine.begin() as db:
+            if not still_held(db, holder):
+                return False
             # The update first, and only for this run: if the interval was published again
             # meanwhile, nothing is written (and the new run's delivery is left alone).
             moved = db.execute(
@@ -225,7 +227,6 @@ class DeliveryLog:
                 .where(
                     *_key(delivery.pipeline, delivery.sink, delivery.interval.start),
                     deliveries.c.run_id == delivery.run_id,
-                    holds(holder),
                 )
                 .values(
                     status="dead" if finished else "pending",
@@ -261,12 +262,13 @@ class DeliveryLog:
         now = utc_now()
         values.setdefault("next_attempt_at", now)
         with self.engine.begin() as db:
+            if not still_held(db, holder):
+                return False
             result = db.execute(
                 deliveries.update()
                 .where(
                     *_key(delivery.pipeline, delivery.sink, delivery.interval.start),
                     deliveries.c.run_id == delivery.run_id,
-                    holds(holder),
                 )
                 .values(updated_at=now, **values)
             )

@@ -73,18 +73,21 @@ def owner_dead(owner: str) -> bool:
     return False
 
 
-def holds(holder: Holder) -> sa.ColumnElement[bool]:
-    """A condition true while ``holder`` still holds its lease: put it in the ``WHERE`` of a
-    write, and the write lands only if no one has taken the lease over since."""
-    return (
-        sa.select(leases.c.pipeline)
+def still_held(db: sa.Connection, holder: Holder) -> bool:
+    """Inside a write transaction: whether ``holder`` still holds its lease, with the lease's
+    row locked against a takeover until the transaction ends (``FOR SHARE`` on PostgreSQL,
+    whose takeover's ``UPDATE`` then waits; SQLite runs one writer at a time anyway). A
+    write made after this answered ``True`` lands before any new holder's."""
+    row = db.execute(
+        sa.select(leases.c.token)
         .where(
             leases.c.pipeline == holder.name,
             leases.c.owner == holder.owner,
             leases.c.token == holder.token,
         )
-        .exists()
-    )
+        .with_for_update(read=True)
+    ).first()
+    return row is not None
 
 
 class Leases:
@@ -165,8 +168,8 @@ class Leases:
             )
 
     def held(self, holder: Holder) -> bool:
-        with self.engine.connect() as db:
-            return bool(db.execute(sa.select(holds(holder))).scalar())
+        with self.engine.begin() as db:
+            return still_held(db, holder)
 
 
 class Lease:
@@ -216,8 +219,14 @@ class Lease:
     ) -> None:
         self._stop.set()
         self._renewer.join()
-        if not self.lost:
+        if self.lost:
+            return
+        try:
             self.book.release(self.holder)
+        except Exception:
+            # The work is done (or has failed on its own account); an unreleased lease
+            # only expires later.
+            log.exception("%s: could not release the lease; it expires by itself", self.name)
 
     def _renew(self) -> None:
         interval = self.ttl.total_seconds() / 3

@@ -20,7 +20,7 @@ from headwater.core.errors import TransientError
 from headwater.core.types import Interval
 from headwater.state import deliveries
 from headwater.state.errors import LeaseLost
-from headwater.state.leases import Holder, holds
+from headwater.state.leases import Holder, still_held
 from headwater.state.tables import intervals, record, runs, versions, watermarks
 
 RunStatus = Literal["running", "succeeded", "failed"]
@@ -123,9 +123,11 @@ class RunLog:
         """
         now = utc_now()
         with self.engine.begin() as db:
-            fenced = db.execute(
+            if not still_held(db, holder):
+                raise LeaseLost(holder.name, holder.token)
+            db.execute(
                 runs.update()
-                .where(runs.c.id == run_id, holds(holder))
+                .where(runs.c.id == run_id)
                 .values(
                     status="succeeded",
                     finished_at=now,
@@ -133,8 +135,6 @@ class RunLog:
                     rows_written=rows_written,
                 )
             )
-            if not fenced.rowcount:
-                raise LeaseLost(holder.name, holder.token)
             if record_interval:
                 started = db.execute(
                     sa.select(runs.c.started_at).where(runs.c.id == run_id)

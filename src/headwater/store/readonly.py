@@ -54,6 +54,11 @@ _QUERIES: Final = (exp.Select, exp.SetOperation, exp.Values, exp.Subquery)
 # The standard catalog views (the names of tables and columns): the one schema a query
 # may name, where the engine has it as views over its own catalog.
 _CATALOG: Final = "information_schema"
+#: Its views that describe tables and columns (any other name there, DuckDB would read as a
+#: file: information_schema."x.csv").
+_CATALOG_VIEWS: Final = frozenset(
+    {"tables", "columns", "schemata", "views", "table_constraints", "key_column_usage"}
+)
 _CATALOG_DIALECTS: Final = frozenset({"duckdb", "postgres"})
 
 # Statement nodes, wherever they sit in the tree: a DELETE inside a CTE runs as
@@ -193,6 +198,9 @@ _REFUSED_FUNCTIONS: Final = {
         "pg_current_xact_id",
         "lo_import",
         "lo_export",
+        # Full-text statistics and rewriting run the SQL they are given as text.
+        "ts_stat",
+        "ts_rewrite",
     },
     "spark": {"reflect", "java_method", "try_reflect"},
     "bigquery": {"external_query"},
@@ -210,7 +218,7 @@ _REFUSED_PREFIXES: Final = (
     "lo_",
     "pg_ls_",
     "pg_read_",
-    "pg_stat_reset",
+    "pg_stat_",  # other sessions' activity and SQL, and resets
     "pg_sleep",
     "pg_advisory",
     "pg_try_advisory",
@@ -378,6 +386,7 @@ class _Guard:
             and self._fold(db) == _CATALOG
             and isinstance(table.this, exp.Identifier)
             and not self._is_string(table.this)
+            and self._fold(table.this) in _CATALOG_VIEWS
         )
 
     def _check_function(self, node: exp.Func) -> None:

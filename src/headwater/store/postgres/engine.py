@@ -94,9 +94,14 @@ class PostgresEngine:
         with self._connection() as con:
             # Every process opens the store; once the tables exist, opening takes no lock
             # (CREATE INDEX IF NOT EXISTS would lock events against the collectors' commits).
+            # The last object each version adds: a store made by an older version still
+            # gets what is new (the fencing tokens' table) without taking the lock again.
             found = con.execute(
-                "SELECT to_regclass(%s) IS NOT NULL",
-                [sql.Identifier(self.schema, "message_ids_received").as_string(con)],
+                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                [
+                    sql.Identifier(self.schema, "message_ids_received").as_string(con),
+                    sql.Identifier(self.schema, schema.FENCES).as_string(con),
+                ],
             ).fetchone()
             if found is not None and found[0]:
                 return
