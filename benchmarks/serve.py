@@ -26,7 +26,7 @@ What it measures, in a fresh temporary project with a throwaway PostgreSQL
    to Arrow in one query (and, to tell the query from the transport, the same
    paged queries the API runs, run in this process); psycopg fetching the table.
 3. Webhook delivery: a pipeline of 200,000 rows delivered by
-   ``headwater.deliver.service.Deliverer`` (``Workspace.deliver``, as
+   ``headwater.deliver.deliverer.Deliverer`` (``Workspace.deliver``, as
    ``headwater run`` does) to a receiver in another process (a
    ``ThreadingHTTPServer`` that decodes each body, counts its rows and answers
    200), timed from the start of the delivery to its end; the interval is
