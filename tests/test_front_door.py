@@ -426,10 +426,10 @@ def test_a_data_folder_left_open_by_an_older_version_is_closed_when_opened(
 ) -> None:
     project.data_dir.mkdir(mode=0o755, exist_ok=True)
     os.chmod(project.data_dir, 0o755)
-    old = project.data_dir / "metadata.sqlite"
-    old.write_bytes(b"")
+    old = project.data_dir / "server.log"  # any file an older version left readable
+    old.write_text("left over")
     old.chmod(0o644)
-    old.unlink()  # an empty file is no database; the mode of the folder is the point
     project.cli("status")
     assert stat.S_IMODE(project.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
     assert all(not p.stat().st_mode & 0o077 for p in project.data_dir.iterdir() if p.is_file())

@@ -183,7 +183,8 @@ class IngestApp:
             if source is None and body is not None and refused.keep:
                 # Authenticated by a writeKey in a body that did not parse: still the
                 # caller's, and kept so that it can be fixed and replayed.
-                source = self._keys.known(_key_in_text(body))
+                found = await self._decoded(len(body), partial(_key_in_text, body))
+                source = self._keys.known(found)
             return await self._refuse(refused, source, received_us, body)
         except Unavailable as unavailable:
             return _error(

@@ -83,9 +83,9 @@ class Deliverer:
         self.state = state
         self.log = state.deliveries
         self.targets = Targets(resolver)
-        self._outputs = outputs
+        self.outputs = outputs
+        self.clock = clock
         self._lease_ttl = lease_ttl
-        self._clock = clock
         self._jitter = jitter
 
     def deliver_due(
@@ -102,7 +102,7 @@ class Deliverer:
         while not should_stop():
             due = [
                 d
-                for d in self.log.due(self._clock())
+                for d in self.log.due(self.clock())
                 if (d.pipeline, d.sink, d.interval.start) not in seen
             ]
             if not due:
@@ -129,7 +129,7 @@ class Deliverer:
                     if current is None:
                         return None
                     if current.status in ("pending", "failed") and current.next_attempt_at <= (
-                        self._clock()
+                        self.clock()
                     ):
                         return _Attempt(self, current, lease, should_stop).run()
                     # Made (or tried) by another process meanwhile: report how it stands.
@@ -178,7 +178,7 @@ class _Attempt:
         except HeadwaterError as exc:
             # The pipelines or headwater.toml do not load now (being edited, say): not the
             # delivery's fault, so no attempt is counted; it waits for the files to load.
-            when = self.deliverer._clock() + timedelta(seconds=_WAIT_FOR_PROJECT_SECONDS)
+            when = self.deliverer.clock() + timedelta(seconds=_WAIT_FOR_PROJECT_SECONDS)
             if not self.log.failed(delivery, self.lease.holder, delivery.attempts, when,
                                    _reason(exc)):  # fmt: skip
                 return _result(delivery, "pending", 0)
@@ -193,7 +193,7 @@ class _Attempt:
         delivery = self.delivery
         config = self.deliverer.sinks()
         sink = config.sinks.get(delivery.sink)
-        output = self.deliverer._outputs().get(delivery.pipeline)
+        output = self.deliverer.outputs().get(delivery.pipeline)
         if sink is None or output is None:
             missing = (
                 f"sink {delivery.sink} is not in headwater.toml"
@@ -288,7 +288,7 @@ class _Attempt:
         if attempts >= sink.max_attempts:
             return self._dead(sink, reason, attempts=attempts)
         delay = self.deliverer.backoff(sink, attempts, retry_after)
-        when = self.deliverer._clock() + timedelta(seconds=delay)
+        when = self.deliverer.clock() + timedelta(seconds=delay)
         if not self.log.failed(delivery, self.lease.holder, attempts, when, reason):
             return _result(delivery, "pending", sent)  # published again, or taken over
         log.warning(

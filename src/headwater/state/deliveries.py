@@ -218,26 +218,19 @@ class DeliveryLog:
         """Keep what could not be delivered and move on (to the next batch, or stop)."""
         now = utc_now()
         with self.engine.begin() as db:
-            if not still_held(db, holder):
-                return False
-            # The update first, and only for this run: if the interval was published again
-            # meanwhile, nothing is written (and the new run's delivery is left alone).
-            moved = db.execute(
-                deliveries.update()
-                .where(
-                    *_key(delivery.pipeline, delivery.sink, delivery.interval.start),
-                    deliveries.c.run_id == delivery.run_id,
-                )
-                .values(
-                    status="dead" if finished else "pending",
-                    attempts=0,
-                    batches_done=(batch + 1) if batch is not None else delivery.batches_done,
-                    next_attempt_at=now,
-                    last_error=reason,
-                    updated_at=now,
-                )
-            )
-            if not moved.rowcount:
+            # The update first: if the interval was published again meanwhile, or the lease
+            # taken over, nothing is written (and the newer delivery is left alone).
+            if not _moved(
+                db,
+                delivery,
+                holder,
+                status="dead" if finished else "pending",
+                attempts=0,
+                batches_done=(batch + 1) if batch is not None else delivery.batches_done,
+                next_attempt_at=now,
+                last_error=reason,
+                updated_at=now,
+            ):
                 return False
             db.execute(
                 dead_letters.insert().values(
@@ -262,17 +255,7 @@ class DeliveryLog:
         now = utc_now()
         values.setdefault("next_attempt_at", now)
         with self.engine.begin() as db:
-            if not still_held(db, holder):
-                return False
-            result = db.execute(
-                deliveries.update()
-                .where(
-                    *_key(delivery.pipeline, delivery.sink, delivery.interval.start),
-                    deliveries.c.run_id == delivery.run_id,
-                )
-                .values(updated_at=now, **values)
-            )
-            return bool(result.rowcount)
+            return _moved(db, delivery, holder, updated_at=now, **values)
 
     # -- dead letters ------------------------------------------------------------
 
@@ -370,6 +353,22 @@ class DeliveryLog:
             )
             for (pipeline, sink), states in sorted(table.items())
         ]
+
+
+def _moved(db: sa.Connection, delivery: Delivery, holder: Holder, **values: object) -> bool:
+    """Update ``delivery``'s row, only while ``holder`` holds its lease and the row is still
+    of ``delivery``'s run; whether it was."""
+    if not still_held(db, holder):
+        return False
+    result = db.execute(
+        deliveries.update()
+        .where(
+            *_key(delivery.pipeline, delivery.sink, delivery.interval.start),
+            deliveries.c.run_id == delivery.run_id,
+        )
+        .values(**values)
+    )
+    return bool(result.rowcount)
 
 
 def _key(pipeline: str, sink: str, start: datetime) -> tuple[sa.ColumnElement[bool], ...]:
