@@ -612,8 +612,10 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
     ), text
 
     # Replayed while still refused: owed again, refused again, still nothing sent.
-    again = run_cli(hooked, "replay").stdout
+    replayed = run_cli(hooked, "replay", check=False)
+    again = replayed.stdout
     assert f"Replayed: {len(refused)} dead" in again, again
+    assert replayed.returncode == 1, again  # what failed again fails the command
     assert receiver.snapshot() == []
     assert {d["sink"] for d in _dead_letter_list(hooked)} == set(refused)
 

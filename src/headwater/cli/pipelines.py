@@ -52,6 +52,10 @@ def run(
                 highlight=False,
             )
     _print_deliveries(answer["deliveries"])
+    broken = answer.get("broken") or []
+    _print_broken(broken)
+    if broken:
+        raise typer.Exit(1)
 
 
 def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
@@ -115,6 +119,12 @@ def status() -> None:
     ):
         view.add_column(column, overflow="fold")
     for row in report:
+        if row.get("problem"):
+            last_error = Text("does not load" if not row.get("blocked_by") else
+                              f"waits for {row['blocked_by']}", style="bold red")  # fmt: skip
+            view.add_row(row["name"], row["kind"], row["schedule"], "", str(row["intervals_done"]),
+                         "", str(row["intervals_stale"]), "", last_error)  # fmt: skip
+            continue
         kind = row["kind"] + (f" ({row['time']})" if row["time"] else "")
         last = f"{(row['last_run'] or '')[:19]} {row['last_status'] or 'never'}".strip()
         stale = str(row["intervals_stale"])
@@ -126,6 +136,7 @@ def status() -> None:
             Text(row["last_error"] or ""),
         )  # fmt: skip
     console.print(view)
+    _print_broken(report)
     for row in report:
         if row.get("bytes_per_run") is not None:
             console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "
@@ -153,6 +164,28 @@ def status() -> None:
                           "sends them again.")  # fmt: skip
 
 
+def _print_broken(report: list[dict[str, Any]]) -> None:
+    """Each pipeline that does not load: the error, where, the line with a caret, the fix;
+    then those that wait for one."""
+    for row in report:
+        if not row.get("problem") or row.get("blocked_by"):
+            continue
+        console.print(Text(f"{row['name']} does not load: {row['problem']}", style="bold red"))
+        if row.get("where"):
+            console.print(Text(f"  --> {row['where']}"))
+        if row.get("excerpt"):
+            console.print(Text(row["excerpt"]))
+        if row.get("hint"):
+            console.print(Text(f"hint: {row['hint']}"))
+    for row in report:
+        if row.get("problem") and row.get("blocked_by"):
+            console.print(Text(f"{row['name']} does not run until {row['blocked_by']} loads"))
+    broken = sum(1 for row in report if row.get("problem"))
+    if broken:
+        console.print(f"{broken} pipeline{'s' if broken != 1 else ''} cannot run; every other "
+                      "pipeline runs and serves as before.")  # fmt: skip
+
+
 def pipelines() -> None:
     """List pipelines: kind, schedule, time and dependencies."""
     report = operation("list", {})
@@ -165,6 +198,7 @@ def pipelines() -> None:
             ", ".join(row["inputs"]),
         )  # fmt: skip
     console.print(view)
+    _print_broken(report)
 
 
 def render(

@@ -62,6 +62,17 @@ def parse_utc(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def signed_duration(text: str) -> timedelta:
+    """A duration that may be negative: ``"-6d"``, ``"+1h"``, ``"0d"``.
+
+    >>> signed_duration("-6d"), signed_duration("0d")
+    (datetime.timedelta(days=-6), datetime.timedelta(0))
+    """
+    stripped = text.strip()
+    sign = -1 if stripped.startswith("-") else 1
+    return sign * parse_duration(stripped.lstrip("+-"))
+
+
 def parse_duration(text: str) -> timedelta:
     """Parse ``"500ms"``, ``"90s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
     match = _DURATION.match(text)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import inspect
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
-from headwater.core.clock import parse_utc
-from headwater.core.types import Output
-from headwater.process import sql
+from sqlglot import exp
+
+from headwater.core.clock import parse_utc, signed_duration
+from headwater.core.errors import ConfigError
+from headwater.core.types import Interval, Output
+from headwater.process import ranges, sql
 from headwater.process.errors import PipelineError
 from headwater.process.header import split_header
 from headwater.process.python import PythonPipeline
@@ -33,6 +39,8 @@ class Pipeline:
     version: str
     query: sql.Query | None = None
     function: PythonPipeline | None = None
+    #: What range of each input the pipeline reads, relative to its interval.
+    reads: Mapping[str, ranges.Reads] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -48,19 +56,31 @@ class Pipeline:
         time_column = self.header.time_column if self.incremental else None
         return Output(self.name, tuple(self.header.key), time_column)
 
+    def window(self, name: str, column: str, interval: Interval) -> Interval:
+        """The range of input ``name``'s ``column`` read when this pipeline runs
+        ``interval``: declared in the header, derived from the SQL, or (a Python
+        pipeline's undeclared input) the interval itself."""
+        reads = self.reads.get(name)
+        if reads is None:
+            return interval
+        return ranges.window(reads, column, interval)
+
     def start(self) -> datetime | None:
         if self.header.start is None:
             return None
         return parse_utc(self.header.start)
 
 
-def load_file(path: Path, dialect: str) -> Pipeline:
-    """Load one pipeline file."""
+def load_file(path: Path, dialect: str, engine_dialect: str | None = None) -> Pipeline:
+    """Load one pipeline file; with ``engine_dialect``, a SQL pipeline is also compiled
+    for that engine, so one the engine cannot answer as written is refused here."""
     name = path.stem
     if path.suffix == ".sql":
         text = path.read_text(encoding="utf-8")
         header, body = split_header(text, str(path))
         query = sql.parse(body, dialect, str(path))
+        if engine_dialect is not None and engine_dialect != dialect:
+            sql.render(query, engine_dialect)
         pipeline = Pipeline(
             name=name,
             path=path,
@@ -82,7 +102,36 @@ def load_file(path: Path, dialect: str) -> Pipeline:
     else:
         raise PipelineError("pipelines are .sql or .py files", path=str(path))
     _check(pipeline)
-    return pipeline
+    return dataclasses.replace(pipeline, reads=_reads(pipeline))
+
+
+def _reads(pipeline: Pipeline) -> dict[str, ranges.Reads]:
+    """Each input's reads: the header's declaration, else what the SQL shows."""
+    query = pipeline.query
+    found = dict(ranges.table_reads(cast(exp.Expression, query.expression))) if query else {}
+    for name, offsets in pipeline.header.reads.items():
+        if name not in pipeline.inputs:
+            raise PipelineError(
+                f"reads declares a range of {name!r}, which this pipeline does not read",
+                path=str(pipeline.path),
+                hint=f"it reads {', '.join(sorted(pipeline.inputs)) or 'nothing'}",
+            )
+        if len(offsets) != 2:
+            raise PipelineError(
+                f"reads.{name} is {offsets!r}; it is two offsets, from the interval's start "
+                "and from its end",
+                path=str(pipeline.path),
+                hint=f'e.g. reads = {{ {name} = ["-6d", "0d"] }}',
+            )
+        try:
+            pair = (signed_duration(offsets[0]), signed_duration(offsets[1]))
+        except ConfigError as exc:
+            raise PipelineError(
+                f"reads.{name}: {exc.message}", path=str(pipeline.path), hint=exc.hint
+            ) from None
+        # The column does not matter: a declared range holds on whatever the input is by.
+        found[name] = ranges.declared(pair, ranges.ANY_COLUMN)
+    return found
 
 
 def header_fingerprint(header: PipelineHeader) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from headwater.core.errors import TerminalError
 
 
@@ -15,13 +17,44 @@ class PipelineError(TerminalError):
         pipeline: str | None = None,
         path: str | None = None,
         line: int | None = None,
+        column: int | None = None,
         hint: str | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.path = path
         self.line = line
+        #: 1-based column where the parser stopped, when it says.
+        self.column = column if line else None
+        self.problem = message
         where = f"{path}:{line}: " if path and line else f"{path}: " if path else ""
         super().__init__(f"{where}{message}", hint=hint)
+
+    def where(self) -> str | None:
+        """``path:line:column``, as far as known."""
+        parts = [str(p) for p in (self.path, self.line, self.column) if p]
+        return ":".join(parts) if self.path else None
+
+    def excerpt(self) -> str | None:
+        """The file's line the error is on, numbered, and a caret under the column::
+
+        3 | SELEC COUNT(*) FROM events
+          | ^
+        """
+        if not (self.path and self.line):
+            return None
+        try:
+            lines = Path(self.path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return None
+        if not 0 < self.line <= len(lines):
+            return None
+        text = lines[self.line - 1].expandtabs(4)
+        gutter = f"{self.line:>4} | "
+        shown = f"{gutter}{text}"
+        if self.column:
+            pad = " " * (len(gutter) - 2)
+            shown += f"\n{pad}| {' ' * (min(self.column, len(text) + 1) - 1)}^"
+        return shown
 
 
 class GraphError(PipelineError):

@@ -3,25 +3,47 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import GraphError, PipelineError
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Broken:
+    """A pipeline file that does not load, or a pipeline that reads one (``blocked_by``).
+
+    It does not run; every other pipeline does. ``last_good`` is the pipeline as it
+    loaded before the file broke (in this process), so what it published is still served.
+    """
+
+    name: str
+    path: Path
+    error: PipelineError
+    blocked_by: str | None = None
+    last_good: Pipeline | None = None
+
 
 @dataclass(frozen=True)
 class Graph:
-    """Pipelines by name, in an order where every input comes before its readers."""
+    """Pipelines by name, in an order where every input comes before its readers; and the
+    pipelines that do not load, apart, so one broken file stops only itself and its readers."""
 
     pipelines: dict[str, Pipeline]
     order: tuple[str, ...]
+    broken: dict[str, Broken] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Pipeline:
         try:
             return self.pipelines[name]
         except KeyError:
+            if name in self.broken:
+                raise self.broken[name].error from None
             raise PipelineError(
                 f"no pipeline named {name!r}", hint=_suggest(name, self.pipelines)
             ) from None
@@ -52,6 +74,13 @@ class Graph:
         found.discard(name)
         return [n for n in self.order if n in found]
 
+    def outputs(self) -> dict[str, Pipeline]:
+        """Every pipeline whose output can be read: those that load, and the last good
+        version of those that broke since."""
+        found = {b.name: b.last_good for b in self.broken.values() if b.last_good is not None}
+        found.update(self.pipelines)
+        return found
+
 
 def pipeline_files(folder: Path) -> list[Path]:
     """The pipeline files of ``folder`` (``_``-prefixed files are helpers, not pipelines)."""
@@ -61,19 +90,44 @@ def pipeline_files(folder: Path) -> list[Path]:
     return [path for path in files if not path.name.startswith("_")]
 
 
-def load_graph(folder: Path, dialect: str) -> Graph:
-    """Load every pipeline in ``folder`` and check their references."""
+Check = Callable[[Pipeline], None]
+
+
+def load_graph(
+    folder: Path,
+    dialect: str,
+    engine_dialect: str | None = None,
+    *,
+    check: Check | None = None,
+    previous: Graph | None = None,
+) -> Graph:
+    """Load every pipeline in ``folder`` and check their references; a file that fails
+    is set apart with its error (and so is every pipeline that reads it)."""
     pipelines: dict[str, Pipeline] = {}
+    failed: dict[str, tuple[Path, PipelineError]] = {}
     for path in pipeline_files(folder):
-        pipeline = load_file(path, dialect)
-        if pipeline.name in pipelines:
-            raise PipelineError(
-                f"two pipelines are named {pipeline.name}",
-                path=str(path),
-                hint=f"rename one of {pipelines[pipeline.name].path.name} and {path.name}",
+        name = path.stem
+        try:
+            pipeline = load_file(path, dialect, engine_dialect)
+            if check is not None:
+                check(pipeline)
+        except PipelineError as exc:
+            failed.setdefault(name, (path, exc))
+            continue
+        if name in pipelines or name in failed:
+            other = pipelines.pop(name, None)
+            first = other.path if other is not None else failed[name][0]
+            failed[name] = (
+                path,
+                PipelineError(
+                    f"two pipelines are named {name}",
+                    path=str(path),
+                    hint=f"rename one of {first.name} and {path.name}",
+                ),
             )
-        pipelines[pipeline.name] = pipeline
-    return build(pipelines.values())
+            continue
+        pipelines[name] = pipeline
+    return build(pipelines.values(), failed, previous)
 
 
 class GraphLoader:
@@ -87,61 +141,124 @@ class GraphLoader:
         self,
         folder: Path,
         dialect: str,
+        engine_dialect: str | None = None,
         *,
         version: object = None,
-        check: Callable[[Graph], None] | None = None,
+        check: Check | None = None,
     ) -> Graph:
         files = pipeline_files(folder)
         stamp = (
             folder,
             dialect,
+            engine_dialect,
             version,
             tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files),
         )
         if self._cached is None or self._cached[0] != stamp:
-            graph = load_graph(folder, dialect)
-            if check is not None:
-                check(graph)
+            previous = self._cached[1] if self._cached is not None else None
+            graph = load_graph(folder, dialect, engine_dialect, check=check, previous=previous)
+            for name, broken in graph.broken.items():
+                was = previous.broken.get(name) if previous is not None else None
+                if was is None or str(was.error) != str(broken.error):
+                    log.error("pipeline %s does not load: %s", name, broken.error)
             self._cached = (stamp, graph)
         return self._cached[1]
 
 
-def build(pipelines: Iterable[Pipeline]) -> Graph:
+def build(
+    pipelines: Iterable[Pipeline],
+    failed: Mapping[str, tuple[Path, PipelineError]] | None = None,
+    previous: Graph | None = None,
+) -> Graph:
+    """The graph of ``pipelines``; those with unknown inputs, in a cycle, or reading a
+    pipeline that failed are set apart in ``broken``."""
     by_name = {p.name: p for p in pipelines}
-    known = set(by_name) | BUILTIN_TABLES
-    for pipeline in by_name.values():
+    apart: dict[str, Broken] = {}
+
+    def set_apart(name: str, path: Path, error: PipelineError, blocked_by: str | None) -> None:
+        last = previous.outputs().get(name) if previous is not None else None
+        apart[name] = Broken(name, path, error, blocked_by, last)
+        by_name.pop(name, None)
+
+    for name, (path, error) in (failed or {}).items():
+        set_apart(name, path, error, None)
+    known = set(by_name) | set(apart) | BUILTIN_TABLES
+    for pipeline in list(by_name.values()):
         for name in sorted(pipeline.inputs - known):
-            raise GraphError(
+            error = GraphError(
                 f"reads {name!r}, which is neither a table nor a pipeline",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
                 hint=_suggest(name, known),
             )
-    return Graph(by_name, tuple(_order(by_name)))
+            set_apart(pipeline.name, pipeline.path, error, None)
+            break
+    for cycle in _cycles(by_name):
+        for name in [n for n in cycle[:-1] if n in by_name]:
+            error = GraphError(
+                f"pipelines read each other in a cycle: {' -> '.join(cycle)}",
+                pipeline=name,
+                path=str(by_name[name].path),
+                hint="break the cycle: a pipeline cannot read its own output, even indirectly",
+            )
+            set_apart(name, by_name[name].path, error, None)
+    # Readers of a pipeline set apart wait for it, and so do their readers.
+    changed = True
+    while changed:
+        changed = False
+        for pipeline in list(by_name.values()):
+            waiting = sorted(pipeline.inputs & set(apart))
+            if waiting:
+                cause = apart[waiting[0]].blocked_by or waiting[0]
+                error = PipelineError(
+                    f"reads {waiting[0]!r}, which does not load",
+                    pipeline=pipeline.name,
+                    path=str(pipeline.path),
+                    hint=f"fix {apart[cause].path.name}; this pipeline runs again once it loads",
+                )
+                set_apart(pipeline.name, pipeline.path, error, cause)
+                changed = True
+    return Graph(by_name, tuple(_order(by_name)), apart)
 
 
-def _order(pipelines: dict[str, Pipeline]) -> list[str]:
-    order: list[str] = []
+def _cycles(pipelines: dict[str, Pipeline]) -> list[list[str]]:
+    """Each cycle found in a depth-first walk, as a path that ends where it starts."""
+    cycles: list[list[str]] = []
     state: dict[str, str] = {}  # "visiting" or "done"
 
     def visit(name: str, path: list[str]) -> None:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            cycle = [*path[path.index(name) :], name]
-            raise GraphError(
-                f"pipelines read each other in a cycle: {' -> '.join(cycle)}",
-                path=str(pipelines[name].path),
-                hint="break the cycle: a pipeline cannot read its own output, even indirectly",
-            )
+            cycles.append([*path[path.index(name) :], name])
+            return
         state[name] = "visiting"
         for parent in sorted(pipelines[name].inputs - BUILTIN_TABLES):
-            visit(parent, [*path, name])
+            if parent in pipelines:
+                visit(parent, [*path, name])
         state[name] = "done"
-        order.append(name)
 
     for name in sorted(pipelines):
         visit(name, [])
+    return cycles
+
+
+def _order(pipelines: dict[str, Pipeline]) -> list[str]:
+    """Every pipeline after what it reads (the graph has no cycle left)."""
+    order: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        done.add(name)
+        for parent in sorted(pipelines[name].inputs - BUILTIN_TABLES):
+            if parent in pipelines:
+                visit(parent)
+        order.append(name)
+
+    for name in sorted(pipelines):
+        visit(name)
     return order
 
 

@@ -26,7 +26,7 @@ from headwater.process.errors import PipelineError
 from headwater.process.settings import AUDIT_KEYS, HEADER_KEYS, PipelineHeader
 
 _HEADER = re.compile(r"\A(?:\s*--[^\n]*\n)*\s*/\*\s*headwater\b(?P<toml>.*?)\*/", re.S)
-_TOML_LINE = re.compile(r"at line (\d+)")
+_TOML_LINE = re.compile(r"at line (\d+), column (\d+)")
 _UNKNOWN = re.compile(r"unknown field `(?P<key>[^`]+)`")
 
 
@@ -42,6 +42,9 @@ def split_header(text: str, path: str) -> tuple[PipelineHeader, str]:
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_LINE.search(str(exc))
         line = first_line + int(found.group(1)) - 1 if found else first_line
+        column = int(found.group(2)) if found else None
+        if found and found.group(1) == "1":
+            column = None  # the header's first line shares the file's line with "/* headwater"
         hint = None
         if text[match.end() :].split("\n", 1)[0].strip():
             # The comment closed mid-line: a "*/" inside the header, as in "*/15".
@@ -50,7 +53,11 @@ def split_header(text: str, path: str) -> tuple[PipelineHeader, str]:
                 'list the minutes instead: "0,15,30,45 * * * *"'
             )
         raise PipelineError(
-            f"the header is not valid TOML ({exc})", path=path, line=line, hint=hint
+            f"the header is not valid TOML ({exc})",
+            path=path,
+            line=line,
+            column=column,
+            hint=hint,
         ) from None
     header = from_mapping(raw, path, toml, first_line)
     # Blank out the header but keep its newlines, so SQL errors point at file lines.
@@ -68,7 +75,7 @@ def from_mapping(
         text = str(exc)
         unknown = _UNKNOWN.search(text)
         key = unknown.group("key") if unknown else None
-        line = _line_of(toml, key, first_line) if key else None
+        line, column = _line_of(toml, key, first_line) if key else (None, None)
         if unknown:
             nested = "$.audits" in text
             allowed = AUDIT_KEYS if nested else HEADER_KEYS
@@ -76,14 +83,17 @@ def from_mapping(
                 f"unknown {'audit' if nested else 'header'} key `{key}`",
                 path=path,
                 line=line,
+                column=column,
                 hint=f"allowed keys: {', '.join(allowed)}",
             ) from None
         raise PipelineError(f"bad header value: {text}", path=path, line=first_line) from None
 
 
-def _line_of(toml: str, key: str | None, first_line: int) -> int:
-    pattern = re.compile(rf"(^|[\s{{,]){re.escape(key or '')}\s*=", re.M)
+def _line_of(toml: str, key: str | None, first_line: int) -> tuple[int, int | None]:
+    """The file line and 1-based column of ``key =`` in the header."""
+    pattern = re.compile(rf"(^|[\s{{,])(?P<key>{re.escape(key or '')})\s*=", re.M)
     for number, line in enumerate(toml.splitlines()):
-        if pattern.search(line):
-            return first_line + number
-    return first_line
+        found = pattern.search(line)
+        if found:
+            return first_line + number, found.start("key") + 1 if number else None
+    return first_line, None

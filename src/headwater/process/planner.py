@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from headwater.core.types import Interval
-from headwater.process import sql
+from headwater.process import ranges, sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline
 from headwater.process.graph import Graph
 from headwater.process.schedule import floor as cron_floor
@@ -106,35 +106,69 @@ class Planner:
                 "WHERE received_at >= $start AND received_at < $end",
                 self.engine.dialect,
             )
-            minutes = self.engine.select(query, {"start": mark, "end": floor}).table
-            starts = {
-                interval_at(pipeline.header.schedule, m).start
-                for m in minutes["m"].to_pylist()
-                if m is not None
-            }
-            count = self.runs.mark_stale(pipeline.name, starts, "late events arrived")
+            table = self.engine.select(query, {"start": mark, "end": floor}).table
+            minutes = sorted(m for m in table["m"].to_pylist() if m is not None)
+            count = self.runs.mark_stale(
+                pipeline.name, self._reading(pipeline, minutes), "late events arrived"
+            )
         if mark is None or mark < floor:
             self.runs.set_watermark(pipeline.name, floor)
         return count
 
+    def _reading(self, pipeline: Pipeline, minutes: list[datetime]) -> set[datetime]:
+        """The done intervals whose read range of ``events`` holds one of ``minutes`` (the
+        minutes late events belong to): the interval itself, and with a trailing window,
+        every later one whose window reaches back to it."""
+        found: set[datetime] = set()
+        if not minutes:
+            return found
+        for start, state in self.runs.intervals(pipeline.name).items():
+            if state.status != "done":
+                continue
+            read = pipeline.window("events", "timestamp", state.interval)
+            # Minutes are truncated: one before the window's start may hold a later second.
+            index = bisect.bisect_left(minutes, read.start - timedelta(minutes=1))
+            if index < len(minutes) and minutes[index] < read.end:
+                found.add(start)
+        return found
+
     def propagate(self, pipeline: Pipeline) -> int:
-        """Mark intervals of ``pipeline`` stale whose inputs were published after them."""
+        """Mark intervals of ``pipeline`` stale whose read range of an input holds an
+        interval published after them (or stale itself)."""
         mine = self.runs.intervals(pipeline.name)
         if not mine:
             return 0
         stale: set[datetime] = set()
         for name in pipeline.inputs - BUILTIN_TABLES:
             upstream = sorted(self.runs.intervals(name).values(), key=lambda s: s.interval)
+            if not upstream:
+                continue
             starts = [s.interval.start for s in upstream]
+            # Most passes nothing changed: skip the windows when no input interval is
+            # newer than the oldest of ours.
+            newest = max(s.done_at for s in upstream)
+            any_stale = any(s.status == "stale" for s in upstream)
+            source = self.graph[name]
             for state in mine.values():
-                if state.status != "done":
+                if state.status != "done" or state.interval.start in stale:
                     continue
-                window = state.interval if pipeline.incremental else None
-                for other in _overlapping(upstream, starts, window):
+                if newest <= state.done_at and not any_stale:
+                    continue
+                for other in _overlapping(upstream, starts, self._read(pipeline, source, state)):
                     if other.done_at > state.done_at or other.status == "stale":
                         stale.add(state.interval.start)
                         break
         return self.runs.mark_stale(pipeline.name, stale, "an input was re-published")
+
+    @staticmethod
+    def _read(pipeline: Pipeline, source: Pipeline, state: IntervalState) -> Interval | None:
+        """What ``pipeline`` read of ``source`` when it ran ``state``'s interval: None for
+        everything (a full pipeline reads all of its inputs)."""
+        if not pipeline.incremental:
+            return None
+        if not source.incremental or source.header.time_column is None:
+            return state.interval  # a full input: as it stood over the interval
+        return pipeline.window(source.name, source.header.time_column, state.interval)
 
     # -- due intervals -----------------------------------------------------------
 
@@ -197,7 +231,15 @@ class Planner:
                 if not any(s.status == "done" for s in states):
                     return False
                 continue
-            wanted = _covering(upstream, interval)
+            read = pipeline.window(name, upstream.header.time_column or "", interval)
+            # Before the input's first interval there is nothing to wait for; a read with
+            # no upper limit waits for what exists by the end of this interval.
+            first = self.start(upstream)
+            lower = max(read.start, first) if first is not None else read.start
+            upper = interval.end if read.end == ranges.LATEST else read.end
+            if upper <= lower:
+                continue
+            wanted = _covering(upstream, Interval(lower, upper))
             by_start = {s.interval.start: s for s in states}
             for needed in wanted:
                 state = by_start.get(needed.start)

@@ -70,6 +70,11 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     """Where each published interval is also delivered: names of ``[sinks.NAME]`` tables in
     ``headwater.toml``. The engine's own table is always written."""
 
+    reads: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Incremental pipelines: the range of an input read for an interval, where the SQL does
+    not show it (a Python pipeline, or bounds the SQL computes): ``{ daily = ["-6d", "0d"] }``
+    reads ``[start - 6 days, end)`` of ``daily``. Derived from the SQL otherwise."""
+
     description: str = ""
     """Shown by ``headwater pipelines``."""
 

@@ -49,10 +49,14 @@ def parse(sql: str, dialect: str, path: str) -> Query:
     except ParseError as exc:
         first = exc.errors[0] if exc.errors else {}
         description = _TOKEN.sub(r"'\1'", str(first.get("description", exc)))
+        line, end = first.get("line"), first.get("col")
+        # sqlglot reports the column where the offending token ends; point at its start.
+        column = end - len(first.get("highlight") or "") + 1 if end else None
         raise PipelineError(
             f"the SQL does not parse: {description}",
             path=path,
-            line=first.get("line"),
+            line=line,
+            column=column if column and column > 0 else None,
         ) from None
     if len(statements) != 1:
         raise PipelineError(

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from headwater.process.definition import Pipeline
+from headwater.process.graph import Broken
 from headwater.process.render import cost
 from headwater.process.schedule import following
 from headwater.process.service import PipelineService, span
@@ -31,6 +32,13 @@ class PipelineStatus:
     stale_reasons: list[str] = field(default_factory=list)
     #: BigQuery: bytes one interval bills, by a dry run of the next one (free).
     bytes_per_run: int | None = None
+    #: Set when the file does not load (or reads one that does not): the error, the
+    #: file's line with a caret where the parser stopped, and the fix.
+    problem: str | None = None
+    where: str | None = None
+    excerpt: str | None = None
+    hint: str | None = None
+    blocked_by: str | None = None
 
 
 def status(service: PipelineService) -> list[PipelineStatus]:
@@ -72,7 +80,39 @@ def status(service: PipelineService) -> list[PipelineStatus]:
                 bytes_per_run=_billed(service, pipeline),
             )
         )
+    for broken in graph.broken.values():
+        report.append(_broken(service, broken, now))
     return report
+
+
+def _broken(service: PipelineService, broken: Broken, now: datetime) -> PipelineStatus:
+    """A pipeline that does not load: its error where the file says it, and what it did
+    before (its run history stays)."""
+    known = broken.last_good
+    states = service.state.runs.intervals(broken.name)
+    runs = service.state.runs.runs(broken.name, limit=1)
+    last = runs[0] if runs else None
+    return PipelineStatus(
+        name=broken.name,
+        kind=known.header.kind if known else "broken",
+        language="sql" if broken.path.suffix == ".sql" else "python",
+        schedule=known.header.schedule if known else "",
+        time=known.header.time if known and known.incremental else None,
+        inputs=sorted(known.inputs) if known else [],
+        last_run=last.started_at if last else None,
+        last_status=last.status if last else None,
+        last_error=last.error if last and last.status == "failed" else None,
+        intervals_done=sum(1 for s in states.values() if s.status == "done"),
+        intervals_missing=0,
+        intervals_stale=sum(1 for s in states.values() if s.status == "stale"),
+        intervals_changed=0,
+        next_run=None,
+        problem=broken.error.problem,
+        where=broken.error.where(),
+        excerpt=broken.error.excerpt(),
+        hint=broken.error.hint,
+        blocked_by=broken.blocked_by,
+    )
 
 
 def _billed(service: PipelineService, pipeline: Pipeline) -> int | None:

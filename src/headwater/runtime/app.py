@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -65,6 +65,13 @@ class Runtime:
         self.collector_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.registry = CollectorRegistry()
         self.metrics = CollectorMetrics(self.registry)
+        self._broken_gauge = Gauge(
+            "headwater_pipeline_broken",
+            "1 for each pipeline that does not load (reason does_not_load) or reads one that "
+            "does not (reason waits)",
+            ["pipeline", "reason"],
+            registry=self.registry,
+        )
         window = parse_duration(settings.dedupe_window)
         self.writer = Writer(
             engine,
@@ -208,12 +215,12 @@ class Runtime:
         """
         served = {"events": Served(("source", "message_id")), "failed_events": Served(("id",))}
         try:
-            graph = self.workspace.graph()
+            outputs = self.workspace.graph().outputs()
         except HeadwaterError as exc:
             log.warning("read API: pipelines do not load (%s); serving the event tables", exc)
             return served
         sinks = self.workspace.project.settings.sinks
-        for pipeline in graph:
+        for pipeline in outputs.values():
             key = tuple(pipeline.header.key)
             served[pipeline.name] = Served(key)
             for name in pipeline.header.sinks:
@@ -243,8 +250,9 @@ class Runtime:
 
     async def _readyz(self, request: Request) -> Response:
         problems = []
+        pipelines = await asyncio.to_thread(self._pipeline_health)
         if "collect" not in self.roles:
-            return JSONResponse({"status": "ready", "roles": sorted(self.roles)})
+            return JSONResponse({"status": "ready", "roles": sorted(self.roles), **pipelines})
         if not self.writer.accepting:
             problems.append("the writer is not accepting events (shutting down)")
         if not self.writer.healthy:
@@ -253,7 +261,28 @@ class Runtime:
             problems.append("the writer's queue is full")
         if problems:
             return JSONResponse({"status": "unready", "problems": problems}, status_code=503)
-        return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "ready", **pipelines})
+
+    def _pipeline_health(self) -> dict[str, object]:
+        """Pipeline files that do not load. They stop only themselves and their readers, so
+        the process stays ready (a collector taken out of rotation would lose events)."""
+        try:
+            broken = self.workspace.graph().broken
+        except HeadwaterError as exc:
+            return {"pipelines": f"do not load: {exc}"}
+        self._broken_gauge.clear()
+        for name, item in broken.items():
+            self._broken_gauge.labels(pipeline=name, reason="waits" if item.blocked_by else
+                                      "does_not_load").set(1)  # fmt: skip
+        if not broken:
+            return {}
+        return {
+            "pipelines_broken": {
+                name: {"error": str(item.error), "waits_for": item.blocked_by}
+                for name, item in sorted(broken.items())
+            }
+        }
 
     async def _metrics(self, request: Request) -> Response:
+        await asyncio.to_thread(self._pipeline_health)
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)

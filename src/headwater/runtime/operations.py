@@ -24,6 +24,7 @@ import msgspec
 
 from headwater.core.clock import parse_utc
 from headwater.core.errors import ConfigError
+from headwater.process.graph import Broken
 from headwater.process.service import Progress
 from headwater.runtime.workspace import Workspace
 from headwater.store import transfer
@@ -87,6 +88,7 @@ class Operation(Generic[A]):
 
 
 def _list(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    graph = workspace.graph()
     return [
         {
             "name": p.name,
@@ -99,8 +101,33 @@ def _list(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
             "path": str(p.path),
             "description": p.header.description,
         }
-        for p in workspace.graph()
+        for p in graph
+    ] + [
+        {
+            "name": b.name,
+            "language": "sql" if b.path.suffix == ".sql" else "python",
+            "kind": "broken",
+            "schedule": "",
+            "time": None,
+            "time_column": None,
+            "inputs": [],
+            "path": str(b.path),
+            "description": None,
+            **_problem(b),
+        }
+        for b in graph.broken.values()
     ]
+
+
+def _problem(broken: Broken) -> dict[str, object]:
+    """Why a pipeline does not load, where, and the fix: as ``status`` shows it."""
+    return {
+        "problem": broken.error.problem,
+        "where": broken.error.where(),
+        "excerpt": broken.error.excerpt(),
+        "hint": broken.error.hint,
+        "blocked_by": broken.blocked_by,
+    }
 
 
 def _status(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
@@ -120,7 +147,12 @@ def _run(workspace: Workspace, args: Span, progress: ProgressSink | None) -> obj
 
 
 def _due(workspace: Workspace, args: Due, progress: ProgressSink | None) -> object:
-    return _with_deliveries(workspace, workspace.run_due(_reporter(progress)), args.deliver)
+    answer = _with_deliveries(workspace, workspace.run_due(_reporter(progress)), args.deliver)
+    if not isinstance(answer, dict):
+        return answer
+    # Every pipeline that loads ran; those that do not are reported, so a cron job fails.
+    answer["broken"] = [{"name": b.name, **_problem(b)} for b in workspace.graph().broken.values()]
+    return answer
 
 
 def _backfill(workspace: Workspace, args: Span, progress: ProgressSink | None) -> object:

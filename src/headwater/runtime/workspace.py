@@ -24,6 +24,7 @@ from headwater.deliver.replay import ReplayResult, replay
 from headwater.deliver.settings import PostgresSink
 from headwater.deliver.targets import Sinks
 from headwater.process import render, status
+from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph, GraphLoader
 from headwater.process.runner import RunResult
@@ -129,12 +130,14 @@ class Workspace:
         return self._graphs.load(
             project.pipelines_dir,
             project.settings.project.dialect,
+            self.engine.dialect,
             version=project,
-            check=lambda graph: check_sinks(graph, project),
+            check=lambda pipeline: check_sinks(pipeline, project),
         )
 
     def outputs(self) -> Mapping[str, Output]:
-        return {pipeline.name: pipeline.output for pipeline in self.graph()}
+        """Every readable output, including the last good one of a file broken since."""
+        return {name: pipeline.output for name, pipeline in self.graph().outputs().items()}
 
     def sinks(self) -> Sinks:
         project = self.project
@@ -217,26 +220,25 @@ class Workspace:
         self.engine.close()
 
 
-def check_sinks(graph: Graph, project: Project) -> None:
+def check_sinks(pipeline: Pipeline, project: Project) -> None:
     """Every sink a pipeline names is declared, and can take the pipeline's output."""
     declared = project.settings.sinks
-    for pipeline in graph:
-        for name in pipeline.header.sinks:
-            sink = declared.get(name)
-            if sink is None:
-                known = ", ".join(sorted(declared)) or "none yet"
-                raise PipelineError(
-                    f"sinks names {name!r}, which is not a [sinks.{name}] table in "
-                    f"headwater.toml (declared: {known})",
-                    pipeline=pipeline.name,
-                    path=str(pipeline.path),
-                    hint=f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
-                )
-            if isinstance(sink, PostgresSink) and not pipeline.header.key:
-                raise PipelineError(
-                    f"sink {name!r} is a PostgreSQL table, upserted by key, and this pipeline "
-                    "declares no key",
-                    pipeline=pipeline.name,
-                    path=str(pipeline.path),
-                    hint='declare the output\'s key in the header: key = ["user_id"]',
-                )
+    for name in pipeline.header.sinks:
+        sink = declared.get(name)
+        if sink is None:
+            known = ", ".join(sorted(declared)) or "none yet"
+            raise PipelineError(
+                f"sinks names {name!r}, which is not a [sinks.{name}] table in "
+                f"headwater.toml (declared: {known})",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint=f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
+            )
+        if isinstance(sink, PostgresSink) and not pipeline.header.key:
+            raise PipelineError(
+                f"sink {name!r} is a PostgreSQL table, upserted by key, and this pipeline "
+                "declares no key",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint='declare the output\'s key in the header: key = ["user_id"]',
+            )
