@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 
 from headwater.config.project import load_project
+from headwater.core.types import Interval
 from headwater.process.runner import RunResult
 from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
@@ -540,3 +541,111 @@ def test_fake_clock_drives_status(rig: Rig) -> None:
     rig.clock.now = T0 + 5 * HOUR + timedelta(minutes=30)
     [status] = rig.service.status()
     assert (status.intervals_missing, status.next_run) == (5, T0 + 6 * HOUR)
+
+
+# -- trailing windows -----------------------------------------------------------------
+
+DAILY_COUNTS = """/* headwater
+schedule = "@daily"
+kind = "incremental"
+time = "timestamp"
+time_column = "day"
+*/
+SELECT TIMESTAMP_TRUNC(timestamp, DAY) AS day, COUNT(*) AS events
+FROM events WHERE timestamp >= @start AND timestamp < @end
+GROUP BY day
+"""
+#: Seven days of daily_counts, read through a shifted bound.
+ROLLING_7D = """/* headwater
+schedule = "@daily"
+kind = "incremental"
+time_column = "day"
+*/
+SELECT CAST(@start AS TIMESTAMP) AS day, SUM(events) AS events_7d
+FROM daily_counts
+WHERE day >= TIMESTAMP_SUB(@start, INTERVAL 6 DAY) AND day < @end
+"""
+#: Seven days of events themselves, by event time.
+USERS_7D = """/* headwater
+schedule = "@daily"
+kind = "incremental"
+time = "timestamp"
+time_column = "day"
+start = "{start}"
+*/
+SELECT CAST(@start AS TIMESTAMP) AS day, COUNT(DISTINCT user_id) AS users_7d
+FROM events
+WHERE @start - INTERVAL 6 DAY <= timestamp AND timestamp < @end
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_late_event_re_runs_every_trailing_window_that_reads_its_day(rig: Rig) -> None:
+    today = datetime(2026, 3, 20, tzinfo=UTC)
+    days = [today - (14 - k) * DAY for k in range(14)]
+    rig.write("daily_counts.sql", DAILY_COUNTS)
+    rig.write("rolling_7d.sql", ROLLING_7D)
+    rig.write("users_7d.sql", USERS_7D.format(start=days[0].date().isoformat()))
+    sent: list[datetime] = []  # each event's time, users are one per event
+    for index, day in enumerate(days):
+        rig.ingest(today + timedelta(minutes=5), day + 6 * HOUR, count=index + 1)
+        sent += [day + 6 * HOUR] * (index + 1)
+    rig.clock.now = today + HOUR
+    for name in ("rolling_7d", "users_7d"):
+        rig.service.backfill(name, days[0], today)
+
+    def expected() -> tuple[dict[datetime, tuple[Any, ...]], dict[datetime, tuple[Any, ...]]]:
+        """Both windows recomputed from every event sent so far."""
+        rolling = {d: (sum(1 for t in sent if d - 6 * DAY <= t < d + DAY),) for d in days}
+        return rolling, rolling  # one user per event: distinct users = events
+
+    rolling, users = expected()
+    assert rig.table("rolling_7d", "day") == rolling
+    assert rig.table("users_7d", "day") == users
+
+    # One late event for days[3]: it belongs to seven windows, days[3] to days[9].
+    rig.ingest(today + 2 * HOUR, days[3] + 12 * HOUR)
+    sent.append(days[3] + 12 * HOUR)
+    rig.clock.now = today + 3 * HOUR
+    reran: list[tuple[str, datetime]] = []
+    for _ in range(10):
+        done = _done(rig.service.run_due())
+        if not done:
+            break
+        reran += done
+    affected = days[3:10]
+    assert sorted(reran) == sorted(
+        [("daily_counts", days[3])]
+        + [("rolling_7d", d) for d in affected]
+        + [("users_7d", d) for d in affected]
+    )
+    rolling, users = expected()
+    assert rig.table("rolling_7d", "day") == rolling
+    assert rig.table("users_7d", "day") == users
+    status = {s.name: s for s in rig.service.status()}
+    assert all(status[n].intervals_stale == 0 for n in status), status
+
+
+def test_read_ranges_are_derived_from_the_sql_or_declared(rig: Rig) -> None:
+    from headwater.process.graph import load_graph
+
+    rig.write("daily_counts.sql", DAILY_COUNTS)
+    rig.write("rolling_7d.sql", ROLLING_7D)
+    declared = ROLLING_7D.replace(
+        'time_column = "day"\n', 'time_column = "day"\nreads = { daily_counts = ["-2d", "1d"] }\n'
+    )  # the header's range wins over the SQL's
+    rig.write("declared.sql", declared)
+    graph = load_graph(rig.project.root / "pipelines", "bigquery")
+    day = Interval(datetime(2026, 3, 10, tzinfo=UTC), datetime(2026, 3, 11, tzinfo=UTC))
+    assert graph["rolling_7d"].window("daily_counts", "day", day) == Interval(
+        day.start - 6 * DAY, day.end
+    )
+    assert graph["declared"].window("daily_counts", "day", day) == Interval(
+        day.start - 2 * DAY, day.end + DAY
+    )
+    # A bound on another column says nothing of the input's intervals: all of it is read.
+    assert graph["rolling_7d"].window("daily_counts", "hour", day).start.year == 1
+
+    rig.write("declared.sql", declared.replace('"-2d", "1d"', '"-2 days"'))
+    broken = load_graph(rig.project.root / "pipelines", "bigquery").broken["declared"]
+    assert "reads.daily_counts is ['-2 days']" in str(broken.error), broken.error
