@@ -23,6 +23,7 @@ import pytest
 
 from headwater.config.project import load_project
 from headwater.core.types import Interval
+from headwater.process.errors import PipelineError
 from headwater.process.runner import RunResult
 from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
@@ -649,3 +650,119 @@ def test_read_ranges_are_derived_from_the_sql_or_declared(rig: Rig) -> None:
     rig.write("declared.sql", declared.replace('"-2d", "1d"', '"-2 days"'))
     broken = load_graph(rig.project.root / "pipelines", "bigquery").broken["declared"]
     assert "reads.daily_counts is ['-2 days']" in str(broken.error), broken.error
+
+
+# -- running by hand --------------------------------------------------------------------
+
+#: Fails while a file named ``stop`` lies beside the pipelines.
+STOPPABLE = """\
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from headwater.process.python import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="incremental", time_column="hour")
+def stoppable(ctx: Context) -> pa.Table:
+    if (Path(__file__).parent / "stop").exists():
+        raise RuntimeError("stopped by hand")
+    return ctx.sql(
+        "SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, COUNT(*) AS events FROM events "
+        "WHERE received_at >= @start AND received_at < @end GROUP BY hour"
+    )
+"""
+
+AUDITED_READER = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time_column = "hour"
+*/
+SELECT hour, SUM(events) AS events FROM audited WHERE hour >= @start AND hour < @end GROUP BY hour
+"""
+
+FULL_COUNT = """\
+/* headwater
+kind = "full"
+*/
+SELECT COUNT(*) AS n FROM events
+"""
+
+FULL_READER = """\
+/* headwater
+kind = "full"
+*/
+SELECT n * 10 AS tens FROM full_count
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_run_by_hand_after_failures_runs_the_intervals_that_failed(rig: Rig) -> None:
+    rig.write("stoppable.py", STOPPABLE)
+    stop = rig.project.root / "pipelines" / "stop"
+    stop.touch()
+    for h in range(2):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=h + 1)
+    rig.clock.now = T0 + 2 * HOUR + timedelta(minutes=1)
+    rig.service.run_due()
+    assert rig.runs("stoppable") == [(t, 1, "failed", "terminal") for t in _hours(0, 2)]
+    status = {s.name: s for s in rig.service.status()}["stoppable"]
+    assert status.intervals_missing == 2
+
+    stop.unlink()  # fixed outside the pipeline: the scheduler waits for a change...
+    assert rig.service.run_due() == []
+    # ...and a run by hand runs what is missing.
+    assert _done(rig.service.run("stoppable")) == [("stoppable", t) for t in _hours(0, 2)]
+    assert rig.table("stoppable", "hour") == {T0: (1,), T0 + HOUR: (2,)}
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_interval_stops_only_the_intervals_that_read_it(rig: Rig) -> None:
+    rig.write("audited.sql", AUDITED)
+    rig.write("audited_reader.sql", AUDITED_READER)
+    for h in range(3):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
+    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")  # fails the audit
+    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+    steps: list[tuple[str, datetime, str | None]] = []
+
+    def progress(step: Any) -> None:
+        steps.append((step.pipeline, step.interval.start, step.error))
+
+    with pytest.raises(PipelineError, match="accepted_values"):
+        rig.service.backfill("audited_reader", T0, T0 + 3 * HOUR, progress)
+    outcome = {(name, start): error for name, start, error in steps}
+    assert [k for k, error in outcome.items() if error is None] == [
+        ("audited", T0),
+        ("audited", T0 + 2 * HOUR),
+        ("audited_reader", T0),
+        ("audited_reader", T0 + 2 * HOUR),
+    ]
+    assert "accepted_values" in (outcome[("audited", T0 + HOUR)] or "")
+    assert "not run: it reads audited" in (outcome[("audited_reader", T0 + HOUR)] or "")
+    assert rig.table("audited_reader", "hour") == {T0: (2,), T0 + 2 * HOUR: (2,)}
+
+
+@pytest.mark.timeout(60)
+def test_run_now_refreshes_a_full_pipeline_and_with_upstream_what_it_reads(rig: Rig) -> None:
+    rig.write("full_count.sql", FULL_COUNT)
+    rig.write("full_reader.sql", FULL_READER)
+    rig.ingest(T0 + timedelta(minutes=5), count=2)
+    rig.clock.now = T0 + HOUR
+    assert sorted(_done(rig.service.run_due())) == [
+        ("full_count", T0 - DAY),
+        ("full_reader", T0 - DAY),
+    ]
+    rig.ingest(T0 + timedelta(minutes=30), count=3)
+    assert rig.service.run("full_count") == []  # its run of the day is done
+    assert rig.table("full_count", "n") == {2: ()}
+
+    assert _done(rig.service.run("full_count", now=True)) == [("full_count", T0 - DAY)]
+    assert rig.table("full_count", "n") == {5: ()}
+    rig.ingest(T0 + timedelta(minutes=40), count=1)
+    refreshed = _done(rig.service.run("full_reader", now=True, upstream=True))
+    assert refreshed == [("full_count", T0 - DAY), ("full_reader", T0 - DAY)]
+    assert rig.table("full_reader", "tens") == {60: ()}

@@ -21,11 +21,23 @@ def run(
     start: Start = None,
     end: End = None,
     due: Annotated[bool, typer.Option("--due", help="Run every pipeline's due intervals.")] = False,
+    now: Annotated[
+        bool, typer.Option("--now", help="Refresh a full pipeline even if its run is done.")
+    ] = False,
+    upstream: Annotated[
+        bool, typer.Option("--upstream", help="First run what the pipeline reads.")
+    ] = False,
 ) -> None:
     """Run a pipeline's intervals, or with --due, everything that is due (for cron).
 
+    Without --start/--end, runs what the pipeline lacks (failed intervals included).
+
     Example: headwater run daily_active_users --start 2026-11-01 --end 2026-11-02
     """
+    if due and (now or upstream):
+        raise ConfigError(
+            "--now and --upstream are for one pipeline", hint="headwater run NAME --now"
+        )
     if due == (name is not None):
         raise ConfigError(
             "name one pipeline, or pass --due", hint="headwater run NAME | headwater run --due"
@@ -33,7 +45,8 @@ def run(
     if due:
         answer = operation("due", {"deliver": True}, progress=True)
     else:
-        args = {"name": name, "start": start, "end": end, "deliver": True}
+        args = {"name": name, "start": start, "end": end, "deliver": True, "now": now,
+                "upstream": upstream}  # fmt: skip
         answer = operation("run", args, progress=True)
     results = answer["runs"]
     rows = sum(r["rows_written"] for r in results)

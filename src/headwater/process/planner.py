@@ -172,8 +172,18 @@ class Planner:
 
     # -- due intervals -----------------------------------------------------------
 
-    def due(self, pipeline: Pipeline, now: datetime, floor: datetime, limit: int) -> list[Interval]:
-        """Intervals to run now, oldest first, at most ``limit``; only when inputs are ready."""
+    def due(
+        self,
+        pipeline: Pipeline,
+        now: datetime,
+        floor: datetime,
+        limit: int,
+        *,
+        retry_failed: bool = False,
+    ) -> list[Interval]:
+        """Intervals to run now, oldest first, at most ``limit``; only when inputs are ready.
+        Intervals that failed for good with this version wait for a change, or for a run
+        by hand (``retry_failed``)."""
         if not pipeline.incremental:
             latest = latest_tick(pipeline.header.schedule, now)
             state = self.runs.intervals(pipeline.name).get(latest.start)
@@ -186,7 +196,9 @@ class Planner:
             return []
         until = min(now, floor)
         done = self.runs.intervals(pipeline.name)
-        failed = self.runs.terminal_failures(pipeline.name, pipeline.version)
+        failed = (
+            set() if retry_failed else self.runs.terminal_failures(pipeline.name, pipeline.version)
+        )
         inputs = self._input_states(pipeline)
         todo: list[Interval] = []
         # Skip the done history in one step: walking every interval since the

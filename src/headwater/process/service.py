@@ -16,6 +16,7 @@ from headwater.core.clock import from_us, utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
 from headwater.process.definition import Pipeline
+from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
 from headwater.process.planner import Planner
 from headwater.process.runner import Runner, RunResult
@@ -120,7 +121,9 @@ class PipelineService:
                 except HeadwaterError as exc:
                     log.error("%s %s failed: %s", pipeline.name, interval, exc)
                     _report(progress, pipeline.name, interval, index + 1, len(due), error=str(exc))
-                    break  # later intervals wait: order matters for readers
+                    # Its later intervals do not read it: they go on. Its readers wait
+                    # for it (the planner holds back what reads a missing interval).
+                    continue
                 results.append(result)
                 _report(progress, pipeline.name, interval, index + 1, len(due), result=result)
                 if pipeline.header.sinks:
@@ -133,21 +136,43 @@ class PipelineService:
         start: datetime | None = None,
         end: datetime | None = None,
         progress: ProgressFn | None = None,
+        *,
+        now: bool = False,
+        upstream: bool = False,
     ) -> list[RunResult]:
-        """Run one pipeline: the given intervals again, or what is due."""
+        """Run one pipeline: the given intervals again, or what it lacks (failed
+        intervals included: running by hand is how a fix is tried). ``now`` refreshes a
+        full pipeline even when its latest interval is done; ``upstream`` first runs what
+        it reads, the same way."""
         graph = self.graph()
         planner, runner = self.tools(graph)
-        pipeline = graph[name]
-        if start is None and end is None:
-            now = self.clock()
-            planner.propagate(pipeline)
-            todo = planner.due(pipeline, now, min(self.floor(), now), self.settings.max_catchup)
-        else:
-            lower = start or planner.start(pipeline) or self.clock()
-            todo = span(pipeline.header.schedule, lower, end or self.clock(), pipeline.incremental)
+        graph[name]  # a clear error for an unknown name
+        names = [*graph.upstream(name), name] if upstream else [name]
+        tasks: list[tuple[str, Interval]] = []
+        for each in (graph[n] for n in names):
+            if start is None and end is None:
+                tasks.extend((each.name, i) for i in self._lacking(planner, each, now))
+            else:
+                lower = start or planner.start(each) or self.clock()
+                tasks.extend(
+                    (each.name, i)
+                    for i in span(
+                        each.header.schedule, lower, end or self.clock(), each.incremental
+                    )
+                )
         # Intervals that have not ended yet run (a preview of their rows) but are not
         # recorded done, so the scheduler computes them again once they are whole.
-        return self._execute(runner, [(pipeline.name, i) for i in todo], "manual", progress, graph)
+        return self._execute(runner, tasks, "manual", progress, graph) if tasks else []
+
+    def _lacking(self, planner: Planner, pipeline: Pipeline, now: bool) -> list[Interval]:
+        """What a run by hand runs: the latest interval of a full pipeline with ``now``
+        (done or not), else what is missing or stale, failed intervals included."""
+        moment = self.clock()
+        if now and not pipeline.incremental:
+            return [latest_tick(pipeline.header.schedule, moment)]
+        planner.propagate(pipeline)
+        floor = min(self.floor(), moment)
+        return planner.due(pipeline, moment, floor, self.settings.max_catchup, retry_failed=True)
 
     def backfill(
         self, name: str, start: datetime, end: datetime, progress: ProgressFn | None = None
@@ -188,20 +213,54 @@ class PipelineService:
         progress: ProgressFn | None,
         graph: Graph,
     ) -> list[RunResult]:
+        """Run ``tasks`` in order. A failed interval does not stop the others: only the
+        intervals of its readers whose read range holds it are skipped. The first error
+        is raised at the end, once everything that could run has."""
         results = []
         until = self._until()
+        failed: list[tuple[str, Interval, HeadwaterError]] = []
         for index, (name, interval) in enumerate(tasks):
+            blocker = _reads_failed(graph, name, interval, failed)
+            if blocker is not None:
+                error = PipelineError(
+                    f"not run: it reads {blocker[0]} {blocker[1]}, which failed",
+                    pipeline=name,
+                    hint=f"fix {blocker[0]}, then run {name} again",
+                )
+                failed.append((name, interval, error))
+                _report(progress, name, interval, index + 1, len(tasks), error=str(error))
+                continue
             try:
                 self._watch_late_events(graph[name])
                 result = runner.run(graph[name], interval, trigger, record=interval.end <= until)
             except HeadwaterError as exc:
+                failed.append((name, interval, exc))
                 _report(progress, name, interval, index + 1, len(tasks), error=str(exc))
-                raise
+                continue
             results.append(result)
             _report(progress, name, interval, index + 1, len(tasks), result=result)
             if graph[name].header.sinks:
                 self.on_published()
+        if failed:
+            raise failed[0][2]
         return results
+
+
+def _reads_failed(
+    graph: Graph, name: str, interval: Interval, failed: list[tuple[str, Interval, HeadwaterError]]
+) -> tuple[str, Interval] | None:
+    """The failed interval of an input that ``name`` reads when it runs ``interval``."""
+    pipeline = graph[name]
+    for other, when, _ in failed:
+        if other == name or other not in pipeline.inputs:
+            continue
+        source = graph[other]
+        if not (pipeline.incremental and source.incremental and source.header.time_column):
+            return other, when
+        read = pipeline.window(other, source.header.time_column, interval)
+        if read.start < when.end and when.start < read.end:
+            return other, when
+    return None
 
 
 def span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:

@@ -45,6 +45,10 @@ class Span(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     end: str | None = None
     #: Also deliver what the runs owe, and wait for deliveries other processes make.
     deliver: bool = False
+    #: Refresh a full pipeline even when its latest interval is done.
+    now: bool = False
+    #: First run what the pipeline reads, the same way.
+    upstream: bool = False
 
 
 class Due(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -142,7 +146,9 @@ def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
 
 def _run(workspace: Workspace, args: Span, progress: ProgressSink | None) -> object:
     start, end = _time(args.start), _time(args.end)
-    runs = workspace.run(args.name, start, end, _reporter(progress))
+    runs = workspace.run(
+        args.name, start, end, _reporter(progress), now=args.now, upstream=args.upstream
+    )
     return _with_deliveries(workspace, runs, args.deliver)
 
 

@@ -156,9 +156,13 @@ class Workspace:
         start: datetime | None = None,
         end: datetime | None = None,
         progress: ProgressFn | None = None,
+        *,
+        now: bool = False,
+        upstream: bool = False,
     ) -> list[RunResult]:
-        """Run one pipeline: the given intervals again, or what is due."""
-        return self.pipelines.run(name, start, end, progress)
+        """Run one pipeline: the given intervals again, or what it lacks; ``now``
+        refreshes a full pipeline, ``upstream`` first runs what it reads."""
+        return self.pipelines.run(name, start, end, progress, now=now, upstream=upstream)
 
     def run_due(
         self, progress: ProgressFn | None = None, should_stop: Callable[[], bool] = bool
