@@ -12,19 +12,30 @@ from headwater.cli.output import Format, console, print_table
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="One SELECT (or WITH … SELECT) statement.")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="One SELECT (or WITH … SELECT) statement, in the project's dialect "
+            "([project] dialect: BigQuery's by default), as pipelines are written."
+        ),
+    ],
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="table, json (an array), jsonl or csv.")
     ] = "table",
 ) -> None:
-    """Run a read-only SQL query over the store's tables.
+    """Run a read-only SQL query over the store's tables, written in the project's dialect.
 
-    Example: headwater query "SELECT event, count(*) FROM events GROUP BY 1"
+    The query is translated to the engine's SQL as a pipeline's is, so a pipeline's
+    BigQuery SQL can be tried here as it is.
+
+    Example: headwater query "SELECT event, COUNTIF(user_id IS NULL) FROM events GROUP BY 1"
     """
+    from headwater.process.adhoc import to_engine
     from headwater.runtime.client import find_server
     from headwater.runtime.workspace import engine_for
 
     project = options.project()
+    sql = to_engine(sql, project.settings.project.dialect, project.settings.store.engine)
     client = find_server(project.data_dir)
     if client is not None:
         try:

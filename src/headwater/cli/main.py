@@ -44,6 +44,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "status", pipelines.status),
     (app, "pipelines", pipelines.pipelines),
     (app, "render", pipelines.render),
+    (app, "validate", pipelines.validate),
     (app, "replay", delivery.replay),
     (app, "export", data.export),
     (app, "import", data.import_),
@@ -106,8 +107,10 @@ def main() -> None:
     # Everything Headwater writes (the store, the metadata, server.json, exported files) is
     # its owner's alone: write keys' hashes, events and tokens' grants are not for others.
     os.umask(0o077)
+    code: object = 0
     try:
-        app(standalone_mode=False, prog_name="headwater")
+        # Outside standalone mode a command's typer.Exit comes back as its exit code.
+        code = app(standalone_mode=False, prog_name="headwater")
     except HeadwaterError as exc:
         if options.debug:
             raise
@@ -129,7 +132,7 @@ def main() -> None:
             _exit(1)
         print_error(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for details")
         _exit(2)
-    _exit(0)
+    _exit(code if isinstance(code, int) else 0)
 
 
 def _exit(code: int) -> None:
