@@ -18,6 +18,7 @@ not there. One broken file never stops the others from being checked.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
 import re
@@ -28,7 +29,7 @@ from pathlib import Path
 import pyarrow as pa
 import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ParseError
+from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 from sqlglot.optimizer.resolver import Resolver
@@ -120,7 +121,11 @@ def validate(
             try:
                 sql.render(pipeline.query, engine_dialect)
             except PipelineError as exc:
-                add(_from_error(exc, path, dialect))
+                problem = _from_error(exc, path, dialect)
+                place = _refused_at(pipeline.query, engine_dialect)
+                if place is not None:
+                    problem = dataclasses.replace(problem, line=place[0], column=place[1])
+                add(problem)
     for pipeline in loaded.values():
         report.problems.extend(_unknown_inputs(pipeline, present))
         report.problems.extend(_sink_problems(pipeline, sinks or {}))
@@ -148,7 +153,9 @@ def validate(
                 schema.add_table(exp.Table(this=exp.to_identifier(name)), output, dialect=dialect)
         report.problems.extend(_output_problems(pipeline, output, dialect))
     # sqlglot may list one reference twice (a GROUP BY that repeats a SELECT expression).
-    report.problems = sorted(set(report.problems), key=lambda p: (p.path, p.line, p.column))
+    report.problems = sorted(
+        set(report.problems), key=lambda p: (p.path, p.line, p.column, p.message)
+    )
     return report
 
 
@@ -177,6 +184,25 @@ def _parse_column(path: Path, dialect: str) -> int | None:
             return max(1, col - len(highlight) + 1)
     except Exception:  # noqa: S110 - the loading error is reported either way
         pass
+    return None
+
+
+def _refused_at(query: sql.Query, engine_dialect: str) -> tuple[int, int] | None:
+    """Where the innermost construct the engine's dialect refuses was written."""
+    refused: list[tuple[int, exp.Expression]] = []
+    for node in query.expression.walk():
+        try:
+            node.sql(dialect=engine_dialect, unsupported_level=ErrorLevel.RAISE)
+        except UnsupportedError:
+            refused.append((sum(1 for _ in node.walk()), node))
+        except Exception:  # noqa: S112 - a fragment may not render alone
+            continue
+    for _, node in sorted(refused, key=lambda pair: pair[0]):
+        starts = [n.meta["start"] for n in node.walk() if isinstance(n.meta.get("start"), int)]
+        if starts:
+            start = min(starts)
+            source = query.source
+            return source.count("\n", 0, start) + 1, start - source.rfind("\n", 0, start)
     return None
 
 
@@ -358,12 +384,19 @@ def _check_columns(
             if problem is not None:
                 line, col = _place(column.this, source)
                 problems.append(Problem(str(pipeline.path), line, col, *problem, pipeline.name))
-    if any(isinstance(s, exp.Star) or s.find(exp.Star) for s in tree.selects):
+    if any(_unexpanded_star(select) for select in tree.selects):
         return None
     return {
         select.alias_or_name: select.type or exp.DataType.build("UNKNOWN")
         for select in tree.selects
     }
+
+
+def _unexpanded_star(select: exp.Expression) -> bool:
+    """``*`` or ``t.*`` that qualify left as it was: a source whose columns are unknown."""
+    return isinstance(select, exp.Star) or (
+        isinstance(select, exp.Column) and isinstance(select.this, exp.Star)
+    )
 
 
 def _column_problem(
