@@ -189,7 +189,7 @@ def _parse_column(path: Path, dialect: str) -> int | None:
 
 def _refused_at(query: sql.Query, engine_dialect: str) -> tuple[int, int] | None:
     """Where the innermost construct the engine's dialect refuses was written."""
-    refused: list[tuple[int, exp.Expression]] = []
+    refused: list[tuple[int, exp.Expr]] = []
     for node in query.expression.walk():
         try:
             node.sql(dialect=engine_dialect, unsupported_level=ErrorLevel.RAISE)
@@ -392,7 +392,7 @@ def _check_columns(
     }
 
 
-def _unexpanded_star(select: exp.Expression) -> bool:
+def _unexpanded_star(select: exp.Expr) -> bool:
     """``*`` or ``t.*`` that qualify left as it was: a source whose columns are unknown."""
     return isinstance(select, exp.Star) or (
         isinstance(select, exp.Column) and isinstance(select.this, exp.Star)
