@@ -51,9 +51,9 @@ PYTHON_PIPELINE = """import pyarrow as pa
 from headwater.process import Context, pipeline
 
 
-@pipeline(schedule="@daily", inputs=["events"])
+@pipeline(schedule="@daily", inputs=["events"]{schema})
 def scores(ctx: Context) -> pa.Table:
-    return ctx.sql("SELECT user_id, 1.0 AS score FROM events")
+    return pa.table({{"user_id": ["u1"], "{column}": [1]}})
 """
 
 
@@ -79,7 +79,7 @@ def test_every_problem_of_every_file_is_reported_in_one_run(project: Project) ->
             "no_time_column.sql": NO_TIME_COLUMN,
             "wrong_header.sql": WRONG_HEADER_COLUMNS,
             # A Python pipeline's output is unknown: its readers' columns are not guessed at.
-            "scores.py": PYTHON_PIPELINE,
+            "scores.py": PYTHON_PIPELINE.format(schema="", column="score"),
             "reads_scores.sql": "SELECT user_id, anything_at_all FROM scores\n",
         },
     )
@@ -88,7 +88,7 @@ def test_every_problem_of_every_file_is_reported_in_one_run(project: Project) ->
     out = result.stdout
     problems = _lines(out, project)[:-1]
     assert problems == [
-        "pipelines/no_time_column.sql:1:1: an incremental pipeline needs time_column, the "
+        "pipelines/no_time_column.sql:2:1: an incremental pipeline needs time_column, the "
         "output column holding each row's time",
         "pipelines/reads_nothing.sql:1:21: reads hourly_event_count, which is neither a table "
         "nor a pipeline",
@@ -239,3 +239,32 @@ def test_a_duckdb_dialect_project_queries_in_duckdb_sql(tmp_path: Path) -> None:
     toml.write_text(toml.read_text().replace('dialect = "bigquery"', 'dialect = "duckdb"'))
     result = project.cli("query", "SELECT [1, 2][1] AS first, 7 // 2 AS half", "-f", "json")
     assert json.loads(result.stdout) == [{"first": 1, "half": 3}]
+
+
+def test_a_python_pipeline_declares_its_output_for_its_readers_and_its_runs(
+    project: Project,
+) -> None:
+    declared = ', schema=pa.schema({"user_id": pa.string(), "score": pa.float64()})'
+    _write(
+        project,
+        {
+            "scores.py": PYTHON_PIPELINE.format(schema=declared, column="score"),
+            "top.sql": "SELECT user_id, scor FROM scores WHERE score > 0.5\n",
+        },
+    )
+    result = project.cli("validate", check=False)
+    assert _lines(result.stdout, project)[0] == (
+        "pipelines/top.sql:1:17: scores has no column scor (nearest: score)"
+    )
+    # A run publishes the declared types (the function returned integers) ...
+    day = ("--start", "2026-11-01", "--end", "2026-11-02")
+    project.cli("run", "scores", *day)
+    assert project.query("SELECT score FROM scores").to_pylist() == [{"score": 1.0}]
+    # ... and fails when the function's columns are not the declared ones.
+    _write(project, {"scores.py": PYTHON_PIPELINE.format(schema=declared, column="points")})
+    failed = project.cli("run", "scores", *day, check=False)
+    assert failed.returncode == 1
+    assert (
+        "the output's columns are not the declared schema (score missing; points not declared)"
+    ) in failed.stderr
+    assert project.query("SELECT score FROM scores").to_pylist() == [{"score": 1.0}]

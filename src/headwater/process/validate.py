@@ -5,9 +5,10 @@ translated to the engine's dialect; then the pipelines are checked as a graph
 (unknown inputs, cycles, sinks) and, in dependency order, each query's columns
 against what it reads: ``events`` and ``failed_events`` from the store's
 schema, an upstream SQL pipeline's output from its own query (sqlglot's
-``qualify`` and ``annotate_types``). A Python pipeline's output is unknown, so
-its readers' columns are not checked: a guess would report problems that are
-not there. One broken file never stops the others from being checked.
+``qualify`` and ``annotate_types``), a Python pipeline's from its ``schema=``.
+A Python pipeline that declares none has an unknown output, so its readers'
+columns are not checked: a guess would report problems that are not there.
+One broken file never stops the others from being checked.
 
 >>> import tempfile
 >>> folder = Path(tempfile.mkdtemp())
@@ -42,6 +43,7 @@ from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import PipelineError
 from headwater.process.graph import pipeline_files
 from headwater.process.header import split_header
+from headwater.process.settings import HEADER_KEYS
 from headwater.store import schema as tables
 
 log = logging.getLogger(__name__)
@@ -149,8 +151,10 @@ def validate(
         output = None
         if pipeline.query is not None:
             output = _check_columns(pipeline, schema, dialect, report.problems)
-            if output is not None:
-                schema.add_table(exp.Table(this=exp.to_identifier(name)), output, dialect=dialect)
+        elif pipeline.function is not None and pipeline.function.schema is not None:
+            output = {f.name: _sql_type(f) for f in pipeline.function.schema}
+        if output is not None:
+            schema.add_table(exp.Table(this=exp.to_identifier(name)), output, dialect=dialect)
         report.problems.extend(_output_problems(pipeline, output, dialect))
     # sqlglot may list one reference twice (a GROUP BY that repeats a SELECT expression).
     report.problems = sorted(
@@ -170,6 +174,15 @@ def _from_error(exc: PipelineError, path: Path, dialect: str) -> Problem:
     line, column = exc.line or 1, 1
     if path.suffix == ".sql" and message.startswith("the SQL does not parse"):
         column = _parse_column(path, dialect) or 1
+    elif exc.line is None:
+        # A rule of the header: point at the key it names (an incremental pipeline's rule,
+        # at its kind).
+        keys = [k for k in HEADER_KEYS if re.search(rf"\b{k}\b", message)]
+        for key in [*keys, *(["kind"] if "incremental" in message else [])]:
+            place = _key_place(path, key)
+            if place != (1, 1):
+                line, column = place
+                break
     return Problem(str(path), line, column, message, exc.hint, path.stem)
 
 
@@ -328,18 +341,38 @@ def _order(pipelines: Mapping[str, Pipeline]) -> tuple[list[str], list[list[str]
 def _event_tables() -> MappingSchema:
     schema = MappingSchema()
     for name, arrow in (("events", tables.EVENTS), ("failed_events", tables.FAILED_EVENTS)):
-        schema.add_table(name, {f.name: _sql_type(f) for f in arrow})
+        schema.add_table(name, {f.name: _event_type(f) for f in arrow})
     return schema
 
 
-def _sql_type(column: pa.Field) -> exp.DataType:
+def _event_type(column: pa.Field) -> exp.DataType:
     if column.name in tables.JSON_COLUMNS:
         return exp.DataType.build("JSON")
-    if pa.types.is_timestamp(column.type):
-        return exp.DataType.build("TIMESTAMPTZ")
-    if pa.types.is_uint64(column.type):
-        return exp.DataType.build("UBIGINT")
-    return exp.DataType.build("TEXT")
+    return _sql_type(column)
+
+
+#: Arrow's types as SQL's, for the columns a Python pipeline declares.
+_ARROW_TYPES = (
+    (pa.types.is_boolean, "BOOLEAN"),
+    (pa.types.is_uint64, "UBIGINT"),
+    (pa.types.is_integer, "BIGINT"),
+    (pa.types.is_floating, "DOUBLE"),
+    (pa.types.is_decimal, "DECIMAL"),
+    (pa.types.is_string, "TEXT"),
+    (pa.types.is_large_string, "TEXT"),
+    (pa.types.is_binary, "BINARY"),
+    (pa.types.is_date, "DATE"),
+)
+
+
+def _sql_type(column: pa.Field) -> exp.DataType:
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        return exp.DataType.build("TIMESTAMPTZ" if kind.tz else "TIMESTAMP")
+    for test, name in _ARROW_TYPES:
+        if test(kind):
+            return exp.DataType.build(name)
+    return exp.DataType.build("UNKNOWN")
 
 
 def _check_columns(
