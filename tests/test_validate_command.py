@@ -268,3 +268,27 @@ def test_a_python_pipeline_declares_its_output_for_its_readers_and_its_runs(
         "the output's columns are not the declared schema (score missing; points not declared)"
     ) in failed.stderr
     assert project.query("SELECT score FROM scores").to_pylist() == [{"score": 1.0}]
+
+
+GOLDEN = Path(__file__).parent / "golden" / "transpile"
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "spark", "bigquery"])
+def test_the_golden_bigquery_idioms_have_no_problems(tmp_path: Path, engine: str) -> None:
+    # Valid SQL must validate: a checker that cries wolf is switched off in CI.
+    from headwater.process.validate import validate
+
+    for source in GOLDEN.glob("*.bigquery.sql"):
+        (tmp_path / source.name.replace(".bigquery", "")).write_text(source.read_text())
+    (tmp_path / "uses.sql").write_text(
+        "WITH s AS (SELECT user_id, LAG(received_at) OVER (PARTITION BY user_id "
+        "ORDER BY received_at) AS prev FROM events)\n"
+        "SELECT s.user_id, f.code, COUNTIF(s.prev IS NULL) AS firsts, ANY_VALUE(q.person) AS p\n"
+        "FROM s JOIN failed_events AS f ON f.source = s.user_id\n"
+        "LEFT JOIN `qualify` AS q ON q.person = s.user_id\n"
+        "WHERE EXISTS (SELECT 1 FROM events e WHERE e.user_id = s.user_id)\n"
+        "GROUP BY 1, 2 HAVING firsts > 0 ORDER BY firsts DESC\n"
+    )
+    report = validate(tmp_path, "bigquery", engine)
+    assert report.files == len(list(GOLDEN.glob("*.bigquery.sql"))) + 1
+    assert report.problems == []

@@ -156,11 +156,20 @@ def validate(
         if output is not None:
             schema.add_table(exp.Table(this=exp.to_identifier(name)), output, dialect=dialect)
         report.problems.extend(_output_problems(pipeline, output, dialect))
-    # sqlglot may list one reference twice (a GROUP BY that repeats a SELECT expression).
-    report.problems = sorted(
-        set(report.problems), key=lambda p: (p.path, p.line, p.column, p.message)
-    )
+    # sqlglot may list one reference twice (a GROUP BY that repeats a SELECT expression),
+    # and say one thing on several lines; a problem is one line.
+    found = {dataclasses.replace(p, message=_one_line(p.message)) for p in report.problems}
+    report.problems = sorted(found, key=lambda p: (p.path, p.line, p.column, p.message))
     return report
+
+
+def _one_line(message: str) -> str:
+    kept: list[str] = []
+    for line in message.splitlines():
+        line = line.strip()
+        if line and not any(line in earlier for earlier in kept):
+            kept.append(line)
+    return "; ".join(kept)
 
 
 # -- one file -------------------------------------------------------------------------
