@@ -15,20 +15,19 @@ def query(
     sql: Annotated[
         str,
         typer.Argument(
-            help="One SELECT (or WITH … SELECT) statement, in the project's dialect "
-            "([project] dialect: BigQuery's by default), as pipelines are written."
+            help="One SELECT (or WITH … SELECT) statement in the project's dialect: "
+            'BigQuery\'s, unless headwater.toml sets dialect = "duckdb".'
         ),
     ],
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="table, json (an array), jsonl or csv.")
     ] = "table",
 ) -> None:
-    """Run a read-only SQL query over the store's tables, written in the project's dialect.
+    """Run a read-only SQL query over the store's tables, in the project's dialect.
 
-    The query is translated to the engine's SQL as a pipeline's is, so a pipeline's
-    BigQuery SQL can be tried here as it is.
+    Translated to the engine's SQL as pipelines are: BigQuery SQL runs on DuckDB.
 
-    Example: headwater query "SELECT event, COUNTIF(user_id IS NULL) FROM events GROUP BY 1"
+    Example: headwater query "SELECT DATE(received_at) AS day, COUNT(*) FROM events GROUP BY 1"
     """
     from headwater.process.adhoc import to_engine
     from headwater.runtime.client import find_server
