@@ -123,7 +123,7 @@ def validate(
             try:
                 sql.render(pipeline.query, engine_dialect)
             except PipelineError as exc:
-                problem = _from_error(exc, path, dialect)
+                problem = _from_error(exc, path, dialect, header=False)
                 place = _refused_at(pipeline.query, engine_dialect)
                 if place is not None:
                     problem = dataclasses.replace(problem, line=place[0], column=place[1])
@@ -175,18 +175,20 @@ def _one_line(message: str) -> str:
 # -- one file -------------------------------------------------------------------------
 
 
-def _from_error(exc: PipelineError, path: Path, dialect: str) -> Problem:
-    """A loading error as a problem; a SQL parse error also gets its column."""
+def _from_error(exc: PipelineError, path: Path, dialect: str, *, header: bool = True) -> Problem:
+    """A loading error as a problem; a SQL parse error also gets its column, the breach of
+    a header rule (``header``) the place of the key it names."""
     message = exc.message
     prefix = f"{exc.path}:{exc.line}: " if exc.path and exc.line else f"{exc.path}: "
     message = message.removeprefix(prefix)
     line, column = exc.line or 1, 1
     if path.suffix == ".sql" and message.startswith("the SQL does not parse"):
         column = _parse_column(path, dialect) or 1
-    elif exc.line is None:
-        # A rule of the header: point at the key it names (an incremental pipeline's rule,
-        # at its kind).
-        keys = [k for k in HEADER_KEYS if re.search(rf"\b{k}\b", message)]
+    elif exc.line is None and header:
+        # A rule of the header: point at the first key it names (an incremental pipeline's
+        # rule, at its kind).
+        named = ((re.search(rf"\b{k}\b", message), k) for k in HEADER_KEYS)
+        keys = [k for _, k in sorted((m.start(), k) for m, k in named if m)]
         for key in [*keys, *(["kind"] if "incremental" in message else [])]:
             place = _key_place(path, key)
             if place != (1, 1):
@@ -241,6 +243,9 @@ def _key_place(path: Path, key: str) -> tuple[int, int]:
         text = path.read_text("utf-8")
     except (OSError, UnicodeDecodeError):
         return 1, 1
+    opening = text.find("/* headwater")
+    if path.suffix == ".sql":  # the header only: `kind = ...` may also be SQL
+        text = text[: text.find("*/", opening)] if opening >= 0 else ""
     for number, line in enumerate(text.splitlines(), start=1):
         found = pattern.search(line)
         if found:
