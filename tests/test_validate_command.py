@@ -166,6 +166,7 @@ def test_env_picks_the_engine_dialect_without_reaching_the_engine(project: Proje
     project.configure(
         '[environments.shared.store]\nengine = "postgres"\n'
         'url = "postgresql://headwater@127.0.0.1:1/nowhere"\n'
+        '[environments.warehouse.store]\nengine = "bigquery"\nproject = "nobody-at-all"\n'
     )
     _write(
         project,
@@ -184,6 +185,10 @@ def test_env_picks_the_engine_dialect_without_reaching_the_engine(project: Proje
         "IGNORE NULLS.",
         "1 problem in 1 of 3 pipeline files (bigquery SQL for the postgres engine).",
     ]
+    # BigQuery without credentials: its own dialect, nothing to translate.
+    assert project.cli("validate", "--env", "warehouse").stdout == (
+        "3 pipeline files checked, no problems (bigquery SQL for the bigquery engine).\n"
+    )
     # The option before the command picks it too.
     assert project.cli("--env", "shared", "validate", check=False).returncode == 1
     assert not project.data_dir.exists()
