@@ -12,19 +12,29 @@ from headwater.cli.output import Format, console, print_table
 
 
 def query(
-    sql: Annotated[str, typer.Argument(help="One SELECT (or WITH … SELECT) statement.")],
+    sql: Annotated[
+        str,
+        typer.Argument(
+            help="One SELECT (or WITH … SELECT) statement in the project's dialect: "
+            'BigQuery\'s, unless headwater.toml sets dialect = "duckdb".'
+        ),
+    ],
     fmt: Annotated[
         Format, typer.Option("--format", "-f", help="table, json (an array), jsonl or csv.")
     ] = "table",
 ) -> None:
-    """Run a read-only SQL query over the store's tables.
+    """Run a read-only SQL query over the store's tables, in the project's dialect.
 
-    Example: headwater query "SELECT event, count(*) FROM events GROUP BY 1"
+    Translated to the engine's SQL as pipelines are: BigQuery SQL runs on DuckDB.
+
+    Example: headwater query "SELECT DATE(received_at) AS day, COUNT(*) FROM events GROUP BY 1"
     """
+    from headwater.process.adhoc import to_engine
     from headwater.runtime.client import find_server
     from headwater.runtime.workspace import engine_for
 
     project = options.project()
+    sql = to_engine(sql, project.settings.project.dialect, project.settings.store.engine)
     client = find_server(project.data_dir)
     if client is not None:
         try:

@@ -44,6 +44,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "status", pipelines.status),
     (app, "pipelines", pipelines.pipelines),
     (app, "render", pipelines.render),
+    (app, "validate", pipelines.validate),
     (app, "replay", delivery.replay),
     (app, "export", data.export),
     (app, "import", data.import_),
@@ -106,8 +107,9 @@ def main() -> None:
     # Everything Headwater writes (the store, the metadata, server.json, exported files) is
     # its owner's alone: write keys' hashes, events and tokens' grants are not for others.
     os.umask(0o077)
+    code: object = 0
     try:
-        # Without standalone mode, click returns a command's typer.Exit code instead of raising.
+        # Outside standalone mode a command's typer.Exit comes back as its exit code.
         code = app(standalone_mode=False, prog_name="headwater")
     except HeadwaterError as exc:
         if options.debug:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from headwater.cli.context import operation
+from headwater.cli.context import operation, options
 from headwater.cli.options import End, Start
 from headwater.cli.output import console
+from headwater.core import jsonio
 from headwater.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from headwater.process.validate import Problem
 
 
 def run(
@@ -232,3 +237,77 @@ def render(
         sys.stdout.write(f"-- would bill {cost['bytes_scanned']:,} bytes (dry run)\n")
     elif cost.get("rows_scanned") is not None:
         sys.stdout.write(f"-- would scan about {cost['rows_scanned']:,} rows (plan estimate)\n")
+
+
+def validate(
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            "--env", "-e", help="Check for this environment's engine (as --env before the command)."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the problems as a JSON array, for editors.")
+    ] = False,
+) -> None:
+    """Check every pipeline without running anything: parse, resolve, translate, columns.
+
+    Opens no store and needs no server or credentials; every problem is printed as
+    path:line:column: message, and the exit code is 1 when there is any.
+
+    Example (CI): headwater validate --env prod
+    """
+    from headwater.config.project import load_project
+    from headwater.process.validate import Problem
+    from headwater.runtime.validation import validate_project
+
+    try:
+        project = load_project(options.project_dir, environment or options.environment)
+    except ConfigError as exc:
+        if not as_json:
+            raise
+        # An editor gets the broken headwater.toml as one more problem.
+        message = exc.message.removeprefix(f"{exc.path}: ") if exc.path else exc.message
+        problem = Problem(exc.path or "headwater.toml", 1, 1, message, exc.hint)
+        _print_problems([problem])
+        raise typer.Exit(1) from None
+    report = validate_project(project)
+    settings = project.settings
+    if as_json:
+        _print_problems(report.problems)
+    else:
+        for p in report.problems:
+            sys.stdout.write(f"{_shown(p.path)}:{p.line}:{p.column}: {p.message}\n")
+            if p.hint:
+                sys.stdout.write(f"    fix: {p.hint}\n")
+        files = report.files
+        what = f"{files} pipeline file{'s' if files != 1 else ''}"
+        target = f"{settings.project.dialect} SQL for the {settings.store.engine} engine"
+        count = len(report.problems)
+        if count:
+            sys.stdout.write(
+                f"{count} problem{'s' if count != 1 else ''} in {report.broken} of {what} "
+                f"({target}).\n"
+            )
+        else:
+            sys.stdout.write(f"{what} checked, no problems ({target}).\n")
+    if report.problems:
+        raise typer.Exit(1)
+
+
+def _print_problems(problems: list[Problem]) -> None:
+    rows = [
+        {"file": _shown(p.path), "line": p.line, "column": p.column, "message": p.message,
+         "hint": p.hint, "pipeline": p.pipeline}
+        for p in problems
+    ]  # fmt: skip
+    sys.stdout.write(jsonio.dumps_str(rows) + "\n")
+
+
+def _shown(path: str) -> str:
+    """A path as a person (or an editor, from the same folder) opens it: relative to the
+    working folder when it is inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return path

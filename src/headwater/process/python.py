@@ -81,24 +81,28 @@ class PythonPipeline:
     function: Callable[[Context], pa.Table]
     header: PipelineHeader
     inputs: tuple[str, ...]
+    schema: pa.Schema | None = None
+    """The output's columns, when declared: a run's table is cast to them (a column
+    missing or extra fails the run), and ``headwater validate`` checks the pipelines that
+    read this one against them."""
 
     def __call__(self, ctx: Context) -> pa.Table:
         return self.function(ctx)
 
 
 def pipeline(
-    *, inputs: Sequence[str] = ("events",), **header: Any
+    *, inputs: Sequence[str] = ("events",), schema: pa.Schema | None = None, **header: Any
 ) -> Callable[[Callable[[Context], pa.Table]], PythonPipeline]:
     """Make a function a pipeline. ``header`` takes the keys of a SQL pipeline's header.
 
     The pipeline's name is the file's name; ``inputs`` are the tables it reads,
-    which place it in the graph.
+    which place it in the graph; ``schema``, when given, is its output's columns.
     """
     from headwater.process.header import from_mapping
 
     parsed = from_mapping(dict(header), path="<decorator>")
 
     def wrap(function: Callable[[Context], pa.Table]) -> PythonPipeline:
-        return PythonPipeline(function=function, header=parsed, inputs=tuple(inputs))
+        return PythonPipeline(function, parsed, tuple(inputs), schema)
 
     return wrap

@@ -175,6 +175,8 @@ class Runner:
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
             )
+        if pipeline.function.schema is not None:
+            result = _as_declared(pipeline, result, pipeline.function.schema)
         return result, reader.rows_scanned
 
     def _check_times(self, pipeline: Pipeline, interval: Interval, output: pa.Table) -> None:
@@ -293,3 +295,29 @@ class _Reader:
     def table(self, name: str) -> pa.Table:
         query = exp.select("*").from_(exp.table_(name, quoted=True))
         return self.sql(query.sql(self._runner.dialect))
+
+
+def _as_declared(pipeline: Pipeline, table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """A Python pipeline's output as its ``schema=`` declares: the same columns, cast."""
+    missing = [name for name in schema.names if name not in table.column_names]
+    extra = [name for name in table.column_names if name not in schema.names]
+    if missing or extra:
+        wrong = "; ".join(
+            [*([f"{', '.join(missing)} missing"] if missing else []),
+             *([f"{', '.join(extra)} not declared"] if extra else [])]
+        )  # fmt: skip
+        raise PipelineError(
+            f"the output's columns are not the declared schema ({wrong})",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            hint="return the declared columns, or change schema= in @pipeline(...)",
+        )
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise PipelineError(
+            f"the output does not cast to the declared schema: {exc}",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            hint="return the declared types, or change schema= in @pipeline(...)",
+        ) from None
