@@ -26,16 +26,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import sqlglot
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
+from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from headwater.core.errors import HeadwaterError
 from headwater.process import columns, sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import PipelineError
 from headwater.process.graph import pipeline_files
-from headwater.process.header import split_header
 from headwater.process.settings import HEADER_KEYS
 
 _TEMPORAL = {
@@ -168,10 +166,8 @@ def _from_error(exc: PipelineError, path: Path, dialect: str, *, header: bool = 
     message = exc.message
     prefix = f"{exc.path}:{exc.line}: " if exc.path and exc.line else f"{exc.path}: "
     message = message.removeprefix(prefix)
-    line, column = exc.line or 1, 1
-    if path.suffix == ".sql" and message.startswith("the SQL does not parse"):
-        column = _parse_column(path, dialect) or 1
-    elif exc.line is None and header:
+    line, column = exc.line or 1, exc.column or 1
+    if exc.line is None and header:
         # A rule of the header: point at the first key it names (an incremental pipeline's
         # rule, at its kind).
         named = ((re.search(rf"\b{k}\b", message), k) for k in HEADER_KEYS)
@@ -182,20 +178,6 @@ def _from_error(exc: PipelineError, path: Path, dialect: str, *, header: bool = 
                 line, column = place
                 break
     return Problem(str(path), line, column, message, exc.hint, path.stem)
-
-
-def _parse_column(path: Path, dialect: str) -> int | None:
-    try:
-        _, body = split_header(path.read_text("utf-8"), str(path))
-        sqlglot.parse(body, read=dialect)
-    except ParseError as exc:
-        first = exc.errors[0] if exc.errors else {}
-        col, highlight = first.get("col"), first.get("highlight") or ""
-        if isinstance(col, int):
-            return max(1, col - len(highlight) + 1)
-    except Exception:  # noqa: S110 - the loading error is reported either way
-        pass
-    return None
 
 
 def _refused_at(query: sql.Query, engine_dialect: str) -> tuple[int, int] | None:
