@@ -123,9 +123,13 @@ def status() -> None:
         view.add_row(
             row["name"], kind, row["schedule"], last, str(row["intervals_done"]),
             str(row["intervals_missing"]), stale, (row["next_run"] or "")[:16],
-            Text(row["last_error"] or ""),
+            Text((row["last_error"] or "").split("\n", 1)[0]),
         )  # fmt: skip
     console.print(view)
+    for row in report:
+        if "\n" in (row["last_error"] or ""):
+            # A Python pipeline's traceback: whole, below the table, where lines stay lines.
+            console.print(Text(f"{row['name']}: {row['last_error']}"), highlight=False)
     for row in report:
         if row.get("bytes_per_run") is not None:
             console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "

@@ -1,0 +1,157 @@
+"""A Python pipeline that raises: the author sees their own lines, wherever the run happened.
+
+Real ``headwater`` processes on a project made by ``headwater init``: ``run``
+in the command's own process, then through a running ``headwater up``, and
+``status`` reading the failed run back from the metadata.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from headwater.state import StateStore
+from tests.conftest import Project, Server, run_cli
+
+RATIO = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+def share(total: int, count: int) -> float:
+    return total / count
+
+
+@pipeline(schedule="@hourly", kind="full")
+def ratio(ctx: Context) -> pa.Table:
+    rows = ctx.sql("SELECT count(*) AS n FROM events")
+    return pa.table({"share": [share(rows["n"][0].as_py(), 0)]})
+"""
+
+FLAKY = """\
+import pyarrow as pa
+
+from headwater.core.errors import TransientError
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="full", retries=2)
+def flaky(ctx: Context) -> pa.Table:
+    raise TransientError("the upstream API answered 503")
+"""
+
+SNEAKY = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="full")
+def sneaky(ctx: Context) -> pa.Table:
+    return ctx.sql("SELECT * FROM hourly_event_counts")
+"""
+
+# What the run must show: the file and line of the division, its source line, the
+# line that called it, and the exception; none of Headwater's own frames.
+DIVISION = re.compile(r"ratio\.py:7: the pipeline raised ZeroDivisionError: division by zero")
+
+
+def _pipeline(project: Project, name: str, text: str) -> Path:
+    path = project.root / "pipelines" / f"{name}.py"
+    path.write_text(text)
+    return path
+
+
+def _assert_own_traceback(said: str, path: Path) -> None:
+    assert DIVISION.search(said), said
+    assert f'File "{path}", line 13, in ratio' in said, said
+    assert f'File "{path}", line 7, in share' in said, said
+    assert "    return total / count" in said, said
+    assert 'return pa.table({"share": [share(rows["n"][0].as_py(), 0)]})' in said, said
+    for internal in ("runner.py", "service.py", "operations.py", "headwater/process"):
+        assert internal not in said, f"{internal} in:\n{said}"
+
+
+def _last_run(project: Project, name: str) -> tuple[str, str | None, str | None, int]:
+    store = StateStore.in_folder(project.data_dir)
+    try:
+        runs = store.runs.runs(name, limit=10)
+        last = runs[0]
+        return last.status, last.error, last.error_kind, len(runs)
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_raising_python_pipeline_shows_its_own_lines_in_run_and_status(
+    project: Project,
+) -> None:
+    path = _pipeline(project, "ratio", RATIO)
+
+    failed = run_cli(project, "run", "ratio", check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    _assert_own_traceback(failed.stdout + failed.stderr, path)
+    # The traceback is printed once, as the run fails; the last word names it in one line.
+    assert failed.stdout.count("return total / count") == 1, failed.stdout
+    assert "division by zero (shown above)" in failed.stderr, failed.stderr
+    assert "headwater run ratio" in failed.stderr, failed.stderr  # the fix
+
+    status, error, kind, count = _last_run(project, "ratio")
+    assert (status, kind, count) == ("failed", "terminal", 1)  # not retried
+    assert error is not None
+    _assert_own_traceback(error, path)
+
+    shown = run_cli(project, "status").stdout
+    _assert_own_traceback(shown, path)
+    row = next(line for line in shown.splitlines() if line.startswith("│ ratio"))
+    assert "ZeroDivisionError" in row, shown
+
+    # Through a running server: the same lines reach the command over the control socket.
+    server = Server(project).start()
+    try:
+        remote = run_cli(project, "run", "ratio", check=False)
+        assert remote.returncode == 1, remote.stdout + remote.stderr
+        _assert_own_traceback(remote.stdout + remote.stderr, path)
+        _assert_own_traceback(run_cli(project, "status").stdout, path)
+    finally:
+        server.stop()
+    # The server's scheduler may have run it too; every run recorded the same lines.
+    status, error, kind, count = _last_run(project, "ratio")
+    assert (status, kind) == ("failed", "terminal")
+    assert count >= 2
+    assert error is not None
+    _assert_own_traceback(error, path)
+
+
+@pytest.mark.timeout(120)
+def test_a_transient_error_from_a_python_pipeline_is_retried_and_others_are_not(
+    project: Project,
+) -> None:
+    text = (project.root / "headwater.toml").read_text()
+    (project.root / "headwater.toml").write_text(
+        text.replace("[pipelines]\n", "[pipelines]\nretry_backoff_seconds = 0.01\n", 1)
+    )
+    _pipeline(project, "flaky", FLAKY)
+    failed = run_cli(project, "run", "flaky", check=False)
+    assert failed.returncode == 1
+    assert "the upstream API answered 503" in failed.stderr, failed.stderr
+    status, error, kind, count = _last_run(project, "flaky")
+    assert (status, kind, count) == ("failed", "transient", 3)  # the first try and 2 retries
+    assert error == "the upstream API answered 503"
+
+
+@pytest.mark.timeout(120)
+def test_headwaters_own_refusal_inside_a_python_pipeline_names_the_calling_line(
+    project: Project,
+) -> None:
+    path = _pipeline(project, "sneaky", SNEAKY)
+    failed = run_cli(project, "run", "sneaky", check=False)
+    said = failed.stdout + failed.stderr
+    assert failed.returncode == 1, said
+    assert f"{path}:8: reads hourly_event_counts without naming it in inputs" in said, said
+    assert '    return ctx.sql("SELECT * FROM hourly_event_counts")' in said, said
+    assert "@pipeline(inputs=[...])" in failed.stderr, failed.stderr  # its own fix, kept
+    assert _last_run(project, "sneaky")[2] == "terminal"
