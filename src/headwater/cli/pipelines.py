@@ -52,6 +52,21 @@ def run(
                 highlight=False,
             )
     _print_deliveries(answer["deliveries"])
+    _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in results})
+
+
+def _print_skipped(skipped: list[dict[str, Any]], ran: set[str]) -> None:
+    """Sinks the pipelines that ran name but this environment lacks: not delivered to."""
+    for d in skipped:
+        if d["pipeline"] in ran:
+            console.print(
+                f"Not delivered {d['pipeline']} to {d['sink']}: {_elsewhere(d)}.", highlight=False
+            )
+
+
+def _elsewhere(d: dict[str, Any]) -> str:
+    where = " and ".join(d.get("elsewhere") or ["another environment"])
+    return f"not in this environment (declared for {where})"
 
 
 def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
@@ -96,6 +111,7 @@ def backfill(
     rows = sum(r["rows_written"] for r in answer["runs"])
     console.print(f"Backfilled {len(answer['runs'])} intervals; {rows} rows written.")
     _print_deliveries(answer["deliveries"])
+    _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in answer["runs"]})
 
 
 def status() -> None:
@@ -147,9 +163,10 @@ def status() -> None:
                        "last error"):  # fmt: skip
             view.add_column(column, overflow="fold")
         for d in deliveries:
+            note = _elsewhere(d) if "elsewhere" in d else d["last_error"] or ""
             view.add_row(
                 d["pipeline"], d["sink"], str(d["delivered"]), str(d["pending"]),
-                str(d["failed"]), str(d["dead_letters"]), Text(d["last_error"] or ""),
+                str(d["failed"]), str(d["dead_letters"]), Text(note),
             )  # fmt: skip
         console.print(view)
         if any(d["dead_letters"] for d in deliveries):
