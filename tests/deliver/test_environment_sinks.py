@@ -22,6 +22,7 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pytest
+from psycopg import sql
 
 from headwater.config.project import load_project
 from headwater.core.errors import ConfigError
@@ -130,9 +131,8 @@ def _crm_rows(url: str) -> list[tuple[Any, ...]] | None:
         found = db.execute("SELECT to_regclass(%s)", (f"public.{PIPELINE}",)).fetchone()
         if found is None or found[0] is None:
             return None
-        return db.execute(
-            f"SELECT event_name, events FROM public.{PIPELINE} ORDER BY 1"  # noqa: S608
-        ).fetchall()
+        query = sql.SQL("SELECT event_name, events FROM public.{} ORDER BY 1")
+        return db.execute(query.format(sql.Identifier(PIPELINE))).fetchall()
 
 
 def _files(folder: Path) -> list[str]:
