@@ -7,13 +7,23 @@ in the command's own process, then through a running ``headwater up``, and
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from headwater.state import StateStore
+from headwater.store import schema
+from headwater.store.duckdb import DuckDBEngine
+from headwater.store.engine import IngestBatch
 from tests.conftest import Project, Server, run_cli
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
 
 RATIO = """\
 import pyarrow as pa
@@ -155,3 +165,54 @@ def test_headwaters_own_refusal_inside_a_python_pipeline_names_the_calling_line(
     assert '    return ctx.sql("SELECT * FROM hourly_event_counts")' in said, said
     assert "@pipeline(inputs=[...])" in failed.stderr, failed.stderr  # its own fix, kept
     assert _last_run(project, "sneaky")[2] == "terminal"
+
+
+def _documented_example() -> str:
+    """The first Python block of docs/pipelines.md's Python section, as a reader copies it."""
+    text = (Path(__file__).parents[2] / "docs" / "pipelines.md").read_text(encoding="utf-8")
+    section = text[text.index("## Python pipelines") :]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.timeout(120)
+def test_the_documented_python_pipeline_runs_in_an_environment_without_its_sink(
+    project: Project,
+) -> None:
+    # The example delivers to a PostgreSQL sink, crm, that qa does not have: it runs there.
+    (project.root / "pipelines" / "pro_share.py").write_text(_documented_example())
+    project.configure('[sinks.crm]\ntype = "postgres"\nurl = "${CRM_URL}"\n\n[environments.qa]\n')
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - 2 * DAY
+    people = {"u1": "pro", "u2": "free", "u3": "free", "u4": "pro", "u5": "team"}
+    rows: list[dict[str, Any]] = [
+        {
+            "message_id": f"m-{user}",
+            "source": "web",
+            "type": "track",
+            "event": "Page Viewed",
+            "user_id": user,
+            "timestamp": day + HOUR,
+            "original_timestamp": day + HOUR,
+            "received_at": day + HOUR,
+            "properties": json.dumps({"plan": plan}),
+        }
+        for user, plan in people.items()
+    ]
+    store = project.data_dir / "qa" / "events.duckdb"
+    store.parent.mkdir(parents=True)
+    engine = DuckDBEngine.open(store)
+    try:
+        events = pa.Table.from_pylist(rows, schema=schema.EVENTS)
+        engine.ingest(IngestBatch(events, schema.FAILED_EVENTS.empty_table()))
+    finally:
+        engine.close()
+
+    window = ("--start", day.isoformat(), "--end", (day + DAY).isoformat())
+    ran = run_cli(project, "--env", "qa", "backfill", "pro_share", *window)
+    assert "Backfilled 2 intervals" in ran.stdout, ran.stdout  # its input first
+    assert "Not delivered pro_share to crm: not in this environment" in ran.stdout, ran.stdout
+    engine = DuckDBEngine.open(store, read_only=True)
+    try:
+        shares = engine.query("SELECT day, pro_share FROM pro_share").to_pylist()
+    finally:
+        engine.close()
+    assert shares == [{"day": day, "pro_share": 2 / 5}]
