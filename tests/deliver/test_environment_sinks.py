@@ -249,6 +249,21 @@ def test_shared_sinks_are_checked_strictly(project: Project) -> None:
     assert error.hint is not None
     assert "shared_sinks" in error.hint
 
+    # An environment's own sinks are named as their tables are, with the allowed keys.
+    error = refused('\n[environments.qa.sinks.lake]\ntype = "files"\nurl = "x"\nformt = "csv"\n')
+    assert error.message.endswith("unknown key `formt` in [environments.qa.sinks.lake]")
+    assert error.hint is not None
+    assert "format" in error.hint
+    error = refused('\n[environments.qa.sinks.lake]\ntype = "file"\nurl = "x"\n')
+    assert error.message.endswith("[environments.qa.sinks.lake] has type 'file'")
+    error = refused('\n[environments.qa.sinks.lake]\ntype = "files"\nurl = "x"\nformat = "xml"\n')
+    assert "[environments.qa.sinks.lake] format: Invalid enum value 'xml'" in error.message
+    error = refused(
+        '\n[environments.qa.sinks.hook]\ntype = "webhook"\nurl = "https://a.example"\n'
+        'secret = "plain"\n'
+    )
+    assert "[environments.qa.sinks.hook] secret must be an environment reference" in error.message
+
     toml.write_text(written + '\n[environments.qa]\nshared_sinks = ["files"]\n')
     shared = load_project(project.root, "qa")
     assert shared.settings.sinks == load_project(project.root).settings.sinks
