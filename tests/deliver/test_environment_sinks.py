@@ -304,27 +304,40 @@ def test_a_sink_declared_only_for_another_environment_is_skipped_in_the_default(
     ), ran.stdout
 
 
-@pytest.mark.timeout(60)
-def test_up_in_an_environment_says_which_sinks_it_lacks_and_shares(project: Project) -> None:
+@pytest.mark.timeout(90)
+def test_up_says_which_sinks_its_environment_has_shares_and_lacks(project: Project) -> None:
     project.configure(
-        '[sinks.lake]\ntype = "files"\nurl = "lake"\n\n[environments.qa]\nshared_sinks = ["lake"]\n'
+        '[sinks.lake]\ntype = "files"\nurl = "lake"\n\n'
+        '[environments.qa]\nshared_sinks = ["lake"]\n'
+        '[environments.qa.sinks.audit]\ntype = "files"\nurl = "audit"\n'
     )
-    log = project.root / "qa.log"
+    said = _up(project, "--env", "qa")
+    assert "sink    lake  shared with the default environment (the same destination): lake" in said
+    assert f"sink    audit  this environment's own: {project.data_dir / 'qa' / 'audit'}" in said
+    assert "sinks   files: not in this environment; pipelines naming them run without " in said
+    assert "[environments.qa.sinks] or list them in shared_sinks" in said, said
+
+    said = _up(project)
+    assert "sinks   audit: not in this environment" in said, said
+    assert "(declare them under [sinks])" in said, said
+    assert "sink    lake" not in said, said
+
+
+def _up(project: Project, *env: str) -> str:
+    """What ``headwater up`` prints when it has started."""
+    log = project.root / f"up{'-'.join(env)}.log"
     with log.open("wb") as out:
         up = subprocess.Popen(
-            [*HEADWATER, "--project", str(project.root), "--env", "qa", "up", "--port", "0"],
+            [*HEADWATER, "--project", str(project.root), *env, "up", "--port", "0"],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={"COLUMNS": "300", **_environ()},
+            env={**_environ(), "COLUMNS": "300"},
         )
     try:
-        said = wait_for("headwater up --env qa to start", lambda: _started(log), timeout=30)
+        return wait_for(f"headwater {' '.join(env)} up to start", lambda: _started(log), 30)
     finally:
         up.terminate()
         up.wait(30)
-    assert "sink    lake  shared with the default environment" in said, said
-    assert "sinks   files: not in this environment; pipelines naming them run without " in said
-    assert "list them in shared_sinks" in said, said
 
 
 def _started(log: Path) -> str | None:

@@ -13,6 +13,7 @@ from headwater.cli.options import Host, Port
 from headwater.cli.output import console
 from headwater.config.project import Project
 from headwater.core.errors import ConfigError
+from headwater.deliver.settings import FilesSink
 
 #: ``headwater serve STAGE`` -> the runtime's role.
 STAGES = {"collector": "collect", "api": "api"}
@@ -61,16 +62,18 @@ def _print_sinks(project: Project) -> None:
     (pipelines that name those run, and their deliveries there are skipped)."""
     if project.environment:
         chosen = project.settings.environments[project.environment]
-        for name in chosen.shared_sinks:
-            console.print(
-                f"  sink    [bold]{name}[/bold]  shared with the default environment "
-                "(the same destination)",
-                highlight=False,
-            )
+        for name, sink in project.settings.sinks.items():
+            if name in chosen.shared_sinks:
+                whose = "shared with the default environment (the same destination)"
+            else:
+                whose = "this environment's own"
+            if isinstance(sink, FilesSink):
+                whose += f": {escape(sink.url)}"
+            console.print(f"  sink    [bold]{escape(name)}[/bold]  {whose}", highlight=False)
     elsewhere = project.sinks_elsewhere()
     if elsewhere:
-        table = escape(f"[environments.{project.environment}.sinks]")
-        fix = (
+        table = f"[environments.{project.environment}.sinks]"
+        fix = escape(
             f"declare them under {table} or list them in shared_sinks"
             if project.environment
             else "declare them under [sinks]"
