@@ -16,6 +16,9 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from headwater.process.definition import load_file
+from headwater.process.errors import PipelineError
+from headwater.process.python import Context, raised
 from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
@@ -216,3 +219,34 @@ def test_the_documented_python_pipeline_runs_in_an_environment_without_its_sink(
     finally:
         engine.close()
     assert shares == [{"day": day, "pro_share": 2 / 5}]
+
+
+LIBRARY = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="full")
+def mixed(ctx: Context) -> pa.Table:
+    return pa.table({"value": [1, "two"]})
+"""
+
+
+def test_a_librarys_frames_are_left_out_and_the_pipelines_line_kept(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.py"
+    path.write_text(LIBRARY)
+    pipeline = load_file(path, "bigquery")
+    assert pipeline.function is not None
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    with pytest.raises(pa.ArrowException) as caught:
+        pipeline.function(Context("mixed", start, start + HOUR, reader=None))  # type: ignore[arg-type]
+    error = raised("mixed", path, caught.value)
+    assert isinstance(error, PipelineError)
+    assert error.line == 8
+    assert error.message.startswith(f"{path}:8: the pipeline raised pyarrow.lib.Arrow")
+    assert f'File "{path}", line 8, in mixed' in error.message
+    assert '    return pa.table({"value": [1, "two"]})' in error.message
+    assert "pyarrow/" not in error.message  # the library's own frames
+    frames = [line for line in error.message.splitlines() if line.startswith("  File ")]
+    assert frames == [f'  File "{path}", line 8, in mixed']

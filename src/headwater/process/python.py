@@ -154,14 +154,15 @@ def pipeline(
     allowed keys. For example, ``pipelines/plan_changes.py``::
 
         @pipeline(schedule="@hourly", kind="incremental", time_column="hour",
-                  inputs=["events"], key=["hour", "user_id"], sinks=["crm"],
-                  audits=[{"not_null": ["user_id"]}])
+                  inputs=["events"], key=["hour", "plan"], sinks=["crm"],
+                  audits=[{"not_null": ["plan"]}, {"unique": ["hour", "plan"]}])
         def plan_changes(ctx: Context) -> pa.Table:
-            rows = ctx.sql("SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, user_id, "
-                           "JSON_VALUE(properties, '$.plan') AS plan FROM events "
+            return ctx.sql("SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, "
+                           "COALESCE(JSON_VALUE(properties, '$.plan'), 'none') AS plan, "
+                           "COUNT(*) AS changes FROM events "
                            "WHERE event = 'Plan Changed' "
-                           "AND received_at >= @start AND received_at < @end")
-            return rows
+                           "AND received_at >= @start AND received_at < @end "
+                           "GROUP BY hour, plan")
 
     A function that raises fails its run: the error shows the function's own
     lines (file, line, source) and the exception. It is not retried, unless it
@@ -194,7 +195,11 @@ def raised(name: str, path: Path, exc: Exception) -> PipelineError:
         where = f"{exc.path}:{exc.line}: " if exc.path and exc.line else f"{exc.path}: "
         words = exc.message.removeprefix(where) if exc.path else exc.message
         return PipelineError(
-            words + trace, pipeline=name, path=str(path), line=exc.line or line, hint=exc.hint
+            words + trace,
+            pipeline=name,
+            path=str(path),
+            line=line if line is not None else exc.line,
+            hint=exc.hint,
         )
     what = "".join(traceback.format_exception_only(exc)).strip()
     return PipelineError(
