@@ -15,6 +15,7 @@ from rich.markup import escape
 
 from headwater.cli.output import console
 from headwater.config.project import Project, load_project
+from headwater.core.errors import HeadwaterError, TerminalError
 
 
 class Options:
@@ -38,22 +39,39 @@ def operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
     from headwater.runtime.workspace import Workspace
 
     project = options.project()
-    with _progress_bar(progress) as report:
-        client = find_server(project.data_dir)
-        if client is not None:
-            try:
-                return client.call(op, args, report)
-            finally:
-                client.close()
-        workspace = Workspace.open(project)
+    shown: list[str] = []
+    with _progress_bar(progress, shown) as report:
         try:
-            return operations.call(workspace, op, args, report)
-        finally:
-            workspace.close()
+            client = find_server(project.data_dir)
+            if client is not None:
+                try:
+                    return client.call(op, args, report)
+                finally:
+                    client.close()
+            workspace = Workspace.open(project)
+            try:
+                return operations.call(workspace, op, args, report)
+            finally:
+                workspace.close()
+        except HeadwaterError as exc:
+            if isinstance(exc, TerminalError) and "\n" in exc.message and exc.message in shown:
+                raise ShownAbove(exc) from exc
+            raise
+
+
+class ShownAbove(TerminalError):
+    """A failure the progress lines printed whole (a pipeline's traceback) as it happened,
+    said again in its first line: once is enough."""
+
+    def __init__(self, shown: HeadwaterError) -> None:
+        first = shown.message.split("\n", 1)[0]
+        super().__init__(f"{first} (shown above)", hint=shown.hint)
 
 
 @contextlib.contextmanager
-def _progress_bar(show: bool) -> Iterator[Callable[[dict[str, Any]], None] | None]:
+def _progress_bar(
+    show: bool, shown: list[str]
+) -> Iterator[Callable[[dict[str, Any]], None] | None]:
     if not show:
         yield None
         return
@@ -68,6 +86,7 @@ def _progress_bar(show: bool) -> Iterator[Callable[[dict[str, Any]], None] | Non
         def report(step: dict[str, Any]) -> None:
             label = _label(step)
             if step.get("error"):
+                shown.append(step["error"])
                 console.print(
                     f"[red]failed[/red] {label}: {escape(step['error'])}", highlight=False
                 )

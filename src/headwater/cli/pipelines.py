@@ -70,10 +70,25 @@ def run(
                 highlight=False,
             )
     _print_deliveries(answer["deliveries"])
+    _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in results})
     broken = answer.get("broken") or []
     _print_broken(broken)
     if broken:
         raise typer.Exit(1)
+
+
+def _print_skipped(skipped: list[dict[str, Any]], ran: set[str]) -> None:
+    """Sinks the pipelines that ran name but this environment lacks: not delivered to."""
+    for d in skipped:
+        if d["pipeline"] in ran:
+            console.print(
+                f"Not delivered {d['pipeline']} to {d['sink']}: {_elsewhere(d)}.", highlight=False
+            )
+
+
+def _elsewhere(d: dict[str, Any]) -> str:
+    where = " and ".join(d.get("elsewhere") or ["another environment"])
+    return f"not in this environment (declared for {where})"
 
 
 def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
@@ -118,6 +133,7 @@ def backfill(
     rows = sum(r["rows_written"] for r in answer["runs"])
     console.print(f"Backfilled {len(answer['runs'])} intervals; {rows} rows written.")
     _print_deliveries(answer["deliveries"])
+    _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in answer["runs"]})
 
 
 def status() -> None:
@@ -151,10 +167,14 @@ def status() -> None:
         view.add_row(
             row["name"], kind, row["schedule"], last, str(row["intervals_done"]),
             str(row["intervals_missing"]), stale, (row["next_run"] or "")[:16],
-            Text(row["last_error"] or ""),
+            Text((row["last_error"] or "").split("\n", 1)[0]),
         )  # fmt: skip
     console.print(view)
     _print_broken(report)
+    for row in report:
+        if "\n" in (row["last_error"] or ""):
+            # A Python pipeline's traceback: whole, below the table, where lines stay lines.
+            console.print(Text(f"{row['name']}: {row['last_error']}"), highlight=False)
     for row in report:
         if row.get("bytes_per_run") is not None:
             console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "
@@ -172,9 +192,10 @@ def status() -> None:
                        "last error"):  # fmt: skip
             view.add_column(column, overflow="fold")
         for d in deliveries:
+            note = _elsewhere(d) if "elsewhere" in d else d["last_error"] or ""
             view.add_row(
                 d["pipeline"], d["sink"], str(d["delivered"]), str(d["pending"]),
-                str(d["failed"]), str(d["dead_letters"]), Text(d["last_error"] or ""),
+                str(d["failed"]), str(d["dead_letters"]), Text(note),
             )  # fmt: skip
         console.print(view)
         if any(d["dead_letters"] for d in deliveries):

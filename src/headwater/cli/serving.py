@@ -13,6 +13,7 @@ from headwater.cli.options import Host, Port
 from headwater.cli.output import console
 from headwater.config.project import Project
 from headwater.core.errors import ConfigError
+from headwater.deliver.settings import FilesSink
 
 #: ``headwater serve STAGE`` -> the runtime's role.
 STAGES = {"collector": "collect", "api": "api"}
@@ -56,6 +57,34 @@ def serve_stage(
     console.print("Headwater stopped; every acknowledged event is committed.")
 
 
+def _print_sinks(project: Project) -> None:
+    """In an environment, which sinks it shares with the default one, and which it lacks
+    (pipelines that name those run, and their deliveries there are skipped)."""
+    if project.environment:
+        chosen = project.settings.environments[project.environment]
+        for name, sink in project.settings.sinks.items():
+            if name in chosen.shared_sinks:
+                whose = "shared with the default environment (the same destination)"
+            else:
+                whose = "this environment's own"
+            if isinstance(sink, FilesSink):
+                whose += f": {escape(sink.url)}"
+            console.print(f"  sink    [bold]{escape(name)}[/bold]  {whose}", highlight=False)
+    elsewhere = project.sinks_elsewhere()
+    if elsewhere:
+        table = f"[environments.{project.environment}.sinks]"
+        fix = escape(
+            f"declare them under {table} or list them in shared_sinks"
+            if project.environment
+            else "declare them under [sinks]"
+        )
+        console.print(
+            f"  [yellow]sinks   {', '.join(sorted(elsewhere))}: not in this environment"
+            f"[/yellow]; pipelines naming them run without delivering there ({fix})",
+            highlight=False,
+        )
+
+
 def _ready(project: Project, doing: str) -> Callable[[Any], None]:
     def ready(where: Any) -> None:
         console.print(f"[bold green]Headwater is up[/bold green] at [bold]{where.url}[/bold]")
@@ -67,16 +96,7 @@ def _ready(project: Project, doing: str) -> Callable[[Any], None]:
             console.print(f"  store   {store.engine}, schema {store.schema}")
         for name in project.settings.sources:
             console.print(f"  source  [bold]{name}[/bold]  (write key stored hashed)")
-        if project.environment:
-            own = project.settings.environments[project.environment].sinks
-            shared = sorted(set(project.settings.sinks) - set(own))
-            if shared:
-                table = escape(f"[environments.{project.environment}.sinks]")
-                console.print(
-                    f"  [yellow]sinks   {', '.join(shared)}: the same as the default "
-                    f"environment's[/yellow] (redeclare them under {table} to keep them apart)",
-                    highlight=False,
-                )
+        _print_sinks(project)
         console.print(
             "  send    curl -u $WRITE_KEY: -H 'Content-Type: application/json' "
             f'-d \'{{"userId":"u1","event":"Signed Up"}}\' {where.url}/v1/track'

@@ -3,6 +3,8 @@ by reference, one engine's settings per store, usable sinks."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from headwater.config.file import ProjectFile
@@ -33,7 +35,8 @@ def check(settings: ProjectFile, path: str) -> None:
         check_name("environment", name, path=path)
         _check_store(environment.store, f"[environments.{name}.store]", path)
         for sink_name, sink in environment.sinks.items():
-            _check_sink(sink_name, sink, path)
+            _check_sink(sink_name, sink, path, where=f"[environments.{name}.sinks.{sink_name}]")
+        _check_shared(name, environment.shared_sinks, environment.sinks, settings.sinks, path)
     parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     server = settings.server
@@ -90,8 +93,46 @@ def _check_no_password(url: str, where: str, path: str) -> None:
         )
 
 
-def _check_sink(name: str, sink: Sink, path: str) -> None:
-    where = f"[sinks.{name}]"
+def _check_shared(
+    environment: str,
+    shared: list[str],
+    own: Mapping[str, Sink],
+    top: Mapping[str, Sink],
+    path: str,
+) -> None:
+    """``shared_sinks`` names top-level sinks, each once, none also redeclared in the
+    environment (which would leave it unclear which one is meant)."""
+    where = f"[environments.{environment}] shared_sinks"
+    for name in shared:
+        if name not in top:
+            close = difflib.get_close_matches(name, sorted(top), n=1)
+            known = ", ".join(sorted(top)) or "none"
+            raise ConfigError(
+                f"{where} names {name!r}, which is not a top-level [sinks.{name}] table "
+                f"(declared: {known})",
+                path=path,
+                hint=f"did you mean {close[0]!r}?"
+                if close
+                else f"declare [sinks.{name}], or drop it from shared_sinks",
+            )
+        if name in own:
+            raise ConfigError(
+                f"{where} names {name!r}, which [environments.{environment}.sinks.{name}] "
+                "also declares",
+                path=path,
+                hint=f"keep one: share the default's {name} or declare this environment's own",
+            )
+    repeated = sorted({name for name in shared if shared.count(name) > 1})
+    if repeated:
+        raise ConfigError(
+            f"{where} names {', '.join(repeated)} more than once",
+            path=path,
+            hint="name each shared sink once",
+        )
+
+
+def _check_sink(name: str, sink: Sink, path: str, *, where: str | None = None) -> None:
+    where = where or f"[sinks.{name}]"
     check_name("sink", name, path=path)
     if sink.max_attempts < 1 or sink.backoff_seconds < 0 or sink.max_backoff_seconds < 0:
         raise ConfigError(

@@ -24,16 +24,16 @@ def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> 
         at = (match.group("at") or "").lstrip(".")
         top = re.split(r"[.\[]", at, maxsplit=1)[0]
         struct = TABLES.get(top, ProjectFile)
-        if top == "sinks":
-            name, struct = _sink_with(raw, key)
-            at = f"sinks.{name}"
+        in_sink = at.endswith("sinks[...]")
+        if in_sink:
+            at, struct = _sink_with(raw, key)
         elif at.startswith(("sources[", "consumers[", "environments[")):
             # msgspec says `sources[...]`; find which table holds the key.
             names = [n for n, t in _named_tables(raw, top) if key in t]
             at = f"{top}.{names[0] if names else '<name>'}"
         table = f"[{at}]" if at else "the top level"
         allowed = ", ".join(
-            ("type", *struct.__struct_fields__) if top == "sinks" else struct.__struct_fields__
+            ("type", *struct.__struct_fields__) if in_sink else struct.__struct_fields__
         )
         return ConfigError(
             f"unknown key `{key}` in {table}",
@@ -52,9 +52,9 @@ def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> 
     hint = f"one of: {_CHOICES[field]}" if field in _CHOICES else None
     if "sinks[...]" in where:
         # Name the sink whose value msgspec quotes.
-        for name, values in _named_tables(raw, "sinks"):
+        for label, values in _sink_tables(raw):
             if field in values and repr(values[field]) in text:
-                return ConfigError(f"[sinks.{name}] {field}: {text}", path=path, hint=hint)
+                return ConfigError(f"[{label}] {field}: {text}", path=path, hint=hint)
     return ConfigError(f"{text}{where}", path=path, hint=hint)
 
 
@@ -68,23 +68,32 @@ def _named_tables(raw: dict[str, object], top: str) -> list[tuple[str, dict[str,
     return [(n, t) for n, t in tables.items() if isinstance(t, dict)]
 
 
+def _sink_tables(raw: dict[str, object]) -> list[tuple[str, dict[str, object]]]:
+    """Every sink table with its TOML name: ``sinks.X`` and ``environments.E.sinks.X``."""
+    found = [(f"sinks.{n}", t) for n, t in _named_tables(raw, "sinks")]
+    for environment, table in _named_tables(raw, "environments"):
+        found += [(f"environments.{environment}.sinks.{n}", t) for n, t in _named_tables(
+            table, "sinks")]  # fmt: skip
+    return found
+
+
 def _sink_with(raw: dict[str, object], key: str) -> tuple[str, type[msgspec.Struct]]:
     """The sink whose type does not allow ``key`` (msgspec does not say which)."""
-    for name, table in _named_tables(raw, "sinks"):
+    for label, table in _sink_tables(raw):
         kind = table.get("type")
         struct = SINKS.get(kind, FilesSink) if isinstance(kind, str) else FilesSink
         if key in table and key not in struct.__struct_fields__:
-            return name, struct
-    return "<name>", FilesSink
+            return label, struct
+    return "sinks.<name>", FilesSink
 
 
 def _sink_type_error(raw: dict[str, object], path: str) -> ConfigError:
-    for name, table in _named_tables(raw, "sinks"):
+    for label, table in _sink_tables(raw):
         kind = table.get("type")
         if kind not in SINKS:
             said = "has no type" if kind is None else f"has type {kind!r}"
             return ConfigError(
-                f"[sinks.{name}] {said}",
+                f"[{label}] {said}",
                 path=path,
                 hint='set type = "files", "postgres" or "webhook"',
             )

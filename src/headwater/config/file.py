@@ -48,8 +48,15 @@ class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     folder)."""
 
     sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
-    """Sinks that differ in this environment, by name (``[environments.NAME.sinks.lake]``):
-    each replaces the top-level sink of that name."""
+    """This environment's own sinks, by name (``[environments.NAME.sinks.lake]``). A files
+    sink's relative ``url`` is a folder in the environment's data folder
+    (``.headwater/NAME/``), so it never writes the default environment's files."""
+
+    shared_sinks: list[str] = msgspec.field(default_factory=list)
+    """Top-level ``[sinks.NAME]`` this environment writes too, the very same files, table or
+    webhook as the default environment (``shared_sinks = ["lake"]``). A top-level sink
+    neither shared nor redeclared here is not in this environment: pipelines that name it
+    run, and their delivery to it is skipped."""
 
 
 class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):

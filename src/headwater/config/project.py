@@ -6,6 +6,7 @@ must not silently fall back to a default.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from headwater.config.explain import explain
 from headwater.config.file import FILENAME, ProjectFile
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash
+from headwater.deliver.settings import FilesSink, Sink
 
 
 @dataclass(frozen=True)
@@ -25,12 +27,15 @@ class Project:
     """A loaded project: where it lives, what it says, and in which environment it runs.
 
     ``settings`` are the environment's: its ``store`` and ``metadata_url``
-    replace the top-level ones.
+    replace the top-level ones, and its ``sinks`` are the environment's own and
+    the top-level ones it shares, no others.
     """
 
     root: Path
     settings: ProjectFile
     environment: str | None = None
+    #: The file as written, before the environment applied (``None``: ``settings``).
+    written: ProjectFile | None = None
 
     @property
     def file(self) -> Path:
@@ -49,6 +54,29 @@ class Project:
     @property
     def store_path(self) -> Path:
         return self.data_dir / self.settings.store.path
+
+    def sinks_elsewhere(self) -> dict[str, list[str]]:
+        """Sinks declared in the file but not in this environment, each with where it is
+        declared (``"the default environment"``, ``"qa"``)."""
+        file = self.written or self.settings
+        found: dict[str, list[str]] = {}
+        if self.environment is not None:
+            for name in file.sinks:
+                found.setdefault(name, []).append("the default environment")
+        for environment, chosen in sorted(file.environments.items()):
+            if environment != self.environment:
+                for name in chosen.sinks:
+                    found.setdefault(name, []).append(environment)
+        return {name: where for name, where in found.items() if name not in self.settings.sinks}
+
+    def sink_declarations(self) -> dict[str, list[Sink]]:
+        """Every declaration of each sink name in the file: top level and every environment."""
+        file = self.written or self.settings
+        found: dict[str, list[Sink]] = {}
+        for sinks in (file.sinks, *(e.sinks for e in file.environments.values())):
+            for name, sink in sinks.items():
+                found.setdefault(name, []).append(sink)
+        return found
 
     def consumer_tokens(self) -> dict[str, tuple[KeyHash, list[str]]]:
         """Each consumer's token hash and datasets; environment references are read now."""
@@ -97,16 +125,30 @@ def load_project(start: Path | None = None, environment: str | None = None) -> P
     chosen = settings.environments.get(environment)
     if chosen is None:
         known = ", ".join(sorted(settings.environments)) or "none declared"
+        close = difflib.get_close_matches(environment, sorted(settings.environments), n=1)
         raise ConfigError(
             f"there is no environment {environment!r} ({known})",
             path=str(path),
-            hint=f"add [environments.{environment}.store] with its engine, or drop --env",
+            hint=f"did you mean --env {close[0]}?"
+            if close
+            else f"add [environments.{environment}.store] with its engine, or drop --env",
         )
     pipelines = msgspec.structs.replace(
         settings.pipelines, metadata_url=chosen.metadata_url or settings.pipelines.metadata_url
     )
-    sinks = {**settings.sinks, **chosen.sinks}
+    folder = (root / settings.project.data_dir).resolve() / environment
+    sinks = {name: settings.sinks[name] for name in chosen.shared_sinks}
+    sinks |= {name: _own(sink, folder) for name, sink in chosen.sinks.items()}
+    written = settings
     settings = msgspec.structs.replace(
         settings, store=chosen.store, pipelines=pipelines, sinks=sinks
     )
-    return Project(root=root, settings=settings, environment=environment)
+    return Project(root=root, settings=settings, environment=environment, written=written)
+
+
+def _own(sink: Sink, folder: Path) -> Sink:
+    """An environment's own sink: a files sink's relative folder is in ``folder``, the
+    environment's data folder, not beside ``headwater.toml`` where the default's are."""
+    if isinstance(sink, FilesSink) and "://" not in sink.url and not Path(sink.url).is_absolute():
+        return msgspec.structs.replace(sink, url=str(folder / sink.url))
+    return sink

@@ -20,13 +20,17 @@ on Spark runs the function on the executors instead of bringing the rows here.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import pyarrow as pa
 
+from headwater.core.clock import utc_now
+from headwater.process.errors import PipelineError
 from headwater.process.settings import PipelineHeader
 
 
@@ -44,21 +48,53 @@ class Reader(Protocol):
 
 @dataclass(frozen=True)
 class Context:
-    """What a Python pipeline gets for one run."""
+    """What a Python pipeline's function gets for one run: the interval to compute, and the
+    ways to read its inputs.
+
+    An incremental pipeline computes the rows of ``[start, end)``; a full pipeline
+    recomputes its whole output, and ``[start, end)`` is the schedule's last whole
+    interval (``end`` is the schedule time this run stands for). Both are
+    ``datetime`` in UTC. Output that depends only on the interval and the inputs
+    is the same every time the interval runs again: prefer them to the clock.
+
+    >>> from datetime import UTC, datetime
+    >>> ctx = Context("daily", datetime(2026, 11, 1, tzinfo=UTC),
+    ...               datetime(2026, 11, 2, tzinfo=UTC), reader=None)  # type: ignore[arg-type]
+    >>> ctx.end - ctx.start
+    datetime.timedelta(days=1)
+    """
 
     pipeline: str
+    """The pipeline's name (its file's name): the output table it writes."""
+
     start: datetime
-    """Start of the interval (UTC, inclusive); for full pipelines, the run's scheduled time."""
+    """Start of the interval (UTC, inclusive): ``@start`` in :meth:`sql`."""
+
     end: datetime
-    """End of the interval (UTC, exclusive)."""
+    """End of the interval (UTC, exclusive): ``@end`` in :meth:`sql`."""
+
     reader: Reader = field(repr=False)
+    """What :meth:`sql`, :meth:`table` and :meth:`map_batches` read through (the runner's)."""
+
+    run_at: datetime = field(default_factory=utc_now)
+    """When this attempt started (UTC, the wall clock): differs each time the interval runs
+    again, so it belongs in logs, not in the output."""
 
     def sql(self, query: str) -> pa.Table:
-        """Run ``query`` (project dialect; ``@start``/``@end`` bound) on the engine."""
+        """Run ``query`` on the engine and return its rows.
+
+        ``query`` is written in the project's dialect (``[project] dialect``) and
+        may read ``events``, ``failed_events`` and the pipelines named in
+        ``inputs``; ``@start`` and ``@end`` are bound to the interval as query
+        parameters. Reading a table not named in ``inputs`` is an error. For
+        example ``ctx.sql("SELECT user_id FROM events WHERE received_at >= @start
+        AND received_at < @end")``.
+        """
         return self.reader.sql(query)
 
     def table(self, name: str) -> pa.Table:
-        """The whole of an input table (``events`` or a pipeline named in ``inputs``)."""
+        """The whole of an input table (``events``, ``failed_events`` or a pipeline named in
+        ``inputs``), every row, whatever the interval: for small tables such as lookups."""
         return self.reader.table(name)
 
     def map_batches(
@@ -93,10 +129,49 @@ class PythonPipeline:
 def pipeline(
     *, inputs: Sequence[str] = ("events",), schema: pa.Schema | None = None, **header: Any
 ) -> Callable[[Callable[[Context], pa.Table]], PythonPipeline]:
-    """Make a function a pipeline. ``header`` takes the keys of a SQL pipeline's header.
+    """Make a function a pipeline: it takes a :class:`Context` and returns a
+    ``pyarrow.Table``. The pipeline's name is the file's name.
 
-    The pipeline's name is the file's name; ``inputs`` are the tables it reads,
-    which place it in the graph; ``schema``, when given, is its output's columns.
+    ``inputs`` are the tables the function reads (``events``, ``failed_events``,
+    other pipelines by name); they place it in the graph, after the pipelines it
+    reads. ``schema``, when given, is its output's columns (a run is cast to it,
+    and ``headwater validate`` checks its readers against it). The other arguments
+    are the keys of a SQL pipeline's header, with the same defaults:
+
+    - ``schedule``: a cron expression (UTC) or ``@hourly``, ``@daily``, ``@weekly``,
+      ``@monthly`` (default ``"@daily"``); consecutive run times are the interval bounds.
+    - ``kind``: ``"full"`` (default) recomputes the whole output each run;
+      ``"incremental"`` computes one interval.
+    - ``time``: incremental, intervals by arrival (``"received_at"``, default) or
+      by event time (``"timestamp"``, late events re-open their interval).
+    - ``time_column``: incremental, the output column holding each row's time;
+      every row must fall inside the interval.
+    - ``start``: the first interval (ISO date or time, UTC); default the earliest event.
+    - ``key``: the output's key columns: how the read API orders pages and looks
+      a row up, and how a PostgreSQL sink upserts (which needs one).
+    - ``sinks``: names of ``[sinks.NAME]`` tables each published interval is also
+      delivered to (files, a PostgreSQL table, a webhook).
+    - ``audits``: checks run before publication, e.g. ``[{"not_null": ["day"]}]``.
+    - ``retries``: attempts after a transient failure (default 3).
+    - ``description``: shown by ``headwater pipelines``.
+
+    An unknown argument is an error naming the file, the decorator's line and the
+    allowed keys. For example, ``pipelines/plan_changes.py``::
+
+        @pipeline(schedule="@hourly", kind="incremental", time_column="hour",
+                  inputs=["events"], key=["hour", "plan"], sinks=["crm"],
+                  audits=[{"not_null": ["plan"]}, {"unique": ["hour", "plan"]}])
+        def plan_changes(ctx: Context) -> pa.Table:
+            return ctx.sql("SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, "
+                           "COALESCE(JSON_VALUE(properties, '$.plan'), 'none') AS plan, "
+                           "COUNT(*) AS changes FROM events "
+                           "WHERE event = 'Plan Changed' "
+                           "AND received_at >= @start AND received_at < @end "
+                           "GROUP BY hour, plan")
+
+    A function that raises fails its run: the error shows the function's own
+    lines (file, line, source) and the exception. It is not retried, unless it
+    is a :class:`~headwater.core.errors.TransientError`.
     """
     from headwater.process.header import from_mapping
 
@@ -106,3 +181,44 @@ def pipeline(
         return PythonPipeline(function, parsed, tuple(inputs), schema)
 
     return wrap
+
+
+def raised(name: str, path: Path, exc: Exception) -> PipelineError:
+    """The error of a run whose function raised ``exc``: the pipeline file's own frames
+    (file, line, source line), innermost last, then the exception's type and message.
+
+    Headwater's frames and the libraries' are left out: what the author can change is
+    in the file. An error Headwater raised on purpose inside a call (``ctx.sql`` of a
+    table not in ``inputs``, SQL the engine refused) keeps its words and fix, and
+    gains the line that made the call.
+    """
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _same(f.filename, path)]
+    line = frames[-1].lineno if frames else None
+    lines = "".join(traceback.format_list(frames)).rstrip("\n")
+    trace = f"\nTraceback (the pipeline's lines, most recent call last):\n{lines}" if lines else ""
+    if isinstance(exc, PipelineError):
+        where = f"{exc.path}:{exc.line}: " if exc.path and exc.line else f"{exc.path}: "
+        words = exc.message.removeprefix(where) if exc.path else exc.message
+        return PipelineError(
+            words + trace,
+            pipeline=name,
+            path=str(path),
+            line=line if line is not None else exc.line,
+            hint=exc.hint,
+        )
+    what = "".join(traceback.format_exception_only(exc)).strip()
+    return PipelineError(
+        f"the pipeline raised {what}{trace}",
+        pipeline=name,
+        path=str(path),
+        line=line,
+        hint=f"fix the pipeline or its input, then `headwater run {name}` again; nothing was "
+        "published",
+    )
+
+
+def _same(filename: str, path: Path) -> bool:
+    try:
+        return filename == str(path) or Path(filename).resolve() == path.resolve()
+    except OSError:
+        return False

@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.types import Interval
-from headwater.process import sql
+from headwater.process import python, sql
 from headwater.process.audits import run_audits
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
@@ -166,7 +166,12 @@ class Runner:
             return selected.table, selected.rows_scanned
         assert pipeline.function is not None
         reader = _Reader(self, pipeline, interval)
-        result = pipeline.function(Context(pipeline.name, interval.start, interval.end, reader))
+        try:
+            result = pipeline.function(Context(pipeline.name, interval.start, interval.end, reader))
+        except TransientError:
+            raise  # retried, as the error's type says
+        except Exception as exc:  # the author's code may raise anything: terminal
+            raise python.raised(pipeline.name, pipeline.path, exc) from exc
         if isinstance(result, pa.RecordBatchReader):
             result = result.read_all()
         if not isinstance(result, pa.Table):

@@ -174,7 +174,19 @@ def _deliver(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object
 
 
 def _deliveries(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
-    return workspace.state.deliveries.counts()
+    counts: list[object] = list(workspace.state.deliveries.counts())
+    return counts + _skipped(workspace)
+
+
+def _skipped(workspace: Workspace) -> list[dict[str, object]]:
+    """Each sink a pipeline names that this environment lacks: its deliveries are skipped."""
+    where = workspace.project.sinks_elsewhere()
+    return [
+        {"pipeline": pipeline, "sink": sink, "pending": 0, "failed": 0, "delivered": 0,
+         "dead_letters": 0, "last_error": None, "elsewhere": where.get(sink, [])}
+        for pipeline, sinks in workspace.skipped_sinks().items()
+        for sink in sinks
+    ]  # fmt: skip
 
 
 def _dead_letters(workspace: Workspace, args: Letters, _: ProgressSink | None) -> object:
@@ -246,7 +258,11 @@ def _with_deliveries(workspace: Workspace, runs: object, deliver: bool) -> objec
     if not deliver:
         return runs
     # The CLI waits for what its runs owe, so it can say where the rows went.
-    return {"runs": runs, "deliveries": workspace.deliver(wait=True)}
+    return {
+        "runs": runs,
+        "deliveries": workspace.deliver(wait=True),
+        "skipped": _skipped(workspace),
+    }
 
 
 def _reporter(progress: ProgressSink | None) -> Callable[[Progress], None] | None:

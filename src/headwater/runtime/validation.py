@@ -16,5 +16,10 @@ def validate_project(project: Project) -> Report:
     """Every problem of ``project``'s pipelines, written in its dialect, for the engine of
     its environment (an engine's name is its sqlglot dialect)."""
     settings = project.settings
-    sinks = {name: isinstance(sink, PostgresSink) for name, sink in settings.sinks.items()}
+    # A sink declared for any environment may be named (this one skips it); one that is a
+    # PostgreSQL table anywhere needs the pipeline's key.
+    sinks = {
+        name: any(isinstance(sink, PostgresSink) for sink in declared)
+        for name, declared in project.sink_declarations().items()
+    }
     return validate(project.pipelines_dir, settings.project.dialect, settings.store.engine, sinks)

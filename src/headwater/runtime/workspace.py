@@ -9,10 +9,13 @@ control socket all work through a :class:`Workspace`.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+
+import msgspec
 
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
@@ -90,6 +93,8 @@ class Workspace:
         self.state = state
         settings = self.project.settings
         self._graphs = GraphLoader()
+        #: The loaded graph and project, and that graph with this environment's sinks only.
+        self._here: tuple[Graph, Project, Graph] | None = None
         self.pipelines = PipelineService(
             self.graph,
             engine,
@@ -125,15 +130,38 @@ class Workspace:
         return self.watch.current()
 
     def graph(self) -> Graph:
-        """The pipelines as their files are now, checked against the sinks they name."""
+        """The pipelines as their files are now, checked against the sinks they name, as
+        they run in this environment: each names only the sinks the environment has.
+
+        A sink the files name that this environment lacks (declared only for another
+        one) is left out here, so a run owes it no delivery; :meth:`skipped_sinks` says
+        which were left out.
+        """
         project = self.project
-        return self._graphs.load(
+        graph = self._graphs.load(
             project.pipelines_dir,
             project.settings.project.dialect,
             self.engine.dialect,
             version=project,
             check=lambda pipeline: check_sinks(pipeline, project),
         )
+        if self._here is None or self._here[0] is not graph or self._here[1] is not project:
+            self._here = (graph, project, sinks_here(graph, project))
+        return self._here[2]
+
+    def skipped_sinks(self) -> dict[str, list[str]]:
+        """Sinks each pipeline names that this environment lacks (their deliveries are
+        skipped), by pipeline."""
+        project = self.project
+        elsewhere = project.sinks_elsewhere()
+        graph = self._graphs.load(
+            project.pipelines_dir,
+            project.settings.project.dialect,
+            version=project,
+            check=lambda graph: check_sinks(graph, project),
+        )
+        found = {p.name: [s for s in p.header.sinks if s in elsewhere] for p in graph}
+        return {name: sinks for name, sinks in found.items() if sinks}
 
     def outputs(self) -> Mapping[str, Output]:
         """Every readable output, including the last good one of a file broken since."""
@@ -225,20 +253,24 @@ class Workspace:
 
 
 def check_sinks(pipeline: Pipeline, project: Project) -> None:
-    """Every sink a pipeline names is declared, and can take the pipeline's output."""
-    declared = project.settings.sinks
+    """Every sink a pipeline names is declared in ``headwater.toml`` (in this environment or
+    another), and every declaration of it can take the pipeline's output."""
+    declared = project.sink_declarations()
     for name in pipeline.header.sinks:
-        sink = declared.get(name)
-        if sink is None:
+        sinks = declared.get(name)
+        if sinks is None:
             known = ", ".join(sorted(declared)) or "none yet"
+            close = difflib.get_close_matches(name, sorted(declared), n=1)
             raise PipelineError(
                 f"sinks names {name!r}, which is not a [sinks.{name}] table in "
                 f"headwater.toml (declared: {known})",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
-                hint=f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
+                hint=f"did you mean {close[0]!r}?"
+                if close
+                else f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
             )
-        if isinstance(sink, PostgresSink) and not pipeline.header.key:
+        if any(isinstance(s, PostgresSink) for s in sinks) and not pipeline.header.key:
             raise PipelineError(
                 f"sink {name!r} is a PostgreSQL table, upserted by key, and this pipeline "
                 "declares no key",
@@ -246,3 +278,21 @@ def check_sinks(pipeline: Pipeline, project: Project) -> None:
                 path=str(pipeline.path),
                 hint='declare the output\'s key in the header: key = ["user_id"]',
             )
+
+
+def sinks_here(graph: Graph, project: Project) -> Graph:
+    """``graph`` with each pipeline naming only the sinks ``project``'s environment has."""
+    here = project.settings.sinks
+    changed = {
+        p.name: dataclasses.replace(
+            p,
+            header=msgspec.structs.replace(
+                p.header, sinks=[s for s in p.header.sinks if s in here]
+            ),
+        )
+        for p in graph
+        if any(s not in here for s in p.header.sinks)
+    }
+    if not changed:
+        return graph
+    return dataclasses.replace(graph, pipelines={**graph.pipelines, **changed})
