@@ -121,7 +121,8 @@ def main() -> None:
     # its owner's alone: write keys' hashes, events and tokens' grants are not for others.
     os.umask(0o077)
     try:
-        app(standalone_mode=False, prog_name="headwater")
+        # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
+        code = app(standalone_mode=False, prog_name="headwater")
     except HeadwaterError as exc:
         if options.debug:
             raise
@@ -143,7 +144,7 @@ def main() -> None:
             _exit(1)
         print_error(f"unexpected {type(exc).__name__}: {exc}", "run again with --debug for details")
         _exit(2)
-    _exit(0)
+    _exit(code if isinstance(code, int) else 0)
 
 
 def _exit(code: int) -> None:

@@ -135,7 +135,7 @@ def _failure(message: str, hint: str | None, where: dict[str, object]) -> None:
     are JSON lines (so a collector keeps it), otherwise as errors read on a terminal."""
     if options.log_format == "json":
         text = f"{message} (fix: {hint})" if hint else message
-        log.error(text, extra=fields(**where, hint=hint))
+        log.error(text, extra=fields(**where, **({"hint": hint} if hint else {})))
     else:
         print_error(message, hint)
 

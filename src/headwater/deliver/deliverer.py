@@ -279,8 +279,14 @@ class _Attempt:
                 finished=finished,
             ):
                 return _result(delivery, "pending", sent)
+            # A line per dead letter (the delivery's own line follows when it ends).
             log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
-                      delivery.interval, index, delivery.sink, reason)  # fmt: skip
+                      delivery.interval, index, delivery.sink, reason,
+                      extra=fields(sink=delivery.sink, pipeline=delivery.pipeline,
+                                   interval_start=delivery.interval.start,
+                                   interval_end=delivery.interval.end, batch=index,
+                                   rows=part.num_rows, dead_letter=True,
+                                   error=reason))  # fmt: skip
             index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
         latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
         status = latest.status if latest is not None else "pending"
