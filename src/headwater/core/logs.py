@@ -103,7 +103,21 @@ class _UTCFormatter(logging.Formatter):
 
 
 class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
-    """The handler :func:`configure` installs (and replaces when called again)."""
+    """The handler :func:`configure` installs (and replaces when called again).
+
+    With ``follow``, each record goes to ``sys.stderr`` as it is then: a progress bar on
+    the terminal swaps in a stand-in that prints lines above the bar, where a line written
+    to the terminal directly would be drawn over.
+    """
+
+    def __init__(self, stream: TextIO, *, follow: bool) -> None:
+        super().__init__(stream)
+        self._follow = follow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._follow:
+            self.stream = sys.stderr
+        super().emit(record)
 
 
 def configure(
@@ -118,7 +132,10 @@ def configure(
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _Handler)]:
         root.removeHandler(handler)
-    handler = _Handler(stream if stream is not None else sys.stderr)
+    target = stream if stream is not None else sys.stderr
+    # Text on a terminal follows sys.stderr (see _Handler); anything else, a file or a
+    # pipe, keeps the stream it was given.
+    handler = _Handler(target, follow=stream is None and fmt == "text" and target.isatty())
     handler.setFormatter(JsonFormatter() if fmt == "json" else _UTCFormatter(TEXT_FORMAT))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.WARNING)
