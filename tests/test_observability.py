@@ -13,13 +13,20 @@ import json
 import socket
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from headwater.core.types import Interval
+from headwater.process.errors import PipelineError
+from headwater.process.graph import Graph
+from headwater.runtime.metrics import StateMetrics
 from headwater.state import StateStore
+from headwater.state.leases import Lease
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
@@ -424,3 +431,44 @@ def test_metrics_count_runs_and_deliveries_of_every_process_on_the_run_state(
         assert "headwater_commit_seconds_count" in seen
     finally:
         assert server.stop() == 0
+
+
+def test_runs_are_counted_once_each_whatever_order_they_finish_in(tmp_path: Path) -> None:
+    """The server folds finished runs into its counts as it finds them: a run still going
+    at one scrape is counted at the scrape after it ends, and nothing twice."""
+    store = StateStore.in_folder(tmp_path)
+    registry = CollectorRegistry()
+
+    def broken() -> Graph:
+        raise PipelineError("not loaded in this test", pipeline="-", path="-")
+
+    registry.register(StateMetrics(store, broken, lambda: datetime.now(UTC)))
+
+    def runs() -> dict[tuple[tuple[str, str], ...], float]:
+        text = generate_latest(registry).decode()
+        found = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "headwater_runs_total":
+                    found[tuple(sorted(sample.labels.items()))] = sample.value
+        return found
+
+    try:
+        day = Interval(_today() - DAY, _today())
+        slow = store.runs.start_run("a", "v1", day, "schedule", 1)
+        quick = store.runs.start_run("b", "v1", day, "schedule", 1)
+        store.runs.fail(quick, "busy", "transient")
+        assert runs() == {_at(outcome="transient", pipeline="b"): 1}
+        with Lease(store.leases, "a", timedelta(seconds=30)) as lease:
+            store.runs.succeed(slow, "a", "v1", day, rows_read=1, rows_written=1,
+                               record_interval=True, holder=lease.holder)  # fmt: skip
+        again = store.runs.start_run("b", "v1", day, "schedule", 2)
+        store.runs.fail(again, "audit failed", "terminal")
+        assert runs() == {
+            _at(outcome="transient", pipeline="b"): 1,
+            _at(outcome="succeeded", pipeline="a"): 1,
+            _at(outcome="failed", pipeline="b"): 1,
+        }
+        assert runs() == runs()  # a scrape with nothing new changes nothing
+    finally:
+        store.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
@@ -55,6 +56,8 @@ log = logging.getLogger(__name__)
 #: interval on a warehouse).
 DURATION_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 DELIVERY_STATES = ("pending", "failed", "delivered", "dead")
+#: How long a run id the cursor skipped is looked for again.
+ABSENT_SECONDS = 300.0
 
 OffloadLag = Callable[[], float | None]
 
@@ -172,6 +175,8 @@ class StateMetrics:
         self._lock = threading.Lock()
         self._last_id = 0
         self._running: set[int] = set()
+        # Run ids skipped by the cursor, with when they were first missed.
+        self._absent: dict[int, float] = {}
         self._runs: dict[tuple[str, str], int] = {}
         self._durations: dict[str, _Durations] = {}
         # (pipeline, schedule, first start) -> (end of the last interval counted, count)
@@ -184,7 +189,8 @@ class StateMetrics:
         with self._lock:
             families = _Families()
             try:
-                self._fold(runs_since(self.state.engine, self._last_id, self._running))
+                again = self._running | set(self._absent)
+                self._fold(runs_since(self.state.engine, self._last_id, again))
                 for (pipeline, outcome), count in sorted(self._runs.items()):
                     families.runs.add_metric([pipeline, outcome], count)
                 for pipeline, seen in sorted(self._durations.items()):
@@ -220,6 +226,13 @@ class StateMetrics:
             self._count(run)
         self._running = since.running
         self._last_id = since.last_id
+        # An id still absent after a while was rolled back, not committed late.
+        now = time.monotonic()
+        self._absent = {
+            id_: self._absent.get(id_, now)
+            for id_ in since.absent
+            if now - self._absent.get(id_, now) < ABSENT_SECONDS
+        }
 
     def _count(self, run: FinishedRun) -> None:
         key = (run.pipeline, run.outcome)

@@ -29,17 +29,21 @@ class FinishedRun:
 
 @dataclass(frozen=True)
 class RunsSince:
-    """Runs finished since a cursor, and those still running (to look at again)."""
+    """Runs finished since a cursor, and the ids to look at again."""
 
     finished: list[FinishedRun]
+    #: Runs still running.
     running: set[int]
+    #: Ids asked for (or skipped, below ``last_id``) that no run has yet: on PostgreSQL a
+    #: transaction that took an id may commit after one that took a larger id, or roll back.
+    absent: set[int]
     #: The largest run id seen: the next cursor.
     last_id: int
 
 
-def runs_since(engine: sa.Engine, after: int, still_running: Collection[int]) -> RunsSince:
-    """Runs with an id above ``after`` or in ``still_running``: those finished, and the ids of
-    those still running."""
+def runs_since(engine: sa.Engine, after: int, again: Collection[int]) -> RunsSince:
+    """Runs with an id above ``after`` or in ``again``: those finished, the ids of those
+    still running, and the ids not found."""
     columns = (
         runs.c.id,
         runs.c.pipeline,
@@ -49,8 +53,8 @@ def runs_since(engine: sa.Engine, after: int, still_running: Collection[int]) ->
         runs.c.finished_at,
     )
     picked = runs.c.id > after
-    if still_running:
-        picked = picked | runs.c.id.in_(list(still_running))
+    if again:
+        picked = picked | runs.c.id.in_(list(again))
     with engine.connect() as db:
         rows = db.execute(sa.select(*columns).where(picked).order_by(runs.c.id)).all()
     finished: list[FinishedRun] = []
@@ -68,7 +72,13 @@ def runs_since(engine: sa.Engine, after: int, still_running: Collection[int]) ->
         )
         seconds = max((ended - started).total_seconds(), 0.0)
         finished.append(FinishedRun(id_, pipeline, outcome, seconds))
-    return RunsSince(finished, running, last)
+    found = {row[0] for row in rows}
+    absent = set(again) - found
+    previous = after
+    for id_ in sorted(i for i in found if i > after):
+        absent.update(range(previous + 1, id_))  # ids skipped between two found
+        previous = id_
+    return RunsSince(finished, running, absent, last)
 
 
 def first_interval(engine: sa.Engine, pipeline: str) -> datetime | None:
