@@ -645,7 +645,9 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
         ],
     )
 
-    first = run_cli(root, "run", "--due").stdout
+    ran = run_cli(root, "run", "--due", check=False)
+    assert ran.returncode == 1, ran.stderr  # a delivery failed
+    first = ran.stdout
     failures = re.findall(rf"Delivery of {HOURLY} (\S+) to files failed: (.*)", first)
     assert len(failures) >= len(hours), first
     intervals = len(failures)
@@ -657,7 +659,9 @@ def test_unwritable_folder_fails_then_dead_letters_then_replays(project: Project
     assert "blocker" in row["last error"]
     assert not (root / "blocker").is_dir()
 
-    second = run_cli(root, "run", "--due").stdout
+    ran = run_cli(root, "run", "--due", check=False)
+    assert ran.returncode == 1, ran.stderr  # dead letters
+    second = ran.stdout
     dead = re.findall(rf"Dead letter for {HOURLY} \S+ to files: (.*)", second)
     assert len(dead) == intervals, second
     assert all("after 2 attempts" in reason for reason in dead), second

@@ -651,6 +651,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
 
         first = run_cli(project, "run", "--due", check=False)
         said = first.stdout + first.stderr
+        assert first.returncode == 1, said  # the delivery failed: cron sees it
         assert "Ran 1 interval;" in first.stdout, said
         assert f"Delivery of user_days {_iso(day)[:16]} to {SINK} failed" in said, said
         assert "Connection refused" in said, said
@@ -670,6 +671,7 @@ def test_unreachable_postgres_is_retried_then_a_dead_letter_then_replayed_once_f
         wait_for("next attempt time", lambda: datetime.now(UTC) > next_attempt, 5)
         second = run_cli(project, "run", "--due", check=False)
         said = second.stdout + second.stderr
+        assert second.returncode == 1, said  # a dead letter
         assert f"Dead letter for user_days {_iso(day)[:16]} to {SINK}" in said, said
         assert "Connection refused" in said, said
         assert "after 2 attempts" in said, said

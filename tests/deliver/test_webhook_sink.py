@@ -229,7 +229,11 @@ def _run_due_until(
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "not delivered in time:\n" + "\n".join(outputs)
-        outputs.append(run_cli(project, "run", "--due").stdout)
+        result = run_cli(project, "run", "--due", check=False)
+        # Exit 1 exactly when a delivery attempt failed or became a dead letter.
+        failed = "Delivery of" in result.stdout or "Dead letter for" in result.stdout
+        assert result.returncode == (1 if failed else 0), result.stdout + result.stderr
+        outputs.append(result.stdout)
     return outputs
 
 
@@ -326,7 +330,9 @@ def test_retried_after_500_503_429_and_a_timeout_until_every_row_arrives(
     receiver.slow_next(1, 1.5)  # answers 200 after the sender gave up: a repeat follows
     receiver.fail_next(1, 500)
 
-    first = run_cli(hooked, "run", "--due").stdout
+    ran = run_cli(hooked, "run", "--due", check=False)
+    assert ran.returncode == 1, ran.stderr  # every delivery failed
+    first = ran.stdout
     assert "Ran 3 intervals" in first, first
     port = receiver.port
     for status, text in ((500, "failing (500)"), (503, "failing (503)"), (429, "failing (429)")):
@@ -497,7 +503,10 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_with_the_same_ke
 
     receiver.rule = broken
     # `headwater run NAME` publishes both days and makes one attempt at each delivery.
-    first = run_cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(_today())).stdout
+    ran = run_cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(_today()),
+                  check=False)  # fmt: skip
+    assert ran.returncode == 1, ran.stderr  # a dead letter and a failed delivery
+    first = ran.stdout
     assert "Ran 2 intervals" in first, first
     assert f"Dead letter for crm_events {first_day[:16]} to crm" in first, first
     assert f"Delivery of crm_events {second_day[:16]} to crm failed" in first, first
@@ -594,7 +603,9 @@ def test_private_loopback_and_metadata_addresses_are_refused_before_any_request(
     _configure(hooked, {name: {"url": url} for name, (url, _) in refused.items()}, allow_hosts=[])
 
     # `headwater backfill` also delivers what it owes before it returns.
-    out = run_cli(hooked, "backfill", PIPELINE, "--start", _wire(day), "--end", _wire(day + DAY))
+    out = run_cli(hooked, "backfill", PIPELINE, "--start", _wire(day), "--end", _wire(day + DAY),
+                  check=False)  # fmt: skip
+    assert out.returncode == 1, out.stderr  # dead letters
     assert "Backfilled 1 intervals" in out.stdout, out.stdout
     assert out.stdout.count("Dead letter for crm_events") == len(refused), out.stdout
     assert receiver.snapshot() == []
@@ -648,7 +659,9 @@ def test_redirects_are_not_followed(hooked: Project, receiver: Receiver) -> None
                 "hop": {"url": receiver.url("/to-elsewhere")},
             },
         )
-        out = run_cli(hooked, "run", "--due").stdout
+        ran = run_cli(hooked, "run", "--due", check=False)
+        assert ran.returncode == 1, ran.stderr  # dead letters
+        out = ran.stdout
         assert out.count("Dead letter for crm_events") == 2, out
         assert elsewhere.snapshot() == []
     assert sorted(r.path for r in receiver.snapshot()) == ["/to-elsewhere", "/to-metadata"]

@@ -109,7 +109,7 @@ def test_a_raising_python_pipeline_shows_its_own_lines_in_run_and_status(
     _assert_own_traceback(failed.stdout + failed.stderr, path)
     # The traceback is printed once, as the run fails; the last word names it in one line.
     assert failed.stdout.count("return total / count") == 1, failed.stdout
-    assert "division by zero (shown above)" in failed.stderr, failed.stderr
+    assert "the pipeline raised ZeroDivisionError: division by zero" in failed.stderr
     assert "headwater run ratio" in failed.stderr, failed.stderr  # the fix
 
     status, error, kind, count = _last_run(project, "ratio")

@@ -16,14 +16,16 @@ from rich.markup import escape
 from headwater.cli.output import console
 from headwater.config.project import Project, load_project
 from headwater.core.errors import HeadwaterError, TerminalError
+from headwater.core.logs import LogFormat
 
 
 class Options:
-    """``--project``, ``--env`` and ``--debug``, as given."""
+    """``--project``, ``--env``, ``--debug`` and the log format, as given."""
 
     project_dir: Path | None = None
     environment: str | None = None
     debug: bool = False
+    log_format: LogFormat = "text"
 
     def project(self) -> Project:
         return load_project(self.project_dir, self.environment)

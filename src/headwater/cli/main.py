@@ -21,6 +21,7 @@ from headwater import __version__
 from headwater.cli import data, delivery, pipelines, serving, setup, usage
 from headwater.cli.context import options
 from headwater.cli.output import console, print_error
+from headwater.core import logs
 from headwater.core.errors import HeadwaterError
 
 app = typer.Typer(
@@ -67,8 +68,14 @@ def _version(value: bool) -> None:
         raise typer.Exit
 
 
+#: Commands that run until stopped: their log is the record of what they do, so it says
+#: every run and delivery; a command that ends prints its own summary instead.
+SERVERS = frozenset({"up", "serve"})
+
+
 @app.callback()
 def _main(
+    ctx: typer.Context,
     project: Annotated[
         Path | None,
         typer.Option(
@@ -84,6 +91,15 @@ def _main(
             help="Environment from [environments.NAME] (default: the top-level settings).",
         ),
     ] = None,
+    log_format: Annotated[
+        str | None,
+        typer.Option(
+            "--log-format",
+            envvar=logs.FORMAT_VARIABLE,
+            help="Log lines on stderr: json or text (default: text on a terminal, else json).",
+            metavar="json|text",
+        ),
+    ] = None,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
@@ -92,14 +108,12 @@ def _main(
     options.project_dir = project
     options.environment = environment
     options.debug = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not debug:
-        # sqlglot warns when it reads a statement it does not know; Headwater says what
-        # it refuses and why on its own.
-        logging.getLogger("sqlglot").setLevel(logging.ERROR)
+    fmt = logs.choose_format(log_format, sys.stderr)
+    options.log_format = fmt
+    # JSON lines go to a collector, which keeps every run and delivery; on a terminal a
+    # command's own summary says what it did, and only servers log each step.
+    verbose = fmt == "json" or ctx.invoked_subcommand in SERVERS
+    logs.configure(fmt, level=logging.INFO if verbose else logging.WARNING, debug=debug)
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -13,9 +14,12 @@ from rich.text import Text
 
 from headwater.cli.context import operation, options
 from headwater.cli.options import End, Start
-from headwater.cli.output import console
+from headwater.cli.output import console, print_error
 from headwater.core import jsonio
 from headwater.core.errors import ConfigError
+from headwater.core.logs import fields
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from headwater.process.validate import Problem
@@ -36,6 +40,7 @@ def run(
     """Run a pipeline's intervals, or with --due, everything that is due (for cron).
 
     Without --start/--end, runs what the pipeline lacks (failed intervals included).
+    Exits 1, naming them, when an interval failed to run or to be delivered.
 
     Example: headwater run daily_active_users --start 2026-11-01 --end 2026-11-02
     """
@@ -55,7 +60,7 @@ def run(
         answer = operation("run", args, progress=True)
     results = answer["runs"]
     rows = sum(r["rows_written"] for r in results)
-    if not results:
+    if not results and not answer["failures"]:
         console.print("Nothing is due; `headwater status` shows each pipeline's next run.")
     else:
         console.print(
@@ -71,10 +76,8 @@ def run(
             )
     _print_deliveries(answer["deliveries"])
     _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in results})
-    broken = answer.get("broken") or []
-    _print_broken(broken)
-    if broken:
-        raise typer.Exit(1)
+    _print_broken(answer.get("broken") or [])
+    _exit_on_failures(answer)
 
 
 def _print_skipped(skipped: list[dict[str, Any]], ran: set[str]) -> None:
@@ -92,22 +95,26 @@ def _elsewhere(d: dict[str, Any]) -> str:
 
 
 def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
-    """One line per sink: rows delivered, and what failed or became a dead letter."""
+    """One line per sink: intervals and rows delivered, and what failed or became a dead
+    letter. Rows of an interval written in part (a dead batch, a stop) count too."""
     done: dict[tuple[str, str], list[int]] = {}
     for d in deliveries:
-        if d["status"] == "delivered":
-            tally = done.setdefault((d["pipeline"], d["sink"]), [0, 0])
-            tally[0] += 1
+        if d["status"] == "delivered" or d["rows"]:
+            tally = done.setdefault((d["pipeline"], d["sink"]), [0, 0, 0])
+            tally[0 if d["status"] == "delivered" else 2] += 1
             tally[1] += d["rows"]
-    for (pipeline, sink), (count, rows) in done.items():
+    for (pipeline, sink), (count, rows, partly) in done.items():
         plural = "s" if count != 1 else ""
-        console.print(f"Delivered {pipeline} to {sink}: {count} interval{plural}, {rows} rows.")
+        more = f" (and {partly} in part)" if partly else ""
+        console.print(
+            f"Delivered {pipeline} to {sink}: {count} interval{plural}, {rows} rows.{more}"
+        )
     for d in deliveries:
         label = f"{d['pipeline']} {d['interval']['start'][:16]} to {d['sink']}"
         if d["status"] == "failed":
             when = (d["next_attempt_at"] or "")[:19]
             console.print(
-                f"[yellow]Delivery of {label} failed[/yellow]: {escape(d['error'])}; "
+                f"[yellow]Delivery of {label} failed[/yellow]: {escape(d['error'] or '')}; "
                 f"tried again from {when} by `headwater up` or `headwater run --due`.",
                 highlight=False,
             )
@@ -119,12 +126,74 @@ def _print_deliveries(deliveries: list[dict[str, Any]]) -> None:
             )
 
 
+def _exit_on_failures(answer: dict[str, Any]) -> None:
+    """Exit 1, naming each interval that failed to run or to be delivered, when any did:
+    cron and CI see a failure by the exit code."""
+    problems = [
+        (
+            f"run of {f['pipeline']} {f['interval']['start'][:16]} failed: {f['error']}",
+            f.get("hint"),
+            {"pipeline": f["pipeline"], "interval_start": f["interval"]["start"]},
+        )
+        for f in answer["failures"]
+    ]
+    problems += [
+        (
+            f"delivery of {d['pipeline']} {d['interval']['start'][:16]} to {d['sink']} "
+            f"{'became a dead letter' if d['status'] == 'dead' else 'failed'}: {d['error']}",
+            "fix it, then `headwater replay`" if d["status"] == "dead" else None,
+            {
+                "pipeline": d["pipeline"],
+                "sink": d["sink"],
+                "interval_start": d["interval"]["start"],
+            },
+        )
+        for d in answer["deliveries"]
+        if d["status"] in ("failed", "dead")
+    ]
+    broken = [b for b in answer.get("broken") or [] if not b.get("blocked_by")]
+    problems += [
+        (
+            f"pipeline {b['name']} does not load: {b['problem']}",
+            b.get("hint"),
+            {"pipeline": b["name"], "where": b.get("where")},
+        )
+        for b in broken
+    ]
+    if not problems:
+        return
+    for message, hint, where in problems:
+        _failure(message, hint, where)
+    runs = len(answer["failures"])
+    sent = len(problems) - runs - len(broken)
+    parts = [f"{runs} run{'s' if runs != 1 else ''}"] if runs else []
+    parts += [f"{sent} deliver{'ies' if sent != 1 else 'y'}"] if sent else []
+    parts += [f"{len(broken)} pipeline file{'s' if len(broken) != 1 else ''}"] if broken else []
+    _failure(f"{' and '.join(parts)} failed", None, {"failed_runs": runs,
+                   "failed_deliveries": sent})  # fmt: skip
+    raise typer.Exit(1)
+
+
+def _failure(message: str, hint: str | None, where: dict[str, object]) -> None:
+    """A failure the command went on past, on stderr: a log record with its fields when logs
+    are JSON lines (so a collector keeps it), otherwise as errors read on a terminal."""
+    if options.log_format == "json":
+        text = f"{message} (fix: {hint})" if hint else message
+        log.error(text, extra=fields(**where, **({"hint": hint} if hint else {})))
+    else:
+        # A pipeline's traceback was printed whole by the progress lines as it failed.
+        first, _, rest = message.partition("\n")
+        print_error(f"{first} (shown above)" if rest else message, hint)
+
+
 def backfill(
     name: Annotated[str, typer.Argument(help="Pipeline to fill (and what it reads).")],
     start: Annotated[str, typer.Option(help="Start of the history to fill (UTC).")],
     end: Annotated[str, typer.Option(help="End of the history to fill (exclusive).")],
 ) -> None:
     """Fill history for a pipeline and its inputs, in dependency order; resumable.
+
+    Exits 1, naming them, when an interval failed to run or to be delivered.
 
     Example: headwater backfill daily_active_users --start 2026-10-01 --end 2026-11-01
     """
@@ -134,6 +203,7 @@ def backfill(
     console.print(f"Backfilled {len(answer['runs'])} intervals; {rows} rows written.")
     _print_deliveries(answer["deliveries"])
     _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in answer["runs"]})
+    _exit_on_failures(answer)
 
 
 def status() -> None:

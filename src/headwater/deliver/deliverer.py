@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError, TransientError
+from headwater.core.logs import fields
 from headwater.core.types import Interval, Output
 from headwater.deliver.errors import DeliveryError
 from headwater.deliver.files import FilesTarget
@@ -87,6 +88,8 @@ class Deliverer:
         self.clock = clock
         self._lease_ttl = lease_ttl
         self._jitter = jitter
+        #: Called with what each attempt made here came to (the runtime counts them).
+        self.on_result: Callable[[DeliveryResult], None] = lambda result: None
 
     def deliver_due(
         self, should_stop: Callable[[], bool] = bool, *, wait: bool = False
@@ -131,9 +134,13 @@ class Deliverer:
                     if current.status in ("pending", "failed") and current.next_attempt_at <= (
                         self.clock()
                     ):
-                        return _Attempt(self, current, lease, should_stop).run()
+                        started = time.perf_counter()
+                        result = _Attempt(self, current, lease, should_stop).run()
+                        _log_delivery(result, current, started)
+                        self.on_result(result)
+                        return result
                     # Made (or tried) by another process meanwhile: report how it stands.
-                    return _as_result(current) if wait else None
+                    return as_result(current) if wait else None
             except LeaseHeld:
                 if not wait or should_stop():
                     return None  # another process is delivering to this sink now
@@ -225,9 +232,8 @@ class _Attempt:
         except HeadwaterError as exc:
             return self._dead(sink, _reason(exc), attempts=delivery.attempts + 1)
         if not self.log.progress(delivery, self.lease.holder, 1, table.num_rows, finished=True):
-            return _result(delivery, "pending", 0)
-        log.info("delivered %s %s to %s: %d rows", delivery.pipeline, delivery.interval,
-                 delivery.sink, table.num_rows)  # fmt: skip
+            # Written, but the interval was published again meanwhile: the rows went.
+            return _result(delivery, "pending", table.num_rows)
         return _result(delivery, "delivered", table.num_rows)
 
     def _post(
@@ -273,8 +279,14 @@ class _Attempt:
                 finished=finished,
             ):
                 return _result(delivery, "pending", sent)
+            # A line per dead letter (the delivery's own line follows when it ends).
             log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
-                      delivery.interval, index, delivery.sink, reason)  # fmt: skip
+                      delivery.interval, index, delivery.sink, reason,
+                      extra=fields(sink=delivery.sink, pipeline=delivery.pipeline,
+                                   interval_start=delivery.interval.start,
+                                   interval_end=delivery.interval.end, batch=index,
+                                   rows=part.num_rows, dead_letter=True,
+                                   error=reason))  # fmt: skip
             index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
         latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
         status = latest.status if latest is not None else "pending"
@@ -291,11 +303,6 @@ class _Attempt:
         when = self.deliverer.clock() + timedelta(seconds=delay)
         if not self.log.failed(delivery, self.lease.holder, attempts, when, reason):
             return _result(delivery, "pending", sent)  # published again, or taken over
-        log.warning(
-            "%s %s to %s failed (attempt %d of %d): %s; next in %.1fs",
-            *(delivery.pipeline, delivery.interval, delivery.sink),
-            *(attempts, sink.max_attempts, reason, delay),
-        )
         return _result(delivery, "failed", sent, reason, when)
 
     def _dead(self, sink: Sink, reason: str, *, attempts: int) -> DeliveryResult:
@@ -306,8 +313,6 @@ class _Attempt:
                                     idempotency_key=None, body=None, rows=0, reason=text,
                                     attempts=attempts, finished=True):  # fmt: skip
             return _result(delivery, "pending", 0)  # published again, or taken over
-        log.error("%s %s to %s: dead letter: %s", delivery.pipeline, delivery.interval,
-                  delivery.sink, text)  # fmt: skip
         return _result(delivery, "dead", 0, text)
 
 
@@ -316,7 +321,35 @@ _LEASE_POLL_SECONDS = 0.2
 _WAIT_FOR_PROJECT_SECONDS = 30.0
 
 
-def _as_result(delivery: Delivery) -> DeliveryResult:
+def _log_delivery(result: DeliveryResult, delivery: Delivery, started: float) -> None:
+    """One line per attempt at a delivery: how it went, the rows it wrote, why it failed."""
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    values = fields(
+        sink=result.sink,
+        pipeline=result.pipeline,
+        interval_start=result.interval.start,
+        interval_end=result.interval.end,
+        outcome=result.status,
+        rows=result.rows,
+        duration_ms=duration_ms,
+        run_id=delivery.run_id,
+        error=result.error,
+        next_attempt_at=result.next_attempt_at,
+    )
+    where = f"delivery of {result.pipeline} {result.interval} to {result.sink}"
+    if result.status == "delivered":
+        log.info("%s: %d rows in %.0f ms", where, result.rows, duration_ms, extra=values)
+    elif result.status == "failed":
+        when = f"{result.next_attempt_at:%Y-%m-%dT%H:%M:%SZ}" if result.next_attempt_at else "later"
+        log.warning("%s failed: %s; next attempt at %s", where, result.error, when, extra=values)
+    elif result.status == "dead":
+        log.error("%s: dead letter: %s", where, result.error, extra=values)
+    else:
+        log.info("%s: stopped after %d rows (a shutdown, a new run of the interval, or "
+                 "another deliverer)", where, result.rows, extra=values)  # fmt: skip
+
+
+def as_result(delivery: Delivery) -> DeliveryResult:
     """A delivery as another process's attempt left it."""
     waiting = delivery.next_attempt_at if delivery.status == "failed" else None
     return DeliveryResult(
@@ -348,4 +381,4 @@ def _result(
     )
 
 
-__all__ = ["Deliverer", "DeliveryResult"]
+__all__ = ["Deliverer", "DeliveryResult", "as_result"]

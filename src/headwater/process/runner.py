@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from sqlglot import exp
 
 from headwater.core.errors import HeadwaterError, TransientError
+from headwater.core.logs import fields
 from headwater.core.types import Interval
 from headwater.process import python, sql
 from headwater.process.audits import run_audits
@@ -34,7 +35,7 @@ from headwater.process.python import Context
 from headwater.state import StateStore
 from headwater.state.errors import LeaseLost
 from headwater.state.leases import TTL, Lease
-from headwater.state.runs import Trigger, error_kind
+from headwater.state.runs import RUN_OUTCOMES, Trigger, error_kind
 from headwater.store.engine import Engine
 from headwater.store.errors import Fenced, QueryError
 
@@ -95,13 +96,15 @@ class Runner:
                     return self._attempt(pipeline, interval, trigger, attempt, record, lease)
                 except LeaseLost:
                     raise
-                except TransientError as exc:
+                except TransientError:
                     if attempt > pipeline.header.retries:
                         raise
-                    delay = self._backoff * 2 ** (attempt - 1)
-                    log.warning("%s %s: %s; retrying in %.1fs", pipeline.name, interval, exc, delay)
-                    self._sleep(delay)
+                    self._sleep(self._delay(attempt))  # the attempt's log line says so
                     attempt += 1
+
+    def _delay(self, attempt: int) -> float:
+        """Seconds before the attempt after ``attempt``: exponential."""
+        return float(self._backoff * 2 ** (attempt - 1))
 
     def _attempt(
         self,
@@ -132,18 +135,27 @@ class Runner:
                 record_interval=record,
                 holder=lease.holder,
                 sinks=pipeline.header.sinks,
+                whole_table=not pipeline.incremental,
             )
         except HeadwaterError as exc:
             self.runs.fail(run_id, str(exc), error_kind(exc))
+            retry = (
+                isinstance(exc, TransientError)
+                and not isinstance(exc, LeaseLost)
+                and attempt <= pipeline.header.retries
+            )
+            _log_run(pipeline, interval, trigger, attempt, run_id, started, error=exc, retry=retry)
             raise
         except Exception as exc:  # a Python pipeline may raise anything
             self.runs.fail(run_id, f"{type(exc).__name__}: {exc}", "terminal")
-            raise PipelineError(
+            error = PipelineError(
                 f"the pipeline raised {type(exc).__name__}: {exc}",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
-            ) from exc
-        return RunResult(
+            )
+            _log_run(pipeline, interval, trigger, attempt, run_id, started, error=error)
+            raise error from exc
+        result = RunResult(
             pipeline.name,
             interval,
             output.num_rows,
@@ -151,6 +163,8 @@ class Runner:
             time.perf_counter() - started,
             recorded=record,
         )
+        _log_run(pipeline, interval, trigger, attempt, run_id, started, result=result)
+        return result
 
     # -- steps ----------------------------------------------------------------
 
@@ -251,6 +265,48 @@ class Runner:
             line=sql.locate(source, exc.reason),
             hint=exc.hint,
         )
+
+
+def _log_run(
+    pipeline: Pipeline,
+    interval: Interval,
+    trigger: Trigger,
+    attempt: int,
+    run_id: int,
+    started: float,
+    *,
+    result: RunResult | None = None,
+    error: HeadwaterError | None = None,
+    retry: bool = False,
+) -> None:
+    """One line per attempt: ``succeeded``, ``transient`` (retrying can help; the runner or
+    the next scheduler pass does) or ``failed`` (the pipeline or its data must change)."""
+    outcome = "succeeded" if error is None else RUN_OUTCOMES[error_kind(error)]
+    duration_ms = round((time.perf_counter() - started) * 1000, 1)
+    values = fields(
+        pipeline=pipeline.name,
+        interval_start=interval.start,
+        interval_end=interval.end,
+        outcome=outcome,
+        rows=result.rows_written if result is not None else None,
+        rows_read=result.rows_read if result is not None else None,
+        duration_ms=duration_ms,
+        trigger=trigger,
+        attempt=attempt,
+        run_id=run_id,
+        recorded=result.recorded if result is not None else None,
+        error=str(error) if error is not None else None,
+        retrying=retry,
+    )
+    if result is not None:
+        log.info("run %s %s succeeded: %d rows in %.0f ms", pipeline.name, interval,
+                 result.rows_written, duration_ms, extra=values)  # fmt: skip
+    elif outcome == "transient":
+        then = "; retrying" if retry else ""
+        log.warning("run %s %s failed (transient%s): %s", pipeline.name, interval, then, error,
+                    extra=values)  # fmt: skip
+    else:
+        log.error("run %s %s failed: %s", pipeline.name, interval, error, extra=values)
 
 
 class _Reader:

@@ -119,7 +119,7 @@ class PipelineService:
                     self._watch_late_events(pipeline)
                     result = runner.run(pipeline, interval, "schedule")
                 except HeadwaterError as exc:
-                    log.error("%s %s failed: %s", pipeline.name, interval, exc)
+                    # (The runner logged the failed attempt, with its fields.)
                     _report(progress, pipeline.name, interval, index + 1, len(due), error=str(exc))
                     # Its later intervals do not read it: they go on. Its readers wait
                     # for it (the planner holds back what reads a missing interval).

@@ -28,6 +28,7 @@ from headwater.core.clock import from_us, now_us, parse_duration
 from headwater.core.errors import HeadwaterError
 from headwater.core.secrets import environment_value
 from headwater.deliver.settings import PostgresSink
+from headwater.runtime.metrics import DeliveryCounters, StateMetrics
 from headwater.runtime.workspace import Workspace, state_for
 from headwater.serve.app import api_app
 from headwater.serve.auth import ConsumerRing
@@ -85,6 +86,17 @@ class Runtime:
             KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer
         )
         self.workspace = Workspace(self.watch, engine, state_for(project), floor=self._floor)
+        self.deliveries = DeliveryCounters(self.registry)
+        self.workspace.deliverer.on_result = self.deliveries.observe
+        pipelines = self.workspace.pipelines
+        self.registry.register(
+            StateMetrics(
+                self.workspace.state,
+                self.workspace.graph,
+                lambda: min(pipelines.floor(), pipelines.clock()),
+                # A hot store offloaded into a warehouse passes offload_lag here.
+            )
+        )
         self.stopping = threading.Event()
         self._floor_wait = threading.Event()
         self._readers: dict[str, tuple[PostgresSink, PostgresReader]] = {}
@@ -284,5 +296,7 @@ class Runtime:
         }
 
     async def _metrics(self, request: Request) -> Response:
+        # Pipeline and delivery metrics read the run state: off the event loop.
         await asyncio.to_thread(self._pipeline_health)
-        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+        body = await asyncio.to_thread(generate_latest, self.registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -23,8 +23,10 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from headwater.core.clock import parse_utc
-from headwater.core.errors import ConfigError
+from headwater.core.errors import ConfigError, HeadwaterError
+from headwater.deliver.deliverer import DeliveryResult, as_result
 from headwater.process.graph import Broken
+from headwater.process.runner import RunResult
 from headwater.process.service import Progress
 from headwater.runtime.workspace import Workspace
 from headwater.store import transfer
@@ -146,16 +148,19 @@ def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
 
 def _run(workspace: Workspace, args: Span, progress: ProgressSink | None) -> object:
     start, end = _time(args.start), _time(args.end)
-    runs = workspace.run(
-        args.name, start, end, _reporter(progress), now=args.now, upstream=args.upstream
+    steps = _Steps(progress)
+    steps.call(
+        lambda report: workspace.run(
+            args.name, start, end, report, now=args.now, upstream=args.upstream
+        )
     )
-    return _with_deliveries(workspace, runs, args.deliver)
+    return _outcome(workspace, steps, args.deliver)
 
 
 def _due(workspace: Workspace, args: Due, progress: ProgressSink | None) -> object:
-    answer = _with_deliveries(workspace, workspace.run_due(_reporter(progress)), args.deliver)
-    if not isinstance(answer, dict):
-        return answer
+    steps = _Steps(progress)
+    steps.call(workspace.run_due)
+    answer = _outcome(workspace, steps, args.deliver)
     # Every pipeline that loads ran; those that do not are reported, so a cron job fails.
     answer["broken"] = [{"name": b.name, **_problem(b)} for b in workspace.graph().broken.values()]
     return answer
@@ -165,8 +170,9 @@ def _backfill(workspace: Workspace, args: Span, progress: ProgressSink | None) -
     start, end = _time(args.start), _time(args.end)
     if start is None or end is None:
         raise ConfigError("a backfill needs --start and --end", hint="e.g. --start 2026-10-01")
-    runs = workspace.backfill(args.name, start, end, _reporter(progress))
-    return _with_deliveries(workspace, runs, args.deliver)
+    steps = _Steps(progress)
+    steps.call(lambda report: workspace.backfill(args.name, start, end, report))
+    return _outcome(workspace, steps, args.deliver)
 
 
 def _deliver(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
@@ -254,22 +260,69 @@ def call(
     return operation.call(workspace, args, progress)
 
 
-def _with_deliveries(workspace: Workspace, runs: object, deliver: bool) -> object:
-    if not deliver:
-        return runs
-    # The CLI waits for what its runs owe, so it can say where the rows went.
+class _Steps:
+    """The steps of a run, due pass or backfill as they are reported: the runs that
+    succeeded, and the intervals that failed (a due pass logs them and goes on to the
+    next pipeline; a run or backfill stops at the first)."""
+
+    def __init__(self, progress: ProgressSink | None) -> None:
+        self.progress = progress
+        self.runs: list[RunResult] = []
+        self.failures: list[dict[str, Any]] = []
+
+    def report(self, step: Progress) -> None:
+        if step.result is not None:
+            self.runs.append(step.result)
+        if step.error is not None:
+            self.failures.append(
+                {"pipeline": step.pipeline, "interval": step.interval, "error": step.error}
+            )
+        if self.progress is not None:
+            self.progress(_builtins(step))
+
+    def call(self, work: Callable[[Callable[[Progress], None]], list[RunResult]]) -> None:
+        """Run ``work``; an interval that failed is kept with the fix, and what ran before
+        it still counts (and is delivered). Errors before any step (an unknown pipeline, a
+        file that does not load) are raised as they are."""
+        try:
+            work(self.report)
+        except HeadwaterError as exc:
+            if not self.failures:
+                raise
+            if exc.hint:
+                self.failures[-1]["hint"] = exc.hint
+
+
+def _outcome(workspace: Workspace, steps: _Steps, deliver: bool) -> dict[str, object]:
+    """The runs, the intervals that failed and, with ``deliver``, every delivery the runs
+    owe as it stands after one attempt here."""
+    deliveries: list[DeliveryResult] = []
+    if deliver:
+        # The CLI waits for what its runs owe, so it can say where the rows went.
+        deliveries = owed(workspace, steps.runs, workspace.deliver(wait=True))
     return {
-        "runs": runs,
-        "deliveries": workspace.deliver(wait=True),
-        "skipped": _skipped(workspace),
+        "runs": steps.runs,
+        "failures": steps.failures,
+        "deliveries": deliveries,
+        "skipped": _skipped(workspace) if deliver else [],
     }
 
 
-def _reporter(progress: ProgressSink | None) -> Callable[[Progress], None] | None:
-    if progress is None:
-        return None
-    sink = progress
-    return lambda step: sink(_builtins(step))
+def owed(
+    workspace: Workspace, runs: list[RunResult], attempted: list[DeliveryResult]
+) -> list[DeliveryResult]:
+    """``attempted``, and the deliveries of ``runs``' intervals that another deliverer (the
+    server's own loop, say) made or tried before this command asked: each as it stands."""
+    seen = {(d.pipeline, d.sink, d.interval.start) for d in attempted}
+    found = list(attempted)
+    wanted = {(r.pipeline, r.interval.start) for r in runs if r.recorded}
+    for pipeline in sorted({p for p, _ in wanted}):
+        for delivery in workspace.state.deliveries.all(pipeline):
+            key = (delivery.pipeline, delivery.sink, delivery.interval.start)
+            if (delivery.pipeline, delivery.interval.start) in wanted and key not in seen:
+                seen.add(key)
+                found.append(as_result(delivery))
+    return found
 
 
 def _time(value: str | None) -> datetime | None:

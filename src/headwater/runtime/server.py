@@ -142,6 +142,7 @@ async def _serve(
             timeout_graceful_shutdown=int(drain) or 1,
             lifespan="off",
             log_level="warning",
+            log_config=None,  # its records go to the handler the command line set up
             access_log=False,
         )
     )
@@ -152,6 +153,7 @@ async def _serve(
             control_app(runtime.engine, status, runtime.workspace),
             lifespan="off",
             log_level="warning",
+            log_config=None,  # its records go to the handler the command line set up
             access_log=False,
         )
     )

@@ -61,7 +61,8 @@ class DeadLetter:
 
 @dataclass(frozen=True)
 class DeliveryCounts:
-    """Intervals by delivery state (``delivered``: every row), and dead letters not replayed."""
+    """Intervals by delivery state (``delivered``: every row; ``dead``: finished with dead
+    letters), and dead letters not replayed."""
 
     pipeline: str
     sink: str
@@ -70,6 +71,7 @@ class DeliveryCounts:
     delivered: int
     dead_letters: int
     last_error: str | None
+    dead: int = 0
 
 
 def schedule(
@@ -275,11 +277,41 @@ class DeliveryLog:
             return [record(DeadLetter, row) for row in rows]
 
     def replayed(self, letter: DeadLetter) -> None:
+        """``letter`` was sent again and taken (or superseded): its delivery is ``delivered``
+        once no dead letter of the same run's interval is left, and counts its rows."""
+        now = utc_now()
         with self.engine.begin() as db:
             db.execute(
-                dead_letters.update()
-                .where(dead_letters.c.id == letter.id)
-                .values(replayed_at=utc_now())
+                dead_letters.update().where(dead_letters.c.id == letter.id).values(replayed_at=now)
+            )
+            left = db.execute(
+                sa.select(sa.func.count()).where(
+                    dead_letters.c.pipeline == letter.pipeline,
+                    dead_letters.c.sink == letter.sink,
+                    dead_letters.c.interval_start == letter.interval.start,
+                    dead_letters.c.run_id == letter.run_id,
+                    dead_letters.c.replayed_at.is_(None),
+                )
+            ).scalar()
+            # The delivery of the letter's own run (a newer run's is owed anew); one still
+            # under way finishes as its last batch says.
+            finished = deliveries.c.status.in_(("dead", "delivered"))
+            db.execute(
+                deliveries.update()
+                .where(
+                    *_key(letter.pipeline, letter.sink, letter.interval.start),
+                    deliveries.c.run_id == letter.run_id,
+                )
+                .values(
+                    status=sa.case(
+                        (finished, "dead" if left else "delivered"), else_=deliveries.c.status
+                    ),
+                    rows_delivered=deliveries.c.rows_delivered + letter.rows,
+                    last_error=deliveries.c.last_error
+                    if left
+                    else sa.case((finished, sa.null()), else_=deliveries.c.last_error),
+                    updated_at=now,
+                )
             )
 
     def replay_failed(self, letter: DeadLetter, reason: str) -> None:
@@ -350,6 +382,7 @@ class DeliveryLog:
                 delivered=states.get("delivered", 0),
                 dead_letters=dead.get((pipeline, sink), 0),
                 last_error=last_error.get((pipeline, sink)),
+                dead=states.get("dead", 0),
             )
             for (pipeline, sink), states in sorted(table.items())
         ]

@@ -30,6 +30,13 @@ Trigger = Literal["schedule", "backfill", "manual"]
 ErrorKind = Literal["transient", "terminal"]
 
 
+#: What a finished run came to, as logs and metrics name it: ``transient`` failed with an
+#: error that retrying can help (the runner and the scheduler retry it), ``failed`` with one
+#: it cannot (it waits for a new version of the pipeline or a manual run).
+RunOutcome = Literal["succeeded", "transient", "failed"]
+RUN_OUTCOMES: dict[ErrorKind, RunOutcome] = {"transient": "transient", "terminal": "failed"}
+
+
 def error_kind(exc: BaseException) -> ErrorKind:
     """How a run failed with ``exc``: ``transient`` only when its type says retrying helps."""
     return "transient" if isinstance(exc, TransientError) else "terminal"
@@ -113,6 +120,7 @@ class RunLog:
         record_interval: bool,
         holder: Holder,
         sinks: Sequence[str] = (),
+        whole_table: bool = False,
     ) -> None:
         """Record a published run, its interval as done and its deliveries as owed, in one
         transaction that holds only while ``holder`` still holds the pipeline's lease
@@ -120,6 +128,10 @@ class RunLog:
 
         The interval's ``done_at`` is when the run *started*: an input published
         after that may not be in its output, so readers compare against it.
+
+        ``whole_table``: the run replaced its whole table (a full refresh), so the
+        intervals earlier runs recorded describe nothing published any more and are
+        dropped; one stale from before would otherwise stay stale for good.
         """
         now = utc_now()
         with self.engine.begin() as db:
@@ -139,11 +151,10 @@ class RunLog:
                 started = db.execute(
                     sa.select(runs.c.started_at).where(runs.c.id == run_id)
                 ).scalar()
-                db.execute(
-                    intervals.delete().where(
-                        intervals.c.pipeline == pipeline, intervals.c.start == interval.start
-                    )
-                )
+                replaced = intervals.c.pipeline == pipeline
+                if not whole_table:
+                    replaced = replaced & (intervals.c.start == interval.start)
+                db.execute(intervals.delete().where(replaced))
                 db.execute(
                     intervals.insert().values(
                         pipeline=pipeline,
