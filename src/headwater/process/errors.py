@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from headwater.core.errors import TerminalError
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 
 class PipelineError(TerminalError):
@@ -22,6 +27,18 @@ class PipelineError(TerminalError):
         self.line = line
         where = f"{path}:{line}: " if path and line else f"{path}: " if path else ""
         super().__init__(f"{where}{message}", hint=hint)
+
+
+class Untranslatable(PipelineError):
+    """A construct an engine cannot answer as BigQuery does, raised by that engine's
+    rewrites (process/duckdb_sql.py, ...); ``render`` refuses the pipeline with the file
+    and the line of ``node``."""
+
+    def __init__(self, construct: str, node: exp.Expression, reason: str, hint: str) -> None:
+        self.construct = construct
+        self.node = node
+        self.reason = reason
+        super().__init__(f"{construct}: {reason}", hint=hint)
 
 
 class GraphError(PipelineError):
