@@ -185,10 +185,19 @@ def version(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: How engines name what they refuse: quoted ("x", 'x', Spark's `x`), or a function by name
+#: (PostgreSQL's ``function f(text) does not exist``, DuckDB's ``Function with name f``).
+_NAMED = re.compile(r'"([^"]+)"|\'([^\']+)\'|`([^`]+)`|function (\w+)\(|with name (\w+)')
+
+
 def locate(source: str, message: str) -> int | None:
-    """The first line of ``source`` that holds a name quoted in an engine's error message."""
-    for name in re.findall(r'"([^"]+)"|\'([^\']+)\'', message):
-        found = _line(source, name[0] or name[1])
+    """The first line of ``source`` that holds a name an engine's error message names.
+
+    >>> locate("SELECT\\n  f(x)\\nFROM t", "function f(text) does not exist")
+    2
+    """
+    for match in _NAMED.finditer(message):
+        found = _line(source, next(group for group in match.groups() if group))
         if found is not None:
             return found
     return None
