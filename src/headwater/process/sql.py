@@ -23,7 +23,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
-from headwater.process import duckdb_sql, postgres_sql, spark_sql
+from headwater.process import duckdb_sql, portable_sql, postgres_sql, spark_sql
 from headwater.process.errors import PipelineError, Untranslatable
 
 PARAMETERS = frozenset({"start", "end"})
@@ -92,6 +92,8 @@ def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
     for table in tree.find_all(exp.Table):
         table.set("db", None)
         table.set("catalog", None)
+    if query.dialect == "bigquery":
+        portable_sql.annotate(tree)
     try:
         for fix in FIXES.get((query.dialect, engine_dialect), ()):
             tree = tree.transform(fix, copy=False)
@@ -160,9 +162,14 @@ def _named_parameters(node: exp.Expression) -> exp.Expression:
 #: The rewrites of each (pipeline dialect, engine dialect), in order; each engine's own
 #: are in its module (duckdb_sql, postgres_sql, spark_sql).
 FIXES = {
-    ("bigquery", "duckdb"): (_date_stays_date, *duckdb_sql.FIXES),
-    ("bigquery", "postgres"): (*postgres_sql.FIXES, _date_stays_date, _named_parameters),
-    ("bigquery", "spark"): (_named_parameters, *spark_sql.FIXES),
+    ("bigquery", "duckdb"): (*portable_sql.FIXES, _date_stays_date, *duckdb_sql.FIXES),
+    ("bigquery", "postgres"): (
+        *portable_sql.FIXES,
+        *postgres_sql.FIXES,
+        _date_stays_date,
+        _named_parameters,
+    ),
+    ("bigquery", "spark"): (*portable_sql.FIXES, _named_parameters, *spark_sql.FIXES),
     ("duckdb", "postgres"): (_named_parameters,),
 }
 
