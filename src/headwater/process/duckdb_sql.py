@@ -9,7 +9,21 @@ and the pipeline is refused at load.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from sqlglot import exp
+
+from headwater.process import bigquery_sql, portable_sql
+from headwater.process.portable_sql import (
+    call,
+    integer,
+    minus,
+    modulo,
+    number,
+    plus,
+    times,
+    whole_division,
+)
 
 
 def safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
@@ -43,9 +57,80 @@ def count_if_is_int64(node: exp.Expression) -> exp.Expression:
     return node
 
 
+class DuckDBCalendar(portable_sql.Calendar):
+    """BigQuery's calendar on DuckDB's date functions (the session is in UTC)."""
+
+    _DIRECT: ClassVar[dict[str, str]] = {
+        "YEAR": "YEAR",
+        "QUARTER": "QUARTER",
+        "MONTH": "MONTH",
+        "DAY": "DAY",
+        "DAYOFYEAR": "DAYOFYEAR",
+        "HOUR": "HOUR",
+        "MINUTE": "MINUTE",
+        "SECOND": "SECOND",
+        "ISOWEEK": "WEEK",
+        "ISOYEAR": "ISOYEAR",
+    }
+
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        if name in self._DIRECT:
+            return integer(call(self._DIRECT[name], value))
+        if name == "DAYOFWEEK":
+            return integer(plus(call("DAYOFWEEK", value), number(1)))
+        if name == "MILLISECOND":
+            return integer(modulo(call("MILLISECOND", value), number(1000)))
+        if name == "MICROSECOND":
+            return integer(modulo(call("MICROSECOND", value), number(1000000)))
+        return None
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        return integer(minus(later, earlier))
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        return exp.cast(minus(day, exp.cast(count, exp.DataType.Type.INT)), exp.DataType.Type.DATE)
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
+        return exp.AtTimeZone(this=aware, zone=zone)
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        return exp.AtTimeZone(this=naive, zone=zone)
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.TIMESTAMP)
+
+
+CALENDAR = portable_sql.calendar_fixes(DuckDBCalendar())
+
+
+def unix_time(node: exp.Expression) -> exp.Expression:
+    """UNIX_SECONDS and UNIX_MILLIS round down to the whole unit (DuckDB's EPOCH and
+    EPOCH_MS round to the nearest); TIMESTAMP_MILLIS and TIMESTAMP_MICROS are
+    TIMESTAMPs (DuckDB's are without a zone)."""
+    if isinstance(node, exp.UnixSeconds | exp.UnixMillis | exp.UnixMicros):
+        micros = call("EPOCH_US", exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ))
+        if isinstance(node, exp.UnixMicros):
+            return micros
+        return whole_division(micros, 1000000 if isinstance(node, exp.UnixSeconds) else 1000)
+    if isinstance(node, exp.UnixToTime):
+        scale = node.args.get("scale")
+        factor = {"3": 1000, "6": 1}.get(scale.name if scale is not None else "")
+        if factor is None:
+            return node
+        micros = integer(times(node.this.copy(), number(factor)))
+        naive = call("MAKE_TIMESTAMP", micros)
+        return exp.AtTimeZone(this=naive, zone=exp.Literal.string("UTC"))
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    *CALENDAR,
+    unix_time,
     diff_in_whole_units,
     count_if_is_int64,
     safe_cast_text_to_integer,
+    *bigquery_sql.DUCKDB,
 )

@@ -14,10 +14,13 @@ own behaviour.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
+
+from headwater.process.errors import Untranslatable
 
 _KEY = "hw_node"
 
@@ -54,7 +57,7 @@ def annotate(tree: exp.Expression) -> None:
             node.type = found
 
 
-def is_type(node: exp.Expression, *kinds: exp.DataType.Type) -> bool:
+def is_type(node: exp.Expression, *kinds: exp.DType) -> bool:
     """Whether ``node`` is known to be of one of ``kinds`` (False when unknown)."""
     return node.type is not None and node.type.is_type(*kinds)
 
@@ -156,6 +159,12 @@ def rounding_is_float64(node: exp.Expression) -> exp.Expression:
         node.this, *exp.DataType.INTEGER_TYPES
     ):
         node.set("this", exp.cast(node.this.copy(), exp.DataType.Type.DOUBLE))
+    elif (
+        isinstance(node, exp.Round)
+        and node.args.get("decimals") is None
+        and is_type(node.this, exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL)
+    ):
+        node.set("decimals", number(0))  # DuckDB's one-argument ROUND of a DECIMAL is an integer
     return node
 
 
@@ -168,3 +177,252 @@ FIXES = (
     safe_cast_text_to_bool,
     rounding_is_float64,
 )
+
+
+# -- dates and times ------------------------------------------------------------------
+#
+# BigQuery's calendar functions are written once, below, over a few primitives each
+# engine's module supplies (a Calendar): a date part of a date or time, the days
+# between two dates, a date some days earlier, and the civil time of an instant in a
+# zone and back. The store's session is in UTC on every engine, so an instant's parts
+# are its parts in UTC, as in BigQuery.
+
+_WEEKDAYS = ("SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY")
+_DAY_OR_LONGER = ("DAY", "WEEK", "ISOWEEK", "MONTH", "QUARTER", "YEAR", "ISOYEAR")
+
+
+def call(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def integer(node: exp.Expression) -> exp.Expression:
+    return exp.cast(node, exp.DataType.Type.BIGINT)
+
+
+def text(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def number(value: int) -> exp.Expression:
+    return exp.Literal.number(value)
+
+
+def plus(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Add(this=a, expression=b))
+
+
+def minus(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Sub(this=a, expression=b))
+
+
+def times(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Mul(this=a, expression=b))
+
+
+def modulo(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Mod(this=a, expression=b))
+
+
+def whole_division(a: exp.Expression, divisor: int) -> exp.Expression:
+    """``floor(a / divisor)`` as an INT64, for an integer ``a`` of either sign."""
+    quotient = exp.Div(
+        this=exp.cast(a, exp.DataType.Type.DOUBLE), expression=number(divisor), typed=True
+    )
+    return integer(exp.Floor(this=quotient))
+
+
+def part_of(unit: exp.Expression | None) -> tuple[str, int | None]:
+    """A BigQuery date part as (name, first weekday 0-6 for WEEK parts, else None)."""
+    if unit is None:
+        return "DAY", None
+    if isinstance(unit, exp.WeekStart):
+        day = unit.name.upper()
+        return "WEEK", _WEEKDAYS.index(day) if day in _WEEKDAYS else None
+    name = unit.name.upper()
+    if name == "WEEK":
+        return "WEEK", 0
+    if name == "ISOWEEK":
+        return "ISOWEEK", 1
+    return name, None
+
+
+class Calendar:
+    """One engine's primitives; every method returns a new expression."""
+
+    #: Parts :meth:`part` gives directly, by BigQuery's name.
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        """EXTRACT(name FROM value) as an INT64, for YEAR, QUARTER, MONTH, DAY, DAYOFYEAR,
+        DAYOFWEEK (1 = Sunday), HOUR, MINUTE, SECOND, MILLISECOND and MICROSECOND
+        (within the second), ISOWEEK and ISOYEAR; None for a part it lacks."""
+        raise NotImplementedError
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        """The days from DATE ``earlier`` to DATE ``later``, an INT64."""
+        raise NotImplementedError
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        """The DATE ``count`` days before DATE ``day``."""
+        raise NotImplementedError
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        """The civil time (a DATETIME) of TIMESTAMP ``instant`` in ``zone``."""
+        raise NotImplementedError
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        """The TIMESTAMP of DATETIME ``civil`` in ``zone``."""
+        raise NotImplementedError
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        """``value`` (a DATE, DATETIME or text) as a DATETIME."""
+        raise NotImplementedError
+
+    def truncate(self, civil: exp.Expression, name: str) -> exp.Expression:
+        """DATETIME ``civil`` truncated to part ``name`` (MICROSECOND … YEAR, not weeks)."""
+        return exp.Anonymous(this="DATE_TRUNC", expressions=[text(name.lower()), civil])
+
+    # -- built on the primitives --
+
+    def date(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.DATE)
+
+    def weekday(self, value: exp.Expression) -> exp.Expression:
+        """0 for Sunday … 6 for Saturday."""
+        found = self.part("DAYOFWEEK", value)
+        assert found is not None
+        return minus(found, number(1))
+
+    def week_start(self, day: exp.Expression, first: int) -> exp.Expression:
+        """The DATE the week (starting on weekday ``first``) of DATE ``day`` starts on."""
+        back = modulo(plus(minus(self.weekday(day.copy()), number(first)), number(7)), number(7))
+        return self.days_before(day, back)
+
+    def week_number(self, value: exp.Expression, first: int) -> exp.Expression:
+        """BigQuery's WEEK(first): weeks start on ``first``; days before the year's first
+        such day are in week 0."""
+        doy = self.part("DAYOFYEAR", value.copy())
+        assert doy is not None
+        back = modulo(plus(minus(self.weekday(value), number(first)), number(7)), number(7))
+        return whole_division(plus(minus(minus(doy, number(1)), back), number(7)), 7)
+
+    def isoyear_start(self, day: exp.Expression) -> exp.Expression:
+        """The Monday that starts ISO week 1 of the ISO year of DATE ``day``."""
+        week = self.part("ISOWEEK", day.copy())
+        assert week is not None
+        return self.days_before(self.week_start(day, 1), times(minus(week, number(1)), number(7)))
+
+    def extract(self, unit: exp.Expression, value: exp.Expression) -> exp.Expression | None:
+        name, first = part_of(unit)
+        if name == "DATE":
+            return self.date(value)
+        if name == "WEEK" and first is not None:
+            return self.week_number(value, first)
+        return self.part(name, value)
+
+    def trunc_date(self, day: exp.Expression, unit: exp.Expression) -> exp.Expression | None:
+        """DATE_TRUNC of DATE ``day`` for WEEK, WEEK(day), ISOWEEK and ISOYEAR; None for
+        the parts the engine truncates as BigQuery does."""
+        name, first = part_of(unit)
+        if first is not None:
+            return self.week_start(day, first)
+        if name == "ISOYEAR":
+            return self.isoyear_start(day)
+        return None
+
+    def diff(
+        self, later: exp.Expression, earlier: exp.Expression, unit: exp.Expression | None
+    ) -> exp.Expression | None:
+        """DATE_DIFF: the part boundaries between two DATEs; None for a time part."""
+        name, first = part_of(unit)
+        a, b = self.date(later), self.date(earlier)
+        if name == "DAY":
+            return self.days(a, b)
+        if first is not None:
+            weeks = self.days(self.week_start(a, first), self.week_start(b, first))
+            return whole_division(weeks, 7)
+        if name == "ISOYEAR":
+            return minus(self._part("ISOYEAR", a), self._part("ISOYEAR", b))
+        if name in ("MONTH", "QUARTER", "YEAR"):
+            size = {"MONTH": 12, "QUARTER": 4, "YEAR": 1}[name]
+
+            def index(d: exp.Expression) -> exp.Expression:
+                year = self._part("YEAR", d.copy())
+                if name == "YEAR":
+                    return year
+                return plus(times(year, number(size)), self._part(name, d))
+
+            return minus(index(a), index(b))
+        return None
+
+    def _part(self, name: str, value: exp.Expression) -> exp.Expression:
+        found = self.part(name, value)
+        assert found is not None
+        return found
+
+
+def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.Expression], ...]:
+    """The rewrites of BigQuery's calendar functions for an engine, over its primitives."""
+
+    def extract(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Extract):
+            return node
+        found = calendar.extract(node.this, node.expression.copy())
+        if found is None:
+            raise Untranslatable(
+                f"EXTRACT({node.this.sql('bigquery')} FROM …)",
+                node,
+                "the engine has no such part",
+                "compute the part from the ones every engine has (YEAR, MONTH, DAY, HOUR, …)",
+            )
+        return found
+
+    def zones(node: exp.Expression) -> exp.Expression:
+        zone = node.args.get("zone")
+        if isinstance(node, exp.Date) and zone is not None:
+            return calendar.date(calendar.local(node.this.copy(), zone.copy()))
+        if isinstance(node, exp.Datetime) and not node.args.get("expressions"):
+            if isinstance(node.expression, exp.Literal) and node.expression.is_string:
+                return calendar.local(node.this.copy(), node.expression.copy())
+            if node.expression is None and is_type(node.this, exp.DataType.Type.TIMESTAMPTZ):
+                return calendar.local(node.this.copy(), text("UTC"))
+        if isinstance(node, exp.Timestamp) and zone is not None:
+            return calendar.instant(calendar.civil(node.this.copy()), zone.copy())
+        if isinstance(node, exp.TimeToStr) and zone is not None:
+            node.set("this", calendar.local(node.this.copy(), zone.copy()))
+            node.set("zone", None)
+        return node
+
+    def truncation(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateTrunc):
+            found = calendar.trunc_date(calendar.date(node.this.copy()), node.args["unit"])
+            return found if found is not None else node
+        if isinstance(node, exp.DatetimeTrunc | exp.TimestampTrunc):
+            zone = node.args.get("zone")
+            instant = isinstance(node, exp.TimestampTrunc)
+            value = node.this.copy()
+            if instant and zone is not None:
+                value = calendar.local(value, zone.copy())
+            elif instant:
+                value = calendar.local(value, text("UTC"))
+            day = calendar.trunc_date(calendar.date(value.copy()), node.args["unit"])
+            if day is not None:
+                truncated: exp.Expression = calendar.civil(day)
+            else:
+                truncated = calendar.truncate(value, part_of(node.args["unit"])[0])
+            if instant:
+                return calendar.instant(truncated, zone.copy() if zone is not None else text("UTC"))
+            return truncated
+        return node
+
+    def differences(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateDiff | exp.DatetimeDiff):
+            found = calendar.diff(node.this.copy(), node.expression.copy(), node.args.get("unit"))
+            return found if found is not None else node
+        return node
+
+    def unix_dates(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateFromUnixDate):
+            epoch = exp.cast(text("1970-01-01"), exp.DataType.Type.DATE)
+            return calendar.days_before(epoch, exp.Neg(this=node.this.copy()))
+        return node
+
+    return (extract, zones, truncation, differences, unix_dates)
