@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from headwater.process import bigquery_sql
+
 _SCALAR_KINDS = ("string", "number", "boolean")
 _SECONDS = {
     "DAY": 86400.0,
@@ -158,6 +160,7 @@ def average_is_float(node: exp.Expression) -> exp.Expression:
 
 #: In order; each sees the tree the one before left.
 FIXES = (
+    bigquery_sql.postgres_json_text,
     average_is_float,
     json_array_elements,
     json_value_is_scalar,
@@ -165,4 +168,5 @@ FIXES = (
     weeks_start_on_their_day,
     diff_in_whole_units,
     safe_cast_returns_null,
+    *bigquery_sql.POSTGRES,
 )

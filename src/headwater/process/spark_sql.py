@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
+from headwater.process import bigquery_sql
+
 #: Spark's DAYOFWEEK of each day BigQuery may start a week on (Sunday is 1).
 _WEEKDAYS = {
     day: number
@@ -123,4 +125,5 @@ FIXES = (
     weeks_from_their_first_day,
     json_through_variant,
     order_after_qualify,
+    *bigquery_sql.SPARK,
 )
