@@ -83,7 +83,13 @@ def numeric_scale(node: exp.Expression) -> exp.Expression:
         if node.this == exp.DataType.Type.DECIMAL:
             return exp.DataType.build("DECIMAL(38, 9)")
         if node.this == exp.DataType.Type.BIGDECIMAL:
-            return exp.DataType.build("DECIMAL(76, 38)")
+            raise Untranslatable(
+                "BIGNUMERIC",
+                node,
+                "no engine's tables hold 76 digits (DuckDB, Spark and the store's Arrow "
+                "columns stop at 38)",
+                "use NUMERIC (38 digits, 9 after the point) or FLOAT64",
+            )
     return node
 
 
@@ -168,6 +174,60 @@ def rounding_is_float64(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def cast_float_to_integer(node: exp.Expression) -> exp.Expression:
+    """CAST(FLOAT64 AS INT64) rounds half away from zero; DuckDB and PostgreSQL round half
+    to even, Spark truncates."""
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and is_type(node.this, *exp.DataType.REAL_TYPES)
+    ):
+        rounded = exp.Round(this=node.this.copy())
+        rounded.type = exp.DataType.build("DOUBLE")
+        rounded.this.type = node.this.type
+        node.set("this", rounded)
+    return node
+
+
+def integer_results(node: exp.Expression) -> exp.Expression:
+    """DIV of INT64s is an INT64 (PostgreSQL's DIV is NUMERIC); SIGN keeps its argument's
+    type (DuckDB's SIGN is an integer, PostgreSQL's of an integer a float)."""
+    if isinstance(node, exp.IntDiv) and not isinstance(node.parent, exp.Cast):
+        return integer(node)
+    if isinstance(node, exp.Sign) and not isinstance(node.parent, exp.Cast):
+        if is_type(node.this, *exp.DataType.INTEGER_TYPES):
+            return integer(node)
+        if is_type(node.this, *exp.DataType.REAL_TYPES):
+            return exp.cast(node, exp.DataType.Type.DOUBLE)
+    return node
+
+
+def numeric_results(node: exp.Expression) -> exp.Expression:
+    """NUMERIC / NUMERIC is a NUMERIC rounded to 9 decimals (DuckDB's is a DOUBLE,
+    PostgreSQL's has 20 decimals); CAST(NUMERIC AS STRING) has no trailing zeros."""
+    decimal = (exp.DataType.Type.DECIMAL,)
+    if (
+        isinstance(node, exp.Div)
+        and is_type(node.this, *decimal)
+        and is_type(node.expression, *decimal)
+        and not isinstance(node.parent, exp.Cast)
+    ):
+        return exp.cast(node, exp.DataType.build("DECIMAL(38, 9)"))
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(*exp.DataType.TEXT_TYPES)
+        and is_type(node.this, *decimal)
+    ):
+        written = node.copy()
+        has_point = exp.GT(
+            this=exp.StrPosition(this=written.copy(), substr=text(".")), expression=number(0)
+        )
+        zeros = exp.Trim(this=written.copy(), expression=text("0"), position="TRAILING")
+        point = exp.Trim(this=zeros, expression=text("."), position="TRAILING")
+        return exp.Case(ifs=[exp.If(this=has_point, true=point)], default=written)
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
     float_literals,
@@ -176,6 +236,9 @@ FIXES = (
     ieee_divide,
     safe_cast_text_to_bool,
     rounding_is_float64,
+    cast_float_to_integer,
+    integer_results,
+    numeric_results,
 )
 
 
@@ -386,6 +449,12 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
                 return calendar.local(node.this.copy(), text("UTC"))
         if isinstance(node, exp.Timestamp) and zone is not None:
             return calendar.instant(calendar.civil(node.this.copy()), zone.copy())
+        if isinstance(node, exp.Timestamp) and is_type(
+            node.this, exp.DataType.Type.DATE, exp.DataType.Type.DATETIME
+        ):
+            return calendar.instant(calendar.civil(node.this.copy()), text("UTC"))
+        if isinstance(node, exp.Timestamp):
+            return exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ)
         if isinstance(node, exp.TimeToStr) and zone is not None:
             node.set("this", calendar.local(node.this.copy(), zone.copy()))
             node.set("zone", None)
@@ -419,10 +488,18 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
             return found if found is not None else node
         return node
 
+    def last_day_of_week(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.LastDay):
+            first = part_of(node.args.get("unit") or exp.var("MONTH"))[1]
+            if first is not None:
+                start = calendar.week_start(calendar.date(node.this.copy()), first)
+                return calendar.days_before(start, number(-6))
+        return node
+
     def unix_dates(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.DateFromUnixDate):
             epoch = exp.cast(text("1970-01-01"), exp.DataType.Type.DATE)
             return calendar.days_before(epoch, exp.Neg(this=node.this.copy()))
         return node
 
-    return (extract, zones, truncation, differences, unix_dates)
+    return (extract, zones, truncation, differences, last_day_of_week, unix_dates)

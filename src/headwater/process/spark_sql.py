@@ -9,9 +9,18 @@ and the pipeline is refused at load.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from sqlglot import exp
 
-from headwater.process import bigquery_sql
+from headwater.process import bigquery_sql, portable_sql
+from headwater.process.portable_sql import (
+    call,
+    integer,
+    modulo,
+    number,
+    times,
+)
 
 #: Spark's DAYOFWEEK of each day BigQuery may start a week on (Sunday is 1).
 _WEEKDAYS = {
@@ -120,8 +129,72 @@ def order_after_qualify(node: exp.Expression) -> exp.Expression:
     return wrapper.order_by(*ordered, copy=False)
 
 
+class SparkCalendar(portable_sql.Calendar):
+    """BigQuery's calendar on Spark's date functions (the session is in UTC)."""
+
+    _DIRECT: ClassVar[dict[str, str]] = {
+        "YEAR": "YEAR",
+        "QUARTER": "QUARTER",
+        "MONTH": "MONTH",
+        "DAY": "DAYOFMONTH",
+        "DAYOFYEAR": "DAYOFYEAR",
+        "DAYOFWEEK": "DAYOFWEEK",
+        "HOUR": "HOUR",
+        "MINUTE": "MINUTE",
+        "SECOND": "SECOND",
+        "ISOWEEK": "WEEKOFYEAR",
+    }
+
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        if name in self._DIRECT:
+            return integer(call(self._DIRECT[name], value))
+        if name == "ISOYEAR":
+            return integer(call("DATE_PART", exp.Literal.string("YEAROFWEEK"), value))
+        seconds = call("DATE_PART", exp.Literal.string("SECOND"), value)
+        if name == "MILLISECOND":
+            return modulo(integer(exp.Floor(this=times(seconds, number(1000)))), number(1000))
+        if name == "MICROSECOND":
+            return modulo(integer(times(seconds, number(1000000))), number(1000000))
+        return None
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        return integer(call("DATEDIFF", later, earlier))
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        return call("DATE_SUB", day, exp.cast(count, exp.DataType.Type.INT))
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMP)
+        shifted = call("FROM_UTC_TIMESTAMP", aware, zone)
+        return exp.cast(shifted, exp.DataType.Type.TIMESTAMPNTZ)
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        return call("TO_UTC_TIMESTAMP", naive, zone)
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.TIMESTAMPNTZ)
+
+    def truncate(self, civil: exp.Expression, name: str) -> exp.Expression:
+        truncated = call("DATE_TRUNC", exp.Literal.string(name), exp.cast(civil, "TIMESTAMP"))
+        return exp.cast(truncated, exp.DataType.Type.TIMESTAMPNTZ)
+
+
+CALENDAR = portable_sql.calendar_fixes(SparkCalendar())
+
+
+def datetime_is_without_zone(node: exp.Expression) -> exp.Expression:
+    """BigQuery's DATETIME is a civil time: Spark's TIMESTAMP_NTZ (its TIMESTAMP is an
+    instant)."""
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DATETIME:
+        return exp.DataType.build("TIMESTAMP_NTZ", dialect="spark")
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    *CALENDAR,
+    datetime_is_without_zone,
     weeks_from_their_first_day,
     json_through_variant,
     order_after_qualify,
