@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from headwater.core.errors import TerminalError
+
+if TYPE_CHECKING:
+    from sqlglot import exp
 
 
 class PipelineError(TerminalError):
@@ -55,6 +59,18 @@ class PipelineError(TerminalError):
             pad = " " * (len(gutter) - 2)
             shown += f"\n{pad}| {' ' * (min(self.column, len(text) + 1) - 1)}^"
         return shown
+
+
+class Untranslatable(PipelineError):
+    """A construct an engine cannot answer as BigQuery does, raised by that engine's
+    rewrites (process/duckdb_sql.py, ...); ``render`` refuses the pipeline with the file
+    and the line of ``node``."""
+
+    def __init__(self, construct: str, node: exp.Expression, reason: str, hint: str) -> None:
+        self.construct = construct
+        self.node = node
+        self.reason = reason
+        super().__init__(f"{construct}: {reason}", hint=hint)
 
 
 class GraphError(PipelineError):

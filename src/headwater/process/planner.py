@@ -189,6 +189,8 @@ class Planner:
             state = self.runs.intervals(pipeline.name).get(latest.start)
             if state is not None and state.status == "done":
                 return []
+            if latest.start in self.runs.terminal_failures(pipeline.name, pipeline.version):
+                return []  # failed for good: runs again when the file changes, or by hand
             ready = self._inputs_ready(pipeline, latest, self._input_states(pipeline))
             return [latest] if ready else []
         start = self.start(pipeline)

@@ -7,7 +7,20 @@ golden pipelines on both engines and compare with BigQuery's semantics).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from sqlglot import exp
+
+from headwater.process import bigquery_sql, portable_sql
+from headwater.process.errors import Untranslatable
+from headwater.process.portable_sql import (
+    integer,
+    minus,
+    modulo,
+    number,
+    plus,
+    times,
+)
 
 _SCALAR_KINDS = ("string", "number", "boolean")
 _SECONDS = {
@@ -19,7 +32,10 @@ _SECONDS = {
     "MICROSECOND": 0.000001,
 }
 _INTEGER = r"^\s*[+-]?[0-9]{1,18}\s*$"
-_FLOAT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
+_FLOAT = (
+    r"^\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
+    r"|[iI][nN][fF]([iI][nN][iI][tT][yY])?|[nN][aA][nN])\s*$"
+)
 
 
 def _path_keys(path: exp.Expression) -> list[exp.Expression] | None:
@@ -156,8 +172,139 @@ def average_is_float(node: exp.Expression) -> exp.Expression:
     return node
 
 
+class PostgresCalendar(portable_sql.Calendar):
+    """BigQuery's calendar on PostgreSQL's date functions (the session is in UTC)."""
+
+    _DIRECT: ClassVar[dict[str, str]] = {
+        "YEAR": "year",
+        "QUARTER": "quarter",
+        "MONTH": "month",
+        "DAY": "day",
+        "DAYOFYEAR": "doy",
+        "HOUR": "hour",
+        "MINUTE": "minute",
+        "ISOWEEK": "week",
+        "ISOYEAR": "isoyear",
+    }
+
+    def _date_part(self, field: str, value: exp.Expression) -> exp.Expression:
+        return exp.Floor(this=_func("DATE_PART", exp.Literal.string(field), value))
+
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        if name in self._DIRECT:
+            return integer(self._date_part(self._DIRECT[name], value))
+        if name == "SECOND":
+            return integer(self._date_part("second", value))
+        if name == "DAYOFWEEK":
+            return plus(integer(self._date_part("dow", value)), number(1))
+        if name == "MILLISECOND":
+            return modulo(integer(self._date_part("milliseconds", value)), number(1000))
+        if name == "MICROSECOND":
+            return modulo(integer(self._date_part("microseconds", value)), number(1000000))
+        return None
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        return integer(minus(later, earlier))
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        return exp.cast(minus(day, exp.cast(count, exp.DataType.Type.INT)), exp.DataType.Type.DATE)
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
+        return exp.AtTimeZone(this=aware, zone=zone)
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        return exp.AtTimeZone(this=naive, zone=zone)
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.TIMESTAMP)
+
+
+CALENDAR = portable_sql.calendar_fixes(PostgresCalendar())
+
+
+def unix_time(node: exp.Expression) -> exp.Expression:
+    """UNIX_SECONDS/MILLIS/MICROS round down; TIMESTAMP_SECONDS/MILLIS/MICROS are exact."""
+    scales = {exp.UnixSeconds: 1, exp.UnixMillis: 1000, exp.UnixMicros: 1000000}
+    for kind, per_second in scales.items():
+        if isinstance(node, kind):
+            seconds = exp.Extract(
+                this=exp.var("EPOCH"),
+                expression=exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ),
+            )
+            return integer(exp.Floor(this=times(seconds, number(per_second))))
+    if isinstance(node, exp.UnixToTime):
+        scale = node.args.get("scale")
+        unit = {"": "1 second", "0": "1 second", "3": "1 millisecond", "6": "1 microsecond"}
+        step = unit.get(scale.name if scale is not None else "")
+        if step is None:
+            return node
+        epoch = exp.cast(exp.Literal.string("1970-01-01 00:00:00+00"), "TIMESTAMPTZ")
+        interval = exp.cast(exp.Literal.string(step), exp.DataType.Type.INTERVAL)
+        return plus(epoch, times(node.this.copy(), interval))
+    return node
+
+
+def rounding_in_numeric(node: exp.Expression) -> exp.Expression:
+    """ROUND of a FLOAT64 rounds half away from zero (PostgreSQL's of a double rounds half
+    to even), and PostgreSQL has ROUND(x, n) and TRUNC(x, n) for NUMERIC only."""
+    if isinstance(node, exp.Round | exp.Trunc) and portable_sql.is_type(
+        node.this, *exp.DataType.REAL_TYPES
+    ):
+        inner = node.copy()
+        inner.set("this", exp.cast(node.this.copy(), exp.DataType.Type.DECIMAL))
+        return exp.cast(inner, exp.DataType.Type.DOUBLE)
+    return node
+
+
+def bool_to_integer(node: exp.Expression) -> exp.Expression:
+    """CAST(BOOL AS INT64): PostgreSQL casts a boolean to INT but not to BIGINT."""
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and portable_sql.is_type(node.this, exp.DataType.Type.BOOLEAN)
+    ):
+        node.set("this", exp.cast(node.this.copy(), exp.DataType.Type.INT))
+    return node
+
+
+def date_from_parts(node: exp.Expression) -> exp.Expression:
+    """DATE(year, month, day) is PostgreSQL's MAKE_DATE."""
+    if isinstance(node, exp.DateFromParts):
+        args = [node.args[k].copy() for k in ("year", "month", "day")]
+        return _func("MAKE_DATE", *args)
+    return node
+
+
+def safe_cast_to_time_refused(node: exp.Expression) -> exp.Expression:
+    """PostgreSQL cannot try a cast to a date or time: the query fails on the first text
+    that is not one."""
+    if isinstance(node, exp.TryCast) and node.to.is_type(
+        exp.DataType.Type.DATE,
+        exp.DataType.Type.TIMESTAMP,
+        exp.DataType.Type.TIMESTAMPTZ,
+        exp.DataType.Type.DATETIME,
+    ):
+        raise Untranslatable(
+            f"SAFE_CAST(… AS {node.to.sql('bigquery')})",
+            node,
+            "PostgreSQL has no cast to a date or time that gives NULL for text that is not one",
+            "check the text first: IF(REGEXP_CONTAINS(x, r'^\\d{4}-\\d{2}-\\d{2}$'), "
+            "CAST(x AS DATE), NULL)",
+        )
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    safe_cast_to_time_refused,
+    date_from_parts,
+    bool_to_integer,
+    rounding_in_numeric,
+    *CALENDAR,
+    unix_time,
+    bigquery_sql.postgres_json_text,
     average_is_float,
     json_array_elements,
     json_value_is_scalar,
@@ -165,4 +312,5 @@ FIXES = (
     weeks_start_on_their_day,
     diff_in_whole_units,
     safe_cast_returns_null,
+    *bigquery_sql.POSTGRES,
 )

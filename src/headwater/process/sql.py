@@ -23,8 +23,8 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
-from headwater.process import postgres_sql
-from headwater.process.errors import PipelineError
+from headwater.process import duckdb_sql, portable_sql, postgres_sql, spark_sql
+from headwater.process.errors import PipelineError, Untranslatable
 
 PARAMETERS = frozenset({"start", "end"})
 _TOKEN = re.compile(r"<Token token_type: [^,]+, text: ([^,]*),[^>]*>")
@@ -96,8 +96,18 @@ def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
     for table in tree.find_all(exp.Table):
         table.set("db", None)
         table.set("catalog", None)
-    for fix in FIXES.get((query.dialect, engine_dialect), ()):
-        tree = tree.transform(fix, copy=False)
+    if query.dialect == "bigquery":
+        portable_sql.annotate(tree)
+    try:
+        for fix in FIXES.get((query.dialect, engine_dialect), ()):
+            tree = tree.transform(fix, copy=False)
+    except Untranslatable as exc:
+        raise PipelineError(
+            f"{exc.construct} cannot run on {engine_dialect} as BigQuery runs it: {exc.reason}",
+            path=query.path,
+            line=_node_line(exc.node) or _line(query.source, exc.construct.split("(", 1)[0]),
+            hint=exc.hint,
+        ) from None
     try:
         return tree.sql(dialect=engine_dialect, pretty=pretty, unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as exc:
@@ -105,8 +115,15 @@ def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
             f"cannot translate to {engine_dialect}: {exc}",
             path=query.path,
             line=_unsupported_line(query, engine_dialect),
-            hint="rewrite that construct, or set dialect to the engine's own in headwater.toml",
+            hint="write that construct another way in BigQuery SQL "
+            "(docs/pipelines.md, 'BigQuery SQL on every engine', lists what each engine refuses)",
         ) from None
+
+
+def _node_line(node: exp.Expression) -> int | None:
+    """The first line a node of a parsed query was written on (its names carry their line)."""
+    lines = [n.meta["line"] for n in node.walk() if isinstance(n.meta.get("line"), int)]
+    return min(lines) if lines else None
 
 
 def _unsupported_line(query: Query, engine_dialect: str) -> int | None:
@@ -137,37 +154,6 @@ def _date_stays_date(node: exp.Expression) -> exp.Expression:
     return exp.cast(node, exp.DataType.Type.DATE)
 
 
-def _safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
-    """BigQuery casts text to INT64 only when it is an integer literal ('2', '-0x1F');
-    DuckDB's TRY_CAST also takes '2.5' (rounding it) and '1e3'."""
-    if not (
-        isinstance(node, exp.TryCast)
-        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
-        and (isinstance(node.this, exp.JSONExtractScalar) or node.this.is_string)
-    ):
-        return node
-    text = exp.Trim(this=node.this.copy())
-    pattern = exp.Literal.string(r"[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)")
-    integral = exp.Anonymous(this="REGEXP_FULL_MATCH", expressions=[text, pattern])
-    return exp.Case(ifs=[exp.If(this=integral, true=exp.TryCast(this=text.copy(), to=node.to))])
-
-
-def _diff_in_whole_units(node: exp.Expression) -> exp.Expression:
-    """TIMESTAMP_DIFF counts whole units; DuckDB's DATE_DIFF counts boundaries crossed,
-    its DATE_SUB whole units. TIMESTAMP_DIFF(a, b, part) = DATE_SUB(part, b, a)."""
-    if isinstance(node, exp.TimestampDiff):
-        unit = exp.Literal.string(node.unit.name if node.unit else "DAY")
-        return exp.Anonymous(this="DATE_SUB", expressions=[unit, node.expression, node.this])
-    return node
-
-
-def _count_if_is_int64(node: exp.Expression) -> exp.Expression:
-    """COUNTIF is INT64 in BigQuery; DuckDB's COUNT_IF is a HUGEINT."""
-    if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Cast):
-        return exp.cast(node, exp.DataType.Type.BIGINT)
-    return node
-
-
 def _named_parameters(node: exp.Expression) -> exp.Expression:
     """@start and $start become sqlglot's named placeholder, which each engine binds by
     name: PostgreSQL's driver as ``%(start)s``, Spark as ``:start`` (sqlglot would
@@ -177,127 +163,17 @@ def _named_parameters(node: exp.Expression) -> exp.Expression:
     return node
 
 
-#: Spark's DAYOFWEEK of each day BigQuery may start a week on (Sunday is 1).
-_WEEKDAYS = {
-    day: number
-    for number, day in enumerate(
-        ["SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY"], 1
-    )
-}
-
-
-def _weeks_from_their_first_day(node: exp.Expression) -> exp.Expression:
-    """BigQuery's WEEK starts on Sunday (WEEK(day) on that day, ISOWEEK on Monday);
-    Spark truncates weeks to Mondays only (sqlglot refuses other days, and Spark's
-    TRUNC(d, 'ISOWEEK') is NULL). Step back from the day to the week's first day."""
-    if not isinstance(node, exp.DateTrunc | exp.TimestampTrunc):
-        return node
-    unit = node.args.get("unit")
-    if isinstance(unit, exp.WeekStart):
-        first = _WEEKDAYS.get(unit.name.upper())
-    else:
-        first = 2 if unit is not None and unit.name.upper() == "ISOWEEK" else None
-    if first is None:
-        return node
-    day = exp.cast(node.this.copy(), exp.DataType.Type.DATE)
-    back = exp.Mod(
-        this=exp.Paren(
-            this=exp.Add(
-                this=exp.Anonymous(this="DAYOFWEEK", expressions=[day.copy()]),
-                expression=exp.Literal.number(7 - first),
-            )
-        ),
-        expression=exp.Literal.number(7),
-    )
-    start = exp.Anonymous(this="DATE_SUB", expressions=[day, back])
-    if isinstance(node, exp.TimestampTrunc):
-        return exp.cast(start, exp.DataType.Type.TIMESTAMP)
-    return start
-
-
-def _json_through_variant(node: exp.Expression) -> exp.Expression:
-    """sqlglot writes BigQuery's JSON functions as Spark's GET_JSON_OBJECT, which
-    returns objects and arrays where JSON_VALUE gives NULL, and strings unquoted where
-    JSON_QUERY keeps them JSON; Spark has no JSON_EXTRACT_ARRAY at all. Spark's
-    VARIANT tells the kinds of JSON value apart: JSON_VALUE is the scalar at the path
-    as text, JSON_QUERY the JSON text at the path, JSON_EXTRACT_ARRAY the array's
-    elements as JSON text (NULL when the path holds no array)."""
-    if not isinstance(node, exp.JSONExtractScalar | exp.JSONExtract | exp.JSONExtractArray):
-        return node
-    document = exp.Anonymous(
-        this="TRY_PARSE_JSON", expressions=[node.this.copy().transform(_json_through_variant)]
-    )
-    path = node.expression.copy()
-    if isinstance(node, exp.JSONExtractArray):
-        items = exp.Anonymous(
-            this="TRY_VARIANT_GET",
-            expressions=[document, path, exp.Literal.string("ARRAY<VARIANT>")],
-        )
-        item = exp.to_identifier("_hw_item")
-        as_json = exp.Anonymous(this="TO_JSON", expressions=[item.copy()])
-        return exp.Anonymous(
-            this="TRANSFORM", expressions=[items, exp.Lambda(this=as_json, expressions=[item])]
-        )
-    value = exp.Anonymous(this="VARIANT_GET", expressions=[document, path])
-    if isinstance(node, exp.JSONExtract):
-        return exp.Anonymous(this="TO_JSON", expressions=[value])
-    kind = exp.Anonymous(this="SCHEMA_OF_VARIANT", expressions=[value.copy()])
-    scalar = exp.Not(
-        this=exp.RegexpLike(this=kind, expression=exp.Literal.string("^(OBJECT|ARRAY)"))
-    )
-    text = exp.Anonymous(
-        this="VARIANT_GET",
-        expressions=[value, exp.Literal.string("$"), exp.Literal.string("STRING")],
-    )
-    return exp.Case(ifs=[exp.If(this=scalar, true=text)])
-
-
-def _order_after_qualify(node: exp.Expression) -> exp.Expression:
-    """sqlglot writes QUALIFY for Spark as a filtered subquery and leaves the ORDER BY
-    (and LIMIT) inside it, where Spark need not keep the order. Order the outer query
-    instead, by output column; an ordering by anything else stays where it was."""
-    if not (isinstance(node, exp.Select) and node.args.get("qualify") and node.args.get("order")):
-        return node
-    star = any(isinstance(p, exp.Star) for p in node.expressions)
-    names = {p.alias_or_name for p in node.expressions}
-    aliases = {p.this: p.alias for p in node.expressions if isinstance(p, exp.Alias)}
-    ordered = []
-    for item in node.args["order"].expressions:
-        key = item.this
-        if isinstance(key, exp.Column) and (key.name in names or star):
-            outer: exp.Expression = exp.column(key.name, quoted=key.this.quoted)
-        elif key in aliases:
-            outer = exp.column(aliases[key])
-        elif isinstance(key, exp.Literal) and key.is_int:
-            outer = key.copy()
-        else:
-            return node
-        moved = item.copy()
-        moved.set("this", outer)
-        ordered.append(moved)
-    inner = node.copy()
-    wrapper = exp.select("*").from_(inner.subquery("_ordered", copy=False))
-    for clause in ("limit", "offset"):  # (a WITH goes to the top: sqlglot moves it for Spark)
-        wrapper.set(clause, inner.args.get(clause))
-        inner.set(clause, None)
-    inner.set("order", None)
-    return wrapper.order_by(*ordered, copy=False)
-
-
+#: The rewrites of each (pipeline dialect, engine dialect), in order; each engine's own
+#: are in its module (duckdb_sql, postgres_sql, spark_sql).
 FIXES = {
-    ("bigquery", "duckdb"): (
+    ("bigquery", "duckdb"): (*portable_sql.FIXES, _date_stays_date, *duckdb_sql.FIXES),
+    ("bigquery", "postgres"): (
+        *portable_sql.FIXES,
+        *postgres_sql.FIXES,
         _date_stays_date,
-        _diff_in_whole_units,
-        _count_if_is_int64,
-        _safe_cast_text_to_integer,
-    ),
-    ("bigquery", "postgres"): (*postgres_sql.FIXES, _date_stays_date, _named_parameters),
-    ("bigquery", "spark"): (
         _named_parameters,
-        _weeks_from_their_first_day,
-        _json_through_variant,
-        _order_after_qualify,
     ),
+    ("bigquery", "spark"): (*portable_sql.FIXES, _named_parameters, *spark_sql.FIXES),
     ("duckdb", "postgres"): (_named_parameters,),
 }
 
@@ -320,10 +196,19 @@ def version(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+#: How engines name what they refuse: quoted ("x", 'x', Spark's `x`), or a function by name
+#: (PostgreSQL's ``function f(text) does not exist``, DuckDB's ``Function with name f``).
+_NAMED = re.compile(r'"([^"]+)"|\'([^\']+)\'|`([^`]+)`|function (\w+)\(|with name (\w+)')
+
+
 def locate(source: str, message: str) -> int | None:
-    """The first line of ``source`` that holds a name quoted in an engine's error message."""
-    for name in re.findall(r'"([^"]+)"|\'([^\']+)\'', message):
-        found = _line(source, name[0] or name[1])
+    """The first line of ``source`` that holds a name an engine's error message names.
+
+    >>> locate("SELECT\\n  f(x)\\nFROM t", "function f(text) does not exist")
+    2
+    """
+    for match in _NAMED.finditer(message):
+        found = _line(source, next(group for group in match.groups() if group))
         if found is not None:
             return found
     return None

@@ -219,7 +219,7 @@ class DuckDBEngine:
                 raise classify(exc) from None
             scanned = json.loads(cur.get_profiling_information(format="json"))
         rows = scanned.get("query", {}).get("total_rows_scanned")
-        return Selected(table, int(rows) if rows is not None else None)
+        return Selected(_int64_sums(table), int(rows) if rows is not None else None)
 
     def map_batches(
         self,
@@ -319,6 +319,23 @@ def classify(exc: duckdb.Error) -> QueryError | StoreUnavailable:
     if isinstance(exc, duckdb.TransactionException | duckdb.IOException):
         return StoreUnavailable("duckdb", first_line(exc))
     return QueryError(first_line(exc))
+
+
+#: DuckDB's SUM of integers is a HUGEINT, which Arrow holds as DECIMAL(38, 0).
+_HUGEINT = pa.decimal128(38, 0)
+
+
+def _int64_sums(table: pa.Table) -> pa.Table:
+    """A SUM of integers is INT64 in BigQuery; DuckDB's is a HUGEINT. Its columns become
+    INT64 (a sum past INT64's range fails, as it does in BigQuery)."""
+    for index, field in enumerate(table.schema):
+        if field.type == _HUGEINT:
+            try:
+                column = pc.cast(table.column(index), pa.int64())
+            except pa.ArrowInvalid as exc:
+                raise QueryError(f"{field.name}: a sum past INT64's range ({exc})") from None
+            table = table.set_column(index, pa.field(field.name, pa.int64()), column)
+    return table
 
 
 def _pair(hi: pa.Array, lo: pa.Array) -> pa.Array:

@@ -1,6 +1,18 @@
 /* Events per week of event time; BigQuery's WEEK starts on Sunday. */
 SELECT
-  CAST(DATE_TRUNC('WEEK', CAST(timestamp AS DATE) + INTERVAL '1' DAY) + INTERVAL '-1' DAY AS DATE) AS week,
+  CAST((
+    CAST(CAST(timestamp AS DATE) AS DATE) - CAST((
+      (
+        (
+          (
+            CAST((
+              DAYOFWEEK(CAST(CAST(timestamp AS DATE) AS DATE)) + 1
+            ) AS BIGINT) - 1
+          ) - 0
+        ) + 7
+      ) % 7
+    ) AS INT)
+  ) AS DATE) AS week,
   COUNT(*) AS events
 FROM events
 GROUP BY

@@ -1,6 +1,6 @@
 /* Events per hour of arrival, inside the run's interval. */
 SELECT
-  DATE_TRUNC('HOUR', received_at) AS hour,
+  CAST(DATE_TRUNC('hour', CAST(received_at AS TIMESTAMPTZ) AT TIME ZONE 'UTC') AS TIMESTAMP) AT TIME ZONE 'UTC' AS hour,
   COUNT(*) AS events
 FROM events
 WHERE

@@ -1,7 +1,7 @@
 /* Every type listed, even those with no events. */
 SELECT
   kind,
-  CAST(COUNT_IF(type = kind) AS BIGINT) AS events
+  CAST(COUNT(CASE WHEN type = kind THEN 1 END) AS BIGINT) AS events
 FROM events
 CROSS JOIN UNNEST(['track', 'page', 'identify', 'screen']) AS _t0(kind)
 GROUP BY

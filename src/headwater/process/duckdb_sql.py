@@ -1,0 +1,136 @@
+"""Where sqlglot's BigQuery → DuckDB translation runs but answers differently.
+
+Each rewrite takes one node of a BigQuery pipeline's tree and returns what
+DuckDB needs to give BigQuery's answer and type (tests/conformance runs
+BigQuery's documented answers on every engine). A construct DuckDB cannot
+answer as BigQuery does raises :class:`~headwater.process.errors.Untranslatable`,
+and the pipeline is refused at load.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from sqlglot import exp
+
+from headwater.process import bigquery_sql, portable_sql
+from headwater.process.portable_sql import (
+    call,
+    integer,
+    minus,
+    modulo,
+    number,
+    plus,
+    times,
+    whole_division,
+)
+
+
+def safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
+    """BigQuery casts text to INT64 only when it is an integer literal ('2', '-0x1F');
+    DuckDB's TRY_CAST also takes '2.5' (rounding it) and '1e3'."""
+    if not (
+        isinstance(node, exp.TryCast)
+        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and (isinstance(node.this, exp.JSONExtractScalar) or node.this.is_string)
+    ):
+        return node
+    text = exp.Trim(this=node.this.copy())
+    pattern = exp.Literal.string(r"[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)")
+    integral = exp.Anonymous(this="REGEXP_FULL_MATCH", expressions=[text, pattern])
+    return exp.Case(ifs=[exp.If(this=integral, true=exp.TryCast(this=text.copy(), to=node.to))])
+
+
+def diff_in_whole_units(node: exp.Expression) -> exp.Expression:
+    """TIMESTAMP_DIFF counts whole units; DuckDB's DATE_DIFF counts boundaries crossed,
+    its DATE_SUB whole units. TIMESTAMP_DIFF(a, b, part) = DATE_SUB(part, b, a)."""
+    if isinstance(node, exp.TimestampDiff):
+        unit = exp.Literal.string(node.unit.name if node.unit else "DAY")
+        return exp.Anonymous(this="DATE_SUB", expressions=[unit, node.expression, node.this])
+    return node
+
+
+def count_if_is_int64(node: exp.Expression) -> exp.Expression:
+    """COUNTIF is INT64 in BigQuery; DuckDB's COUNT_IF is a HUGEINT."""
+    if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node, exp.DataType.Type.BIGINT)
+    return node
+
+
+class DuckDBCalendar(portable_sql.Calendar):
+    """BigQuery's calendar on DuckDB's date functions (the session is in UTC)."""
+
+    _DIRECT: ClassVar[dict[str, str]] = {
+        "YEAR": "YEAR",
+        "QUARTER": "QUARTER",
+        "MONTH": "MONTH",
+        "DAY": "DAY",
+        "DAYOFYEAR": "DAYOFYEAR",
+        "HOUR": "HOUR",
+        "MINUTE": "MINUTE",
+        "SECOND": "SECOND",
+        "ISOWEEK": "WEEK",
+        "ISOYEAR": "ISOYEAR",
+    }
+
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        if name in self._DIRECT:
+            return integer(call(self._DIRECT[name], value))
+        if name == "DAYOFWEEK":
+            return integer(plus(call("DAYOFWEEK", value), number(1)))
+        if name == "MILLISECOND":
+            return integer(modulo(call("MILLISECOND", value), number(1000)))
+        if name == "MICROSECOND":
+            return integer(modulo(call("MICROSECOND", value), number(1000000)))
+        return None
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        return integer(minus(later, earlier))
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        return exp.cast(minus(day, exp.cast(count, exp.DataType.Type.INT)), exp.DataType.Type.DATE)
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
+        return exp.AtTimeZone(this=aware, zone=zone)
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        return exp.AtTimeZone(this=naive, zone=zone)
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.TIMESTAMP)
+
+
+CALENDAR = portable_sql.calendar_fixes(DuckDBCalendar())
+
+
+def unix_time(node: exp.Expression) -> exp.Expression:
+    """UNIX_SECONDS and UNIX_MILLIS round down to the whole unit (DuckDB's EPOCH and
+    EPOCH_MS round to the nearest); TIMESTAMP_MILLIS and TIMESTAMP_MICROS are
+    TIMESTAMPs (DuckDB's are without a zone)."""
+    if isinstance(node, exp.UnixSeconds | exp.UnixMillis | exp.UnixMicros):
+        micros = call("EPOCH_US", exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ))
+        if isinstance(node, exp.UnixMicros):
+            return micros
+        return whole_division(micros, 1000000 if isinstance(node, exp.UnixSeconds) else 1000)
+    if isinstance(node, exp.UnixToTime):
+        scale = node.args.get("scale")
+        factor = {"3": 1000, "6": 1}.get(scale.name if scale is not None else "")
+        if factor is None:
+            return node
+        micros = integer(times(node.this.copy(), number(factor)))
+        naive = call("MAKE_TIMESTAMP", micros)
+        return exp.AtTimeZone(this=naive, zone=exp.Literal.string("UTC"))
+    return node
+
+
+#: In order; each sees the tree the one before left.
+FIXES = (
+    *CALENDAR,
+    unix_time,
+    diff_in_whole_units,
+    count_if_is_int64,
+    safe_cast_text_to_integer,
+    *bigquery_sql.DUCKDB,
+)

@@ -1,0 +1,505 @@
+"""Rewrites every engine needs to give BigQuery's answer, and the types they rely on.
+
+BigQuery's SQL differs from DuckDB's, PostgreSQL's and Spark's in ways sqlglot
+keeps as written: a literal ``2.5`` is FLOAT64 (a DECIMAL elsewhere), NUMERIC has
+9 digits after the point (a bare DECIMAL has 3 in DuckDB, 0 in Spark), a string
+literal stands for a DATE where a date is expected. These rewrites run before
+each engine's own (process/duckdb_sql.py, postgres_sql.py, spark_sql.py), on a
+tree whose nodes carry BigQuery's types where they can be known
+(:func:`annotate`): literals, casts and the columns of the query's own CTEs and
+UNNESTs. A column of a stored table has no known type, and keeps the engine's
+own behaviour.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.optimizer.qualify import qualify
+
+from headwater.process.errors import Untranslatable
+
+_KEY = "hw_node"
+
+
+def annotate(tree: exp.Expression) -> None:
+    """Set BigQuery's type on each node of ``tree`` whose type can be inferred.
+
+    The inference needs the query qualified (every column bound to its source),
+    which rewrites the query; so it runs on a copy and the types come back to
+    ``tree`` by node, leaving the SQL as written.
+    """
+    numbers = itertools.count()
+    for node in tree.walk():
+        node.meta[_KEY] = next(numbers)
+    try:
+        qualified = qualify(
+            tree.copy(),
+            dialect="bigquery",
+            validate_qualify_columns=False,
+            quote_identifiers=False,
+            identify=False,
+        )
+        annotate_types(qualified, dialect="bigquery")
+    except Exception:  # no inference: every type stays unknown
+        return
+    types = {
+        node.meta[_KEY]: node.type
+        for node in qualified.walk()
+        if _KEY in node.meta and node.type is not None
+    }
+    for node in tree.walk():
+        found = types.get(node.meta.pop(_KEY, None))
+        if found is not None and not found.is_type(exp.DataType.Type.UNKNOWN):
+            node.type = found
+
+
+def is_type(node: exp.Expression, *kinds: exp.DType) -> bool:
+    """Whether ``node`` is known to be of one of ``kinds`` (False when unknown)."""
+    return node.type is not None and node.type.is_type(*kinds)
+
+
+def float_literals(node: exp.Expression) -> exp.Expression:
+    """A literal with a point or an exponent (``2.5``, ``1e3``) is FLOAT64 in BigQuery;
+    DuckDB, PostgreSQL and Spark read it as a DECIMAL."""
+    if (
+        isinstance(node, exp.Literal)
+        and not node.is_string
+        and any(c in node.this for c in ".eE")
+        and not isinstance(node.parent, exp.Cast)
+    ):
+        cast = exp.cast(node.copy(), exp.DataType.Type.DOUBLE)
+        cast.type = exp.DataType.build("DOUBLE")
+        return cast
+    return node
+
+
+def numeric_scale(node: exp.Expression) -> exp.Expression:
+    """NUMERIC is DECIMAL(38, 9); BIGNUMERIC DECIMAL(76, 38) (sqlglot writes a bare DECIMAL)."""
+    if isinstance(node, exp.DataType) and not node.expressions:
+        if node.this == exp.DataType.Type.DECIMAL:
+            return exp.DataType.build("DECIMAL(38, 9)")
+        if node.this == exp.DataType.Type.BIGDECIMAL:
+            raise Untranslatable(
+                "BIGNUMERIC",
+                node,
+                "no engine's tables hold 76 digits (DuckDB, Spark and the store's Arrow "
+                "columns stop at 38)",
+                "use NUMERIC (38 digits, 9 after the point) or FLOAT64",
+            )
+    return node
+
+
+def dates_from_text(node: exp.Expression) -> exp.Expression:
+    """A string literal where BigQuery expects a DATE (``DATE_DIFF('2017-12-30', …)``)
+    is that DATE; the engines would take it as text, or fail to choose a function."""
+    places = {
+        exp.DateTrunc: ("this",),
+        exp.DateDiff: ("this", "expression"),
+        exp.DateAdd: ("this",),
+        exp.DateSub: ("this",),
+        exp.GenerateDateArray: ("start", "end"),
+        exp.LastDay: ("this",),
+    }
+    for kind, args in places.items():
+        if isinstance(node, kind):
+            for arg in args:
+                value = node.args.get(arg)
+                if isinstance(value, exp.Literal) and value.is_string:
+                    date = exp.cast(value.copy(), exp.DataType.Type.DATE)
+                    date.type = exp.DataType.build("DATE")
+                    node.set(arg, date)
+    return node
+
+
+def ieee_divide(node: exp.Expression) -> exp.Expression:
+    """IEEE_DIVIDE(x, y): ±inf or NaN where y is 0, which every engine refuses or makes NULL."""
+    if not (isinstance(node, exp.Anonymous) and node.name.upper() == "IEEE_DIVIDE"):
+        return node
+    x, y = (exp.cast(a.copy(), exp.DataType.Type.DOUBLE) for a in node.expressions[:2])
+
+    def special(text: str) -> exp.Expression:
+        return exp.cast(exp.Literal.string(text), exp.DataType.Type.DOUBLE)
+
+    zero = exp.Literal.number(0)
+    by_zero = exp.Case(
+        ifs=[
+            exp.If(this=exp.GT(this=x.copy(), expression=zero.copy()), true=special("Infinity")),
+            exp.If(this=exp.LT(this=x.copy(), expression=zero.copy()), true=special("-Infinity")),
+        ],
+        default=special("NaN"),
+    )
+    return exp.Case(
+        ifs=[exp.If(this=exp.EQ(this=y.copy(), expression=zero), true=by_zero)],
+        default=exp.Div(this=x, expression=y, typed=True),
+    )
+
+
+def safe_cast_text_to_bool(node: exp.Expression) -> exp.Expression:
+    """SAFE_CAST(text AS BOOL) is TRUE for 'true' and FALSE for 'false' in any case, NULL
+    otherwise; the engines also take 'yes', '1', 't', …"""
+    if not (
+        isinstance(node, exp.TryCast)
+        and node.to.is_type(exp.DataType.Type.BOOLEAN)
+        and (node.this.is_string or is_type(node.this, *exp.DataType.TEXT_TYPES))
+    ):
+        return node
+    lowered = exp.Lower(this=node.this.copy())
+    return exp.Case(
+        ifs=[
+            exp.If(this=exp.EQ(this=lowered, expression=exp.Literal.string("true")),
+                   true=exp.true()),
+            exp.If(this=exp.EQ(this=lowered.copy(), expression=exp.Literal.string("false")),
+                   true=exp.false()),
+        ],
+    )  # fmt: skip
+
+
+def rounding_is_float64(node: exp.Expression) -> exp.Expression:
+    """ROUND, TRUNC, CEIL and FLOOR of an INT64 are FLOAT64 in BigQuery; the engines keep
+    the integer type."""
+    if isinstance(node, exp.Round | exp.Ceil | exp.Floor | exp.Trunc) and is_type(
+        node.this, *exp.DataType.INTEGER_TYPES
+    ):
+        node.set("this", exp.cast(node.this.copy(), exp.DataType.Type.DOUBLE))
+    elif (
+        isinstance(node, exp.Round)
+        and node.args.get("decimals") is None
+        and is_type(node.this, exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL)
+    ):
+        node.set("decimals", number(0))  # DuckDB's one-argument ROUND of a DECIMAL is an integer
+    return node
+
+
+def cast_float_to_integer(node: exp.Expression) -> exp.Expression:
+    """CAST(FLOAT64 AS INT64) rounds half away from zero; DuckDB and PostgreSQL round half
+    to even, Spark truncates."""
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and is_type(node.this, *exp.DataType.REAL_TYPES)
+    ):
+        rounded = exp.Round(this=node.this.copy())
+        rounded.type = exp.DataType.build("DOUBLE")
+        rounded.this.type = node.this.type
+        node.set("this", rounded)
+    return node
+
+
+def integer_results(node: exp.Expression) -> exp.Expression:
+    """DIV of INT64s is an INT64 (PostgreSQL's DIV is NUMERIC); SIGN keeps its argument's
+    type (DuckDB's SIGN is an integer, PostgreSQL's of an integer a float)."""
+    if isinstance(node, exp.IntDiv) and not isinstance(node.parent, exp.Cast):
+        return integer(node)
+    if isinstance(node, exp.Sign) and not isinstance(node.parent, exp.Cast):
+        if is_type(node.this, *exp.DataType.INTEGER_TYPES):
+            return integer(node)
+        if is_type(node.this, *exp.DataType.REAL_TYPES):
+            return exp.cast(node, exp.DataType.Type.DOUBLE)
+    return node
+
+
+def numeric_results(node: exp.Expression) -> exp.Expression:
+    """NUMERIC / NUMERIC is a NUMERIC rounded to 9 decimals (DuckDB's is a DOUBLE,
+    PostgreSQL's has 20 decimals); CAST(NUMERIC AS STRING) has no trailing zeros."""
+    decimal = (exp.DataType.Type.DECIMAL,)
+    if (
+        isinstance(node, exp.Div)
+        and is_type(node.this, *decimal)
+        and is_type(node.expression, *decimal)
+        and not isinstance(node.parent, exp.Cast)
+    ):
+        return exp.cast(node, exp.DataType.build("DECIMAL(38, 9)"))
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(*exp.DataType.TEXT_TYPES)
+        and is_type(node.this, *decimal)
+    ):
+        written = node.copy()
+        has_point = exp.GT(
+            this=exp.StrPosition(this=written.copy(), substr=text(".")), expression=number(0)
+        )
+        zeros = exp.Trim(this=written.copy(), expression=text("0"), position="TRAILING")
+        point = exp.Trim(this=zeros, expression=text("."), position="TRAILING")
+        return exp.Case(ifs=[exp.If(this=has_point, true=point)], default=written)
+    return node
+
+
+#: In order; each sees the tree the one before left.
+FIXES = (
+    float_literals,
+    numeric_scale,
+    dates_from_text,
+    ieee_divide,
+    safe_cast_text_to_bool,
+    rounding_is_float64,
+    cast_float_to_integer,
+    integer_results,
+    numeric_results,
+)
+
+
+# -- dates and times ------------------------------------------------------------------
+#
+# BigQuery's calendar functions are written once, below, over a few primitives each
+# engine's module supplies (a Calendar): a date part of a date or time, the days
+# between two dates, a date some days earlier, and the civil time of an instant in a
+# zone and back. The store's session is in UTC on every engine, so an instant's parts
+# are its parts in UTC, as in BigQuery.
+
+_WEEKDAYS = ("SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY")
+_DAY_OR_LONGER = ("DAY", "WEEK", "ISOWEEK", "MONTH", "QUARTER", "YEAR", "ISOYEAR")
+
+
+def call(name: str, *args: exp.Expression) -> exp.Expression:
+    return exp.Anonymous(this=name, expressions=list(args))
+
+
+def integer(node: exp.Expression) -> exp.Expression:
+    return exp.cast(node, exp.DataType.Type.BIGINT)
+
+
+def text(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def number(value: int) -> exp.Expression:
+    return exp.Literal.number(value)
+
+
+def plus(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Add(this=a, expression=b))
+
+
+def minus(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Sub(this=a, expression=b))
+
+
+def times(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Mul(this=a, expression=b))
+
+
+def modulo(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Paren(this=exp.Mod(this=a, expression=b))
+
+
+def whole_division(a: exp.Expression, divisor: int) -> exp.Expression:
+    """``floor(a / divisor)`` as an INT64, for an integer ``a`` of either sign."""
+    quotient = exp.Div(
+        this=exp.cast(a, exp.DataType.Type.DOUBLE), expression=number(divisor), typed=True
+    )
+    return integer(exp.Floor(this=quotient))
+
+
+def part_of(unit: exp.Expression | None) -> tuple[str, int | None]:
+    """A BigQuery date part as (name, first weekday 0-6 for WEEK parts, else None)."""
+    if unit is None:
+        return "DAY", None
+    if isinstance(unit, exp.WeekStart):
+        day = unit.name.upper()
+        return "WEEK", _WEEKDAYS.index(day) if day in _WEEKDAYS else None
+    name = unit.name.upper()
+    if name == "WEEK":
+        return "WEEK", 0
+    if name == "ISOWEEK":
+        return "ISOWEEK", 1
+    return name, None
+
+
+class Calendar:
+    """One engine's primitives; every method returns a new expression."""
+
+    #: Parts :meth:`part` gives directly, by BigQuery's name.
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        """EXTRACT(name FROM value) as an INT64, for YEAR, QUARTER, MONTH, DAY, DAYOFYEAR,
+        DAYOFWEEK (1 = Sunday), HOUR, MINUTE, SECOND, MILLISECOND and MICROSECOND
+        (within the second), ISOWEEK and ISOYEAR; None for a part it lacks."""
+        raise NotImplementedError
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        """The days from DATE ``earlier`` to DATE ``later``, an INT64."""
+        raise NotImplementedError
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        """The DATE ``count`` days before DATE ``day``."""
+        raise NotImplementedError
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        """The civil time (a DATETIME) of TIMESTAMP ``instant`` in ``zone``."""
+        raise NotImplementedError
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        """The TIMESTAMP of DATETIME ``civil`` in ``zone``."""
+        raise NotImplementedError
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        """``value`` (a DATE, DATETIME or text) as a DATETIME."""
+        raise NotImplementedError
+
+    def truncate(self, civil: exp.Expression, name: str) -> exp.Expression:
+        """DATETIME ``civil`` truncated to part ``name`` (MICROSECOND … YEAR, not weeks)."""
+        return exp.Anonymous(this="DATE_TRUNC", expressions=[text(name.lower()), civil])
+
+    # -- built on the primitives --
+
+    def date(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.DATE)
+
+    def weekday(self, value: exp.Expression) -> exp.Expression:
+        """0 for Sunday … 6 for Saturday."""
+        found = self.part("DAYOFWEEK", value)
+        assert found is not None
+        return minus(found, number(1))
+
+    def week_start(self, day: exp.Expression, first: int) -> exp.Expression:
+        """The DATE the week (starting on weekday ``first``) of DATE ``day`` starts on."""
+        back = modulo(plus(minus(self.weekday(day.copy()), number(first)), number(7)), number(7))
+        return self.days_before(day, back)
+
+    def week_number(self, value: exp.Expression, first: int) -> exp.Expression:
+        """BigQuery's WEEK(first): weeks start on ``first``; days before the year's first
+        such day are in week 0."""
+        doy = self.part("DAYOFYEAR", value.copy())
+        assert doy is not None
+        back = modulo(plus(minus(self.weekday(value), number(first)), number(7)), number(7))
+        return whole_division(plus(minus(minus(doy, number(1)), back), number(7)), 7)
+
+    def isoyear_start(self, day: exp.Expression) -> exp.Expression:
+        """The Monday that starts ISO week 1 of the ISO year of DATE ``day``."""
+        week = self.part("ISOWEEK", day.copy())
+        assert week is not None
+        return self.days_before(self.week_start(day, 1), times(minus(week, number(1)), number(7)))
+
+    def extract(self, unit: exp.Expression, value: exp.Expression) -> exp.Expression | None:
+        name, first = part_of(unit)
+        if name == "DATE":
+            return self.date(value)
+        if name == "WEEK" and first is not None:
+            return self.week_number(value, first)
+        return self.part(name, value)
+
+    def trunc_date(self, day: exp.Expression, unit: exp.Expression) -> exp.Expression | None:
+        """DATE_TRUNC of DATE ``day`` for WEEK, WEEK(day), ISOWEEK and ISOYEAR; None for
+        the parts the engine truncates as BigQuery does."""
+        name, first = part_of(unit)
+        if first is not None:
+            return self.week_start(day, first)
+        if name == "ISOYEAR":
+            return self.isoyear_start(day)
+        return None
+
+    def diff(
+        self, later: exp.Expression, earlier: exp.Expression, unit: exp.Expression | None
+    ) -> exp.Expression | None:
+        """DATE_DIFF: the part boundaries between two DATEs; None for a time part."""
+        name, first = part_of(unit)
+        a, b = self.date(later), self.date(earlier)
+        if name == "DAY":
+            return self.days(a, b)
+        if first is not None:
+            weeks = self.days(self.week_start(a, first), self.week_start(b, first))
+            return whole_division(weeks, 7)
+        if name == "ISOYEAR":
+            return minus(self._part("ISOYEAR", a), self._part("ISOYEAR", b))
+        if name in ("MONTH", "QUARTER", "YEAR"):
+            size = {"MONTH": 12, "QUARTER": 4, "YEAR": 1}[name]
+
+            def index(d: exp.Expression) -> exp.Expression:
+                year = self._part("YEAR", d.copy())
+                if name == "YEAR":
+                    return year
+                return plus(times(year, number(size)), self._part(name, d))
+
+            return minus(index(a), index(b))
+        return None
+
+    def _part(self, name: str, value: exp.Expression) -> exp.Expression:
+        found = self.part(name, value)
+        assert found is not None
+        return found
+
+
+def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.Expression], ...]:
+    """The rewrites of BigQuery's calendar functions for an engine, over its primitives."""
+
+    def extract(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Extract):
+            return node
+        found = calendar.extract(node.this, node.expression.copy())
+        if found is None:
+            raise Untranslatable(
+                f"EXTRACT({node.this.sql('bigquery')} FROM …)",
+                node,
+                "the engine has no such part",
+                "compute the part from the ones every engine has (YEAR, MONTH, DAY, HOUR, …)",
+            )
+        return found
+
+    def zones(node: exp.Expression) -> exp.Expression:
+        zone = node.args.get("zone")
+        if isinstance(node, exp.Date) and zone is not None:
+            return calendar.date(calendar.local(node.this.copy(), zone.copy()))
+        if isinstance(node, exp.Datetime) and not node.args.get("expressions"):
+            if isinstance(node.expression, exp.Literal) and node.expression.is_string:
+                return calendar.local(node.this.copy(), node.expression.copy())
+            if node.expression is None and is_type(node.this, exp.DataType.Type.TIMESTAMPTZ):
+                return calendar.local(node.this.copy(), text("UTC"))
+        if isinstance(node, exp.Timestamp) and zone is not None:
+            return calendar.instant(calendar.civil(node.this.copy()), zone.copy())
+        if isinstance(node, exp.Timestamp) and is_type(
+            node.this, exp.DataType.Type.DATE, exp.DataType.Type.DATETIME
+        ):
+            return calendar.instant(calendar.civil(node.this.copy()), text("UTC"))
+        if isinstance(node, exp.Timestamp):
+            return exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ)
+        if isinstance(node, exp.TimeToStr) and zone is not None:
+            node.set("this", calendar.local(node.this.copy(), zone.copy()))
+            node.set("zone", None)
+        return node
+
+    def truncation(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateTrunc):
+            found = calendar.trunc_date(calendar.date(node.this.copy()), node.args["unit"])
+            return found if found is not None else node
+        if isinstance(node, exp.DatetimeTrunc | exp.TimestampTrunc):
+            zone = node.args.get("zone")
+            instant = isinstance(node, exp.TimestampTrunc)
+            value = node.this.copy()
+            if instant and zone is not None:
+                value = calendar.local(value, zone.copy())
+            elif instant:
+                value = calendar.local(value, text("UTC"))
+            day = calendar.trunc_date(calendar.date(value.copy()), node.args["unit"])
+            if day is not None:
+                truncated: exp.Expression = calendar.civil(day)
+            else:
+                truncated = calendar.truncate(value, part_of(node.args["unit"])[0])
+            if instant:
+                return calendar.instant(truncated, zone.copy() if zone is not None else text("UTC"))
+            return truncated
+        return node
+
+    def differences(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateDiff | exp.DatetimeDiff):
+            found = calendar.diff(node.this.copy(), node.expression.copy(), node.args.get("unit"))
+            return found if found is not None else node
+        return node
+
+    def last_day_of_week(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.LastDay):
+            first = part_of(node.args.get("unit") or exp.var("MONTH"))[1]
+            if first is not None:
+                start = calendar.week_start(calendar.date(node.this.copy()), first)
+                return calendar.days_before(start, number(-6))
+        return node
+
+    def unix_dates(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.DateFromUnixDate):
+            epoch = exp.cast(text("1970-01-01"), exp.DataType.Type.DATE)
+            return calendar.days_before(epoch, exp.Neg(this=node.this.copy()))
+        return node
+
+    return (extract, zones, truncation, differences, last_day_of_week, unix_dates)

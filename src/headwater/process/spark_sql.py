@@ -1,0 +1,202 @@
+"""Where sqlglot's BigQuery → Spark translation runs but answers differently.
+
+Each rewrite takes one node of a BigQuery pipeline's tree and returns what
+Spark needs to give BigQuery's answer and type (tests/conformance runs
+BigQuery's documented answers on every engine). A construct Spark cannot
+answer as BigQuery does raises :class:`~headwater.process.errors.Untranslatable`,
+and the pipeline is refused at load.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from sqlglot import exp
+
+from headwater.process import bigquery_sql, portable_sql
+from headwater.process.portable_sql import (
+    call,
+    integer,
+    modulo,
+    number,
+    times,
+)
+
+#: Spark's DAYOFWEEK of each day BigQuery may start a week on (Sunday is 1).
+_WEEKDAYS = {
+    day: number
+    for number, day in enumerate(
+        ["SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY"], 1
+    )
+}
+
+
+def weeks_from_their_first_day(node: exp.Expression) -> exp.Expression:
+    """BigQuery's WEEK starts on Sunday (WEEK(day) on that day, ISOWEEK on Monday);
+    Spark truncates weeks to Mondays only (sqlglot refuses other days, and Spark's
+    TRUNC(d, 'ISOWEEK') is NULL). Step back from the day to the week's first day."""
+    if not isinstance(node, exp.DateTrunc | exp.TimestampTrunc):
+        return node
+    unit = node.args.get("unit")
+    if isinstance(unit, exp.WeekStart):
+        first = _WEEKDAYS.get(unit.name.upper())
+    else:
+        first = 2 if unit is not None and unit.name.upper() == "ISOWEEK" else None
+    if first is None:
+        return node
+    day = exp.cast(node.this.copy(), exp.DataType.Type.DATE)
+    back = exp.Mod(
+        this=exp.Paren(
+            this=exp.Add(
+                this=exp.Anonymous(this="DAYOFWEEK", expressions=[day.copy()]),
+                expression=exp.Literal.number(7 - first),
+            )
+        ),
+        expression=exp.Literal.number(7),
+    )
+    start = exp.Anonymous(this="DATE_SUB", expressions=[day, back])
+    if isinstance(node, exp.TimestampTrunc):
+        return exp.cast(start, exp.DataType.Type.TIMESTAMP)
+    return start
+
+
+def json_through_variant(node: exp.Expression) -> exp.Expression:
+    """sqlglot writes BigQuery's JSON functions as Spark's GET_JSON_OBJECT, which
+    returns objects and arrays where JSON_VALUE gives NULL, and strings unquoted where
+    JSON_QUERY keeps them JSON; Spark has no JSON_EXTRACT_ARRAY at all. Spark's
+    VARIANT tells the kinds of JSON value apart: JSON_VALUE is the scalar at the path
+    as text, JSON_QUERY the JSON text at the path, JSON_EXTRACT_ARRAY the array's
+    elements as JSON text (NULL when the path holds no array)."""
+    if not isinstance(node, exp.JSONExtractScalar | exp.JSONExtract | exp.JSONExtractArray):
+        return node
+    document = exp.Anonymous(
+        this="TRY_PARSE_JSON", expressions=[node.this.copy().transform(json_through_variant)]
+    )
+    path = node.expression.copy()
+    if isinstance(node, exp.JSONExtractArray):
+        items = exp.Anonymous(
+            this="TRY_VARIANT_GET",
+            expressions=[document, path, exp.Literal.string("ARRAY<VARIANT>")],
+        )
+        item = exp.to_identifier("_hw_item")
+        as_json = exp.Anonymous(this="TO_JSON", expressions=[item.copy()])
+        return exp.Anonymous(
+            this="TRANSFORM", expressions=[items, exp.Lambda(this=as_json, expressions=[item])]
+        )
+    value = exp.Anonymous(this="VARIANT_GET", expressions=[document, path])
+    if isinstance(node, exp.JSONExtract):
+        return exp.Anonymous(this="TO_JSON", expressions=[value])
+    kind = exp.Anonymous(this="SCHEMA_OF_VARIANT", expressions=[value.copy()])
+    scalar = exp.Not(
+        this=exp.RegexpLike(this=kind, expression=exp.Literal.string("^(OBJECT|ARRAY)"))
+    )
+    text = exp.Anonymous(
+        this="VARIANT_GET",
+        expressions=[value, exp.Literal.string("$"), exp.Literal.string("STRING")],
+    )
+    return exp.Case(ifs=[exp.If(this=scalar, true=text)])
+
+
+def order_after_qualify(node: exp.Expression) -> exp.Expression:
+    """sqlglot writes QUALIFY for Spark as a filtered subquery and leaves the ORDER BY
+    (and LIMIT) inside it, where Spark need not keep the order. Order the outer query
+    instead, by output column; an ordering by anything else stays where it was."""
+    if not (isinstance(node, exp.Select) and node.args.get("qualify") and node.args.get("order")):
+        return node
+    star = any(isinstance(p, exp.Star) for p in node.expressions)
+    names = {p.alias_or_name for p in node.expressions}
+    aliases = {p.this: p.alias for p in node.expressions if isinstance(p, exp.Alias)}
+    ordered = []
+    for item in node.args["order"].expressions:
+        key = item.this
+        if isinstance(key, exp.Column) and (key.name in names or star):
+            outer: exp.Expression = exp.column(key.name, quoted=key.this.quoted)
+        elif key in aliases:
+            outer = exp.column(aliases[key])
+        elif isinstance(key, exp.Literal) and key.is_int:
+            outer = key.copy()
+        else:
+            return node
+        moved = item.copy()
+        moved.set("this", outer)
+        ordered.append(moved)
+    inner = node.copy()
+    wrapper = exp.select("*").from_(inner.subquery("_ordered", copy=False))
+    for clause in ("limit", "offset"):  # (a WITH goes to the top: sqlglot moves it for Spark)
+        wrapper.set(clause, inner.args.get(clause))
+        inner.set(clause, None)
+    inner.set("order", None)
+    return wrapper.order_by(*ordered, copy=False)
+
+
+class SparkCalendar(portable_sql.Calendar):
+    """BigQuery's calendar on Spark's date functions (the session is in UTC)."""
+
+    _DIRECT: ClassVar[dict[str, str]] = {
+        "YEAR": "YEAR",
+        "QUARTER": "QUARTER",
+        "MONTH": "MONTH",
+        "DAY": "DAYOFMONTH",
+        "DAYOFYEAR": "DAYOFYEAR",
+        "DAYOFWEEK": "DAYOFWEEK",
+        "HOUR": "HOUR",
+        "MINUTE": "MINUTE",
+        "SECOND": "SECOND",
+        "ISOWEEK": "WEEKOFYEAR",
+    }
+
+    def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
+        if name in self._DIRECT:
+            return integer(call(self._DIRECT[name], value))
+        if name == "ISOYEAR":
+            return integer(call("DATE_PART", exp.Literal.string("YEAROFWEEK"), value))
+        seconds = call("DATE_PART", exp.Literal.string("SECOND"), value)
+        if name == "MILLISECOND":
+            return modulo(integer(exp.Floor(this=times(seconds, number(1000)))), number(1000))
+        if name == "MICROSECOND":
+            return modulo(integer(times(seconds, number(1000000))), number(1000000))
+        return None
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        return integer(call("DATEDIFF", later, earlier))
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        return call("DATE_SUB", day, exp.cast(count, exp.DataType.Type.INT))
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMP)
+        shifted = call("FROM_UTC_TIMESTAMP", aware, zone)
+        return exp.cast(shifted, exp.DataType.Type.TIMESTAMPNTZ)
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        return call("TO_UTC_TIMESTAMP", naive, zone)
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.TIMESTAMPNTZ)
+
+    def truncate(self, civil: exp.Expression, name: str) -> exp.Expression:
+        truncated = call("DATE_TRUNC", exp.Literal.string(name), exp.cast(civil, "TIMESTAMP"))
+        return exp.cast(truncated, exp.DataType.Type.TIMESTAMPNTZ)
+
+
+CALENDAR = portable_sql.calendar_fixes(SparkCalendar())
+
+
+def datetime_is_without_zone(node: exp.Expression) -> exp.Expression:
+    """BigQuery's DATETIME is a civil time: Spark's TIMESTAMP_NTZ (its TIMESTAMP is an
+    instant)."""
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DATETIME:
+        return exp.DataType.build("TIMESTAMP_NTZ", dialect="spark")
+    return node
+
+
+#: In order; each sees the tree the one before left.
+FIXES = (
+    *CALENDAR,
+    datetime_is_without_zone,
+    weeks_from_their_first_day,
+    json_through_variant,
+    order_after_qualify,
+    *bigquery_sql.SPARK,
+)

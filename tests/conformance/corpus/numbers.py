@@ -1,0 +1,153 @@
+"""Division, modulo and rounding: ``/`` is FLOAT64, DIV and MOD truncate toward zero,
+ROUND rounds half away from zero, CEIL/FLOOR/ROUND/TRUNC of a FLOAT64 or INT64 are FLOAT64."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from tests.conformance.case import Case
+
+DOCS = "https://cloud.google.com/bigquery/docs/reference/standard-sql/"
+MATH = DOCS + "mathematical_functions"
+OPERATORS = DOCS + "operators#arithmetic_operators"
+INF = float("inf")
+NAN = float("nan")
+
+CASES: list[Case] = [
+    Case(
+        name="slash_on_integers_is_float64",
+        sql="""WITH t AS (SELECT 20 AS a, 4 AS b, 7 AS c, 2 AS d, 1 AS e, 3 AS f)
+SELECT a / b AS whole, c / d AS half, -c / d AS negative, e / f AS third FROM t""",
+        expect=[(5.0, 3.5, -3.5, 1 / 3)],
+        source=OPERATORS,
+    ),
+    Case(
+        name="slash_on_literals_is_float64",
+        sql="SELECT 20 / 4 AS whole, 1 / 4 AS quarter",
+        expect=[(5.0, 0.25)],
+        source=OPERATORS,
+    ),
+    Case(
+        name="div_truncates_toward_zero",
+        sql="""WITH t AS (SELECT 20 AS a, 12 AS b, 7 AS c)
+SELECT DIV(a, 4) AS x, DIV(b, -7) AS y, DIV(a, 3) AS z, DIV(0, a) AS zero, DIV(-c, 2) AS neg
+FROM t""",
+        expect=[(5, -1, 6, 0, -3)],
+        source=MATH + "#div",
+    ),
+    Case(
+        name="safe_divide",
+        sql="""WITH t AS (SELECT 20 AS a, 4 AS b, 0 AS z)
+SELECT
+  SAFE_DIVIDE(a, b) AS x,
+  SAFE_DIVIDE(z, a) AS zero,
+  SAFE_DIVIDE(a, z) AS by_zero,
+  SAFE_DIVIDE(z, z) AS zero_by_zero,
+  SAFE_DIVIDE(NULL, a) AS null_input
+FROM t""",
+        expect=[(5.0, 0.0, None, None, None)],
+        source=MATH + "#safe_divide",
+    ),
+    Case(
+        name="ieee_divide",
+        sql="""WITH t AS (SELECT 20.0 AS a, 4.0 AS b, 25.0 AS c, 0.0 AS z)
+SELECT
+  IEEE_DIVIDE(a, b) AS x,
+  IEEE_DIVIDE(z, c) AS zero,
+  IEEE_DIVIDE(c, z) AS inf,
+  IEEE_DIVIDE(-c, z) AS minus_inf,
+  IEEE_DIVIDE(z, z) AS nan
+FROM t""",
+        expect=[(5.0, 0.0, INF, -INF, NAN)],
+        source=MATH + "#ieee_divide",
+    ),
+    Case(
+        name="mod_takes_the_sign_of_the_dividend",
+        sql="""WITH t AS (SELECT 25 AS a, 12 AS b)
+SELECT MOD(a, b) AS pp, MOD(-a, b) AS np, MOD(a, -b) AS pn, MOD(-a, -b) AS nn FROM t""",
+        expect=[(1, -1, 1, -1)],
+        source=MATH + "#mod",
+    ),
+    Case(
+        name="round_half_away_from_zero",
+        sql="""SELECT x, ROUND(x) AS r
+FROM UNNEST([2.0, 2.3, 2.8, 2.5, -2.3, -2.8, -2.5, 0.5, -0.5]) AS x
+ORDER BY x""",
+        expect=[
+            (-2.8, -3.0),
+            (-2.5, -3.0),
+            (-2.3, -2.0),
+            (-0.5, -1.0),
+            (0.5, 1.0),
+            (2.0, 2.0),
+            (2.3, 2.0),
+            (2.5, 3.0),
+            (2.8, 3.0),
+        ],
+        source=MATH + "#round",
+    ),
+    Case(
+        name="round_to_places",
+        sql="""WITH t AS (SELECT 123.7 AS a, 1.235 AS b, 2.25 AS c, -2.25 AS e)
+SELECT ROUND(a, -1) AS tens, ROUND(b, 2) AS hundredths, ROUND(c, 1) AS c1, ROUND(e, 1) AS e1
+FROM t""",
+        expect=[(120.0, 1.24, 2.3, -2.3)],
+        source=MATH + "#round",
+    ),
+    Case(
+        name="round_of_an_integer_is_float64",
+        sql="WITH t AS (SELECT 5 AS i) SELECT ROUND(i) AS r, ROUND(i, -1) AS tens FROM t",
+        expect=[(5.0, 10.0)],
+        source=MATH + "#round",
+    ),
+    Case(
+        name="round_of_infinity_and_nan",
+        sql="""WITH t AS (SELECT CAST('inf' AS FLOAT64) AS i, CAST('nan' AS FLOAT64) AS n)
+SELECT ROUND(i) AS i, ROUND(-i) AS minus_i, ROUND(n) AS n FROM t""",
+        expect=[(INF, -INF, NAN)],
+        source=MATH + "#round",
+    ),
+    Case(
+        name="round_numeric_keeps_numeric",
+        sql="""WITH t AS (SELECT NUMERIC '2.25' AS a, NUMERIC '-2.25' AS b, NUMERIC '2.5' AS c)
+SELECT ROUND(a, 1) AS a1, ROUND(b, 1) AS b1, ROUND(c) AS c0 FROM t""",
+        expect=[(Decimal("2.3"), Decimal("-2.3"), Decimal("3"))],
+        source=MATH + "#round",
+    ),
+    Case(
+        name="trunc_toward_zero",
+        sql="""WITH t AS (SELECT 2.8 AS a, -2.8 AS b, 123.456 AS c)
+SELECT TRUNC(a) AS a, TRUNC(b) AS b, TRUNC(c, 2) AS c2, TRUNC(c, -1) AS tens FROM t""",
+        expect=[(2.0, -2.0, 123.45, 120.0)],
+        source=MATH + "#trunc",
+    ),
+    Case(
+        name="ceil_and_floor_are_float64",
+        sql="""SELECT x, CEIL(x) AS c, CEILING(x) AS c2, FLOOR(x) AS f
+FROM UNNEST([2.0, 2.3, 2.8, 2.5, -2.3, -2.8, -2.5]) AS x
+ORDER BY x""",
+        expect=[
+            (-2.8, -2.0, -2.0, -3.0),
+            (-2.5, -2.0, -2.0, -3.0),
+            (-2.3, -2.0, -2.0, -3.0),
+            (2.0, 2.0, 2.0, 2.0),
+            (2.3, 3.0, 3.0, 2.0),
+            (2.5, 3.0, 3.0, 2.0),
+            (2.8, 3.0, 3.0, 2.0),
+        ],
+        source=MATH + "#ceil",
+    ),
+    Case(
+        name="ceil_and_floor_of_an_integer_are_float64",
+        sql="WITH t AS (SELECT 5 AS i) SELECT CEIL(i) AS c, FLOOR(i) AS f FROM t",
+        expect=[(5.0, 5.0)],
+        source=MATH + "#ceil",
+    ),
+    Case(
+        name="abs_and_sign",
+        sql="""WITH t AS (SELECT -5 AS i, -2.5 AS f)
+SELECT ABS(i) AS ai, SIGN(i) AS si, ABS(f) AS af, SIGN(f) AS sf FROM t""",
+        expect=[(5, -1, 2.5, -1.0)],
+        source=MATH + "#abs",
+    ),
+]
