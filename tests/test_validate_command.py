@@ -172,7 +172,7 @@ def test_env_picks_the_engine_dialect_without_reaching_the_engine(project: Proje
         project,
         {
             "names.sql": '/* headwater\nschedule = "@daily"\n*/\nSELECT\n  source,\n'
-            "  ARRAY_AGG(event IGNORE NULLS) AS names\nFROM events\nGROUP BY source\n"
+            "  JSON_QUERY(properties, '$.cart') AS cart\nFROM events\n"
         },
     )
     assert project.cli("validate").returncode == 0  # DuckDB has it
@@ -181,8 +181,9 @@ def test_env_picks_the_engine_dialect_without_reaching_the_engine(project: Proje
     assert time.monotonic() - began < 30
     assert result.returncode == 1, result.stdout + result.stderr
     assert _lines(result.stdout, project) == [
-        "pipelines/names.sql:6:3: cannot translate to postgres: PostgreSQL does not support "
-        "IGNORE NULLS.",
+        "pipelines/names.sql:6:3: JSON_QUERY cannot run on postgres as BigQuery runs it: "
+        "PostgreSQL keeps the JSON text as written (spaces included) where BigQuery writes it "
+        "compactly",
         "1 problem in 1 of 3 pipeline files (bigquery SQL for the postgres engine).",
     ]
     # BigQuery without credentials: its own dialect, nothing to translate.

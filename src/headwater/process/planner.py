@@ -189,7 +189,8 @@ class Planner:
             state = self.runs.intervals(pipeline.name).get(latest.start)
             if state is not None and state.status == "done":
                 return []
-            if latest.start in self.runs.terminal_failures(pipeline.name, pipeline.version):
+            failed_for_good = self.runs.terminal_failures(pipeline.name, pipeline.version)
+            if not retry_failed and latest.start in failed_for_good:
                 return []  # failed for good: runs again when the file changes, or by hand
             ready = self._inputs_ready(pipeline, latest, self._input_states(pipeline))
             return [latest] if ready else []

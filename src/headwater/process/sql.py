@@ -102,42 +102,52 @@ def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
         for fix in FIXES.get((query.dialect, engine_dialect), ()):
             tree = tree.transform(fix, copy=False)
     except Untranslatable as exc:
+        line, column = _place(query.source, exc.node) or (None, None)
         raise PipelineError(
             f"{exc.construct} cannot run on {engine_dialect} as BigQuery runs it: {exc.reason}",
             path=query.path,
-            line=_node_line(exc.node) or _line(query.source, exc.construct.split("(", 1)[0]),
+            line=line or _line(query.source, exc.construct.split("(", 1)[0]),
+            column=column,
             hint=exc.hint,
         ) from None
     try:
         return tree.sql(dialect=engine_dialect, pretty=pretty, unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as exc:
+        line, column = _refused_at(query, engine_dialect) or (None, None)
         raise PipelineError(
             f"cannot translate to {engine_dialect}: {exc}",
             path=query.path,
-            line=_unsupported_line(query, engine_dialect),
+            line=line,
+            column=column,
             hint="write that construct another way in BigQuery SQL "
             "(docs/pipelines.md, 'BigQuery SQL on every engine', lists what each engine refuses)",
         ) from None
 
 
-def _node_line(node: exp.Expression) -> int | None:
-    """The first line a node of a parsed query was written on (its names carry their line)."""
-    lines = [n.meta["line"] for n in node.walk() if isinstance(n.meta.get("line"), int)]
-    return min(lines) if lines else None
+def _place(source: str, node: exp.Expr) -> tuple[int, int] | None:
+    """The line and column where ``node`` was written (its tokens carry their offsets)."""
+    starts = [n.meta["start"] for n in node.walk() if isinstance(n.meta.get("start"), int)]
+    if not starts:
+        return None
+    start = min(starts)
+    return source.count("\n", 0, start) + 1, start - source.rfind("\n", 0, start)
 
 
-def _unsupported_line(query: Query, engine_dialect: str) -> int | None:
-    """The line of the first function the engine's dialect refuses, found by trying each."""
-    for node in query.expression.find_all(exp.Func):
+def _refused_at(query: Query, engine_dialect: str) -> tuple[int, int] | None:
+    """Where the innermost construct the engine's dialect refuses was written, found by
+    rendering each node alone."""
+    refused: list[tuple[int, exp.Expr]] = []
+    for node in query.expression.walk():
         try:
             node.sql(dialect=engine_dialect, unsupported_level=ErrorLevel.RAISE)
         except UnsupportedError:
-            written = node.sql(dialect=query.dialect).split("(", 1)[0]
-            found = _line(query.source, written)
-            if found is not None:
-                return found
+            refused.append((sum(1 for _ in node.walk()), node))
         except Exception:  # noqa: S112 - a fragment may not render alone; try the next
             continue
+    for _, node in sorted(refused, key=lambda pair: pair[0]):
+        place = _place(query.source, node)
+        if place is not None:
+            return place
     return None
 
 

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlglot import exp
-from sqlglot.errors import ErrorLevel, UnsupportedError
 
 from headwater.core.errors import HeadwaterError
 from headwater.process import columns, sql
@@ -107,11 +106,7 @@ def validate(
             try:
                 sql.render(pipeline.query, engine_dialect)
             except PipelineError as exc:
-                problem = _from_error(exc, path, dialect, header=False)
-                place = _refused_at(pipeline.query, engine_dialect)
-                if place is not None:
-                    problem = dataclasses.replace(problem, line=place[0], column=place[1])
-                add(problem)
+                add(_from_error(exc, path, dialect, header=False))
     for pipeline in loaded.values():
         report.problems.extend(_unknown_inputs(pipeline, present))
         report.problems.extend(_sink_problems(pipeline, sinks or {}))
@@ -178,25 +173,6 @@ def _from_error(exc: PipelineError, path: Path, dialect: str, *, header: bool = 
                 line, column = place
                 break
     return Problem(str(path), line, column, message, exc.hint, path.stem)
-
-
-def _refused_at(query: sql.Query, engine_dialect: str) -> tuple[int, int] | None:
-    """Where the innermost construct the engine's dialect refuses was written."""
-    refused: list[tuple[int, exp.Expr]] = []
-    for node in query.expression.walk():
-        try:
-            node.sql(dialect=engine_dialect, unsupported_level=ErrorLevel.RAISE)
-        except UnsupportedError:
-            refused.append((sum(1 for _ in node.walk()), node))
-        except Exception:  # noqa: S112 - a fragment may not render alone
-            continue
-    for _, node in sorted(refused, key=lambda pair: pair[0]):
-        starts = [n.meta["start"] for n in node.walk() if isinstance(n.meta.get("start"), int)]
-        if starts:
-            start = min(starts)
-            source = query.source
-            return source.count("\n", 0, start) + 1, start - source.rfind("\n", 0, start)
-    return None
 
 
 def _at(pipeline: Pipeline, message: str, hint: str | None, key: str | None = None) -> Problem:
