@@ -124,3 +124,45 @@ def test_sql_the_engine_refuses_fails_for_good_with_file_and_line(
             assert "no_such" in error.lower(), error
     finally:
         metadata.close()
+
+
+STAR_EXCEPT = """\
+/* headwater
+kind = "full"
+*/
+SELECT e.* EXCEPT (user_id, properties, traits, context) REPLACE (UPPER(e.event) AS event)
+FROM events AS e
+"""
+
+
+@pytest.mark.timeout(180)
+def test_star_except_and_replace_over_events_run_on_every_engine(
+    project: Project, store: Engine, tmp_path: Path
+) -> None:
+    """``e.* EXCEPT (...)`` over the event tables, whose columns are known, is written out
+    as its column list for an engine without EXCEPT, and gives BigQuery's columns."""
+    folder = project.root / "pipelines"
+    for old in folder.iterdir():
+        old.unlink()
+    (folder / "trimmed.sql").write_text(STAR_EXCEPT)
+    rows = [
+        {"message_id": f"m{k}", "source": "web", "type": "track", "event": "Viewed",
+         "user_id": f"u{k}", "timestamp": T0, "received_at": T0}
+        for k in range(3)
+    ]  # fmt: skip
+    store.ingest(
+        IngestBatch(
+            pa.Table.from_pylist(rows, schema=schema.EVENTS), schema.FAILED_EVENTS.empty_table()
+        )
+    )
+    metadata = StateStore.open(f"sqlite:///{tmp_path / 'metadata.sqlite'}")
+    try:
+        workspace = Workspace(load_project(project.root), store, metadata, clock=Clock(T0 + HOUR))
+        assert [r.pipeline for r in workspace.run_due()] == ["trimmed"]
+        table = store.select("SELECT * FROM trimmed ORDER BY message_id", {}).table
+    finally:
+        metadata.close()
+    dropped = {"user_id", "properties", "traits", "context"}
+    assert table.column_names == [c for c in schema.EVENTS.names if c not in dropped]
+    assert table["message_id"].to_pylist() == ["m0", "m1", "m2"]
+    assert set(table["event"].to_pylist()) == {"VIEWED"}

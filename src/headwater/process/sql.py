@@ -25,6 +25,7 @@ from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
 from headwater.process import duckdb_sql, portable_sql, postgres_sql, spark_sql
 from headwater.process.errors import PipelineError, Untranslatable
+from headwater.store import schema
 
 PARAMETERS = frozenset({"start", "end"})
 _TOKEN = re.compile(r"<Token token_type: [^,]+, text: ([^,]*),[^>]*>")
@@ -96,6 +97,8 @@ def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
     for table in tree.find_all(exp.Table):
         table.set("db", None)
         table.set("catalog", None)
+    if query.dialect == "bigquery" and engine_dialect in _NO_STAR_EXCEPT:
+        tree = tree.transform(_expand_event_stars, copy=False)
     if query.dialect == "bigquery":
         portable_sql.annotate(tree)
     try:
@@ -122,6 +125,64 @@ def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
             hint="write that construct another way in BigQuery SQL "
             "(docs/pipelines.md, 'BigQuery SQL on every engine', lists what each engine refuses)",
         ) from None
+
+
+#: Engines without BigQuery's ``* EXCEPT (...)`` and ``* REPLACE (...)``.
+_NO_STAR_EXCEPT = frozenset({"postgres", "spark"})
+#: The columns of the tables every project has, in order: what their ``*`` stands for.
+_BUILTIN_COLUMNS = {
+    "events": tuple(schema.EVENTS.names),
+    "failed_events": tuple(schema.FAILED_EVENTS.names),
+}
+
+
+def _expand_event_stars(node: exp.Expression) -> exp.Expression:
+    """``e.* EXCEPT (user_id)`` or ``* REPLACE (x AS c)`` over ``events`` or
+    ``failed_events``, whose columns are known, as the column list it stands for, for
+    engines that have no EXCEPT or REPLACE; over other tables it is left as written (and
+    refused by the engine's rewrites)."""
+    if not isinstance(node, exp.Select):
+        return node
+    sources: dict[str, str] = {}
+    from_ = node.args.get("from") or node.args.get("from_")
+    for item in [from_.this] if from_ is not None else []:
+        if isinstance(item, exp.Table):
+            sources[item.alias_or_name] = item.name
+    for join in node.args.get("joins") or []:
+        if isinstance(join.this, exp.Table):
+            sources[join.this.alias_or_name] = join.this.name
+    expanded: list[exp.Expr] = []
+    changed = False
+    for item in node.expressions:
+        star = item.this if isinstance(item, exp.Column) else item
+        qualifier = item.table if isinstance(item, exp.Column) else None
+        if not (
+            isinstance(star, exp.Star) and (star.args.get("except_") or star.args.get("replace"))
+        ):
+            expanded.append(item)
+            continue
+        if qualifier:
+            table = sources.get(qualifier)
+        else:
+            table = next(iter(sources.values())) if len(sources) == 1 else None
+        columns = _BUILTIN_COLUMNS.get(table or "")
+        if columns is None:
+            expanded.append(item)
+            continue
+        dropped = {c.name.lower() for c in star.args.get("except_") or []}
+        replaced = {a.alias.lower(): a.this for a in star.args.get("replace") or []}
+        for name in columns:
+            if name in dropped:
+                continue
+            column = exp.column(name, table=qualifier or None)
+            if name in replaced:
+                expanded.append(exp.alias_(replaced[name].copy(), name))
+            else:
+                expanded.append(column)
+        changed = True
+    if changed:
+        node.set("expressions", expanded)
+    return node
 
 
 def _place(source: str, node: exp.Expr) -> tuple[int, int] | None:
