@@ -263,6 +263,7 @@ def bool_to_integer(node: exp.Expression) -> exp.Expression:
     if (
         isinstance(node, exp.Cast)
         and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and not node.to.is_type(exp.DataType.Type.INT)  # the cast this adds: done
         and portable_sql.is_type(node.this, exp.DataType.Type.BOOLEAN)
     ):
         node.set("this", exp.cast(node.this.copy(), exp.DataType.Type.INT))
