@@ -144,6 +144,8 @@ def _expand_event_stars(node: exp.Expression) -> exp.Expression:
     if not isinstance(node, exp.Select):
         return node
     sources: dict[str, str] = {}
+    # A WITH of the same name stands for something else.
+    shadowed = {cte.alias_or_name for cte in node.root().find_all(exp.CTE)}
     from_ = node.args.get("from") or node.args.get("from_")
     for item in [from_.this] if from_ is not None else []:
         if isinstance(item, exp.Table):
@@ -165,7 +167,7 @@ def _expand_event_stars(node: exp.Expression) -> exp.Expression:
             table = sources.get(qualifier)
         else:
             table = next(iter(sources.values())) if len(sources) == 1 else None
-        columns = _BUILTIN_COLUMNS.get(table or "")
+        columns = None if table in shadowed else _BUILTIN_COLUMNS.get(table or "")
         if columns is None:
             expanded.append(item)
             continue
