@@ -28,17 +28,33 @@ from headwater.process.portable_sql import (
 
 def safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
     """BigQuery casts text to INT64 only when it is an integer literal ('2', '-0x1F');
-    DuckDB's TRY_CAST also takes '2.5' (rounding it) and '1e3'."""
+    DuckDB's TRY_CAST also takes '2.5' (rounding it) and '1e3', and not '-0x1F'."""
     if not (
         isinstance(node, exp.TryCast)
         and node.to.is_type(*exp.DataType.INTEGER_TYPES)
-        and (isinstance(node.this, exp.JSONExtractScalar) or node.this.is_string)
+        and (
+            isinstance(node.this, exp.JSONExtractScalar)
+            or node.this.is_string
+            or portable_sql.is_type(node.this, *exp.DataType.TEXT_TYPES)
+        )
     ):
         return node
     text = exp.Trim(this=node.this.copy())
-    pattern = exp.Literal.string(r"[+-]?(0[xX][0-9a-fA-F]+|[0-9]+)")
-    integral = exp.Anonymous(this="REGEXP_FULL_MATCH", expressions=[text, pattern])
-    return exp.Case(ifs=[exp.If(this=integral, true=exp.TryCast(this=text.copy(), to=node.to))])
+
+    def matches(pattern: str) -> exp.Expression:
+        return call("REGEXP_FULL_MATCH", text.copy(), exp.Literal.string(pattern))
+
+    def cast(value: exp.Expression) -> exp.Expression:
+        return exp.TryCast(this=value, to=node.to.copy())
+
+    unsigned = exp.Anonymous(this="LTRIM", expressions=[text.copy(), exp.Literal.string("+-")])
+    return exp.Case(
+        ifs=[
+            exp.If(this=matches(r"[+-]?[0-9]+"), true=cast(text.copy())),
+            exp.If(this=matches(r"\+?0[xX][0-9a-fA-F]+"), true=cast(unsigned.copy())),
+            exp.If(this=matches(r"-0[xX][0-9a-fA-F]+"), true=exp.Neg(this=cast(unsigned))),
+        ]
+    )
 
 
 def diff_in_whole_units(node: exp.Expression) -> exp.Expression:
@@ -101,6 +117,26 @@ class DuckDBCalendar(portable_sql.Calendar):
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMP)
 
+    def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
+        # DuckDB's STRPTIME reads BigQuery's elements (as sqlglot normalises them), but
+        # not %Q, %G, %V, %u, %U, %W, %E…, or zones: the date would differ.
+        for token in tokens:
+            if token.startswith("%") and token not in _STRPTIME:
+                return token
+        fmt = "".join("%-d" if t == "%e" else t for t in tokens)
+        if not any(t in tokens for t in ("%Y", "%y", "%E4Y")):
+            # BigQuery's year is 1970 when the format has none; DuckDB's 1900.
+            value = exp.DPipe(this=exp.Literal.string("1970 "), expression=value)
+            fmt = "%Y " + fmt
+        return call("TRY_STRPTIME" if safe else "STRPTIME", value, exp.Literal.string(fmt))
+
+
+_STRPTIME = frozenset(
+    {
+        *("%Y", "%y", "%E4Y", "%m", "%d", "%-d", "%e", "%H", "%I", "%M", "%S", "%f", "%p"),
+        *("%j", "%b", "%B", "%a", "%A", "%%", "%n", "%t"),
+    }
+)
 
 CALENDAR = portable_sql.calendar_fixes(DuckDBCalendar())
 

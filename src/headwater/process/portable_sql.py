@@ -14,6 +14,7 @@ own behaviour.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 
 from sqlglot import exp
@@ -170,7 +171,9 @@ def rounding_is_float64(node: exp.Expression) -> exp.Expression:
         and node.args.get("decimals") is None
         and is_type(node.this, exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL)
     ):
-        node.set("decimals", number(0))  # DuckDB's one-argument ROUND of a DECIMAL is an integer
+        # DuckDB's ROUND of a DECIMAL to no decimals is an integer.
+        node.set("decimals", number(0))
+        return exp.cast(node, exp.DataType.build("DECIMAL(38, 9)"))
     return node
 
 
@@ -339,6 +342,12 @@ class Calendar:
         """``value`` (a DATE, DATETIME or text) as a DATETIME."""
         raise NotImplementedError
 
+    def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
+        """Text ``value`` read as a DATETIME by format ``tokens`` (:func:`elements`), NULL
+        where it does not match if ``safe``; or the element the engine cannot read (or
+        why it cannot parse)."""
+        raise NotImplementedError
+
     def truncate(self, civil: exp.Expression, name: str) -> exp.Expression:
         """DATETIME ``civil`` truncated to part ``name`` (MICROSECOND … YEAR, not weeks)."""
         return exp.Anonymous(this="DATE_TRUNC", expressions=[text(name.lower()), civil])
@@ -442,6 +451,10 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
         zone = node.args.get("zone")
         if isinstance(node, exp.Date) and zone is not None:
             return calendar.date(calendar.local(node.this.copy(), zone.copy()))
+        if isinstance(node, exp.TsOrDsToDatetime):
+            if is_type(node.this, exp.DataType.Type.TIMESTAMPTZ):
+                return calendar.local(node.this.copy(), text("UTC"))
+            return calendar.civil(node.this.copy())
         if isinstance(node, exp.Datetime) and not node.args.get("expressions"):
             if isinstance(node.expression, exp.Literal) and node.expression.is_string:
                 return calendar.local(node.this.copy(), node.expression.copy())
@@ -455,9 +468,6 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
             return calendar.instant(calendar.civil(node.this.copy()), text("UTC"))
         if isinstance(node, exp.Timestamp):
             return exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ)
-        if isinstance(node, exp.TimeToStr) and zone is not None:
-            node.set("this", calendar.local(node.this.copy(), zone.copy()))
-            node.set("zone", None)
         return node
 
     def truncation(node: exp.Expression) -> exp.Expression:
@@ -502,4 +512,230 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
             return calendar.days_before(epoch, exp.Neg(this=node.this.copy()))
         return node
 
-    return (extract, zones, truncation, differences, last_day_of_week, unix_dates)
+    return (
+        format_fix(calendar),
+        parse_fix(calendar),
+        extract,
+        zones,
+        truncation,
+        differences,
+        last_day_of_week,
+        unix_dates,
+    )
+
+
+# -- FORMAT_DATE / FORMAT_DATETIME / FORMAT_TIMESTAMP --------------------------------
+#
+# Each element of the format becomes the text of a date part, so the answer is
+# BigQuery's on every engine (their own format patterns differ in padding, names and
+# quoting); the text between elements is kept as written.
+
+_COMPOSITE = {
+    "%c": "%a %b %e %H:%M:%S %Y",
+    "%x": "%m/%d/%y",
+    "%D": "%m/%d/%y",
+    "%X": "%H:%M:%S",
+    "%F": "%Y-%m-%d",
+    "%T": "%H:%M:%S",
+    "%R": "%H:%M",
+    "%h": "%b",
+}
+_ELEMENT = re.compile(r"%E[1-6]S|%E\*S|%E4Y|%Ez|%-d|%.|[^%]+", re.DOTALL)
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")  # fmt: skip
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+
+
+def elements(fmt: str) -> list[str]:
+    """A BigQuery format string as its elements and the text between them."""
+    expanded = fmt
+    for _ in range(3):
+        for short, long in _COMPOSITE.items():
+            expanded = expanded.replace(short, long)
+    return _ELEMENT.findall(expanded)
+
+
+def _as_text(node: exp.Expression) -> exp.Expression:
+    return exp.cast(node, exp.DataType.Type.TEXT)
+
+
+def _padded(node: exp.Expression, width: int, pad: str = "0") -> exp.Expression:
+    return call("LPAD", _as_text(node), number(width), text(pad))
+
+
+def _named(index: exp.Expression, names: tuple[str, ...], length: int | None) -> exp.Expression:
+    return exp.Case(
+        this=index,
+        ifs=[
+            exp.If(this=number(k), true=text(name[:length] if length else name))
+            for k, name in enumerate(names, start=1)
+        ],
+    )
+
+
+def format_element(
+    calendar: Calendar, value: exp.Expression, element: str, utc: bool
+) -> exp.Expression | None:
+    """The text of one format element of ``value``; None for one Headwater cannot write."""
+
+    def part(name: str) -> exp.Expression:
+        return calendar._part(name, value.copy())
+
+    simple = {"%m": "MONTH", "%d": "DAY", "%H": "HOUR", "%M": "MINUTE", "%S": "SECOND",
+              "%V": "ISOWEEK"}  # fmt: skip
+    if element in simple:
+        return _padded(part(simple[element]), 2)
+    if element in ("%Y", "%E4Y"):
+        return _padded(part("YEAR"), 4)
+    if element == "%G":
+        return _padded(part("ISOYEAR"), 4)
+    if element == "%y":
+        return _padded(modulo(part("YEAR"), number(100)), 2)
+    if element == "%g":
+        return _padded(modulo(part("ISOYEAR"), number(100)), 2)
+    if element == "%C":
+        return _padded(whole_division(part("YEAR"), 100), 2)
+    if element in ("%e", "%-d"):  # sqlglot reads BigQuery's %e as %-d
+        return _padded(part("DAY"), 2, " ")
+    if element == "%k":
+        return _padded(part("HOUR"), 2, " ")
+    if element == "%j":
+        return _padded(part("DAYOFYEAR"), 3)
+    if element == "%Q":
+        return _as_text(part("QUARTER"))
+    if element == "%w":
+        return _as_text(minus(part("DAYOFWEEK"), number(1)))
+    if element == "%u":
+        return _as_text(plus(modulo(plus(part("DAYOFWEEK"), number(5)), number(7)), number(1)))
+    if element in ("%U", "%W"):
+        return _padded(calendar.week_number(value.copy(), 0 if element == "%U" else 1), 2)
+    if element in ("%I", "%l"):
+        hour12 = plus(modulo(plus(part("HOUR"), number(11)), number(12)), number(1))
+        return _padded(hour12, 2, "0" if element == "%I" else " ")
+    if element == "%p":
+        morning = exp.LT(this=part("HOUR"), expression=number(12))
+        return exp.Case(ifs=[exp.If(this=morning, true=text("AM"))], default=text("PM"))
+    if element in ("%b", "%B"):
+        return _named(part("MONTH"), _MONTHS, 3 if element == "%b" else None)
+    if element in ("%a", "%A"):
+        return _named(part("DAYOFWEEK"), _DAYS, 3 if element == "%a" else None)
+    if element == "%f":  # sqlglot reads BigQuery's %E6S as %S.%f
+        return _padded(part("MICROSECOND"), 6)
+    if element.startswith("%E") and element.endswith("S") and element[2].isdigit():
+        digits = int(element[2])
+        fraction = whole_division(part("MICROSECOND"), 10 ** (6 - digits))
+        return exp.DPipe(
+            this=exp.DPipe(this=_padded(part("SECOND"), 2), expression=text(".")),
+            expression=_padded(fraction, digits),
+        )
+    constant = {"%%": "%", "%n": "\n", "%t": "\t"}
+    if element in constant:
+        return text(constant[element])
+    if utc:
+        constant = {"%z": "+0000", "%Z": "UTC", "%Ez": "+00:00"}
+        if element in constant:
+            return text(constant[element])
+    return None
+
+
+def format_time(
+    calendar: Calendar, node: exp.TimeToStr, value: exp.Expression, utc: bool
+) -> exp.Expression:
+    fmt = node.args.get("format")
+    if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+        raise Untranslatable(
+            "a format that is not a string literal",
+            node,
+            "the format's elements are translated when the pipeline loads",
+            "write the format as a literal: FORMAT_DATE('%Y-%m-%d', day)",
+        )
+    pieces: list[exp.Expression] = []
+    for element in elements(fmt.name):
+        if not element.startswith("%"):
+            pieces.append(text(element))
+            continue
+        piece = format_element(calendar, value, element, utc)
+        if piece is None:
+            raise Untranslatable(
+                f"the format element {element}",
+                node,
+                "Headwater writes the common elements only"
+                + ("" if utc else "; a zone's name or offset only for UTC"),
+                "use %Y %m %d %H %M %S %j %e %a %A %b %B %p %I %U %W %V %G %u %w %Q %E3S "
+                "%E6S %F %T %c %x (and %z, %Z in UTC)",
+            )
+        pieces.append(piece)
+    if not pieces:
+        return text("")
+    joined = pieces[0]
+    for piece in pieces[1:]:
+        joined = exp.DPipe(this=joined, expression=piece)
+    # NULL in, NULL out (a format of literal text only would give the text).
+    return exp.Case(
+        ifs=[exp.If(this=exp.Is(this=value.copy(), expression=exp.null()), true=exp.null())],
+        default=joined,
+    )
+
+
+def format_fix(calendar: Calendar) -> Callable[[exp.Expression], exp.Expression]:
+    def fix(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.TimeToStr):
+            return node
+        zone = node.args.get("zone")
+        value = node.this.copy()
+        if isinstance(value, exp.TsOrDsToDate):
+            value = calendar.date(value.this)
+        elif isinstance(value, exp.TsOrDsToDatetime):
+            value = calendar.civil(value.this)
+        elif isinstance(value, exp.TsOrDsToTimestamp):
+            value = exp.cast(value.this, exp.DataType.Type.TIMESTAMPTZ)
+        utc = zone is None or (isinstance(zone, exp.Literal) and zone.name.upper() == "UTC")
+        if zone is not None:
+            value = calendar.local(value, zone.copy())
+        return format_time(calendar, node, value, utc)
+
+    return fix
+
+
+# -- PARSE_DATE / PARSE_DATETIME / PARSE_TIMESTAMP ------------------------------------
+
+
+def parse_fix(calendar: Calendar) -> Callable[[exp.Expression], exp.Expression]:
+    """PARSE_* through the engine's own parser (:meth:`Calendar.parse`), to BigQuery's
+    types: a DATE, a DATETIME, or a TIMESTAMP read in the zone given (UTC without one)."""
+
+    def fix(node: exp.Expression) -> exp.Expression:
+        safe = isinstance(node, exp.SafeFunc)
+        inner = node.this if safe else node
+        if not isinstance(inner, exp.StrToDate | exp.StrToTime | exp.ParseDatetime):
+            return node
+        fmt = inner.args.get("format")
+        if not (isinstance(fmt, exp.Literal) and fmt.is_string):
+            raise Untranslatable(
+                "a format that is not a string literal",
+                node,
+                "the format's elements are translated when the pipeline loads",
+                "write the format as a literal: PARSE_DATE('%Y-%m-%d', text)",
+            )
+        tokens = elements(fmt.name)
+        civil = calendar.parse(inner.this.copy(), tokens, safe)
+        if isinstance(civil, str):
+            name = {exp.StrToDate: "PARSE_DATE", exp.StrToTime: "PARSE_TIMESTAMP"}.get(
+                type(inner), "PARSE_DATETIME"
+            )
+            reason = civil if not civil.startswith("%") else f"it cannot read {civil}"
+            raise Untranslatable(
+                f"{'SAFE.' if safe else ''}{name}('{fmt.name}', …)",
+                node,
+                reason,
+                "parse %Y %m %d %H %M %S and literal text, or use CAST(text AS DATE) for "
+                "'YYYY-MM-DD'",
+            )
+        if isinstance(inner, exp.StrToDate):
+            return calendar.date(civil)
+        if isinstance(inner, exp.ParseDatetime):
+            return civil
+        zone = inner.args.get("zone")
+        return calendar.instant(civil, zone.copy() if zone is not None else text("UTC"))
+
+    return fix

@@ -7,8 +7,9 @@ golden pipelines on both engines and compare with BigQuery's semantics).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, cast
 
+import sqlglot
 from sqlglot import exp
 
 from headwater.process import bigquery_sql, portable_sql
@@ -32,6 +33,7 @@ _SECONDS = {
     "MICROSECOND": 0.000001,
 }
 _INTEGER = r"^\s*[+-]?[0-9]{1,18}\s*$"
+_HEX = r"^\s*[+-]?0[xX][0-9a-fA-F]{1,15}\s*$"
 _FLOAT = (
     r"^\s*[+-]?(([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
     r"|[iI][nN][fF]([iI][nN][iI][tT][yY])?|[nN][aA][nN])\s*$"
@@ -129,19 +131,40 @@ def diff_in_whole_units(node: exp.Expression) -> exp.Expression:
 
 
 def safe_cast_returns_null(node: exp.Expression) -> exp.Expression:
-    """SAFE_CAST of text to a number: NULL when the text is not one, where CAST fails."""
+    """SAFE_CAST of text to a number: NULL when the text is not one, where CAST fails;
+    hexadecimal integers ('0x1F', '-0x123') as BigQuery reads them; NULL for a NUMERIC
+    out of its range (29 digits before the point)."""
     if not isinstance(node, exp.TryCast):
         return node
-    if node.to.is_type(*exp.DataType.INTEGER_TYPES):
-        pattern = _INTEGER
-    elif node.to.is_type(*exp.DataType.REAL_TYPES):
-        pattern = _FLOAT
-    else:
-        return node
     text = exp.cast(node.this.copy(), exp.DataType.Type.TEXT)
-    matches = exp.RegexpLike(this=text, expression=exp.Literal.string(pattern))
-    cast = exp.cast(exp.Trim(this=text.copy()), node.to.copy())
-    return exp.Case(ifs=[exp.If(this=matches, true=cast)])
+    trimmed = exp.Trim(this=text.copy())
+
+    def matches(pattern: str) -> exp.Expression:
+        return exp.RegexpLike(this=text.copy(), expression=exp.Literal.string(pattern))
+
+    if node.to.is_type(*exp.DataType.INTEGER_TYPES):
+        digits = _func("SUBSTRING", trimmed.copy(), exp.Literal.string("[0-9a-fA-F]+$"))
+        bits = exp.DPipe(
+            this=exp.Literal.string("x"),
+            expression=_func("LPAD", digits, exp.Literal.number(16), exp.Literal.string("0")),
+        )
+        hexadecimal = exp.cast(exp.cast(bits, "BIT(64)"), exp.DataType.Type.BIGINT)
+        return exp.Case(
+            ifs=[
+                exp.If(this=matches(_INTEGER), true=exp.cast(trimmed, node.to.copy())),
+                exp.If(this=matches(_HEX.replace("[+-]?", "[+]?")), true=hexadecimal.copy()),
+                exp.If(this=matches(_HEX.replace("[+-]?", "-")), true=exp.Neg(this=hexadecimal)),
+            ]
+        )
+    if not node.to.is_type(*exp.DataType.REAL_TYPES):
+        return node
+    condition: exp.Expression = matches(_FLOAT)
+    if node.to.is_type(exp.DataType.Type.DECIMAL):
+        size = exp.Abs(this=exp.cast(trimmed.copy(), exp.DataType.Type.DOUBLE))
+        condition = exp.And(
+            this=condition, expression=exp.LT(this=size, expression=exp.Literal.number("1e29"))
+        )
+    return exp.Case(ifs=[exp.If(this=condition, true=exp.cast(trimmed, node.to.copy()))])
 
 
 def json_array_elements(node: exp.Expression) -> exp.Expression:
@@ -220,6 +243,45 @@ class PostgresCalendar(portable_sql.Calendar):
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMP)
 
+    def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
+        if safe:
+            return "PostgreSQL's TO_TIMESTAMP fails on text that does not match"
+        pattern = []
+        for token in tokens:
+            if not token.startswith("%"):
+                pattern.append('"' + token.replace('"', '\\"') + '"')
+            elif token in _TO_TIMESTAMP:
+                pattern.append(_TO_TIMESTAMP[token])
+            else:
+                return token
+        if not any(t in tokens for t in ("%Y", "%y")):
+            return "a format without a year"
+        parsed = _func("TO_TIMESTAMP", value, exp.Literal.string("".join(pattern)))
+        return exp.cast(
+            exp.AtTimeZone(this=parsed, zone=exp.Literal.string("UTC")),
+            exp.DataType.Type.TIMESTAMP,
+        )
+
+
+_TO_TIMESTAMP = {
+    "%Y": "YYYY",
+    "%y": "YY",
+    "%m": "MM",
+    "%d": "DD",
+    "%-d": "DD",
+    "%e": "DD",
+    "%H": "HH24",
+    "%I": "HH12",
+    "%M": "MI",
+    "%S": "SS",
+    "%f": "US",
+    "%p": "AM",
+    "%j": "DDD",
+    "%b": "Mon",
+    "%B": "Month",
+    "%a": "Dy",
+    "%A": "Day",
+}
 
 CALENDAR = portable_sql.calendar_fixes(PostgresCalendar())
 
@@ -250,7 +312,7 @@ def rounding_in_numeric(node: exp.Expression) -> exp.Expression:
     """ROUND of a FLOAT64 rounds half away from zero (PostgreSQL's of a double rounds half
     to even), and PostgreSQL has ROUND(x, n) and TRUNC(x, n) for NUMERIC only."""
     if isinstance(node, exp.Round | exp.Trunc) and portable_sql.is_type(
-        node.this, *exp.DataType.REAL_TYPES
+        node.this, exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT
     ):
         inner = node.copy()
         inner.set("this", exp.cast(node.this.copy(), exp.DataType.Type.DECIMAL))
@@ -297,8 +359,31 @@ def safe_cast_to_time_refused(node: exp.Expression) -> exp.Expression:
     return node
 
 
+_SERIES = sqlglot.parse_one(
+    "ARRAY(SELECT CAST(_hw_day AS DATE) FROM GENERATE_SERIES(CAST(:start AS TIMESTAMP), "
+    "CAST(:end AS TIMESTAMP), :step) AS _hw_series(_hw_day))",
+    read="postgres",
+)
+
+
+def date_arrays(node: exp.Expression) -> exp.Expression:
+    """GENERATE_DATE_ARRAY as an array of GENERATE_SERIES's days (empty when the step
+    points away from the end)."""
+    if not isinstance(node, exp.GenerateDateArray):
+        return node
+    step = node.args.get("step") or exp.Interval(this=exp.Literal.string("1"), unit=exp.var("DAY"))
+    series = exp.replace_placeholders(
+        _SERIES.copy(),
+        start=node.args["start"].copy(),
+        end=node.args["end"].copy(),
+        step=step.copy(),
+    )
+    return cast(exp.Expression, series)
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    date_arrays,
     safe_cast_to_time_refused,
     date_from_parts,
     bool_to_integer,

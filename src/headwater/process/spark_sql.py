@@ -175,26 +175,137 @@ class SparkCalendar(portable_sql.Calendar):
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMPNTZ)
 
+    def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
+        pattern = []
+        for token in tokens:
+            if not token.startswith("%"):
+                pattern.append("'" + token.replace("'", "''") + "'")
+            elif token in _DATETIME_PATTERN:
+                pattern.append(_DATETIME_PATTERN[token])
+            else:
+                return token
+        if not any(t in tokens for t in ("%Y", "%y")):
+            return "a format without a year"
+        name = "TRY_TO_TIMESTAMP" if safe else "TO_TIMESTAMP"
+        parsed = call(name, value, exp.Literal.string("".join(pattern)))
+        return exp.cast(parsed, exp.DataType.Type.TIMESTAMPNTZ)
+
     def truncate(self, civil: exp.Expression, name: str) -> exp.Expression:
         truncated = call("DATE_TRUNC", exp.Literal.string(name), exp.cast(civil, "TIMESTAMP"))
         return exp.cast(truncated, exp.DataType.Type.TIMESTAMPNTZ)
 
 
+#: Spark's datetime patterns of BigQuery's elements; Spark cannot parse day names.
+_DATETIME_PATTERN = {
+    "%Y": "yyyy",
+    "%y": "yy",
+    "%m": "MM",
+    "%d": "dd",
+    "%-d": "d",
+    "%e": "d",
+    "%H": "HH",
+    "%I": "hh",
+    "%M": "mm",
+    "%S": "ss",
+    "%f": "SSSSSS",
+    "%p": "a",
+    "%j": "DDD",
+    "%b": "MMM",
+    "%B": "MMMM",
+}
+
 CALENDAR = portable_sql.calendar_fixes(SparkCalendar())
 
 
 def datetime_is_without_zone(node: exp.Expression) -> exp.Expression:
-    """BigQuery's DATETIME is a civil time: Spark's TIMESTAMP_NTZ (its TIMESTAMP is an
-    instant)."""
-    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.DATETIME:
+    """BigQuery's DATETIME (sqlglot's TIMESTAMP) is a civil time: Spark's TIMESTAMP_NTZ
+    (its TIMESTAMP is an instant). Runs before the rewrites that write Spark's own."""
+    if isinstance(node, exp.DataType) and node.this == exp.DataType.Type.TIMESTAMP:
         return exp.DataType.build("TIMESTAMP_NTZ", dialect="spark")
+    if isinstance(node, exp.TimestampFromParts) and not isinstance(node.parent, exp.Cast):
+        return exp.cast(node, exp.DataType.Type.TIMESTAMPNTZ)  # DATETIME(y, m, d, h, mi, s)
     return node
+
+
+def results_as_in_bigquery(node: exp.Expression) -> exp.Expression:
+    """CEIL and FLOOR of a number are FLOAT64 (Spark's are BIGINT); a TIMESTAMP as text
+    ends in its zone, +00; NUMERIC / NUMERIC keeps 9 decimals (Spark's keeps 6 when both
+    have 38 digits: computed in FLOAT64, as DuckDB does)."""
+    numeric = (exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT, *exp.DataType.INTEGER_TYPES)
+    if (
+        isinstance(node, exp.Ceil | exp.Floor)
+        and portable_sql.is_type(node.this, *numeric)
+        and not isinstance(node.parent, exp.Cast)
+    ):
+        return exp.cast(node, exp.DataType.Type.DOUBLE)
+    if (
+        isinstance(node, exp.Cast)
+        and node.to.is_type(*exp.DataType.TEXT_TYPES)
+        and portable_sql.is_type(node.this, exp.DataType.Type.TIMESTAMPTZ)
+    ):
+        return exp.DPipe(this=node.copy(), expression=exp.Literal.string("+00"))
+    if (
+        isinstance(node, exp.Div)
+        and portable_sql.is_type(node.this, exp.DataType.Type.DECIMAL)
+        and portable_sql.is_type(node.expression, exp.DataType.Type.DECIMAL)
+    ):
+        double = exp.DataType.Type.DOUBLE
+        return exp.Div(
+            this=exp.cast(node.this.copy(), double),
+            expression=exp.cast(node.expression.copy(), double),
+            typed=True,
+        )
+    return node
+
+
+def empty_date_ranges(node: exp.Expression) -> exp.Expression:
+    """GENERATE_DATE_ARRAY(start, end) is empty when end is before start (Spark's
+    SEQUENCE fails)."""
+    if not isinstance(node, exp.GenerateDateArray) or node.meta.get("hw_ranged"):
+        return node
+    node.meta["hw_ranged"] = True
+    step = node.args.get("step")
+    backward = isinstance(step, exp.Interval) and step.this.name.startswith("-")
+    start, end = node.args["start"].copy(), node.args["end"].copy()
+    wrong_way = (
+        exp.LT(this=start, expression=end) if backward else exp.GT(this=start, expression=end)
+    )
+    empty = exp.cast(exp.Array(expressions=[]), exp.DataType.build("ARRAY<DATE>"))
+    return exp.Case(ifs=[exp.If(this=wrong_way, true=empty)], default=node)
+
+
+def hexadecimal_integers(node: exp.Expression) -> exp.Expression:
+    """SAFE_CAST('0x1F' AS INT64) is 31 in BigQuery; Spark's TRY_CAST gives NULL."""
+    if not (
+        isinstance(node, exp.TryCast)
+        and node.to.is_type(*exp.DataType.INTEGER_TYPES)
+        and (node.this.is_string or portable_sql.is_type(node.this, *exp.DataType.TEXT_TYPES))
+    ) or node.meta.get("hw_hex"):
+        return node
+    node.meta["hw_hex"] = True
+    text = exp.Trim(this=node.this.copy())
+
+    def matches(pattern: str) -> exp.Expression:
+        return exp.RegexpLike(this=text.copy(), expression=exp.Literal.string(pattern))
+
+    digits = call("REGEXP_EXTRACT", text.copy(), exp.Literal.string("([0-9a-fA-F]+)$"), number(1))
+    value = exp.TryCast(this=call("CONV", digits, number(16), number(10)), to=node.to.copy())
+    return exp.Case(
+        ifs=[
+            exp.If(this=matches("^[+]?0[xX][0-9a-fA-F]{1,15}$"), true=value.copy()),
+            exp.If(this=matches("^-0[xX][0-9a-fA-F]{1,15}$"), true=exp.Neg(this=value)),
+        ],
+        default=node,
+    )
 
 
 #: In order; each sees the tree the one before left.
 FIXES = (
-    *CALENDAR,
     datetime_is_without_zone,
+    *CALENDAR,
+    results_as_in_bigquery,
+    empty_date_ranges,
+    hexadecimal_integers,
     weeks_from_their_first_day,
     json_through_variant,
     order_after_qualify,
