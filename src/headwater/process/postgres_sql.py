@@ -328,7 +328,8 @@ def bool_to_integer(node: exp.Expression) -> exp.Expression:
         and not node.to.is_type(exp.DataType.Type.INT)  # the cast this adds: done
         and portable_sql.is_type(node.this, exp.DataType.Type.BOOLEAN)
     ):
-        node.set("this", exp.cast(node.this.copy(), exp.DataType.Type.INT))
+        as_int = exp.cast(node.this.copy(), exp.DataType.Type.INT)
+        return exp.cast(as_int, node.to.copy())  # a new node: not rewritten again
     return node
 
 
