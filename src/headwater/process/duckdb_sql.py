@@ -17,7 +17,6 @@ from headwater.process import bigquery_sql, portable_sql
 from headwater.process.portable_sql import (
     call,
     integer,
-    minus,
     modulo,
     number,
     plus,
@@ -73,7 +72,7 @@ def count_if_is_int64(node: exp.Expression) -> exp.Expression:
     return node
 
 
-class DuckDBCalendar(portable_sql.Calendar):
+class DuckDBCalendar(portable_sql.StandardCalendar):
     """BigQuery's calendar on DuckDB's date functions (the session is in UTC)."""
 
     _DIRECT: ClassVar[dict[str, str]] = {
@@ -99,23 +98,6 @@ class DuckDBCalendar(portable_sql.Calendar):
         if name == "MICROSECOND":
             return integer(modulo(call("MICROSECOND", value), number(1000000)))
         return None
-
-    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
-        return integer(minus(later, earlier))
-
-    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
-        return exp.cast(minus(day, exp.cast(count, exp.DataType.Type.INT)), exp.DataType.Type.DATE)
-
-    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
-        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
-        return exp.AtTimeZone(this=aware, zone=zone)
-
-    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
-        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
-        return exp.AtTimeZone(this=naive, zone=zone)
-
-    def civil(self, value: exp.Expression) -> exp.Expression:
-        return exp.cast(value, exp.DataType.Type.TIMESTAMP)
 
     def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
         # DuckDB's STRPTIME reads BigQuery's elements (as sqlglot normalises them), but

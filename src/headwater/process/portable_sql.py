@@ -431,6 +431,28 @@ class Calendar:
         return found
 
 
+class StandardCalendar(Calendar):
+    """The primitives SQL's standard gives (DuckDB and PostgreSQL): a DATE minus a DATE is
+    days, a time zone is ``AT TIME ZONE``."""
+
+    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
+        return integer(minus(later, earlier))
+
+    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
+        return exp.cast(minus(day, exp.cast(count, exp.DataType.Type.INT)), exp.DataType.Type.DATE)
+
+    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
+        return exp.AtTimeZone(this=aware, zone=zone)
+
+    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
+        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        return exp.AtTimeZone(this=naive, zone=zone)
+
+    def civil(self, value: exp.Expression) -> exp.Expression:
+        return exp.cast(value, exp.DataType.Type.TIMESTAMP)
+
+
 def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.Expression], ...]:
     """The rewrites of BigQuery's calendar functions for an engine, over its primitives."""
 

@@ -16,7 +16,6 @@ from headwater.process import bigquery_sql, portable_sql
 from headwater.process.errors import Untranslatable
 from headwater.process.portable_sql import (
     integer,
-    minus,
     modulo,
     number,
     plus,
@@ -195,7 +194,7 @@ def average_is_float(node: exp.Expression) -> exp.Expression:
     return node
 
 
-class PostgresCalendar(portable_sql.Calendar):
+class PostgresCalendar(portable_sql.StandardCalendar):
     """BigQuery's calendar on PostgreSQL's date functions (the session is in UTC)."""
 
     _DIRECT: ClassVar[dict[str, str]] = {
@@ -225,23 +224,6 @@ class PostgresCalendar(portable_sql.Calendar):
         if name == "MICROSECOND":
             return modulo(integer(self._date_part("microseconds", value)), number(1000000))
         return None
-
-    def days(self, later: exp.Expression, earlier: exp.Expression) -> exp.Expression:
-        return integer(minus(later, earlier))
-
-    def days_before(self, day: exp.Expression, count: exp.Expression) -> exp.Expression:
-        return exp.cast(minus(day, exp.cast(count, exp.DataType.Type.INT)), exp.DataType.Type.DATE)
-
-    def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
-        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
-        return exp.AtTimeZone(this=aware, zone=zone)
-
-    def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
-        naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
-        return exp.AtTimeZone(this=naive, zone=zone)
-
-    def civil(self, value: exp.Expression) -> exp.Expression:
-        return exp.cast(value, exp.DataType.Type.TIMESTAMP)
 
     def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
         if safe:
