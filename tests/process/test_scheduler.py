@@ -766,3 +766,19 @@ def test_run_now_refreshes_a_full_pipeline_and_with_upstream_what_it_reads(rig: 
     refreshed = _done(rig.service.run("full_reader", now=True, upstream=True))
     assert refreshed == [("full_count", T0 - DAY), ("full_reader", T0 - DAY)]
     assert rig.table("full_reader", "tens") == {60: ()}
+
+
+@pytest.mark.timeout(60)
+def test_run_upstream_runs_what_an_incremental_pipeline_reads_then_it(rig: Rig) -> None:
+    rig.write("daily_users.sql", DAILY_USERS)
+    rig.write("day_summary.sql", DAY_SUMMARY)
+    today = datetime(2026, 3, 5, tzinfo=UTC)
+    days = [today - 2 * DAY, today - DAY]
+    for day in days:
+        rig.ingest(today + timedelta(minutes=10), day + 6 * HOUR, count=2)
+    rig.clock.now = today + HOUR
+    # Alone, the reader waits for what it reads; with --upstream, both run, inputs first.
+    assert rig.service.run("day_summary") == []
+    ran = _done(rig.service.run("day_summary", upstream=True))
+    assert ran == [("daily_users", d) for d in days] + [("day_summary", d) for d in days]
+    assert rig.table("day_summary", "day") == {d: (2002,) for d in days}

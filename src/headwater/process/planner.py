@@ -49,6 +49,7 @@ class Planner:
         self.runs = state.runs
         self._lease_ttl = lease_ttl
         self._starts: dict[str, datetime | None] = {}
+        self._gaps: dict[str, datetime] = {}
 
     # -- starts --------------------------------------------------------------
 
@@ -246,21 +247,41 @@ class Planner:
                 if not any(s.status == "done" for s in states):
                     return False
                 continue
-            read = pipeline.window(name, upstream.header.time_column or "", interval)
+            first = self.start(upstream)
+            if first is None:
+                return False  # no interval of it exists yet
+            if pipeline.incremental:
+                read = pipeline.window(name, upstream.header.time_column or "", interval)
+            else:
+                read = interval  # a full reader waits for what its run's tick covers
             # Before the input's first interval there is nothing to wait for; a read with
             # no upper limit waits for what exists by the end of this interval.
-            first = self.start(upstream)
-            lower = max(read.start, first) if first is not None else read.start
+            lower = max(read.start, first)
             upper = interval.end if read.end == ranges.LATEST else read.end
             if upper <= lower:
                 continue
-            wanted = _covering(upstream, Interval(lower, upper))
+            gap = self._gap(upstream, states, first)
+            if gap >= upper:
+                continue  # done without a hole from its first interval on
+            if gap >= lower:
+                return False
             by_start = {s.interval.start: s for s in states}
-            for needed in wanted:
+            for needed in _covering(upstream, Interval(lower, upper)):
                 state = by_start.get(needed.start)
                 if state is None or state.status != "done":
                     return False
         return True
+
+    def _gap(self, upstream: Pipeline, states: list[IntervalState], first: datetime) -> datetime:
+        """The start of ``upstream``'s first interval that is not done, from its first
+        interval on (once per pass: a window over its whole history checks it, not each
+        interval of it)."""
+        if upstream.name not in self._gaps:
+            done = {s.interval.start: s for s in states}
+            self._gaps[upstream.name] = _first_gap(
+                done, cron_floor(upstream.header.schedule, first)
+            )
+        return self._gaps[upstream.name]
 
 
 def _first_gap(done: dict[datetime, IntervalState], cursor: datetime) -> datetime:
@@ -276,10 +297,11 @@ def _first_gap(done: dict[datetime, IntervalState], cursor: datetime) -> datetim
 
 
 def _covering(upstream: Pipeline, interval: Interval) -> list[Interval]:
-    """The upstream intervals that together cover ``interval``."""
+    """The upstream intervals that together cover ``interval`` (the last may end after it)."""
     schedule = upstream.header.schedule
     first = interval_at(schedule, interval.start)
-    return [first, *(i for i in intervals(schedule, first.end, interval.end))]
+    last = interval_at(schedule, interval.end - timedelta(microseconds=1))
+    return [first, *(i for i in intervals(schedule, first.end, last.end))]
 
 
 def _overlapping(

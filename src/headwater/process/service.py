@@ -145,24 +145,32 @@ class PipelineService:
         full pipeline even when its latest interval is done; ``upstream`` first runs what
         it reads, the same way."""
         graph = self.graph()
-        planner, runner = self.tools(graph)
         graph[name]  # a clear error for an unknown name
         names = [*graph.upstream(name), name] if upstream else [name]
-        tasks: list[tuple[str, Interval]] = []
-        for each in (graph[n] for n in names):
-            if start is None and end is None:
-                tasks.extend((each.name, i) for i in self._lacking(planner, each, now))
-            else:
+        if start is not None or end is not None:
+            planner, runner = self.tools(graph)
+            tasks: list[tuple[str, Interval]] = []
+            for each in (graph[n] for n in names):
                 lower = start or planner.start(each) or self.clock()
-                tasks.extend(
-                    (each.name, i)
-                    for i in span(
-                        each.header.schedule, lower, end or self.clock(), each.incremental
-                    )
-                )
-        # Intervals that have not ended yet run (a preview of their rows) but are not
-        # recorded done, so the scheduler computes them again once they are whole.
-        return self._execute(runner, tasks, "manual", progress, graph) if tasks else []
+                upper = end or self.clock()
+                spanned = span(each.header.schedule, lower, upper, each.incremental)
+                tasks.extend((each.name, i) for i in spanned)
+            # Intervals that have not ended yet run (a preview of their rows) but are not
+            # recorded done, so the scheduler computes them again once they are whole.
+            return self._execute(runner, tasks, "manual", progress, graph) if tasks else []
+        # What each lacks is asked after what it reads has run: a fresh planner each time.
+        results: list[RunResult] = []
+        errors: list[HeadwaterError] = []
+        for each in (graph[n] for n in names):
+            planner, runner = self.tools(graph)
+            todo = [(each.name, i) for i in self._lacking(planner, each, now)]
+            try:
+                results += self._execute(runner, todo, "manual", progress, graph) if todo else []
+            except HeadwaterError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        return results
 
     def _lacking(self, planner: Planner, pipeline: Pipeline, now: bool) -> list[Interval]:
         """What a run by hand runs: the latest interval of a full pipeline with ``now``
