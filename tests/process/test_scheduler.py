@@ -782,3 +782,35 @@ def test_run_upstream_runs_what_an_incremental_pipeline_reads_then_it(rig: Rig) 
     ran = _done(rig.service.run("day_summary", upstream=True))
     assert ran == [("daily_users", d) for d in days] + [("day_summary", d) for d in days]
     assert rig.table("day_summary", "day") == {d: (2002,) for d in days}
+
+
+@pytest.mark.parametrize(
+    ("where", "start", "end"),
+    [
+        ("timestamp >= @start AND timestamp < @end", 0, 1),
+        ("timestamp >= TIMESTAMP_SUB(@start, INTERVAL 6 DAY) AND timestamp < @end", -6, 1),
+        (
+            "DATE(timestamp) >= DATE_SUB(DATE(@start), INTERVAL 6 DAY) "
+            "AND DATE(timestamp) < DATE(@end)",
+            -6,
+            1,
+        ),
+        ("DATE(timestamp) BETWEEN DATE_SUB(DATE(@start), INTERVAL 1 DAY) AND DATE(@start)", -1, 1),
+        ("timestamp BETWEEN @start AND DATE_ADD(@end, INTERVAL 1 MONTH)", 0, 32),
+        # An OR is not a limit every row meets: the whole input is read.
+        ("(timestamp >= @start OR user_id = 'x') AND timestamp < @end", None, 1),
+    ],
+)
+def test_read_ranges_of_common_filters(where: str, start: int | None, end: int) -> None:
+    """Day offsets of the read range from a day's interval, 2026-03-01."""
+    from headwater.process import ranges
+    from headwater.process.sql import parse
+
+    query = parse(f"SELECT COUNT(*) AS n FROM events WHERE {where}", "bigquery", "x.sql")
+    day = Interval(datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC))
+    reads = ranges.table_reads(cast(Any, query.expression))
+    read = ranges.window(reads["events"], "timestamp", day)
+    expected_start = ranges.EARLIEST if start is None else day.start + start * DAY
+    assert read.start == expected_start
+    # (an inclusive bound reads one microsecond further)
+    assert read.end - timedelta(microseconds=read.end.microsecond) == day.start + end * DAY

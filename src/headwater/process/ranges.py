@@ -85,7 +85,26 @@ class Trunc:
         return truncate(self.of.at(interval), self.unit)
 
 
-Bound = Param | Shift | Trunc
+@dataclass(frozen=True)
+class Ceil:
+    """The first ``unit`` boundary after a value a truncation to ``unit`` stays below:
+    ``trunc(t, unit) < b`` means ``t < Ceil(b)``; with ``<=``, ``t`` below the boundary
+    after ``b``'s own unit."""
+
+    of: Bound
+    unit: str
+    inclusive: bool
+
+    def at(self, interval: Interval) -> datetime:
+        value = self.of.at(interval)
+        start = truncate(value, self.unit)
+        if start == value and not self.inclusive:
+            return value
+        step = "WEEK" if self.unit.startswith("WEEK") or self.unit == "ISOWEEK" else self.unit
+        return shift(start, 1, step)
+
+
+Bound = Param | Shift | Trunc | Ceil
 
 
 def shift(moment: datetime, count: int, unit: str) -> datetime:
@@ -230,26 +249,61 @@ _FLIP: dict[type[exp.Expression], type[exp.Expression]] = {
 def _compare(
     node: exp.Expression, table: exp.Table, sources: dict[str, exp.Expression]
 ) -> Iterable[Limit]:
-    if isinstance(node, exp.Between) and _names(node.this, table, sources):
+    if isinstance(node, exp.Between):
+        found = _column(node.this, table, sources)
+        if found is None:
+            return
+        column, unit = found
         low, high = _bound(node.args["low"]), _bound(node.args["high"])
-        column = node.this.name
         if low is not None:
             yield Limit(column, "lower", low, True)
         if high is not None:
-            yield Limit(column, "upper", high, True)
+            yield _upper(column, high, True, unit)
         return
     if type(node) not in _FLIP:
         return
     left, right, kind = node.this, node.expression, type(node)
-    if not _names(left, table, sources):
+    found = _column(left, table, sources)
+    if found is None:
         left, right, kind = right, left, _FLIP[kind]
-        if not _names(left, table, sources):
+        found = _column(left, table, sources)
+        if found is None:
             return
+    column, unit = found
     bound = _bound(right)
     if bound is None:
         return
-    side: Literal["lower", "upper"] = "lower" if kind in (exp.GT, exp.GTE) else "upper"
-    yield Limit(left.name, side, bound, inclusive=kind is exp.LTE)
+    if kind in (exp.GT, exp.GTE):
+        # trunc(t) >= b holds t >= b too: t is never before its truncation.
+        yield Limit(column, "lower", bound, True)
+    else:
+        yield _upper(column, bound, kind is exp.LTE, unit)
+
+
+def _upper(column: str, bound: Bound, inclusive: bool, unit: str | None) -> Limit:
+    """The upper limit on ``t`` of ``t < b`` (``<=``), or of ``trunc(t, unit) < b``."""
+    if unit is None:
+        return Limit(column, "upper", bound, inclusive)
+    return Limit(column, "upper", Ceil(bound, unit, inclusive), False)
+
+
+def _column(
+    node: exp.Expression, table: exp.Table, sources: dict[str, exp.Expression]
+) -> tuple[str, str | None] | None:
+    """The name of ``table``'s column that ``node`` is, or truncates (``DATE(t)``,
+    ``TIMESTAMP_TRUNC(t, HOUR)``, ``CAST(t AS DATE)``), and the unit it truncates to."""
+    unit: str | None = None
+    to_date = isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.DATE)
+    if to_date or (isinstance(node, exp.Date | exp.TsOrDsToDate) and not node.args.get("zone")):
+        node, unit = node.this, "DAY"
+    elif isinstance(node, exp.DateTrunc | exp.TimestampTrunc | exp.DatetimeTrunc):
+        unit = _unit(node.args.get("unit"))
+        if unit is None:
+            return None
+        node = node.this
+    if not _names(node, table, sources):
+        return None
+    return node.name, unit
 
 
 def _names(node: exp.Expression, table: exp.Table, sources: dict[str, exp.Expression]) -> bool:
@@ -319,4 +373,4 @@ def _unit(unit: exp.Expression | None) -> str | None:
     return name if name in _FIXED or name in _MONTHS or name == "ISOWEEK" else None
 
 
-__all__ = ["Limit", "Reads", "declared", "shift", "table_reads", "truncate", "window"]
+__all__ = ["Ceil", "Limit", "Reads", "declared", "shift", "table_reads", "truncate", "window"]
