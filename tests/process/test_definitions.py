@@ -857,3 +857,20 @@ def test_an_audit_that_sets_two_checks_is_refused(tmp_path: Path) -> None:
         load_file(path, "bigquery")
     assert "not_null, unique" in str(caught.value)
     assert caught.value.hint is not None
+
+
+def test_two_files_with_one_name_are_named_when_one_does_not_load(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "users.py",
+        """
+        from headwater.process.python import pipeline
+
+        @pipeline()
+        def users(ctx):
+            return ctx.table("events")
+        """,
+    )
+    write(tmp_path, "users.sql", "SELEC user_id FROM events\n")
+    error = load_graph(tmp_path, "bigquery").broken["users"].error
+    assert "two pipelines are named users" in str(error)

@@ -797,6 +797,8 @@ def test_run_upstream_runs_what_an_incremental_pipeline_reads_then_it(rig: Rig) 
         ),
         ("DATE(timestamp) BETWEEN DATE_SUB(DATE(@start), INTERVAL 1 DAY) AND DATE(@start)", -1, 1),
         ("timestamp BETWEEN @start AND DATE_ADD(@end, INTERVAL 1 MONTH)", 0, 32),
+        # A truncation in another zone has other boundaries than UTC's: not a limit.
+        ("timestamp >= TIMESTAMP_TRUNC(@start, DAY, 'Asia/Tokyo') AND timestamp < @end", None, 1),
         # An OR is not a limit every row meets: the whole input is read.
         ("(timestamp >= @start OR user_id = 'x') AND timestamp < @end", None, 1),
     ],
@@ -814,3 +816,22 @@ def test_read_ranges_of_common_filters(where: str, start: int | None, end: int) 
     assert read.start == expected_start
     # (an inclusive bound reads one microsecond further)
     assert read.end - timedelta(microseconds=read.end.microsecond) == day.start + end * DAY
+
+
+@pytest.mark.timeout(60)
+def test_run_upstream_does_not_run_a_reader_of_an_input_that_failed(rig: Rig) -> None:
+    rig.write("full_count.sql", FULL_COUNT.replace("COUNT(*)", "COUNT(no_such_column)"))
+    rig.write("full_reader.sql", FULL_READER)
+    rig.ingest(T0 + timedelta(minutes=5), count=2)
+    rig.clock.now = T0 + HOUR
+    steps: list[tuple[str, str | None]] = []
+    with pytest.raises(PipelineError, match="no_such_column"):
+        rig.service.run(
+            "full_reader",
+            now=True,
+            upstream=True,
+            progress=lambda step: steps.append((step.pipeline, step.error)),
+        )
+    assert [name for name, _ in steps] == ["full_count", "full_reader"]
+    assert "not run: it reads full_count" in (steps[1][1] or "")
+    assert rig.runs("full_reader") == []

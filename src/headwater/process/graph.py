@@ -111,23 +111,34 @@ def load_graph(
             pipeline = load_file(path, dialect, engine_dialect)
             if check is not None:
                 check(pipeline)
-        except PipelineError as exc:
-            failed.setdefault(name, (path, exc))
-            continue
+        except (PipelineError, OSError) as exc:
+            if name in pipelines or name in failed:
+                failed[name] = (path, _twice(name, path, pipelines, failed))
+                pipelines.pop(name, None)
+            elif isinstance(exc, PipelineError):
+                failed[name] = (path, exc)
+            continue  # (an OSError: the file went away as it was read)
         if name in pipelines or name in failed:
-            other = pipelines.pop(name, None)
-            first = other.path if other is not None else failed[name][0]
-            failed[name] = (
-                path,
-                PipelineError(
-                    f"two pipelines are named {name}",
-                    path=str(path),
-                    hint=f"rename one of {first.name} and {path.name}",
-                ),
-            )
+            failed[name] = (path, _twice(name, path, pipelines, failed))
+            pipelines.pop(name, None)
             continue
         pipelines[name] = pipeline
     return build(pipelines.values(), failed, previous)
+
+
+def _twice(
+    name: str,
+    path: Path,
+    pipelines: dict[str, Pipeline],
+    failed: dict[str, tuple[Path, PipelineError]],
+) -> PipelineError:
+    """Two files (``x.sql`` and ``x.py``) for one pipeline name."""
+    first = pipelines[name].path if name in pipelines else failed[name][0]
+    return PipelineError(
+        f"two pipelines are named {name}",
+        path=str(path),
+        hint=f"rename one of {first.name} and {path.name}",
+    )
 
 
 class GraphLoader:
@@ -146,14 +157,7 @@ class GraphLoader:
         version: object = None,
         check: Check | None = None,
     ) -> Graph:
-        files = pipeline_files(folder)
-        stamp = (
-            folder,
-            dialect,
-            engine_dialect,
-            version,
-            tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size) for f in files),
-        )
+        stamp = (folder, dialect, engine_dialect, version, _stamps(pipeline_files(folder)))
         if self._cached is None or self._cached[0] != stamp:
             previous = self._cached[1] if self._cached is not None else None
             graph = load_graph(folder, dialect, engine_dialect, check=check, previous=previous)
@@ -163,6 +167,18 @@ class GraphLoader:
                     log.error("pipeline %s does not load: %s", name, broken.error)
             self._cached = (stamp, graph)
         return self._cached[1]
+
+
+def _stamps(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
+    """Each file's name, modification time and size (a file deleted meanwhile: none)."""
+    found = []
+    for path in files:
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            continue
+        found.append((path.name, info.st_mtime_ns, info.st_size))
+    return tuple(found)
 
 
 def build(

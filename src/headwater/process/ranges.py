@@ -165,7 +165,7 @@ def table_reads(query: exp.Expression) -> dict[str, Reads]:
     found: dict[str, list[tuple[Limit, ...]]] = {}
     ctes = {cte.alias_or_name for cte in query.find_all(exp.CTE)}
     for table in query.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier) or table.name in ctes:
+        if not isinstance(table.this, exp.Identifier) or (table.name in ctes and not table.db):
             continue
         select = table.find_ancestor(exp.Select)
         limits = tuple(_limits(select, table)) if select is not None else ()
@@ -298,8 +298,8 @@ def _column(
         node, unit = node.this, "DAY"
     elif isinstance(node, exp.DateTrunc | exp.TimestampTrunc | exp.DatetimeTrunc):
         unit = _unit(node.args.get("unit"))
-        if unit is None:
-            return None
+        if unit is None or node.args.get("zone"):
+            return None  # (in a zone, the boundaries are not UTC's)
         node = node.this
     if not _names(node, table, sources):
         return None
@@ -333,6 +333,8 @@ def _bound(node: exp.Expression) -> Bound | None:
     if isinstance(node, exp.Timestamp | exp.Datetime) and len(node.args) <= 1:
         return _bound(node.this)
     if isinstance(node, exp.DateTrunc | exp.TimestampTrunc | exp.DatetimeTrunc):
+        if node.args.get("zone"):
+            return None
         inner, unit = _bound(node.this), _unit(node.args.get("unit"))
         return Trunc(inner, unit) if inner is not None and unit is not None else None
     if isinstance(

@@ -157,19 +157,16 @@ class PipelineService:
                 tasks.extend((each.name, i) for i in spanned)
             # Intervals that have not ended yet run (a preview of their rows) but are not
             # recorded done, so the scheduler computes them again once they are whole.
-            return self._execute(runner, tasks, "manual", progress, graph) if tasks else []
+            return self._execute_all(runner, tasks, "manual", progress, graph)
         # What each lacks is asked after what it reads has run: a fresh planner each time.
         results: list[RunResult] = []
-        errors: list[HeadwaterError] = []
+        failed: list[Failure] = []  # shared: a reader of a failed input does not run
         for each in (graph[n] for n in names):
             planner, runner = self.tools(graph)
             todo = [(each.name, i) for i in self._lacking(planner, each, now)]
-            try:
-                results += self._execute(runner, todo, "manual", progress, graph) if todo else []
-            except HeadwaterError as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+            results += self._execute(runner, todo, "manual", progress, graph, failed)
+        if failed:
+            raise failed[0][2]
         return results
 
     def _lacking(self, planner: Planner, pipeline: Pipeline, now: bool) -> list[Interval]:
@@ -196,7 +193,7 @@ class PipelineService:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
             tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
-        return self._execute(runner, tasks, "backfill", progress, graph)
+        return self._execute_all(runner, tasks, "backfill", progress, graph)
 
     def _until(self) -> datetime:
         """Intervals ending by this time are whole: every event in them has arrived."""
@@ -213,7 +210,7 @@ class PipelineService:
         if event_time and self.state.runs.watermark(pipeline.name) is None:
             self.state.runs.set_watermark(pipeline.name, self._until())
 
-    def _execute(
+    def _execute_all(
         self,
         runner: Runner,
         tasks: list[tuple[str, Interval]],
@@ -221,12 +218,28 @@ class PipelineService:
         progress: ProgressFn | None,
         graph: Graph,
     ) -> list[RunResult]:
-        """Run ``tasks`` in order. A failed interval does not stop the others: only the
-        intervals of its readers whose read range holds it are skipped. The first error
-        is raised at the end, once everything that could run has."""
+        """:meth:`_execute`, then the first error raised, once everything that could run
+        has."""
+        failed: list[Failure] = []
+        results = self._execute(runner, tasks, trigger, progress, graph, failed)
+        if failed:
+            raise failed[0][2]
+        return results
+
+    def _execute(
+        self,
+        runner: Runner,
+        tasks: list[tuple[str, Interval]],
+        trigger: Trigger,
+        progress: ProgressFn | None,
+        graph: Graph,
+        failed: list[Failure],
+    ) -> list[RunResult]:
+        """Run ``tasks`` in order; what fails is added to ``failed``. A failed interval
+        does not stop the others: only the intervals of its readers whose read range holds
+        it (or one in ``failed`` already) are skipped, and added to ``failed``."""
         results = []
         until = self._until()
-        failed: list[tuple[str, Interval, HeadwaterError]] = []
         for index, (name, interval) in enumerate(tasks):
             blocker = _reads_failed(graph, name, interval, failed)
             if blocker is not None:
@@ -249,13 +262,15 @@ class PipelineService:
             _report(progress, name, interval, index + 1, len(tasks), result=result)
             if graph[name].header.sinks:
                 self.on_published()
-        if failed:
-            raise failed[0][2]
         return results
 
 
+#: An interval that failed or was not run: pipeline, interval, why.
+Failure = tuple[str, Interval, HeadwaterError]
+
+
 def _reads_failed(
-    graph: Graph, name: str, interval: Interval, failed: list[tuple[str, Interval, HeadwaterError]]
+    graph: Graph, name: str, interval: Interval, failed: list[Failure]
 ) -> tuple[str, Interval] | None:
     """The failed interval of an input that ``name`` reads when it runs ``interval``."""
     pipeline = graph[name]

@@ -75,7 +75,7 @@ def parse(sql: str, dialect: str, path: str) -> Query:
     references = frozenset(
         table.name
         for table in expression.find_all(exp.Table)
-        if isinstance(table.this, exp.Identifier) and table.name not in ctes
+        if isinstance(table.this, exp.Identifier) and (table.name not in ctes or table.db)
     )
     parameters = set()
     for parameter in expression.find_all(exp.Parameter, exp.Placeholder):
