@@ -835,3 +835,29 @@ def test_run_upstream_does_not_run_a_reader_of_an_input_that_failed(rig: Rig) ->
     assert [name for name, _ in steps] == ["full_count", "full_reader"]
     assert "not run: it reads full_count" in (steps[1][1] or "")
     assert rig.runs("full_reader") == []
+
+
+@pytest.mark.timeout(60)
+def test_the_scheduler_runs_a_readers_later_intervals_past_one_that_failed_for_good(
+    rig: Rig,
+) -> None:
+    rig.write("audited.sql", AUDITED)
+    rig.write("audited_reader.sql", AUDITED_READER)
+    for h in range(3):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
+    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")  # fails the audit
+    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+    for _ in range(3):
+        rig.service.run_due()
+    assert rig.runs("audited") == [
+        (T0, 1, "succeeded", None),
+        (T0 + HOUR, 1, "failed", "terminal"),
+        (T0 + 2 * HOUR, 1, "succeeded", None),
+    ]
+    # The reader's h1 reads the failed hour and waits; its h2 does not, and runs.
+    assert [(start, status) for start, _, status, _ in rig.runs("audited_reader")] == [
+        (T0, "succeeded"),
+        (T0 + 2 * HOUR, "succeeded"),
+    ]
+    status = {s.name: s for s in rig.service.status()}["audited_reader"]
+    assert status.intervals_missing == 1

@@ -16,6 +16,7 @@ import bisect
 import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Literal
 
 from headwater.core.types import Interval
 from headwater.process import ranges, sql
@@ -50,6 +51,7 @@ class Planner:
         self._lease_ttl = lease_ttl
         self._starts: dict[str, datetime | None] = {}
         self._gaps: dict[str, datetime] = {}
+        self._failures: dict[str, set[datetime]] = {}
 
     # -- starts --------------------------------------------------------------
 
@@ -214,8 +216,11 @@ class Planner:
                 continue
             if interval.start in failed:
                 continue
-            if not self._inputs_ready(pipeline, interval, inputs):
+            readiness = self._readiness(pipeline, interval, inputs)
+            if readiness == "waiting":
                 break  # later intervals wait for the same inputs; keep order
+            if readiness == "blocked":
+                continue  # it reads an interval that failed for good; later ones may not
             todo.append(interval)
             if len(todo) >= limit:
                 break
@@ -241,15 +246,24 @@ class Planner:
     def _inputs_ready(
         self, pipeline: Pipeline, interval: Interval, inputs: dict[str, list[IntervalState]]
     ) -> bool:
+        return self._readiness(pipeline, interval, inputs) == "ready"
+
+    def _readiness(
+        self, pipeline: Pipeline, interval: Interval, inputs: dict[str, list[IntervalState]]
+    ) -> Literal["ready", "waiting", "blocked"]:
+        """Whether every input interval ``interval`` reads is done; else ``waiting`` for one
+        that will be, or ``blocked`` by one that failed for good (only a change or a run
+        by hand runs it again)."""
+        blocked = False
         for name, states in inputs.items():
             upstream = self.graph[name]
             if not upstream.incremental:
                 if not any(s.status == "done" for s in states):
-                    return False
+                    return "waiting"
                 continue
             first = self.start(upstream)
             if first is None:
-                return False  # no interval of it exists yet
+                return "waiting"  # no interval of it exists yet
             if pipeline.incremental:
                 read = pipeline.window(name, upstream.header.time_column or "", interval)
             else:
@@ -263,14 +277,25 @@ class Planner:
             gap = self._gap(upstream, states, first)
             if gap >= upper:
                 continue  # done without a hole from its first interval on
-            if gap >= lower:
-                return False
+            failed = self._failed(upstream)
+            if gap >= lower and gap not in failed:
+                return "waiting"
             by_start = {s.interval.start: s for s in states}
             for needed in _covering(upstream, Interval(lower, upper)):
                 state = by_start.get(needed.start)
-                if state is None or state.status != "done":
-                    return False
-        return True
+                if state is not None and state.status == "done":
+                    continue
+                if needed.start not in failed:
+                    return "waiting"
+                blocked = True
+        return "blocked" if blocked else "ready"
+
+    def _failed(self, upstream: Pipeline) -> set[datetime]:
+        """The intervals of ``upstream`` that failed for good with its current version."""
+        if upstream.name not in self._failures:
+            found = self.runs.terminal_failures(upstream.name, upstream.version)
+            self._failures[upstream.name] = set(found)
+        return self._failures[upstream.name]
 
     def _gap(self, upstream: Pipeline, states: list[IntervalState], first: datetime) -> datetime:
         """The start of ``upstream``'s first interval that is not done, from its first
