@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 from collections.abc import Mapping
 
@@ -30,6 +31,11 @@ _SESSION = {
     # Plain Parquet timestamps (not INT96), so other readers of the warehouse agree.
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.parquet.compression.codec": "zstd",
+    # Tables are Parquet folders without a catalog: keep Spark's default catalog folder
+    # out of the working directory it would otherwise be created in.
+    "spark.sql.warehouse.dir": os.path.join(
+        tempfile.gettempdir(), f"headwater-spark-catalog-{os.getuid()}"
+    ),
 }
 
 
