@@ -381,19 +381,19 @@ def test_a_name_nothing_resembles_lists_the_known_names(tmp_path: Path) -> None:
     assert error.hint == "known names: events, failed_events, report"
 
 
+#: A Python pipeline named users.
+USERS_PY = """
+from headwater.process.python import pipeline
+
+@pipeline()
+def users(ctx):
+    return ctx.table("events")
+"""
+
+
 def test_two_files_with_the_same_name_are_an_error(tmp_path: Path) -> None:
     write(tmp_path, "users.sql", "SELECT user_id FROM events\n")
-    write(
-        tmp_path,
-        "users.py",
-        """
-        from headwater.process.python import pipeline
-
-        @pipeline()
-        def users(ctx):
-            return ctx.table("events")
-        """,
-    )
+    write(tmp_path, "users.py", USERS_PY)
     graph = load_graph(tmp_path, "bigquery")
     error = graph.broken["users"].error
     assert "two pipelines are named users" in str(error)
@@ -860,17 +860,7 @@ def test_an_audit_that_sets_two_checks_is_refused(tmp_path: Path) -> None:
 
 
 def test_two_files_with_one_name_are_named_when_one_does_not_load(tmp_path: Path) -> None:
-    write(
-        tmp_path,
-        "users.py",
-        """
-        from headwater.process.python import pipeline
-
-        @pipeline()
-        def users(ctx):
-            return ctx.table("events")
-        """,
-    )
+    write(tmp_path, "users.py", USERS_PY)
     write(tmp_path, "users.sql", "SELEC user_id FROM events\n")
     error = load_graph(tmp_path, "bigquery").broken["users"].error
     assert "two pipelines are named users" in str(error)

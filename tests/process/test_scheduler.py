@@ -245,6 +245,15 @@ def rig(project: Project, tmp_path: Path) -> Iterator[Rig]:
         engine.close()
 
 
+def _three_hours_the_second_failing_the_audit(rig: Rig) -> None:
+    """Two events in each of three hours from T0, and in the second one that AUDITED
+    refuses; the clock just after the third."""
+    for h in range(3):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
+    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")
+    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+
+
 def _done(results: Sequence[RunResult]) -> list[tuple[str, datetime]]:
     return [(result.pipeline, result.interval.start) for result in results]
 
@@ -400,10 +409,7 @@ def test_transient_errors_are_retried_with_exponential_backoff(rig: Rig) -> None
 def test_terminal_errors_are_not_retried_until_the_pipeline_changes(rig: Rig) -> None:
     rig.write("broken.sql", BROKEN)
     rig.write("audited.sql", AUDITED)
-    for h in range(3):
-        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
-    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")  # fails the audit
-    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+    _three_hours_the_second_failing_the_audit(rig)
 
     for _ in range(6):
         rig.service.run_due()
@@ -723,10 +729,7 @@ def test_a_run_by_hand_after_failures_runs_the_intervals_that_failed(rig: Rig) -
 def test_a_failed_interval_stops_only_the_intervals_that_read_it(rig: Rig) -> None:
     rig.write("audited.sql", AUDITED)
     rig.write("audited_reader.sql", AUDITED_READER)
-    for h in range(3):
-        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
-    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")  # fails the audit
-    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+    _three_hours_the_second_failing_the_audit(rig)
     steps: list[tuple[str, datetime, str | None]] = []
 
     def progress(step: Any) -> None:
@@ -843,10 +846,7 @@ def test_the_scheduler_runs_a_readers_later_intervals_past_one_that_failed_for_g
 ) -> None:
     rig.write("audited.sql", AUDITED)
     rig.write("audited_reader.sql", AUDITED_READER)
-    for h in range(3):
-        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=2)
-    rig.ingest(T0 + HOUR + timedelta(minutes=9), event="Refund Issued")  # fails the audit
-    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+    _three_hours_the_second_failing_the_audit(rig)
     for _ in range(3):
         rig.service.run_due()
     assert rig.runs("audited") == [

@@ -209,7 +209,7 @@ def build(
             )
             set_apart(pipeline.name, pipeline.path, error, None)
             break
-    for cycle in _cycles(by_name):
+    for cycle in cycles(by_name):
         for name in [n for n in cycle[:-1] if n in by_name]:
             error = GraphError(
                 f"pipelines read each other in a cycle: {' -> '.join(cycle)}",
@@ -234,10 +234,10 @@ def build(
                 )
                 set_apart(pipeline.name, pipeline.path, error, cause)
                 changed = True
-    return Graph(by_name, tuple(_order(by_name)), apart)
+    return Graph(by_name, tuple(ordered(by_name)), apart)
 
 
-def _cycles(pipelines: dict[str, Pipeline]) -> list[list[str]]:
+def cycles(pipelines: Mapping[str, Pipeline]) -> list[list[str]]:
     """Each cycle found in a depth-first walk, as a path that ends where it starts."""
     cycles: list[list[str]] = []
     state: dict[str, str] = {}  # "visiting" or "done"
@@ -259,8 +259,8 @@ def _cycles(pipelines: dict[str, Pipeline]) -> list[list[str]]:
     return cycles
 
 
-def _order(pipelines: dict[str, Pipeline]) -> list[str]:
-    """Every pipeline after what it reads (the graph has no cycle left)."""
+def ordered(pipelines: Mapping[str, Pipeline]) -> list[str]:
+    """Every pipeline after what it reads (``pipelines`` hold no cycle)."""
     order: list[str] = []
     done: set[str] = set()
 

@@ -32,7 +32,7 @@ from headwater.core.errors import HeadwaterError
 from headwater.process import columns, sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import PipelineError
-from headwater.process.graph import pipeline_files
+from headwater.process.graph import cycles, ordered, pipeline_files
 from headwater.process.settings import HEADER_KEYS
 
 _TEMPORAL = {
@@ -86,7 +86,7 @@ def validate(
         try:
             pipeline = load_file(path, dialect)
         except PipelineError as exc:
-            add(_from_error(exc, path, dialect))
+            add(_from_error(exc, path))
             continue
         except (HeadwaterError, OSError, UnicodeDecodeError) as exc:
             add(Problem(str(path), 1, 1, str(exc), getattr(exc, "hint", None), path.stem))
@@ -106,7 +106,7 @@ def validate(
             try:
                 sql.render(pipeline.query, engine_dialect)
             except PipelineError as exc:
-                add(_from_error(exc, path, dialect, header=False))
+                add(_from_error(exc, path, header=False))
     for pipeline in loaded.values():
         report.problems.extend(_unknown_inputs(pipeline, present))
         report.problems.extend(_sink_problems(pipeline, sinks or {}))
@@ -155,12 +155,10 @@ def _one_line(message: str) -> str:
 # -- one file -------------------------------------------------------------------------
 
 
-def _from_error(exc: PipelineError, path: Path, dialect: str, *, header: bool = True) -> Problem:
+def _from_error(exc: PipelineError, path: Path, *, header: bool = True) -> Problem:
     """A loading error as a problem; a SQL parse error also gets its column, the breach of
     a header rule (``header``) the place of the key it names."""
-    message = exc.message
-    prefix = f"{exc.path}:{exc.line}: " if exc.path and exc.line else f"{exc.path}: "
-    message = message.removeprefix(prefix)
+    message = exc.problem
     line, column = exc.line or 1, exc.column or 1
     if exc.line is None and header:
         # A rule of the header: point at the first key it names (an incremental pipeline's
@@ -251,34 +249,12 @@ def _sink_problems(pipeline: Pipeline, sinks: Mapping[str, bool]) -> Iterable[Pr
 def _order(pipelines: Mapping[str, Pipeline]) -> tuple[list[str], list[list[str]]]:
     """Pipelines in an order where inputs come first, leaving out those in a cycle (and what
     reads them); and each cycle once, as the path that closes it."""
-    order: list[str] = []
-    state: dict[str, str] = {}
-    cycles: list[list[str]] = []
-    cyclic: set[str] = set()
-
-    def visit(name: str, path: list[str]) -> bool:
-        """Whether ``name`` could be ordered (it is not in or after a cycle)."""
-        if state.get(name) == "done":
-            return name not in cyclic
-        if state.get(name) == "visiting":
-            loop = [*path[path.index(name) :], name]
-            cycles.append(loop)
-            cyclic.update(loop)
-            return False
-        state[name] = "visiting"
-        fine = True
-        for parent in sorted(pipelines[name].inputs & pipelines.keys()):
-            fine = visit(parent, [*path, name]) and fine
-        state[name] = "done"
-        if fine:
-            order.append(name)
-        else:
-            cyclic.add(name)
-        return fine
-
-    for name in sorted(pipelines):
-        visit(name, [])
-    return order, cycles
+    found = cycles(pipelines)
+    left_out = {name for cycle in found for name in cycle}
+    for name in ordered({n: p for n, p in pipelines.items() if n not in left_out}):
+        if pipelines[name].inputs & left_out:
+            left_out.add(name)
+    return ordered({n: p for n, p in pipelines.items() if n not in left_out}), found
 
 
 # -- the output -------------------------------------------------------------------------
