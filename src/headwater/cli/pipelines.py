@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -60,6 +61,7 @@ def run(
         answer = operation("run", args, progress=True)
     results = answer["runs"]
     rows = sum(r["rows_written"] for r in results)
+    _print_offloaded(answer.get("offload"))
     if not results and not answer["failures"]:
         console.print("Nothing is due; `headwater status` shows each pipeline's next run.")
     else:
@@ -78,6 +80,24 @@ def run(
     _print_skipped(answer.get("skipped", []), {r["pipeline"] for r in results})
     _print_broken(answer.get("broken") or [])
     _exit_on_failures(answer)
+
+
+def _print_offloaded(result: dict[str, Any] | None) -> None:
+    """What a due pass moved from the hot store into the warehouse."""
+    if not result:
+        return
+    loaded = [s for s in result["offloaded"] if s["events"] or s["failed_events"]]
+    if loaded:
+        events = sum(s["events"] for s in loaded)
+        failed = sum(s["failed_events"] for s in loaded)
+        first, last = loaded[0]["interval"]["start"], loaded[-1]["interval"]["end"]
+        console.print(
+            f"Offloaded {len(loaded)} interval{'s' if len(loaded) != 1 else ''} of arrival "
+            f"({first[:16]} to {last[:16]}): {events} events, {failed} failed events.",
+            highlight=False,
+        )
+    if result["deleted"]:
+        console.print(f"Retention deleted {result['deleted']} offloaded rows from the hot store.")
 
 
 def _print_skipped(skipped: list[dict[str, Any]], ran: set[str]) -> None:
@@ -255,6 +275,7 @@ def status() -> None:
                 f"{row['name']}: {row['intervals_changed']} intervals were made by an older "
                 f"version; `headwater run {row['name']} --start … --end …` rebuilds them."
             )
+    _print_offload(operation("offload", {}), report)
     deliveries = operation("deliveries", {})
     if deliveries:
         view = Table(header_style="bold", title="Deliveries (intervals)")
@@ -271,6 +292,57 @@ def status() -> None:
         if any(d["dead_letters"] for d in deliveries):
             console.print("Dead letters: `headwater replay --list` shows them; `headwater replay` "
                           "sends them again.")  # fmt: skip
+
+
+def _print_offload(offload: dict[str, Any] | None, report: list[dict[str, Any]]) -> None:
+    """The offload's lag and, on BigQuery, what a day at the last day's traffic bills."""
+    if offload is None:
+        return
+    from headwater.store import costs
+
+    lag = offload["lag_seconds"]
+    progress = (offload["progress"] or "")[:16]
+    behind = "nothing offloaded yet" if lag is None else f"{_duration(lag)} behind (at {progress})"
+    day = offload["last_day"]
+    console.print(
+        f"Offload {offload['store']} -> {offload['warehouse']}: {behind}; the last day moved "
+        f"{day['events']:,} events and {day['failed_events']:,} failed events in "
+        f"{day['load_jobs']} load jobs ({day['bytes']:,} bytes of Parquet).",
+        highlight=False,
+    )
+    if offload["warehouse"] != "bigquery":
+        return
+    per_day = int(86_400 // offload["every_seconds"])
+    rows = [costs.offload(per_day)]
+    rows += [
+        costs.pipeline_runs(r["name"], r["runs_per_day"], r["bytes_per_run"])
+        for r in report
+        if r.get("bytes_per_run") is not None
+    ]
+    direct = costs.direct_path(day["events"], commits_per_day=86_400)
+    view = Table(header_style="bold", title="BigQuery per day at the last day's traffic")
+    for column in ("part", "queries", "load jobs", "bytes billed", "on-demand $"):
+        view.add_column(column, justify="right" if column != "part" else "left")
+    total = rows[0]
+    for cost in rows[1:]:
+        total = total + cost
+    for cost in [*rows, dataclasses.replace(total, what="total"), direct]:
+        label = cost.what if cost is not direct else "direct ingest instead (for comparison)"
+        view.add_row(label, f"{cost.queries:,}", f"{cost.load_jobs:,}",
+                     f"{cost.bytes_billed:,}", f"{cost.dollars:,.2f}")  # fmt: skip
+    console.print(view)
+    console.print("[dim]Queries are priced by their dry runs (at least 10 MB per table "
+                  "referenced); load jobs cost nothing.[/dim]")  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    """``2h 05m``, ``4m 10s``, ``12s``."""
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 
 def _print_broken(report: list[dict[str, Any]]) -> None:

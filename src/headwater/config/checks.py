@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from headwater.config.file import ProjectFile
@@ -13,7 +14,7 @@ from headwater.core.errors import ConfigError
 from headwater.core.names import check_name
 from headwater.core.secrets import is_environment_reference, stored_form
 from headwater.deliver.settings import PostgresSink, Sink, WebhookSink
-from headwater.store.settings import StoreSettings
+from headwater.store.settings import StoreSettings, WarehouseSettings
 
 
 def check(settings: ProjectFile, path: str) -> None:
@@ -30,14 +31,17 @@ def check(settings: ProjectFile, path: str) -> None:
         )  # fmt: skip
     for name, sink in settings.sinks.items():
         _check_sink(name, sink, path)
+    window = parse_duration(settings.collector.dedupe_window)
     _check_store(settings.store, "[store]", path)
+    _check_warehouse(settings.store, settings.warehouse, "", window, path)
     for name, environment in settings.environments.items():
         check_name("environment", name, path=path)
         _check_store(environment.store, f"[environments.{name}.store]", path)
+        where = f"environments.{name}."
+        _check_warehouse(environment.store, environment.warehouse, where, window, path)
         for sink_name, sink in environment.sinks.items():
             _check_sink(sink_name, sink, path, where=f"[environments.{name}.sinks.{sink_name}]")
         _check_shared(name, environment.shared_sinks, environment.sinks, settings.sinks, path)
-    parse_duration(settings.collector.dedupe_window)
     limits = settings.collector
     server = settings.server
     if (
@@ -73,6 +77,36 @@ def _check_store(store: StoreSettings, where: str, path: str) -> None:
         _check_no_password(store.url, f"{where} url", path)
     elif store.url is not None:
         raise ConfigError(f'{where} url is for engine = "postgres"', path=path)
+
+
+def _check_warehouse(
+    store: StoreSettings,
+    warehouse: WarehouseSettings | None,
+    prefix: str,
+    dedupe_window: timedelta,
+    path: str,
+) -> None:
+    """A warehouse is fed by a store collectors can write, which keeps offloaded events at
+    least as long as the dedupe window looks back."""
+    if warehouse is None:
+        return
+    _check_store(warehouse, f"[{prefix}warehouse]", path)
+    if not store.can_collect:
+        raise ConfigError(
+            f'[{prefix}store] engine = "{store.engine}" is a warehouse, and [{prefix}warehouse] '
+            "is declared too: the store is where collectors write",
+            path=path,
+            hint=f'make [{prefix}store] engine = "postgres" (the hot store) and keep '
+            f'[{prefix}warehouse] engine = "{warehouse.engine}"',
+        )
+    retain = parse_duration(store.retain)
+    if retain < dedupe_window:
+        raise ConfigError(
+            f"[{prefix}store] retain = {store.retain!r} is shorter than [collector] "
+            "dedupe_window: the hot store keeps at least the window it dedupes over",
+            path=path,
+            hint=f"retain = at least the dedupe window ({dedupe_window})",
+        )
 
 
 def _check_no_password(url: str, where: str, path: str) -> None:

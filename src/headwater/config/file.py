@@ -18,7 +18,7 @@ from headwater.config.server import ServerSettings
 from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink, Sink, WebhookSink
 from headwater.process.settings import PipelinesSettings
 from headwater.serve.settings import ApiSettings, ConsumerSettings
-from headwater.store.settings import StoreSettings
+from headwater.store.settings import StoreSettings, WarehouseSettings
 
 FILENAME = "headwater.toml"
 
@@ -40,7 +40,13 @@ class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     """An ``[environments.NAME]`` table: what differs when a command runs with ``--env NAME``."""
 
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
-    """The engine of this environment (``[environments.NAME.store]``)."""
+    """The engine of this environment (``[environments.NAME.store]``): where collectors
+    write, and where pipelines run unless a warehouse is declared."""
+
+    warehouse: WarehouseSettings | None = None
+    """Where this environment's pipelines run and its events are kept
+    (``[environments.NAME.warehouse]``), fed from the store by offloads; default: the store
+    itself."""
 
     metadata_url: str | None = None
     """Where this environment keeps run history and delivery state (a SQLAlchemy URL or
@@ -66,6 +72,7 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     collector: CollectorSettings = msgspec.field(default_factory=CollectorSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    warehouse: WarehouseSettings | None = None
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
@@ -81,6 +88,7 @@ TABLES: dict[str, type[msgspec.Struct]] = {
     "server": ServerSettings,
     "collector": CollectorSettings,
     "store": StoreSettings,
+    "warehouse": WarehouseSettings,
     "pipelines": PipelinesSettings,
     "api": ApiSettings,
     "consumers": ConsumerSettings,

@@ -26,7 +26,7 @@ from headwater.deliver.settings import FilesSink, Sink
 class Project:
     """A loaded project: where it lives, what it says, and in which environment it runs.
 
-    ``settings`` are the environment's: its ``store`` and ``metadata_url``
+    ``settings`` are the environment's: its ``store``, ``warehouse`` and ``metadata_url``
     replace the top-level ones, and its ``sinks`` are the environment's own and
     the top-level ones it shares, no others.
     """
@@ -141,7 +141,11 @@ def load_project(start: Path | None = None, environment: str | None = None) -> P
     sinks |= {name: _own(sink, folder) for name, sink in chosen.sinks.items()}
     written = settings
     settings = msgspec.structs.replace(
-        settings, store=chosen.store, pipelines=pipelines, sinks=sinks
+        settings,
+        store=chosen.store,
+        warehouse=chosen.warehouse,
+        pipelines=pipelines,
+        sinks=sinks,
     )
     return Project(root=root, settings=settings, environment=environment, written=written)
 

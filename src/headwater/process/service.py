@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from headwater.core.clock import from_us, utc_now
+from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
 from headwater.process.definition import Pipeline
@@ -24,7 +24,7 @@ from headwater.process.schedule import intervals, latest_tick
 from headwater.process.settings import PipelinesSettings
 from headwater.state import StateStore
 from headwater.state.runs import Trigger
-from headwater.store.engine import FLOOR_STALE_SECONDS, Engine
+from headwater.store.engine import Engine, collectors_floor
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,7 @@ class PipelineService:
         self.on_published: Callable[[], None] = lambda: None
 
     def _store_floor(self) -> datetime:
-        now = self.clock()
-        if self.engine.floors is None:
-            return now
-        lowest = self.engine.floors.lowest(FLOOR_STALE_SECONDS)
-        return min(now, from_us(lowest)) if lowest is not None else now
+        return collectors_floor(self.engine, self.clock())
 
     def tools(self, graph: Graph) -> tuple[Planner, Runner]:
         """A planner and a runner over ``graph``."""

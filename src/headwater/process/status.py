@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from headwater.process.definition import Pipeline
 from headwater.process.graph import Broken
 from headwater.process.render import cost
-from headwater.process.schedule import following
+from headwater.process.schedule import following, intervals
 from headwater.process.service import PipelineService, span
 from headwater.state.runs import RunStatus
+
+_DAY = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class PipelineStatus:
     stale_reasons: list[str] = field(default_factory=list)
     #: BigQuery: bytes one interval bills, by a dry run of the next one (free).
     bytes_per_run: int | None = None
+    #: How many times its schedule runs it in a day (the last one).
+    runs_per_day: int = 0
     #: Set when the file does not load (or reads one that does not): the error, the
     #: file's line with a caret where the parser stopped, and the fix.
     problem: str | None = None
@@ -78,6 +82,7 @@ def status(service: PipelineService) -> list[PipelineStatus]:
                 next_run=following(pipeline.header.schedule, now),
                 stale_reasons=sorted({s.reason for s in stale if s.reason}),
                 bytes_per_run=_billed(service, pipeline),
+                runs_per_day=len(intervals(pipeline.header.schedule, now - _DAY, now)),
             )
         )
     for broken in graph.broken.values():

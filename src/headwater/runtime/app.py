@@ -57,7 +57,16 @@ class Runtime:
     them; ``headwater up`` has them all.
     """
 
-    def __init__(self, project: Project, engine: Engine, roles: frozenset[str] = ROLES) -> None:
+    def __init__(
+        self,
+        project: Project,
+        engine: Engine,
+        roles: frozenset[str] = ROLES,
+        *,
+        warehouse: Engine | None = None,
+    ) -> None:
+        """``engine`` is the store collectors write; ``warehouse``, when given, is where
+        pipelines run and the read API reads, fed from ``engine`` by offloads."""
         settings = project.settings.collector
         self.project = project
         self.watch = ProjectWatch(project)
@@ -85,16 +94,19 @@ class Runtime:
         self.ingest = IngestApp(
             KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer
         )
-        self.workspace = Workspace(self.watch, engine, state_for(project), floor=self._floor)
+        self.workspace = Workspace(
+            self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
+        )
         self.deliveries = DeliveryCounters(self.registry)
         self.workspace.deliverer.on_result = self.deliveries.observe
         pipelines = self.workspace.pipelines
+        offloader = self.workspace.offloader
         self.registry.register(
             StateMetrics(
                 self.workspace.state,
                 self.workspace.graph,
                 lambda: min(pipelines.floor(), pipelines.clock()),
-                # A hot store offloaded into a warehouse passes offload_lag here.
+                offload_lag=None if offloader is None else offloader.lag_seconds,
             )
         )
         self.stopping = threading.Event()
@@ -108,7 +120,7 @@ class Runtime:
         self.workspace.pipelines.on_published = self._deliver_now.set
         self.api = api_app(
             ConsumerRing(self.watch.derived(Project.consumer_tokens)),
-            DatasetCatalog(engine, self._served),
+            DatasetCatalog(self.workspace.engine, self._served),
             project.settings.api,
         )
         self.admin = Starlette(
@@ -182,6 +194,14 @@ class Runtime:
         tick = self.project.settings.pipelines.tick_seconds
         pipelines = self.workspace.pipelines
         while "schedule" in self.roles and not self.stopping.is_set():
+            try:
+                # Whole intervals of arrival into the warehouse first: they are what the
+                # pipelines by arrival wait for.
+                await asyncio.to_thread(self.workspace.offload, self.stopping.is_set)
+            except HeadwaterError as exc:
+                log.error("offload: %s", exc)
+            except Exception:
+                log.exception("offload failed")
             try:
                 await asyncio.to_thread(pipelines.run_due, should_stop=self.stopping.is_set)
             except HeadwaterError as exc:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -140,6 +140,29 @@ def _status(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
     return workspace.status()
 
 
+def _offload(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """How the offload into the warehouse stands, and the last day's traffic it moved
+    (``None``: pipelines run on the store itself)."""
+    offloader = workspace.offloader
+    if offloader is None:
+        return None
+    now = workspace.pipelines.clock()
+    day = workspace.state.offloads.spans(now - timedelta(days=1))
+    return {
+        "store": workspace.store.name,
+        "warehouse": workspace.engine.name,
+        "every_seconds": offloader.every.total_seconds(),
+        "progress": offloader.progress(),
+        "lag_seconds": offloader.lag_seconds(),
+        "last_day": {
+            "events": sum(s.events for s in day),
+            "failed_events": sum(s.failed_events for s in day),
+            "load_jobs": sum((s.events > 0) + (s.failed_events > 0) for s in day),
+            "bytes": sum(s.bytes for s in day),
+        },
+    }
+
+
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
     start, end = _time(args.start), _time(args.end)
     text, params = workspace.render(args.name, start, end)
@@ -158,9 +181,12 @@ def _run(workspace: Workspace, args: Span, progress: ProgressSink | None) -> obj
 
 
 def _due(workspace: Workspace, args: Due, progress: ProgressSink | None) -> object:
+    # Whole intervals of arrival into the warehouse first: pipelines by arrival wait for them.
+    offloaded = workspace.offload()
     steps = _Steps(progress)
     steps.call(workspace.run_due)
     answer = _outcome(workspace, steps, args.deliver)
+    answer["offload"] = offloaded
     # Every pipeline that loads ran; those that do not are reported, so a cron job fails.
     answer["broken"] = [{"name": b.name, **_problem(b)} for b in workspace.graph().broken.values()]
     return answer
@@ -234,6 +260,7 @@ OPERATIONS: dict[str, Operation[Any]] = {
     for op in (
         Operation("list", NoArgs, _list),
         Operation("status", NoArgs, _status),
+        Operation("offload", NoArgs, _offload),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),

@@ -31,7 +31,12 @@ from headwater.runtime.client import (
 )
 from headwater.runtime.control import control_app
 from headwater.runtime.protocol import Limits, protocol
-from headwater.runtime.workspace import engine_for, private_folder
+from headwater.runtime.workspace import (
+    engine_for,
+    has_warehouse,
+    private_folder,
+    warehouse_for,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,30 @@ def _private_unix_socket(path: Path) -> socket.socket:
     return sock
 
 
+def refuse_collectors(project: Project) -> None:
+    """A warehouse engine takes loads, not a commit per request: collectors write a hot
+    store, which is offloaded into it."""
+    store = project.settings.store
+    if store.can_collect:
+        return
+    env = project.environment
+    table = f"environments.{env}." if env else ""
+    raise ConfigError(
+        f"collectors cannot write a {store.engine} store ([{table}store] engine = "
+        f'"{store.engine}"): every commit would bill a load job and queries on the '
+        "warehouse, one writer at a time",
+        hint=(
+            f"write events to a hot store, offloaded into {store.engine} every hour:\n"
+            f"  [{table}store]\n"
+            '  engine = "postgres"\n'
+            '  url = "${DATABASE_URL}"\n'
+            f"  [{table}warehouse]\n"
+            f'  engine = "{store.engine}"\n'
+            "  ... (the keys of the current store table)"
+        ),
+    )
+
+
 def serve(
     project: Project,
     *,
@@ -95,12 +124,20 @@ def serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="pick another with --port (or [server] port), or stop what uses it",
         ) from None
+    if "collect" in roles:
+        refuse_collectors(project)
     private_folder(project.data_dir)
     engine = engine_for(project)
+    warehouse = None
     try:
-        runtime = Runtime(project, engine, roles)
+        # A collector alone never opens the warehouse (a Spark session, a BigQuery client).
+        if has_warehouse(project) and roles - {"collect"}:
+            warehouse = warehouse_for(project)
+        runtime = Runtime(project, engine, roles, warehouse=warehouse)
     except BaseException:
         engine.close()
+        if warehouse is not None:
+            warehouse.close()
         raise
     runner: Callable[..., None] = asyncio.run
     with contextlib.suppress(ImportError):
@@ -150,14 +187,14 @@ async def _serve(
     # shared store is opened by the commands themselves, from any number of processes.
     control = _Server(
         uvicorn.Config(
-            control_app(runtime.engine, status, runtime.workspace),
+            control_app(runtime.workspace.engine, status, runtime.workspace),
             lifespan="off",
             log_level="warning",
             log_config=None,  # its records go to the handler the command line set up
             access_log=False,
         )
     )
-    private = not runtime.engine.shared
+    private = not (runtime.engine.shared and runtime.workspace.engine.shared)
 
     def stop() -> None:
         if main.should_exit:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -34,8 +35,10 @@ from headwater.process.runner import RunResult
 from headwater.process.service import PipelineService, ProgressFn
 from headwater.process.status import PipelineStatus
 from headwater.state import StateStore
-from headwater.store.engine import Cost, Engine
+from headwater.state.offload import Offloader, OffloadResult
+from headwater.store.engine import Cost, Engine, collectors_floor
 from headwater.store.open import open_engine
+from headwater.store.settings import StoreSettings
 
 
 def private_folder(folder: Path) -> Path:
@@ -54,11 +57,42 @@ def private_folder(folder: Path) -> Path:
 
 
 def engine_for(project: Project, *, read_only: bool = False) -> Engine:
-    """The store of ``project``'s environment."""
+    """The store of ``project``'s environment: where its collectors write."""
     private_folder(project.data_dir)
     window = parse_duration(project.settings.collector.dedupe_window)
     return open_engine(
         project.settings.store, project.data_dir, dedupe_window=window, read_only=read_only
+    )
+
+
+def has_warehouse(project: Project) -> bool:
+    """Whether ``project``'s environment runs its pipelines on a warehouse fed by offloads
+    from its store, rather than on the store itself."""
+    warehouse = project.settings.warehouse
+    return warehouse is not None and not same_place(warehouse, project.settings.store)
+
+
+def warehouse_for(project: Project) -> Engine:
+    """The warehouse of ``project``'s environment (see :func:`has_warehouse`)."""
+    warehouse = project.settings.warehouse
+    assert warehouse is not None
+    private_folder(project.data_dir)
+    window = parse_duration(project.settings.collector.dedupe_window)
+    partition: Literal["HOUR", "DAY"] = "HOUR" if warehouse.offload_interval == "1h" else "DAY"
+    return open_engine(warehouse, project.data_dir, dedupe_window=window, partition=partition)
+
+
+def same_place(one: StoreSettings, other: StoreSettings) -> bool:
+    """Whether two ``[store]``-like tables name the same tables (a warehouse declared as the
+    store itself)."""
+    where = {
+        "duckdb": ("path",),
+        "postgres": ("url", "schema"),
+        "spark": ("warehouse",),
+        "bigquery": ("project", "dataset"),
+    }[one.engine]
+    return one.engine == other.engine and all(
+        getattr(one, name) == getattr(other, name) for name in where
     )
 
 
@@ -84,14 +118,36 @@ class Workspace:
         engine: Engine,
         state: StateStore,
         *,
+        store: Engine | None = None,
         floor: Callable[[], datetime] | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
+        """``engine`` is where pipelines run; ``store``, when another, the hot store that
+        collectors write and that is offloaded into ``engine``. ``floor`` is the
+        collectors' arrival floor (default: what the store's collectors published)."""
         self.watch = project if isinstance(project, ProjectWatch) else ProjectWatch(project)
         self.engine = engine
+        self.store = store or engine
         self.state = state
         settings = self.project.settings
+        self.offloader: Offloader | None = None
+        if self.store is not engine:
+            assert settings.warehouse is not None
+            hot = self.store
+            self.offloader = Offloader(
+                hot,
+                engine,
+                state.offloads,
+                state.leases,
+                every=parse_duration(settings.warehouse.offload_interval),
+                retain=parse_duration(settings.store.retain),
+                floor=floor or (lambda: collectors_floor(hot, clock())),
+                clock=clock,
+                lease_ttl=timedelta(seconds=settings.pipelines.lease_seconds),
+            )
+            # On the warehouse, an interval by arrival is whole once it is offloaded.
+            floor = self.offloader.arrival_floor
         self._graphs = GraphLoader()
         #: The loaded graph and project, and that graph with this environment's sinks only.
         self._here: tuple[Graph, Project, Graph] | None = None
@@ -116,12 +172,20 @@ class Workspace:
 
     @classmethod
     def open(cls, project: Project) -> Workspace:
-        """Open ``project``'s store and run state and build the rest on them."""
-        engine = engine_for(project)
+        """Open ``project``'s store (and warehouse) and run state and build the rest on
+        them."""
+        store = engine_for(project)
         try:
-            return cls(project, engine, state_for(project))
+            warehouse = warehouse_for(project) if has_warehouse(project) else store
         except BaseException:
-            engine.close()
+            store.close()
+            raise
+        try:
+            return cls(project, warehouse, state_for(project), store=store)
+        except BaseException:
+            warehouse.close()
+            if store is not warehouse:
+                store.close()
             raise
 
     @property
@@ -246,10 +310,19 @@ class Workspace:
             final.append(r)
         return final
 
+    def offload(self, should_stop: Callable[[], bool] = bool) -> OffloadResult | None:
+        """Move whole intervals of arrival into the warehouse and apply the hot store's
+        retention (``None``: the pipelines run on the store itself)."""
+        if self.offloader is None:
+            return None
+        return self.offloader.run(should_stop)
+
     def close(self) -> None:
         self.deliverer.close()
         self.state.close()
         self.engine.close()
+        if self.store is not self.engine:
+            self.store.close()
 
 
 def check_sinks(pipeline: Pipeline, project: Project) -> None:

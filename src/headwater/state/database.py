@@ -15,22 +15,24 @@ import sqlalchemy as sa
 
 from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
+from headwater.state.offload import OffloadLog
 from headwater.state.runs import RunLog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 
 class StateStore:
-    """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases`` and
-    ``deliveries``, over one SQLAlchemy engine."""
+    """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
+    ``deliveries`` and ``offloads``, over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
         self.runs = RunLog(engine)
         self.leases = Leases(engine)
         self.deliveries = DeliveryLog(engine)
+        self.offloads = OffloadLog(engine)
 
     @classmethod
     def open(cls, url: str) -> StateStore:

@@ -150,6 +150,20 @@ dead_letters = Table(
 )
 
 
+#: The spans of arrival time moved from the hot store into the warehouse. They tile time
+#: from the first offload on without gaps or overlaps; a span with no events was not loaded.
+offloads = Table(
+    "offloads",
+    metadata,
+    Column("interval_start", UTCDateTime(), primary_key=True),
+    Column("interval_end", UTCDateTime(), nullable=False),
+    Column("events", BigInteger, nullable=False),
+    Column("failed_events", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),  # the Parquet loaded, both tables
+    Column("done_at", UTCDateTime(), nullable=False),
+)
+
+
 def record(cls: type[T], row: RowMapping, **values: Any) -> T:
     """A dataclass ``cls`` from a row: each field from the column of its name, except those
     given in ``values``; a row with ``interval_start`` and ``interval_end`` gives ``interval``."""

@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -283,6 +284,23 @@ class DuckDBEngine:
                 f"DELETE FROM {quote(table)} WHERE ({columns}) IN (SELECT {columns} FROM _hw_data)"
             )
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
+
+    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+        with self._cursor() as cur, self._transaction(cur):
+            cur.execute(
+                f"DELETE FROM {quote(table)} WHERE received_at >= ? AND received_at < ?",
+                [interval.start, interval.end],
+            )
+            cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM read_parquet(?)", [path])
+
+    def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
+        with self._cursor() as cur, self._transaction(cur):
+            deleted = cur.execute(
+                f"DELETE FROM {quote(table)} WHERE rowid IN (SELECT rowid FROM {quote(table)} "
+                "WHERE received_at < ? LIMIT ?)",
+                [before, limit],
+            ).fetchone()
+        return int(deleted[0]) if deleted else 0
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         with self._cursor() as cur:

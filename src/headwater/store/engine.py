@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import pyarrow as pa
@@ -106,6 +107,18 @@ class Floors(Protocol):
         ...
 
 
+def collectors_floor(engine: Engine, now: datetime) -> datetime:
+    """Everything that arrived in ``engine`` before this is committed, as far as this
+    process knows without a collector of its own: the lowest floor of the live collectors
+    on a store several processes write, else ``now`` (nobody else writes it)."""
+    if engine.floors is None:
+        return now
+    lowest = engine.floors.lowest(FLOOR_STALE_SECONDS)
+    if lowest is None:
+        return now
+    return min(now, datetime.fromtimestamp(0, UTC) + timedelta(microseconds=lowest))
+
+
 class Engine(Protocol):
     """A store of tables that Headwater can write, read and replace atomically."""
 
@@ -179,6 +192,18 @@ class Engine(Protocol):
 
     def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
         """Insert ``data``, replacing rows with the same ``key``, in one transaction."""
+        ...
+
+    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+        """Replace the rows of the event table ``table`` that arrived in ``interval`` with
+        the rows of the Parquet file ``path`` (a local file of ``table``'s columns, every
+        row inside ``interval``), as one load: loading it again leaves the same rows, never
+        twice. How a warehouse takes an offload from the hot store."""
+        ...
+
+    def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
+        """Delete at most ``limit`` rows of the event table ``table`` that arrived before
+        ``before``; return how many. A hot store's retention; a warehouse refuses it."""
         ...
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:

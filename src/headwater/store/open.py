@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from headwater.core.extras import load
 from headwater.core.secrets import environment_value
@@ -18,10 +19,12 @@ def open_engine(
     *,
     dedupe_window: timedelta,
     read_only: bool = False,
+    partition: Literal["HOUR", "DAY"] = "DAY",
 ) -> Engine:
     """The store ``settings`` describe; relative paths start at ``data_dir``. ``read_only``
     applies to the embedded file, ``dedupe_window`` to stores that dedupe by reading
-    ``events`` (BigQuery)."""
+    ``events`` (BigQuery), ``partition`` to BigQuery's event tables (a warehouse's are
+    partitioned by its offload interval)."""
     if settings.engine == "postgres":
         from headwater.store.postgres import PostgresEngine
 
@@ -43,6 +46,7 @@ def open_engine(
             settings.location,
             settings.max_bytes_billed,
             dedupe_window=dedupe_window,
+            partition=partition,
         )
     from headwater.store.duckdb import DuckDBEngine
 

@@ -50,3 +50,23 @@ class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
 
     max_bytes_billed: int = 10 * 1024**3
     """BigQuery: every query is dry-run first and refused when it would bill more bytes."""
+
+    retain: str = "7d"
+    """A hot store offloaded into a warehouse: how long offloaded events stay here (at least
+    the dedupe window). Events not yet offloaded are never deleted."""
+
+    @property
+    def can_collect(self) -> bool:
+        """Whether collectors may write this store: many processes at once (PostgreSQL) or
+        one that owns it (DuckDB). A warehouse takes loads, not a commit per request."""
+        return self.engine in ("duckdb", "postgres")
+
+
+class WarehouseSettings(StoreSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Where pipelines run and events are kept, fed from the hot store by offloads: the
+    ``[warehouse]`` table (or ``[environments.NAME.warehouse]``). The same keys as
+    ``[store]`` for its engine, and how much arrival time one offload moves."""
+
+    offload_interval: Literal["1h", "1d"] = "1h"
+    """Every whole interval of arrival (an hour, or a day) below the collectors' arrival
+    floor is moved in one load; on BigQuery ``events`` is partitioned by it."""

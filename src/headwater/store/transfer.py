@@ -85,7 +85,7 @@ def export_events(
             ):
                 done.append(DayCount(table, f"{day:%Y-%m-%d}", files[name], skipped=True))
             else:
-                rows = _rows(engine, table, day, day + _DAY)
+                rows = arrivals(engine, table, day, day + _DAY)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 temporary = path.with_name(f".{path.name}.tmp")
                 pq.write_table(rows, temporary, compression="zstd")
@@ -191,6 +191,14 @@ def _days(
     return days
 
 
+def first_arrival(engine: Engine, table: str, start: datetime, end: datetime) -> datetime | None:
+    """When the first row of ``table`` arrived in ``[start, end)``; ``None``: none did."""
+    column = exp.column("received_at", quoted=True)
+    query = exp.select(exp.func("MIN", column).as_("first")).from_(exp.table_(table, quoted=True))
+    found = _select(engine, query, start, end)["first"][0].as_py()
+    return found if isinstance(found, datetime) else None
+
+
 def _select(engine: Engine, query: exp.Select, start: datetime, end: datetime) -> pa.Table:
     column = exp.column("received_at", quoted=True)
     query = query.where(
@@ -202,7 +210,8 @@ def _select(engine: Engine, query: exp.Select, start: datetime, end: datetime) -
     return engine.select(query.sql(engine.dialect), {"start": start, "end": end}).table
 
 
-def _rows(engine: Engine, table: str, start: datetime, end: datetime) -> pa.Table:
+def arrivals(engine: Engine, table: str, start: datetime, end: datetime) -> pa.Table:
+    """The rows of event table ``table`` that arrived in ``[start, end)``, as its schema."""
     columns = [exp.column(name, quoted=True) for name in TABLES[table].names]
     query = exp.select(*columns).from_(exp.table_(table, quoted=True))
     return _select(engine, query, start, end).cast(TABLES[table])

@@ -24,7 +24,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import IO, Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,6 +47,9 @@ _PARAMETER_TYPES: tuple[tuple[type, str], ...] = (
     (str, "STRING"),
 )
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+Partition = Literal["HOUR", "DAY"]
+#: A partition's decorator (``table$2026120413``) by the unit the table is partitioned by.
+_PARTITION_FORMATS: dict[str, str] = {"HOUR": "%Y%m%d%H", "DAY": "%Y%m%d"}
 
 
 class BudgetExceeded(QueryError):
@@ -67,12 +70,16 @@ class BigQueryEngine:
         dataset: str,
         max_bytes_billed: int,
         dedupe_window: timedelta = timedelta(days=7),
+        partition: Partition = "DAY",
     ) -> None:
         self._bq = _bigquery()
         self.client = client
         self.dataset = f"{client.project}.{dataset}"
         self.max_bytes_billed = max_bytes_billed
         self.dedupe_window = dedupe_window
+        #: The event tables' partitions by ``received_at``: a warehouse's are its offload
+        #: interval, so one load job replaces one interval.
+        self.partition = partition
 
     @classmethod
     def open(
@@ -83,18 +90,20 @@ class BigQueryEngine:
         max_bytes_billed: int,
         *,
         dedupe_window: timedelta = timedelta(days=7),
+        partition: Partition = "DAY",
         client: Any = None,
     ) -> BigQueryEngine:
         """Connect (with the environment's credentials), and create the dataset and event
-        tables when missing. ``client`` replaces ``bigquery.Client`` (tests)."""
+        tables when missing, partitioned by ``partition`` of ``received_at``. ``client``
+        replaces ``bigquery.Client`` (tests)."""
         bigquery = _bigquery()
         if not _NAME.match(dataset):
             raise QueryError(f"{dataset!r} is not a BigQuery dataset name")
         try:
             client = client or bigquery.Client(project=project, location=location)
-            engine = cls(client, dataset, max_bytes_billed, dedupe_window)
+            engine = cls(client, dataset, max_bytes_billed, dedupe_window, partition)
             engine._create_tables(location)
-        except QueryError:
+        except (QueryError, ConfigError):
             raise
         except Exception as exc:  # google.auth and google.api_core errors alike
             if transient(exc):
@@ -115,12 +124,19 @@ class BigQueryEngine:
         self.client.create_dataset(dataset, exists_ok=True)
         for name, arrow in (("events", schema.EVENTS), ("failed_events", schema.FAILED_EVENTS)):
             table = bq.Table(f"{self.dataset}.{name}", schema=bq_schema(arrow))
-            table.time_partitioning = bq.TimePartitioning(
-                type_=bq.TimePartitioningType.DAY, field="received_at"
-            )
+            table.time_partitioning = bq.TimePartitioning(type_=self.partition, field="received_at")
             if name == "events":
                 table.clustering_fields = ["source", "event"]
-            self.client.create_table(table, exists_ok=True)
+            made = self.client.create_table(table, exists_ok=True)
+            found = getattr(made.time_partitioning, "type_", None)
+            if found is not None and found != self.partition:
+                raise ConfigError(
+                    f"{self.dataset}.{name} is partitioned by {found.lower()} of "
+                    f"received_at; offloads of one {self.partition.lower()} each load one "
+                    "partition",
+                    hint=f'set offload_interval = "1{found[0].lower()}" in [warehouse], or '
+                    f"copy the table to one partitioned by {self.partition.lower()}",
+                )
         fences = [bq.SchemaField("name", "STRING", "REQUIRED"), bq.SchemaField("token", "INT64")]
         self.client.create_table(
             bq.Table(f"{self.dataset}.{schema.FENCES}", fences), exists_ok=True
@@ -177,14 +193,17 @@ class BigQueryEngine:
             raise classify(exc) from None
 
     def _load(self, table: str, data: pa.Table, disposition: str) -> None:
-        bq = self._bq
         out = io.BytesIO()
         pq.write_table(data, out)
         out.seek(0)
+        self._load_file(table, out, disposition)
+
+    def _load_file(self, table: str, source: IO[bytes], disposition: str) -> None:
+        bq = self._bq
         config = bq.LoadJobConfig(source_format=bq.SourceFormat.PARQUET,
                                   write_disposition=disposition)  # fmt: skip
         try:
-            self.client.load_table_from_file(out, table, job_config=config).result()
+            self.client.load_table_from_file(source, table, job_config=config).result()
         except Exception as exc:
             raise classify(exc) from None
 
@@ -352,6 +371,28 @@ class BigQueryEngine:
         finally:
             self._drop(stage)
 
+    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+        """One load job that truncates the interval's partition (``events$2026120413``):
+        free, atomic, and a repeat replaces rather than adds. No query is billed."""
+        suffix = _PARTITION_FORMATS[self.partition]
+        unit = timedelta(hours=1) if self.partition == "HOUR" else timedelta(days=1)
+        if interval.end - interval.start != unit or interval.start != _truncated(
+            interval.start, self.partition
+        ):
+            raise QueryError(
+                f"{interval} is not one {self.partition.lower()} partition of {table}",
+                hint="offload whole partitions of received_at",
+            )
+        partition = f"{self.dataset}.{_checked(table)}${interval.start.strftime(suffix)}"
+        with open(path, "rb") as source:
+            self._load_file(partition, source, "WRITE_TRUNCATE")
+
+    def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
+        raise QueryError(
+            "BigQuery is a warehouse, not a hot store: it keeps every event offloaded to it",
+            hint="expire old partitions with the dataset's partition expiration instead",
+        )
+
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         return Cost(bytes_scanned=self.dry_run(sql, params))
 
@@ -425,6 +466,11 @@ def _fenced(statements: str, fence: Fence) -> str:
 
 def _fence_params(fence: Fence) -> dict[str, object]:
     return {"fence_name": fence.name, "fence_token": fence.token}
+
+
+def _truncated(moment: datetime, partition: Partition) -> datetime:
+    moment = moment.replace(minute=0, second=0, microsecond=0)
+    return moment if partition == "HOUR" else moment.replace(hour=0)
 
 
 def _checked(name: str) -> str:

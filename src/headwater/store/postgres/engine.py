@@ -16,10 +16,12 @@ import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import psycopg
 import pyarrow as pa
+import pyarrow.parquet as pq
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
@@ -43,6 +45,8 @@ from headwater.store.postgres.ingest import ingest
 from headwater.store.readonly import check_read_only
 
 _SESSION = "SET TIME ZONE 'UTC'"
+#: Rows per COPY when a Parquet file is loaded.
+_LOAD_ROWS = 50_000
 
 
 class PostgresEngine:
@@ -295,6 +299,32 @@ class PostgresEngine:
                 [interval.start, interval.end],
             )
             copy_in(con, self._table(table), data)
+
+    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+        """``DELETE`` the interval and ``COPY`` the file in, batch by batch, in one
+        transaction."""
+        with self._writing() as con:
+            con.execute(
+                sql.SQL("DELETE FROM {} WHERE received_at >= %s AND received_at < %s").format(
+                    self._table(table)
+                ),
+                [interval.start, interval.end],
+            )
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=_LOAD_ROWS):
+                copy_in(con, self._table(table), pa.Table.from_batches([batch]))
+
+    def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
+        """One bounded ``DELETE`` by ``ctid`` (the BRIN index on ``received_at`` finds the
+        oldest pages), so retention never holds a long lock or a long transaction."""
+        with self._writing() as con:
+            result = con.execute(
+                sql.SQL(
+                    "DELETE FROM {0} WHERE ctid = ANY(ARRAY("
+                    "SELECT ctid FROM {0} WHERE received_at < %s LIMIT %s))"
+                ).format(self._table(table)),
+                [before, limit],
+            )
+            return int(result.rowcount or 0)
 
     def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
         if not key:

@@ -33,6 +33,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -313,6 +314,21 @@ class SparkEngine:
             if stored is None:
                 partitioned = [*columns.fields, StructField(INTERVAL, StringType())]
                 self._write_schema(f"{self._root}/{table}", StructType(partitioned))
+
+    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+        """The interval's file in its day's folder, written by pyarrow (no Spark job)."""
+        if table not in EVENT_TABLES:
+            raise QueryError(f"{table} is not an event table")
+        try:
+            self._events.load(table, interval, path)
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreUnavailable(self.name, reason(exc)) from exc
+
+    def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
+        raise QueryError(
+            "a Spark warehouse is not a hot store: it keeps every event offloaded to it",
+            hint="delete old received_day folders under events/ with the bucket's lifecycle",
+        )
 
     def _partitions(self, table: str) -> list[str]:
         """The ``_interval`` values of ``table``'s partitions."""

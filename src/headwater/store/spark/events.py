@@ -15,10 +15,11 @@ nothing else may ingest into the same warehouse).
 
 from __future__ import annotations
 
+import shutil
 import threading
 import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,12 +30,14 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import DateType, StructField, StructType
 
 from headwater.core.clock import from_us
+from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.engine import IngestBatch
 
 #: The hidden partition column of the event tables: the UTC day of ``received_at``.
 DAY = "received_day"
 EVENT_TABLES = {"events": schema.EVENTS, "failed_events": schema.FAILED_EVENTS}
+_COPY_BYTES = 8 << 20
 
 
 class EventFiles:
@@ -86,6 +89,22 @@ class EventFiles:
         self._fs.create_dir(folder, recursive=True)
         pq.write_table(rows, f"{folder}/.{name}.tmp", filesystem=self._fs, compression="zstd")
         self._fs.move(f"{folder}/.{name}.tmp", f"{folder}/{name}")
+
+    def load(self, table: str, interval: Interval, path: str) -> None:
+        """The arrivals of ``interval`` as one file, ``offload-<start>.parquet`` in its day's
+        folder, copied under a hidden name and moved over any earlier one: loading the same
+        interval again replaces its file (a partition overwrite at the file's grain)."""
+        day = interval.start.date()
+        if interval.end > datetime.combine(day + timedelta(days=1), time(), UTC):
+            raise pa.ArrowInvalid(f"{interval} spans more than one day of arrival")
+        folder = f"{self._root}/{table}/{DAY}={day.isoformat()}"
+        name = f"offload-{interval.start:%Y%m%dT%H%M%S}.parquet"
+        temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        with self._lock:
+            self._fs.create_dir(folder, recursive=True)
+            with open(path, "rb") as source, self._fs.open_output_stream(temporary) as out:
+                shutil.copyfileobj(source, out, _COPY_BYTES)
+            self._fs.move(temporary, f"{folder}/{name}")
 
     def _load_window(self) -> None:
         """Read the keys of the events stored inside the window, once: after that this
