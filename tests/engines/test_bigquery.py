@@ -17,21 +17,17 @@ without it is checked for real:
 from __future__ import annotations
 
 import ast
-import io
 import os
 import re
 import sys
 import textwrap
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlglot
 from google.api_core import exceptions as google_errors
@@ -51,6 +47,7 @@ from headwater.store import schema
 from headwater.store.bigquery import BigQueryEngine, BudgetExceeded, bq_schema
 from headwater.store.engine import Fence, IngestBatch
 from headwater.store.errors import Fenced, QueryError, ReadOnlyQuery, StoreUnavailable
+from tests.bigquery_fake import FakeClient, QueryCall, TableCall
 
 TESTS = Path(__file__).resolve().parent.parent
 GOLDEN = TESTS / "golden" / "transpile"
@@ -203,193 +200,6 @@ def test_compiled_pipeline_runs_in_the_default_dataset_with_typed_bounds(source:
 
 
 # == 2. the engine on a fake client ===========================================================
-
-
-@dataclass
-class QueryCall:
-    sql: str
-    config: bigquery.QueryJobConfig = field(repr=False)
-
-    @property
-    def dry(self) -> bool:
-        return bool(self.config.dry_run)
-
-    @property
-    def params(self) -> dict[str, tuple[str, object]]:
-        return {p.name: (p.type_, p.value) for p in self.config.query_parameters}
-
-    @property
-    def api_params(self) -> list[dict[str, Any]]:
-        return [p.to_api_repr() for p in self.config.query_parameters]
-
-    @property
-    def default_dataset(self) -> str | None:
-        ref = self.config.default_dataset
-        return None if ref is None else f"{ref.project}.{ref.dataset_id}"
-
-
-@dataclass
-class LoadCall:
-    destination: str
-    config: bigquery.LoadJobConfig = field(repr=False)
-    parquet: bytes = field(repr=False)
-
-    @property
-    def table(self) -> pa.Table:
-        return pq.read_table(io.BytesIO(self.parquet))
-
-
-@dataclass
-class TableCall:
-    kind: str  # create_dataset, create_table, update_table, delete_table, list_tables
-    name: str
-    obj: Any = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-
-class FakeJob:
-    def __init__(
-        self,
-        *,
-        total_bytes_processed: int | None = None,
-        answer: pa.Table | None = None,
-        error: Exception | None = None,
-    ) -> None:
-        self.total_bytes_processed = total_bytes_processed
-        self._answer = answer
-        self._error = error
-
-    def result(self) -> FakeJob:
-        if self._error is not None:
-            raise self._error
-        return self
-
-    def to_arrow(self) -> pa.Table:
-        return self._answer if self._answer is not None else pa.table({})
-
-
-def _table_id(table: Any) -> str:
-    if isinstance(table, str):
-        return table
-    return f"{table.project}.{table.dataset_id}.{table.table_id}"
-
-
-class FakeClient:
-    """Stands in for ``google.cloud.bigquery.Client``: records every call, and answers
-
-    - dry runs with ``bytes_for`` (first substring of the SQL that matches, else
-      ``default_bytes``), refusing a named parameter the SQL uses but the job does not
-      bind, as BigQuery does;
-    - real query jobs with ``answers`` (first matching substring, else an empty table),
-      or fails their ``result()`` with ``failures``; a real job that would bill more
-      than its ``maximum_bytes_billed`` fails too, as in BigQuery;
-    - load jobs by keeping the Parquet bytes they were given.
-    """
-
-    def __init__(self, project: str = PROJECT) -> None:
-        self.project = project
-        self.calls: list[QueryCall | LoadCall | TableCall] = []
-        self.default_bytes = 1_000
-        self.bytes_for: list[tuple[str, int]] = []
-        self.answers: list[tuple[str, pa.Table]] = []
-        self.failures: list[tuple[str, Exception]] = []
-        self.load_error: Exception | None = None
-        self.create_error: Exception | None = None
-        self.tables: dict[str, Any] = {}
-        self.closed = False
-
-    # -- what the tests read
-    @property
-    def queries(self) -> list[QueryCall]:
-        return [c for c in self.calls if isinstance(c, QueryCall)]
-
-    @property
-    def real_queries(self) -> list[QueryCall]:
-        return [c for c in self.queries if not c.dry]
-
-    @property
-    def loads(self) -> list[LoadCall]:
-        return [c for c in self.calls if isinstance(c, LoadCall)]
-
-    def table_calls(self, kind: str) -> list[TableCall]:
-        return [c for c in self.calls if isinstance(c, TableCall) and c.kind == kind]
-
-    @property
-    def jobs(self) -> list[QueryCall | LoadCall]:
-        return [c for c in self.calls if isinstance(c, QueryCall | LoadCall)]
-
-    # -- the client's API
-    def _billed(self, sql: str) -> int:
-        return next((n for part, n in self.bytes_for if part in sql), self.default_bytes)
-
-    def query(self, sql: str, job_config: bigquery.QueryJobConfig | None = None, **_: Any) -> Any:
-        config = job_config or bigquery.QueryJobConfig()
-        self.calls.append(QueryCall(sql, config))
-        bound = {p.name for p in config.query_parameters}
-        for name in re.findall(r"(?<![@\w])@([A-Za-z_]\w*)", sql):
-            if name not in bound:
-                raise google_errors.BadRequest(f"Query parameter '{name}' not found")
-        billed = self._billed(sql)
-        if config.dry_run:
-            return FakeJob(total_bytes_processed=billed)
-        error = next((e for part, e in self.failures if part in sql), None)
-        limit = config.maximum_bytes_billed
-        if error is None and limit is not None and billed > int(limit):
-            error = google_errors.BadRequest(f"Query exceeded limit for bytes billed: {limit}.")
-        answer = next((t for part, t in self.answers if part in sql), None)
-        return FakeJob(answer=answer, error=error)
-
-    def load_table_from_file(
-        self, file_obj: Any, destination: Any, job_config: Any = None, **_: Any
-    ) -> FakeJob:
-        name = _table_id(destination)
-        self.calls.append(LoadCall(name, job_config, file_obj.read()))
-        if self.load_error is None:
-            self.tables.setdefault(name, bigquery.Table(name))
-        return FakeJob(error=self.load_error)
-
-    def create_dataset(self, dataset: Any, exists_ok: bool = False, **_: Any) -> Any:
-        self.calls.append(
-            TableCall("create_dataset", dataset.dataset_id, dataset, {"exists_ok": exists_ok})
-        )
-        if self.create_error is not None:
-            raise self.create_error
-        return dataset
-
-    def create_table(self, table: Any, exists_ok: bool = False, **_: Any) -> Any:
-        name = _table_id(table)
-        self.calls.append(TableCall("create_table", name, table, {"exists_ok": exists_ok}))
-        self.tables[name] = table
-        return table
-
-    def get_table(self, table: Any, **_: Any) -> Any:
-        name = _table_id(table)
-        self.calls.append(TableCall("get_table", name))
-        found = self.tables.get(name)
-        return found if found is not None else bigquery.Table(name)
-
-    def update_table(self, table: Any, fields: list[str], **_: Any) -> Any:
-        name = _table_id(table)
-        self.calls.append(TableCall("update_table", name, table, {"fields": list(fields)}))
-        self.tables[name] = table
-        return table
-
-    def delete_table(self, table: Any, not_found_ok: bool = False, **_: Any) -> None:
-        name = _table_id(table)
-        self.calls.append(TableCall("delete_table", name, None, {"not_found_ok": not_found_ok}))
-        self.tables.pop(name, None)
-
-    def list_tables(self, dataset: Any, **_: Any) -> list[Any]:
-        name = dataset if isinstance(dataset, str) else f"{dataset.project}.{dataset.dataset_id}"
-        self.calls.append(TableCall("list_tables", name))
-        return [
-            SimpleNamespace(table_id=t.rsplit(".", 1)[1])
-            for t in self.tables
-            if t.rsplit(".", 1)[0] == name
-        ]
-
-    def close(self) -> None:
-        self.closed = True
 
 
 def assert_dry_run_then_run(dry: QueryCall, real: QueryCall) -> None:

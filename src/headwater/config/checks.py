@@ -99,6 +99,21 @@ def _check_warehouse(
             hint=f'make [{prefix}store] engine = "postgres" (the hot store) and keep '
             f'[{prefix}warehouse] engine = "{warehouse.engine}"',
         )
+    every = parse_duration(warehouse.offload_interval)
+    if every <= timedelta(0) or timedelta(days=1) % every:
+        raise ConfigError(
+            f"[{prefix}warehouse] offload_interval = {warehouse.offload_interval!r} does not "
+            "divide a day",
+            path=path,
+            hint='e.g. "1h" (the default), "15m" or "1d"',
+        )
+    if warehouse.engine == "bigquery" and every not in (timedelta(hours=1), timedelta(days=1)):
+        raise ConfigError(
+            f"[{prefix}warehouse] offload_interval = {warehouse.offload_interval!r}: BigQuery "
+            "partitions events by hour or by day, and one offload loads one partition",
+            path=path,
+            hint='offload_interval = "1h" (or "1d")',
+        )
     retain = parse_duration(store.retain)
     if retain < dedupe_window:
         raise ConfigError(

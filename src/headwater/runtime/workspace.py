@@ -78,7 +78,8 @@ def warehouse_for(project: Project) -> Engine:
     assert warehouse is not None
     private_folder(project.data_dir)
     window = parse_duration(project.settings.collector.dedupe_window)
-    partition: Literal["HOUR", "DAY"] = "HOUR" if warehouse.offload_interval == "1h" else "DAY"
+    hourly = parse_duration(warehouse.offload_interval) == timedelta(hours=1)
+    partition: Literal["HOUR", "DAY"] = "HOUR" if hourly else "DAY"
     return open_engine(warehouse, project.data_dir, dedupe_window=window, partition=partition)
 
 

@@ -67,6 +67,7 @@ class WarehouseSettings(StoreSettings, kw_only=True, forbid_unknown_fields=True,
     ``[warehouse]`` table (or ``[environments.NAME.warehouse]``). The same keys as
     ``[store]`` for its engine, and how much arrival time one offload moves."""
 
-    offload_interval: Literal["1h", "1d"] = "1h"
-    """Every whole interval of arrival (an hour, or a day) below the collectors' arrival
-    floor is moved in one load; on BigQuery ``events`` is partitioned by it."""
+    offload_interval: str = "1h"
+    """Every whole interval of arrival (an hour by default) below the collectors' arrival
+    floor is moved in one load. It divides a day; on BigQuery it is ``"1h"`` or ``"1d"``,
+    the partitions of ``events``."""
