@@ -25,16 +25,19 @@ def query(
 ) -> None:
     """Run a read-only SQL query over the store's tables, in the project's dialect.
 
-    Translated to the engine's SQL as pipelines are: BigQuery SQL runs on DuckDB.
+    Translated to the engine's SQL as pipelines are: BigQuery SQL runs on DuckDB. With a
+    warehouse, it reads the warehouse, where the pipelines' tables are.
 
     Example: headwater query "SELECT DATE(received_at) AS day, COUNT(*) FROM events GROUP BY 1"
     """
     from headwater.process.adhoc import to_engine
     from headwater.runtime.client import find_server
-    from headwater.runtime.workspace import engine_for
+    from headwater.runtime.workspace import engine_for, has_warehouse, warehouse_for
 
     project = options.project()
-    sql = to_engine(sql, project.settings.project.dialect, project.settings.store.engine)
+    warehouse = project.settings.warehouse if has_warehouse(project) else None
+    where = warehouse or project.settings.store
+    sql = to_engine(sql, project.settings.project.dialect, where.engine)
     client = find_server(project.data_dir)
     if client is not None:
         try:
@@ -42,7 +45,7 @@ def query(
         finally:
             client.close()
     else:
-        engine = engine_for(project, read_only=True)
+        engine = warehouse_for(project) if warehouse else engine_for(project, read_only=True)
         try:
             result = engine.query(sql)
         finally:

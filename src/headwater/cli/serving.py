@@ -87,6 +87,8 @@ def _print_sinks(project: Project) -> None:
 
 def _ready(project: Project, doing: str) -> Callable[[Any], None]:
     def ready(where: Any) -> None:
+        from headwater.runtime.workspace import has_warehouse
+
         console.print(f"[bold green]Headwater is up[/bold green] at [bold]{where.url}[/bold]")
         console.print(f"  runs    {doing}")
         store = project.settings.store
@@ -94,6 +96,12 @@ def _ready(project: Project, doing: str) -> Callable[[Any], None]:
             console.print(f"  store   {project.store_path}")
         else:
             console.print(f"  store   {store.engine}, schema {store.schema}")
+        warehouse = project.settings.warehouse
+        if warehouse is not None and has_warehouse(project):
+            console.print(
+                f"  warehouse {warehouse.engine}: pipelines run there; events are offloaded "
+                f"every {warehouse.offload_interval} of arrival, kept here {store.retain}"
+            )
         for name in project.settings.sources:
             console.print(f"  source  [bold]{name}[/bold]  (write key stored hashed)")
         _print_sinks(project)

@@ -32,6 +32,8 @@ class LeaseLost(TransientError):
 def _label(name: str) -> str:
     """``deliver:daily:crm`` -> ``delivery of daily to crm``; a pipeline's name as it is."""
     kind, _, rest = name.partition(":")
+    if kind == "offload":
+        return f"the offload into the {rest}"
     if kind == "deliver" and ":" in rest:
         pipeline, _, sink = rest.partition(":")
         return f"delivery of {pipeline} to {sink}"
