@@ -54,6 +54,8 @@ LEASE = "offload:warehouse"
 SLICES = 12
 #: Rows deleted per statement by retention.
 RETENTION_BATCH = 10_000
+#: How often a process with nothing new to offload runs retention again.
+_RETAIN_EVERY = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,9 @@ class Offloader:
         self.lease_ttl = lease_ttl
         #: Where the Parquet of an interval is written before it is loaded.
         self.scratch = scratch
+        #: The last pass here: the interval boundary it reached and when it ran retention.
+        self._reached: datetime | None = None
+        self._retained_at: datetime | None = None
 
     def progress(self) -> datetime | None:
         return self.log.progress()
@@ -171,18 +176,30 @@ class Offloader:
 
     def run(self, should_stop: Callable[[], bool] = bool) -> OffloadResult:
         """Offload every whole interval below the floor, then delete what retention allows.
-        Another process offloading now is left to it (nothing is done here)."""
+        Another process offloading now is left to it (nothing is done here); a pass in the
+        same interval as this process's last one, within a minute of its retention, asks
+        nothing of either store (the server's scheduler calls this every tick)."""
+        now = self.clock()
+        limit = self._truncated(min(self.floor(), now))
+        if (
+            self._reached == limit
+            and self._retained_at is not None
+            and now - self._retained_at < _RETAIN_EVERY
+        ):
+            return OffloadResult([], 0, self._reached)
         try:
             with Lease(self.leases, LEASE, self.lease_ttl) as lease:
                 done: list[Offloaded] = []
-                limit = self._truncated(min(self.floor(), self.clock()))
                 for span, empty in self._spans(limit):
                     if should_stop():
                         break
                     lease.check()
                     done.append(self._offload(span, empty))
                 deleted = self._retain(should_stop)
-                return OffloadResult(done, deleted, self.progress())
+                progress = self.progress()
+                if progress is not None and progress >= limit:
+                    self._reached, self._retained_at = limit, now
+                return OffloadResult(done, deleted, progress)
         except LeaseHeld:
             return OffloadResult([], 0, self.progress())
 
