@@ -35,9 +35,7 @@ def query(
     from headwater.runtime.workspace import engine_for, has_warehouse, warehouse_for
 
     project = options.project()
-    warehouse = project.settings.warehouse if has_warehouse(project) else None
-    where = warehouse or project.settings.store
-    sql = to_engine(sql, project.settings.project.dialect, where.engine)
+    sql = to_engine(sql, project.settings.project.dialect, project.pipelines_store.engine)
     client = find_server(project.data_dir)
     if client is not None:
         try:
@@ -45,7 +43,10 @@ def query(
         finally:
             client.close()
     else:
-        engine = warehouse_for(project) if warehouse else engine_for(project, read_only=True)
+        if has_warehouse(project):
+            engine = warehouse_for(project)
+        else:
+            engine = engine_for(project, read_only=True)
         try:
             result = engine.query(sql)
         finally:

@@ -445,7 +445,7 @@ def validate(
                 sys.stdout.write(f"    fix: {p.hint}\n")
         files = report.files
         what = f"{files} pipeline file{'s' if files != 1 else ''}"
-        target = f"{settings.project.dialect} SQL for the {settings.store.engine} engine"
+        target = f"{settings.project.dialect} SQL for the {project.pipelines_store.engine} engine"
         count = len(report.problems)
         if count:
             sys.stdout.write(

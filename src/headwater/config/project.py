@@ -20,6 +20,7 @@ from headwater.config.file import FILENAME, ProjectFile
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash
 from headwater.deliver.settings import FilesSink, Sink
+from headwater.store.settings import StoreSettings
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,15 @@ class Project:
     @property
     def pipelines_dir(self) -> Path:
         return self.root / self.settings.pipelines.folder
+
+    @property
+    def pipelines_store(self) -> StoreSettings:
+        """Where pipelines run: the warehouse, when one is declared apart from the store;
+        else the store itself."""
+        warehouse = self.settings.warehouse
+        if warehouse is None or warehouse.same_place(self.settings.store):
+            return self.settings.store
+        return warehouse
 
     @property
     def store_path(self) -> Path:

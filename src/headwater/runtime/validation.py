@@ -22,4 +22,6 @@ def validate_project(project: Project) -> Report:
         name: any(isinstance(sink, PostgresSink) for sink in declared)
         for name, declared in project.sink_declarations().items()
     }
-    return validate(project.pipelines_dir, settings.project.dialect, settings.store.engine, sinks)
+    return validate(
+        project.pipelines_dir, settings.project.dialect, project.pipelines_store.engine, sinks
+    )

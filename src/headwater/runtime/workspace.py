@@ -38,7 +38,6 @@ from headwater.state import StateStore
 from headwater.state.offload import Offloader, OffloadResult
 from headwater.store.engine import Cost, Engine, collectors_floor
 from headwater.store.open import open_engine
-from headwater.store.settings import StoreSettings
 
 
 def private_folder(folder: Path) -> Path:
@@ -68,8 +67,7 @@ def engine_for(project: Project, *, read_only: bool = False) -> Engine:
 def has_warehouse(project: Project) -> bool:
     """Whether ``project``'s environment runs its pipelines on a warehouse fed by offloads
     from its store, rather than on the store itself."""
-    warehouse = project.settings.warehouse
-    return warehouse is not None and not same_place(warehouse, project.settings.store)
+    return project.pipelines_store is not project.settings.store
 
 
 def warehouse_for(project: Project) -> Engine:
@@ -81,20 +79,6 @@ def warehouse_for(project: Project) -> Engine:
     hourly = parse_duration(warehouse.offload_interval) == timedelta(hours=1)
     partition: Literal["HOUR", "DAY"] = "HOUR" if hourly else "DAY"
     return open_engine(warehouse, project.data_dir, dedupe_window=window, partition=partition)
-
-
-def same_place(one: StoreSettings, other: StoreSettings) -> bool:
-    """Whether two ``[store]``-like tables name the same tables (a warehouse declared as the
-    store itself)."""
-    where = {
-        "duckdb": ("path",),
-        "postgres": ("url", "schema"),
-        "spark": ("warehouse",),
-        "bigquery": ("project", "dataset"),
-    }[one.engine]
-    return one.engine == other.engine and all(
-        getattr(one, name) == getattr(other, name) for name in where
-    )
 
 
 def state_for(project: Project) -> StateStore:

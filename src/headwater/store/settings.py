@@ -55,6 +55,19 @@ class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     """A hot store offloaded into a warehouse: how long offloaded events stay here (at least
     the dedupe window). Events not yet offloaded are never deleted."""
 
+    def same_place(self, other: StoreSettings) -> bool:
+        """Whether ``other`` names the same tables (a warehouse declared as the store
+        itself)."""
+        where = {
+            "duckdb": ("path",),
+            "postgres": ("url", "schema"),
+            "spark": ("warehouse",),
+            "bigquery": ("project", "dataset"),
+        }[self.engine]
+        return self.engine == other.engine and all(
+            getattr(self, name) == getattr(other, name) for name in where
+        )
+
     @property
     def can_collect(self) -> bool:
         """Whether collectors may write this store: many processes at once (PostgreSQL) or
