@@ -50,6 +50,7 @@ from headwater.core.types import Interval
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected
 from headwater.store.errors import Fenced, QueryError, StoreUnavailable
 from headwater.store.readonly import check_read_only
+from headwater.store.spark.buckets import SCHEMES, bucket_filesystem
 from headwater.store.spark.events import DAY, EVENT_TABLES, EventFiles, event_schema
 from headwater.store.spark.outputs import INTERVAL, _columns, _interval_key, _overlaps
 from headwater.store.spark.session import reason, session
@@ -95,7 +96,11 @@ class SparkEngine:
         """
         conf = dict(conf or {})
         try:
-            if "://" in warehouse:
+            if warehouse.startswith(SCHEMES):
+                # gcsfs (the files sink's library), not pyarrow's own: see ``buckets``.
+                filesystem, root = bucket_filesystem(warehouse, list(EVENT_TABLES))
+                uri = warehouse
+            elif "://" in warehouse:
                 filesystem, root = pafs.FileSystem.from_uri(warehouse)
                 uri = warehouse
             else:
