@@ -14,12 +14,14 @@ import io
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import SparkSession
 
+from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.engine import IngestBatch
 from headwater.store.errors import QueryError
@@ -137,6 +139,29 @@ def test_ingest_writes_one_parquet_object_per_day_and_dedupes_from_the_bucket(
     stored = pq.read_table(io.BytesIO(emulator.read(bucket, added)))
     assert stored.equals(_events(range(6, 7), T0))
     assert after["events", "2026-03-01"] == parts["events", "2026-03-01"]
+
+
+def test_an_offload_is_one_object_per_interval_replaced_when_loaded_again(
+    emulator: GcsEmulator, tmp_path: Path
+) -> None:
+    """A hot store's interval of arrival lands as one object in its day's folder; loading
+    the interval again (an offload repeated after a crash) replaces that object."""
+    bucket = emulator.create_bucket()
+    hour = Interval(T0, T0 + timedelta(hours=1))
+    rows = _events(range(1), T0)
+    path = tmp_path / "events.parquet"
+    pq.write_table(rows, path)
+    engine = _open(bucket)
+    try:
+        engine.load_arrivals("events", hour, str(path))
+        engine.load_arrivals("events", hour, str(path))
+    finally:
+        engine.close()
+    name = "warehouse/events/received_day=2026-03-01/offload-20260301T220000.parquet"
+    names = emulator.objects(bucket)
+    assert [n for n in names if n.endswith(".parquet")] == [name]
+    assert not [n for n in names if "/." in n], f"hidden objects left: {sorted(names)}"
+    assert pq.read_table(io.BytesIO(emulator.read(bucket, name))).equals(rows)
 
 
 def test_a_spark_query_over_the_bucket_needs_the_gcs_connector(emulator: GcsEmulator) -> None:

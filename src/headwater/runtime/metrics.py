@@ -11,7 +11,7 @@ Two counters are this process's own, because the run state keeps how each
 delivery stands, not every attempt: delivery attempts by outcome, and rows
 delivered (see docs/operations.md).
 
-Offload lag: a warehouse fed by an offload of the hot store (none exists yet)
+Offload lag: a process with a warehouse fed by an offload of the hot store
 passes ``offload_lag`` to :class:`StateMetrics`, a callable giving the seconds
 between now and the end of the last arrival interval offloaded (``None`` while
 unknown); ``headwater_offload_lag_seconds`` is exported only then.
