@@ -19,6 +19,7 @@ processes, client threads that fail over when one is SIGKILLed) is
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import json
 import random
@@ -151,19 +152,13 @@ def per_span(spans: Sequence[Span], times: Sequence[datetime]) -> list[int]:
     starts = [s[0] for s in spans]
     outside = 0
     for moment in times:
-        index = _bisect(starts, moment)
+        index = bisect.bisect_right(starts, moment) - 1
         if index < 0 or moment >= spans[index][1]:
             outside += 1
         else:
             counts[index] += 1
     assert outside == 0, f"{outside} warehouse rows arrived outside every offloaded span"
     return counts
-
-
-def _bisect(starts: Sequence[datetime], moment: datetime) -> int:
-    import bisect
-
-    return bisect.bisect_right(starts, moment) - 1
 
 
 # -- 1. two collectors, one SIGKILLed, offloaded into Spark -------------------------------
