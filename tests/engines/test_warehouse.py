@@ -620,7 +620,8 @@ def test_live_offload_and_example_pipelines_on_bigquery(
         answer = operations.call(workspace, "due", {})
         assert not answer["broken"]
         assert datetime.fromisoformat(answer["offload"]["progress"]) == NOW
-        assert rows_of(warehouse, "events") == rows_of_table(sample_events())
+        ids = warehouse.query("SELECT message_id FROM events")["message_id"].to_pylist()
+        assert sorted(ids) == sample_events()["message_id"].to_pylist()
         assert tables_of(warehouse) == on_duckdb
     finally:
         state.close()
