@@ -23,7 +23,7 @@ from headwater.config.project import load_project
 from headwater.config.server import ServerSettings
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash
-from headwater.store.settings import StoreSettings
+from headwater.store.settings import StoreSettings, WarehouseSettings
 from tests.conftest import HEADWATER, Project, Server
 
 KEY = re.compile(r"hw_wk_[A-Za-z0-9_-]{16,}")
@@ -448,3 +448,146 @@ def test_debug_shows_the_traceback(project: Project) -> None:
     assert result.returncode != 0
     assert "Traceback" in result.stderr
     assert "ConfigError" in result.stderr
+
+
+# -- a hot store offloaded into a warehouse -------------------------------------------
+
+PG_URL = "${HW_TEST_CONFIG_PG_URL}"
+HOT = f'engine = "postgres"\nurl = "{PG_URL}"\nschema = "hw_prod"\n'
+SPARK = 'engine = "spark"\nwarehouse = "/srv/warehouse"\n'
+BIGQUERY = 'engine = "bigquery"\nproject = "acme"\ndataset = "events"\n'
+
+
+def _prod(project: Project, store: str, warehouse: str | None = None, *, env: bool = True) -> None:
+    """Declare the ``prod`` environment's store and warehouse (with ``env=False``, the
+    top-level ``[warehouse]`` beside a replaced top-level ``[store]``)."""
+    path = _toml(project)
+    text = path.read_text()
+    if env:
+        text += f"\n[environments.prod.store]\n{store}"
+        if warehouse is not None:
+            text += f"\n[environments.prod.warehouse]\n{warehouse}"
+    else:
+        old = '[store]\nengine = "duckdb"\npath = "events.duckdb"       # inside data_dir\n'
+        assert old in text
+        text = text.replace(old, f"[store]\n{store}")
+        if warehouse is not None:
+            text += f"\n[warehouse]\n{warehouse}"
+    path.write_text(text)
+
+
+def _prod_error(project: Project) -> ConfigError:
+    with pytest.raises(ConfigError) as caught:
+        load_project(project.root, "prod")
+    return caught.value
+
+
+@pytest.mark.parametrize("env", [True, False], ids=["environment", "top-level"])
+@pytest.mark.parametrize(("store", "engine"), [(SPARK, "spark"), (BIGQUERY, "bigquery")])
+def test_a_warehouse_beside_a_warehouse_store_is_refused_with_the_fix(
+    project: Project, store: str, engine: str, env: bool
+) -> None:
+    _prod(project, store, SPARK if engine == "bigquery" else BIGQUERY, env=env)
+    other = "spark" if engine == "bigquery" else "bigquery"
+    error = _prod_error(project) if env else _config_error(project)
+    prefix = "environments.prod." if env else ""
+    assert f'[{prefix}store] engine = "{engine}" is a warehouse' in error.message
+    assert f"[{prefix}warehouse] is declared too" in error.message
+    assert error.hint == (
+        f'make [{prefix}store] engine = "postgres" (the hot store) and keep '
+        f'[{prefix}warehouse] engine = "{other}"'
+    )
+
+
+def test_retain_shorter_than_the_dedupe_window_is_refused(project: Project) -> None:
+    _prod(project, HOT + 'retain = "1d"\n', SPARK)
+    error = _prod_error(project)
+    assert "[environments.prod.store] retain = '1d' is shorter than [collector] dedupe_window" in (
+        error.message
+    )
+    assert error.hint is not None
+    assert "7 days" in error.hint
+    # As long as the window (the default 7d both) is accepted.
+    _toml(project).write_text(_toml(project).read_text().replace('retain = "1d"', 'retain = "7d"'))
+    assert load_project(project.root, "prod").settings.store.retain == "7d"
+
+
+@pytest.mark.parametrize("interval", ["7h", "25h", "0s", "50m"])
+def test_an_offload_interval_that_does_not_divide_a_day_is_refused(
+    project: Project, interval: str
+) -> None:
+    _prod(project, HOT, SPARK + f'offload_interval = "{interval}"\n')
+    error = _prod_error(project)
+    assert (
+        f"[environments.prod.warehouse] offload_interval = '{interval}' does not divide a day"
+        in (error.message)
+    )
+
+
+@pytest.mark.parametrize("interval", ["15m", "1h", "3h", "1d"])
+def test_an_offload_interval_that_divides_a_day_is_accepted(
+    project: Project, interval: str
+) -> None:
+    _prod(project, HOT, SPARK + f'offload_interval = "{interval}"\n')
+    warehouse = load_project(project.root, "prod").settings.warehouse
+    assert warehouse is not None
+    assert warehouse.offload_interval == interval
+
+
+@pytest.mark.parametrize(
+    ("interval", "refused"), [("15m", True), ("2h", True), ("1h", False), ("1d", False)]
+)
+def test_bigquery_offloads_whole_hour_or_day_partitions_only(
+    project: Project, interval: str, refused: bool
+) -> None:
+    _prod(project, HOT, BIGQUERY + f'offload_interval = "{interval}"\n')
+    if not refused:
+        assert load_project(project.root, "prod").settings.warehouse is not None
+        return
+    error = _prod_error(project)
+    assert f"offload_interval = '{interval}': BigQuery partitions events by hour or by day" in (
+        error.message
+    )
+    assert error.hint == 'offload_interval = "1h" (or "1d")'
+
+
+@pytest.mark.parametrize(
+    ("store", "warehouse", "separate"),
+    [
+        (HOT, HOT, False),
+        (HOT, HOT.replace("hw_prod", "hw_warehouse"), True),
+        ('engine = "duckdb"\n', 'engine = "duckdb"\npath = "events.duckdb"\n', False),
+        ('engine = "duckdb"\n', 'engine = "duckdb"\npath = "warehouse.duckdb"\n', True),
+        (HOT, SPARK, True),
+    ],
+    ids=["same-postgres", "other-schema", "same-duckdb", "other-duckdb-file", "spark"],
+)
+def test_a_warehouse_in_the_store_s_own_place_is_the_store_itself(
+    project: Project, store: str, warehouse: str, separate: bool
+) -> None:
+    from headwater.runtime.workspace import has_warehouse
+
+    _prod(project, store, warehouse)
+    loaded = load_project(project.root, "prod")
+    assert loaded.settings.warehouse is not None
+    assert has_warehouse(loaded) is separate
+
+
+@pytest.mark.parametrize("env", [True, False], ids=["environment", "top-level"])
+@pytest.mark.parametrize(
+    ("table", "allowed"), [("warehouse", WarehouseSettings), ("store", StoreSettings)]
+)
+def test_an_unknown_key_of_a_store_or_warehouse_names_its_table_and_keys(
+    project: Project, table: str, allowed: type[msgspec.Struct], env: bool
+) -> None:
+    typo = 'offload_every = "1h"\n'
+    if table == "warehouse":
+        _prod(project, HOT, SPARK + typo, env=env)
+    else:
+        _prod(project, HOT + typo, SPARK, env=env)
+    error = _prod_error(project) if env else _config_error(project)
+    where = f"[environments.prod.{table}]" if env else f"[{table}]"
+    assert f"unknown key `offload_every` in {where}" in error.message
+    assert error.hint is not None
+    listed = set(re.findall(r"[a-z_]+", error.hint.split(":", 1)[1]))
+    assert listed == set(_fields(allowed)), error.hint

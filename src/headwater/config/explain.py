@@ -27,6 +27,12 @@ def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> 
         in_sink = at.endswith("sinks[...]")
         if in_sink:
             at, struct = _sink_with(raw, key)
+        elif own := re.fullmatch(r"environments\[\.\.\.\]\.(\w+)", at):
+            # An environment's own table (store, warehouse): name it and list its keys.
+            sub = own.group(1)
+            struct = TABLES.get(sub, struct)
+            names = [n for n, t in _named_tables(raw, top) if key in _table(t, sub)]
+            at = f"{top}.{names[0] if names else '<name>'}.{sub}"
         elif at.startswith(("sources[", "consumers[", "environments[")):
             # msgspec says `sources[...]`; find which table holds the key.
             names = [n for n, t in _named_tables(raw, top) if key in t]
@@ -98,3 +104,9 @@ def _sink_type_error(raw: dict[str, object], path: str) -> ConfigError:
                 hint='set type = "files", "postgres" or "webhook"',
             )
     return ConfigError("a [sinks.NAME] table has no valid type", path=path)
+
+
+def _table(table: dict[str, object], name: str) -> dict[str, object]:
+    """The sub-table ``name`` of ``table`` (empty when it is not a table)."""
+    found = table.get(name)
+    return found if isinstance(found, dict) else {}
