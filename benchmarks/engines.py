@@ -1577,7 +1577,7 @@ def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]]
     cache: dict[str, int] = {}
     events = failed_rows = commits = failed_commits = 0
     step(
-        f"direct path: {args.traffic:g} events/s for {hours} simulated hours, one "
+        f"direct path: {args.traffic:g} events/s for {hours} simulated hour(s), one "
         "BigQueryEngine.ingest a second ..."
     )
     t0 = time.perf_counter()
@@ -1631,7 +1631,7 @@ def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]]
             meta.close()
         counted_offload = Tally()
         tally(offload_fake, counted_offload, cache)
-        step(f"offload: {hours} hours into BigQuery in {offload_seconds:.1f} s")
+        step(f"offload: {hours} hour(s) into BigQuery in {offload_seconds:.1f} s")
     finally:
         hot.close()
         direct.close()
@@ -1685,7 +1685,7 @@ def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]]
         [r.cells() for r in rows],
         ["path", "figures", "queries", "load jobs", "GB billed", "$ on-demand", "$ a day"],
     )
-    print(f"  {args.traffic:g} events/s for {hours} simulated hours ({events:,} events, "
+    print(f"  {args.traffic:g} events/s for {hours} simulated hour(s) ({events:,} events, "
           f"{failed_rows:,} failed events), fixed clock.")  # fmt: skip
     print("  BigQuery is tests/bigquery_fake.py's recording client, not BigQuery: it counts the")
     print("  jobs the engine sends. queries: real ones (dry runs are free); GB billed: each")
