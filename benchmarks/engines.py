@@ -5,7 +5,8 @@ Run from the repository root::
 
     .venv/bin/python benchmarks/engines.py                     # 10,000,000 events: ~6-7 minutes
     .venv/bin/python benchmarks/engines.py --events 2000000    # the same, smaller: ~3 minutes
-    .venv/bin/python benchmarks/engines.py --quick             # every part, tiny: ~45 seconds
+    .venv/bin/python benchmarks/engines.py --quick             # every part, tiny: ~75 seconds
+    .venv/bin/python benchmarks/engines.py --skip-ingest --skip-pipelines   # the offload only
 
 Everything runs on loopback against a throwaway PostgreSQL server (``initdb`` and
 ``pg_ctl`` in a temporary folder, as ``tests/pg.py`` starts it, but with ``fsync``
@@ -46,6 +47,26 @@ the same way) and each pipeline runs its one new interval (the new hour, and the
 day it completes). Spark (``local[2]``) runs when ``headwater.store.spark``
 imports, else it is skipped with the reason. Every engine's outputs must equal
 DuckDB's, and both tables must account for every generated event.
+
+Part 3, offload. ``--offload-events`` events (1,000,000 by default) over 24 hours of
+arrival, generated as in part 2 and COPY-loaded into PostgreSQL (then ``VACUUM
+(ANALYZE)``), are read back as Arrow hour by hour (``transfer.arrivals``, nothing
+written: the baseline), then moved by ``Offloader.run()`` (hourly intervals, a fixed
+clock and floor) into a DuckDB warehouse file and into a Spark warehouse (``local[2]``,
+skipped with the reason when Spark cannot run). Events/s of each, the ratio to the plain
+read, and where the offload's time went (hot-store reads, warehouse loads, the rest).
+Each warehouse must then hold every event once (read without the engine) and the
+recorded offload spans must tile the 24 hours.
+
+Then BigQuery's jobs per million events at ``--traffic`` events/s over
+``--simulated-hours`` hours (24 by default) with a fixed clock: the direct path
+(``BigQueryEngine.ingest`` once a second, one collector's commit rate as
+``costs.direct_path`` models it, one commit in 20 with a failed event) against the
+offload (the same rows in a DuckDB hot store, offloaded by the hour into a
+``BigQueryEngine`` partitioned by hour), each on the recording client of
+``tests/bigquery_fake.py`` (BigQuery cannot run here). Queries, load jobs and bytes
+billed (dry-run bytes, at least 10 MB per table referenced) are counted from the clients
+and must agree with ``costs.direct_path`` and ``costs.offload`` within 1 %.
 """
 
 from __future__ import annotations
@@ -53,6 +74,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
+import itertools
 import multiprocessing as mp
 import os
 import platform
@@ -80,6 +103,7 @@ import duckdb  # noqa: E402
 import ingest as ingest_bench  # noqa: E402  (its event bodies, wrk script, Python load)
 import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
 from tests.pg import PostgresServer, postgres_server  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -1071,6 +1095,637 @@ def print_pipelines(runs: list[EngineRun], failures: list[str]) -> list[list[str
     return summary
 
 
+# -- part 3: offload ----------------------------------------------------------------------
+
+
+class _Timed:
+    """An engine whose methods named in ``methods`` add their wall time to ``seconds``
+    (how much of an offload its hot-store reads, or its warehouse loads, took)."""
+
+    def __init__(self, engine: Any, methods: tuple[str, ...]) -> None:
+        self._engine = engine
+        self._methods = methods
+        self.seconds = 0.0
+        self.calls = 0
+        #: Of those, the ``MIN(received_at)`` queries (``transfer.first_arrival``).
+        self.first_seconds = 0.0
+        self.first_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._engine, name)
+        if name not in self._methods:
+            return value
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                took = time.perf_counter() - t0
+                self.seconds += took
+                self.calls += 1
+                if args and "MIN(" in str(args[0]).upper():
+                    self.first_seconds += took
+                    self.first_calls += 1
+
+        return timed
+
+
+@dataclass
+class OffloadRun:
+    name: str
+    events: int = 0
+    seconds: float = 0.0
+    read_seconds: float = 0.0
+    reads: int = 0
+    load_seconds: float = 0.0
+    first_seconds: float = 0.0
+    firsts: int = 0
+    open_seconds: float = 0.0
+    stored: str = ""
+    ok: bool = False
+    skipped: str = ""
+    error: str = ""
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def _tiling(spans: list[Any], first: datetime, end: datetime, events: int) -> str:
+    """Why the recorded offload spans do not tile ``[first, end)`` with ``events`` events
+    (``""``: they do)."""
+    if not spans:
+        return "no span recorded"
+    if spans[0].interval.start != first or spans[-1].interval.end != end:
+        return f"the spans cover {spans[0].interval.start} to {spans[-1].interval.end}"
+    for one, two in itertools.pairwise(spans):
+        if one.interval.end != two.interval.start:
+            return f"a gap or an overlap at {one.interval.end}"
+    counted = sum(s.events for s in spans)
+    if counted != events:
+        return f"the spans count {counted:,} events, not {events:,}"
+    return ""
+
+
+def offload_into(
+    run: OffloadRun,
+    hot: Any,
+    warehouse: Any,
+    meta_folder: Path,
+    scratch: Path,
+    first: datetime,
+    end: datetime,
+    events: int,
+) -> str:
+    """``Offloader.run()`` from ``hot`` into ``warehouse`` with a fixed clock just after
+    ``end`` and the floor at ``end``: every hour of ``[first, end)``; the time its reads
+    and loads took. Returns why its spans do not tile the range (``""``: they do)."""
+    from headwater.state import StateStore
+    from headwater.state.offload import Offloader
+
+    meta = StateStore.in_folder(meta_folder)
+    try:
+        reads = _Timed(hot, ("select",))
+        loads = _Timed(warehouse, ("load_arrivals",))
+        offloader = Offloader(
+            reads,  # type: ignore[arg-type]
+            loads,  # type: ignore[arg-type]
+            meta.offloads,
+            meta.leases,
+            every=HOUR,
+            retain=7 * DAY,
+            floor=lambda: end,
+            clock=lambda: end + timedelta(minutes=5),
+            scratch=str(scratch),
+        )
+        t0 = time.perf_counter()
+        result = offloader.run()
+        run.seconds = time.perf_counter() - t0
+        run.events = sum(s.events for s in result.offloaded)
+        run.read_seconds, run.reads, run.load_seconds = reads.seconds, reads.calls, loads.seconds
+        run.first_seconds, run.firsts = reads.first_seconds, reads.first_calls
+        if result.deleted:
+            return f"retention deleted {result.deleted} hot rows (none is 7 days old)"
+        return _tiling(meta.offloads.spans(), first, end, events)
+    finally:
+        meta.close()
+
+
+def _held(count: int, distinct: int, events: int) -> tuple[str, bool]:
+    ok = count == distinct == events
+    return f"{count:,} rows, {distinct:,} ids", ok
+
+
+def part_offload(
+    server: PostgresServer, args: argparse.Namespace, work: Path
+) -> tuple[list[list[str]], list[str]]:
+    """The offload rate out of PostgreSQL, and BigQuery's jobs per million events."""
+    print("\nPart 3: offload, a PostgreSQL hot store into a warehouse\n")
+    summary, failures = offload_rate(server, args, work)
+    more_summary, more_failures = bigquery_jobs(args, work)
+    return summary + more_summary, failures + more_failures
+
+
+def offload_rate(
+    server: PostgresServer, args: argparse.Namespace, work: Path
+) -> tuple[list[list[str]], list[str]]:
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from headwater.store.duckdb import DuckDBEngine
+    from headwater.store.postgres import PostgresEngine
+    from headwater.store.transfer import arrivals
+
+    events, hours = args.offload_events, 24
+    first, end = START, START + hours * HOUR
+    folder = work / "offload"
+    folder.mkdir()
+    gen = folder / "generated.duckdb"
+    t0 = time.perf_counter()
+    generate(gen, events, first, hours)
+    step(f"generated {events:,} events over {hours} hours in {time.perf_counter() - t0:.1f} s")
+    url = server.create_database("offload")
+    PostgresEngine.open(url, SCHEMA).close()
+    csv = folder / "events.csv"
+    source = duckdb.connect(str(gen), read_only=True)
+    try:
+        source.execute("SET TimeZone = 'UTC'")
+        source.execute(
+            f"COPY (SELECT {_COLUMNS} FROM events) TO '{csv}' (FORMAT csv, HEADER false)"
+        )
+    finally:
+        source.close()
+    t0 = time.perf_counter()
+    pg_copy(url, csv, vacuum=True)
+    step(f"postgres: {events:,} events loaded by COPY in {time.perf_counter() - t0:.1f} s")
+    csv.unlink()
+    gen.unlink()
+
+    hot = PostgresEngine.open(url, SCHEMA)
+    runs: list[OffloadRun] = []
+    failures: list[str] = []
+    try:
+        # The baselines: the same rows read as Arrow, nothing written.
+        for name, slices in (
+            ("plain read, hour by hour", 1),
+            ("plain read, 12 slices an hour", 12),
+        ):
+            run = OffloadRun(name)
+            runs.append(run)
+            t0 = time.perf_counter()
+            for hour in range(hours * slices):
+                start = first + hour * HOUR / slices
+                run.events += arrivals(hot, "events", start, start + HOUR / slices).num_rows
+            run.seconds = run.read_seconds = time.perf_counter() - t0
+            run.reads = hours * slices
+            run.stored, run.ok = f"{run.events:,} rows read", run.events == events
+            step(f"{name}: {run.events:,} events in {run.seconds:.2f} s")
+
+        # Into a DuckDB warehouse file: no JVM.
+        run = OffloadRun("offload into DuckDB")
+        runs.append(run)
+        path = folder / "warehouse.duckdb"
+        t0 = time.perf_counter()
+        duck = DuckDBEngine.open(path)
+        run.open_seconds = time.perf_counter() - t0
+        try:
+            why = offload_into(run, hot, duck, folder / "duckdb-meta", folder, first, end, events)
+        finally:
+            duck.close()
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            row = con.execute("SELECT count(*), count(DISTINCT message_id) FROM events").fetchone()
+            count, distinct = row if row else (0, 0)
+        finally:
+            con.close()
+        run.stored, run.ok = _held(count, distinct, events)
+        if why:
+            run.error = why
+        step(f"{run.name}: {run.events:,} events in {run.seconds:.2f} s; holds {run.stored}")
+
+        # Into a Spark warehouse (local[2]): the interval's file copied into its day folder.
+        run = OffloadRun("offload into Spark")
+        runs.append(run)
+        reason = spark_missing() if not args.skip_spark else "--skip-spark"
+        if reason:
+            run.skipped = reason
+        else:
+            from headwater.store.spark import SparkEngine
+
+            warehouse = folder / "warehouse"
+            t0 = time.perf_counter()
+            try:
+                spark = SparkEngine.open(str(warehouse), "local[2]", {"spark.driver.memory": "2g"})
+            except Exception as exc:
+                run.skipped = f"Spark did not start: {exc}"
+            else:
+                run.open_seconds = time.perf_counter() - t0
+                step(f"spark: session started in {run.open_seconds:.1f} s")
+                try:
+                    why = offload_into(
+                        run, hot, spark, folder / "spark-meta", folder, first, end, events
+                    )
+                finally:
+                    spark.close()
+                ids = ds.dataset(warehouse / "events", format="parquet", partitioning="hive")
+                table = ids.to_table(columns=["message_id"])
+                count = table.num_rows
+                distinct = pc.count_distinct(table["message_id"]).as_py() if count else 0
+                run.stored, run.ok = _held(count, distinct, events)
+                if why:
+                    run.error = why
+                step(
+                    f"{run.name}: {run.events:,} events in {run.seconds:.2f} s; holds {run.stored}"
+                )
+    finally:
+        hot.close()
+
+    base = runs[0]
+    print("Offload rate: PostgreSQL hot store -> warehouse, the same rows, one run:")
+    table = []
+    for run in runs:
+        if run.skipped:
+            table.append([run.name, "skipped", *[""] * 7])
+            continue
+        rest = run.seconds - run.read_seconds - run.load_seconds
+        check = "ok" if run.ok and not run.error else "WRONG"
+        table.append(
+            [
+                run.name,
+                f"{run.events:,}",
+                f"{run.seconds:.2f}",
+                f"{run.events_per_second:,.0f}",
+                f"{run.seconds / base.seconds:.2f}" if base.seconds else "-",
+                f"{run.read_seconds:.2f} ({run.reads})",
+                f"{run.load_seconds:.2f}",
+                f"{rest:.2f}",
+                check,
+            ]
+        )
+        if not run.ok:
+            failures.append(f"{run.name}: {run.stored}, not {events:,} events once each")
+        if run.error:
+            failures.append(f"{run.name}: the offload spans: {run.error}")
+    ingest_bench.print_table(
+        table,
+        ["run", "events", "seconds", "events/s", "time ratio", "hot reads s (queries)",
+         "warehouse loads s", "rest s", "check"],
+    )  # fmt: skip
+    print(f"  {events:,} events over {hours} h of arrival, COPY-loaded into PostgreSQL then")
+    print("  VACUUM (ANALYZE). plain read: transfer.arrivals() of the rows as Arrow, nothing")
+    print("  written. offload: Offloader.run() by the hour (every=1h), fixed clock and floor:")
+    print("  per hour and table 12 reads, one zstd Parquet file, load_arrivals; the spans")
+    print("  recorded in SQLite metadata. time ratio: seconds / the hour-by-hour plain read.")
+    print("  hot reads: engine.select (first arrivals and slices, both tables); rest: Parquet")
+    print("  writing, metadata, retention (deletes nothing: no row is 7 days old).")
+    for run in runs:
+        if run.skipped:
+            print(f"  {run.name}: skipped: {run.skipped}")
+        elif run.open_seconds:
+            print(
+                f"  {run.name}: the warehouse opened in {run.open_seconds:.2f} s (not timed); "
+                f"of its hot reads, {run.first_seconds:.2f} s in {run.firsts} first-arrival "
+                "queries (MIN(received_at) to the floor)"
+            )
+    print("  check: the warehouse holds every event once (DuckDB: a plain connection; Spark:")
+    print("  its Parquet files read by pyarrow) and the offload spans tile the 24 hours.\n")
+    summary = []
+    for run in runs[2:]:
+        if run.skipped:
+            continue
+        summary.append(
+            [
+                f"{run.name} / plain read, time",
+                f"{run.seconds / base.seconds:.2f}" if base.seconds else "-",
+                "",
+                "",
+                f"{run.events_per_second:,.0f} vs {base.events_per_second:,.0f} events/s",
+            ]
+        )
+    return summary, failures
+
+
+# -- BigQuery jobs, direct path vs offload ----------------------------------------------------
+
+#: Every this many commits of the direct path carries one failed event (so both paths load
+#: ``failed_events`` too, as the cost model counts).
+FAILED_EVERY = 20
+#: How far the counted jobs and bytes may stray from the cost model's.
+MODEL_TOLERANCE = 0.01
+_STAGE = re.compile(r"_hw_stage_[0-9a-f]{12}")
+
+
+@dataclass
+class Tally:
+    """Jobs a recording client saw."""
+
+    queries: int = 0
+    load_jobs: int = 0
+    bytes_billed: int = 0
+    load_rows: dict[str, int] = field(default_factory=dict)
+
+
+def _tables_referenced(sql: str, cache: dict[str, int]) -> int:
+    """How many tables a query references (staging tables' names are alike to the cache)."""
+    import sqlglot
+    from sqlglot import exp
+
+    key = _STAGE.sub("_hw_stage_x", sql)
+    if key not in cache:
+        names = set()
+        for statement in sqlglot.parse(key, read="bigquery"):
+            if statement is not None:
+                names |= {
+                    ".".join(p for p in (t.catalog, t.db, t.name) if p)
+                    for t in statement.find_all(exp.Table)
+                }
+        cache[key] = len(names)
+    return cache[key]
+
+
+def tally(fake: Any, into: Tally, cache: dict[str, int]) -> None:
+    """Add the jobs ``fake`` recorded to ``into``, then forget them (a day of commits would
+    hold every staging load's Parquet in memory). A real query bills what its dry run
+    reports (the stand-in's ``default_bytes``), and at least 10 MB per table it references,
+    as BigQuery bills it."""
+    from headwater.store import costs
+
+    for call in fake.real_queries:
+        scanned = next((n for part, n in fake.bytes_for if part in call.sql), fake.default_bytes)
+        floor = costs.MIN_BYTES_PER_TABLE * _tables_referenced(call.sql, cache)
+        into.queries += 1
+        into.bytes_billed += max(scanned, floor)
+    for load in fake.loads:
+        into.load_jobs += 1
+        table = load.destination.rsplit(".", 1)[-1].split("$")[0]
+        if not table.startswith("_hw_"):
+            rows = pq.read_metadata(io.BytesIO(load.parquet)).num_rows
+            into.load_rows[table] = into.load_rows.get(table, 0) + rows
+    fake.calls.clear()
+
+
+class Traffic:
+    """``per_second`` events a second (and one failed event every ``FAILED_EVERY``
+    commits), second by second from ``START``, the same whichever path takes them."""
+
+    def __init__(self, per_second: float) -> None:
+        self.per_second = per_second
+        self.template = _template(max(1, int(per_second) + 1))
+        failed = {
+            "id": ["f"],
+            "source": ["web"],
+            "received_at": [START],
+            "code": ["missing_field"],
+            "field": ["event"],
+            "message": ["a track event needs an event name"],
+            "payload": ['{"type":"track"}'],
+            "replayed_at": [None],
+        }
+        from headwater.store import schema
+
+        self.schema = schema
+        self.failed_template = pa.table(failed, schema=schema.FAILED_EVENTS)
+        self.commits = 0
+
+    def second(self, s: int) -> tuple[pa.Table, pa.Table] | None:
+        """The events (and failed events) of second ``s``, as one commit; ``None``: none
+        arrived in it."""
+        n = int((s + 1) * self.per_second) - int(s * self.per_second)
+        if n == 0:
+            return None
+        schema = self.schema
+        at = schema.EVENTS.get_field_index("received_at")
+        base = int((START - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() + s) * 1_000_000
+        times = pa.array([base + j * 1_000_000 // n for j in range(n)], pa.int64())
+        events = self.template.slice(0, n)
+        events = events.set_column(
+            0, schema.EVENTS.field(0), pa.array([f"s{s}-{j}" for j in range(n)])
+        )
+        events = events.set_column(at, schema.EVENTS.field(at), times.cast(schema.TIMESTAMP))
+        failed = self.failed_template.slice(0, 0)
+        if self.commits % FAILED_EVERY == 0:
+            failed = self.failed_template.set_column(
+                0, schema.FAILED_EVENTS.field(0), pa.array([f"f{s}"])
+            ).set_column(2, schema.FAILED_EVENTS.field(2), times.slice(0, 1).cast(schema.TIMESTAMP))
+        self.commits += 1
+        return events, failed
+
+
+@dataclass
+class JobRow:
+    path: str
+    how: str
+    queries: float
+    load_jobs: float
+    bytes_billed: float
+    per_day: float  # dollars a day at this traffic
+
+    def cells(self) -> list[str]:
+        from headwater.store import costs
+
+        dollars = self.bytes_billed / costs.TIB * costs.USD_PER_TIB
+        return [
+            self.path,
+            self.how,
+            f"{self.queries:,.1f}",
+            f"{self.load_jobs:,.1f}",
+            f"{self.bytes_billed / 1e9:,.1f}",
+            f"{dollars:,.2f}",
+            f"{self.per_day:,.2f}",
+        ]
+
+
+def _agree(counted: JobRow, model: JobRow) -> list[str]:
+    """What the count and the model disagree on, beyond the tolerance."""
+    wrong = []
+    for what in ("queries", "load_jobs", "bytes_billed"):
+        mine, theirs = getattr(counted, what), getattr(model, what)
+        if abs(mine - theirs) > MODEL_TOLERANCE * max(abs(theirs), 1e-9):
+            wrong.append(f"{counted.path} {what}: counted {mine:,.1f}, the model {theirs:,.1f}")
+    return wrong
+
+
+def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]], list[str]]:
+    """A stretch of traffic through the direct path (``BigQueryEngine.ingest`` once a
+    second) and through the offload (a DuckDB hot store offloaded by the hour), each on
+    its own recording client; jobs per million events, against ``costs``."""
+    from tests.bigquery_fake import FakeClient
+
+    from headwater.state import StateStore
+    from headwater.state.offload import Offloader
+    from headwater.store import costs
+    from headwater.store.bigquery import BigQueryEngine
+    from headwater.store.duckdb import DuckDBEngine
+    from headwater.store.engine import IngestBatch
+
+    hours = args.simulated_hours
+    end = START + hours * HOUR
+    folder = work / "bigquery"
+    folder.mkdir()
+    traffic = Traffic(args.traffic)
+    budget = 10**18  # the engine's own limit: not what is measured here
+    direct_fake = FakeClient()
+    direct_fake.answers = [
+        ("JOIN events", pa.table({"source": pa.array([], pa.string()),
+                                  "message_id": pa.array([], pa.string())}))
+    ]  # fmt: skip
+    direct = BigQueryEngine.open(None, "direct", None, budget, client=direct_fake)
+    direct_fake.calls.clear()  # the dataset and tables made: no job
+    hot = DuckDBEngine.open(folder / "hot.duckdb")
+    counted_direct = Tally()
+    cache: dict[str, int] = {}
+    events = failed_rows = commits = failed_commits = 0
+    step(
+        f"direct path: {args.traffic:g} events/s for {hours} simulated hour(s), one "
+        "BigQueryEngine.ingest a second ..."
+    )
+    t0 = time.perf_counter()
+    try:
+        for hour in range(hours):
+            hour_events, hour_failed = [], []
+            for s in range(hour * 3600, (hour + 1) * 3600):
+                second = traffic.second(s)
+                if second is None:
+                    continue
+                batch_events, batch_failed = second
+                direct.ingest(IngestBatch(batch_events, batch_failed))
+                commits += 1
+                failed_commits += bool(batch_failed.num_rows)
+                events += batch_events.num_rows
+                failed_rows += batch_failed.num_rows
+                hour_events.append(batch_events)
+                hour_failed.append(batch_failed)
+            tally(direct_fake, counted_direct, cache)
+            if hours > 1 and (hour + 1) % 6 == 0:
+                step(f"direct path: {hour + 1} of {hours} simulated hours")
+            # The same events, in the hot store the collectors would have written.
+            hot.append("events", pa.concat_tables(hour_events))
+            hot.append("failed_events", pa.concat_tables(hour_failed))
+        direct_seconds = time.perf_counter() - t0
+        step(f"direct path: {commits:,} commits in {direct_seconds:.1f} s")
+
+        offload_fake = FakeClient()
+        warehouse = BigQueryEngine.open(
+            None, "warehouse", None, budget, partition="HOUR", client=offload_fake
+        )
+        offload_fake.calls.clear()
+        meta = StateStore.in_folder(folder / "meta")
+        try:
+            offloader = Offloader(
+                hot,
+                warehouse,
+                meta.offloads,
+                meta.leases,
+                every=HOUR,
+                retain=7 * DAY,
+                floor=lambda: end,
+                clock=lambda: end + timedelta(minutes=5),
+                scratch=str(folder),
+            )
+            t0 = time.perf_counter()
+            offloader.run()
+            offload_seconds = time.perf_counter() - t0
+            tiling = _tiling(meta.offloads.spans(), START, end, events)
+        finally:
+            meta.close()
+        counted_offload = Tally()
+        tally(offload_fake, counted_offload, cache)
+        step(f"offload: {hours} hour(s) into BigQuery in {offload_seconds:.1f} s")
+    finally:
+        hot.close()
+        direct.close()
+
+    failures = []
+    if tiling:
+        failures.append(f"offload into BigQuery: the spans: {tiling}")
+    for name, tallied in (("offload", counted_offload), ("direct path", counted_direct)):
+        want = {"events": events, "failed_events": failed_rows}
+        if name == "direct path":
+            want.pop("events")  # merged from staging tables, not loaded into events
+        for table, rows in want.items():
+            if tallied.load_rows.get(table, 0) != rows:
+                failures.append(
+                    f"{name}: load jobs carried {tallied.load_rows.get(table, 0):,} rows into "
+                    f"{table}, not {rows:,}"
+                )
+
+    per_day = round(args.traffic * 86_400)
+    commits_per_day = min(per_day, 86_400)  # one collector, one commit a second at most
+    failed_per_day = -(-commits_per_day // FAILED_EVERY)
+    models = {
+        "direct path": costs.direct_path(per_day, commits_per_day, failed_per_day),
+        "offload": costs.offload(intervals_per_day=24),
+    }
+    scale = 1e6 / events
+    rows: list[JobRow] = []
+    for name, tallied in (("direct path", counted_direct), ("offload", counted_offload)):
+        counted = JobRow(
+            name,
+            "counted",
+            tallied.queries * scale,
+            tallied.load_jobs * scale,
+            tallied.bytes_billed * scale,
+            tallied.bytes_billed / costs.TIB * costs.USD_PER_TIB * 24 / hours,
+        )
+        model = models[name]
+        predicted = JobRow(
+            name,
+            "costs model",
+            model.queries * 1e6 / per_day,
+            model.load_jobs * 1e6 / per_day,
+            model.bytes_billed * 1e6 / per_day,
+            model.dollars,
+        )
+        rows += [counted, predicted]
+        failures += _agree(counted, predicted)
+
+    print("BigQuery jobs per million events, direct path vs offload (a recording stand-in):")
+    ingest_bench.print_table(
+        [r.cells() for r in rows],
+        ["path", "figures", "queries", "load jobs", "GB billed", "$ on-demand", "$ a day"],
+    )
+    print(f"  {args.traffic:g} events/s for {hours} simulated hour(s) ({events:,} events, "
+          f"{failed_rows:,} failed events), fixed clock.")  # fmt: skip
+    print("  BigQuery is tests/bigquery_fake.py's recording client, not BigQuery: it counts the")
+    print("  jobs the engine sends. queries: real ones (dry runs are free); GB billed: each")
+    print("  query's dry-run bytes, at least 10 MB per table it references (costs.")
+    print("  MIN_BYTES_PER_TABLE), per million events; $ a day: at this traffic.")
+    print(f"  direct path: one BigQueryEngine.ingest a second ({commits:,} commits, one")
+    print(f"  collector: costs.direct_path's commit rate), every {FAILED_EVERY}th with a failed")
+    print(f"  event ({failed_commits:,}). offload: the same rows appended to a DuckDB hot store,")
+    print("  Offloader.run() by the hour into BigQueryEngine(partition='HOUR').")
+    print(f"  costs model: costs.direct_path({per_day:,}, {commits_per_day:,}, "
+          f"{failed_per_day:,}) and costs.offload(24), per day at this traffic.")  # fmt: skip
+    disagree = [f for f in failures if "the model" in f]
+    print(
+        f"  counted vs the model (within {MODEL_TOLERANCE:.0%}): "
+        + ("DISAGREE: " + "; ".join(disagree) if disagree else "agree")
+    )
+    print(
+        f"  wall time here: direct path {direct_seconds:.1f} s, offload {offload_seconds:.1f} s\n"
+    )
+    direct_row, offload_row = rows[0], rows[2]
+    summary = [
+        [
+            "BigQuery jobs per M events, offload",
+            f"{offload_row.queries + offload_row.load_jobs:,.1f}",
+            "",
+            "",
+            f"direct path {direct_row.queries + direct_row.load_jobs:,.0f}; $ a day "
+            f"{offload_row.per_day:,.2f} vs {direct_row.per_day:,.2f} at {args.traffic:g}/s",
+        ],
+        [
+            "BigQuery jobs: counted = costs model",
+            "agree" if not disagree else "DISAGREE",
+            f"within {MODEL_TOLERANCE:.0%}",
+            verdict_of(not disagree),
+            "queries, load jobs, bytes billed",
+        ],
+    ]
+    return summary, failures
+
+
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -1107,6 +1762,13 @@ def conditions(args: argparse.Namespace, pg_url: str | None) -> list[tuple[str, 
             f"{args.events:,} events, {arrival(args)}; example pipelines, "
             "BigQuery SQL; Workspace in this process",
         ),
+        (
+            "offload",
+            f"{args.offload_events:,} events over 24 h of arrival, PostgreSQL -> DuckDB "
+            "and Spark warehouses, hourly; BigQuery: a recording stand-in "
+            f"(tests/bigquery_fake.py), {args.traffic:g} events/s over "
+            f"{args.simulated_hours} simulated hours",
+        ),
     ]
 
 
@@ -1128,10 +1790,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ingest", action="store_true")
     parser.add_argument("--skip-pipelines", action="store_true")
     parser.add_argument("--skip-spark", action="store_true")
+    parser.add_argument("--skip-offload", action="store_true")
+    parser.add_argument(
+        "--offload-events",
+        type=int,
+        default=1_000_000,
+        help="events over 24 h offloaded out of PostgreSQL (1,000,000)",
+    )
+    parser.add_argument(
+        "--traffic", type=float, default=50, help="events/s for the BigQuery job counts (50)"
+    )
+    parser.add_argument(
+        "--simulated-hours", type=int, default=24, help="simulated hours of that traffic (24)"
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 20,000 events in the last 4 hours of 1 day, 1 s phases and warm-ups",
+        help="smoke run: 20,000 events in the last 4 hours of 1 day, 1 s phases and warm-ups; "
+        "20,000 events offloaded, 1 simulated hour of BigQuery traffic",
     )
     args = parser.parse_args(argv)
     if args.quick:
@@ -1140,12 +1816,19 @@ def main(argv: list[str] | None = None) -> int:
         # Arrivals in its last 4 hours only: Spark takes a second or two per hourly interval.
         args.events, args.days, args.hours = min(args.events, 20_000), 1, 4
         args.seconds, args.warmup = 1, 1
+        args.offload_events = min(args.offload_events, 20_000)
+        # An hour of simulated commits (3,600 ingest calls on the stand-in) takes ~20 s.
+        args.simulated_hours = min(args.simulated_hours, 1)
     if args.hours is None:
         args.hours = 24 * args.days
     if not 2 <= args.hours <= 24 * args.days:
         parser.error(
             "--hours must be from 2 (a backfilled hour and the held-back one) to 24 x --days"
         )
+    if args.traffic < 1:
+        parser.error("--traffic must be at least 1 event/s (every simulated hour then has rows)")
+    if args.simulated_hours < 1 or args.offload_events < 24:
+        parser.error("--simulated-hours must be at least 1 and --offload-events at least 24")
     if args.generator != "python" and shutil.which("wrk") is None:
         print("wrk is not installed (apt-get install -y wrk); using Python load generators.\n")
         args.generator = "python"
@@ -1153,7 +1836,10 @@ def main(argv: list[str] | None = None) -> int:
         args.generator = "wrk"
 
     signal.signal(signal.SIGALRM, ingest_bench._timeout)
-    signal.alarm(int(4 * args.seconds + 120 + 4 * args.budget + args.events / 10_000 + 600))
+    offload = args.offload_events / 5_000 + args.traffic * args.simulated_hours * 3_600 / 20_000
+    signal.alarm(
+        int(4 * args.seconds + 120 + 4 * args.budget + args.events / 10_000 + 600 + offload)
+    )
     # A SIGTERM unwinds like the alarm: collectors, PostgreSQL and Spark stopped, folder removed.
     signal.signal(signal.SIGTERM, ingest_bench._terminated)
 
@@ -1177,6 +1863,10 @@ def main(argv: list[str] | None = None) -> int:
             runs, problems = part_pipelines(server, args, work)
             failures += problems
             summary += print_pipelines(runs, problems)
+        if not args.skip_offload:
+            rows, problems = part_offload(server, args, work)
+            failures += problems
+            summary += rows
     if args.quick:
         print(f"{ingest_bench.QUICK_NOTE}\n")
     print("Summary against the targets:")
@@ -1184,7 +1874,10 @@ def main(argv: list[str] | None = None) -> int:
     if failures:
         print("\nVERIFICATION FAILED:\n  " + "\n  ".join(failures))
         return 1
-    print("\nVerified: every acknowledged event stored once; every engine's outputs agree.")
+    print(
+        "\nVerified: every acknowledged event stored once; every engine's outputs agree; "
+        "every offloaded event in its warehouse once, the BigQuery counts as modelled."
+    )
     return 0
 
 

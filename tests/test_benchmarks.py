@@ -60,6 +60,14 @@ TABLES: dict[str, tuple[Table, ...]] = {
             "Pipelines, side by side",
             ("engine", "load", "backfill hourly", "backfill daily", "pass all", "pass ratio"),
         ),
+        Table(
+            "Offload rate: PostgreSQL hot store -> warehouse",
+            ("run", "events", "seconds", "events/s", "time ratio", "warehouse loads s", "check"),
+        ),
+        Table(
+            "BigQuery jobs per million events, direct path vs offload",
+            ("path", "figures", "queries", "load jobs", "GB billed", "$ a day"),
+        ),
         _SUMMARY,
     ),
     "ingest.py": (
