@@ -208,8 +208,13 @@ class Offloader:
         return EPOCH + (moment - EPOCH) // self.every * self.every
 
     def _spans(self, limit: datetime) -> list[tuple[Interval, bool]]:
-        """The spans to do below ``limit``, each with whether it is known to be empty: a
-        stretch with no arrivals is one span, each interval with arrivals its own."""
+        """The spans to do below ``limit``, each with whether it is known to be empty: each
+        interval with arrivals is its own span, a stretch without any is one.
+
+        Whether an interval has arrivals is asked of that interval alone (an indexed
+        range); only an empty one leads to a search for the next arrival, so a backlog of
+        busy intervals is never searched end to end once per interval.
+        """
         mark = self.progress()
         if mark is None:
             first = self._first_arrival(EPOCH, limit)
@@ -217,14 +222,15 @@ class Offloader:
             mark = self._truncated(first) if first is not None else limit - self.every
         spans = []
         while mark < limit:
-            first = self._first_arrival(mark, limit)
+            end = mark + self.every
+            if self._first_arrival(mark, end) is not None:
+                spans.append((Interval(mark, end), False))
+                mark = end
+                continue
+            first = self._first_arrival(end, limit)
             start = self._truncated(first) if first is not None else limit
-            if start > mark:
-                spans.append((Interval(mark, start), True))
-            if first is None:
-                break
-            spans.append((Interval(start, start + self.every), False))
-            mark = start + self.every
+            spans.append((Interval(mark, start), True))
+            mark = start
         return spans
 
     def _first_arrival(self, start: datetime, end: datetime) -> datetime | None:

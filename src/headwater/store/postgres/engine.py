@@ -98,13 +98,16 @@ class PostgresEngine:
         with self._connection() as con:
             # Every process opens the store; once the tables exist, opening takes no lock
             # (CREATE INDEX IF NOT EXISTS would lock events against the collectors' commits).
-            # The last object each version adds: a store made by an older version still
-            # gets what is new (the fencing tokens' table) without taking the lock again.
+            # The last objects each version adds: a store made by an older version still
+            # gets what is new (the fencing tokens' table, the index of failed events by
+            # arrival) without taking the lock again.
             found = con.execute(
-                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL",
+                "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
+                "AND to_regclass(%s) IS NOT NULL",
                 [
                     sql.Identifier(self.schema, "message_ids_received").as_string(con),
                     sql.Identifier(self.schema, schema.FENCES).as_string(con),
+                    sql.Identifier(self.schema, "failed_events_received_at").as_string(con),
                 ],
             ).fetchone()
             if found is not None and found[0]:
@@ -157,6 +160,13 @@ class PostgresEngine:
                 sql.SQL(
                     "CREATE INDEX IF NOT EXISTS message_ids_received ON {} (received_at)"
                 ).format(self._table("message_ids"))
+            )
+            # An offload reads failed events by interval of arrival, as it reads events.
+            con.execute(
+                sql.SQL(
+                    "CREATE INDEX IF NOT EXISTS failed_events_received_at ON {} "
+                    "USING brin (received_at) WITH (autosummarize = on)"
+                ).format(self._table("failed_events"))
             )
 
     @contextmanager
