@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -313,6 +314,58 @@ def test_open_creates_the_dataset_and_partitioned_clustered_event_tables(fake: F
     modes = {f.name: f.mode for f in tables[f"{FULL_DATASET}.events"].obj.schema}
     assert modes["message_id"] == modes["received_at"] == "REQUIRED"
     assert modes["event"] == modes["properties"] == "NULLABLE"
+
+
+class _Existing(FakeClient):
+    """A dataset whose event tables exist already, partitioned as ``partitioning`` says:
+    ``create_table(exists_ok=True)`` answers the table that is there, as BigQuery does."""
+
+    def __init__(self, partitioning: bigquery.TimePartitioning | None) -> None:
+        super().__init__()
+        self.partitioning = partitioning
+
+    def create_table(self, table: Any, exists_ok: bool = False, **_: Any) -> Any:
+        super().create_table(table, exists_ok=exists_ok)
+        if table.table_id in ("events", "failed_events"):
+            existing = bigquery.Table(f"{table.project}.{table.dataset_id}.{table.table_id}")
+            existing.time_partitioning = self.partitioning
+            return existing
+        return table
+
+
+@pytest.mark.parametrize(
+    ("partitioning", "problem", "fix"),
+    [
+        (
+            bigquery.TimePartitioning(type_="DAY", field="received_at"),
+            "is partitioned by day of received_at",
+            'set [warehouse] offload_interval = "1d" to load it as it is',
+        ),
+        (
+            bigquery.TimePartitioning(type_="MONTH", field="received_at"),
+            "is partitioned by month of received_at",
+            "copy it into a table partitioned by hour of received_at",
+        ),
+        (
+            bigquery.TimePartitioning(type_="HOUR", field="timestamp"),
+            "is partitioned by hour of timestamp",
+            "copy it into a table partitioned by hour of received_at",
+        ),
+        (None, "is not partitioned", "copy it into a table partitioned by hour of received_at"),
+    ],
+)
+def test_an_event_table_partitioned_otherwise_is_refused_with_the_fix(
+    partitioning: bigquery.TimePartitioning | None, problem: str, fix: str
+) -> None:
+    """A warehouse offloaded by the hour loads one hourly partition per job: an existing
+    table partitioned by another unit or column would take the loads wrongly."""
+    with pytest.raises(ConfigError) as caught:
+        BigQueryEngine.open(
+            None, DATASET, None, BUDGET, partition="HOUR", client=_Existing(partitioning)
+        )
+    assert f"{FULL_DATASET}.events {problem}" in caught.value.message
+    assert caught.value.hint is not None
+    assert caught.value.hint.startswith(fix)
 
 
 def test_bq_schema_maps_every_arrow_type() -> None:

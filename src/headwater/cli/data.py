@@ -44,7 +44,7 @@ def query(
             client.close()
     else:
         if has_warehouse(project):
-            engine = warehouse_for(project)
+            engine = warehouse_for(project, read_only=True)
         else:
             engine = engine_for(project, read_only=True)
         try:

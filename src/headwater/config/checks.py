@@ -14,7 +14,7 @@ from headwater.core.errors import ConfigError
 from headwater.core.names import check_name
 from headwater.core.secrets import is_environment_reference, stored_form
 from headwater.deliver.settings import PostgresSink, Sink, WebhookSink
-from headwater.store.settings import StoreSettings, WarehouseSettings
+from headwater.store.settings import EngineSettings, StoreSettings, WarehouseSettings
 
 
 def check(settings: ProjectFile, path: str) -> None:
@@ -66,7 +66,7 @@ def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint
         )
 
 
-def _check_store(store: StoreSettings, where: str, path: str) -> None:
+def _check_store(store: EngineSettings, where: str, path: str) -> None:
     if store.engine == "postgres":
         if not store.url:
             raise ConfigError(
@@ -100,10 +100,10 @@ def _check_warehouse(
             f'[{prefix}warehouse] engine = "{warehouse.engine}"',
         )
     every = parse_duration(warehouse.offload_interval)
-    if every <= timedelta(0) or timedelta(days=1) % every:
+    if every < timedelta(seconds=1) or timedelta(days=1) % every:
         raise ConfigError(
             f"[{prefix}warehouse] offload_interval = {warehouse.offload_interval!r} does not "
-            "divide a day",
+            "divide a day into intervals of a second or more",
             path=path,
             hint='e.g. "1h" (the default), "15m" or "1d"',
         )

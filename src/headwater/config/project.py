@@ -20,7 +20,7 @@ from headwater.config.file import FILENAME, ProjectFile
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import KeyHash
 from headwater.deliver.settings import FilesSink, Sink
-from headwater.store.settings import StoreSettings
+from headwater.store.settings import EngineSettings
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ class Project:
         return self.root / self.settings.pipelines.folder
 
     @property
-    def pipelines_store(self) -> StoreSettings:
+    def pipelines_store(self) -> EngineSettings:
         """Where pipelines run: the warehouse, when one is declared apart from the store;
         else the store itself."""
         warehouse = self.settings.warehouse

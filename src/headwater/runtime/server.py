@@ -89,10 +89,14 @@ def refuse_collectors(project: Project) -> None:
         return
     env = project.environment
     table = f"environments.{env}." if env else ""
+    why = {
+        "bigquery": "every commit would be a load job and two billed queries, one merge at a time",
+        "spark": "one process writes it, holding the dedupe keys in its memory, so collectors "
+        "cannot scale out",
+    }.get(store.engine, "it takes loads, not a commit per request")
     raise ConfigError(
         f"collectors cannot write a {store.engine} store ([{table}store] engine = "
-        f'"{store.engine}"): every commit would bill a load job and queries on the '
-        "warehouse, one writer at a time",
+        f'"{store.engine}"): {why}',
         hint=(
             f"write events to a hot store, offloaded into {store.engine} every hour:\n"
             f"  [{table}store]\n"
@@ -130,8 +134,9 @@ def serve(
     engine = engine_for(project)
     warehouse = None
     try:
-        # A collector alone never opens the warehouse (a Spark session, a BigQuery client).
-        if has_warehouse(project) and roles - {"collect"}:
+        # A collector alone never opens the warehouse (a Spark session, a BigQuery client),
+        # unless it owns the store: then every other command comes to it.
+        if has_warehouse(project) and (roles - {"collect"} or not engine.shared):
             warehouse = warehouse_for(project)
         runtime = Runtime(project, engine, roles, warehouse=warehouse)
     except BaseException:

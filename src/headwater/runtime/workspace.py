@@ -70,15 +70,22 @@ def has_warehouse(project: Project) -> bool:
     return project.pipelines_store is not project.settings.store
 
 
-def warehouse_for(project: Project) -> Engine:
-    """The warehouse of ``project``'s environment (see :func:`has_warehouse`)."""
+def warehouse_for(project: Project, *, read_only: bool = False) -> Engine:
+    """The warehouse of ``project``'s environment (see :func:`has_warehouse`); ``read_only``
+    applies to an embedded file."""
     warehouse = project.settings.warehouse
     assert warehouse is not None
     private_folder(project.data_dir)
     window = parse_duration(project.settings.collector.dedupe_window)
     hourly = parse_duration(warehouse.offload_interval) == timedelta(hours=1)
     partition: Literal["HOUR", "DAY"] = "HOUR" if hourly else "DAY"
-    return open_engine(warehouse, project.data_dir, dedupe_window=window, partition=partition)
+    return open_engine(
+        warehouse,
+        project.data_dir,
+        dedupe_window=window,
+        read_only=read_only,
+        partition=partition,
+    )
 
 
 def state_for(project: Project) -> StateStore:

@@ -39,8 +39,8 @@ import sqlalchemy as sa
 from headwater.core.clock import EPOCH, utc_now
 from headwater.core.logs import fields
 from headwater.core.types import Interval
-from headwater.state.errors import LeaseHeld
-from headwater.state.leases import Lease, Leases
+from headwater.state.errors import LeaseHeld, LeaseLost
+from headwater.state.leases import Holder, Lease, Leases, still_held
 from headwater.state.tables import offloads, record
 from headwater.store.engine import Engine
 from headwater.store.transfer import TABLES, arrivals, first_arrival
@@ -54,6 +54,9 @@ LEASE = "offload:warehouse"
 SLICES = 12
 #: Rows deleted per statement by retention.
 RETENTION_BATCH = 10_000
+#: Kept back from this host's clock: with no live collector the floor is now, and another
+#: host's clock, a little behind, may stamp an event just before it.
+CLOCK_MARGIN = timedelta(seconds=2)
 #: How often a process with nothing new to offload runs retention again.
 _RETAIN_EVERY = timedelta(minutes=1)
 
@@ -92,10 +95,13 @@ class OffloadLog:
             value = db.execute(sa.select(sa.func.max(offloads.c.interval_end))).scalar()
         return value if isinstance(value, datetime) else None
 
-    def record(self, span: Offloaded, done_at: datetime) -> None:
-        """Record ``span``; a span recorded already (by an offloader that stalled past its
-        lease, say) is left as it is: its rows were the same."""
+    def record(self, span: Offloaded, done_at: datetime, holder: Holder) -> None:
+        """Record ``span`` while ``holder`` still holds the offload's lease (else
+        :class:`LeaseLost`); a span recorded already is left as it is: its rows were the
+        same."""
         with self.engine.begin() as db:
+            if not still_held(db, holder):
+                raise LeaseLost(holder.name, holder.token)
             found = db.execute(
                 sa.select(offloads.c.interval_start).where(
                     offloads.c.interval_start == span.interval.start
@@ -178,9 +184,9 @@ class Offloader:
         """Offload every whole interval below the floor, then delete what retention allows.
         Another process offloading now is left to it (nothing is done here); a pass in the
         same interval as this process's last one, within a minute of its retention, asks
-        nothing of either store (the server's scheduler calls this every tick)."""
+        only for the collectors' floor (the server's scheduler calls this every tick)."""
         now = self.clock()
-        limit = self._truncated(min(self.floor(), now))
+        limit = self._truncated(min(self.floor(), now - CLOCK_MARGIN))
         if (
             self._reached == limit
             and self._retained_at is not None
@@ -194,7 +200,7 @@ class Offloader:
                     if should_stop():
                         break
                     lease.check()
-                    done.append(self._offload(span, empty))
+                    done.append(self._offload(span, empty, lease))
                 deleted = self._retain(should_stop)
                 progress = self.progress()
                 if progress is not None and progress >= limit:
@@ -222,7 +228,10 @@ class Offloader:
             mark = self._truncated(first) if first is not None else limit - self.every
         spans = []
         while mark < limit:
-            end = mark + self.every
+            # The next boundary: after ``offload_interval`` changed, the progress may lie
+            # inside an interval, and the first span ends at its end (the hot store still
+            # holds those rows); the spans after it are whole intervals again.
+            end = self._truncated(mark) + self.every
             if self._first_arrival(mark, end) is not None:
                 spans.append((Interval(mark, end), False))
                 mark = end
@@ -237,7 +246,7 @@ class Offloader:
         found = [first_arrival(self.hot, table, start, end) for table in TABLES]
         return min((f for f in found if f is not None), default=None)
 
-    def _offload(self, interval: Interval, empty: bool) -> Offloaded:
+    def _offload(self, interval: Interval, empty: bool, lease: Lease) -> Offloaded:
         counts = dict.fromkeys(TABLES, 0)
         loaded = 0
         with tempfile.TemporaryDirectory(prefix="headwater-offload-", dir=self.scratch) as tmp:
@@ -248,9 +257,11 @@ class Offloader:
                     # An interval with no rows of a table loads nothing: every attempt at
                     # it read none, so there is nothing an earlier attempt could have put.
                     loaded += os.path.getsize(path)
-                    self.warehouse.load_arrivals(table, interval, path)
+                    # Fenced: a holder that stalled past its lease cannot load after the
+                    # one that took over (a delete and an insert could interleave).
+                    self.warehouse.load_arrivals(table, interval, path, lease.fence)
         span = Offloaded(interval, counts["events"], counts["failed_events"], loaded)
-        self.log.record(span, self.clock())
+        self.log.record(span, self.clock(), lease.holder)
         log.info(
             "offloaded %s: %d events, %d failed events",
             interval,

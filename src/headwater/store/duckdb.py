@@ -285,8 +285,11 @@ class DuckDBEngine:
             )
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
 
-    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+    def load_arrivals(
+        self, table: str, interval: Interval, path: str, fence: Fence | None = None
+    ) -> None:
         with self._cursor() as cur, self._transaction(cur):
+            self._fence(cur, fence)
             cur.execute(
                 f"DELETE FROM {quote(table)} WHERE received_at >= ? AND received_at < ?",
                 [interval.start, interval.end],

@@ -194,11 +194,15 @@ class Engine(Protocol):
         """Insert ``data``, replacing rows with the same ``key``, in one transaction."""
         ...
 
-    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+    def load_arrivals(
+        self, table: str, interval: Interval, path: str, fence: Fence | None = None
+    ) -> None:
         """Replace the rows of the event table ``table`` that arrived in ``interval`` with
         the rows of the Parquet file ``path`` (a local file of ``table``'s columns, every
         row inside ``interval``), as one load: loading it again leaves the same rows, never
-        twice. How a warehouse takes an offload from the hot store."""
+        twice. How a warehouse takes an offload from the hot store. With a ``fence``, a
+        load made of a delete and an insert is refused when a larger token was accepted;
+        one that replaces its interval whole (a load job, a file) needs none."""
         ...
 
     def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:

@@ -10,11 +10,11 @@ from typing import Literal
 from headwater.core.extras import load
 from headwater.core.secrets import environment_value
 from headwater.store.engine import Engine
-from headwater.store.settings import StoreSettings
+from headwater.store.settings import EngineSettings
 
 
 def open_engine(
-    settings: StoreSettings,
+    settings: EngineSettings,
     data_dir: Path,
     *,
     dedupe_window: timedelta,

@@ -1,4 +1,5 @@
-"""Settings of the event store: the ``[store]`` table of ``headwater.toml``."""
+"""Settings of the event store and the warehouse: the ``[store]`` and ``[warehouse]`` tables
+of ``headwater.toml``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Literal
 import msgspec
 
 
-class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """Which engine keeps ``events``, ``failed_events`` and the pipelines' tables, and where."""
+class EngineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Which engine keeps ``events``, ``failed_events`` and the pipelines' tables, and where:
+    the keys ``[store]`` and ``[warehouse]`` share."""
 
     engine: Literal["duckdb", "postgres", "spark", "bigquery"] = "duckdb"
     """``duckdb`` (embedded, one process), ``postgres`` (shared by several processes),
@@ -51,11 +53,7 @@ class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
     max_bytes_billed: int = 10 * 1024**3
     """BigQuery: every query is dry-run first and refused when it would bill more bytes."""
 
-    retain: str = "7d"
-    """A hot store offloaded into a warehouse: how long offloaded events stay here (at least
-    the dedupe window). Events not yet offloaded are never deleted."""
-
-    def same_place(self, other: StoreSettings) -> bool:
+    def same_place(self, other: EngineSettings) -> bool:
         """Whether ``other`` names the same tables (a warehouse declared as the store
         itself)."""
         where = {
@@ -75,7 +73,16 @@ class StoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, fr
         return self.engine in ("duckdb", "postgres")
 
 
-class WarehouseSettings(StoreSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+class StoreSettings(EngineSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``[store]`` table: where collectors write (and pipelines run, without a
+    warehouse)."""
+
+    retain: str = "7d"
+    """With a warehouse: how long offloaded events stay in this store (at least the dedupe
+    window). Events not yet offloaded are never deleted."""
+
+
+class WarehouseSettings(EngineSettings, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """Where pipelines run and events are kept, fed from the hot store by offloads: the
     ``[warehouse]`` table (or ``[environments.NAME.warehouse]``). The same keys as
     ``[store]`` for its engine, and how much arrival time one offload moves."""

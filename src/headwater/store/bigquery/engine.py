@@ -128,18 +128,32 @@ class BigQueryEngine:
             if name == "events":
                 table.clustering_fields = ["source", "event"]
             made = self.client.create_table(table, exists_ok=True)
-            found = getattr(made.time_partitioning, "type_", None)
-            if found is not None and found != self.partition:
-                raise ConfigError(
-                    f"{self.dataset}.{name} is partitioned by {found.lower()} of "
-                    f"received_at; offloads of one {self.partition.lower()} each load one "
-                    "partition",
-                    hint=f'set offload_interval = "1{found[0].lower()}" in [warehouse], or '
-                    f"copy the table to one partitioned by {self.partition.lower()}",
-                )
+            self._check_partitioning(name, made.time_partitioning)
         fences = [bq.SchemaField("name", "STRING", "REQUIRED"), bq.SchemaField("token", "INT64")]
         self.client.create_table(
             bq.Table(f"{self.dataset}.{schema.FENCES}", fences), exists_ok=True
+        )
+
+    def _check_partitioning(self, name: str, found: Any) -> None:
+        """An existing event table must be partitioned as this engine loads it: by
+        ``received_at``, in partitions of ``self.partition``."""
+        unit = getattr(found, "type_", None)
+        field = getattr(found, "field", None)
+        if unit == self.partition and field == "received_at":
+            return
+        what = (
+            f"partitioned by {unit.lower()} of {field or 'ingestion time'}"
+            if unit
+            else "not partitioned"
+        )
+        fix = {"HOUR": '"1h"', "DAY": '"1d"'}.get(unit or "") if field == "received_at" else None
+        hint = f"copy it into a table partitioned by {self.partition.lower()} of received_at"
+        if fix is not None:
+            hint = f"set [warehouse] offload_interval = {fix} to load it as it is, or {hint}"
+        raise ConfigError(
+            f"{self.dataset}.{name} is {what}; Headwater loads and reads it in partitions of "
+            f"one {self.partition.lower()} of received_at",
+            hint=hint,
         )
 
     # -- jobs -----------------------------------------------------------------
@@ -371,9 +385,13 @@ class BigQueryEngine:
         finally:
             self._drop(stage)
 
-    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+    def load_arrivals(
+        self, table: str, interval: Interval, path: str, fence: Fence | None = None
+    ) -> None:
         """One load job that truncates the interval's partition (``events$2026120413``):
-        free, atomic, and a repeat replaces rather than adds. No query is billed."""
+        free, atomic, and a repeat replaces rather than adds. No query is billed: the fence
+        is not checked (that would be a query), and need not be, since a stalled holder's
+        load replaces the partition with the same rows."""
         suffix = _PARTITION_FORMATS[self.partition]
         unit = timedelta(hours=1) if self.partition == "HOUR" else timedelta(days=1)
         if interval.end - interval.start != unit or interval.start != _truncated(

@@ -310,10 +310,12 @@ class PostgresEngine:
             )
             copy_in(con, self._table(table), data)
 
-    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
+    def load_arrivals(
+        self, table: str, interval: Interval, path: str, fence: Fence | None = None
+    ) -> None:
         """``DELETE`` the interval and ``COPY`` the file in, batch by batch, in one
-        transaction."""
-        with self._writing() as con:
+        transaction, fenced first."""
+        with self._writing(fence) as con:
             con.execute(
                 sql.SQL("DELETE FROM {} WHERE received_at >= %s AND received_at < %s").format(
                     self._table(table)

@@ -320,8 +320,12 @@ class SparkEngine:
                 partitioned = [*columns.fields, StructField(INTERVAL, StringType())]
                 self._write_schema(f"{self._root}/{table}", StructType(partitioned))
 
-    def load_arrivals(self, table: str, interval: Interval, path: str) -> None:
-        """The interval's file in its day's folder, written by pyarrow (no Spark job)."""
+    def load_arrivals(
+        self, table: str, interval: Interval, path: str, fence: Fence | None = None
+    ) -> None:
+        """The interval's file in its day's folder, written by pyarrow (no Spark job). One
+        file replaced whole: a stalled holder's load puts back the same rows, so the fence
+        is not needed."""
         if table not in EVENT_TABLES:
             raise QueryError(f"{table} is not an event table")
         try:
