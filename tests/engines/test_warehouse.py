@@ -57,6 +57,8 @@ DAY = timedelta(days=1)
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 #: The clock of every workspace: every event below has arrived hours before.
 NOW = T0 + DAY + 8 * HOUR
+#: The clock of a workspace that offloads: the offload keeps a margin back from its clock.
+CLOCK = NOW + offload_module.CLOCK_MARGIN
 HOT_SCHEMA = "hw_prod"
 URL_VARIABLE = "HW_TEST_PROD_URL"
 
@@ -268,7 +270,9 @@ def test_pipelines_on_an_offloaded_warehouse_equal_those_on_duckdb(
     floor = Floor(held)
     try:
         ingest(hot, sample_events(), sample_failed())
-        workspace = Workspace(project, warehouse, state, store=hot, floor=floor, clock=lambda: NOW)
+        workspace = Workspace(
+            project, warehouse, state, store=hot, floor=floor, clock=lambda: CLOCK
+        )
 
         first = operations.call(workspace, "due", {})
         assert not first["broken"]
@@ -359,7 +363,9 @@ def test_retention_deletes_only_offloaded_rows_in_batches_and_keeps_the_dedupe_k
     floor = Floor(T0 + DAY + timedelta(minutes=30))
     try:
         assert ingest(hot, events, failed) == [True] * 60
-        workspace = Workspace(project, warehouse, state, store=hot, floor=floor, clock=lambda: NOW)
+        workspace = Workspace(
+            project, warehouse, state, store=hot, floor=floor, clock=lambda: CLOCK
+        )
         result = workspace.offload()
         assert result is not None
         assert result.progress == T0 + DAY
@@ -615,7 +621,7 @@ def test_live_offload_and_example_pipelines_on_bigquery(
     try:
         ingest(hot, sample_events(), sample_failed())
         workspace = Workspace(
-            project, warehouse, state, store=hot, floor=lambda: NOW, clock=lambda: NOW
+            project, warehouse, state, store=hot, floor=lambda: NOW, clock=lambda: CLOCK
         )
         answer = operations.call(workspace, "due", {})
         assert not answer["broken"]
