@@ -33,7 +33,7 @@ from headwater.runtime.workspace import Workspace, state_for
 from headwater.serve.app import api_app
 from headwater.serve.auth import ConsumerRing
 from headwater.serve.catalog import DatasetCatalog, Served
-from headwater.store.engine import FLOOR_STALE_SECONDS, Engine
+from headwater.store.engine import Engine, collectors_floor
 from headwater.store.postgres.reader import PostgresReader
 
 log = logging.getLogger(__name__)
@@ -143,11 +143,7 @@ class Runtime:
         """Events received before this time are committed: this process's collector, and on a
         shared store every live collector's."""
         floor = self.ingest.arrival_floor() if "collect" in self.roles else now_us()
-        if self.engine.floors is not None:
-            lowest = self.engine.floors.lowest(FLOOR_STALE_SECONDS)
-            if lowest is not None:
-                floor = min(floor, lowest)
-        return from_us(floor)
+        return collectors_floor(self.engine, from_us(floor))
 
     async def publish_floor(self) -> None:
         """On a shared store, tell other processes this collector's floor every second."""
