@@ -524,3 +524,20 @@ def test_a_date_column_keeps_dates(store: SparkEngine) -> None:
     table = pa.table({"day": pa.array([date(2026, 3, 1)], pa.date32()), "n": [1]})
     store.replace_interval("by_date", "day", Interval(T0, T0 + DAY), table)
     assert store.query("SELECT * FROM by_date").to_pylist() == [{"day": date(2026, 3, 1), "n": 1}]
+
+
+def test_a_file_gone_is_found_in_the_cause_of_a_wrapped_error() -> None:
+    """A scan in a subquery or broadcast fails as "Exception thrown in awaitResult:", the
+    missing file named only in its cause: the query is still run again on fresh views."""
+    from pyspark.errors import PySparkException
+
+    from headwater.store.spark.engine import _vanished
+
+    gone = PySparkException("[FAILED_READ_FILE.FILE_NOT_EXIST] Encountered error while reading")
+    wrapped = PySparkException("Exception thrown in awaitResult:")
+    wrapped._cause = gone  # how PySpark keeps the JVM error's cause
+    assert _vanished(wrapped)
+    chained = PySparkException("Exception thrown in awaitResult:")
+    chained.__cause__ = gone
+    assert _vanished(chained)
+    assert not _vanished(PySparkException("Exception thrown in awaitResult: division by zero"))

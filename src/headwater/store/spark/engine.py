@@ -66,6 +66,24 @@ _VANISHED = ("FileNotFoundException", "FILE_NOT_EXIST", "PATH_NOT_FOUND")
 _T = TypeVar("_T")
 
 
+def _vanished(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error that caused it, says a file the query had listed is gone.
+
+    Spark wraps the executor's error when the file is read in a subquery or a broadcast
+    ("Exception thrown in awaitResult:"), and PySpark's error shows only its own message
+    unless JVM stack traces are on: the cause is where the missing file is named.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if any(marker in str(seen) for marker in _VANISHED):
+            return True
+        # PySpark keeps the JVM error's cause, converted, in ``_cause``.
+        seen = getattr(seen, "_cause", None) or seen.__cause__
+    return False
+
+
 class SparkEngine:
     """:class:`~headwater.store.engine.Engine` over a warehouse of Parquet folders."""
 
@@ -204,7 +222,7 @@ class SparkEngine:
             except PythonException:
                 raise  # a Python function of the pipeline failed: its error, not the engine's
             except (PySparkException, Py4JJavaError) as exc:
-                if attempt == _ATTEMPTS or not any(m in str(exc) for m in _VANISHED):
+                if attempt == _ATTEMPTS or not _vanished(exc):
                     raise QueryError(reason(exc)) from None
                 time.sleep(0.05 * 2**attempt)  # past the swap's two renames
             except Py4JNetworkError as exc:
