@@ -8,10 +8,12 @@ processes, client threads that fail over when one is SIGKILLed) is
 * two collectors under load, one SIGKILLed, offloaded by ``headwater --env prod
   run --due`` into a real Spark warehouse (Parquet files read here with pyarrow):
   every acknowledged event exactly once, the failed events, spans that tile time
-  and count the warehouse's rows, and nothing changed by a second run;
-* the same hot store offloaded in process into BigQuery through the recording
-  client: hourly partitions loaded with WRITE_TRUNCATE, no query billed, nothing
-  loaded twice;
+  and count the warehouse's rows, and nothing changed by a second run; then the
+  same hot store offloaded in process into BigQuery through the recording client
+  (BigQuery cannot run here): every acknowledged event once in the last load of its
+  hourly partition, no query billed;
+* events of several past hours offloaded into BigQuery through the recording client:
+  hourly partitions loaded with WRITE_TRUNCATE, no query billed, nothing loaded twice;
 * ``run --due`` SIGKILLed again and again in the middle of offloading two days of
   events into a PostgreSQL warehouse, then run to completion: no interval missing
   or loaded twice, and the dead process's lease does not hold up the next run.
@@ -41,11 +43,11 @@ import pytest
 from headwater.config.project import load_project
 from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
-from headwater.state.offload import LEASE
+from headwater.state.offload import LEASE, Offloader
 from headwater.store import schema
 from headwater.store.bigquery.engine import BigQueryEngine
 from headwater.store.engine import FLOOR_STALE_SECONDS
-from tests.bigquery_fake import FakeClient
+from tests.bigquery_fake import PROJECT, FakeClient
 from tests.conftest import wait_for
 from tests.engines.test_collectors_postgres import (
     HEADWATER,
@@ -325,6 +327,36 @@ def test_two_collectors_one_sigkilled_offloaded_into_spark(
     assert later[: len(spans)] == spans
     assert all(s[2] == s[3] == 0 for s in later[len(spans) :]), later[len(spans) :]
     assert_tiled(later)
+
+    # The same hot store offloaded into BigQuery through the recording client (hourly
+    # partitions; the collectors are gone, so every hour up to the next is whole): the last
+    # load of each partition holds every acknowledged event exactly once, with no query.
+    fake = FakeClient()
+    hot_engine = prod.engine()
+    state = StateStore.in_folder(tmp_path / "bigquery-metadata")
+    bq = BigQueryEngine.open(PROJECT, "headwater", None, 10**12, partition="HOUR", client=fake)
+    after = last_arrival.replace(minute=0, second=0, microsecond=0) + 2 * HOUR
+    try:
+        offloader = Offloader(
+            hot_engine, bq, state.offloads, state.leases, every=HOUR,
+            retain=timedelta(days=7), floor=lambda: after, clock=lambda: after,
+        )  # fmt: skip
+        offloader.run()
+    finally:
+        state.close()
+        hot_engine.close()
+    assert fake.real_queries == [], [q.sql for q in fake.real_queries]
+    last_load: dict[str, pa.Table] = {}
+    for call in fake.loads:
+        assert call.config.write_disposition == "WRITE_TRUNCATE"
+        last_load[call.destination] = call.table
+    loaded = Counter(
+        m for name, table in last_load.items() if ".events$" in name
+        for m in table["message_id"].to_pylist()
+    )  # fmt: skip
+    assert {m for m, n in loaded.items() if n > 1} == set()
+    assert ledger.acked <= set(loaded), f"{len(ledger.acked - set(loaded))} missing {where}"
+    assert sum(loaded.values()) == len(hot)
 
 
 # -- 2. into BigQuery through the recording client ---------------------------------------
