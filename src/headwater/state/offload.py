@@ -150,7 +150,6 @@ class Offloader:
         floor: Callable[[], datetime],
         clock: Callable[[], datetime] = utc_now,
         lease_ttl: timedelta = timedelta(seconds=60),
-        scratch: str | None = None,
     ) -> None:
         self.hot = hot
         self.warehouse = warehouse
@@ -161,8 +160,6 @@ class Offloader:
         self.floor = floor
         self.clock = clock
         self.lease_ttl = lease_ttl
-        #: Where the Parquet of an interval is written before it is loaded.
-        self.scratch = scratch
         #: The last pass here: the interval boundary it reached and when it ran retention.
         self._reached: datetime | None = None
         self._retained_at: datetime | None = None
@@ -249,7 +246,7 @@ class Offloader:
     def _offload(self, interval: Interval, empty: bool, lease: Lease) -> Offloaded:
         counts = dict.fromkeys(TABLES, 0)
         loaded = 0
-        with tempfile.TemporaryDirectory(prefix="headwater-offload-", dir=self.scratch) as tmp:
+        with tempfile.TemporaryDirectory(prefix="headwater-offload-") as tmp:
             for table in () if empty else TABLES:
                 path = os.path.join(tmp, f"{table}.parquet")
                 counts[table] = self._write(table, interval, path)
