@@ -25,8 +25,8 @@ def migrate(
     """Upgrade the metadata database (runs, leases, deliveries) to this version's schema.
 
     Environments migrate it as they open, except protected ones: there this is the way.
-    With a server running, the upgrade is made beside it (SQLite in WAL mode and
-    PostgreSQL take it while the server reads and writes).
+    With a server running, the upgrade is made beside it: SQLite in WAL mode and
+    PostgreSQL take it while the server reads and writes; restart the server after.
 
     Example: headwater --env prod migrate --sql
     """
@@ -53,8 +53,10 @@ def migrate(
         if server is not None:
             server.close()
             console.print(
-                "A server is running: it keeps its connections and finds the new tables "
-                "when it next uses them.",
+                "A server is running on this project: it opened the metadata database "
+                "behind, so it is an older version. The upgrade is made beside it (it waits "
+                "for the server's writes, up to 30 s); restart the server with this version "
+                "to use the new schema.",
                 highlight=False,
             )
         metadata.migrate()
