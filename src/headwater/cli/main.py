@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from headwater import __version__
-from headwater.cli import data, delivery, pipelines, serving, setup, usage
+from headwater.cli import data, delivery, migrate, pipelines, serving, setup, usage
 from headwater.cli.context import options
 from headwater.cli.output import console, print_error
 from headwater.core import logs
@@ -49,6 +49,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "replay", delivery.replay),
     (app, "export", data.export),
     (app, "import", data.import_),
+    (app, "migrate", migrate.migrate),
     (sources, "add", setup.sources_add),
     (sources, "list", setup.sources_list),
     (consumers, "add", setup.consumers_add),

@@ -53,6 +53,12 @@ class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     ``"${NAME}"``); default: beside the store (its PostgreSQL database, or SQLite in the data
     folder)."""
 
+    protected: bool = False
+    """Never migrate this environment's metadata database when a command opens it
+    (``protected = true``, for production): a database behind this version's schema, or a
+    new one, is refused until ``headwater --env NAME migrate`` upgrades it, after
+    ``--sql`` showed what it would run. Unprotected environments migrate as they open."""
+
     sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
     """This environment's own sinks, by name (``[environments.NAME.sinks.lake]``). A files
     sink's relative ``url`` is a folder in the environment's data folder

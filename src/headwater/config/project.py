@@ -49,6 +49,15 @@ class Project:
         return base / self.environment if self.environment else base
 
     @property
+    def protected(self) -> bool:
+        """Whether this environment is ``protected``: its metadata database is migrated
+        only by ``headwater migrate``, never as it opens."""
+        if self.environment is None or self.written is None:
+            return False
+        chosen = self.written.environments.get(self.environment)
+        return chosen is not None and chosen.protected
+
+    @property
     def pipelines_dir(self) -> Path:
         return self.root / self.settings.pipelines.folder
 

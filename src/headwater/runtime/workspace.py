@@ -35,6 +35,7 @@ from headwater.process.runner import RunResult
 from headwater.process.service import PipelineService, ProgressFn
 from headwater.process.status import PipelineStatus
 from headwater.state import StateStore
+from headwater.state.database import MetadataDatabase, SchemaBehind
 from headwater.state.offload import Offloader, OffloadResult
 from headwater.store.engine import Cost, Engine, collectors_floor
 from headwater.store.open import open_engine
@@ -90,15 +91,28 @@ def warehouse_for(project: Project, *, read_only: bool = False) -> Engine:
 
 def state_for(project: Project) -> StateStore:
     """The run state of ``project``'s environment: ``metadata_url`` when set, else beside the
-    store (SQLite in the data folder, or the PostgreSQL store's database)."""
+    store (SQLite in the data folder, or the PostgreSQL store's database).
+
+    Migrated as it opens, unless the environment is protected: then a database behind
+    this version's schema is refused (:class:`SchemaBehind`) until ``headwater migrate``."""
+    metadata = metadata_for(project)
+    try:
+        return metadata.open(migrate=not project.protected)
+    except SchemaBehind as exc:
+        raise SchemaBehind(exc.found, exc.needed, project.environment) from None
+
+
+def metadata_for(project: Project) -> MetadataDatabase:
+    """The metadata database of ``project``'s environment, not opened yet (see
+    :func:`state_for`)."""
     url = project.settings.pipelines.metadata_url
     if url:
-        return StateStore.open(environment_value(url, where="metadata_url"))
+        return MetadataDatabase.at_url(environment_value(url, where="metadata_url"))
     store = project.settings.store
     if store.engine == "postgres":
         conninfo = environment_value(store.url or "", where="[store] url")
-        return StateStore.beside_postgres(conninfo, f"{store.schema}_metadata")
-    return StateStore.in_folder(private_folder(project.data_dir))
+        return MetadataDatabase.beside_postgres(conninfo, f"{store.schema}_metadata")
+    return MetadataDatabase.in_folder(private_folder(project.data_dir))
 
 
 class Workspace:

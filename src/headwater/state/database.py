@@ -3,7 +3,9 @@
 SQLite in the data folder by default (WAL mode, so ``headwater status`` reads
 it while the server writes), any SQLAlchemy URL when shared, or a schema of
 the PostgreSQL store's own database. The schema is migrated by Alembic when
-the database opens; processes started together migrate one at a time.
+the database opens (processes started together migrate one at a time), except
+where migrating is said explicitly (a protected environment, ``headwater
+migrate``): there a schema that is behind is refused with :class:`SchemaBehind`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from headwater.core.errors import TerminalError
 from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
 from headwater.state.offload import OffloadLog
@@ -35,28 +38,55 @@ class StateStore:
         self.offloads = OffloadLog(engine)
 
     @classmethod
-    def open(cls, url: str) -> StateStore:
-        """Connect and migrate to the newest schema."""
-        if url.startswith("sqlite"):
-            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-            sa.event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = sa.create_engine(url, pool_pre_ping=True)
-        return cls._migrated(engine)
+    def open(cls, url: str, *, migrate: bool = True) -> StateStore:
+        """Connect and migrate to the newest schema (``migrate=False``: refuse a schema
+        that is behind, :class:`SchemaBehind`)."""
+        return MetadataDatabase.at_url(url).open(migrate=migrate)
 
     @classmethod
-    def in_folder(cls, folder: Path) -> StateStore:
+    def in_folder(cls, folder: Path, *, migrate: bool = True) -> StateStore:
         """SQLite in ``folder`` (the project's data folder)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        return cls.open(f"sqlite:///{folder / 'metadata.sqlite'}")
+        return MetadataDatabase.in_folder(folder).open(migrate=migrate)
 
     @classmethod
-    def beside_postgres(cls, conninfo: str, schema: str) -> StateStore:
+    def beside_postgres(cls, conninfo: str, schema: str, *, migrate: bool = True) -> StateStore:
         """The metadata in its own schema of a PostgreSQL database (the store's, by default).
 
         Processes started together migrate one at a time (an advisory lock), so
         the first migration of a new schema is made once.
         """
+        return MetadataDatabase.beside_postgres(conninfo, schema).open(migrate=migrate)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class MetadataDatabase:
+    """A metadata database before it is opened: its revision, its migration, and the SQL
+    that migration would run."""
+
+    def __init__(self, engine: sa.Engine, *, schema: str | None = None) -> None:
+        """``schema``: the PostgreSQL schema the metadata lives in, made by the first
+        migration."""
+        self.engine = engine
+        self.schema = schema
+
+    @classmethod
+    def at_url(cls, url: str) -> MetadataDatabase:
+        if url.startswith("sqlite"):
+            engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(url, pool_pre_ping=True)
+        return cls(engine)
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> MetadataDatabase:
+        folder.mkdir(parents=True, exist_ok=True)
+        return cls.at_url(f"sqlite:///{folder / 'metadata.sqlite'}")
+
+    @classmethod
+    def beside_postgres(cls, conninfo: str, schema: str) -> MetadataDatabase:
         import psycopg
         from psycopg import sql
 
@@ -67,36 +97,82 @@ class StateStore:
             return con
 
         engine = sa.create_engine("postgresql+psycopg://", creator=connect, pool_pre_ping=True)
-        with psycopg.connect(conninfo, autocommit=True) as con:
-            con.execute("SELECT pg_advisory_lock(hashtext('headwater-metadata'))")
-            try:
-                con.execute(
-                    sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-                )
-                return cls._migrated(engine)
-            finally:
-                con.execute("SELECT pg_advisory_unlock(hashtext('headwater-metadata'))")
+        return cls(engine, schema=schema)
 
-    @classmethod
-    def _migrated(cls, engine: sa.Engine) -> StateStore:
-        if _revision(engine) == SCHEMA_REVISION:
-            return cls(engine)
-        if engine.dialect.name != "postgresql":
-            _migrate(engine)
-            return cls(engine)
-        # Processes started together: one migrates, the others wait and find it done.
-        with engine.connect() as lock:
+    def revision(self) -> str | None:
+        """The schema's Alembic revision, or ``None`` for a new database."""
+        return _revision(self.engine)
+
+    def open(self, *, migrate: bool = True) -> StateStore:
+        """The run state, migrated first when behind; ``migrate=False`` refuses a schema
+        that is behind or new instead (:class:`SchemaBehind`)."""
+        try:
+            found = self.revision()
+            if found != SCHEMA_REVISION:
+                if not migrate:
+                    raise SchemaBehind(found, SCHEMA_REVISION)
+                self.migrate()
+        except BaseException:
+            self.engine.dispose()
+            raise
+        return StateStore(self.engine)
+
+    def migrate(self) -> None:
+        """Upgrade to :data:`SCHEMA_REVISION`; with PostgreSQL, one process at a time: the
+        others wait and find it done."""
+        if self.engine.dialect.name != "postgresql":
+            if self.revision() != SCHEMA_REVISION:
+                _migrate(self.engine)
+            return
+        with self.engine.connect() as lock:
             lock.execute(sa.text("SELECT pg_advisory_lock(hashtext('headwater-migrate'))"))
             try:
-                if _revision(engine) != SCHEMA_REVISION:
-                    _migrate(engine)
+                if self.schema is not None:
+                    lock.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                    lock.commit()
+                if self.revision() != SCHEMA_REVISION:
+                    _migrate(self.engine)
             finally:
                 lock.execute(sa.text("SELECT pg_advisory_unlock(hashtext('headwater-migrate'))"))
                 lock.commit()
-        return cls(engine)
+
+    def upgrade_sql(self) -> str:
+        """The SQL :meth:`migrate` would run from the current revision (from the start for
+        a new database), in this database's dialect; nothing is changed."""
+        import io
+
+        from alembic import command
+
+        found = self.revision()
+        if found == SCHEMA_REVISION:
+            return ""
+        buffer = io.StringIO()
+        config = _config(buffer)
+        config.attributes["dialect"] = self.engine.dialect.name
+        command.upgrade(config, f"{found}:head" if found else "head", sql=True)
+        return buffer.getvalue()
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class SchemaBehind(TerminalError):
+    """The metadata database is behind this version's schema (or new) and may not be
+    migrated as it opens: in a protected environment, migrating is said with
+    ``headwater migrate``."""
+
+    def __init__(self, found: str | None, needed: str, environment: str | None = None) -> None:
+        self.found = found
+        self.needed = needed
+        self.environment = environment
+        where = f"environment {environment!r}" if environment else "this environment"
+        state = f"is at revision {found}" if found else "is new (no revision yet)"
+        command = f"headwater --env {environment} migrate" if environment else "headwater migrate"
+        super().__init__(
+            f"the metadata database {state} and this version of Headwater needs {needed}; "
+            f"{where} is protected, so it is not migrated when opened",
+            hint=f"run `{command}` (add --sql to review the SQL first)",
+        )
 
 
 def _revision(engine: sa.Engine) -> str | None:
@@ -109,13 +185,19 @@ def _revision(engine: sa.Engine) -> str | None:
     return str(value) if value is not None else None
 
 
+def _config(output: Any = None) -> Any:
+    from alembic.config import Config
+
+    config = Config(output_buffer=output)
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    return config
+
+
 def _migrate(engine: sa.Engine) -> None:
     # Alembic is imported only when a migration is due: it costs ~100 ms to import.
     from alembic import command
-    from alembic.config import Config
 
-    config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config = _config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
