@@ -128,7 +128,8 @@ class MetadataDatabase:
             lock.execute(sa.text("SELECT pg_advisory_lock(hashtext('headwater-migrate'))"))
             try:
                 if self.schema is not None:
-                    lock.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"'))
+                    quoted = self.engine.dialect.identifier_preparer.quote_identifier(self.schema)
+                    lock.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
                     lock.commit()
                 if self.revision() != SCHEMA_REVISION:
                     _migrate(self.engine)
