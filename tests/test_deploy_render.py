@@ -307,6 +307,7 @@ def test_no_secret_value_is_in_any_rendered_file(
     for _, output in (cloudrun, composed):
         assert "rewritten" in output
         assert "pip-compile --generate-hashes" in output
+    assert f"Cloud SQL instance {INSTANCE}" in cloudrun[1]
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
@@ -368,7 +369,11 @@ def test_compose_validates_and_runs_two_collectors_behind_one_port(
     services = doc["services"]
     collectors = [n for n, s in services.items() if "collector" in s.get("command", [])]
     assert collectors == ["collector-1", "collector-2"]
-    assert services["collector-1"]["image"] == services["collector-2"]["image"]
+    # One image, built from the rendered Dockerfile, run by every Headwater service.
+    images = {n: (s["image"], s["build"]["dockerfile"]) for n, s in services.items()
+              if n not in ("postgres", "proxy")}  # fmt: skip
+    assert set(images.values()) == {("headwater-prod:local", "deploy/prod/Dockerfile")}
+    assert set(images) == {"collector-1", "collector-2", "api", "runner"}
     assert all("ports" not in services[n] for n in collectors)
     assert services["proxy"]["ports"] == ["8080:8080"]
     nginx = (folder / "nginx.conf").read_text()

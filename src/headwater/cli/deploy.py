@@ -87,7 +87,10 @@ def render(
     )
     if opts.target == "cloudrun":
         console.print(
-            f"Then push the image and run {escape(str(where))}/apply.sh.", highlight=False
+            f"Then push the image and run {escape(str(where))}/apply.sh. The services and the "
+            f"job reach the Cloud SQL instance {escape(deploy.cloudsql_name(project, opts))} "
+            "(--cloudsql-instance to change it).",
+            highlight=False,
         )
     else:
         console.print(

@@ -307,6 +307,11 @@ def _gcp(project: Project, env: str, opts: DeployOptions) -> _Gcp:
     return _Gcp(env, project_id, opts.region, opts.image, cloudsql)
 
 
+def cloudsql_name(project: Project, opts: DeployOptions) -> str:
+    """The Cloud SQL instance the services and the job connect to."""
+    return _gcp(project, _environment(project), opts).cloudsql
+
+
 def _args(env: str, *command: str) -> list[str]:
     return ["--env", env, *command]
 
@@ -704,7 +709,7 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
         },
         "collector-1": {**common, "command": _serve(env, "collector")},
         "collector-2": {
-            **{k: v for k, v in common.items() if k != "build"},
+            **common,
             "command": _serve(env, "collector"),
         },
         "proxy": {
@@ -718,12 +723,12 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
             "restart": "unless-stopped",
         },
         "api": {
-            **{k: v for k, v in common.items() if k != "build"},
+            **common,
             "command": _serve(env, "api"),
             "ports": [f"{PORT + 1}:{PORT}"],
         },
         "runner": {
-            **{k: v for k, v in common.items() if k != "build"},
+            **common,
             "entrypoint": ["sh", "-c"],
             "command": [f"while true; do headwater --env {env} run --due; sleep 60; done"],
             "healthcheck": {"disable": True},
