@@ -741,7 +741,7 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
         f"# collectors answer on :{PORT} (nginx, round-robin), the read API on :{PORT + 1}.\n"
     )
     example = [
-        "# Copy to secrets.env (never committed) and fill in. Rendered again each time;",
+        "# Copy to secrets.env, fill it in and keep it out of git. Rendered again each time;",
         "# secrets.env itself is never written by headwater.",
         "POSTGRES_PASSWORD=",
     ]
