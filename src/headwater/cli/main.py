@@ -18,7 +18,7 @@ from typing import Annotated
 import typer
 
 from headwater import __version__
-from headwater.cli import data, delivery, migrate, pipelines, serving, setup, usage
+from headwater.cli import data, delivery, deploy, migrate, pipelines, serving, setup, usage
 from headwater.cli.context import options
 from headwater.cli.output import console, print_error
 from headwater.core import logs
@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 sources = typer.Typer(help="Producers of events and their write keys.", no_args_is_help=True)
 consumers = typer.Typer(help="Services that read datasets through the API.", no_args_is_help=True)
+deployment = typer.Typer(help="Files that deploy an environment.", no_args_is_help=True)
 
 #: (group, command name, function): every command of ``headwater``, in the order of ``--help``.
 COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
@@ -54,8 +55,13 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (sources, "list", setup.sources_list),
     (consumers, "add", setup.consumers_add),
     (consumers, "list", setup.consumers_list),
+    (deployment, "render", deploy.render),
 )
-GROUPS: tuple[tuple[typer.Typer, str], ...] = ((sources, "sources"), (consumers, "consumers"))
+GROUPS: tuple[tuple[typer.Typer, str], ...] = (
+    (sources, "sources"),
+    (consumers, "consumers"),
+    (deployment, "deploy"),
+)
 
 for group, name, command in COMMANDS:
     group.command(name)(command)

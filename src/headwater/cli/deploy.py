@@ -1,0 +1,100 @@
+"""Deployment files: ``headwater deploy render``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from headwater.cli.context import options
+from headwater.cli.output import console
+from headwater.config.project import load_project
+from headwater.core.errors import ConfigError
+
+
+def render(
+    target: Annotated[
+        str, typer.Option("--target", help="cloudrun or compose.", metavar="cloudrun|compose")
+    ],
+    environment: Annotated[
+        str | None,
+        typer.Option("--env", "-e", help="The environment to deploy (default: headwater --env)."),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="The image to run (required for cloudrun; compose builds one)."),
+    ] = None,
+    project_id: Annotated[
+        str | None,
+        typer.Option("--project-id", help="Google Cloud project (default: the BigQuery one)."),
+    ] = None,
+    region: Annotated[str | None, typer.Option(help="Cloud Run region, e.g. europe-west1.")] = None,
+    schedule: Annotated[
+        str, typer.Option(help="Cron schedule of `run --due` on Cloud Scheduler.")
+    ] = "*/5 * * * *",
+    cloudsql_instance: Annotated[
+        str | None,
+        typer.Option(
+            "--cloudsql-instance",
+            help="PROJECT:REGION:INSTANCE of the store (default: PROJECT:REGION:headwater-ENV).",
+        ),
+    ] = None,
+) -> None:
+    """Write the image and the resources that run an environment into deploy/ENV/.
+
+    Every file there is rendered again (overwritten) on each run; secrets stay
+    references ("${NAME}" in headwater.toml) and are never written.
+
+    Example: headwater deploy render --env prod --target cloudrun --image IMAGE
+    --region europe-west1
+    """
+    from headwater.runtime import deploy
+
+    if target not in ("cloudrun", "compose"):
+        raise ConfigError(
+            f"there is no deploy target {target!r}", hint="--target cloudrun or --target compose"
+        )
+    project = load_project(options.project_dir, environment or options.environment)
+    opts = deploy.DeployOptions(
+        target="cloudrun" if target == "cloudrun" else "compose",
+        image=image,
+        project_id=project_id,
+        region=region,
+        schedule=schedule,
+        cloudsql_instance=cloudsql_instance,
+    )
+    files = deploy.render(project, opts)
+    folder = project.root / "deploy" / str(project.environment)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        path = folder / name
+        path.write_text(text, encoding="utf-8")
+        path.chmod(0o755 if name.endswith(".sh") else 0o644)
+    where = folder.relative_to(project.root)
+    console.print(
+        f"Wrote {len(files)} files to {escape(str(where))}/ (every one rewritten; "
+        "edits made there are lost on the next render):",
+        highlight=False,
+    )
+    for name in files:
+        console.print(f"  {escape(name)}", highlight=False)
+    console.print(escape(deploy.LOCK_HELP), highlight=False)
+    console.print(
+        f"Build from {escape(str(project.root))}: "
+        f"docker build -f {escape(str(where))}/Dockerfile .",
+        highlight=False,
+    )
+    if opts.target == "cloudrun":
+        console.print(
+            f"Then push the image and run {escape(str(where))}/apply.sh. The services and the "
+            f"job reach the Cloud SQL instance {escape(deploy.cloudsql_name(project, opts))} "
+            "(--cloudsql-instance to change it).",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"Then copy {escape(str(where))}/secrets.env.example to secrets.env, fill it in, and "
+            f"run docker-compose -f {escape(str(where))}/compose.yaml up -d.",
+            highlight=False,
+        )
