@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit
+
+import yaml
 
 from headwater.config.project import Project
 from headwater.core.errors import ConfigError
@@ -358,11 +361,22 @@ def _probes() -> dict[str, Any]:
     }
 
 
-def knative_service(
-    g: _Gcp, part: str, args: list[str], secrets: list[str], *, concurrency: int, memory: str,
-    always_cpu: bool,
-) -> dict[str, Any]:  # fmt: skip
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What differs between the collector's service and the read API's."""
+
+    args: list[str]
+    secrets: list[str]
+    concurrency: int
+    memory: str
+    #: CPU allocated between requests (the collector publishes its floor every second).
+    always_cpu: bool
+
+
+def knative_service(g: _Gcp, part: str, spec: ServiceSpec) -> dict[str, Any]:
     """A service for ``gcloud run services replace``."""
+    args, secrets, concurrency = spec.args, spec.secrets, spec.concurrency
+    memory, always_cpu = spec.memory, spec.always_cpu
     return {
         "apiVersion": "serving.knative.dev/v1",
         "kind": "Service",
@@ -400,11 +414,10 @@ def knative_service(
     }
 
 
-def v2_service(
-    g: _Gcp, part: str, args: list[str], secrets: list[str], *, concurrency: int, memory: str,
-    always_cpu: bool,
-) -> dict[str, Any]:  # fmt: skip
+def v2_service(g: _Gcp, part: str, spec: ServiceSpec) -> dict[str, Any]:
     """The same service as a Cloud Run Admin API v2 ``Service``."""
+    args, secrets, concurrency = spec.args, spec.secrets, spec.concurrency
+    memory, always_cpu = spec.memory, spec.always_cpu
     return {
         "labels": {"headwater-environment": g.env},
         "template": {
@@ -565,7 +578,8 @@ def accounts(project: Project, g: _Gcp, secrets: Secrets) -> dict[str, Any]:
 
 
 def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
-    p, r = g.project, g.region
+    # Values given on the command line are quoted for the shell, never pasted as they are.
+    p, r = shlex.quote(g.project), shlex.quote(g.region)
     lines = [
         "#!/usr/bin/env bash",
         f"# Rendered by `headwater deploy render --env {g.env} --target cloudrun`: rendered",
@@ -615,7 +629,8 @@ def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
         "# The schedule (created once; delete it to change it)",
         f"gcloud scheduler jobs describe {g.name('due')} --project {p} --location {r} "
         f">/dev/null 2>&1 || gcloud scheduler jobs create http {g.name('due')} --project {p} "
-        f"--location {r} --schedule '{schedule}' --time-zone Etc/UTC --uri '{_run_uri(g)}' "
+        f"--location {r} --schedule {shlex.quote(schedule)} --time-zone Etc/UTC "
+        f"--uri {shlex.quote(_run_uri(g))} "
         f"--http-method POST --oauth-service-account-email {scheduler} "
         "--oauth-token-scope https://www.googleapis.com/auth/cloud-platform",
         "",
@@ -625,21 +640,23 @@ def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
 
 def cloudrun(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -> dict[str, str]:
     g = _gcp(project, env, opts)
-    collector = dict(
-        args=_serve(env, "collector"), secrets=secrets.collector,
-        concurrency=COLLECTOR_CONCURRENCY, memory=COLLECTOR_MEMORY, always_cpu=True,
-    )  # fmt: skip
-    api = dict(
-        args=_serve(env, "api"), secrets=secrets.api, concurrency=API_CONCURRENCY,
-        memory=API_MEMORY, always_cpu=False,
-    )  # fmt: skip
+    collector = ServiceSpec(
+        _serve(env, "collector"),
+        secrets.collector,
+        COLLECTOR_CONCURRENCY,
+        COLLECTOR_MEMORY,
+        always_cpu=True,
+    )
+    api = ServiceSpec(
+        _serve(env, "api"), secrets.api, API_CONCURRENCY, API_MEMORY, always_cpu=False
+    )
     roles = accounts(project, g, secrets)
     return {
-        "collector.service.yaml": to_yaml(knative_service(g, "collector", **collector)),  # type: ignore[arg-type]
-        "api.service.yaml": to_yaml(knative_service(g, "api", **api)),  # type: ignore[arg-type]
+        "collector.service.yaml": to_yaml(knative_service(g, "collector", collector)),
+        "api.service.yaml": to_yaml(knative_service(g, "api", api)),
         "due.job.yaml": to_yaml(knative_job(g, env, secrets.job)),
-        "collector.service.v2.json": _json(v2_service(g, "collector", **collector)),  # type: ignore[arg-type]
-        "api.service.v2.json": _json(v2_service(g, "api", **api)),  # type: ignore[arg-type]
+        "collector.service.v2.json": _json(v2_service(g, "collector", collector)),
+        "api.service.v2.json": _json(v2_service(g, "api", api)),
         "due.job.v2.json": _json(v2_job(g, env, secrets.job)),
         "scheduler.job.json": _json(scheduler_job(g, opts.schedule)),
         "service-accounts.yaml": to_yaml(roles),
@@ -765,49 +782,6 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2) + "\n"
 
 
-def to_yaml(value: Any, indent: int = 0) -> str:
-    """Block YAML of dicts, lists, strings, numbers and booleans; every string is quoted
-    (a JSON string is a YAML double-quoted scalar), so none is read as another type."""
-    return "\n".join(_yaml_lines(value, indent)) + "\n"
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    return json.dumps(str(value))
-
-
-def _yaml_lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            label = f"{pad}{_key(key)}:"
-            if isinstance(item, dict | list) and item:
-                lines.append(label)
-                lines += _yaml_lines(item, indent + 2)
-            else:
-                lines.append(f"{label} {_empty(item)}")
-    else:
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                inner = _yaml_lines(item, indent + 2)
-                lines.append(f"{pad}- {inner[0].lstrip()}")
-                lines += inner[1:]
-            else:
-                lines.append(f"{pad}- {_empty(item)}")
-    return lines
-
-
-def _empty(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    return _scalar(value)
-
-
-def _key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_./-]+$", key) else json.dumps(key)
+def to_yaml(value: Any) -> str:
+    """Block YAML, keys in the order given."""
+    return str(yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=100))
