@@ -118,6 +118,8 @@ def serve(
     roles: frozenset[str] = ROLES,
 ) -> None:
     """Run the server until SIGTERM or Ctrl-C, doing ``roles`` (default: everything)."""
+    if "collect" in roles:
+        refuse_collectors(project)
     settings = project.settings.server
     host = host or settings.host
     port = settings.port if port is None else port
@@ -128,8 +130,6 @@ def serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="pick another with --port (or [server] port), or stop what uses it",
         ) from None
-    if "collect" in roles:
-        refuse_collectors(project)
     private_folder(project.data_dir)
     engine = engine_for(project)
     warehouse = None
