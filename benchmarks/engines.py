@@ -1173,7 +1173,6 @@ def offload_into(
     hot: Any,
     warehouse: Any,
     meta_folder: Path,
-    scratch: Path,
     first: datetime,
     end: datetime,
     events: int,
@@ -1197,7 +1196,6 @@ def offload_into(
             retain=7 * DAY,
             floor=lambda: end,
             clock=lambda: end + timedelta(minutes=5),
-            scratch=str(scratch),
         )
         t0 = time.perf_counter()
         result = offloader.run()
@@ -1290,7 +1288,7 @@ def offload_rate(
         duck = DuckDBEngine.open(path)
         run.open_seconds = time.perf_counter() - t0
         try:
-            why = offload_into(run, hot, duck, folder / "duckdb-meta", folder, first, end, events)
+            why = offload_into(run, hot, duck, folder / "duckdb-meta", first, end, events)
         finally:
             duck.close()
         con = duckdb.connect(str(path), read_only=True)
@@ -1323,9 +1321,7 @@ def offload_rate(
                 run.open_seconds = time.perf_counter() - t0
                 step(f"spark: session started in {run.open_seconds:.1f} s")
                 try:
-                    why = offload_into(
-                        run, hot, spark, folder / "spark-meta", folder, first, end, events
-                    )
+                    why = offload_into(run, hot, spark, folder / "spark-meta", first, end, events)
                 finally:
                     spark.close()
                 ids = ds.dataset(warehouse / "events", format="parquet", partitioning="hive")
@@ -1621,7 +1617,6 @@ def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]]
                 retain=7 * DAY,
                 floor=lambda: end,
                 clock=lambda: end + timedelta(minutes=5),
-                scratch=str(folder),
             )
             t0 = time.perf_counter()
             offloader.run()
