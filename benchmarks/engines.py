@@ -93,7 +93,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -105,6 +105,11 @@ import psycopg  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from tests.pg import PostgresServer, postgres_server  # noqa: E402
+
+if TYPE_CHECKING:
+    from headwater.state import StateStore
+    from headwater.state.offload import Offloader
+    from headwater.store.engine import Engine
 
 HOST = "127.0.0.1"
 SCHEMA = "hw"
@@ -1168,6 +1173,23 @@ def _tiling(spans: list[Any], first: datetime, end: datetime, events: int) -> st
     return ""
 
 
+def fixed_offloader(hot: Engine, warehouse: Engine, meta: StateStore, end: datetime) -> Offloader:
+    """Hourly offloads from ``hot`` into ``warehouse`` with the floor at ``end`` and a clock
+    just after it (every hour before ``end`` is whole)."""
+    from headwater.state.offload import Offloader
+
+    return Offloader(
+        hot,
+        warehouse,
+        meta.offloads,
+        meta.leases,
+        every=HOUR,
+        retain=7 * DAY,
+        floor=lambda: end,
+        clock=lambda: end + timedelta(minutes=5),
+    )
+
+
 def offload_into(
     run: OffloadRun,
     hot: Any,
@@ -1181,22 +1203,12 @@ def offload_into(
     ``end`` and the floor at ``end``: every hour of ``[first, end)``; the time its reads
     and loads took. Returns why its spans do not tile the range (``""``: they do)."""
     from headwater.state import StateStore
-    from headwater.state.offload import Offloader
 
     meta = StateStore.in_folder(meta_folder)
     try:
         reads = _Timed(hot, ("select",))
         loads = _Timed(warehouse, ("load_arrivals",))
-        offloader = Offloader(
-            reads,  # type: ignore[arg-type]
-            loads,  # type: ignore[arg-type]
-            meta.offloads,
-            meta.leases,
-            every=HOUR,
-            retain=7 * DAY,
-            floor=lambda: end,
-            clock=lambda: end + timedelta(minutes=5),
-        )
+        offloader = fixed_offloader(reads, loads, meta, end)  # type: ignore[arg-type]
         t0 = time.perf_counter()
         result = offloader.run()
         run.seconds = time.perf_counter() - t0
@@ -1549,7 +1561,6 @@ def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]]
     from tests.bigquery_fake import FakeClient
 
     from headwater.state import StateStore
-    from headwater.state.offload import Offloader
     from headwater.store import costs
     from headwater.store.bigquery import BigQueryEngine
     from headwater.store.duckdb import DuckDBEngine
@@ -1608,16 +1619,7 @@ def bigquery_jobs(args: argparse.Namespace, work: Path) -> tuple[list[list[str]]
         offload_fake.calls.clear()
         meta = StateStore.in_folder(folder / "meta")
         try:
-            offloader = Offloader(
-                hot,
-                warehouse,
-                meta.offloads,
-                meta.leases,
-                every=HOUR,
-                retain=7 * DAY,
-                floor=lambda: end,
-                clock=lambda: end + timedelta(minutes=5),
-            )
+            offloader = fixed_offloader(hot, warehouse, meta, end)
             t0 = time.perf_counter()
             offloader.run()
             offload_seconds = time.perf_counter() - t0

@@ -69,6 +69,16 @@ def is_environment_reference(stored: str) -> bool:
     return _ENV_REF.match(stored) is not None
 
 
+def reference_name(stored: str) -> str | None:
+    """The variable a ``"${NAME}"`` reference names; ``None`` for anything else.
+
+    >>> reference_name("${DATABASE_URL}"), reference_name("postgresql://db")
+    ('DATABASE_URL', None)
+    """
+    match = _ENV_REF.match(stored)
+    return match.group(1) if match else None
+
+
 class KeyHash:
     """A stored key: its SHA-256, from a hash or from an environment variable."""
 

@@ -30,7 +30,7 @@ import yaml
 
 from headwater.config.project import Project
 from headwater.core.errors import ConfigError
-from headwater.core.secrets import is_environment_reference
+from headwater.core.secrets import is_environment_reference, reference_name
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
 
 Target = Literal["cloudrun", "compose"]
@@ -55,7 +55,6 @@ _HEALTH = (
 )
 
 _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,16}$")
-_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _SECRETISH = re.compile(r"token|secret|password|key|credential", re.IGNORECASE)
 
 LOCK_HELP = (
@@ -141,10 +140,10 @@ def _reference(value: str | None, where: str, found: list[str], *, url: bool = F
     """Add the name of a ``"${NAME}"`` to ``found``; refuse a secret written in clear."""
     if value is None:
         return
-    match = _REF.match(value)
-    if match:
-        if match.group(1) not in found:
-            found.append(match.group(1))
+    name = reference_name(value)
+    if name is not None:
+        if name not in found:
+            found.append(name)
         return
     clear = False
     if url:

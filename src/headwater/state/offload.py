@@ -193,13 +193,15 @@ class Offloader:
         try:
             with Lease(self.leases, LEASE, self.lease_ttl) as lease:
                 done: list[Offloaded] = []
-                for span, empty in self._spans(limit):
+                # Read once: while this process holds the lease, only it moves the progress.
+                progress = self.progress()
+                for span, empty in self._spans(limit, progress):
                     if should_stop():
                         break
                     lease.check()
                     done.append(self._offload(span, empty, lease))
-                deleted = self._retain(should_stop)
-                progress = self.progress()
+                    progress = span.end
+                deleted = self._retain(should_stop, progress)
                 if progress is not None and progress >= limit:
                     self._reached, self._retained_at = limit, now
                 return OffloadResult(done, deleted, progress)
@@ -210,7 +212,7 @@ class Offloader:
         """The interval boundary at or before ``moment`` (intervals start at the epoch)."""
         return EPOCH + (moment - EPOCH) // self.every * self.every
 
-    def _spans(self, limit: datetime) -> list[tuple[Interval, bool]]:
+    def _spans(self, limit: datetime, progress: datetime | None) -> list[tuple[Interval, bool]]:
         """The spans to do below ``limit``, each with whether it is known to be empty: each
         interval with arrivals is its own span, a stretch without any is one.
 
@@ -218,7 +220,7 @@ class Offloader:
         range); only an empty one leads to a search for the next arrival, so a backlog of
         busy intervals is never searched end to end once per interval.
         """
-        mark = self.progress()
+        mark = progress
         if mark is None:
             first = self._first_arrival(EPOCH, limit)
             # A new hot store with nothing below the floor: the warehouse is whole up to it.
@@ -288,10 +290,9 @@ class Offloader:
                     rows += part.num_rows
         return rows
 
-    def _retain(self, should_stop: Callable[[], bool]) -> int:
-        """Delete hot rows older than ``retain`` that are in the warehouse, a batch at a
-        time."""
-        progress = self.progress()
+    def _retain(self, should_stop: Callable[[], bool], progress: datetime | None) -> int:
+        """Delete hot rows older than ``retain`` that are in the warehouse (below
+        ``progress``), a batch at a time."""
         if progress is None:
             return 0
         cut = min(self.clock() - self.retain, progress)
