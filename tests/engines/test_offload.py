@@ -11,7 +11,7 @@ hot store. What is checked:
    lease cannot load after the one that took it over, and cannot record its span;
 3. an embedded (DuckDB) hot store served by a collector alone: the commands that reach
    it through its control socket work on the warehouse (``run --due`` offloads, then
-   ``query`` reads the warehouse).
+   ``query`` reads the warehouse), and its ``/metrics`` has the offload's lag.
 """
 
 from __future__ import annotations
@@ -200,6 +200,14 @@ def test_a_collector_owning_an_embedded_hot_store_serves_commands_on_the_warehou
         assert json.loads(counted.stdout) == [{"n": 5}]
         status = run_cli(project, "status")
         assert "Offload duckdb -> duckdb" in status.stdout, status.stdout
+        # The process that offloads exports how far the warehouse is behind.
+        metrics = httpx.get(f"{url}/metrics").text
+        [lag] = [
+            float(line.split()[-1])
+            for line in metrics.splitlines()
+            if line.startswith("headwater_offload_lag_seconds ")
+        ]
+        assert 0 <= lag < 120, lag
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
