@@ -197,6 +197,14 @@ class FakeClient:
         self.calls.append(TableCall("delete_table", name, None, {"not_found_ok": not_found_ok}))
         self.tables.pop(name, None)
 
+    def copy_table(
+        self, sources: Any, destination: Any, job_config: Any = None, **_: Any
+    ) -> FakeJob:
+        source, name = _table_id(sources), _table_id(destination)
+        self.calls.append(TableCall("copy_table", name, job_config, {"source": source}))
+        self.tables[name] = bigquery.Table(name)
+        return FakeJob()
+
     def list_tables(self, dataset: Any, **_: Any) -> list[Any]:
         name = dataset if isinstance(dataset, str) else f"{dataset.project}.{dataset.dataset_id}"
         self.calls.append(TableCall("list_tables", name))

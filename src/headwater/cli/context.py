@@ -34,8 +34,9 @@ class Options:
 options = Options()
 
 
-def operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
-    """Run operation ``op`` of the runtime's table in the server when one runs, else here."""
+def operation(op: str, args: dict[str, Any], *, progress: bool = False, as_is: bool = False) -> Any:
+    """Run operation ``op`` of the runtime's table in the server when one runs, else here
+    (``as_is``: with the metadata database at its revision, not migrated: to read it)."""
     from headwater.runtime import operations
     from headwater.runtime.client import find_server
     from headwater.runtime.workspace import Workspace
@@ -50,7 +51,7 @@ def operation(op: str, args: dict[str, Any], *, progress: bool = False) -> Any:
                     return client.call(op, args, report)
                 finally:
                     client.close()
-            workspace = Workspace.open(project)
+            workspace = Workspace.open(project, as_is=as_is)
             try:
                 return operations.call(workspace, op, args, report)
             finally:

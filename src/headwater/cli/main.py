@@ -18,7 +18,17 @@ from typing import Annotated
 import typer
 
 from headwater import __version__
-from headwater.cli import data, delivery, deploy, migrate, pipelines, serving, setup, usage
+from headwater.cli import (
+    changes,
+    data,
+    delivery,
+    deploy,
+    migrate,
+    pipelines,
+    serving,
+    setup,
+    usage,
+)
 from headwater.cli.context import options
 from headwater.cli.output import console, print_error
 from headwater.core import logs
@@ -51,6 +61,8 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "export", data.export),
     (app, "import", data.import_),
     (app, "migrate", migrate.migrate),
+    (app, "plan", changes.plan),
+    (app, "apply", changes.apply),
     (sources, "add", setup.sources_add),
     (sources, "list", setup.sources_list),
     (consumers, "add", setup.consumers_add),

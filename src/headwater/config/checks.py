@@ -42,6 +42,7 @@ def check(settings: ProjectFile, path: str) -> None:
         for sink_name, sink in environment.sinks.items():
             _check_sink(sink_name, sink, path, where=f"[environments.{name}.sinks.{sink_name}]")
         _check_shared(name, environment.shared_sinks, environment.sinks, settings.sinks, path)
+        _check_promotion(name, environment.promote_from, settings, path)
     limits = settings.collector
     server = settings.server
     if (
@@ -52,6 +53,22 @@ def check(settings: ProjectFile, path: str) -> None:
     sizes = (limits.max_event_bytes, limits.max_request_bytes, limits.max_stored_bytes)
     if min(*sizes, limits.max_batch_events) <= 0:
         raise ConfigError("[collector] limits must be positive numbers", path=path)
+
+
+def _check_promotion(name: str, source: str | None, settings: ProjectFile, path: str) -> None:
+    """``promote_from`` names another environment of the file."""
+    if source is None:
+        return
+    known = sorted(settings.environments)
+    if source == name or source not in settings.environments:
+        near = difflib.get_close_matches(source, [k for k in known if k != name], n=1)
+        raise ConfigError(
+            f"[environments.{name}] promote_from = {source!r} is not another environment",
+            path=path,
+            hint=f"did you mean {near[0]!r}?"
+            if near
+            else f"environments: {', '.join(k for k in known if k != name) or 'none'}",
+        )
 
 
 def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint: str) -> None:

@@ -57,7 +57,12 @@ class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     """Never migrate this environment's metadata database when a command opens it
     (``protected = true``, for production): a database behind this version's schema, or a
     new one, is refused until ``headwater --env NAME migrate`` upgrades it, after
-    ``--sql`` showed what it would run. Unprotected environments migrate as they open."""
+    ``--sql`` showed what it would run. Unprotected environments migrate as they open.
+    ``headwater apply`` refuses a git tree with uncommitted changes here."""
+
+    promote_from: str | None = None
+    """The environment a change must have been applied to first (``promote_from = "qa"``):
+    ``headwater apply`` here refuses a git commit that was not applied there."""
 
     sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
     """This environment's own sinks, by name (``[environments.NAME.sinks.lake]``). A files

@@ -58,6 +58,14 @@ class Project:
         return chosen is not None and chosen.protected
 
     @property
+    def promote_from(self) -> str | None:
+        """The environment a commit must have been applied to before this one."""
+        if self.environment is None or self.written is None:
+            return None
+        chosen = self.written.environments.get(self.environment)
+        return chosen.promote_from if chosen is not None else None
+
+    @property
     def pipelines_dir(self) -> Path:
         return self.root / self.settings.pipelines.folder
 

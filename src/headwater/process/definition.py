@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast
 
+import msgspec
 from sqlglot import exp
 
 from headwater.core.clock import parse_utc, signed_duration
@@ -41,6 +42,9 @@ class Pipeline:
     function: PythonPipeline | None = None
     #: What range of each input the pipeline reads, relative to its interval.
     reads: Mapping[str, ranges.Reads] = field(default_factory=dict)
+    #: Inputs read from another table: ``headwater apply`` builds a pipeline's next version
+    #: beside the live one, reading its inputs' next versions (see :meth:`beside`).
+    tables: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -64,6 +68,21 @@ class Pipeline:
         if reads is None:
             return interval
         return ranges.window(reads, column, interval)
+
+    def beside(self, built: Mapping[str, str]) -> Pipeline:
+        """This pipeline built beside its live table, as ``headwater apply`` builds a new
+        version: named after its build table (its runs, intervals, lease and output are
+        the build's), reading the inputs in ``built`` (live name -> build table) from their
+        builds, and delivering nowhere until it is swapped in."""
+        renamed = {name: built[name] for name in self.inputs if name in built}
+        return dataclasses.replace(
+            self,
+            name=built[self.name],
+            header=msgspec.structs.replace(self.header, sinks=[]),
+            inputs=frozenset(renamed.get(name, name) for name in self.inputs),
+            reads={renamed.get(name, name): value for name, value in self.reads.items()},
+            tables=renamed,
+        )
 
     def start(self) -> datetime | None:
         if self.header.start is None:

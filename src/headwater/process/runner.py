@@ -171,7 +171,7 @@ class Runner:
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
         if pipeline.query is not None:
-            rendered = sql.render(pipeline.query, self.engine.dialect)
+            rendered = sql.render(pipeline.query, self.engine.dialect, tables=pipeline.tables)
             used = {name: params[name] for name in pipeline.query.parameters}
             try:
                 selected = self.engine.select(rendered, used)
@@ -341,7 +341,7 @@ class _Reader:
         """``query`` in the engine's dialect and the bounds it uses; it may read only
         the pipeline's inputs."""
         parsed = sql.parse(query, self._runner.dialect, str(self._pipeline.path))
-        undeclared = parsed.references - set(self._pipeline.inputs)
+        undeclared = parsed.references - set(self._pipeline.inputs) - set(self._pipeline.tables)
         if undeclared:
             raise PipelineError(
                 f"reads {', '.join(sorted(undeclared))} without naming it in inputs",
@@ -350,7 +350,7 @@ class _Reader:
                 hint="add it to @pipeline(inputs=[...]) so the graph orders the runs",
             )
         params = {"start": self._interval.start, "end": self._interval.end}
-        rendered = sql.render(parsed, self._runner.engine.dialect)
+        rendered = sql.render(parsed, self._runner.engine.dialect, tables=self._pipeline.tables)
         return rendered, {k: params[k] for k in parsed.parameters}
 
     def table(self, name: str) -> pa.Table:

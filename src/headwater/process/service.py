@@ -8,12 +8,13 @@ without a restart, and a broken one stops only the operations that need it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError
+from headwater.core.logs import fields
 from headwater.core.types import Interval
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
@@ -58,8 +59,12 @@ class PipelineService:
         floor: Callable[[], datetime] | None = None,
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] | None = None,
+        applied: Callable[[], Mapping[str, str] | None] = lambda: None,
     ) -> None:
+        """``applied`` gives the version of each pipeline the environment applied (``None``
+        where nothing was ever applied): a pipeline at another version is not run."""
         self.graph = graph
+        self.applied = applied
         self.engine = engine
         self.state = state
         self.settings = settings
@@ -71,6 +76,7 @@ class PipelineService:
         self._sleep = sleep
         #: Called after a run recorded an interval with deliveries owed (wakes the deliverer).
         self.on_published: Callable[[], None] = lambda: None
+        self._held_logged: set[tuple[str, str]] = set()
 
     def _store_floor(self) -> datetime:
         return collectors_floor(self.engine, self.clock())
@@ -105,7 +111,10 @@ class PipelineService:
         now, floor = self.clock(), min(self.floor(), self.clock())
         planner.detect_late(floor)
         results: list[RunResult] = []
+        held = self._not_applied(graph)
         for pipeline in graph:
+            if pipeline.name in held:
+                continue
             planner.propagate(pipeline)
             due = planner.due(pipeline, now, floor, self.settings.max_catchup)
             for index, interval in enumerate(due):
@@ -143,6 +152,7 @@ class PipelineService:
         graph = self.graph()
         graph[name]  # a clear error for an unknown name
         names = [*graph.upstream(name), name] if upstream else [name]
+        self._refuse_unapplied(graph, names)
         if start is not None or end is not None:
             planner, runner = self.tools(graph)
             tasks: list[tuple[str, Interval]] = []
@@ -176,22 +186,68 @@ class PipelineService:
         return planner.due(pipeline, moment, floor, self.settings.max_catchup, retry_failed=True)
 
     def backfill(
-        self, name: str, start: datetime, end: datetime, progress: ProgressFn | None = None
+        self,
+        name: str,
+        start: datetime,
+        end: datetime,
+        progress: ProgressFn | None = None,
+        *,
+        upstream: bool = True,
     ) -> list[RunResult]:
-        """Fill ``[start, end)`` for a pipeline and what it reads, inputs first; done
-        intervals are skipped, so a backfill interrupted and started again resumes."""
+        """Fill ``[start, end)`` for a pipeline and what it reads, inputs first (``upstream``:
+        the pipeline alone); done intervals are skipped, so a backfill interrupted and started
+        again resumes."""
         graph = self.graph()
         planner, runner = self.tools(graph)
         graph[name]  # a clear error for an unknown name
+        names = [*graph.upstream(name), name] if upstream else [name]
+        self._refuse_unapplied(graph, names)
         tasks: list[tuple[str, Interval]] = []
-        until = min(end, self._until())
-        for pipeline_name in [*graph.upstream(name), name]:
+        until = min(end, self.until())
+        for pipeline_name in names:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
             tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
         return self._execute_all(runner, tasks, "backfill", progress, graph)
 
-    def _until(self) -> datetime:
+    def _not_applied(self, graph: Graph) -> dict[str, str]:
+        """Pipelines whose files are not what the environment applied, each with why; none
+        where nothing was ever applied (the files are what runs)."""
+        versions = self.applied()
+        if versions is None:
+            return {}
+        held: dict[str, str] = {}
+        for pipeline in graph:
+            applied = versions.get(pipeline.name)
+            if applied == pipeline.version:
+                continue
+            held[pipeline.name] = (
+                "it is not applied here yet"
+                if applied is None
+                else f"its file (version {pipeline.version}) is not the version applied here "
+                f"({applied})"
+            )
+            if (pipeline.name, pipeline.version) not in self._held_logged:
+                self._held_logged.add((pipeline.name, pipeline.version))
+                log.warning(
+                    "%s is not run: %s; `headwater plan` shows the change, `headwater apply` "
+                    "makes it", pipeline.name, held[pipeline.name],
+                    extra=fields(pipeline=pipeline.name, version=pipeline.version),
+                )  # fmt: skip
+        return held
+
+    def _refuse_unapplied(self, graph: Graph, names: list[str]) -> None:
+        held = self._not_applied(graph)
+        for name in names:
+            if name in held:
+                raise PipelineError(
+                    f"{name} is not run in this environment: {held[name]}",
+                    pipeline=name,
+                    hint="run `headwater plan` to see the change, `headwater apply` to make it "
+                    "(an environment that has applied runs only what was applied)",
+                )
+
+    def until(self) -> datetime:
         """Intervals ending by this time are whole: every event in them has arrived."""
         now = self.clock()
         return min(now, self.floor())
@@ -204,7 +260,7 @@ class PipelineService:
         """
         event_time = pipeline.incremental and pipeline.header.time == "timestamp"
         if event_time and self.state.runs.watermark(pipeline.name) is None:
-            self.state.runs.set_watermark(pipeline.name, self._until())
+            self.state.runs.set_watermark(pipeline.name, self.until())
 
     def _execute_all(
         self,
@@ -235,7 +291,7 @@ class PipelineService:
         does not stop the others: only the intervals of its readers whose read range holds
         it (or one in ``failed`` already) are skipped, and added to ``failed``."""
         results = []
-        until = self._until()
+        until = self.until()
         for index, (name, interval) in enumerate(tasks):
             blocker = _reads_failed(graph, name, interval, failed)
             if blocker is not None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -91,10 +92,21 @@ def parse(sql: str, dialect: str, path: str) -> Query:
     return Query(expression, references, frozenset(parameters), sql, path, dialect)
 
 
-def render(query: Query, engine_dialect: str, *, pretty: bool = False) -> str:
-    """The SQL the engine runs: unqualified table names, ``@start``/``@end`` as parameters."""
+def render(
+    query: Query,
+    engine_dialect: str,
+    *,
+    pretty: bool = False,
+    tables: Mapping[str, str] | None = None,
+) -> str:
+    """The SQL the engine runs: unqualified table names, ``@start``/``@end`` as parameters;
+    ``tables`` reads some inputs from other tables (an input's next version, built beside
+    it by ``headwater apply``)."""
     tree = cast(exp.Expression, query.expression.copy())
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
+        if tables and table.name in tables and (table.name not in ctes or table.db):
+            table.set("this", exp.to_identifier(tables[table.name]))
         table.set("db", None)
         table.set("catalog", None)
     if query.dialect == "bigquery" and engine_dialect in _NO_STAR_EXCEPT:

@@ -28,7 +28,10 @@ from headwater.deliver.deliverer import DeliveryResult, as_result
 from headwater.process.graph import Broken
 from headwater.process.runner import RunResult
 from headwater.process.service import Progress
+from headwater.runtime.apply import apply as apply_plan
+from headwater.runtime.plan import make_plan
 from headwater.runtime.workspace import Workspace
+from headwater.state.database import MetadataDatabase
 from headwater.store import transfer
 
 A = TypeVar("A", bound=msgspec.Struct)
@@ -73,6 +76,14 @@ class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class Import(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     folder: str
+
+
+class ApplyArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Who applies, from which commit: what the command knows of the working tree."""
+
+    applied_by: str
+    commit: str | None = None
+    dirty: bool = False
 
 
 @dataclass(frozen=True)
@@ -255,6 +266,25 @@ def _import(workspace: Workspace, args: Import, progress: ProgressSink | None) -
     return transfer.import_events(workspace.engine, Path(args.folder), environment, progress)
 
 
+def _plan(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    pending = MetadataDatabase(workspace.state.engine).pending()
+    return make_plan(workspace, pending).to_json()
+
+
+def _apply(workspace: Workspace, args: ApplyArgs, progress: ProgressSink | None) -> object:
+    plan = make_plan(workspace, [])
+    steps = _Steps(progress)
+    done = apply_plan(
+        workspace,
+        plan,
+        commit=args.commit,
+        dirty=args.dirty,
+        applied_by=args.applied_by,
+        progress=steps.report,
+    )
+    return {"plan": plan.to_json(), "result": done}
+
+
 OPERATIONS: dict[str, Operation[Any]] = {
     op.name: op
     for op in (
@@ -271,6 +301,8 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("replay", Letters, _replay),
         Operation("export", Export, _export, progress=True),
         Operation("import", Import, _import, progress=True),
+        Operation("plan", NoArgs, _plan),
+        Operation("apply", ApplyArgs, _apply, progress=True),
     )
 }
 

@@ -89,15 +89,16 @@ def warehouse_for(project: Project, *, read_only: bool = False) -> Engine:
     )
 
 
-def state_for(project: Project) -> StateStore:
+def state_for(project: Project, *, as_is: bool = False) -> StateStore:
     """The run state of ``project``'s environment: ``metadata_url`` when set, else beside the
     store (SQLite in the data folder, or the PostgreSQL store's database).
 
     Migrated as it opens, unless the environment is protected: then a database behind
-    this version's schema is refused (:class:`SchemaBehind`) until ``headwater migrate``."""
+    this version's schema is refused (:class:`SchemaBehind`) until ``headwater migrate``.
+    ``as_is``: opened at its revision, migrated or not (to read it: ``headwater plan``)."""
     metadata = metadata_for(project)
     try:
-        return metadata.open(migrate=not project.protected)
+        return metadata.open(migrate=not project.protected, as_is=as_is)
     except SchemaBehind as exc:
         raise SchemaBehind(exc.found, exc.needed, project.environment) from None
 
@@ -166,6 +167,7 @@ class Workspace:
             floor=floor,
             clock=clock,
             sleep=sleep,
+            applied=state.applies.pipeline_versions,
         )
         self.deliverer = Deliverer(
             self.sinks,
@@ -177,9 +179,9 @@ class Workspace:
         )
 
     @classmethod
-    def open(cls, project: Project) -> Workspace:
+    def open(cls, project: Project, *, as_is: bool = False) -> Workspace:
         """Open ``project``'s store (and warehouse) and run state and build the rest on
-        them."""
+        them; ``as_is``: the metadata at its revision, not migrated (to read it)."""
         store = engine_for(project)
         try:
             warehouse = warehouse_for(project) if has_warehouse(project) else store
@@ -187,7 +189,7 @@ class Workspace:
             store.close()
             raise
         try:
-            return cls(project, warehouse, state_for(project), store=store)
+            return cls(project, warehouse, state_for(project, as_is=as_is), store=store)
         except BaseException:
             warehouse.close()
             if store is not warehouse:

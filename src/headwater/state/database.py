@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from headwater.core.errors import TerminalError
+from headwater.state.applies import ApplyLog
 from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
 from headwater.state.offload import OffloadLog
@@ -23,12 +24,12 @@ from headwater.state.runs import RunLog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 
 class StateStore:
     """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
-    ``deliveries`` and ``offloads``, over one SQLAlchemy engine."""
+    ``deliveries``, ``offloads`` and ``applies``, over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -36,6 +37,7 @@ class StateStore:
         self.leases = Leases(engine)
         self.deliveries = DeliveryLog(engine)
         self.offloads = OffloadLog(engine)
+        self.applies = ApplyLog(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:
@@ -103,12 +105,13 @@ class MetadataDatabase:
         """The schema's Alembic revision, or ``None`` for a new database."""
         return _revision(self.engine)
 
-    def open(self, *, migrate: bool = True) -> StateStore:
+    def open(self, *, migrate: bool = True, as_is: bool = False) -> StateStore:
         """The run state, migrated first when behind; ``migrate=False`` refuses a schema
-        that is behind or new instead (:class:`SchemaBehind`)."""
+        that is behind or new instead (:class:`SchemaBehind`); ``as_is`` opens it at its
+        revision, for reading what that revision holds (``headwater plan``)."""
         try:
             found = self.revision()
-            if found != SCHEMA_REVISION:
+            if found != SCHEMA_REVISION and not as_is:
                 if not migrate:
                     raise SchemaBehind(found, SCHEMA_REVISION)
                 self.migrate()
@@ -136,6 +139,21 @@ class MetadataDatabase:
             finally:
                 lock.execute(sa.text("SELECT pg_advisory_unlock(hashtext('headwater-migrate'))"))
                 lock.commit()
+
+    def pending(self) -> list[str]:
+        """The migrations :meth:`migrate` would apply, oldest first: each revision and what
+        it does (the first line of its description)."""
+        from alembic.script import ScriptDirectory
+
+        found = self.revision()
+        if found == SCHEMA_REVISION:
+            return []
+        scripts = ScriptDirectory.from_config(_config())
+        steps = list(scripts.iterate_revisions("head", found or "base"))
+        return [
+            f"{step.revision} {(step.doc or '').splitlines()[0] if step.doc else ''}".strip()
+            for step in reversed(steps)
+        ]
 
     def upgrade_sql(self) -> str:
         """The SQL :meth:`migrate` would run from the current revision (from the start for

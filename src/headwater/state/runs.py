@@ -221,6 +221,27 @@ class RunLog:
             )
             return int(result.rowcount or 0)
 
+    def published(self) -> dict[str, str]:
+        """Each pipeline with intervals recorded, and the version of its latest one."""
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(intervals.c.pipeline, intervals.c.version).order_by(
+                    intervals.c.pipeline, intervals.c.start
+                )
+            ).all()
+        return {str(pipeline): str(version) for pipeline, version in rows}
+
+    def rows_read(self, pipeline: str) -> int | None:
+        """Rows the runs that made ``pipeline``'s recorded intervals read (``None``: no
+        run of it said)."""
+        with self.engine.connect() as db:
+            total = db.execute(
+                sa.select(sa.func.sum(runs.c.rows_read))
+                .select_from(intervals.join(runs, runs.c.id == intervals.c.run_id))
+                .where(intervals.c.pipeline == pipeline)
+            ).scalar()
+        return int(total) if total is not None else None
+
     def runs(self, pipeline: str, limit: int = 20) -> list[RunRecord]:
         with self.engine.connect() as db:
             rows = db.execute(

@@ -164,6 +164,34 @@ offloads = Table(
 )
 
 
+#: Every ``headwater apply``: who, when, from which commit, the plan it carried out.
+applies = Table(
+    "applies",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("commit", String(64)),  # the git commit applied; None outside a repository
+    Column("dirty", Integer, nullable=False),  # 1: the tree had uncommitted changes
+    Column("applied_by", String(200), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime()),
+    Column("status", String(16), nullable=False),  # running | done | failed | interrupted
+    Column("plan", Text, nullable=False),  # the plan as JSON
+    Column("error", Text),
+)
+
+#: What the environment has applied: each pipeline (its version, header and columns), source,
+#: consumer and sink, as the last apply left it. ``spec`` is JSON.
+applied = Table(
+    "applied",
+    metadata,
+    Column("kind", String(16), primary_key=True),  # pipeline | source | consumer | sink
+    Column("name", String(200), primary_key=True),
+    Column("version", String(32)),
+    Column("spec", Text, nullable=False),
+    Column("apply_id", Integer, nullable=False),
+)
+
+
 def record(cls: type[T], row: RowMapping, **values: Any) -> T:
     """A dataclass ``cls`` from a row: each field from the column of its name, except those
     given in ``values``; a row with ``interval_start`` and ``interval_end`` gives ``interval``."""

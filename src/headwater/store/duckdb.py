@@ -273,6 +273,25 @@ class DuckDBEngine:
             )
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
 
+    def swap_tables(
+        self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
+    ) -> None:
+        with self._cursor() as cur, self._transaction(cur):
+            for fence in fences:
+                self._fence(cur, fence)
+            present = {
+                str(row[0])
+                for row in cur.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+                ).fetchall()
+            }
+            for live, built in swaps.items():
+                if built in present:
+                    cur.execute(f"DROP TABLE IF EXISTS {quote(live)}")
+                    cur.execute(f"ALTER TABLE {quote(built)} RENAME TO {quote(live)}")
+            for name in drop:
+                cur.execute(f"DROP TABLE IF EXISTS {quote(name)}")
+
     def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
         if not key:
             raise QueryError("upsert needs at least one key column")
@@ -320,7 +339,7 @@ class DuckDBEngine:
                 "SELECT table_name FROM information_schema.tables "
                 "WHERE table_schema = 'main' ORDER BY table_name"
             ).fetchall()
-        return [str(row[0]) for row in rows if row[0] not in schema.INTERNAL_TABLES]
+        return [str(row[0]) for row in rows if schema.listed(str(row[0]))]
 
     def checkpoint(self) -> None:
         with self._cursor() as cur:

@@ -190,6 +190,17 @@ class Engine(Protocol):
         with a ``fence``, only if no larger token was accepted for its name."""
         ...
 
+    def swap_tables(
+        self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
+    ) -> None:
+        """Put each built table ``swaps[live]`` in the place of ``live`` (dropping the old one)
+        and drop the tables in ``drop``. One transaction where the engine has transactional
+        DDL (DuckDB, PostgreSQL): a reader sees every old table or every new one, never a
+        mix. A built table that is gone while its live table is there was swapped already
+        and is skipped, so a swap interrupted and made again completes. With ``fences``,
+        refused when a larger token was accepted for any of their names."""
+        ...
+
     def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
         """Insert ``data``, replacing rows with the same ``key``, in one transaction."""
         ...

@@ -54,6 +54,33 @@ FENCES = "_headwater_fences"
 
 #: Tables of Headwater's own bookkeeping: not datasets, not listed as the store's tables.
 INTERNAL_TABLES = frozenset({"message_ids", "collector_floors", FENCES})
+#: Tables Headwater writes beside the datasets (a pipeline's next version while ``headwater
+#: apply`` builds it, BigQuery's staging tables) start with this: never listed.
+WORK_PREFIX = "_hw_"
+#: Where ``headwater apply`` builds a pipeline's next version, swapped in when whole.
+BUILD_PREFIX = "_hw_next_"
+#: The longest table name every engine takes whole (PostgreSQL's identifiers).
+_MAX_NAME = 63
+
+
+def build_table(name: str) -> str:
+    """The table a pipeline's next version is built in, beside ``name``.
+
+    >>> build_table("daily_active_users")
+    '_hw_next_daily_active_users'
+    """
+    candidate = BUILD_PREFIX + name
+    if len(candidate) <= _MAX_NAME:
+        return candidate
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{BUILD_PREFIX}{name[: _MAX_NAME - len(BUILD_PREFIX) - 13]}_{digest}"
+
+
+def listed(name: str) -> bool:
+    """Whether a table of the store is one of its datasets (or events), not bookkeeping."""
+    return name not in INTERNAL_TABLES and not name.startswith(WORK_PREFIX)
+
+
 #: The one of them ``headwater query`` reads too (docs/events.md: whether an id would be
 #: taken as a duplicate).
 QUERYABLE_INTERNAL = ("message_ids",)

@@ -415,15 +415,39 @@ class BigQueryEngine:
         return Cost(bytes_scanned=self.dry_run(sql, params))
 
     def list_tables(self) -> list[str]:
+        return sorted(name for name in self._table_ids() if schema.listed(name))
+
+    def _table_ids(self) -> list[str]:
+        """Every table of the dataset, staging and built ones too."""
         try:
-            tables = self.client.list_tables(self.dataset)
+            return [t.table_id for t in self.client.list_tables(self.dataset)]
         except Exception as exc:
             raise classify(exc) from None
-        return sorted(
-            t.table_id
-            for t in tables
-            if not t.table_id.startswith("_hw_") and t.table_id not in schema.INTERNAL_TABLES
-        )
+
+    def swap_tables(
+        self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
+    ) -> None:
+        """Table by table: a copy job (free, and atomic for its table) truncates the live
+        table with the built one, which is then deleted. BigQuery's transactions take no
+        DDL or copy: a reader may see one table new and another still old."""
+        for fence in fences:
+            self._run(_fenced("", fence), _fence_params(fence), fence)
+        present = set(self._table_ids())
+        bq = self._bq
+        for live, built in swaps.items():
+            if built not in present:
+                continue
+            config = bq.CopyJobConfig(write_disposition="WRITE_TRUNCATE")
+            source = f"{self.dataset}.{_checked(built)}"
+            try:
+                self.client.copy_table(
+                    source, f"{self.dataset}.{_checked(live)}", job_config=config
+                ).result()
+            except Exception as exc:
+                raise classify(exc) from None
+            self._drop(source)
+        for name in drop:
+            self._drop(f"{self.dataset}.{_checked(name)}")
 
     def checkpoint(self) -> None:
         """BigQuery has nothing to fold."""

@@ -310,6 +310,33 @@ class PostgresEngine:
             )
             copy_in(con, self._table(table), data)
 
+    def swap_tables(
+        self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
+    ) -> None:
+        """``DROP`` and ``ALTER TABLE … RENAME`` in one transaction: PostgreSQL's DDL is
+        transactional, and the locks they take make readers of the old tables finish first
+        and readers after wait for the commit."""
+        with self._writing() as con:
+            for fence in fences:
+                self._fence(con, fence)
+            present = {
+                str(row[0])
+                for row in con.execute(
+                    "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                    [self.schema],
+                ).fetchall()
+            }
+            for live, built in swaps.items():
+                if built in present:
+                    con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(live)))
+                    con.execute(
+                        sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                            self._table(built), sql.Identifier(live)
+                        )
+                    )
+            for name in drop:
+                con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(name)))
+
     def load_arrivals(
         self, table: str, interval: Interval, path: str, fence: Fence | None = None
     ) -> None:
@@ -382,7 +409,7 @@ class PostgresEngine:
                 "ORDER BY table_name",
                 [self.schema],
             ).fetchall()
-        return [str(row[0]) for row in rows if row[0] not in schema.INTERNAL_TABLES]
+        return [str(row[0]) for row in rows if schema.listed(str(row[0]))]
 
     def checkpoint(self) -> None:
         """PostgreSQL checkpoints on its own."""

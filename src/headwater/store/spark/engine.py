@@ -338,6 +338,22 @@ class SparkEngine:
                 partitioned = [*columns.fields, StructField(INTERVAL, StringType())]
                 self._write_schema(f"{self._root}/{table}", StructType(partitioned))
 
+    def swap_tables(
+        self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
+    ) -> None:
+        """Folder by folder: each built folder renamed into its table's place (the old one
+        moved aside first, as a full refresh does), then the dropped folders removed. Atomic
+        per table on a local disk; a reader may see one table new and another still old."""
+        with self._write_lock:
+            for fence in fences:
+                self._fence(fence)
+            for live, built in swaps.items():
+                if self._fs.get_file_info(f"{self._root}/{built}").type == pafs.FileType.Directory:
+                    self._swap(live, built)
+            for name in drop:
+                if self._fs.get_file_info(f"{self._root}/{name}").type == pafs.FileType.Directory:
+                    self._fs.delete_dir(f"{self._root}/{name}")
+
     def load_arrivals(
         self, table: str, interval: Interval, path: str, fence: Fence | None = None
     ) -> None:

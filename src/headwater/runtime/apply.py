@@ -1,0 +1,215 @@
+"""``headwater apply``: carry out a plan and record it.
+
+Every table the plan computes again is built beside the live one (its build table, see
+:func:`headwater.store.schema.build_table`), reading the next versions of its inputs that
+are built too, while consumers, sinks and the scheduler keep using the live tables. Once
+every build is whole, holding the live pipelines' leases (no run of the old version
+publishes meanwhile), the apply:
+
+1. runs what the live pipelines published since their build started (catching up);
+2. records what the environment has applied (from here, a scheduler still running the old
+   files leaves these pipelines alone);
+3. swaps every build into its live table, and drops removed pipelines' tables, in one
+   engine transaction (DuckDB, PostgreSQL; table by table on Spark and BigQuery);
+4. moves the builds' intervals to the live names and owes them to the sinks, in one
+   metadata transaction; then marks the apply done.
+
+A crash anywhere leaves the builds and their recorded intervals: the next apply of the
+same files finds them (the intervals recorded under a build name with the version it
+would build) and goes on from there, whichever step it stopped at.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from headwater.config.project import Project, load_project
+from headwater.core.errors import ConfigError, HeadwaterError
+from headwater.process.graph import Graph, build
+from headwater.process.schedule import latest_tick
+from headwater.process.service import PipelineService, ProgressFn
+from headwater.runtime.plan import APPLIES_REVISION, Plan, rebuilt
+from headwater.runtime.workspace import Workspace, metadata_for
+from headwater.state.errors import LeaseHeld
+from headwater.state.leases import Lease
+from headwater.store.schema import BUILD_PREFIX, build_table
+
+log = logging.getLogger(__name__)
+
+#: How long the swap waits for a live pipeline's run (holding its lease) to end.
+LEASE_WAIT_SECONDS = 120.0
+
+
+@dataclass
+class ApplyResult:
+    apply_id: int
+    #: Intervals run per pipeline built (live name).
+    built: dict[str, int] = field(default_factory=dict)
+    swapped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    #: Builds another apply had left and this one finished.
+    resumed: list[str] = field(default_factory=list)
+
+
+def apply(
+    ws: Workspace,
+    plan: Plan,
+    *,
+    commit: str | None,
+    dirty: bool,
+    applied_by: str,
+    progress: ProgressFn | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ApplyResult:
+    """Carry out ``plan`` on ``ws``'s environment and record it as applied."""
+    state = ws.state
+    apply_id = state.applies.start(commit, dirty, applied_by, plan.to_json())
+    result = ApplyResult(apply_id)
+    try:
+        graph = ws.graph()
+        wanted = list(rebuilt(graph, plan.changes))
+        leftover = _leftover_builds(ws, graph)
+        result.resumed = [name for name in leftover if name not in wanted]
+        names = [n for n in graph.order if n in wanted or n in leftover]
+        builds = {name: build_table(name) for name in names}
+        service = _build_service(ws, graph, builds)
+        for name in names:
+            result.built[name] = _build(service, builds[name], progress)
+        ttl = timedelta(seconds=ws.project.settings.pipelines.lease_seconds)
+        with ExitStack() as held:
+            leases = [
+                held.enter_context(_hold(Lease(state.leases, name, ttl), sleep))
+                for name in [*names, *plan.removed]
+            ]
+            for name in names:  # what the live pipelines published meanwhile
+                result.built[name] += _build(service, builds[name], progress)
+            state.applies.record(
+                apply_id, plan.applied, [("pipeline", name) for name in plan.removed]
+            )
+            state.applies.record(
+                apply_id, [], [(o.kind, o.name) for o in plan.objects if o.change == "removed"]
+            )
+            ws.engine.swap_tables(
+                builds, drop=plan.removed, fences=[lease.fence for lease in leases]
+            )
+            sinks = {name: list(graph[name].header.sinks) for name in names}
+            state.applies.swap(builds, sinks, plan.removed)
+        result.swapped = names
+        result.dropped = list(plan.removed)
+        state.applies.finish(apply_id)
+    except BaseException as exc:
+        state.applies.fail(apply_id, str(exc) if isinstance(exc, HeadwaterError) else repr(exc))
+        raise
+    if any(graph[name].header.sinks for name in result.swapped):
+        ws.pipelines.on_published()
+    return result
+
+
+def check_promotion(project: Project, commit: str | None) -> None:
+    """Refuse ``commit`` in an environment with ``promote_from`` unless an apply of it
+    finished in that environment."""
+    source = project.promote_from
+    if source is None:
+        return
+    here = project.environment
+    if commit is None:
+        raise ConfigError(
+            f"environment {here!r} takes only commits applied to {source!r} first "
+            "(promote_from), and this project is not in a git repository",
+            hint="commit the project to git, apply it to "
+            f"{source!r}, then here from the same commit",
+        )
+    metadata = metadata_for(load_project(project.root, source))
+    try:
+        revision = metadata.revision()
+        state = metadata.open(migrate=False, as_is=True)
+        applied = (revision or "") >= APPLIES_REVISION and state.applies.applied_commit(commit)
+    finally:
+        metadata.close()
+    if not applied:
+        raise ConfigError(
+            f"commit {commit[:12]} has not been applied to {source!r}, and environment "
+            f"{here!r} takes only what {source!r} applied first (promote_from)",
+            hint=f"run `headwater --env {source} apply` from this commit first, or check out "
+            f"the commit {source!r} applied last",
+        )
+
+
+def _leftover_builds(ws: Workspace, graph: Graph) -> list[str]:
+    """Live pipelines with a build another apply left, at the version the files have now;
+    builds of another version are dropped (their files changed since)."""
+    found = []
+    for recorded, version in ws.state.runs.published().items():
+        if not recorded.startswith(BUILD_PREFIX):
+            continue
+        live = next((p for p in graph if build_table(p.name) == recorded), None)
+        if live is not None and live.version == version:
+            found.append(live.name)
+            continue
+        log.info("dropping %s, a build of another version", recorded)
+        ws.engine.swap_tables({}, drop=[recorded])
+        ws.state.applies.discard(recorded)
+    return found
+
+
+def _build_service(ws: Workspace, graph: Graph, builds: dict[str, str]) -> PipelineService:
+    """A pipeline service over the graph with each pipeline in ``builds`` built beside its
+    live table (its readers in ``builds`` reading the build), the others as they are."""
+    beside = [graph[name].beside(builds) for name in graph.order if name in builds]
+    built = build([*graph, *beside])
+    settings = ws.project.settings
+    return PipelineService(
+        lambda: built,
+        ws.engine,
+        ws.state,
+        settings.pipelines,
+        settings.project.dialect,
+        floor=ws.pipelines.floor,
+        clock=ws.pipelines.clock,
+    )
+
+
+def _build(service: PipelineService, name: str, progress: ProgressFn | None) -> int:
+    """Run every interval the build ``name`` lacks (or has stale), from its first to the last
+    whole one; a full pipeline once per tick."""
+    graph = service.graph()
+    pipeline = graph[name]
+    planner, _ = service.tools(graph)
+    start = planner.start(pipeline)
+    if start is None:
+        return 0
+    until = service.until()
+    if not pipeline.incremental:
+        latest = latest_tick(pipeline.header.schedule, until)
+        done = service.state.runs.intervals(name).get(latest.start)
+        if done is not None and done.status == "done":
+            return 0
+    # Its inputs are built before it (run order), or live and left to their own schedule.
+    return len(service.backfill(name, start, until, progress, upstream=False))
+
+
+class _hold:
+    """Enter ``lease``, waiting while a run holds it (up to :data:`LEASE_WAIT_SECONDS`)."""
+
+    def __init__(self, lease: Lease, sleep: Callable[[float], None]) -> None:
+        self.lease = lease
+        self.sleep = sleep
+
+    def __enter__(self) -> Lease:
+        waited = 0.0
+        while True:
+            try:
+                return self.lease.__enter__()
+            except LeaseHeld:
+                if waited >= LEASE_WAIT_SECONDS:
+                    raise
+                self.sleep(1.0)
+                waited += 1.0
+
+    def __exit__(self, *exc: object) -> None:
+        self.lease.__exit__(None, None, None)
