@@ -121,17 +121,32 @@ class Cloud:
             stored.http_target.headers["User-Agent"] = "Google-Cloud-Scheduler"
         self.resources[type(stored), name] = stored
 
+    def create(self, method: str, name: str, message: run_v2.Service | run_v2.Job) -> Done:
+        """A Cloud Run resource created: named by its id, never by the message."""
+        assert not message.name, f"{method}: a new resource is named by its id"
+        self.keep(name, message)
+        return self.operation(method, self.get(type(message), name))
+
+    def update(self, method: str, message: run_v2.Service | run_v2.Job) -> Done:
+        self.get(type(message), message.name)
+        self.keep(message.name, message)
+        return self.operation(method, message)
+
     def operation(self, method: str, value: object) -> Done:
         self.operations.append(Done(value, TimeoutError() if method == self.stuck else None))
         return self.operations[-1]
 
-    def get_policy(self, method: str, request: iam_policy_pb2.GetIamPolicyRequest) -> object:
+    def get_policy(
+        self, method: str, request: iam_policy_pb2.GetIamPolicyRequest
+    ) -> policy_pb2.Policy:
         self.record(method, request, iam_policy_pb2.GetIamPolicyRequest)
         policy = policy_pb2.Policy()
         policy.CopyFrom(self.policies.get(request.resource, policy_pb2.Policy(etag=b"e0")))
         return policy
 
-    def set_policy(self, method: str, request: iam_policy_pb2.SetIamPolicyRequest) -> object:
+    def set_policy(
+        self, method: str, request: iam_policy_pb2.SetIamPolicyRequest
+    ) -> policy_pb2.Policy:
         self.record(method, request, iam_policy_pb2.SetIamPolicyRequest)
         kept = policy_pb2.Policy()
         kept.CopyFrom(request.policy)
@@ -140,9 +155,30 @@ class Cloud:
         return kept
 
 
-class Services:
+class Client:
+    #: The prefix of the methods' names in the recording.
+    prefix = ""
+
     def __init__(self, cloud: Cloud) -> None:
         self.cloud = cloud
+
+
+class Policies(Client):
+    """The IAM methods the Cloud Run clients share."""
+
+    def get_iam_policy(
+        self, request: iam_policy_pb2.GetIamPolicyRequest, *, timeout: float
+    ) -> policy_pb2.Policy:
+        return self.cloud.get_policy(f"{self.prefix}.get_iam_policy", request)
+
+    def set_iam_policy(
+        self, request: iam_policy_pb2.SetIamPolicyRequest, *, timeout: float
+    ) -> policy_pb2.Policy:
+        return self.cloud.set_policy(f"{self.prefix}.set_iam_policy", request)
+
+
+class Services(Policies):
+    prefix = "services"
 
     def get_service(self, request: run_v2.GetServiceRequest, *, timeout: float) -> run_v2.Service:
         self.cloud.record("services.get_service", request, run_v2.GetServiceRequest)
@@ -150,31 +186,16 @@ class Services:
 
     def create_service(self, request: run_v2.CreateServiceRequest, *, timeout: float) -> Done:
         self.cloud.record("services.create_service", request, run_v2.CreateServiceRequest)
-        assert not request.service.name, "a new service is named by service_id"
         name = f"{request.parent}/services/{request.service_id}"
-        self.cloud.keep(name, request.service)
-        return self.cloud.operation("services.create_service", self.cloud.get(run_v2.Service, name))
+        return self.cloud.create("services.create_service", name, request.service)
 
     def update_service(self, request: run_v2.UpdateServiceRequest, *, timeout: float) -> Done:
         self.cloud.record("services.update_service", request, run_v2.UpdateServiceRequest)
-        self.cloud.get(run_v2.Service, request.service.name)
-        self.cloud.keep(request.service.name, request.service)
-        return self.cloud.operation("services.update_service", request.service)
-
-    def get_iam_policy(
-        self, request: iam_policy_pb2.GetIamPolicyRequest, *, timeout: float
-    ) -> policy_pb2.Policy:
-        return self.cloud.get_policy("services.get_iam_policy", request)  # type: ignore[return-value]
-
-    def set_iam_policy(
-        self, request: iam_policy_pb2.SetIamPolicyRequest, *, timeout: float
-    ) -> policy_pb2.Policy:
-        return self.cloud.set_policy("services.set_iam_policy", request)  # type: ignore[return-value]
+        return self.cloud.update("services.update_service", request.service)
 
 
-class Jobs:
-    def __init__(self, cloud: Cloud) -> None:
-        self.cloud = cloud
+class Jobs(Policies):
+    prefix = "jobs"
 
     def get_job(self, request: run_v2.GetJobRequest, *, timeout: float) -> run_v2.Job:
         self.cloud.record("jobs.get_job", request, run_v2.GetJobRequest)
@@ -182,32 +203,15 @@ class Jobs:
 
     def create_job(self, request: run_v2.CreateJobRequest, *, timeout: float) -> Done:
         self.cloud.record("jobs.create_job", request, run_v2.CreateJobRequest)
-        assert not request.job.name, "a new job is named by job_id"
         name = f"{request.parent}/jobs/{request.job_id}"
-        self.cloud.keep(name, request.job)
-        return self.cloud.operation("jobs.create_job", self.cloud.get(run_v2.Job, name))
+        return self.cloud.create("jobs.create_job", name, request.job)
 
     def update_job(self, request: run_v2.UpdateJobRequest, *, timeout: float) -> Done:
         self.cloud.record("jobs.update_job", request, run_v2.UpdateJobRequest)
-        self.cloud.get(run_v2.Job, request.job.name)
-        self.cloud.keep(request.job.name, request.job)
-        return self.cloud.operation("jobs.update_job", request.job)
-
-    def get_iam_policy(
-        self, request: iam_policy_pb2.GetIamPolicyRequest, *, timeout: float
-    ) -> policy_pb2.Policy:
-        return self.cloud.get_policy("jobs.get_iam_policy", request)  # type: ignore[return-value]
-
-    def set_iam_policy(
-        self, request: iam_policy_pb2.SetIamPolicyRequest, *, timeout: float
-    ) -> policy_pb2.Policy:
-        return self.cloud.set_policy("jobs.set_iam_policy", request)  # type: ignore[return-value]
+        return self.cloud.update("jobs.update_job", request.job)
 
 
-class Scheduler:
-    def __init__(self, cloud: Cloud) -> None:
-        self.cloud = cloud
-
+class Scheduler(Client):
     def get_job(self, request: scheduler_v1.GetJobRequest, *, timeout: float) -> scheduler_v1.Job:
         self.cloud.record("scheduler.get_job", request, scheduler_v1.GetJobRequest)
         return self.cloud.get(scheduler_v1.Job, request.name)
