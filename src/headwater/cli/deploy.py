@@ -1,45 +1,90 @@
-"""Deployment files: ``headwater deploy render``."""
+"""Deploying an environment: ``headwater deploy render`` writes the files, ``headwater deploy
+apply`` applies the Cloud Run ones through Google's APIs."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
 from headwater.cli.context import options
 from headwater.cli.output import console
-from headwater.config.project import load_project
+from headwater.config.project import Project, load_project
 from headwater.core.errors import ConfigError
+from headwater.core.extras import MissingExtra
+
+if TYPE_CHECKING:
+    from headwater.runtime.deploy import DeployOptions
+
+#: The default of --schedule (``headwater.runtime.deploy.DEFAULT_SCHEDULE``, which is not
+#: imported here: the command line imports the runtime only when a command runs).
+DEFAULT_SCHEDULE = "*/5 * * * *"
+
+
+TargetOption = Annotated[
+    str, typer.Option("--target", help="cloudrun or compose.", metavar="cloudrun|compose")
+]
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", "-e", help="The environment to deploy (default: headwater --env)."),
+]
+ImageOption = Annotated[
+    str | None,
+    typer.Option(help="The image to run (required for cloudrun; compose builds one)."),
+]
+ProjectIdOption = Annotated[
+    str | None,
+    typer.Option("--project-id", help="Google Cloud project (default: the BigQuery one)."),
+]
+RegionOption = Annotated[str | None, typer.Option(help="Cloud Run region, e.g. europe-west1.")]
+ScheduleOption = Annotated[
+    str, typer.Option(help="Cron schedule of `run --due` on Cloud Scheduler.")
+]
+CloudSqlOption = Annotated[
+    str | None,
+    typer.Option(
+        "--cloudsql-instance",
+        help="PROJECT:REGION:INSTANCE of the store (default: PROJECT:REGION:headwater-ENV).",
+    ),
+]
+
+
+def _load(
+    target: str,
+    environment: str | None,
+    image: str | None,
+    project_id: str | None,
+    region: str | None,
+    schedule: str,
+    cloudsql_instance: str | None,
+) -> tuple[Project, DeployOptions]:
+    from headwater.runtime.deploy import DeployOptions
+
+    if target not in ("cloudrun", "compose"):
+        raise ConfigError(
+            f"there is no deploy target {target!r}", hint="--target cloudrun or --target compose"
+        )
+    project = load_project(options.project_dir, environment or options.environment)
+    opts = DeployOptions(
+        target="cloudrun" if target == "cloudrun" else "compose",
+        image=image,
+        project_id=project_id,
+        region=region,
+        schedule=schedule,
+        cloudsql_instance=cloudsql_instance,
+    )
+    return project, opts
 
 
 def render(
-    target: Annotated[
-        str, typer.Option("--target", help="cloudrun or compose.", metavar="cloudrun|compose")
-    ],
-    environment: Annotated[
-        str | None,
-        typer.Option("--env", "-e", help="The environment to deploy (default: headwater --env)."),
-    ] = None,
-    image: Annotated[
-        str | None,
-        typer.Option(help="The image to run (required for cloudrun; compose builds one)."),
-    ] = None,
-    project_id: Annotated[
-        str | None,
-        typer.Option("--project-id", help="Google Cloud project (default: the BigQuery one)."),
-    ] = None,
-    region: Annotated[str | None, typer.Option(help="Cloud Run region, e.g. europe-west1.")] = None,
-    schedule: Annotated[
-        str, typer.Option(help="Cron schedule of `run --due` on Cloud Scheduler.")
-    ] = "*/5 * * * *",
-    cloudsql_instance: Annotated[
-        str | None,
-        typer.Option(
-            "--cloudsql-instance",
-            help="PROJECT:REGION:INSTANCE of the store (default: PROJECT:REGION:headwater-ENV).",
-        ),
-    ] = None,
+    target: TargetOption,
+    environment: EnvOption = None,
+    image: ImageOption = None,
+    project_id: ProjectIdOption = None,
+    region: RegionOption = None,
+    schedule: ScheduleOption = DEFAULT_SCHEDULE,
+    cloudsql_instance: CloudSqlOption = None,
 ) -> None:
     """Write the image and the resources that run an environment into deploy/ENV/.
 
@@ -51,18 +96,8 @@ def render(
     """
     from headwater.runtime import deploy
 
-    if target not in ("cloudrun", "compose"):
-        raise ConfigError(
-            f"there is no deploy target {target!r}", hint="--target cloudrun or --target compose"
-        )
-    project = load_project(options.project_dir, environment or options.environment)
-    opts = deploy.DeployOptions(
-        target="cloudrun" if target == "cloudrun" else "compose",
-        image=image,
-        project_id=project_id,
-        region=region,
-        schedule=schedule,
-        cloudsql_instance=cloudsql_instance,
+    project, opts = _load(
+        target, environment, image, project_id, region, schedule, cloudsql_instance
     )
     files = deploy.render(project, opts)
     folder = project.root / "deploy" / str(project.environment)
@@ -98,3 +133,64 @@ def render(
             f"run docker-compose -f {escape(str(where))}/compose.yaml up -d.",
             highlight=False,
         )
+
+
+def apply(
+    target: TargetOption,
+    environment: EnvOption = None,
+    image: ImageOption = None,
+    project_id: ProjectIdOption = None,
+    region: RegionOption = None,
+    schedule: ScheduleOption = DEFAULT_SCHEDULE,
+    cloudsql_instance: CloudSqlOption = None,
+) -> None:
+    """Create or update an environment's Cloud Run services, job and schedule.
+
+    The resources are those deploy render writes, applied through Google's APIs
+    with the application default credentials: the collector, the read API, the
+    run --due job, its Cloud Scheduler job, then who may invoke them. Applying
+    again updates what changed and leaves the rest. Service accounts and their
+    roles are not created: the gcloud commands that do are printed first.
+
+    Example: headwater deploy apply --env prod --target cloudrun --image IMAGE
+    --region europe-west1
+    """
+    if target == "compose":
+        raise ConfigError(
+            "deploy apply applies to Cloud Run only; docker-compose applies the compose files",
+            hint="headwater deploy render --target compose, then "
+            "docker-compose -f deploy/ENV/compose.yaml up -d",
+        )
+    project, opts = _load(
+        target, environment, image, project_id, region, schedule, cloudsql_instance
+    )
+    from headwater.runtime import deploy
+
+    plan = deploy.cloudrun_plan(project, opts)
+    try:
+        from headwater.runtime import cloudrun
+    except ImportError as exc:
+        # Google's libraries share the google namespace: name the module that is missing.
+        if (exc.name or "headwater").startswith("headwater"):
+            raise
+        raise MissingExtra("cloudrun", "headwater deploy apply", str(exc.name)) from None
+
+    console.print(
+        "Not applied here (the Cloud Run and Cloud Scheduler APIs do not manage them): the "
+        "service accounts and their roles. Run these once before, as someone who may grant "
+        "roles on the project (each command can run again):",
+        highlight=False,
+    )
+    for line in deploy.account_commands(plan.gcp, plan.roles):
+        console.print(f"  {escape(line)}" if line else "", highlight=False, soft_wrap=True)
+    console.print("Applying:", highlight=False)
+    clients = cloudrun.connect()
+    for done in cloudrun.apply(plan, clients):
+        console.print(f"  {done.outcome:<9} {done.kind} {escape(done.name)}", highlight=False)
+    g = plan.gcp
+    console.print(
+        f"The collector's URL: gcloud run services describe {escape(g.name('collector'))} "
+        f"--project {escape(g.project)} --region {escape(g.region)} --format 'value(status.url)'",
+        highlight=False,
+        soft_wrap=True,
+    )

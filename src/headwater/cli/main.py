@@ -43,7 +43,9 @@ app = typer.Typer(
 )
 sources = typer.Typer(help="Producers of events and their write keys.", no_args_is_help=True)
 consumers = typer.Typer(help="Services that read datasets through the API.", no_args_is_help=True)
-deployment = typer.Typer(help="Files that deploy an environment.", no_args_is_help=True)
+deployment = typer.Typer(
+    help="Files that deploy an environment, and applying them.", no_args_is_help=True
+)
 
 #: (group, command name, function): every command of ``headwater``, in the order of ``--help``.
 COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
@@ -68,6 +70,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (consumers, "add", setup.consumers_add),
     (consumers, "list", setup.consumers_list),
     (deployment, "render", deploy.render),
+    (deployment, "apply", deploy.apply),
 )
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
     (sources, "sources"),

@@ -576,21 +576,11 @@ def accounts(project: Project, g: _Gcp, secrets: Secrets) -> dict[str, Any]:
     }
 
 
-def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
-    # Values given on the command line are quoted for the shell, never pasted as they are.
-    p, r = shlex.quote(g.project), shlex.quote(g.region)
-    lines = [
-        "#!/usr/bin/env bash",
-        f"# Rendered by `headwater deploy render --env {g.env} --target cloudrun`: rendered",
-        "# again (overwritten) each time. Applies the files beside it, in order. Create the",
-        "# secrets first (gcloud secrets create NAME --data-file=-) and the Cloud SQL",
-        f"# instance {g.cloudsql}; the store's URL then reaches it through",
-        "# /cloudsql/INSTANCE (postgresql://USER:PASSWORD@/DB?host=/cloudsql/INSTANCE).",
-        "set -euo pipefail",
-        'cd "$(dirname "$0")"',
-        "",
-        "# Service accounts",
-    ]
+def account_commands(g: _Gcp, roles: dict[str, Any]) -> list[str]:
+    """The ``gcloud`` commands that create each service account and grant its roles (on the
+    project, each secret, each bucket); each can run again without harm."""
+    p = shlex.quote(g.project)
+    lines = ["# Service accounts"]
     for part, entry in roles.items():
         lines.append(
             f"gcloud iam service-accounts describe {entry['email']} --project {p} >/dev/null "
@@ -615,15 +605,59 @@ def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
                 f"gcloud storage buckets add-iam-policy-binding gs://{bucket} --member {member} "
                 "--role roles/storage.objectAdmin >/dev/null"
             )
+    return lines
+
+
+@dataclass(frozen=True)
+class Invoker:
+    """Who may call a service or start the job: Cloud Run's ``roles/run.invoker``."""
+
+    kind: Literal["services", "jobs"]
+    part: str
+    member: str
+    role: str = "roles/run.invoker"
+
+
+def invokers(g: _Gcp, roles: dict[str, Any]) -> list[Invoker]:
+    """The collector takes events from SDKs that carry a write key, not a Google identity, so
+    everyone may reach it (the key is checked by Headwater); only the scheduler's account may
+    start the job. The read API gets no binding here: Cloud Run lets in only the callers
+    granted ``roles/run.invoker`` on it."""
+    return [
+        Invoker("services", "collector", "allUsers"),
+        Invoker("jobs", "due", f"serviceAccount:{roles['scheduler']['email']}"),
+    ]
+
+
+def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
+    # Values given on the command line are quoted for the shell, never pasted as they are.
+    p, r = shlex.quote(g.project), shlex.quote(g.region)
+    lines = [
+        "#!/usr/bin/env bash",
+        f"# Rendered by `headwater deploy render --env {g.env} --target cloudrun`: rendered",
+        "# again (overwritten) each time. Applies the files beside it, in order. Create the",
+        "# secrets first (gcloud secrets create NAME --data-file=-) and the Cloud SQL",
+        f"# instance {g.cloudsql}; the store's URL then reaches it through",
+        "# /cloudsql/INSTANCE (postgresql://USER:PASSWORD@/DB?host=/cloudsql/INSTANCE).",
+        "set -euo pipefail",
+        'cd "$(dirname "$0")"',
+        "",
+        *account_commands(g, roles),
+    ]
     scheduler = roles["scheduler"]["email"]
     lines += [
         "",
-        "# Services and the job",
+        "# Services and the job, and who may call them",
         f"gcloud run services replace collector.service.yaml --project {p} --region {r}",
         f"gcloud run services replace api.service.yaml --project {p} --region {r}",
         f"gcloud run jobs replace due.job.yaml --project {p} --region {r}",
-        f"gcloud run jobs add-iam-policy-binding {g.name('due')} --project {p} --region {r} "
-        f"--member serviceAccount:{scheduler} --role roles/run.invoker >/dev/null",
+    ]
+    for grant in invokers(g, roles):
+        lines.append(
+            f"gcloud run {grant.kind} add-iam-policy-binding {g.name(grant.part)} --project {p} "
+            f"--region {r} --member {grant.member} --role {grant.role} >/dev/null"
+        )
+    lines += [
         "",
         "# The schedule (created once; delete it to change it)",
         f"gcloud scheduler jobs describe {g.name('due')} --project {p} --location {r} "
@@ -637,7 +671,38 @@ def apply_script(g: _Gcp, roles: dict[str, Any], schedule: str) -> str:
     return "\n".join(lines)
 
 
-def cloudrun(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -> dict[str, str]:
+@dataclass(frozen=True)
+class CloudRun:
+    """An environment's Cloud Run resources before any format: what ``render`` writes as
+    files and ``apply`` sends to Google's APIs."""
+
+    gcp: _Gcp
+    #: The collector's and the read API's services, by part.
+    services: dict[str, ServiceSpec]
+    #: The secrets the ``run --due`` job reads.
+    job_secrets: list[str]
+    #: Each service account, its roles (:func:`accounts`).
+    roles: dict[str, Any]
+    schedule: str
+
+    def service(self, part: str) -> dict[str, Any]:
+        return v2_service(self.gcp, part, self.services[part])
+
+    def job(self) -> dict[str, Any]:
+        return v2_job(self.gcp, self.gcp.env, self.job_secrets)
+
+    def scheduler_job(self) -> dict[str, Any]:
+        return scheduler_job(self.gcp, self.schedule)
+
+
+def cloudrun_plan(project: Project, opts: DeployOptions) -> CloudRun:
+    """The Cloud Run resources of ``project``'s environment, checked as ``render`` checks."""
+    env = _environment(project)
+    _check_store(project)
+    return _plan(project, env, find_secrets(project), opts)
+
+
+def _plan(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -> CloudRun:
     g = _gcp(project, env, opts)
     collector = ServiceSpec(
         _serve(env, "collector"),
@@ -650,16 +715,22 @@ def cloudrun(project: Project, env: str, secrets: Secrets, opts: DeployOptions) 
         _serve(env, "api"), secrets.api, API_CONCURRENCY, API_MEMORY, always_cpu=False
     )
     roles = accounts(project, g, secrets)
+    return CloudRun(g, {"collector": collector, "api": api}, secrets.job, roles, opts.schedule)
+
+
+def cloudrun(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -> dict[str, str]:
+    plan = _plan(project, env, secrets, opts)
+    g, specs = plan.gcp, plan.services
     return {
-        "collector.service.yaml": to_yaml(knative_service(g, "collector", collector)),
-        "api.service.yaml": to_yaml(knative_service(g, "api", api)),
-        "due.job.yaml": to_yaml(knative_job(g, env, secrets.job)),
-        "collector.service.v2.json": _json(v2_service(g, "collector", collector)),
-        "api.service.v2.json": _json(v2_service(g, "api", api)),
-        "due.job.v2.json": _json(v2_job(g, env, secrets.job)),
-        "scheduler.job.json": _json(scheduler_job(g, opts.schedule)),
-        "service-accounts.yaml": to_yaml(roles),
-        "apply.sh": apply_script(g, roles, opts.schedule),
+        "collector.service.yaml": to_yaml(knative_service(g, "collector", specs["collector"])),
+        "api.service.yaml": to_yaml(knative_service(g, "api", specs["api"])),
+        "due.job.yaml": to_yaml(knative_job(g, env, plan.job_secrets)),
+        "collector.service.v2.json": _json(plan.service("collector")),
+        "api.service.v2.json": _json(plan.service("api")),
+        "due.job.v2.json": _json(plan.job()),
+        "scheduler.job.json": _json(plan.scheduler_job()),
+        "service-accounts.yaml": to_yaml(plan.roles),
+        "apply.sh": apply_script(g, plan.roles, plan.schedule),
     }
 
 
