@@ -91,13 +91,13 @@ def test_protected_environment_is_migrated_only_when_told(project: Project) -> N
     # --sql shows the upgrade and leaves the database as it was.
     shown = project.cli("--env", "prod", "migrate", "--sql")
     assert "CREATE TABLE offloads" in shown.stdout, shown.stdout
-    assert "from 0003 to 0004" in shown.stdout, shown.stdout
+    assert f"from 0003 to {SCHEMA_REVISION}" in shown.stdout, shown.stdout
     assert "CREATE TABLE leases" not in shown.stdout, shown.stdout  # from 0003, not the start
     assert revision_of(metadata) == "0003"
     assert "offloads" not in tables_of(metadata)
 
     migrated = project.cli("--env", "prod", "migrate")
-    assert "from 0003 to 0004" in migrated.stdout, migrated.stdout
+    assert f"from 0003 to {SCHEMA_REVISION}" in migrated.stdout, migrated.stdout
     assert revision_of(metadata) == SCHEMA_REVISION
     assert "offloads" in tables_of(metadata)
 
@@ -122,7 +122,7 @@ def test_protected_environment_refuses_a_new_metadata_database(project: Project)
     assert revision_of(metadata) is None
 
     migrated = project.cli("--env", "prod", "migrate")
-    assert "from nothing (a new database) to 0004" in migrated.stdout, migrated.stdout
+    assert f"from nothing (a new database) to {SCHEMA_REVISION}" in migrated.stdout, migrated.stdout
     assert revision_of(metadata) == SCHEMA_REVISION
     project.cli("--env", "prod", "status")
 

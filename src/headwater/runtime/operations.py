@@ -9,7 +9,7 @@ arguments and the result travel as JSON-able values, and progress arrives as
 dicts.
 
 >>> sorted(OPERATIONS)[:4]
-['backfill', 'dead_letters', 'deliver', 'deliveries']
+['apply', 'backfill', 'dead_letters', 'deliver']
 """
 
 from __future__ import annotations
