@@ -306,7 +306,7 @@ def test_no_secret_value_is_in_any_rendered_file(
             assert secret not in text, f"{name}'s value is in {path.name}"
     for _, output in (cloudrun, composed):
         assert "rewritten" in output
-        assert "pip-compile --generate-hashes" in output
+        assert "headwater deploy lock" in output
     assert f"Cloud SQL instance {INSTANCE}" in cloudrun[1]
 
 
@@ -346,6 +346,7 @@ def test_the_dockerfile_runs_as_a_user_from_hashed_dependencies(
     # Without a models folder there is nothing to copy.
     plain = _instructions(composed[0] / "Dockerfile")
     assert not any("models/" in r for w, r in plain if w == "COPY")
+    assert not any("wheels/" in r for w, r in steps + plain if w == "COPY")
     ignore = (cloudrun[0] / "Dockerfile.dockerignore").read_text().splitlines()
     assert {".headwater/", ".venv/", ".git/", "deploy/"} <= set(ignore)
 

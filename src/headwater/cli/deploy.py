@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -98,3 +99,43 @@ def render(
             f"run docker-compose -f {escape(str(where))}/compose.yaml up -d.",
             highlight=False,
         )
+
+
+def lock(
+    extras: Annotated[
+        str | None,
+        typer.Option(
+            help="Headwater's extras the image needs, comma-separated (when writing "
+            "requirements.in), e.g. bigquery,gcs."
+        ),
+    ] = None,
+    wheel: Annotated[
+        Path | None,
+        typer.Option(
+            help="A Headwater wheel file to install, kept in wheels/ (when your package "
+            "index does not have Headwater)."
+        ),
+    ] = None,
+) -> None:
+    """Pin what the image installs into requirements.lock, every package by its hash.
+
+    Resolves requirements.in (written first when missing) for the image: CPython 3.11 on
+    Linux x86_64, whatever machine this runs on.
+
+    Example: headwater deploy lock --extras bigquery,gcs
+    """
+    from headwater.runtime import lock as locking
+
+    root = load_project(options.project_dir, options.environment).root
+    wanted = [e.strip() for e in extras.split(",") if e.strip()] if extras is not None else None
+    done = locking.lock(root, extras=wanted, wheel=wheel)
+    if done.wrote_in:
+        console.print(f"Wrote {escape(str(done.requirements_in))}.", highlight=False)
+    if done.wheel is not None:
+        console.print(f"Kept {escape(str(done.wheel))} for the image.", highlight=False)
+    console.print(
+        f"Wrote {escape(str(done.lock))}: {done.packages} packages pinned by hash, for "
+        f"CPython {locking.IMAGE_PYTHON} on Linux x86_64. Commit requirements.in, "
+        "requirements.lock (and wheels/), then render again: headwater deploy render.",
+        highlight=False,
+    )

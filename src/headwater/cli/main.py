@@ -56,6 +56,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (consumers, "add", setup.consumers_add),
     (consumers, "list", setup.consumers_list),
     (deployment, "render", deploy.render),
+    (deployment, "lock", deploy.lock),
 )
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
     (sources, "sources"),
