@@ -24,6 +24,7 @@ itself.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import socket
@@ -152,10 +153,14 @@ def image(tmp_path_factory: pytest.TempPathFactory, database: str) -> Image:
         elif word == "COPY":
             _copy(root, app, rest)
         elif word == "RUN" and rest.startswith("pip install"):
-            # The cache stays on (the image's --no-cache-dir only keeps it out of a layer).
+            # pip's cache, configuration and mirrors are this machine's (the image turns the
+            # cache off only to keep it out of a layer; PIP_NO_CACHE_DIR turns it off
+            # whatever its value, so it is left out).
             argv = [a for a in shlex.split(rest) if a != "--no-cache-dir"]
-            cache = {"PIP_NO_CACHE_DIR": "0", "PIP_CACHE_DIR": _pip_cache()}
-            _run(argv, cwd=app, env=env | cache)
+            pip_env = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
+            pip_env |= {k: v for k, v in env.items() if k != "PIP_NO_CACHE_DIR"}
+            pip_env |= {"PIP_CACHE_DIR": _pip_cache(), "HOME": str(Path.home())}
+            _run(argv, cwd=app, env=pip_env)
     job = yaml.safe_load((deployed / "due.job.yaml").read_text(encoding="utf-8"))
     container = job["spec"]["template"]["spec"]["template"]["spec"]["containers"][0]
     return Image(app, venv, env, steps, [*container["command"], *container["args"]], key)
