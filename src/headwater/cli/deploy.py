@@ -139,3 +139,33 @@ def lock(
         "requirements.lock (and wheels/), then render again: headwater deploy render.",
         highlight=False,
     )
+
+
+def workflow(
+    qa: Annotated[str, typer.Option(help="Planned on pull requests, applied from main.")] = "qa",
+    prod: Annotated[str, typer.Option(help="Applied from a version tag (v*).")] = "prod",
+    branch: Annotated[str, typer.Option(help="The main branch.")] = "main",
+) -> None:
+    """Write .github/workflows/headwater.yml: plan on pull requests, apply on main and tags.
+
+    Pull requests run validate and plan --env QA (posted as a comment); a push to BRANCH
+    applies QA, a tag v* applies PROD, each after migrate when the environment is
+    protected. Secrets stay in GitHub: the file holds only their names.
+
+    Example: headwater deploy workflow --qa qa --prod prod
+    """
+    from headwater.runtime import workflow as flow
+
+    stages = [flow.stage(load_project(options.project_dir, env)) for env in (qa, prod)]
+    root = load_project(options.project_dir, None).root
+    path = root / flow.PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(flow.render(*stages, branch=branch), encoding="utf-8")
+    console.print(f"Wrote {escape(str(path))} (rewritten on each run).", highlight=False)
+    for stage in stages:
+        names = ", ".join(stage.secrets) or "none"
+        console.print(
+            f"GitHub environment {escape(stage.name)}: secrets {escape(names)}; variables "
+            f"{', '.join(flow.VARIABLES)}.",
+            highlight=False,
+        )

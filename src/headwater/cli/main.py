@@ -57,6 +57,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (consumers, "list", setup.consumers_list),
     (deployment, "render", deploy.render),
     (deployment, "lock", deploy.lock),
+    (deployment, "workflow", deploy.workflow),
 )
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
     (sources, "sources"),

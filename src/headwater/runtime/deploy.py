@@ -784,6 +784,27 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2) + "\n"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block YAML whose strings of several lines are literal blocks (``|``), as written."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def to_yaml(value: Any) -> str:
-    """Block YAML, keys in the order given."""
-    return str(yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=100))
+    """Block YAML, keys in the order given.
+
+    >>> print(to_yaml({"run": "echo a\\necho b\\n", "on": ["push"]}), end="")
+    run: |
+      echo a
+      echo b
+    'on':
+    - push
+    """
+    return str(yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                         width=100))  # fmt: skip
