@@ -257,3 +257,21 @@ def test_the_jobs_command_runs_the_due_pass(image: Image, database: str) -> None
                           text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert time.monotonic() - started < 60
+
+
+def test_the_lock_refuses_what_it_cannot_pin_and_says_how(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    init_project(root)
+    (root / "requirements.in").write_text("headwater[bigquery]==0.1.0\nscikit-learn\n")
+    other = run_cli(root, "deploy", "lock", "--extras", "gcs", check=False)
+    assert other.returncode == 1
+    assert "requirements.in exists and does not ask for headwater[gcs]==0.1.0" in other.stderr
+    assert "edit its headwater line" in other.stderr
+    not_a_wheel = tmp_path / "headwater-0.1.0.tar.gz"
+    not_a_wheel.write_bytes(b"")
+    refused = run_cli(root, "deploy", "lock", "--wheel", str(not_a_wheel), check=False)
+    assert refused.returncode == 1
+    assert "is not a Headwater wheel file" in refused.stderr
+    assert "pip wheel --no-deps" in refused.stderr
+    assert not (root / "requirements.lock").exists()
+    assert not (root / "wheels").exists()
