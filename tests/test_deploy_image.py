@@ -27,7 +27,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -40,8 +39,8 @@ import pytest
 import yaml
 
 from headwater.cli.scaffold import init_project
-from tests.conftest import run_cli, wait_for
-from tests.pg import binaries, postgres_server
+from tests.conftest import dockerfile_instructions, run_cli, wait_for
+from tests.pg import _free_port, binaries, postgres_server
 
 REPO = Path(__file__).resolve().parents[1]
 PROD = """
@@ -70,27 +69,6 @@ class Image:
 
     def instruction(self, word: str) -> str:
         return next(rest for w, rest in self.dockerfile if w == word)
-
-
-def instructions(text: str) -> list[tuple[str, str]]:
-    """A Dockerfile's instructions, continuation lines joined, comments left out."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for line in text.splitlines():
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        pending += line.rstrip("\\").strip() + " "
-        if not line.endswith("\\"):
-            word, _, rest = pending.strip().partition(" ")
-            out.append((word.upper(), rest))
-            pending = ""
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _run(
@@ -137,7 +115,7 @@ def image(tmp_path_factory: pytest.TempPathFactory, database: str) -> Image:
             "europe-west1-docker.pkg.dev/acme/hw/headwater:1", "--region", "europe-west1",
             "--project-id", "acme")  # fmt: skip
     deployed = root / "deploy" / "prod"
-    steps = instructions((deployed / "Dockerfile").read_text(encoding="utf-8"))
+    steps = dockerfile_instructions((deployed / "Dockerfile").read_text(encoding="utf-8"))
 
     # FROM python:3.11-slim
     assert steps[0] == ("FROM", f"python:{sys.version_info.major}.{sys.version_info.minor}-slim")
