@@ -188,3 +188,13 @@ def test_the_plan_step_posts_the_plan_and_fails_only_on_an_error(
     assert "plan of plan --env qa" in posted
     assert ("Breaking changes" in posted) is breaking
     assert ("::warning::" in done.stdout) is breaking
+
+
+def test_an_environment_that_is_not_declared_is_named_with_its_flag(tmp_path: Path) -> None:
+    (tmp_path / "headwater.toml").write_text(PROJECT, encoding="utf-8")
+    (tmp_path / "pipelines").mkdir()
+    result = run_cli(tmp_path, "deploy", "workflow", "--qa", "staging", check=False)
+    assert result.returncode == 1
+    assert "there is no environment 'staging' to plan and apply" in result.stderr
+    assert "or name another environment with --qa NAME" in result.stderr
+    assert not (tmp_path / ".github").exists()

@@ -156,8 +156,18 @@ def workflow(
     """
     from headwater.runtime import workflow as flow
 
+    top = load_project(options.project_dir, None)
+    file = top.written or top.settings
+    for flag, env in (("--qa", qa), ("--prod", prod)):
+        if env not in file.environments:
+            raise ConfigError(
+                f"there is no environment {env!r} to plan and apply",
+                path=str(top.file),
+                hint=f"declare [environments.{env}] in headwater.toml, or name another "
+                f"environment with {flag} NAME",
+            )
     stages = [flow.stage(load_project(options.project_dir, env)) for env in (qa, prod)]
-    root = load_project(options.project_dir, None).root
+    root = top.root
     path = root / flow.PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(flow.render(*stages, branch=branch), encoding="utf-8")
