@@ -103,6 +103,22 @@ def run_cli(
     return result
 
 
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """A Dockerfile's instructions as (word, rest), continuation lines joined, comments
+    left out."""
+    out: list[tuple[str, str]] = []
+    pending = ""
+    for line in text.splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        pending += line.rstrip("\\").strip() + " "
+        if not line.endswith("\\"):
+            word, _, rest = pending.strip().partition(" ")
+            out.append((word.upper(), rest))
+            pending = ""
+    return out
+
+
 @dataclass
 class Server:
     """A ``headwater up`` child process."""

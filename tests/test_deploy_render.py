@@ -33,7 +33,7 @@ from google.cloud import run_v2, scheduler_v1
 from headwater.config.project import load_project
 from headwater.core.errors import ConfigError
 from headwater.runtime import deploy
-from tests.conftest import run_cli
+from tests.conftest import dockerfile_instructions, run_cli
 
 FAKE = {
     "DATABASE_URL": "postgresql://hw:fake-store-password-41@/hw?host=/cloudsql/x",
@@ -306,23 +306,12 @@ def test_no_secret_value_is_in_any_rendered_file(
             assert secret not in text, f"{name}'s value is in {path.name}"
     for _, output in (cloudrun, composed):
         assert "rewritten" in output
-        assert "pip-compile --generate-hashes" in output
+        assert "headwater deploy lock" in output
     assert f"Cloud SQL instance {INSTANCE}" in cloudrun[1]
 
 
 def _instructions(path: Path) -> list[tuple[str, str]]:
-    """The Dockerfile's instructions, continuation lines joined, comments left out."""
-    out: list[tuple[str, str]] = []
-    pending = ""
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not pending and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        pending += line.rstrip("\\").strip() + " "
-        if not line.endswith("\\"):
-            word, _, rest = pending.strip().partition(" ")
-            out.append((word.upper(), rest))
-            pending = ""
-    return out
+    return dockerfile_instructions(path.read_text(encoding="utf-8"))
 
 
 def test_the_dockerfile_runs_as_a_user_from_hashed_dependencies(
@@ -346,6 +335,7 @@ def test_the_dockerfile_runs_as_a_user_from_hashed_dependencies(
     # Without a models folder there is nothing to copy.
     plain = _instructions(composed[0] / "Dockerfile")
     assert not any("models/" in r for w, r in plain if w == "COPY")
+    assert not any("wheels/" in r for w, r in steps + plain if w == "COPY")
     ignore = (cloudrun[0] / "Dockerfile.dockerignore").read_text().splitlines()
     assert {".headwater/", ".venv/", ".git/", "deploy/"} <= set(ignore)
 

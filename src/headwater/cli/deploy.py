@@ -3,6 +3,7 @@ apply`` applies the Cloud Run ones through Google's APIs."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -194,3 +195,83 @@ def apply(
         highlight=False,
         soft_wrap=True,
     )
+
+
+def lock(
+    extras: Annotated[
+        str | None,
+        typer.Option(
+            help="Headwater's extras the image needs, comma-separated (when writing "
+            "requirements.in), e.g. bigquery,gcs."
+        ),
+    ] = None,
+    wheel: Annotated[
+        Path | None,
+        typer.Option(
+            help="A Headwater wheel file to install, kept in wheels/ (when your package "
+            "index does not have Headwater)."
+        ),
+    ] = None,
+) -> None:
+    """Pin what the image installs into requirements.lock, every package by its hash.
+
+    Resolves requirements.in (written first when missing) for the image: CPython 3.11 on
+    Linux x86_64, whatever machine this runs on.
+
+    Example: headwater deploy lock --extras bigquery,gcs
+    """
+    from headwater.runtime import lock as locking
+
+    root = load_project(options.project_dir, options.environment).root
+    wanted = [e.strip() for e in extras.split(",") if e.strip()] if extras is not None else None
+    done = locking.lock(root, extras=wanted, wheel=wheel)
+    if done.wrote_in:
+        console.print(f"Wrote {escape(str(done.requirements_in))}.", highlight=False)
+    if done.wheel is not None:
+        console.print(f"Kept {escape(str(done.wheel))} for the image.", highlight=False)
+    console.print(
+        f"Wrote {escape(str(done.lock))}: {done.packages} packages pinned by hash, for "
+        f"CPython {locking.IMAGE_PYTHON} on Linux x86_64. Commit requirements.in, "
+        "requirements.lock (and wheels/), then render again: headwater deploy render.",
+        highlight=False,
+    )
+
+
+def workflow(
+    qa: Annotated[str, typer.Option(help="Planned on pull requests, applied from main.")] = "qa",
+    prod: Annotated[str, typer.Option(help="Applied from a version tag (v*).")] = "prod",
+    branch: Annotated[str, typer.Option(help="The main branch.")] = "main",
+) -> None:
+    """Write .github/workflows/headwater.yml: plan on pull requests, apply on main and tags.
+
+    Pull requests run validate and plan --env QA (posted as a comment); a push to BRANCH
+    applies QA, a tag v* applies PROD, each after migrate when the environment is
+    protected. Secrets stay in GitHub: the file holds only their names.
+
+    Example: headwater deploy workflow --qa qa --prod prod
+    """
+    from headwater.runtime import workflow as flow
+
+    top = load_project(options.project_dir, None)
+    file = top.written or top.settings
+    for flag, env in (("--qa", qa), ("--prod", prod)):
+        if env not in file.environments:
+            raise ConfigError(
+                f"there is no environment {env!r} to plan and apply",
+                path=str(top.file),
+                hint=f"declare [environments.{env}] in headwater.toml, or name another "
+                f"environment with {flag} NAME",
+            )
+    stages = [flow.stage(load_project(options.project_dir, env)) for env in (qa, prod)]
+    root = top.root
+    path = root / flow.PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(flow.render(*stages, branch=branch), encoding="utf-8")
+    console.print(f"Wrote {escape(str(path))} (rewritten on each run).", highlight=False)
+    for stage in stages:
+        names = ", ".join(stage.secrets) or "none"
+        console.print(
+            f"GitHub environment {escape(stage.name)}: secrets {escape(names)}; variables "
+            f"{', '.join(flow.VARIABLES)}.",
+            highlight=False,
+        )

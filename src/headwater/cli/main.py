@@ -71,6 +71,8 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (consumers, "list", setup.consumers_list),
     (deployment, "render", deploy.render),
     (deployment, "apply", deploy.apply),
+    (deployment, "lock", deploy.lock),
+    (deployment, "workflow", deploy.workflow),
 )
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
     (sources, "sources"),

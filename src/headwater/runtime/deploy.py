@@ -32,6 +32,7 @@ from headwater.config.project import Project
 from headwater.core.errors import ConfigError
 from headwater.core.secrets import is_environment_reference, reference_name
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
+from headwater.runtime.lock import IMAGE_PYTHON, WHEELS
 
 Target = Literal["cloudrun", "compose"]
 
@@ -58,10 +59,10 @@ _ENV_NAME = re.compile(r"^[a-z][a-z0-9-]{0,16}$")
 _SECRETISH = re.compile(r"token|secret|password|key|credential", re.IGNORECASE)
 
 LOCK_HELP = (
-    "requirements.lock is yours: list what the image needs in requirements.in, e.g.\n"
-    "  headwater[bigquery,gcs]==<version>\n"
-    "then pin it with hashes: pip-compile --generate-hashes -o requirements.lock requirements.in\n"
-    "(pip-tools), beside headwater.toml."
+    "The image installs requirements.lock, every package pinned by its hash. Write it with\n"
+    "  headwater deploy lock --extras bigquery,gcs\n"
+    "beside headwater.toml (it writes requirements.in first when missing; add your\n"
+    "pipelines' packages there and lock again)."
 )
 
 
@@ -233,6 +234,8 @@ def dockerfile(project: Project, env: str) -> str:
     models = (
         "COPY --chown=root:root models/ ./models/\n" if (project.root / "models").is_dir() else ""
     )
+    # requirements.lock finds Headwater's wheel there when no package index has it.
+    wheels = f"COPY {WHEELS}/ ./{WHEELS}/\n" if (project.root / WHEELS).is_dir() else ""
     data = project.settings.project.data_dir.strip("/")
     lock = "\n".join(f"# {line}" for line in LOCK_HELP.splitlines())
     return f"""\
@@ -243,7 +246,7 @@ def dockerfile(project: Project, env: str) -> str:
 #
 # No secret is in this image: the store's URL, sink secrets and write keys come from the
 # environment at run time ("${{NAME}}" in headwater.toml).
-FROM python:3.11-slim
+FROM python:{IMAGE_PYTHON}-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 
@@ -252,7 +255,7 @@ RUN groupadd --system --gid 10001 headwater \\
 
 WORKDIR /app
 COPY requirements.lock ./
-RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+{wheels}RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 COPY --chown=root:root headwater.toml ./
 COPY --chown=root:root {folder}/ ./{folder}/
@@ -852,6 +855,27 @@ def _json(value: Any) -> str:
     return json.dumps(value, indent=2) + "\n"
 
 
+class _Dumper(yaml.SafeDumper):
+    """Block YAML whose strings of several lines are literal blocks (``|``), as written."""
+
+
+def _string(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _string)
+
+
 def to_yaml(value: Any) -> str:
-    """Block YAML, keys in the order given."""
-    return str(yaml.safe_dump(value, sort_keys=False, default_flow_style=False, width=100))
+    """Block YAML, keys in the order given.
+
+    >>> print(to_yaml({"run": "echo a\\necho b\\n", "on": ["push"]}), end="")
+    run: |
+      echo a
+      echo b
+    'on':
+    - push
+    """
+    return str(yaml.dump(value, Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                         width=100))  # fmt: skip
