@@ -1009,6 +1009,27 @@ def service(tmp_path: Path) -> Iterator[Service]:
             del sys.modules[name]
 
 
+def test_a_plan_prices_each_recomputation_from_one_dry_run_of_its_range(
+    service: Service,
+) -> None:
+    from headwater.runtime.plan import make_plan
+    from headwater.store import costs
+
+    fake = service.fake
+    plan = make_plan(service.service, [])
+    hourly = next(r for r in plan.recompute if r.pipeline == "hourly_event_counts")
+    assert hourly.intervals == 5  # the first events arrived five hours before now
+    assert (hourly.start, hourly.end) == (T0 - 5 * HOUR, T0)
+    # BigQuery bills at least 10 MB per table and query: five runs of one table.
+    assert hourly.bytes == 5 * costs.MIN_BYTES_PER_TABLE
+    assert hourly.dollars == pytest.approx(hourly.bytes / costs.TIB * costs.USD_PER_TIB)
+    dry = [q for q in fake.queries if q.dry and HOURLY_SQL in q.sql]
+    assert len(dry) == 1
+    assert dry[0].params == {"start": ("TIMESTAMP", T0 - 5 * HOUR), "end": ("TIMESTAMP", T0)}
+    # Pricing a plan runs no pipeline query: only dry runs, and the first events' times.
+    assert all("MIN(" in q.sql for q in fake.real_queries)
+
+
 def test_service_render_and_cost_are_the_dry_run_of_the_interval(service: Service) -> None:
     fake = service.fake
     text, params = service.service.render("hourly_event_counts", INTERVAL.start, INTERVAL.end)
