@@ -340,7 +340,7 @@ def test_protected_refuses_a_dirty_tree_and_a_commit_not_applied_where_it_is_pro
     early = run_cli(project, "--env", "prod", "apply", check=False)
     assert early.returncode == 1
     assert "has not been applied to 'qa'" in early.stderr, early.stderr
-    run_cli(project, "--env", "qa", "apply")
+    run_cli(project, "apply", "--env", "qa")
     done = run_cli(project, "--env", "prod", "apply")
     assert "Applied to environment 'prod'" in done.stdout
     prod = project.data_dir / "prod" / "metadata.sqlite"

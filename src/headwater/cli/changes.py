@@ -16,8 +16,20 @@ from headwater.core.errors import ConfigError
 #: ``plan``'s exit code when something is breaking (1 is an error, 2 a usage error).
 BREAKING = 3
 
+EnvOption = Annotated[
+    str | None,
+    typer.Option("--env", "-e", help="The environment (default: headwater --env)."),
+]
+
+
+def _choose(environment: str | None) -> None:
+    """``plan --env qa`` says what ``headwater --env qa plan`` says."""
+    if environment is not None:
+        options.environment = environment
+
 
 def plan(
+    environment: EnvOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
 ) -> None:
     """Show what applying the working tree to the environment would change.
@@ -28,8 +40,9 @@ def plan(
     and sinks added or removed, and metadata migrations pending. Nothing is changed.
     Exits 3 when a change is breaking, so CI can ask for a review.
 
-    Example: headwater --env qa plan
+    Example: headwater plan --env qa
     """
+    _choose(environment)
     found = operation("plan", {}, as_is=True)
     if as_json:
         sys.stdout.write(json.dumps(found, indent=2, sort_keys=True) + "\n")
@@ -40,6 +53,7 @@ def plan(
 
 
 def apply(
+    environment: EnvOption = None,
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Do not ask before a breaking change.")
     ] = False,
@@ -52,8 +66,9 @@ def apply(
     must have been applied there first. Run again after a failure or a crash: it goes
     on from where it stopped. Asks before a breaking change when run in a terminal.
 
-    Example: headwater --env prod apply
+    Example: headwater apply --env prod
     """
+    _choose(environment)
     from headwater.runtime import git
     from headwater.runtime.apply import check_promotion
 
