@@ -302,6 +302,9 @@ def test_an_edited_pipeline_waits_for_apply_once_the_environment_has_applied(
     out = run_cli(project, "run", "--due")
     assert _metadata(project, "SELECT count(*) FROM intervals WHERE pipeline = 'counts'") == before
     assert "not the version applied here" in out.stderr
+    status = run_cli(project, "status").stdout
+    assert "counts is not run here: its file (version" in status, status
+    assert "Last apply: 1, done" in status, status
     refused = run_cli(project, "run", "counts", check=False)
     assert refused.returncode == 1
     assert "headwater apply" in refused.stderr

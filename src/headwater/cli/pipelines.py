@@ -226,6 +226,27 @@ def backfill(
     _exit_on_failures(answer)
 
 
+def _print_applies(applies: dict[str, Any]) -> None:
+    """The environment's last apply, and the pipelines its scheduler leaves alone because
+    their files are not what was applied."""
+    last = applies["last"]
+    if last is not None:
+        commit = (last["commit"] or "no git commit")[:12] + (
+            " with changes" if last["dirty"] else ""
+        )
+        console.print(
+            f"Last apply: {last['id']}, {last['status']}, {last['started_at'][:19]} by "
+            f"{escape(last['applied_by'])} from {escape(commit)}.",
+            highlight=False,
+        )
+    for name, why in applies["held"].items():
+        console.print(
+            f"{escape(name)} is not run here: {escape(why)}; `headwater plan` shows the change, "
+            "`headwater apply` makes it.",
+            highlight=False,
+        )
+
+
 def status() -> None:
     """Every pipeline: schedule, last run, intervals done and missing, next run, last error."""
     report = operation("status", {})
@@ -269,12 +290,14 @@ def status() -> None:
         if row.get("bytes_per_run") is not None:
             console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "
                           "bytes (dry run)")  # fmt: skip
+    applies = operation("applies", {})
     for row in report:
-        if row["intervals_changed"]:
+        if row["intervals_changed"] and row["name"] not in applies["held"]:
             console.print(
                 f"{row['name']}: {row['intervals_changed']} intervals were made by an older "
                 f"version; `headwater run {row['name']} --start … --end …` rebuilds them."
             )
+    _print_applies(applies)
     _print_offload(operation("offload", {}), report)
     deliveries = operation("deliveries", {})
     if deliveries:

@@ -210,7 +210,7 @@ class PipelineService:
             tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
         return self._execute_all(runner, tasks, "backfill", progress, graph)
 
-    def _not_applied(self, graph: Graph) -> dict[str, str]:
+    def held(self, graph: Graph) -> dict[str, str]:
         """Pipelines whose files are not what the environment applied, each with why; none
         where nothing was ever applied (the files are what runs)."""
         versions = self.applied()
@@ -227,6 +227,14 @@ class PipelineService:
                 else f"its file (version {pipeline.version}) is not the version applied here "
                 f"({applied})"
             )
+        return held
+
+    def _not_applied(self, graph: Graph) -> dict[str, str]:
+        """:meth:`held`, each logged once per version."""
+        held = self.held(graph)
+        for pipeline in graph:
+            if pipeline.name not in held:
+                continue
             if (pipeline.name, pipeline.version) not in self._held_logged:
                 self._held_logged.add((pipeline.name, pipeline.version))
                 log.warning(

@@ -9,7 +9,7 @@ arguments and the result travel as JSON-able values, and progress arrives as
 dicts.
 
 >>> sorted(OPERATIONS)[:4]
-['apply', 'backfill', 'dead_letters', 'deliver']
+['applies', 'apply', 'backfill', 'dead_letters']
 """
 
 from __future__ import annotations
@@ -266,6 +266,26 @@ def _import(workspace: Workspace, args: Import, progress: ProgressSink | None) -
     return transfer.import_events(workspace.engine, Path(args.folder), environment, progress)
 
 
+def _applies(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """The last apply here, and the pipelines not run because their files are not the
+    version applied."""
+    history = workspace.state.applies.history(limit=1)
+    last = history[0] if history else None
+    return {
+        "last": None
+        if last is None
+        else {
+            "id": last.id,
+            "status": last.status,
+            "started_at": last.started_at,
+            "applied_by": last.applied_by,
+            "commit": last.commit,
+            "dirty": last.dirty,
+        },
+        "held": workspace.pipelines.held(workspace.graph()),
+    }
+
+
 def _plan(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
     pending = MetadataDatabase(workspace.state.engine).pending()
     return make_plan(workspace, pending).to_json()
@@ -302,6 +322,7 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("export", Export, _export, progress=True),
         Operation("import", Import, _import, progress=True),
         Operation("plan", NoArgs, _plan),
+        Operation("applies", NoArgs, _applies),
         Operation("apply", ApplyArgs, _apply, progress=True),
     )
 }
