@@ -289,7 +289,9 @@ def test_two_collectors_one_sigkilled_offloaded_into_spark(
     )
     result = prod.due()
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Offloaded" in result.stdout, result.stdout
+    if not early_spans or early_spans[-1][1] <= last_arrival:
+        # (A slow machine can make the early pass late enough to move everything already.)
+        assert "Offloaded" in result.stdout, result.stdout
 
     spans = prod.spans()
     assert_tiled(spans)
