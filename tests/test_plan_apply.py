@@ -470,3 +470,120 @@ def test_a_crash_between_the_swap_and_its_record_is_finished_by_the_next_apply(
         (0,)
     ]
     assert _counts(project) == _expected(rows)
+
+
+def test_the_readers_of_a_column_added_stay_done_after_the_swap(
+    counted: tuple[Project, list[dict[str, Any]]],
+) -> None:
+    project, rows = counted
+    _apply(project)
+    totals_runs = _metadata(project, "SELECT run_id FROM intervals WHERE pipeline = 'totals'")
+    _write(
+        project,
+        "counts.sql",
+        COUNTS.replace("COUNT(*) AS events", "COUNT(*) AS events, 1 AS one"),
+    )
+    _apply(project)
+    # The scheduler's next pass: counts was built anew, but totals reads the same columns.
+    run_cli(project, "run", "--due")
+    assert _metadata(project, "SELECT count(*) FROM intervals WHERE status = 'stale'") == [(0,)]
+    assert _metadata(project, "SELECT run_id FROM intervals WHERE pipeline = 'totals'") == (
+        totals_runs
+    )
+    totals = {r["event"]: r["total"] for r in _query(project, "SELECT * FROM totals")}
+    assert totals == dict(Counter(r["event"] for r in rows))
+
+
+def test_an_apply_that_stopped_after_the_engine_swapped_loses_nothing_hours_later(
+    counted: tuple[Project, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, rows = counted
+    _apply(project)
+    _write(
+        project,
+        "counts.sql",
+        COUNTS.replace("COUNT(*) AS events", "COUNT(*) AS events, 3 AS three"),
+    )
+    from headwater.state.applies import ApplyLog
+
+    def crash(*_: object) -> None:
+        raise RuntimeError("the process died here")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ApplyLog, "swap", crash)
+        with pytest.raises(RuntimeError):
+            _apply(project)
+    # Two hours later, with their events, the next apply finishes the one that stopped.
+    later = _rows(_start() + 30 * HOUR, 2, 4, "b")
+    _ingest(project, later)
+    with _Open(project) as ws:
+        ws.pipelines.clock = lambda: datetime.now(UTC) + 2 * HOUR
+        apply(ws, make_plan(ws, []), commit=None, dirty=False, applied_by="tests")
+        ws.pipelines.run_due()
+    assert _counts(project) == _expected(rows + later)
+    assert {r["three"] for r in _query(project, "SELECT three FROM counts")} == {3}
+    assert not [t for t in _tables(project) if t.startswith("_hw_")]
+
+
+def test_a_second_apply_is_refused_while_one_runs(
+    counted: tuple[Project, list[dict[str, Any]]],
+) -> None:
+    project, rows = counted
+    _apply(project)
+    _write(project, "counts.sql", COUNTS.replace("COUNT(*) AS events", "COUNT(*) * 2 AS events"))
+    refused: list[BaseException] = []
+    with _Open(project) as ws:
+        plan = make_plan(ws, [])
+
+        def meanwhile(_: object) -> None:
+            if refused:
+                return
+            try:
+                apply(ws, make_plan(ws, []), commit=None, dirty=False, applied_by="other")
+            except BaseException as exc:  # what the second apply says
+                refused.append(exc)
+            else:
+                refused.append(AssertionError("the second apply ran"))
+
+        apply(ws, plan, commit=None, dirty=False, applied_by="tests", progress=meanwhile)
+    assert len(refused) == 1
+    assert "another apply is running" in str(refused[0]), refused[0]
+    assert "tests" in str(refused[0])
+    assert _counts(project) == Counter({k: 2 * n for k, n in _expected(rows).items()})
+    statuses = _metadata(project, "SELECT status, applied_by FROM applies ORDER BY id")
+    assert statuses == [("done", "tests"), ("done", "tests")]
+
+
+def test_promote_from_takes_only_a_commit_applied_without_changes_where_it_is_promoted_from(
+    counted: tuple[Project, list[dict[str, Any]]],
+) -> None:
+    project, _ = counted
+    with (project.root / "headwater.toml").open("a") as file:
+        file.write(
+            '\n[environments.qa]\n\n[environments.prod]\nprotected = true\npromote_from = "qa"\n'
+            '\n[environments.uat]\npromote_from = "qa"\n'
+        )
+    _git(project.root, "init", "-q")
+    _git(project.root, "add", "-A")
+    _git(project.root, "commit", "-qm", "first")
+    run_cli(project, "--env", "prod", "migrate")
+    # qa applies the commit with a change not committed: not the commit itself.
+    _write(
+        project, "counts.sql", COUNTS.replace("COUNT(*) AS events", "COUNT(*) AS events, 1 AS one")
+    )
+    run_cli(project, "--env", "qa", "apply")
+    _git(project.root, "checkout", "--", "pipelines/counts.sql")
+    refused = run_cli(project, "--env", "prod", "apply", check=False)
+    assert refused.returncode == 1
+    assert "has not been applied to 'qa'" in refused.stderr, refused.stderr
+    # Applied to qa as committed, the commit is promoted; not the same commit with changes.
+    run_cli(project, "--env", "qa", "apply")
+    _write(
+        project, "counts.sql", COUNTS.replace("COUNT(*) AS events", "COUNT(*) AS events, 2 AS two")
+    )
+    dirty = run_cli(project, "--env", "uat", "apply", check=False)
+    assert dirty.returncode == 1
+    assert "changes not committed: pipelines/counts.sql" in dirty.stderr, dirty.stderr
+    _git(project.root, "checkout", "--", "pipelines/counts.sql")
+    run_cli(project, "--env", "uat", "apply")
+    assert "Applied to environment 'prod'" in run_cli(project, "--env", "prod", "apply").stdout

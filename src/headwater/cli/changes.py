@@ -89,7 +89,7 @@ def apply(
                 hint="commit them (and apply them to the environments before this one), or "
                 "stash them, then apply again",
             )
-    check_promotion(project, tree.commit)
+    check_promotion(project, tree.commit, tree.changes)
     found = operation("plan", {}, as_is=True)
     show_plan(found)
     if found["migrations"] and not project.protected:

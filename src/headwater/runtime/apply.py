@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: How long the swap waits for a live pipeline's run (holding its lease) to end.
 LEASE_WAIT_SECONDS = 120.0
+#: The lease an apply holds on its environment (no pipeline is named with a leading ``_``).
+APPLY_LEASE = "_hw_apply"
 
 
 @dataclass
@@ -68,19 +70,44 @@ def apply(
 ) -> ApplyResult:
     """Carry out ``plan`` on ``ws``'s environment and record it as applied."""
     state = ws.state
-    apply_id = state.applies.start(commit, dirty, applied_by, plan.to_json())
+    ttl = timedelta(seconds=ws.project.settings.pipelines.lease_seconds)
+    with _one_apply(ws, ttl):
+        apply_id = state.applies.start(commit, dirty, applied_by, plan.to_json())
+        return _apply(ws, plan, apply_id, ttl, progress, sleep)
+
+
+def _apply(
+    ws: Workspace,
+    plan: Plan,
+    apply_id: int,
+    ttl: timedelta,
+    progress: ProgressFn | None,
+    sleep: Callable[[float], None],
+) -> ApplyResult:
+    state = ws.state
     result = ApplyResult(apply_id)
     try:
         graph = ws.graph()
         wanted = list(rebuilt(graph, plan.changes))
         leftover = _leftover_builds(ws, graph)
+        # A build recorded as applied was left by an apply that stopped at the swap, and the
+        # engine may have swapped it already: swapped in as it is, never built on (a run
+        # now would start its build table anew, with only the intervals it runs).
+        applied = state.applies.applied()
+        finish = [
+            name
+            for name in leftover
+            if (found := applied.get(("pipeline", name))) is not None
+            and found.version == graph[name].version
+        ]
+        if finish:
+            _swap(ws, graph, finish, [], ttl, sleep)
         result.resumed = [name for name in leftover if name not in wanted]
-        names = [n for n in graph.order if n in wanted or n in leftover]
+        names = [n for n in graph.order if n in wanted or (n in leftover and n not in finish)]
         builds = {name: build_table(name) for name in names}
         service = _build_service(ws, graph, builds)
         for name in names:
             result.built[name] = _build(service, builds[name], progress)
-        ttl = timedelta(seconds=ws.project.settings.pipelines.lease_seconds)
         with ExitStack() as held:
             leases = [
                 held.enter_context(_hold(Lease(state.leases, name, ttl), sleep))
@@ -98,21 +125,76 @@ def apply(
                 builds, drop=plan.removed, fences=[lease.fence for lease in leases]
             )
             sinks = {name: list(graph[name].header.sinks) for name in names}
-            state.applies.swap(builds, sinks, plan.removed)
+            state.applies.swap(builds, sinks, plan.removed, _unread(graph, names))
         result.swapped = names
         result.dropped = list(plan.removed)
         state.applies.finish(apply_id)
     except BaseException as exc:
         state.applies.fail(apply_id, str(exc) if isinstance(exc, HeadwaterError) else repr(exc))
         raise
-    if any(graph[name].header.sinks for name in result.swapped):
+    if any(graph[name].header.sinks for name in [*result.swapped, *finish]):
         ws.pipelines.on_published()
     return result
 
 
-def check_promotion(project: Project, commit: str | None) -> None:
-    """Refuse ``commit`` in an environment with ``promote_from`` unless an apply of it
-    finished in that environment."""
+def _unread(graph: Graph, names: list[str]) -> list[str]:
+    """The pipelines of ``names`` with a reader not rebuilt with them (a change that only
+    added columns): that reader read the same columns, so the swap leaves it done."""
+    return [name for name in names if set(graph.downstream(name)) - set(names)]
+
+
+def _swap(
+    ws: Workspace,
+    graph: Graph,
+    names: list[str],
+    removed: list[str],
+    ttl: timedelta,
+    sleep: Callable[[float], None],
+) -> None:
+    """Swap the builds of ``names`` in as they are, in the engine then in the metadata,
+    holding the live pipelines' leases."""
+    builds = {name: build_table(name) for name in names}
+    with ExitStack() as held:
+        leases = [
+            held.enter_context(_hold(Lease(ws.state.leases, name, ttl), sleep))
+            for name in [*names, *removed]
+        ]
+        ws.engine.swap_tables(builds, drop=removed, fences=[lease.fence for lease in leases])
+        sinks = {name: list(graph[name].header.sinks) for name in names}
+        ws.state.applies.swap(builds, sinks, removed, _unread(graph, names))
+
+
+@contextmanager
+def _one_apply(ws: Workspace, ttl: timedelta) -> Iterator[None]:
+    """Hold the environment's apply lease: two applies at once would build the same build
+    tables, each dropping what the other made at another version."""
+    lease = Lease(ws.state.leases, APPLY_LEASE, ttl)
+    try:
+        lease.__enter__()
+    except LeaseHeld:
+        running = [a for a in ws.state.applies.history(5) if a.status == "running"]
+        who = (
+            f" (apply {running[0].id}, by {running[0].applied_by}, since "
+            f"{running[0].started_at:%Y-%m-%d %H:%M:%S} UTC)"
+            if running
+            else ""
+        )
+        where = ws.project.environment
+        raise ConfigError(
+            f"another apply is running on "
+            f"{f'environment {where!r}' if where else 'this environment'}{who}",
+            hint="wait for it to end, then run `headwater plan` and apply again",
+        ) from None
+    try:
+        yield
+    finally:
+        lease.__exit__(None, None, None)
+
+
+def check_promotion(project: Project, commit: str | None, changes: list[str]) -> None:
+    """Refuse ``commit`` in an environment with ``promote_from`` unless an apply of it,
+    without changes not committed, finished in that environment; and refuse a tree with
+    ``changes`` (they were not applied there)."""
     source = project.promote_from
     if source is None:
         return
@@ -123,6 +205,13 @@ def check_promotion(project: Project, commit: str | None) -> None:
             "(promote_from), and this project is not in a git repository",
             hint="commit the project to git, apply it to "
             f"{source!r}, then here from the same commit",
+        )
+    if changes:
+        listed = ", ".join(changes[:8]) + (" …" if len(changes) > 8 else "")
+        raise ConfigError(
+            f"environment {here!r} takes only commits applied to {source!r} first "
+            f"(promote_from), and the git tree has changes not committed: {listed}",
+            hint=f"commit them and apply the commit to {source!r} first, or stash them",
         )
     metadata = metadata_for(load_project(project.root, source))
     try:

@@ -15,7 +15,7 @@ version to the other at once, after the engine swapped the tables.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -142,11 +142,11 @@ class ApplyLog:
             ]
 
     def applied_commit(self, commit: str) -> bool:
-        """Whether an apply of ``commit`` finished here."""
+        """Whether an apply of ``commit``, without changes not committed, finished here."""
         with self.engine.connect() as db:
             found = db.execute(
                 sa.select(applies.c.id)
-                .where(applies.c.commit == commit, applies.c.status == "done")
+                .where(applies.c.commit == commit, applies.c.dirty == 0, applies.c.status == "done")
                 .limit(1)
             ).first()
         return found is not None
@@ -201,11 +201,14 @@ class ApplyLog:
         builds: Mapping[str, str],
         sinks: Mapping[str, Sequence[str]],
         removed: Sequence[str],
+        unread: Collection[str] = (),
     ) -> None:
         """In one transaction: each pipeline in ``builds`` (live name -> build name) gets
         its build's intervals, runs, version and watermark, and owes every one of those
         intervals to its ``sinks``; its old intervals and the deliveries they still owed are
         dropped. Pipelines in ``removed`` lose their intervals, deliveries owed, watermarks.
+        A pipeline in ``unread`` has readers not rebuilt (they read the same columns): each
+        interval keeps the time its old one was done, so they are not taken as stale.
 
         Idempotent: a build already moved has no intervals left under its build name and
         is skipped, so an apply that stopped after this resumes without harm."""
@@ -218,10 +221,25 @@ class ApplyLog:
                 )
                 if not moving:
                     continue
+                done_at = {}
+                if live in unread:
+                    done_at = dict(
+                        db.execute(
+                            sa.select(intervals.c.start, intervals.c.done_at).where(
+                                intervals.c.pipeline == live, intervals.c.status == "done"
+                            )
+                        ).all()
+                    )
                 _forget(db, live)
                 db.execute(
                     intervals.update().where(intervals.c.pipeline == build).values(pipeline=live)
                 )
+                for start, when in done_at.items():
+                    db.execute(
+                        intervals.update()
+                        .where(intervals.c.pipeline == live, intervals.c.start == start)
+                        .values(done_at=when)
+                    )
                 db.execute(runs.update().where(runs.c.pipeline == build).values(pipeline=live))
                 _move_versions(db, build, live)
                 mark = db.execute(
