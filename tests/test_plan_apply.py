@@ -587,3 +587,32 @@ def test_promote_from_takes_only_a_commit_applied_without_changes_where_it_is_pr
     _git(project.root, "checkout", "--", "pipelines/counts.sql")
     run_cli(project, "--env", "uat", "apply")
     assert "Applied to environment 'prod'" in run_cli(project, "--env", "prod", "apply").stdout
+
+
+def test_builds_left_for_a_change_since_undone_are_dropped_not_swapped_in(
+    counted: tuple[Project, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, rows = counted
+    _apply(project)
+    tenfold = COUNTS.replace("COUNT(*) AS events", "COUNT(*) * 10 AS events")
+    _write(project, "counts.sql", tenfold)
+    from headwater.state.applies import ApplyLog
+
+    def crash(*_: object) -> None:
+        raise RuntimeError("the process died before recording")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ApplyLog, "record", crash)
+        with pytest.raises(RuntimeError):
+            _apply(project)
+    # Both builds are there: counts tenfold, and totals computed from it.
+    assert {"_hw_next_counts", "_hw_next_totals"} <= _tables(project)
+    _write(project, "counts.sql", COUNTS)  # the change is undone
+    assert _plan(project).empty
+    _apply(project)
+    assert not [t for t in _tables(project) if t.startswith("_hw_")]
+    totals = {r["event"]: r["total"] for r in _query(project, "SELECT * FROM totals")}
+    assert totals == dict(Counter(r["event"] for r in rows))
+    assert _counts(project) == _expected(rows)
+    built = _metadata(project, "SELECT count(*) FROM intervals WHERE pipeline LIKE '_hw_%'")
+    assert built == [(0,)]

@@ -35,6 +35,7 @@ from headwater.process.schedule import latest_tick
 from headwater.process.service import PipelineService, ProgressFn
 from headwater.runtime.plan import APPLIES_REVISION, Plan, rebuilt
 from headwater.runtime.workspace import Workspace, metadata_for
+from headwater.state.applies import Kind
 from headwater.state.errors import LeaseHeld
 from headwater.state.leases import Lease
 from headwater.store.schema import BUILD_PREFIX, build_table
@@ -90,42 +91,39 @@ def _apply(
         graph = ws.graph()
         wanted = list(rebuilt(graph, plan.changes))
         leftover = _leftover_builds(ws, graph)
-        # A build recorded as applied was left by an apply that stopped at the swap, and the
-        # engine may have swapped it already: swapped in as it is, never built on (a run
-        # now would start its build table anew, with only the intervals it runs).
+        # A build an apply recorded as applied, and then stopped before it ended, was left
+        # at the swap, and the engine may have swapped it already: swapped in as it is,
+        # never built on (a run now would start its build table anew, with only the
+        # intervals it runs).
         applied = state.applies.applied()
         finish = [
             name
             for name in leftover
             if (found := applied.get(("pipeline", name))) is not None
             and found.version == graph[name].version
+            and found.apply_id is not None
+            and not state.applies.finished(found.apply_id)
         ]
         if finish:
             _swap(ws, graph, finish, [], ttl, sleep)
-        result.resumed = [name for name in leftover if name not in wanted]
-        names = [n for n in graph.order if n in wanted or (n in leftover and n not in finish)]
+        result.resumed = finish
+        # A build neither wanted now nor applied was made for files since undone (a reader
+        # built from an input whose change was reverted): it goes.
+        _drop_builds(ws, [n for n in leftover if n not in wanted and n not in finish])
+        names = [n for n in graph.order if n in wanted]
         builds = {name: build_table(name) for name in names}
         service = _build_service(ws, graph, builds)
         for name in names:
             result.built[name] = _build(service, builds[name], progress)
-        with ExitStack() as held:
-            leases = [
-                held.enter_context(_hold(Lease(state.leases, name, ttl), sleep))
-                for name in [*names, *plan.removed]
-            ]
+
+        def catch_up_then_record() -> None:
             for name in names:  # what the live pipelines published meanwhile
                 result.built[name] += _build(service, builds[name], progress)
-            state.applies.record(
-                apply_id, plan.applied, [("pipeline", name) for name in plan.removed]
-            )
-            state.applies.record(
-                apply_id, [], [(o.kind, o.name) for o in plan.objects if o.change == "removed"]
-            )
-            ws.engine.swap_tables(
-                builds, drop=plan.removed, fences=[lease.fence for lease in leases]
-            )
-            sinks = {name: list(graph[name].header.sinks) for name in names}
-            state.applies.swap(builds, sinks, plan.removed, _unread(graph, names))
+            gone: list[tuple[Kind, str]] = [("pipeline", name) for name in plan.removed]
+            gone += [(o.kind, o.name) for o in plan.objects if o.change == "removed"]
+            state.applies.record(apply_id, plan.applied, gone)
+
+        _swap(ws, graph, names, plan.removed, ttl, sleep, before=catch_up_then_record)
         result.swapped = names
         result.dropped = list(plan.removed)
         state.applies.finish(apply_id)
@@ -150,15 +148,19 @@ def _swap(
     removed: list[str],
     ttl: timedelta,
     sleep: Callable[[float], None],
+    *,
+    before: Callable[[], None] = lambda: None,
 ) -> None:
-    """Swap the builds of ``names`` in as they are, in the engine then in the metadata,
-    holding the live pipelines' leases."""
+    """Swap the builds of ``names`` in, in the engine then in the metadata, holding the
+    live pipelines' leases (and ``removed``'s, whose tables are dropped); ``before`` runs
+    first, the leases held."""
     builds = {name: build_table(name) for name in names}
     with ExitStack() as held:
         leases = [
             held.enter_context(_hold(Lease(ws.state.leases, name, ttl), sleep))
             for name in [*names, *removed]
         ]
+        before()
         ws.engine.swap_tables(builds, drop=removed, fences=[lease.fence for lease in leases])
         sinks = {name: list(graph[name].header.sinks) for name in names}
         ws.state.applies.swap(builds, sinks, removed, _unread(graph, names))
@@ -241,9 +243,19 @@ def _leftover_builds(ws: Workspace, graph: Graph) -> list[str]:
             found.append(live.name)
             continue
         log.info("dropping %s, a build of another version", recorded)
-        ws.engine.swap_tables({}, drop=[recorded])
-        ws.state.applies.discard(recorded)
+        _drop_build(ws, recorded)
     return found
+
+
+def _drop_builds(ws: Workspace, names: list[str]) -> None:
+    for name in names:
+        log.info("dropping the build of %s: this apply does not build it", name)
+        _drop_build(ws, build_table(name))
+
+
+def _drop_build(ws: Workspace, build: str) -> None:
+    ws.engine.swap_tables({}, drop=[build])
+    ws.state.applies.discard(build)
 
 
 def _build_service(ws: Workspace, graph: Graph, builds: dict[str, str]) -> PipelineService:

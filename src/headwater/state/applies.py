@@ -50,6 +50,8 @@ class Applied:
     name: str
     version: str | None
     spec: dict[str, Any]
+    #: The apply that recorded it (``None`` before it is recorded).
+    apply_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class ApplyLog:
             rows = db.execute(sa.select(applied)).mappings().all()
         return {
             (row["kind"], row["name"]): Applied(
-                row["kind"], row["name"], row["version"], json.loads(row["spec"])
+                row["kind"], row["name"], row["version"], json.loads(row["spec"]), row["apply_id"]
             )
             for row in rows
         }
@@ -140,6 +142,14 @@ class ApplyLog:
                 record(ApplyRecord, row, dirty=bool(row["dirty"]), plan=json.loads(row["plan"]))
                 for row in rows
             ]
+
+    def finished(self, apply_id: int) -> bool:
+        """Whether apply ``apply_id`` ended done."""
+        with self.engine.connect() as db:
+            status = db.execute(
+                sa.select(applies.c.status).where(applies.c.id == apply_id)
+            ).scalar()
+        return status == "done"
 
     def applied_commit(self, commit: str) -> bool:
         """Whether an apply of ``commit``, without changes not committed, finished here."""
