@@ -37,9 +37,7 @@ options = Options()
 def operation(op: str, args: dict[str, Any], *, progress: bool = False, as_is: bool = False) -> Any:
     """Run operation ``op`` of the runtime's table in the server when one runs, else here
     (``as_is``: with the metadata database at its revision, not migrated: to read it)."""
-    from headwater.runtime import operations
     from headwater.runtime.client import find_server
-    from headwater.runtime.workspace import Workspace
 
     project = options.project()
     shown: list[str] = []
@@ -51,6 +49,11 @@ def operation(op: str, args: dict[str, Any], *, progress: bool = False, as_is: b
                     return client.call(op, args, report)
                 finally:
                     client.close()
+            # Only a command that runs here needs the stages: one that asks the server
+            # imports none of them.
+            from headwater.runtime import operations
+            from headwater.runtime.workspace import Workspace
+
             workspace = Workspace.open(project, as_is=as_is)
             try:
                 return operations.call(workspace, op, args, report)

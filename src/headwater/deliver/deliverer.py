@@ -23,26 +23,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Literal, cast
 
 from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.logs import fields
 from headwater.core.types import Interval, Output
 from headwater.deliver.errors import DeliveryError
-from headwater.deliver.files import FilesTarget
 from headwater.deliver.guard import AddressRefused, Resolver, resolve
 from headwater.deliver.rows import interval_rows, span
 from headwater.deliver.settings import FilesSink, Sink, WebhookSink
 from headwater.deliver.targets import Sinks, Targets
-from headwater.deliver.webhook import WebhookTarget, batches, body, idempotency_key
 from headwater.state import StateStore
 from headwater.state.deliveries import Delivery
 from headwater.state.errors import LeaseHeld, LeaseLost
 from headwater.state.leases import TTL, Lease
 from headwater.store.engine import Engine
+
+# A sink's kind of target is imported when a delivery to one is made (see targets.py).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from headwater.deliver.files import FilesTarget
+    from headwater.deliver.postgres import PostgresTarget
+    from headwater.deliver.webhook import WebhookTarget
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +215,15 @@ class _Attempt:
         try:
             target = self.deliverer.targets.get(delivery.sink, sink, config)
             table = interval_rows(self.deliverer.engine, output, delivery.interval)
-            if isinstance(target, WebhookTarget):
-                assert isinstance(sink, WebhookSink)
-                return self._post(sink, target, table, config.scope)
+            # A sink's target is of its kind (Targets.get).
+            if isinstance(sink, WebhookSink):
+                return self._post(sink, cast("WebhookTarget", target), table, config.scope)
             self.lease.check()
-            if isinstance(target, FilesTarget):
-                target.write(output.name, span(output, delivery.interval), table)
+            if isinstance(sink, FilesSink):
+                files = cast("FilesTarget", target)
+                files.write(output.name, span(output, delivery.interval), table)
             else:
-                target.write(
+                cast("PostgresTarget", target).write(
                     output.name,
                     output.key,
                     span(output, delivery.interval),
@@ -239,6 +244,8 @@ class _Attempt:
     def _post(
         self, sink: WebhookSink, target: WebhookTarget, table: pa.Table, scope: str
     ) -> DeliveryResult:
+        from headwater.deliver.webhook import batches, body, idempotency_key
+
         delivery, holder = self.delivery, self.lease.holder
         parts = batches(table, sink.batch_rows)
         index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
