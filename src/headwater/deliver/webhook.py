@@ -36,6 +36,7 @@ from headwater import __version__
 from headwater.core import jsonio
 from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
+from headwater.deliver import jsonrows
 from headwater.deliver.guard import AddressRefused, NotResolved, Resolver, check, resolve
 from headwater.deliver.settings import WebhookSink
 
@@ -95,7 +96,7 @@ def body(
         "run": run_id,
         "batch": batch,
         "batches": total,
-        "rows": rows.to_pylist(),
+        "rows": jsonrows.rows(rows),
     }
     return jsonio.dumps(payload)
 
