@@ -65,6 +65,16 @@ def test_commands_that_ask_the_server_import_no_stage(project: Project, server: 
 
 def test_a_due_pass_here_imports_no_sink_it_does_not_use(project: Project) -> None:
     """With nothing to deliver, no sink's client library (nor a server's) is imported."""
-    project.cli("run", "--due")
-    found = imported(project, "run", "--due")
+    (project.root / "pipelines" / "constant.sql").write_text(
+        '/* headwater\nschedule = "@daily"\nkind = "full"\n*/\nSELECT 1 AS one\n'
+    )
+    found = imported(project, "run", "--due")  # runs constant: a whole pass
+    assert "sqlglot" in found
     assert found & {"httpx", "psycopg", "fsspec", "fastapi", "starlette", "uvicorn"} == set()
+
+
+def test_a_due_pass_that_finds_what_the_last_found_imports_no_stage(project: Project) -> None:
+    """Nothing changed and nothing fell due since a pass that found nothing: the answer is
+    the one that pass remembered (runtime/idle.py), and nothing is opened."""
+    project.cli("run", "--due")
+    assert imported(project, "run", "--due") & HEAVY == set()

@@ -47,7 +47,8 @@ def _values(column: pa.ChunkedArray) -> list[Any]:
         or kind.tz not in _SUFFIX
         or not _in_range(column)
     ):
-        return column.to_pylist()
+        values: list[Any] = column.to_pylist()
+        return values
     # The wall-clock time in the column's zone (UTC, or none), as "YYYY-MM-DD HH:MM:SS.ffffff".
     text = column.cast(pa.timestamp("us")).cast(pa.string())
     text = pc.replace_substring(text, " ", "T", max_replacements=1)
@@ -56,8 +57,8 @@ def _values(column: pa.ChunkedArray) -> list[Any]:
     suffix = _SUFFIX[kind.tz]
     if suffix:
         text = pc.binary_join_element_wise(text, pa.scalar(suffix), "")
-    values: list[Any] = text.to_pylist()
-    return values
+    texts: list[Any] = text.to_pylist()
+    return texts
 
 
 def _in_range(column: pa.ChunkedArray) -> bool:
