@@ -10,6 +10,7 @@ from headwater.config.project import load_project
 from headwater.core import jsonio
 from headwater.core.clock import utc_now
 from headwater.runtime import idle
+from headwater.store.duckdb import DuckDBEngine
 from tests.conftest import Project
 
 NOTHING = "Nothing is due"
@@ -65,3 +66,15 @@ def test_it_ends_when_its_time_comes_or_a_file_changes(project: Project) -> None
     info = metadata.stat()
     os.utime(metadata, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
     assert idle.recall(loaded, ARGS) is None  # the metadata was written since
+
+
+def test_a_store_another_process_has_open_is_said_as_before(project: Project) -> None:
+    first = project.cli("run", "--due")
+    assert NOTHING in first.stdout
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        result = project.cli("run", "--due", check=False)
+    finally:
+        engine.close()
+    assert result.returncode != 0
+    assert NOTHING not in result.stdout

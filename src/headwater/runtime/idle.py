@@ -11,17 +11,19 @@ pipeline loading, its answer is kept in ``idle.json`` in the data folder with:
   pipelines folder and of the data folder (the store, the metadata and their logs; their
   modes too, which a pass would tighten), the environment and Headwater's version.
 
-The next pass before ``until`` with the same stamp gives the same answer without opening
-anything. Any write to the store or the metadata (events, a run, ``migrate``, ``apply``),
-any edited file and any later moment make a whole pass again. It is kept only where this
-process is the one writer it can see: the embedded store with its metadata beside it, no
-warehouse, no Python pipeline (whose imports no stamp covers), and no lease held by
-another process (whose end would change what is due).
+The next pass before ``until`` with the same stamp, while no other process has the store
+open, gives the same answer without opening anything. Any write to the store or the
+metadata (events, a run, ``migrate``, ``apply``), any edited file and any later moment
+make a whole pass again. It is kept only where this process is the one writer it can
+see: the embedded store with its metadata beside it, no warehouse, no Python pipeline
+(whose imports no stamp covers), and no lease held by another process (whose end would
+change what is due).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 from datetime import datetime
 from pathlib import Path
@@ -51,7 +53,9 @@ def recall(project: Project, args: dict[str, Any]) -> Any | None:
     except (OSError, ValueError, KeyError, TypeError, jsonio.JSONDecodeError):
         return None
     now = utc_now()
-    return memo["answer"] if at <= now < until else None
+    if not at <= now < until or _in_use(project.data_dir / project.settings.store.path):
+        return None
+    return memo["answer"]
 
 
 def until(workspace: Workspace, answer: dict[str, Any]) -> datetime | None:
@@ -132,6 +136,18 @@ def _stamp(project: Project) -> list[object]:
     if store.parent.resolve() != data.resolve():
         files += [_stat(store), _stat(Path(f"{store}.wal"))]
     return files
+
+
+def _in_use(store: Path) -> bool:
+    """Whether another process has the store open (DuckDB locks its file): then a pass
+    says so, as it did before anything was remembered."""
+    try:
+        with store.open("rb") as file:
+            fcntl.lockf(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.lockf(file, fcntl.LOCK_UN)
+    except OSError:
+        return True
+    return False
 
 
 def _mode(path: Path) -> int | None:
