@@ -273,6 +273,7 @@ class _Attempt:
             key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
                                   delivery.run_id, index, scope)  # fmt: skip
             self.lease.check()
+            posted = time.monotonic()
             try:
                 outcome = target.send(payload, key)
             except AddressRefused as exc:
@@ -283,10 +284,12 @@ class _Attempt:
             if outcome.delivered:
                 index, rows, attempts = index + 1, rows + part.num_rows, 0
                 sent += part.num_rows
+                moment = time.monotonic()
                 due = (
                     finished
+                    or moment - posted >= _SLOW_POST_SECONDS
                     or index - recorded >= _PROGRESS_BATCHES
-                    or time.monotonic() - recorded_at >= _PROGRESS_SECONDS
+                    or moment - recorded_at >= _PROGRESS_SECONDS
                 )
                 if due and not record(finished):
                     return _result(delivery, "pending", sent)
@@ -348,11 +351,12 @@ class _Attempt:
 
 
 _DEFAULT_SINK = FilesSink(url=".")
-#: Batches sent to a webhook are recorded after this many, or once this many seconds have
-#: passed since the last record: a slow receiver (a tenth of a second a batch) still has
-#: every batch recorded, and a fast one a record (a metadata commit) every 32 batches.
+#: Batches sent to a webhook are recorded after this many, or this many seconds since the
+#: last record, or after a POST that took this long: a slow receiver has every batch
+#: recorded (a commit is small beside its answer), a fast one a commit every 32 batches.
 _PROGRESS_BATCHES = 32
-_PROGRESS_SECONDS = 0.1
+_PROGRESS_SECONDS = 1.0
+_SLOW_POST_SECONDS = 0.1
 _LEASE_POLL_SECONDS = 0.2
 _WAIT_FOR_PROJECT_SECONDS = 30.0
 
