@@ -64,7 +64,21 @@ def test_odd_shapes_too() -> None:
     no_columns = pa.table({"a": [1, 2]}).drop_columns(["a"])
     assert rows(no_columns) == no_columns.to_pylist()
     chunked = pa.concat_tables([pa.table({"at": pa.array([0], pa.timestamp("us", "UTC"))})] * 2)
-    assert rows(chunked) == [{"at": "1970-01-01T00:00:00Z"}] * 2
+    assert jsonio.loads(jsonio.dumps(rows(chunked))) == [{"at": "1970-01-01T00:00:00Z"}] * 2
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["user id", "class", "_x", "é", 'a"b', "", "1", "__init__", "__slots__", "x-y"],
+        ["self"],
+        ["__weakref__"],
+        ["__dict__"],
+    ],
+)
+def test_any_column_names(names: list[str]) -> None:
+    table = pa.table([pa.array([1, None]) for _ in names], names=names)
+    assert jsonio.dumps(rows(table)) == jsonio.dumps(table.to_pylist())
 
 
 def test_a_timestamp_python_cannot_hold_fails_as_to_pylist_does() -> None:
