@@ -244,7 +244,7 @@ class _Attempt:
     def _post(
         self, sink: WebhookSink, target: WebhookTarget, table: pa.Table, scope: str
     ) -> DeliveryResult:
-        from headwater.deliver.webhook import batches, body, idempotency_key
+        from headwater.deliver.webhook import batches, body, idempotency_key, made_ahead
 
         delivery, holder = self.delivery, self.lease.holder
         parts = batches(table, sink.batch_rows)
@@ -263,68 +263,76 @@ class _Attempt:
             recorded, recorded_at = index, time.monotonic()
             return self.log.progress(delivery, holder, index, rows, finished=finished)
 
-        while index < len(parts):
-            if self.should_stop():
-                record()
-                return _result(delivery, "pending", sent)
-            part = parts[index]
-            payload = body(delivery.pipeline, delivery.sink, delivery.interval, delivery.run_id,
-                           index, len(parts), part)  # fmt: skip
-            key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
-                                  delivery.run_id, index, scope)  # fmt: skip
-            self.lease.check()
-            posted = time.monotonic()
-            try:
-                outcome = target.send(payload, key)
-            except AddressRefused as exc:
+        def make(batch: int) -> bytes:
+            return body(delivery.pipeline, delivery.sink, delivery.interval, delivery.run_id,
+                        batch, len(parts), parts[batch])  # fmt: skip
+
+        # One body a turn of the loop, in order: each turn moves on one batch, or returns.
+        payloads = made_ahead(make, range(index, len(parts)))
+        try:
+            while index < len(parts):
+                if self.should_stop():
+                    record()
+                    return _result(delivery, "pending", sent)
+                part = parts[index]
+                payload = next(payloads)
+                key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
+                                      delivery.run_id, index, scope)  # fmt: skip
+                self.lease.check()
+                posted = time.monotonic()
+                try:
+                    outcome = target.send(payload, key)
+                except AddressRefused as exc:
+                    if not record():
+                        return _result(delivery, "pending", sent)
+                    return self._dead(sink, _reason(exc), attempts=attempts + 1)
+                finished = index + 1 == len(parts)
+                if outcome.delivered:
+                    index, rows, attempts = index + 1, rows + part.num_rows, 0
+                    sent += part.num_rows
+                    moment = time.monotonic()
+                    due = (
+                        finished
+                        or moment - posted >= _SLOW_POST_SECONDS
+                        or index - recorded >= _PROGRESS_BATCHES
+                        or moment - recorded_at >= _PROGRESS_SECONDS
+                    )
+                    if due and not record(finished):
+                        return _result(delivery, "pending", sent)
+                    continue
                 if not record():
                     return _result(delivery, "pending", sent)
-                return self._dead(sink, _reason(exc), attempts=attempts + 1)
-            finished = index + 1 == len(parts)
-            if outcome.delivered:
-                index, rows, attempts = index + 1, rows + part.num_rows, 0
-                sent += part.num_rows
-                moment = time.monotonic()
-                due = (
-                    finished
-                    or moment - posted >= _SLOW_POST_SECONDS
-                    or index - recorded >= _PROGRESS_BATCHES
-                    or moment - recorded_at >= _PROGRESS_SECONDS
-                )
-                if due and not record(finished):
+                reason = outcome.reason or "refused"
+                if outcome.retry and attempts + 1 < sink.max_attempts:
+                    self.delivery = replace(delivery, attempts=attempts)
+                    return self._failed(sink, reason, outcome.retry_after, sent=sent)
+                if not self.log.dead_letter(
+                    delivery,
+                    holder,
+                    batch=index,
+                    idempotency_key=key,
+                    body=payload,
+                    rows=part.num_rows,
+                    reason=_after(reason, attempts + 1),
+                    attempts=attempts + 1,
+                    finished=finished,
+                ):
                     return _result(delivery, "pending", sent)
-                continue
-            if not record():
-                return _result(delivery, "pending", sent)
-            reason = outcome.reason or "refused"
-            if outcome.retry and attempts + 1 < sink.max_attempts:
-                self.delivery = replace(delivery, attempts=attempts)
-                return self._failed(sink, reason, outcome.retry_after, sent=sent)
-            if not self.log.dead_letter(
-                delivery,
-                holder,
-                batch=index,
-                idempotency_key=key,
-                body=payload,
-                rows=part.num_rows,
-                reason=_after(reason, attempts + 1),
-                attempts=attempts + 1,
-                finished=finished,
-            ):
-                return _result(delivery, "pending", sent)
-            recorded = index + 1  # the dead letter records its batch as done
-            # A line per dead letter (the delivery's own line follows when it ends).
-            log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
-                      delivery.interval, index, delivery.sink, reason,
-                      extra=fields(sink=delivery.sink, pipeline=delivery.pipeline,
-                                   interval_start=delivery.interval.start,
-                                   interval_end=delivery.interval.end, batch=index,
-                                   rows=part.num_rows, dead_letter=True,
-                                   error=reason))  # fmt: skip
-            index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
-        latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
-        status = latest.status if latest is not None else "pending"
-        return _result(delivery, status, sent, dead_reason if status == "dead" else None)
+                recorded = index + 1  # the dead letter records its batch as done
+                # A line per dead letter (the delivery's own line follows when it ends).
+                log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
+                          delivery.interval, index, delivery.sink, reason,
+                          extra=fields(sink=delivery.sink, pipeline=delivery.pipeline,
+                                       interval_start=delivery.interval.start,
+                                       interval_end=delivery.interval.end, batch=index,
+                                       rows=part.num_rows, dead_letter=True,
+                                       error=reason))  # fmt: skip
+                index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
+            latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
+            status = latest.status if latest is not None else "pending"
+            return _result(delivery, status, sent, dead_reason if status == "dead" else None)
+        finally:
+            payloads.close()
 
     def _failed(
         self, sink: Sink, reason: str, retry_after: float | None, *, sent: int = 0
