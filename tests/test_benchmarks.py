@@ -46,6 +46,13 @@ _SUMMARY = Table("Summary against the targets:", ("measure", "measured", "target
 
 #: Per benchmark, the tables its report must hold.
 TABLES: dict[str, tuple[Table, ...]] = {
+    "cli.py": (
+        Table(
+            "Wall time of each command",
+            ("command", "p50 s", "min s", "x duckdb", "modules", "heavy"),
+        ),
+        Table("Targets"),
+    ),
     "engines.py": (
         Table(
             "Throughput, closed loop, batches of 100 events",

@@ -37,9 +37,7 @@ options = Options()
 def operation(op: str, args: dict[str, Any], *, progress: bool = False, as_is: bool = False) -> Any:
     """Run operation ``op`` of the runtime's table in the server when one runs, else here
     (``as_is``: with the metadata database at its revision, not migrated: to read it)."""
-    from headwater.runtime import operations
     from headwater.runtime.client import find_server
-    from headwater.runtime.workspace import Workspace
 
     project = options.project()
     shown: list[str] = []
@@ -51,11 +49,24 @@ def operation(op: str, args: dict[str, Any], *, progress: bool = False, as_is: b
                     return client.call(op, args, report)
                 finally:
                     client.close()
+            from headwater.runtime import idle
+
+            if op == "due" and (answer := idle.recall(project, args)) is not None:
+                return answer  # nothing changed and nothing fell due since the last pass
+            # Only a command that runs here needs the stages: one that asks the server
+            # imports none of them.
+            from headwater.runtime import operations
+            from headwater.runtime.workspace import Workspace
+
             workspace = Workspace.open(project, as_is=as_is)
             try:
-                return operations.call(workspace, op, args, report)
+                answer = operations.call(workspace, op, args, report)
+                until = idle.until(workspace, answer) if op == "due" else None
             finally:
                 workspace.close()
+            if until is not None:
+                idle.remember(project, args, answer, until)
+            return answer
         except HeadwaterError as exc:
             if isinstance(exc, TerminalError) and "\n" in exc.message and exc.message in shown:
                 raise ShownAbove(exc) from exc

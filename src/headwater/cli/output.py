@@ -5,16 +5,15 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from headwater.core import jsonio
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: ``json``: one JSON array (as ``bq`` and DuckDB's CLI print it); ``jsonl``: one object
 #: per line, for streaming into other tools.
@@ -27,9 +26,13 @@ errors = Console(stderr=True, soft_wrap=True)
 
 def print_table(table: pa.Table, fmt: Format) -> None:
     """Print a query result as a rich table, a JSON array, JSON lines or CSV."""
+    # Imported here: only commands that print rows need Arrow's compute and CSV modules.
+    import pyarrow.csv
+    from rich.table import Table
+
     if fmt == "csv":
         sys.stdout.flush()
-        pa.csv.write_csv(table, sys.stdout.buffer)
+        pyarrow.csv.write_csv(table, sys.stdout.buffer)
         sys.stdout.buffer.flush()
     elif fmt == "json":
         sys.stdout.write(jsonio.dumps_str(_displayable(table).to_pylist()) + "\n")
@@ -56,6 +59,9 @@ _ISO = defaultdict(
 
 def _displayable(table: pa.Table) -> pa.Table:
     """Timestamps as ISO text: engines hold years that Python's datetime cannot."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     columns = [
         pc.strftime(column, format=_ISO[column.type.tz])
         if pa.types.is_timestamp(column.type)

@@ -23,26 +23,30 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Literal, cast
 
 from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.logs import fields
 from headwater.core.types import Interval, Output
 from headwater.deliver.errors import DeliveryError
-from headwater.deliver.files import FilesTarget
 from headwater.deliver.guard import AddressRefused, Resolver, resolve
 from headwater.deliver.rows import interval_rows, span
 from headwater.deliver.settings import FilesSink, Sink, WebhookSink
 from headwater.deliver.targets import Sinks, Targets
-from headwater.deliver.webhook import WebhookTarget, batches, body, idempotency_key
 from headwater.state import StateStore
 from headwater.state.deliveries import Delivery
 from headwater.state.errors import LeaseHeld, LeaseLost
 from headwater.state.leases import TTL, Lease
 from headwater.store.engine import Engine
+
+# A sink's kind of target is imported when a delivery to one is made (see targets.py).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from headwater.deliver.files import FilesTarget
+    from headwater.deliver.postgres import PostgresTarget
+    from headwater.deliver.webhook import WebhookTarget
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +215,15 @@ class _Attempt:
         try:
             target = self.deliverer.targets.get(delivery.sink, sink, config)
             table = interval_rows(self.deliverer.engine, output, delivery.interval)
-            if isinstance(target, WebhookTarget):
-                assert isinstance(sink, WebhookSink)
-                return self._post(sink, target, table, config.scope)
+            # A sink's target is of its kind (Targets.get).
+            if isinstance(sink, WebhookSink):
+                return self._post(sink, cast("WebhookTarget", target), table, config.scope)
             self.lease.check()
-            if isinstance(target, FilesTarget):
-                target.write(output.name, span(output, delivery.interval), table)
+            if isinstance(sink, FilesSink):
+                files = cast("FilesTarget", target)
+                files.write(output.name, span(output, delivery.interval), table)
             else:
-                target.write(
+                cast("PostgresTarget", target).write(
                     output.name,
                     output.key,
                     span(output, delivery.interval),
@@ -239,58 +244,95 @@ class _Attempt:
     def _post(
         self, sink: WebhookSink, target: WebhookTarget, table: pa.Table, scope: str
     ) -> DeliveryResult:
+        from headwater.deliver.webhook import batches, body, idempotency_key, made_ahead
+
         delivery, holder = self.delivery, self.lease.holder
         parts = batches(table, sink.batch_rows)
         index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
         sent, dead_reason = 0, None
-        while index < len(parts):
-            if self.should_stop():
-                return _result(delivery, "pending", sent)
-            part = parts[index]
-            payload = body(delivery.pipeline, delivery.sink, delivery.interval, delivery.run_id,
-                           index, len(parts), part)  # fmt: skip
-            key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
-                                  delivery.run_id, index, scope)  # fmt: skip
-            self.lease.check()
-            try:
-                outcome = target.send(payload, key)
-            except AddressRefused as exc:
-                return self._dead(sink, _reason(exc), attempts=attempts + 1)
-            finished = index + 1 == len(parts)
-            if outcome.delivered:
-                index, rows, attempts = index + 1, rows + part.num_rows, 0
-                sent += part.num_rows
-                if not self.log.progress(delivery, holder, index, rows, finished=finished):
+        # Batches sent are recorded every few batches, not after each (a commit of the
+        # metadata each would cost more than the POST): after a crash the unrecorded ones
+        # go again, with the same idempotency keys, which receivers drop. Every other
+        # record (a failure, a dead letter, a stop, the end) comes after them.
+        recorded, recorded_at = index, time.monotonic()
+
+        def record(finished: bool = False) -> bool:
+            nonlocal recorded, recorded_at
+            if index == recorded and not finished:
+                return True
+            recorded, recorded_at = index, time.monotonic()
+            return self.log.progress(delivery, holder, index, rows, finished=finished)
+
+        def make(batch: int) -> bytes:
+            return body(delivery.pipeline, delivery.sink, delivery.interval, delivery.run_id,
+                        batch, len(parts), parts[batch])  # fmt: skip
+
+        # One body a turn of the loop, in order: each turn moves on one batch, or returns.
+        payloads = made_ahead(make, range(index, len(parts)))
+        try:
+            while index < len(parts):
+                if self.should_stop():
+                    record()
                     return _result(delivery, "pending", sent)
-                continue
-            reason = outcome.reason or "refused"
-            if outcome.retry and attempts + 1 < sink.max_attempts:
-                self.delivery = replace(delivery, attempts=attempts)
-                return self._failed(sink, reason, outcome.retry_after, sent=sent)
-            if not self.log.dead_letter(
-                delivery,
-                holder,
-                batch=index,
-                idempotency_key=key,
-                body=payload,
-                rows=part.num_rows,
-                reason=_after(reason, attempts + 1),
-                attempts=attempts + 1,
-                finished=finished,
-            ):
-                return _result(delivery, "pending", sent)
-            # A line per dead letter (the delivery's own line follows when it ends).
-            log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
-                      delivery.interval, index, delivery.sink, reason,
-                      extra=fields(sink=delivery.sink, pipeline=delivery.pipeline,
-                                   interval_start=delivery.interval.start,
-                                   interval_end=delivery.interval.end, batch=index,
-                                   rows=part.num_rows, dead_letter=True,
-                                   error=reason))  # fmt: skip
-            index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
-        latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
-        status = latest.status if latest is not None else "pending"
-        return _result(delivery, status, sent, dead_reason if status == "dead" else None)
+                part = parts[index]
+                payload = next(payloads)
+                key = idempotency_key(delivery.pipeline, delivery.sink, delivery.interval.start,
+                                      delivery.run_id, index, scope)  # fmt: skip
+                self.lease.check()
+                posted = time.monotonic()
+                try:
+                    outcome = target.send(payload, key)
+                except AddressRefused as exc:
+                    if not record():
+                        return _result(delivery, "pending", sent)
+                    return self._dead(sink, _reason(exc), attempts=attempts + 1)
+                finished = index + 1 == len(parts)
+                if outcome.delivered:
+                    index, rows, attempts = index + 1, rows + part.num_rows, 0
+                    sent += part.num_rows
+                    moment = time.monotonic()
+                    due = (
+                        finished
+                        or moment - posted >= _SLOW_POST_SECONDS
+                        or index - recorded >= _PROGRESS_BATCHES
+                        or moment - recorded_at >= _PROGRESS_SECONDS
+                    )
+                    if due and not record(finished):
+                        return _result(delivery, "pending", sent)
+                    continue
+                if not record():
+                    return _result(delivery, "pending", sent)
+                reason = outcome.reason or "refused"
+                if outcome.retry and attempts + 1 < sink.max_attempts:
+                    self.delivery = replace(delivery, attempts=attempts)
+                    return self._failed(sink, reason, outcome.retry_after, sent=sent)
+                if not self.log.dead_letter(
+                    delivery,
+                    holder,
+                    batch=index,
+                    idempotency_key=key,
+                    body=payload,
+                    rows=part.num_rows,
+                    reason=_after(reason, attempts + 1),
+                    attempts=attempts + 1,
+                    finished=finished,
+                ):
+                    return _result(delivery, "pending", sent)
+                recorded = index + 1  # the dead letter records its batch as done
+                # A line per dead letter (the delivery's own line follows when it ends).
+                log.error("%s %s batch %d to %s: dead letter: %s", delivery.pipeline,
+                          delivery.interval, index, delivery.sink, reason,
+                          extra=fields(sink=delivery.sink, pipeline=delivery.pipeline,
+                                       interval_start=delivery.interval.start,
+                                       interval_end=delivery.interval.end, batch=index,
+                                       rows=part.num_rows, dead_letter=True,
+                                       error=reason))  # fmt: skip
+                index, attempts, dead_reason = index + 1, 0, f"batch {index}: {reason}"
+            latest = self.log.get(delivery.pipeline, delivery.sink, delivery.interval.start)
+            status = latest.status if latest is not None else "pending"
+            return _result(delivery, status, sent, dead_reason if status == "dead" else None)
+        finally:
+            payloads.close()
 
     def _failed(
         self, sink: Sink, reason: str, retry_after: float | None, *, sent: int = 0
@@ -317,6 +359,12 @@ class _Attempt:
 
 
 _DEFAULT_SINK = FilesSink(url=".")
+#: Batches sent to a webhook are recorded after this many, or this many seconds since the
+#: last record, or after a POST that took this long: a slow receiver has every batch
+#: recorded (a commit is small beside its answer), a fast one a commit every 32 batches.
+_PROGRESS_BATCHES = 32
+_PROGRESS_SECONDS = 1.0
+_SLOW_POST_SECONDS = 0.1
 _LEASE_POLL_SECONDS = 0.2
 _WAIT_FOR_PROJECT_SECONDS = 30.0
 

@@ -16,7 +16,6 @@ from headwater.core.errors import HeadwaterError
 from headwater.core.types import Interval
 from headwater.deliver.settings import WebhookSink
 from headwater.deliver.targets import Sinks, Targets
-from headwater.deliver.webhook import WebhookTarget
 from headwater.state.deliveries import DeadLetter, DeliveryLog
 
 #: ``requeued``: a whole interval owed again (and, when delivered at once, how that went:
@@ -65,6 +64,8 @@ def _resend(log: DeliveryLog, letter: DeadLetter, config: Sinks, targets: Target
         reason = f"sink {letter.sink} is not a webhook in headwater.toml"
         log.replay_failed(letter, reason)
         return _replayed(letter, "failed", reason)
+    from headwater.deliver.webhook import WebhookTarget
+
     try:
         target = targets.get(letter.sink, sink, config)
         assert isinstance(target, WebhookTarget)

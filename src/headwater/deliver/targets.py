@@ -10,16 +10,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
-from headwater.deliver.files import FilesTarget
 from headwater.deliver.guard import Resolver, resolve
-from headwater.deliver.postgres import PostgresTarget
 from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink, Sink
-from headwater.deliver.webhook import WebhookTarget
 
-Target = FilesTarget | PostgresTarget | WebhookTarget
+# Each kind of target is imported when a sink of its kind is first used: fsspec, psycopg
+# and httpx cost a command that delivers nothing a fifth of a second to import.
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from headwater.deliver.files import FilesTarget
+    from headwater.deliver.postgres import PostgresTarget
+    from headwater.deliver.webhook import WebhookTarget
+
+    Target: TypeAlias = FilesTarget | PostgresTarget | WebhookTarget
 
 
 @dataclass(frozen=True)
@@ -38,27 +45,37 @@ class Targets:
 
     def __init__(self, resolver: Resolver = resolve) -> None:
         self._resolver = resolver
-        self._targets: dict[str, tuple[bytes, Target]] = {}
+        #: name -> the sink's settings as JSON, its target, and the webhook's client to close.
+        self._targets: dict[str, tuple[bytes, Target, WebhookTarget | None]] = {}
 
     def get(self, name: str, sink: Sink, config: Sinks) -> Target:
         stamp = msgspec.json.encode(sink) + msgspec.json.encode(config.settings)
         cached = self._targets.get(name)
         if cached is not None and cached[0] == stamp:
             return cached[1]
-        if cached is not None and isinstance(cached[1], WebhookTarget):
-            cached[1].close()
+        if cached is not None and cached[2] is not None:
+            cached[2].close()
         target: Target
+        client = None
         if isinstance(sink, FilesSink):
+            from headwater.deliver.files import FilesTarget
+
             target = FilesTarget(name, sink, config.root)
         elif isinstance(sink, PostgresSink):
+            from headwater.deliver.postgres import PostgresTarget
+
             target = PostgresTarget(name, sink)
         else:
-            target = WebhookTarget(name, sink, config.settings.allow_hosts, resolver=self._resolver)
-        self._targets[name] = (stamp, target)
+            from headwater.deliver.webhook import WebhookTarget
+
+            target = client = WebhookTarget(
+                name, sink, config.settings.allow_hosts, resolver=self._resolver
+            )
+        self._targets[name] = (stamp, target, client)
         return target
 
     def close(self) -> None:
-        for _, target in self._targets.values():
-            if isinstance(target, WebhookTarget):
-                target.close()
+        for _, _, client in self._targets.values():
+            if client is not None:
+                client.close()
         self._targets.clear()

@@ -24,7 +24,8 @@ import email.utils
 import hashlib
 import hmac
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Generator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,7 @@ from headwater import __version__
 from headwater.core import jsonio
 from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
+from headwater.deliver import jsonrows
 from headwater.deliver.guard import AddressRefused, NotResolved, Resolver, check, resolve
 from headwater.deliver.settings import WebhookSink
 
@@ -95,9 +97,23 @@ def body(
         "run": run_id,
         "batch": batch,
         "batches": total,
-        "rows": rows.to_pylist(),
+        "rows": jsonrows.rows(rows),
     }
     return jsonio.dumps(payload)
+
+
+def made_ahead(make: Callable[[int], bytes], indices: range) -> Generator[bytes, None, None]:
+    """``make(i)`` for each of ``indices`` in turn, the next made in a thread while the
+    caller posts this one: the receiver's answer is awaited with the GIL released, so a
+    body's making hides behind the POST before it. An error making one is raised when it
+    is taken, where making it in turn would have raised it."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-body") as pool:
+        upcoming = [pool.submit(make, i) for i in indices[:1]]
+        for i in indices:
+            payload = upcoming.pop().result()
+            if i + 1 < indices.stop:
+                upcoming.append(pool.submit(make, i + 1))
+            yield payload
 
 
 class WebhookTarget:
@@ -193,4 +209,12 @@ def _excerpt(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-__all__ = ["AddressRefused", "Outcome", "WebhookTarget", "batches", "body", "idempotency_key"]
+__all__ = [
+    "AddressRefused",
+    "Outcome",
+    "WebhookTarget",
+    "batches",
+    "body",
+    "idempotency_key",
+    "made_ahead",
+]

@@ -145,8 +145,11 @@ class GraphLoader:
     """A folder's graph, parsed again only when a file changed, or ``version`` did (the
     project's settings, which ``check`` may read)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, log_broken: bool = True) -> None:
+        """``log_broken``: log a pipeline that does not load, once per change of its error
+        (a second loader of the same files leaves that to the first)."""
         self._cached: tuple[object, Graph] | None = None
+        self._log_broken = log_broken
 
     def load(
         self,
@@ -161,7 +164,7 @@ class GraphLoader:
         if self._cached is None or self._cached[0] != stamp:
             previous = self._cached[1] if self._cached is not None else None
             graph = load_graph(folder, dialect, engine_dialect, check=check, previous=previous)
-            for name, broken in graph.broken.items():
+            for name, broken in graph.broken.items() if self._log_broken else ():
                 was = previous.broken.get(name) if previous is not None else None
                 if was is None or str(was.error) != str(broken.error):
                     log.error("pipeline %s does not load: %s", name, broken.error)

@@ -33,6 +33,7 @@ from headwater.runtime.workspace import Workspace, state_for
 from headwater.serve.app import api_app
 from headwater.serve.auth import ConsumerRing
 from headwater.serve.catalog import DatasetCatalog, Served
+from headwater.serve.query import Reader
 from headwater.store.engine import Engine, collectors_floor
 from headwater.store.postgres.reader import PostgresReader
 
@@ -118,9 +119,10 @@ class Runtime:
         self._readers_lock = threading.Lock()
         self._deliver_now = threading.Event()
         self.workspace.pipelines.on_published = self._deliver_now.set
+        engine_reader = _reader_of(self.workspace.engine)
         self.api = api_app(
             ConsumerRing(self.watch.derived(Project.consumer_tokens)),
-            DatasetCatalog(self.workspace.engine, self._served),
+            DatasetCatalog(self.workspace.engine, self._served, reader=engine_reader),
             project.settings.api,
         )
         self.admin = Starlette(
@@ -316,3 +318,11 @@ class Runtime:
         await asyncio.to_thread(self._pipeline_health)
         body = await asyncio.to_thread(generate_latest, self.registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def _reader_of(engine: Engine) -> Reader | None:
+    """How the read API reads the engine's tables: the embedded store through its reader,
+    which keeps a cursor per thread; other engines through themselves."""
+    from headwater.store.duckdb import DuckDBEngine
+
+    return engine.reader() if isinstance(engine, DuckDBEngine) else None

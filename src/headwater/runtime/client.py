@@ -1,15 +1,17 @@
 """Talking to the running server from other commands.
 
 ``server.json`` in the data folder says where the server's control socket is.
-A command that finds no live server there opens the files itself. httpx is
-imported only when there is a server to talk to, which keeps commands that run
-alone quick to start.
+A command that finds no live server there opens the files itself. The socket is
+spoken to with the standard library's ``http.client``: a command that only asks
+the server imports no HTTP client library, so it answers at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,24 +75,73 @@ def remote_error(message: dict[str, Any]) -> HeadwaterError:
     return kind(str(message["error"]), hint=message.get("hint"))
 
 
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP/1.1 over the control socket; ``connect_timeout`` bounds making the connection,
+    ``timeout`` (``None``: none) every read after it."""
+
+    def __init__(self, path: str, *, connect_timeout: float, timeout: float | None) -> None:
+        super().__init__("headwater", timeout=timeout)
+        self._path = path
+        self._connect_timeout = connect_timeout
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(self._connect_timeout)
+            sock.connect(self._path)
+            sock.settimeout(self.timeout)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+#: What a connection to a server that is gone, or never answers, raises.
+Unreachable = (OSError, http.client.HTTPException)
+
+
+class _Answer:
+    """A response's status and body."""
+
+    def __init__(self, status: int, content: bytes) -> None:
+        self.status_code = status
+        self.content = content
+
+    def json(self) -> Any:
+        return jsonio.loads(self.content)
+
+
 class ServerClient:
-    """A connection to the running server's control socket."""
+    """The running server's control socket, one connection per request (the server may
+    close an idle connection between a command's requests)."""
 
     def __init__(self, info: ServerInfo) -> None:
-        import httpx
-
         self.info = info
-        # Queries may run long; a connection that cannot be made fails at once.
-        self._http = httpx.Client(
-            transport=httpx.HTTPTransport(uds=info.socket),
-            base_url="http://headwater",
-            timeout=httpx.Timeout(None, connect=5.0),
-        )
+        self._open: list[_UnixConnection] = []
+
+    def _request(
+        self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
+    ) -> http.client.HTTPResponse:
+        # Queries may run long (no timeout by default); a connection that cannot be made
+        # fails at once.
+        connection = _UnixConnection(self.info.socket, connect_timeout=5.0, timeout=timeout)
+        self._open.append(connection)
+        headers = {"content-type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse()
+
+    def _fetch(
+        self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
+    ) -> _Answer:
+        response = self._request(method, path, body, timeout=timeout)
+        answer = _Answer(response.status, response.read())
+        self._close()
+        return answer
 
     def query(self, sql: str, params: Sequence[object] = ()) -> pa.Table:
         """Run a read-only query in the server; ``params`` bind to its ``?``."""
         body = jsonio.dumps({"sql": sql, "params": list(params)})
-        response = self._http.post("/query", content=body)
+        response = self._fetch("POST", "/query", body)
         if response.status_code != 200:
             error = response.json()
             raise QueryError(str(error.get("error")), hint=error.get("hint"))
@@ -101,8 +152,10 @@ class ServerClient:
     def call(self, op: str, args: dict[str, Any], progress: ProgressSink | None = None) -> Any:
         """Run an operation of :data:`~headwater.runtime.operations.OPERATIONS` in the
         server, relaying its progress."""
-        with self._http.stream("POST", f"/operations/{op}", content=jsonio.dumps(args)) as answer:
-            for line in answer.iter_lines():
+        try:
+            for line in self._request("POST", f"/operations/{op}", jsonio.dumps(args)):
+                if not line.strip():
+                    continue
                 message = jsonio.loads(line)
                 if "progress" in message and progress is not None:
                     progress(message["progress"])
@@ -110,16 +163,22 @@ class ServerClient:
                     return message["result"]
                 elif "error" in message:
                     raise remote_error(message)
+        finally:
+            self._close()
         raise ServerFailed("the server ended the operation without a result")
 
     def status(self) -> dict[str, object]:
-        data = self._http.get("/status", timeout=5).json()
+        data = self._fetch("GET", "/status", timeout=5.0).json()
         if not isinstance(data, dict):
             raise ServerFailed("the server answered its status with something unexpected")
         return data
 
+    def _close(self) -> None:
+        while self._open:
+            self._open.pop().close()
+
     def close(self) -> None:
-        self._http.close()
+        self._close()
 
 
 def find_server(data_dir: Path) -> ServerClient | None:
@@ -130,11 +189,9 @@ def find_server(data_dir: Path) -> ServerClient | None:
     except (OSError, ValueError, KeyError, TypeError, jsonio.JSONDecodeError):
         return None
     client = ServerClient(info)
-    import httpx
-
     try:
         client.status()
-    except httpx.TransportError:
+    except Unreachable:
         # A server killed without cleaning up leaves its file; it is stale.
         client.close()
         return None

@@ -18,21 +18,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
 from headwater.core.clock import parse_utc
 from headwater.core.errors import ConfigError, HeadwaterError
-from headwater.deliver.deliverer import DeliveryResult, as_result
-from headwater.process.graph import Broken
-from headwater.process.runner import RunResult
-from headwater.process.service import Progress
-from headwater.runtime.apply import apply as apply_plan
-from headwater.runtime.plan import make_plan
-from headwater.runtime.workspace import Workspace
-from headwater.state.database import MetadataDatabase
-from headwater.store import transfer
+
+# The table is imported by every command that runs here; what only some operations use
+# (plan and apply, export and import, delivery results) is imported by those operations.
+if TYPE_CHECKING:
+    from headwater.deliver.deliverer import DeliveryResult
+    from headwater.process.graph import Broken
+    from headwater.process.runner import RunResult
+    from headwater.process.service import Progress
+    from headwater.runtime.workspace import Workspace
 
 A = TypeVar("A", bound=msgspec.Struct)
 ProgressSink = Callable[[dict[str, Any]], None]
@@ -257,11 +257,15 @@ def _replay(workspace: Workspace, args: Letters, _: ProgressSink | None) -> obje
 
 
 def _export(workspace: Workspace, args: Export, progress: ProgressSink | None) -> object:
+    from headwater.store import transfer
+
     folder, start, end = Path(args.folder), _time(args.start), _time(args.end)
     return transfer.export_events(workspace.engine, folder, start, end, progress)
 
 
 def _import(workspace: Workspace, args: Import, progress: ProgressSink | None) -> object:
+    from headwater.store import transfer
+
     environment = workspace.project.environment or "default"
     return transfer.import_events(workspace.engine, Path(args.folder), environment, progress)
 
@@ -287,11 +291,17 @@ def _applies(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object
 
 
 def _plan(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    from headwater.runtime.plan import make_plan
+    from headwater.state.database import MetadataDatabase
+
     pending = MetadataDatabase(workspace.state.engine).pending()
     return make_plan(workspace, pending).to_json()
 
 
 def _apply(workspace: Workspace, args: ApplyArgs, progress: ProgressSink | None) -> object:
+    from headwater.runtime.apply import apply as apply_plan
+    from headwater.runtime.plan import make_plan
+
     plan = make_plan(workspace, [])
     steps = _Steps(progress)
     done = apply_plan(
@@ -393,6 +403,8 @@ def owed(
 ) -> list[DeliveryResult]:
     """``attempted``, and the deliveries of ``runs``' intervals that another deliverer (the
     server's own loop, say) made or tried before this command asked: each as it stands."""
+    from headwater.deliver.deliverer import as_result
+
     seen = {(d.pipeline, d.sink, d.interval.start) for d in attempted}
     found = list(attempted)
     wanted = {(r.pipeline, r.interval.start) for r in runs if r.recorded}

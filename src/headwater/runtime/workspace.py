@@ -156,6 +156,10 @@ class Workspace:
             # On the warehouse, an interval by arrival is whole once it is offloaded.
             floor = self.offloader.arrival_floor
         self._graphs = GraphLoader()
+        # The graph without the engine's dialect (which sinks each file names) has its own
+        # loader: sharing one, each would set the other's cache aside and parse every file
+        # again.
+        self._named_sinks = GraphLoader(log_broken=False)
         #: The loaded graph and project, and that graph with this environment's sinks only.
         self._here: tuple[Graph, Project, Graph] | None = None
         self.pipelines = PipelineService(
@@ -226,7 +230,7 @@ class Workspace:
         skipped), by pipeline."""
         project = self.project
         elsewhere = project.sinks_elsewhere()
-        graph = self._graphs.load(
+        graph = self._named_sinks.load(
             project.pipelines_dir,
             project.settings.project.dialect,
             version=project,

@@ -7,8 +7,8 @@ holds up the event loop that also takes events.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
 import pyarrow as pa
@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlglot import exp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater.core import jsonio
 from headwater.core.errors import HeadwaterError
@@ -67,17 +68,8 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
         log.error("read API: %s", error)
         return _error(503, "unavailable", "the store could not answer; try again shortly")
 
-    @app.middleware("http")
-    async def authenticate(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # Before routing and parameter checks: a caller without a token learns nothing.
-        if request.url.path.startswith("/api/v1/datasets"):
-            try:
-                consumers.consumer(request.headers.get("authorization"))
-            except ApiError as error:
-                return _error(error.status, error.code, str(error))
-        return await call_next(request)
+    # Before routing and parameter checks: a caller without a token learns nothing.
+    app.add_middleware(_Authenticate, consumers=consumers)
 
     def granted(authorization: str | None, name: str) -> tuple[Consumer, Dataset]:
         consumer = consumers.consumer(authorization)
@@ -164,12 +156,10 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
                 f"{name} has key {list(dataset.key) or 'none'}; filter rows by its columns",
             )
         column = dataset.key[0]
-        select = Select(exp.select("*").from_(dataset.relation()))
-        value = select.bind(parse_value(dataset, column, key))
-        select.query = select.query.where(
-            exp.EQ(this=exp.column(column, quoted=True), expression=value)
-        ).limit(1)
-        table = _run(dataset.reader, select)
+        value = parse_value(dataset, column, key)
+        reader = dataset.reader
+        table = reader.select(_lookup_sql(dataset.relation(), column, reader.dialect),
+                              {"p0": value}).table  # fmt: skip
         if table.num_rows == 0:
             raise ApiError(404, "no_such_row", f"{name} has no row with {column} = {key!r}")
         if format == "json":
@@ -223,6 +213,38 @@ _ERROR_SCHEMA = {
     },
     "required": ["error"],
 }
+
+
+class _Authenticate:
+    """Refuses a request under ``/api/v1/datasets`` without a consumer's token, before
+    FastAPI routes it; plain ASGI, as every request passes through it."""
+
+    def __init__(self, app: ASGIApp, consumers: ConsumerRing) -> None:
+        self.app = app
+        self.consumers = consumers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/v1/datasets"):
+            authorization = None
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    authorization = value.decode("latin-1")
+                    break
+            try:
+                self.consumers.consumer(authorization)
+            except ApiError as error:
+                await _error(error.status, error.code, str(error))(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+@functools.lru_cache(maxsize=1024)
+def _lookup_sql(relation: exp.Table, column: str, dialect: str) -> str:
+    """A row by its key, ``$p0``: built once per dataset, column and dialect."""
+    select = Select(exp.select("*").from_(relation))
+    value = select.bind(None)
+    query = select.query.where(exp.EQ(this=exp.column(column, quoted=True), expression=value))
+    return query.limit(1).sql(dialect)
 
 
 def _run(reader: Reader, select: Select) -> pa.Table:

@@ -39,8 +39,11 @@ ServedFn = Callable[[], dict[str, Served]]
 class DatasetCatalog:
     """Datasets with their schemas, kept a few seconds."""
 
-    def __init__(self, engine: Engine, served: ServedFn) -> None:
+    def __init__(self, engine: Engine, served: ServedFn, *, reader: Reader | None = None) -> None:
+        """``reader``: how the engine's tables are read, when not through the engine itself
+        (the embedded store's reader, which keeps its cursors)."""
         self._engine = engine
+        self._reader: Reader = reader or engine
         self._served = served
         self._cache: dict[str, tuple[float, Dataset]] = {}
 
@@ -60,8 +63,8 @@ class DatasetCatalog:
             dataset = _elsewhere(name, served, served.reader, served.table)
         elif name in self._engine.list_tables():
             empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
-            schema = self._engine.select(empty.sql(self._engine.dialect), {}).table.schema
-            dataset = Dataset(name, served.key, schema, self._engine)
+            schema = self._reader.select(empty.sql(self._reader.dialect), {}).table.schema
+            dataset = Dataset(name, served.key, schema, self._reader)
         else:
             return None
         if dataset is not None:

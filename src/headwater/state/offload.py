@@ -33,7 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from headwater.core.clock import EPOCH, utc_now
@@ -278,8 +277,11 @@ class Offloader:
 
     def _write(self, table: str, interval: Interval, path: str) -> int:
         """The interval's rows of ``table`` into one Parquet file, read a slice at a time."""
+        import pyarrow.parquet as pq  # only an offload writes Parquet
+
         step = (interval.end - interval.start) / SLICES
         rows = 0
+
         with pq.ParquetWriter(path, TABLES[table], compression="zstd") as writer:
             for index in range(SLICES):
                 start = interval.start + step * index

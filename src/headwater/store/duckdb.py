@@ -80,6 +80,7 @@ class DuckDBEngine:
         self._ingest_con: duckdb.DuckDBPyConnection | None = None
         self._lock = threading.Lock()
         self._ingest_lock = threading.Lock()
+        self._readers: list[DuckDBReader] = []
 
     @classmethod
     def open(
@@ -222,6 +223,14 @@ class DuckDBEngine:
         rows = scanned.get("query", {}).get("total_rows_scanned")
         return Selected(_int64_sums(table), int(rows) if rows is not None else None)
 
+    def reader(self) -> DuckDBReader:
+        """A reader for the read API: :meth:`select` on a cursor kept per thread, without
+        counting the rows scanned; closed with the engine."""
+        reader = DuckDBReader(self._con)
+        with self._lock:
+            self._readers.append(reader)
+        return reader
+
     def map_batches(
         self,
         sql: str,
@@ -347,10 +356,50 @@ class DuckDBEngine:
 
     def close(self) -> None:
         with self._lock:
+            for reader in self._readers:
+                reader.close()
             if self._ingest_con is not None:
                 self._ingest_con.close()
                 self._ingest_con = None
             self._con.close()
+
+
+class DuckDBReader:
+    """Reads for the read API, whose point lookups take a millisecond: a fresh cursor, its
+    time zone and DuckDB's profiler (which :meth:`DuckDBEngine.select` turns on to count
+    the rows a pipeline scanned) would cost more than the query. Each thread keeps its
+    cursor; every query still sees the latest commit (autocommit: one transaction each)."""
+
+    dialect = "duckdb"
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self._con = con
+        self._local = threading.local()
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected:
+        cur: duckdb.DuckDBPyConnection | None = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                if self._closed:
+                    raise StoreUnavailable("duckdb", "the store is closed")
+                cur = _session(self._con.cursor())
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        try:
+            table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
+        except duckdb.Error as exc:
+            raise classify(exc) from None
+        return Selected(_int64_sums(table), None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            for cur in self._cursors:
+                cur.close()
+            self._cursors.clear()
 
 
 def classify(exc: duckdb.Error) -> QueryError | StoreUnavailable:
