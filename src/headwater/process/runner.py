@@ -15,19 +15,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 from sqlglot import exp
 
 from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.logs import fields
 from headwater.core.types import Interval
 from headwater.process import python, sql
-from headwater.process.audits import run_audits
+from headwater.process.audits import check_staged, run_audits
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
@@ -35,8 +37,8 @@ from headwater.process.python import Context
 from headwater.state import StateStore
 from headwater.state.errors import LeaseLost
 from headwater.state.leases import TTL, Lease
-from headwater.state.runs import RUN_OUTCOMES, Trigger, error_kind
-from headwater.store.engine import Engine
+from headwater.state.runs import RUN_OUTCOMES, RunLog, Trigger, error_kind
+from headwater.store.engine import Engine, Staged, Stages
 from headwater.store.errors import Fenced, QueryError
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,13 @@ class RunResult:
     #: False for an interval that had not ended: published as a preview, not recorded done
     #: (so not delivered), run again once it is whole.
     recorded: bool = True
+    #: A batch's intervals (``interval`` is their span), each recorded done; empty for one.
+    each: tuple[Interval, ...] = ()
+
+    @property
+    def intervals(self) -> tuple[Interval, ...]:
+        """The intervals the run covered."""
+        return self.each or (self.interval,)
 
 
 class Runner:
@@ -78,22 +87,44 @@ class Runner:
         self._sleep = sleep
 
     def run(
-        self, pipeline: Pipeline, interval: Interval, trigger: Trigger, *, record: bool = True
+        self,
+        pipeline: Pipeline,
+        interval: Interval,
+        trigger: Trigger,
+        *,
+        record: bool = True,
+        each: Sequence[Interval] = (),
     ) -> RunResult:
         """Run with the pipeline's lease held, retrying transient failures with backoff.
 
         With ``record=False`` the output is published but the interval is not
         marked done (an interval that has not ended yet), so it runs again later.
+        ``each``: consecutive intervals run as one batch (``interval`` is their span):
+        one query over the span, one publication of it, each interval recorded done.
         A run whose lease was taken over raises :class:`LeaseLost` at once: the
         new holder does the work.
+
+        The metadata is written in one transaction as the run starts (the lease taken,
+        runs of dead processes marked, the run recorded) and one as it ends (the run
+        succeeded, its intervals done, the lease released).
         """
-        with Lease(self.state.leases, pipeline.name, self._lease_ttl) as lease:
+        first: list[int] = []
+
+        def begin(db: sa.Connection) -> None:
             # Holding the lease, any run still marked running died with its process.
-            self.runs.interrupted([pipeline.name])
+            RunLog.interrupted_in(db, [pipeline.name])
+            first.append(
+                RunLog.start_run_in(db, pipeline.name, pipeline.version, interval, trigger, 1)
+            )
+
+        with Lease(self.state.leases, pipeline.name, self._lease_ttl, then=begin) as lease:
             attempt = 1
             while True:
+                run_id = first.pop() if first else None
                 try:
-                    return self._attempt(pipeline, interval, trigger, attempt, record, lease)
+                    return self._attempt(
+                        pipeline, interval, trigger, attempt, record, lease, run_id, tuple(each)
+                    )
                 except LeaseLost:
                     raise
                 except TransientError:
@@ -114,29 +145,42 @@ class Runner:
         attempt: int,
         record: bool,
         lease: Lease,
+        run_id: int | None,
+        each: tuple[Interval, ...],
     ) -> RunResult:
         started = time.perf_counter()
-        run_id = self.runs.start_run(pipeline.name, pipeline.version, interval, trigger, attempt)
-        try:
-            output, rows_read = self._compute(pipeline, interval)
-            self._check_times(pipeline, interval, output)
-            run_audits(
-                pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
+        if run_id is None:
+            run_id = self.runs.start_run(
+                pipeline.name, pipeline.version, interval, trigger, attempt
             )
-            lease.check()
-            self._publish(pipeline, interval, output, lease)
+        try:
+            if pipeline.query is not None and isinstance(self.engine, Stages):
+                rows_written, rows_read = self._in_engine(self.engine, pipeline, interval, lease)
+            else:
+                output, rows_read = self._compute(pipeline, interval)
+                self._check_times(pipeline, interval, output.schema, _outside_arrow(output))
+                run_audits(
+                    pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
+                )
+                lease.check()
+                self._publish(pipeline, interval, output, lease)
+                rows_written = output.num_rows
+            lease.stop_renewing()
             self.runs.succeed(
                 run_id,
                 pipeline.name,
                 pipeline.version,
                 interval,
                 rows_read=rows_read,
-                rows_written=output.num_rows,
+                rows_written=rows_written,
                 record_interval=record,
                 holder=lease.holder,
                 sinks=pipeline.header.sinks,
                 whole_table=not pipeline.incremental,
+                each=each,
+                release=True,
             )
+            lease.released = True
         except HeadwaterError as exc:
             self.runs.fail(run_id, str(exc), error_kind(exc))
             retry = (
@@ -158,15 +202,46 @@ class Runner:
         result = RunResult(
             pipeline.name,
             interval,
-            output.num_rows,
+            rows_written,
             rows_read,
             time.perf_counter() - started,
             recorded=record,
+            each=each,
         )
         _log_run(pipeline, interval, trigger, attempt, run_id, started, result=result)
         return result
 
     # -- steps ----------------------------------------------------------------
+
+    def _in_engine(
+        self, engine: Stages, pipeline: Pipeline, interval: Interval, lease: Lease
+    ) -> tuple[int, int | None]:
+        """Compute, check times, audit and publish inside the engine, in one of its
+        transactions: the rows never leave it, and nothing is visible before the checks
+        pass. Returns the rows written and read."""
+        assert pipeline.query is not None
+        rendered = sql.render(pipeline.query, engine.dialect, tables=pipeline.tables)
+        params = {"start": interval.start, "end": interval.end}
+        used = {name: params[name] for name in pipeline.query.parameters}
+        with ExitStack() as transaction:
+            try:
+                staged = transaction.enter_context(engine.stage(rendered, used))
+            except QueryError as exc:
+                raise self._sql_error(pipeline, exc) from None
+            self._check_times(
+                pipeline, interval, staged.schema, _outside_staged(staged, engine.dialect)
+            )
+            check_staged(
+                pipeline.name,
+                str(pipeline.path),
+                pipeline.header.audits,
+                staged,
+                self.dialect,
+                engine.dialect,
+            )
+            lease.check()
+            self._publish(pipeline, interval, staged, lease)
+        return staged.rows, staged.rows_scanned
 
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
@@ -198,38 +273,37 @@ class Runner:
             result = _as_declared(pipeline, result, pipeline.function.schema)
         return result, reader.rows_scanned
 
-    def _check_times(self, pipeline: Pipeline, interval: Interval, output: pa.Table) -> None:
+    def _check_times(
+        self,
+        pipeline: Pipeline,
+        interval: Interval,
+        schema: pa.Schema,
+        outside: Callable[[str, pa.DataType, Interval], int],
+    ) -> None:
+        """Every row's time inside the interval; ``outside`` counts the rows whose
+        ``time_column`` is outside it or NULL."""
         column = pipeline.header.time_column
         if not pipeline.incremental or column is None:
             return
-        if column not in output.column_names:
+        if column not in schema.names:
             raise PipelineError(
                 f"time_column {column!r} is not a column of the output",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
-                hint=f"columns: {', '.join(output.column_names)}",
+                hint=f"columns: {', '.join(schema.names)}",
             )
-        times = output[column]
-        if not (pa.types.is_timestamp(times.type) or pa.types.is_date(times.type)):
+        kind = schema.field(column).type
+        if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
             raise PipelineError(
-                f"time_column {column!r} holds {times.type}, not a date or timestamp",
+                f"time_column {column!r} holds {kind}, not a date or timestamp",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
                 hint=f"select the interval's time in {column}, e.g. TIMESTAMP_TRUNC(...)",
             )
-        if output.num_rows == 0:
-            return
-        if pa.types.is_date(times.type):
-            times = pc.cast(times, pa.timestamp("us"))
-        if pa.types.is_timestamp(times.type) and times.type.tz is None:
-            times = pc.assume_timezone(times, "UTC")
-        start = pa.scalar(interval.start, pa.timestamp("us", "UTC"))
-        end = pa.scalar(interval.end, pa.timestamp("us", "UTC"))
-        outside = pc.sum(pc.or_kleene(pc.less(times, start), pc.greater_equal(times, end))).as_py()
-        nulls = times.null_count
-        if outside or nulls:
+        count = outside(column, kind, interval)
+        if count:
             raise PipelineError(
-                f"{(outside or 0) + nulls} output rows have {column} outside the interval "
+                f"{count} output rows have {column} outside the interval "
                 f"[{interval.start:%Y-%m-%d %H:%M}, {interval.end:%Y-%m-%d %H:%M}) or NULL",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
@@ -237,15 +311,22 @@ class Runner:
             )
 
     def _publish(
-        self, pipeline: Pipeline, interval: Interval, output: pa.Table, lease: Lease
+        self, pipeline: Pipeline, interval: Interval, output: pa.Table | Staged, lease: Lease
     ) -> None:
         try:
-            if pipeline.incremental and pipeline.header.time_column:
-                self.engine.replace_interval(
-                    pipeline.name, pipeline.header.time_column, interval, output, lease.fence
+            if isinstance(output, pa.Table):
+                if pipeline.incremental and pipeline.header.time_column:
+                    self.engine.replace_interval(
+                        pipeline.name, pipeline.header.time_column, interval, output, lease.fence
+                    )
+                else:
+                    self.engine.replace_table(pipeline.name, output, lease.fence)
+            elif pipeline.incremental and pipeline.header.time_column:
+                output.replace_interval(
+                    pipeline.name, pipeline.header.time_column, interval, lease.fence
                 )
             else:
-                self.engine.replace_table(pipeline.name, output, lease.fence)
+                output.replace_table(pipeline.name, lease.fence)
         except Fenced:
             raise LeaseLost(lease.name, lease.token) from None
         except QueryError as exc:
@@ -307,6 +388,52 @@ def _log_run(
                     extra=values)  # fmt: skip
     else:
         log.error("run %s %s failed: %s", pipeline.name, interval, error, extra=values)
+
+
+def _outside_arrow(output: pa.Table) -> Callable[[str, pa.DataType, Interval], int]:
+    """Counts rows of ``output`` outside an interval (or NULL), in Arrow."""
+
+    def count(column: str, kind: pa.DataType, interval: Interval) -> int:
+        times = output[column]
+        if output.num_rows == 0:
+            return 0
+        if pa.types.is_date(kind):
+            times = pc.cast(times, pa.timestamp("us"))
+        if pa.types.is_timestamp(times.type) and times.type.tz is None:
+            times = pc.assume_timezone(times, "UTC")
+        start = pa.scalar(interval.start, pa.timestamp("us", "UTC"))
+        end = pa.scalar(interval.end, pa.timestamp("us", "UTC"))
+        outside = pc.sum(pc.or_kleene(pc.less(times, start), pc.greater_equal(times, end)))
+        return int(str(outside.as_py() or 0)) + int(times.null_count)
+
+    return count
+
+
+def _outside_staged(staged: Staged, dialect: str) -> Callable[[str, pa.DataType, Interval], int]:
+    """Counts rows of a staged output outside an interval (or NULL), as SQL in the engine
+    (``dialect``). A date, or a timestamp without a zone, is taken as UTC, as in Arrow."""
+
+    def count(column: str, kind: pa.DataType, interval: Interval) -> int:
+        if staged.rows == 0:
+            return 0
+        name: exp.Expression = exp.column(column, quoted=True)
+        if pa.types.is_date(kind):
+            name = exp.cast(name, "TIMESTAMP")
+        value = name.sql("duckdb")
+        start, end = interval.start, interval.end
+        if not (pa.types.is_timestamp(kind) and kind.tz is not None):
+            start, end = (b.astimezone(UTC).replace(tzinfo=None) for b in (start, end))
+        outside = exp.condition(
+            f"{value} IS NULL OR {value} < $start OR {value} >= $end", dialect="duckdb"
+        )
+        query = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
+        query = query.from_(exp.table_(staged.table)).where(outside)
+        found = staged.query(
+            sql.internal(query.sql("duckdb"), dialect), {"start": start, "end": end}
+        )
+        return int(str(found["n"][0].as_py()))
+
+    return count
 
 
 class _Reader:
