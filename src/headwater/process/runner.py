@@ -13,12 +13,13 @@ while it stalled (see :mod:`headwater.state.leases`). At most one run wins.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import UTC, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -56,11 +57,26 @@ class RunResult:
     recorded: bool = True
     #: A batch's intervals (``interval`` is their span), each recorded done; empty for one.
     each: tuple[Interval, ...] = ()
+    #: A batch's rows written per interval of ``each``.
+    rows_each: tuple[int, ...] = ()
 
-    @property
-    def intervals(self) -> tuple[Interval, ...]:
-        """The intervals the run covered."""
-        return self.each or (self.interval,)
+    def split(self) -> list[RunResult]:
+        """One result per interval of a batch (itself for one interval): the rows each
+        holds, and an even share of the time; what the batch read is told by the first."""
+        if not self.each:
+            return [self]
+        share = self.seconds / len(self.each)
+        return [
+            RunResult(
+                self.pipeline,
+                interval,
+                rows,
+                self.rows_read if index == 0 else None,
+                share,
+                self.recorded,
+            )
+            for index, (interval, rows) in enumerate(zip(self.each, self.rows_each, strict=True))
+        ]
 
 
 class Runner:
@@ -154,11 +170,16 @@ class Runner:
                 pipeline.name, pipeline.version, interval, trigger, attempt
             )
         try:
+            rows_each: tuple[int, ...] = ()
             if pipeline.query is not None and isinstance(self.engine, Stages):
-                rows_written, rows_read = self._in_engine(self.engine, pipeline, interval, lease)
+                rows_written, rows_read, rows_each = self._in_engine(
+                    self.engine, pipeline, interval, lease, each
+                )
             else:
                 output, rows_read = self._compute(pipeline, interval)
                 self._check_times(pipeline, interval, output.schema, _outside_arrow(output))
+                if each:
+                    rows_each = _per_interval(_times_arrow(output, pipeline), each)
                 run_audits(
                     pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
                 )
@@ -207,6 +228,7 @@ class Runner:
             time.perf_counter() - started,
             recorded=record,
             each=each,
+            rows_each=rows_each,
         )
         _log_run(pipeline, interval, trigger, attempt, run_id, started, result=result)
         return result
@@ -214,11 +236,16 @@ class Runner:
     # -- steps ----------------------------------------------------------------
 
     def _in_engine(
-        self, engine: Stages, pipeline: Pipeline, interval: Interval, lease: Lease
-    ) -> tuple[int, int | None]:
+        self,
+        engine: Stages,
+        pipeline: Pipeline,
+        interval: Interval,
+        lease: Lease,
+        each: tuple[Interval, ...],
+    ) -> tuple[int, int | None, tuple[int, ...]]:
         """Compute, check times, audit and publish inside the engine, in one of its
         transactions: the rows never leave it, and nothing is visible before the checks
-        pass. Returns the rows written and read."""
+        pass. Returns the rows written and read, and a batch's rows per interval."""
         assert pipeline.query is not None
         rendered = sql.render(pipeline.query, engine.dialect, tables=pipeline.tables)
         params = {"start": interval.start, "end": interval.end}
@@ -239,9 +266,12 @@ class Runner:
                 self.dialect,
                 engine.dialect,
             )
+            rows_each: tuple[int, ...] = ()
+            if each:
+                rows_each = _per_interval(_times_staged(staged, pipeline, engine.dialect), each)
             lease.check()
             self._publish(pipeline, interval, staged, lease)
-        return staged.rows, staged.rows_scanned
+        return staged.rows, staged.rows_scanned, rows_each
 
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
@@ -388,6 +418,39 @@ def _log_run(
                     extra=values)  # fmt: skip
     else:
         log.error("run %s %s failed: %s", pipeline.name, interval, error, extra=values)
+
+
+def _per_interval(times: pa.Table, each: tuple[Interval, ...]) -> tuple[int, ...]:
+    """Rows per interval of ``each`` from ``times`` (a time ``t`` and its rows ``n``)."""
+    counts = [0] * len(each)
+    starts = [i.start for i in each]
+    for moment, rows in zip(times["t"].to_pylist(), times["n"].to_pylist(), strict=True):
+        if isinstance(moment, datetime):
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        elif isinstance(moment, date):
+            moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+        else:
+            continue
+        counts[max(bisect.bisect_right(starts, moment) - 1, 0)] += int(rows)
+    return tuple(counts)
+
+
+def _times_arrow(output: pa.Table, pipeline: Pipeline) -> pa.Table:
+    """Rows per value of the time column of ``output``."""
+    column = pipeline.header.time_column or ""
+    counted = output.group_by(column).aggregate([([], "count_all")])
+    return pa.table({"t": counted[column], "n": counted["count_all"]})
+
+
+def _times_staged(staged: Staged, pipeline: Pipeline, dialect: str) -> pa.Table:
+    """Rows per value of the time column of a staged output, counted in the engine."""
+    column = exp.column(pipeline.header.time_column or "", quoted=True)
+    query = (
+        exp.select(exp.alias_(column, "t"), exp.alias_(exp.Count(this=exp.Star()), "n"))
+        .from_(exp.table_(staged.table))
+        .group_by(column.copy())
+    )
+    return staged.query(sql.internal(query.sql("duckdb"), dialect))
 
 
 def _outside_arrow(output: pa.Table) -> Callable[[str, pa.DataType, Interval], int]:
