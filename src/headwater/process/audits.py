@@ -73,8 +73,12 @@ def check_staged(
     pipeline: str, path: str, audits: Sequence[Audit], staged: Staged, dialect: str, engine: str
 ) -> None:
     """:func:`run_audits` on an output staged in the engine (``engine``: its dialect), as
-    SQL there. A custom audit is written for DuckDB's semantics over ``output``: on another
-    engine it runs on the staged rows fetched into the audits' DuckDB."""
+    SQL there: one statement counts the offending rows of every audit, and a failing one
+    is asked for its sample. A custom audit is written for DuckDB's semantics over
+    ``output``: on another engine it runs on the staged rows fetched into the audits'
+    DuckDB."""
+    if not audits:
+        return
     custom = [a for a in audits if a.sql is not None]
     if custom and engine != "duckdb":
         rows = staged.query(exp.select("*").from_(exp.table_(staged.table)).sql(engine))
@@ -85,9 +89,23 @@ def check_staged(
         staged.rows,
         lambda query: staged.query(query.sql(engine)).to_pylist(),
     )
-    for audit in audits:
-        if audit.sql is None or engine == "duckdb":
-            _check(audit, target, pipeline, path, dialect)
+    checked = [a for a in audits if a.sql is None or engine == "duckdb"]
+    queries = [_offenders(a, target, pipeline, path, dialect) for a in checked]
+    counts = target.fetch(
+        exp.select(
+            *(
+                exp.alias_(
+                    exp.select(exp.Count(this=exp.Star())).from_(query.subquery("o")).subquery(),
+                    f"a{index}",
+                )
+                for index, (_, query) in enumerate(queries)
+            )
+        )
+    )[0]
+    for index, (name, query) in enumerate(queries):
+        count = int(str(counts[f"a{index}"]))
+        if count:
+            raise AuditFailed(pipeline, name, count, target.fetch(query.limit(SAMPLE)))
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ while it stalled (see :mod:`headwater.state.leases`). At most one run wins.
 from __future__ import annotations
 
 import bisect
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -247,7 +248,7 @@ class Runner:
         transactions: the rows never leave it, and nothing is visible before the checks
         pass. Returns the rows written and read, and a batch's rows per interval."""
         assert pipeline.query is not None
-        rendered = sql.render(pipeline.query, engine.dialect, tables=pipeline.tables)
+        rendered = _rendered(pipeline, engine.dialect)
         params = {"start": interval.start, "end": interval.end}
         used = {name: params[name] for name in pipeline.query.parameters}
         with ExitStack() as transaction:
@@ -276,7 +277,7 @@ class Runner:
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
         if pipeline.query is not None:
-            rendered = sql.render(pipeline.query, self.engine.dialect, tables=pipeline.tables)
+            rendered = _rendered(pipeline, self.engine.dialect)
             used = {name: params[name] for name in pipeline.query.parameters}
             try:
                 selected = self.engine.select(rendered, used)
@@ -479,24 +480,47 @@ def _outside_staged(staged: Staged, dialect: str) -> Callable[[str, pa.DataType,
     def count(column: str, kind: pa.DataType, interval: Interval) -> int:
         if staged.rows == 0:
             return 0
-        name: exp.Expression = exp.column(column, quoted=True)
-        if pa.types.is_date(kind):
-            name = exp.cast(name, "TIMESTAMP")
-        value = name.sql("duckdb")
         start, end = interval.start, interval.end
         if not (pa.types.is_timestamp(kind) and kind.tz is not None):
             start, end = (b.astimezone(UTC).replace(tzinfo=None) for b in (start, end))
-        outside = exp.condition(
-            f"{value} IS NULL OR {value} < $start OR {value} >= $end", dialect="duckdb"
-        )
-        query = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
-        query = query.from_(exp.table_(staged.table)).where(outside)
-        found = staged.query(
-            sql.internal(query.sql("duckdb"), dialect), {"start": start, "end": end}
-        )
+        query = _outside_query(staged.table, column, pa.types.is_date(kind), dialect)
+        found = staged.query(query, {"start": start, "end": end})
         return int(str(found["n"][0].as_py()))
 
     return count
+
+
+@functools.lru_cache(maxsize=256)
+def _outside_query(table: str, column: str, is_date: bool, dialect: str) -> str:
+    """The engine's SQL counting rows of ``table`` whose ``column`` is outside
+    ``[$start, $end)`` or NULL (made once per column: sqlglot takes a millisecond)."""
+    name: exp.Expression = exp.column(column, quoted=True)
+    if is_date:
+        name = exp.cast(name, "TIMESTAMP")
+    value = name.sql("duckdb")
+    outside = exp.condition(
+        f"{value} IS NULL OR {value} < $start OR {value} >= $end", dialect="duckdb"
+    )
+    query = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
+    return sql.internal(query.from_(exp.table_(table)).where(outside).sql("duckdb"), dialect)
+
+
+#: Rendered SQL by (pipeline, version, engine dialect, renamed inputs).
+_RENDERED: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], str] = {}
+
+
+def _rendered(pipeline: Pipeline, dialect: str) -> str:
+    """The pipeline's SQL in the engine's dialect, rendered once per version: rendering
+    takes milliseconds, as long as a small interval's whole run on DuckDB."""
+    assert pipeline.query is not None
+    key = (pipeline.name, pipeline.version, dialect, tuple(sorted(pipeline.tables.items())))
+    text = _RENDERED.get(key)
+    if text is None:
+        if len(_RENDERED) >= 1024:
+            _RENDERED.clear()
+        text = sql.render(pipeline.query, dialect, tables=pipeline.tables)
+        _RENDERED[key] = text
+    return text
 
 
 class _Reader:

@@ -277,7 +277,8 @@ class DuckDBEngine:
     def stage(self, sql: str, params: Mapping[str, object]) -> Iterator[Staged]:
         with self._cursor() as cur, self._transaction(cur):
             cur.execute("SET enable_profiling = 'no_output'")
-            cur.execute(f"CREATE TEMP TABLE {_STAGED} AS {sql}", dict(params) or None)
+            made = cur.execute(f"CREATE TEMP TABLE {_STAGED} AS {sql}", dict(params) or None)
+            rows = made.fetchall()[0][0]
             profile = json.loads(cur.get_profiling_information(format="json"))
             cur.execute("RESET enable_profiling")
             scanned = profile.get("query", {}).get("total_rows_scanned")
@@ -288,7 +289,6 @@ class DuckDBEngine:
                     columns = columns.set(
                         columns.get_field_index(field.name), pa.field(field.name, pa.int64())
                     )
-            rows = cur.execute(f"SELECT count(*) FROM {_STAGED}").fetchall()[0][0]
             yield _Staged(
                 self,
                 cur,
