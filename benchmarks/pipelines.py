@@ -16,6 +16,9 @@ of the same synthetic events:
   example pipeline removed), run two ways: in this process through
   ``Workspace`` on an open store (what the scheduler inside ``headwater up``
   pays each tick), and as the ``headwater`` CLI in a new process (what cron pays).
+  History is filled interval by interval, and again on two more copies with
+  ``batch_size`` in the header (``--batch-size``; default: all of history in one
+  batch, as SQLMesh's plan does), in-process and by the CLI.
 * dbt-duckdb: an incremental model, ``delete+insert`` with ``unique_key='hour'`` and
   an ``is_incremental()`` filter on ``received_at``; and for history, dbt's own
   hourly backfill, a ``microbatch`` model run with ``--event-time-start/--event-time-end``.
@@ -77,10 +80,26 @@ HOUR_US = 3_600_000_000
 #: clash with the catalog that DuckDB names after the file.
 WAREHOUSE = "warehouse.duckdb"
 
-#: Targets: Headwater's fixed overhead against the peers', its incremental run against bare SQL.
+#: Targets: Headwater's fixed overhead against the peers', its incremental run against bare
+#: SQL, its backfill against SQLMesh's.
 TARGET_OVERHEAD_VS_DBT = 0.2
 TARGET_OVERHEAD_VS_SQLMESH = 1.0
 TARGET_INCREMENTAL_VS_SQL = 1.5
+TARGET_BACKFILL_VS_SQLMESH = 1.0
+
+#: Figures of the full run (5,000,000 events, 30 days) on the reference machine (2 CPUs,
+#: x86_64) before the in-engine runs and batches: printed beside a run's own, for scale
+#: when the peers are not installed. Measured, not targets.
+REFERENCE_FIGURES = (
+    ("Headwater in-process, one new hour (before)", "54 ms"),
+    ("bare SQL, open connection, one new hour", "10 ms"),
+    ("Headwater in-process, 720-hour backfill (before)", "19.4 s"),
+    ("Headwater CLI, 720-hour backfill (before)", "28.4 s"),
+    ("SQLMesh, 720-hour backfill (sqlmesh plan: one batch)", "5.2 s"),
+    ("bare SQL, 720 hours: one transaction per hour", "7.1 s"),
+    ("bare SQL, 720 hours: one statement", "1.65 s"),
+    ("dbt-duckdb microbatch, 720 batches", "40 s"),
+)
 
 #: Printed with the conditions and the results of a --quick run (tests look for it).
 QUICK_NOTE = (
@@ -450,8 +469,9 @@ class BareSQL:
         self.con.close()
 
 
-def headwater_project(folder: Path, data: Path) -> Path:
-    """``headwater init`` in ``folder`` with only the hourly example, on a copy of ``data``."""
+def headwater_project(folder: Path, data: Path, batch_size: int | None = None) -> Path:
+    """``headwater init`` in ``folder`` with only the hourly example, on a copy of ``data``;
+    with ``batch_size`` in its header when given."""
     from headwater.cli.scaffold import init_project
     from headwater.config.project import load_project
 
@@ -459,6 +479,12 @@ def headwater_project(folder: Path, data: Path) -> Path:
     for other in (folder / "pipelines").iterdir():
         if other.stem != PIPELINE:
             other.unlink()
+    if batch_size is not None:
+        path = folder / "pipelines" / f"{PIPELINE}.sql"
+        text = path.read_text()
+        marker = 'kind = "incremental"\n'
+        assert marker in text, "the example pipeline's header changed"
+        path.write_text(text.replace(marker, f"{marker}batch_size = {batch_size}\n", 1))
     store = load_project(folder).store_path
     store.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(data, store)
@@ -711,10 +737,13 @@ PHASES = (
     ("runs.py", "interrupted", "run state: mark runs of dead processes"),
     ("runs.py", "start_run", "run state: insert the run (and a new version)"),
     ("runs.py", "succeed", "run state: run succeeded, interval done"),
-    ("runner.py", "_compute", "compute: render the SQL, engine.select (with profiling)"),
-    ("runner.py", "_check_times", "check every row's time is inside the interval"),
-    ("audits.py", "run_audits", "audits (Arrow checks; SQL only for failures and custom audits)"),
-    ("runner.py", "_publish", "publish: engine.replace_interval (delete + insert)"),
+    ("runner.py", "_in_engine", "in the engine, one transaction: compute, check, publish"),
+    ("duckdb.py", "stage", "  compute: CREATE TEMP TABLE AS the query (with profiling)"),
+    ("runner.py", "_check_times", "  check every row's time is inside the interval"),
+    ("audits.py", "check_staged", "  audits as SQL on the staged output"),
+    ("runner.py", "_publish", "  publish: delete the interval, insert from the staged output"),
+    ("runner.py", "_compute", "compute through Arrow: engine.select (a Python pipeline)"),
+    ("audits.py", "run_audits", "audits in Arrow (a Python pipeline, custom SQL audits)"),
 )
 
 
@@ -976,12 +1005,19 @@ def bench(args: argparse.Namespace, work: Path) -> None:
 
     # -- copies and projects (untimed) --
     hw_dir, cli_dir = work / "headwater-inprocess", work / "headwater-cli"
+    hwb_dir, clib_dir = work / "headwater-inprocess-batched", work / "headwater-cli-batched"
+    batch = args.batch_size or timeline.history_hours
     if "headwater" in tools:
         for folder in (hw_dir, cli_dir):
             store = headwater_project(folder, history)
             verify_copy("headwater", None, store, expected)
         rows["hw"] = Row("Headwater, in-process service")
         rows["cli"] = Row("Headwater, `headwater` CLI")
+        for folder in (hwb_dir, clib_dir):
+            store = headwater_project(folder, history, batch)
+            verify_copy("headwater", None, store, expected)
+        rows["hwb"] = Row("Headwater in-process, batched")
+        rows["clib"] = Row("Headwater CLI, batched")
     sql_path, proc_path = work / "bare.duckdb", work / "bare-process.duckdb"
     if "sql" in tools:
         shutil.copyfile(history, sql_path)
@@ -1040,6 +1076,27 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         assert count_ran(done.stdout, r"Backfilled (\d+) intervals") == hours
         rows["cli"].backfills.append((f"headwater backfill, {hours} intervals", done.seconds))
         log(f"headwater: {rows['hw'].backfills[0][1]:.1f} s in-process, {done.seconds:.1f} s CLI")
+        batched = HeadwaterInProcess(hwb_dir)
+        batched.now = hw.now
+        seconds, results = timed(
+            lambda: batched.service.backfill(PIPELINE, timeline.start, timeline.backfill_end)
+        )
+        batched.close()
+        assert len(results) == hours, len(results)
+        runs_made = math.ceil(hours / batch)
+        rows["hwb"].backfills.append(
+            (f"service.backfill, batch_size {batch}: {runs(runs_made)}", seconds)
+        )
+        done = run_cli(
+            [HEADWATER_CLI, "-p", clib_dir, "backfill", PIPELINE,
+             "--start", iso(timeline.start), "--end", iso(timeline.backfill_end)],
+            cwd=clib_dir, timeout=BACKFILL_TIMEOUT,
+        )  # fmt: skip
+        assert count_ran(done.stdout, r"Backfilled (\d+) intervals") == hours
+        rows["clib"].backfills.append(
+            (f"headwater backfill, batch_size {batch}: {runs(runs_made)}", done.seconds)
+        )
+        log(f"headwater, batch_size {batch}: {seconds:.1f} s in-process, {done.seconds:.1f} s CLI")
     if "sql" in tools:
         bare = BareSQL(sql_path)
 
@@ -1187,6 +1244,12 @@ def bench(args: argparse.Namespace, work: Path) -> None:
         for label, folder in (("Headwater in-process", hw_dir), ("Headwater CLI", cli_dir)):
             path = folder / ".headwater" / "events.duckdb"
             stores.append(Store(label, path, PIPELINE, None, full_span))
+        for label, folder in (
+            ("Headwater in-process, batched", hwb_dir),
+            ("Headwater CLI, batched", clib_dir),
+        ):
+            path = folder / ".headwater" / "events.duckdb"
+            stores.append(Store(label, path, PIPELINE, None, history_span))
     if "sql" in tools:
         stores += [
             Store("bare SQL", sql_path, PIPELINE, None, full_span),
@@ -1268,6 +1331,8 @@ def report(
     print("      reads received_at >= max(hour) + 1 hour. History: the model's first run (one")
     print("      query over all of it) and dbt's own hourly backfill, a microbatch model run with")
     print("      --event-time-start/--event-time-end (one delete+insert per hour).")
+    print("    Headwater, batch_size: the same pipeline with batch_size in its header, on copies")
+    print("      of the history: service.backfill and `headwater backfill` (one query per batch).")
     print("    SQLMesh: `sqlmesh run --end H+1h` per new hour, `sqlmesh run` when nothing is new.")
     print("      History: `sqlmesh plan --auto-apply` (default batch_size: all missing hours in")
     print("      one query, then one delete+insert).")
@@ -1275,6 +1340,10 @@ def report(
     if args.quick:
         print(QUICK_NOTE)
         print()
+    print("Recorded figures (reference machine, full run; for scale, not from this run)")
+    for what, figure in REFERENCE_FIGURES:
+        print(f"  {what:<58} {figure}")
+    print()
     print("Targets")
     verdicts = targets(rows)
     for line in verdicts:
@@ -1332,10 +1401,20 @@ def targets(rows: dict[str, Row]) -> list[str]:
             TARGET_INCREMENTAL_VS_SQL,
             False,
         )
+    mesh_fill = _backfill(mesh)
+    for mine, label in ((rows.get("clib"), "CLI"), (rows.get("hwb"), "in-process")):
+        if mine is not None:
+            ratio(f"history: Headwater {label}, batched / SQLMesh", _backfill(mine), mesh_fill,
+                  TARGET_BACKFILL_VS_SQLMESH, False)  # fmt: skip
     if lines:
         lines.append("(the like-for-like pairs: CLI against the peers' CLIs; in-process against")
         lines.append(" the open connection; the other pairs are given for scale)")
     return lines
+
+
+def _backfill(row: Row | None) -> float | None:
+    """The first backfill figure of a tool (SQLMesh's plan, Headwater's batched fill)."""
+    return row.backfills[0][1] if row is not None and row.backfills else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1354,6 +1433,11 @@ def main(argv: list[str] | None = None) -> int:
         "--tools",
         help="comma-separated subset of headwater,sql,dbt,sqlmesh (all; --quick: headwater,sql)",
     )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        help="batch_size of Headwater's batched backfills (default: all of history at once)",
+    )
     parser.add_argument("--workdir", type=Path, help="keep the stores and projects here")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     parser.add_argument("--profile", action="store_true", help="print profiles even if targets met")
@@ -1371,6 +1455,8 @@ def main(argv: list[str] | None = None) -> int:
             setattr(args, name, default)
     if args.new_hours < 1 or args.days < 1 or args.repeats < 1:
         parser.error("--days, --new-hours and --repeats must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
     unknown = set(args.tools.split(",")) - {"headwater", "sql", "dbt", "sqlmesh"}
     if unknown:
         parser.error(f"unknown tools: {', '.join(sorted(unknown))}")

@@ -190,6 +190,43 @@ def test_an_incremental_pipeline_needs_a_time_column(tmp_path: Path) -> None:
     assert "time_column" in caught.value.hint
 
 
+BATCHED = """
+/* headwater
+schedule = "@hourly"
+kind = "{kind}"
+time_column = "hour"
+batch_size = {size}
+*/
+SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, COUNT(*) AS n FROM events
+WHERE received_at >= @start AND received_at < @end GROUP BY 1
+"""
+
+
+def test_batch_size_is_read_from_the_header(tmp_path: Path) -> None:
+    path = write(tmp_path, "hourly.sql", BATCHED.format(kind="incremental", size=24))
+    assert load_file(path, "bigquery").header.batch_size == 24
+
+
+@pytest.mark.parametrize(
+    ("kind", "size", "message"),
+    [
+        ("incremental", "0", "batch_size is 0; it is a number of intervals, 1 or more"),
+        ("incremental", "-3", "batch_size is -3; it is a number of intervals, 1 or more"),
+        ("incremental", '"24"', "batch_size"),
+        ("incremental", "1.5", "batch_size"),
+        ("full", "24", "batch_size is for incremental pipelines"),
+    ],
+)
+def test_batch_size_is_a_positive_count_for_incremental_pipelines(
+    tmp_path: Path, kind: str, size: str, message: str
+) -> None:
+    path = write(tmp_path, "hourly.sql", BATCHED.format(kind=kind, size=size))
+    with pytest.raises(PipelineError) as caught:
+        load_file(path, "bigquery")
+    assert message in str(caught.value)
+    assert caught.value.path == str(path)
+
+
 @pytest.mark.parametrize(
     "where",
     ["WHERE received_at >= @start", "WHERE received_at < @end", ""],

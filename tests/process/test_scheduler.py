@@ -13,6 +13,7 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,7 +32,7 @@ from headwater.state.errors import LeaseHeld
 from headwater.state.leases import Holder
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
-from headwater.store.engine import Engine, IngestBatch, Selected
+from headwater.store.engine import Engine, IngestBatch, Selected, Staged
 from headwater.store.errors import StoreUnavailable
 from tests.conftest import Project
 
@@ -160,10 +161,18 @@ class FlakyEngine:
         self.failures = 0
 
     def select(self, sql: str, params: Any) -> Selected:
+        self._fault(params)
+        return self.inner.select(sql, params)
+
+    def stage(self, sql: str, params: Any) -> AbstractContextManager[Staged]:
+        """Where a SQL pipeline computes on DuckDB: into the engine."""
+        self._fault(params)
+        return self.inner.stage(sql, params)
+
+    def _fault(self, params: Any) -> None:
         if self.failures > 0 and params:
             self.failures -= 1
             raise StoreUnavailable(self.name, "injected fault: the store is busy")
-        return self.inner.select(sql, params)
 
     def __getattr__(self, attribute: str) -> Any:
         return getattr(self.inner, attribute)

@@ -169,6 +169,19 @@ def _check(pipeline: Pipeline) -> None:
                 path=path,
                 hint="write one { ... } per check, e.g. { not_null = [...] }, { unique = [...] }",
             )
+    if header.batch_size is not None:
+        if header.batch_size < 1:
+            raise PipelineError(
+                f"batch_size is {header.batch_size}; it is a number of intervals, 1 or more",
+                path=path,
+                hint="e.g. batch_size = 24 runs a day of hourly intervals as one query",
+            )
+        if not pipeline.incremental:
+            raise PipelineError(
+                "batch_size is for incremental pipelines: a full pipeline runs once per tick",
+                path=path,
+                hint='remove batch_size, or make the pipeline kind = "incremental"',
+            )
     if header.start is not None:
         try:
             pipeline.start()

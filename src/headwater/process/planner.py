@@ -51,7 +51,9 @@ class Planner:
         self._lease_ttl = lease_ttl
         self._starts: dict[str, datetime | None] = {}
         self._gaps: dict[str, datetime] = {}
-        self._failures: dict[str, set[datetime]] = {}
+        self._failures: dict[tuple[str, datetime], set[datetime]] = {}
+        self._published: dict[str, bool] = {}
+        self._beyond: dict[str, dict[datetime, IntervalState]] = {}
 
     # -- starts --------------------------------------------------------------
 
@@ -138,25 +140,32 @@ class Planner:
     def propagate(self, pipeline: Pipeline) -> int:
         """Mark intervals of ``pipeline`` stale whose read range of an input holds an
         interval published after them (or stale itself)."""
-        mine = self.runs.intervals(pipeline.name)
-        if not mine:
+        names = pipeline.inputs - BUILTIN_TABLES
+        if not names:
             return 0
         stale: set[datetime] = set()
-        for name in pipeline.inputs - BUILTIN_TABLES:
-            upstream = sorted(self.runs.intervals(name).values(), key=lambda s: s.interval)
-            if not upstream:
+        for name in names:
+            theirs = self.runs.summary(name)
+            if theirs.newest_done_at is None:
                 continue
+            # Only an interval of ours done before the newest of theirs can have missed it;
+            # a stale one of theirs makes every reader of it stale, whenever done. Most
+            # passes nothing changed, and nothing of either is read.
+            mine = self.runs.intervals(
+                pipeline.name, done_before=None if theirs.stale else theirs.newest_done_at
+            )
+            candidates = [
+                s for s in mine.values() if s.status == "done" and s.interval.start not in stale
+            ]
+            if not candidates:
+                continue
+            oldest = min(s.done_at for s in candidates)
+            upstream = sorted(
+                self.runs.intervals(name, changed_after=oldest).values(), key=lambda s: s.interval
+            )
             starts = [s.interval.start for s in upstream]
-            # Most passes nothing changed: skip the windows when no input interval is
-            # newer than the oldest of ours.
-            newest = max(s.done_at for s in upstream)
-            any_stale = any(s.status == "stale" for s in upstream)
             source = self.graph[name]
-            for state in mine.values():
-                if state.status != "done" or state.interval.start in stale:
-                    continue
-                if newest <= state.done_at and not any_stale:
-                    continue
+            for state in candidates:
                 for other in _overlapping(upstream, starts, self._read(pipeline, source, state)):
                     if other.done_at > state.done_at or other.status == "stale":
                         stale.add(state.interval.start)
@@ -189,34 +198,29 @@ class Planner:
         by hand (``retry_failed``)."""
         if not pipeline.incremental:
             latest = latest_tick(pipeline.header.schedule, now)
-            state = self.runs.intervals(pipeline.name).get(latest.start)
+            state = self.runs.intervals(pipeline.name, latest.start, latest.end).get(latest.start)
             if state is not None and state.status == "done":
                 return []
-            failed_for_good = self.runs.terminal_failures(pipeline.name, pipeline.version)
-            if not retry_failed and latest.start in failed_for_good:
+            if not retry_failed and latest.start in self._failed(pipeline, latest.start):
                 return []  # failed for good: runs again when the file changes, or by hand
-            ready = self._inputs_ready(pipeline, latest, self._input_states(pipeline))
-            return [latest] if ready else []
+            return [latest] if self._readiness(pipeline, latest) == "ready" else []
         start = self.start(pipeline)
         if start is None:
             return []
         until = min(now, floor)
-        done = self.runs.intervals(pipeline.name)
-        failed = (
-            set() if retry_failed else self.runs.terminal_failures(pipeline.name, pipeline.version)
-        )
-        inputs = self._input_states(pipeline)
+        # Skip the done history in one query: walking (or reading) every interval since
+        # the first event would grow with the age of the project.
+        first = self.runs.first_gap(pipeline.name, cron_floor(pipeline.header.schedule, start))
+        done = self.runs.intervals(pipeline.name, first, until)
+        failed = set() if retry_failed else self._failed(pipeline, first)
         todo: list[Interval] = []
-        # Skip the done history in one step: walking every interval since the
-        # first event would grow with the age of the project.
-        first = _first_gap(done, cron_floor(pipeline.header.schedule, start))
         for interval in iter_intervals(pipeline.header.schedule, first, until):
             state = done.get(interval.start)
             if state is not None and state.status == "done":
                 continue
             if interval.start in failed:
                 continue
-            readiness = self._readiness(pipeline, interval, inputs)
+            readiness = self._readiness(pipeline, interval)
             if readiness == "waiting":
                 break  # later intervals wait for the same inputs; keep order
             if readiness == "blocked":
@@ -228,37 +232,26 @@ class Planner:
 
     def missing(self, pipeline: Pipeline, start: datetime, end: datetime) -> list[Interval]:
         """Intervals in ``[start, end)`` not done (or stale): what a backfill runs."""
-        done = self.runs.intervals(pipeline.name)
         if not pipeline.incremental:
             return [latest_tick(pipeline.header.schedule, end)]
+        done = self.runs.intervals(pipeline.name, start, end)
         return [
             i
             for i in intervals(pipeline.header.schedule, start, end)
             if i.start not in done or done[i.start].status != "done"
         ]
 
-    def _input_states(self, pipeline: Pipeline) -> dict[str, list[IntervalState]]:
-        return {
-            name: sorted(self.runs.intervals(name).values(), key=lambda s: s.interval)
-            for name in pipeline.inputs - BUILTIN_TABLES
-        }
-
-    def _inputs_ready(
-        self, pipeline: Pipeline, interval: Interval, inputs: dict[str, list[IntervalState]]
-    ) -> bool:
-        return self._readiness(pipeline, interval, inputs) == "ready"
-
     def _readiness(
-        self, pipeline: Pipeline, interval: Interval, inputs: dict[str, list[IntervalState]]
+        self, pipeline: Pipeline, interval: Interval
     ) -> Literal["ready", "waiting", "blocked"]:
         """Whether every input interval ``interval`` reads is done; else ``waiting`` for one
         that will be, or ``blocked`` by one that failed for good (only a change or a run
         by hand runs it again)."""
         blocked = False
-        for name, states in inputs.items():
+        for name in sorted(pipeline.inputs - BUILTIN_TABLES):
             upstream = self.graph[name]
             if not upstream.incremental:
-                if not any(s.status == "done" for s in states):
+                if not self._any_done(upstream):
                     return "waiting"
                 continue
             first = self.start(upstream)
@@ -274,13 +267,13 @@ class Planner:
             upper = interval.end if read.end == ranges.LATEST else read.end
             if upper <= lower:
                 continue
-            gap = self._gap(upstream, states, first)
+            gap = self._gap(upstream, first)
             if gap >= upper:
                 continue  # done without a hole from its first interval on
-            failed = self._failed(upstream)
+            failed = self._failed(upstream, gap)
             if gap >= lower and gap not in failed:
                 return "waiting"
-            by_start = {s.interval.start: s for s in states}
+            by_start = self._after_gap(upstream, gap)
             for needed in _covering(upstream, Interval(lower, upper)):
                 state = by_start.get(needed.start)
                 if state is not None and state.status == "done":
@@ -290,35 +283,38 @@ class Planner:
                 blocked = True
         return "blocked" if blocked else "ready"
 
-    def _failed(self, upstream: Pipeline) -> set[datetime]:
-        """The intervals of ``upstream`` that failed for good with its current version."""
-        if upstream.name not in self._failures:
-            found = self.runs.terminal_failures(upstream.name, upstream.version)
-            self._failures[upstream.name] = set(found)
-        return self._failures[upstream.name]
+    def _any_done(self, upstream: Pipeline) -> bool:
+        """Whether a full ``upstream`` has published (once per pass)."""
+        if upstream.name not in self._published:
+            self._published[upstream.name] = self.runs.summary(upstream.name).done > 0
+        return self._published[upstream.name]
 
-    def _gap(self, upstream: Pipeline, states: list[IntervalState], first: datetime) -> datetime:
+    def _failed(self, pipeline: Pipeline, since: datetime) -> set[datetime]:
+        """The starts of ``pipeline``'s intervals from ``since`` on that failed for good with
+        its current version (once per pass)."""
+        key = (pipeline.name, since)
+        if key not in self._failures:
+            found: set[datetime] = set()
+            for span in self.runs.terminal_failures(pipeline.name, pipeline.version, since):
+                covered = intervals(pipeline.header.schedule, span.start, span.end)
+                found.update(i.start for i in covered or [span])
+            self._failures[key] = found
+        return self._failures[key]
+
+    def _gap(self, upstream: Pipeline, first: datetime) -> datetime:
         """The start of ``upstream``'s first interval that is not done, from its first
         interval on (once per pass: a window over its whole history checks it, not each
         interval of it)."""
         if upstream.name not in self._gaps:
-            done = {s.interval.start: s for s in states}
-            self._gaps[upstream.name] = _first_gap(
-                done, cron_floor(upstream.header.schedule, first)
-            )
+            cursor = cron_floor(upstream.header.schedule, first)
+            self._gaps[upstream.name] = self.runs.first_gap(upstream.name, cursor)
         return self._gaps[upstream.name]
 
-
-def _first_gap(done: dict[datetime, IntervalState], cursor: datetime) -> datetime:
-    """The start of the first interval at or after ``cursor`` that is not done."""
-    for start in sorted(done):
-        state = done[start]
-        if state.interval.end <= cursor:
-            continue
-        if start != cursor or state.status != "done":
-            break
-        cursor = state.interval.end
-    return cursor
+    def _after_gap(self, upstream: Pipeline, gap: datetime) -> dict[datetime, IntervalState]:
+        """``upstream``'s intervals from its first gap on (once per pass)."""
+        if upstream.name not in self._beyond:
+            self._beyond[upstream.name] = self.runs.intervals(upstream.name, since=gap)
+        return self._beyond[upstream.name]
 
 
 def _covering(upstream: Pipeline, interval: Interval) -> list[Interval]:

@@ -153,6 +153,7 @@ def pipeline(
       delivered to (files, a PostgreSQL table, a webhook).
     - ``audits``: checks run before publication, e.g. ``[{"not_null": ["day"]}]``.
     - ``retries``: attempts after a transient failure (default 3).
+    - ``batch_size``: consecutive intervals a backfill runs as one call (default 1).
     - ``description``: shown by ``headwater pipelines``.
 
     An unknown argument is an error naming the file, the decorator's line and the

@@ -13,21 +13,25 @@ while it stalled (see :mod:`headwater.state.leases`). At most one run wins.
 
 from __future__ import annotations
 
+import bisect
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import sqlalchemy as sa
 from sqlglot import exp
 
 from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.logs import fields
 from headwater.core.types import Interval
 from headwater.process import python, sql
-from headwater.process.audits import run_audits
+from headwater.process.audits import check_staged, run_audits
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
@@ -35,8 +39,8 @@ from headwater.process.python import Context
 from headwater.state import StateStore
 from headwater.state.errors import LeaseLost
 from headwater.state.leases import TTL, Lease
-from headwater.state.runs import RUN_OUTCOMES, Trigger, error_kind
-from headwater.store.engine import Engine
+from headwater.state.runs import RUN_OUTCOMES, RunLog, Trigger, error_kind
+from headwater.store.engine import Engine, Staged, Stages
 from headwater.store.errors import Fenced, QueryError
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,28 @@ class RunResult:
     #: False for an interval that had not ended: published as a preview, not recorded done
     #: (so not delivered), run again once it is whole.
     recorded: bool = True
+    #: A batch's intervals (``interval`` is their span), each recorded done; empty for one.
+    each: tuple[Interval, ...] = ()
+    #: A batch's rows written per interval of ``each``.
+    rows_each: tuple[int, ...] = ()
+
+    def split(self) -> list[RunResult]:
+        """One result per interval of a batch (itself for one interval): the rows each
+        holds, and an even share of the time; what the batch read is told by the first."""
+        if not self.each:
+            return [self]
+        share = self.seconds / len(self.each)
+        return [
+            RunResult(
+                self.pipeline,
+                interval,
+                rows,
+                self.rows_read if index == 0 else None,
+                share,
+                self.recorded,
+            )
+            for index, (interval, rows) in enumerate(zip(self.each, self.rows_each, strict=True))
+        ]
 
 
 class Runner:
@@ -78,22 +104,44 @@ class Runner:
         self._sleep = sleep
 
     def run(
-        self, pipeline: Pipeline, interval: Interval, trigger: Trigger, *, record: bool = True
+        self,
+        pipeline: Pipeline,
+        interval: Interval,
+        trigger: Trigger,
+        *,
+        record: bool = True,
+        each: Sequence[Interval] = (),
     ) -> RunResult:
         """Run with the pipeline's lease held, retrying transient failures with backoff.
 
         With ``record=False`` the output is published but the interval is not
         marked done (an interval that has not ended yet), so it runs again later.
+        ``each``: consecutive intervals run as one batch (``interval`` is their span):
+        one query over the span, one publication of it, each interval recorded done.
         A run whose lease was taken over raises :class:`LeaseLost` at once: the
         new holder does the work.
+
+        The metadata is written in one transaction as the run starts (the lease taken,
+        runs of dead processes marked, the run recorded) and one as it ends (the run
+        succeeded, its intervals done, the lease released).
         """
-        with Lease(self.state.leases, pipeline.name, self._lease_ttl) as lease:
+        first: list[int] = []
+
+        def begin(db: sa.Connection) -> None:
             # Holding the lease, any run still marked running died with its process.
-            self.runs.interrupted([pipeline.name])
+            RunLog.interrupted_in(db, [pipeline.name])
+            first.append(
+                RunLog.start_run_in(db, pipeline.name, pipeline.version, interval, trigger, 1)
+            )
+
+        with Lease(self.state.leases, pipeline.name, self._lease_ttl, then=begin) as lease:
             attempt = 1
             while True:
+                run_id = first.pop() if first else None
                 try:
-                    return self._attempt(pipeline, interval, trigger, attempt, record, lease)
+                    return self._attempt(
+                        pipeline, interval, trigger, attempt, record, lease, run_id, tuple(each)
+                    )
                 except LeaseLost:
                     raise
                 except TransientError:
@@ -114,29 +162,47 @@ class Runner:
         attempt: int,
         record: bool,
         lease: Lease,
+        run_id: int | None,
+        each: tuple[Interval, ...],
     ) -> RunResult:
         started = time.perf_counter()
-        run_id = self.runs.start_run(pipeline.name, pipeline.version, interval, trigger, attempt)
-        try:
-            output, rows_read = self._compute(pipeline, interval)
-            self._check_times(pipeline, interval, output)
-            run_audits(
-                pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
+        if run_id is None:
+            run_id = self.runs.start_run(
+                pipeline.name, pipeline.version, interval, trigger, attempt
             )
-            lease.check()
-            self._publish(pipeline, interval, output, lease)
+        try:
+            rows_each: tuple[int, ...] = ()
+            if pipeline.query is not None and isinstance(self.engine, Stages):
+                rows_written, rows_read, rows_each = self._in_engine(
+                    self.engine, pipeline, interval, lease, each
+                )
+            else:
+                output, rows_read = self._compute(pipeline, interval)
+                self._check_times(pipeline, interval, output.schema, _outside_arrow(output))
+                if each:
+                    rows_each = _per_interval(_times_arrow(output, pipeline), each)
+                run_audits(
+                    pipeline.name, str(pipeline.path), pipeline.header.audits, output, self.dialect
+                )
+                lease.check()
+                self._publish(pipeline, interval, output, lease)
+                rows_written = output.num_rows
+            lease.stop_renewing()
             self.runs.succeed(
                 run_id,
                 pipeline.name,
                 pipeline.version,
                 interval,
                 rows_read=rows_read,
-                rows_written=output.num_rows,
+                rows_written=rows_written,
                 record_interval=record,
                 holder=lease.holder,
                 sinks=pipeline.header.sinks,
                 whole_table=not pipeline.incremental,
+                each=each,
+                release=True,
             )
+            lease.released = True
         except HeadwaterError as exc:
             self.runs.fail(run_id, str(exc), error_kind(exc))
             retry = (
@@ -158,20 +224,60 @@ class Runner:
         result = RunResult(
             pipeline.name,
             interval,
-            output.num_rows,
+            rows_written,
             rows_read,
             time.perf_counter() - started,
             recorded=record,
+            each=each,
+            rows_each=rows_each,
         )
         _log_run(pipeline, interval, trigger, attempt, run_id, started, result=result)
         return result
 
     # -- steps ----------------------------------------------------------------
 
+    def _in_engine(
+        self,
+        engine: Stages,
+        pipeline: Pipeline,
+        interval: Interval,
+        lease: Lease,
+        each: tuple[Interval, ...],
+    ) -> tuple[int, int | None, tuple[int, ...]]:
+        """Compute, check times, audit and publish inside the engine, in one of its
+        transactions: the rows never leave it, and nothing is visible before the checks
+        pass. Returns the rows written and read, and a batch's rows per interval."""
+        assert pipeline.query is not None
+        rendered = _rendered(pipeline, engine.dialect)
+        params = {"start": interval.start, "end": interval.end}
+        used = {name: params[name] for name in pipeline.query.parameters}
+        with ExitStack() as transaction:
+            try:
+                staged = transaction.enter_context(engine.stage(rendered, used))
+            except QueryError as exc:
+                raise self._sql_error(pipeline, exc) from None
+            self._check_times(
+                pipeline, interval, staged.schema, _outside_staged(staged, engine.dialect)
+            )
+            check_staged(
+                pipeline.name,
+                str(pipeline.path),
+                pipeline.header.audits,
+                staged,
+                self.dialect,
+                engine.dialect,
+            )
+            rows_each: tuple[int, ...] = ()
+            if each:
+                rows_each = _per_interval(_times_staged(staged, pipeline, engine.dialect), each)
+            lease.check()
+            self._publish(pipeline, interval, staged, lease)
+        return staged.rows, staged.rows_scanned, rows_each
+
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
         if pipeline.query is not None:
-            rendered = sql.render(pipeline.query, self.engine.dialect, tables=pipeline.tables)
+            rendered = _rendered(pipeline, self.engine.dialect)
             used = {name: params[name] for name in pipeline.query.parameters}
             try:
                 selected = self.engine.select(rendered, used)
@@ -198,38 +304,37 @@ class Runner:
             result = _as_declared(pipeline, result, pipeline.function.schema)
         return result, reader.rows_scanned
 
-    def _check_times(self, pipeline: Pipeline, interval: Interval, output: pa.Table) -> None:
+    def _check_times(
+        self,
+        pipeline: Pipeline,
+        interval: Interval,
+        schema: pa.Schema,
+        outside: Callable[[str, pa.DataType, Interval], int],
+    ) -> None:
+        """Every row's time inside the interval; ``outside`` counts the rows whose
+        ``time_column`` is outside it or NULL."""
         column = pipeline.header.time_column
         if not pipeline.incremental or column is None:
             return
-        if column not in output.column_names:
+        if column not in schema.names:
             raise PipelineError(
                 f"time_column {column!r} is not a column of the output",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
-                hint=f"columns: {', '.join(output.column_names)}",
+                hint=f"columns: {', '.join(schema.names)}",
             )
-        times = output[column]
-        if not (pa.types.is_timestamp(times.type) or pa.types.is_date(times.type)):
+        kind = schema.field(column).type
+        if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
             raise PipelineError(
-                f"time_column {column!r} holds {times.type}, not a date or timestamp",
+                f"time_column {column!r} holds {kind}, not a date or timestamp",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
                 hint=f"select the interval's time in {column}, e.g. TIMESTAMP_TRUNC(...)",
             )
-        if output.num_rows == 0:
-            return
-        if pa.types.is_date(times.type):
-            times = pc.cast(times, pa.timestamp("us"))
-        if pa.types.is_timestamp(times.type) and times.type.tz is None:
-            times = pc.assume_timezone(times, "UTC")
-        start = pa.scalar(interval.start, pa.timestamp("us", "UTC"))
-        end = pa.scalar(interval.end, pa.timestamp("us", "UTC"))
-        outside = pc.sum(pc.or_kleene(pc.less(times, start), pc.greater_equal(times, end))).as_py()
-        nulls = times.null_count
-        if outside or nulls:
+        count = outside(column, kind, interval)
+        if count:
             raise PipelineError(
-                f"{(outside or 0) + nulls} output rows have {column} outside the interval "
+                f"{count} output rows have {column} outside the interval "
                 f"[{interval.start:%Y-%m-%d %H:%M}, {interval.end:%Y-%m-%d %H:%M}) or NULL",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
@@ -237,15 +342,22 @@ class Runner:
             )
 
     def _publish(
-        self, pipeline: Pipeline, interval: Interval, output: pa.Table, lease: Lease
+        self, pipeline: Pipeline, interval: Interval, output: pa.Table | Staged, lease: Lease
     ) -> None:
         try:
-            if pipeline.incremental and pipeline.header.time_column:
-                self.engine.replace_interval(
-                    pipeline.name, pipeline.header.time_column, interval, output, lease.fence
+            if isinstance(output, pa.Table):
+                if pipeline.incremental and pipeline.header.time_column:
+                    self.engine.replace_interval(
+                        pipeline.name, pipeline.header.time_column, interval, output, lease.fence
+                    )
+                else:
+                    self.engine.replace_table(pipeline.name, output, lease.fence)
+            elif pipeline.incremental and pipeline.header.time_column:
+                output.replace_interval(
+                    pipeline.name, pipeline.header.time_column, interval, lease.fence
                 )
             else:
-                self.engine.replace_table(pipeline.name, output, lease.fence)
+                output.replace_table(pipeline.name, lease.fence)
         except Fenced:
             raise LeaseLost(lease.name, lease.token) from None
         except QueryError as exc:
@@ -307,6 +419,108 @@ def _log_run(
                     extra=values)  # fmt: skip
     else:
         log.error("run %s %s failed: %s", pipeline.name, interval, error, extra=values)
+
+
+def _per_interval(times: pa.Table, each: tuple[Interval, ...]) -> tuple[int, ...]:
+    """Rows per interval of ``each`` from ``times`` (a time ``t`` and its rows ``n``)."""
+    counts = [0] * len(each)
+    starts = [i.start for i in each]
+    for moment, rows in zip(times["t"].to_pylist(), times["n"].to_pylist(), strict=True):
+        if isinstance(moment, datetime):
+            moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        elif isinstance(moment, date):
+            moment = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+        else:
+            continue
+        counts[max(bisect.bisect_right(starts, moment) - 1, 0)] += int(rows)
+    return tuple(counts)
+
+
+def _times_arrow(output: pa.Table, pipeline: Pipeline) -> pa.Table:
+    """Rows per value of the time column of ``output``."""
+    column = pipeline.header.time_column or ""
+    counted = output.group_by(column).aggregate([([], "count_all")])
+    return pa.table({"t": counted[column], "n": counted["count_all"]})
+
+
+def _times_staged(staged: Staged, pipeline: Pipeline, dialect: str) -> pa.Table:
+    """Rows per value of the time column of a staged output, counted in the engine."""
+    column = exp.column(pipeline.header.time_column or "", quoted=True)
+    query = (
+        exp.select(exp.alias_(column, "t"), exp.alias_(exp.Count(this=exp.Star()), "n"))
+        .from_(exp.table_(staged.table))
+        .group_by(column.copy())
+    )
+    return staged.query(sql.internal(query.sql("duckdb"), dialect))
+
+
+def _outside_arrow(output: pa.Table) -> Callable[[str, pa.DataType, Interval], int]:
+    """Counts rows of ``output`` outside an interval (or NULL), in Arrow."""
+
+    def count(column: str, kind: pa.DataType, interval: Interval) -> int:
+        times = output[column]
+        if output.num_rows == 0:
+            return 0
+        if pa.types.is_date(kind):
+            times = pc.cast(times, pa.timestamp("us"))
+        if pa.types.is_timestamp(times.type) and times.type.tz is None:
+            times = pc.assume_timezone(times, "UTC")
+        start = pa.scalar(interval.start, pa.timestamp("us", "UTC"))
+        end = pa.scalar(interval.end, pa.timestamp("us", "UTC"))
+        outside = pc.sum(pc.or_kleene(pc.less(times, start), pc.greater_equal(times, end)))
+        return int(str(outside.as_py() or 0)) + int(times.null_count)
+
+    return count
+
+
+def _outside_staged(staged: Staged, dialect: str) -> Callable[[str, pa.DataType, Interval], int]:
+    """Counts rows of a staged output outside an interval (or NULL), as SQL in the engine
+    (``dialect``). A date, or a timestamp without a zone, is taken as UTC, as in Arrow."""
+
+    def count(column: str, kind: pa.DataType, interval: Interval) -> int:
+        if staged.rows == 0:
+            return 0
+        start, end = interval.start, interval.end
+        if not (pa.types.is_timestamp(kind) and kind.tz is not None):
+            start, end = (b.astimezone(UTC).replace(tzinfo=None) for b in (start, end))
+        query = _outside_query(staged.table, column, pa.types.is_date(kind), dialect)
+        found = staged.query(query, {"start": start, "end": end})
+        return int(str(found["n"][0].as_py()))
+
+    return count
+
+
+@functools.lru_cache(maxsize=256)
+def _outside_query(table: str, column: str, is_date: bool, dialect: str) -> str:
+    """The engine's SQL counting rows of ``table`` whose ``column`` is outside
+    ``[$start, $end)`` or NULL (made once per column: sqlglot takes a millisecond)."""
+    name: exp.Expression = exp.column(column, quoted=True)
+    if is_date:
+        name = exp.cast(name, "TIMESTAMP")
+    value = name.sql("duckdb")
+    outside = exp.condition(
+        f"{value} IS NULL OR {value} < $start OR {value} >= $end", dialect="duckdb"
+    )
+    query = exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
+    return sql.internal(query.from_(exp.table_(table)).where(outside).sql("duckdb"), dialect)
+
+
+#: Rendered SQL by (pipeline, version, engine dialect, renamed inputs).
+_RENDERED: dict[tuple[str, str, str, tuple[tuple[str, str], ...]], str] = {}
+
+
+def _rendered(pipeline: Pipeline, dialect: str) -> str:
+    """The pipeline's SQL in the engine's dialect, rendered once per version: rendering
+    takes milliseconds, as long as a small interval's whole run on DuckDB."""
+    assert pipeline.query is not None
+    key = (pipeline.name, pipeline.version, dialect, tuple(sorted(pipeline.tables.items())))
+    text = _RENDERED.get(key)
+    if text is None:
+        if len(_RENDERED) >= 1024:
+            _RENDERED.clear()
+        text = sql.render(pipeline.query, dialect, tables=pipeline.tables)
+        _RENDERED[key] = text
+    return text
 
 
 class _Reader:

@@ -8,7 +8,7 @@ without a restart, and a broken one stops only the operations that need it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -117,20 +117,25 @@ class PipelineService:
                 continue
             planner.propagate(pipeline)
             due = planner.due(pipeline, now, floor, self.settings.max_catchup)
-            for index, interval in enumerate(due):
+            count = 0
+            for span, each in batches(pipeline, due):
                 if should_stop():
                     return results
                 try:
                     self._watch_late_events(pipeline)
-                    result = runner.run(pipeline, interval, "schedule")
+                    result = runner.run(pipeline, span, "schedule", each=each)
                 except HeadwaterError as exc:
                     # (The runner logged the failed attempt, with its fields.)
-                    _report(progress, pipeline.name, interval, index + 1, len(due), error=str(exc))
+                    for interval in each or (span,):
+                        count += 1
+                        _report(progress, pipeline.name, interval, count, len(due), error=str(exc))
                     # Its later intervals do not read it: they go on. Its readers wait
                     # for it (the planner holds back what reads a missing interval).
                     continue
-                results.append(result)
-                _report(progress, pipeline.name, interval, index + 1, len(due), result=result)
+                for one in result.split():
+                    count += 1
+                    results.append(one)
+                    _report(progress, pipeline.name, one.interval, count, len(due), result=one)
                 if pipeline.header.sinks:
                     self.on_published()
         return results
@@ -298,28 +303,36 @@ class PipelineService:
         """Run ``tasks`` in order; what fails is added to ``failed``. A failed interval
         does not stop the others: only the intervals of its readers whose read range holds
         it (or one in ``failed`` already) are skipped, and added to ``failed``."""
-        results = []
+        results: list[RunResult] = []
         until = self.until()
-        for index, (name, interval) in enumerate(tasks):
-            blocker = _reads_failed(graph, name, interval, failed)
+        count = 0
+        for name, span, each in _grouped(graph, tasks, until):
+            covered = each or (span,)
+            blocker = _reads_failed(graph, name, span, failed)
             if blocker is not None:
                 error = PipelineError(
                     f"not run: it reads {blocker[0]} {blocker[1]}, which failed",
                     pipeline=name,
                     hint=f"fix {blocker[0]}, then run {name} again",
                 )
-                failed.append((name, interval, error))
-                _report(progress, name, interval, index + 1, len(tasks), error=str(error))
+                for interval in covered:
+                    count += 1
+                    failed.append((name, interval, error))
+                    _report(progress, name, interval, count, len(tasks), error=str(error))
                 continue
             try:
                 self._watch_late_events(graph[name])
-                result = runner.run(graph[name], interval, trigger, record=interval.end <= until)
+                result = runner.run(graph[name], span, trigger, record=span.end <= until, each=each)
             except HeadwaterError as exc:
-                failed.append((name, interval, exc))
-                _report(progress, name, interval, index + 1, len(tasks), error=str(exc))
+                for interval in covered:
+                    count += 1
+                    failed.append((name, interval, exc))
+                    _report(progress, name, interval, count, len(tasks), error=str(exc))
                 continue
-            results.append(result)
-            _report(progress, name, interval, index + 1, len(tasks), result=result)
+            for one in result.split():
+                count += 1
+                results.append(one)
+                _report(progress, name, one.interval, count, len(tasks), result=one)
             if graph[name].header.sinks:
                 self.on_published()
         return results
@@ -344,6 +357,48 @@ def _reads_failed(
         if read.start < when.end and when.start < read.end:
             return other, when
     return None
+
+
+def batches(
+    pipeline: Pipeline, intervals: Sequence[Interval]
+) -> list[tuple[Interval, tuple[Interval, ...]]]:
+    """``intervals`` (in order) as the runs that compute them: each alone, or with the
+    pipeline's ``batch_size``, runs of up to that many consecutive intervals, each as its
+    span and its intervals (empty for one interval alone)."""
+    size = pipeline.header.batch_size or 1
+    runs: list[list[Interval]] = []
+    for interval in intervals:
+        last = runs[-1] if runs else None
+        if last is not None and len(last) < size and last[-1].end == interval.start:
+            last.append(interval)
+        else:
+            runs.append([interval])
+    return [
+        (Interval(run[0].start, run[-1].end), tuple(run) if len(run) > 1 else ()) for run in runs
+    ]
+
+
+def _grouped(
+    graph: Graph, tasks: list[tuple[str, Interval]], until: datetime
+) -> list[tuple[str, Interval, tuple[Interval, ...]]]:
+    """``tasks`` batched per pipeline (see :func:`batches`); an interval that has not ended
+    by ``until`` (published, not recorded) runs alone."""
+    grouped: list[tuple[str, Interval, tuple[Interval, ...]]] = []
+    index = 0
+    while index < len(tasks):
+        name = tasks[index][0]
+        stop = index
+        while stop < len(tasks) and tasks[stop][0] == name and tasks[stop][1].end <= until:
+            stop += 1
+        if stop == index:  # not ended: alone
+            grouped.append((name, tasks[index][1], ()))
+            index += 1
+            continue
+        pipeline = graph[name]
+        chosen = [i for _, i in tasks[index:stop]]
+        grouped.extend((name, span, each) for span, each in batches(pipeline, chosen))
+        index = stop
+    return grouped
 
 
 def span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:

@@ -63,6 +63,12 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     retries: int = 3
     """Attempts after a transient failure, with exponential backoff."""
 
+    batch_size: int | None = None
+    """Incremental pipelines: how many consecutive intervals a backfill (or a catch-up) runs
+    as one query, with ``@start``/``@end`` spanning them, published as one replace of the
+    span and recorded as each interval done. The output is the same as interval by
+    interval. Default: one interval per run."""
+
     key: list[str] = msgspec.field(default_factory=list)
     """The output's key columns: how the read API looks a row up and orders pages."""
 

@@ -90,6 +90,20 @@ def still_held(db: sa.Connection, holder: Holder) -> bool:
     return row is not None
 
 
+def release_in(db: sa.Connection, holder: Holder) -> None:
+    """Inside a write transaction: free ``holder``'s lease at once (the row stays, with its
+    token, so the next holder's is larger)."""
+    db.execute(
+        leases.update()
+        .where(
+            leases.c.pipeline == holder.name,
+            leases.c.owner == holder.owner,
+            leases.c.token == holder.token,
+        )
+        .values(expires_at=EPOCH)
+    )
+
+
 class Leases:
     """The lease rows: take, renew, release."""
 
@@ -102,9 +116,11 @@ class Leases:
         owner: str,
         ttl: timedelta,
         dead: Callable[[str], bool] = lambda _owner: False,
+        then: Callable[[sa.Connection], None] | None = None,
     ) -> int | None:
         """Take the lease if it is free, expired, or held by a ``dead`` owner; return the new
-        fencing token, or ``None`` when someone else holds it."""
+        fencing token, or ``None`` when someone else holds it. ``then`` runs in the same
+        transaction once the lease is taken (a run's first records)."""
         now = utc_now()
         with self.engine.begin() as db:
             current = db.execute(
@@ -123,6 +139,8 @@ class Leases:
                         )
                 except sa.exc.IntegrityError:
                     return None
+                if then is not None:
+                    then(db)
                 return token
             if current.expires_at >= now and not dead(current.owner):
                 return None
@@ -137,7 +155,11 @@ class Leases:
                 )
                 .values(owner=owner, expires_at=now + ttl, token=token)
             )
-            return token if taken.rowcount else None
+            if not taken.rowcount:
+                return None
+            if then is not None:
+                then(db)
+            return token
 
     def renew(self, holder: Holder, ttl: timedelta) -> bool:
         """Extend a lease this holder holds; ``False`` if it was taken over."""
@@ -157,15 +179,7 @@ class Leases:
         """Free the lease at once. The row stays, with its token, so the next holder's is
         larger."""
         with self.engine.begin() as db:
-            db.execute(
-                leases.update()
-                .where(
-                    leases.c.pipeline == holder.name,
-                    leases.c.owner == holder.owner,
-                    leases.c.token == holder.token,
-                )
-                .values(expires_at=EPOCH)
-            )
+            release_in(db, holder)
 
     def held(self, holder: Holder) -> bool:
         with self.engine.begin() as db:
@@ -180,13 +194,23 @@ class Lease:
     taken over, so long work can stop early.
     """
 
-    def __init__(self, book: Leases, name: str, ttl: timedelta = TTL) -> None:
+    def __init__(
+        self,
+        book: Leases,
+        name: str,
+        ttl: timedelta = TTL,
+        then: Callable[[sa.Connection], None] | None = None,
+    ) -> None:
+        """``then`` runs in the transaction that takes the lease."""
         self.book = book
         self.name = name
         self.ttl = ttl
         self.owner = new_owner()
         self.token = 0
         self.lost = False
+        #: Released by the holder's last write (:func:`release_in`): nothing left to release.
+        self.released = False
+        self._then = then
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, daemon=True, name="lease-renewer")
 
@@ -204,7 +228,7 @@ class Lease:
             raise LeaseLost(self.name, self.token)
 
     def __enter__(self) -> Lease:
-        token = self.book.acquire(self.name, self.owner, self.ttl, dead=owner_dead)
+        token = self.book.acquire(self.name, self.owner, self.ttl, dead=owner_dead, then=self._then)
         if token is None:
             raise LeaseHeld(self.name)
         self.token = token
@@ -217,9 +241,8 @@ class Lease:
         value: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._renewer.join()
-        if self.lost:
+        self.stop_renewing()
+        if self.lost or self.released:
             return
         try:
             self.book.release(self.holder)
@@ -227,6 +250,13 @@ class Lease:
             # The work is done (or has failed on its own account); an unreleased lease
             # only expires later.
             log.exception("%s: could not release the lease; it expires by itself", self.name)
+
+    def stop_renewing(self) -> None:
+        """Renew no more: before a last write that releases the lease, so no renewal can
+        come after it and hold the lease again."""
+        self._stop.set()
+        if self._renewer.is_alive():
+            self._renewer.join()
 
     def _renew(self) -> None:
         interval = self.ttl.total_seconds() / 3

@@ -20,7 +20,7 @@ from headwater.core.errors import TransientError
 from headwater.core.types import Interval
 from headwater.state import deliveries
 from headwater.state.errors import LeaseLost
-from headwater.state.leases import Holder, still_held
+from headwater.state.leases import Holder, release_in, still_held
 from headwater.state.tables import intervals, record, runs, versions, watermarks
 
 RunStatus = Literal["running", "succeeded", "failed"]
@@ -56,6 +56,17 @@ class IntervalState:
 
 
 @dataclass(frozen=True)
+class IntervalsSummary:
+    """A pipeline's recorded intervals in a few numbers."""
+
+    count: int
+    oldest_done_at: datetime | None
+    newest_done_at: datetime | None
+    stale: int
+    done: int
+
+
+@dataclass(frozen=True)
 class RunRecord:
     id: int
     pipeline: str
@@ -82,31 +93,42 @@ class RunLog:
     ) -> int:
         """Record a run as running (and the pipeline's version when it is new)."""
         with self.engine.begin() as db:
-            known = db.execute(
-                sa.select(versions.c.version).where(
-                    versions.c.pipeline == pipeline, versions.c.version == version
-                )
-            ).first()
-            if known is None:
-                db.execute(
-                    versions.insert().values(
-                        pipeline=pipeline, version=version, first_seen=utc_now()
-                    )
-                )
-            result = db.execute(
-                runs.insert().values(
-                    pipeline=pipeline,
-                    version=version,
-                    interval_start=interval.start,
-                    interval_end=interval.end,
-                    trigger=trigger,
-                    status="running",
-                    attempt=attempt,
-                    started_at=utc_now(),
-                )
+            return self.start_run_in(db, pipeline, version, interval, trigger, attempt)
+
+    @staticmethod
+    def start_run_in(
+        db: sa.Connection,
+        pipeline: str,
+        version: str,
+        interval: Interval,
+        trigger: Trigger,
+        attempt: int,
+    ) -> int:
+        """:meth:`start_run` inside the transaction of ``db`` (the one that takes the lease,
+        so a run starts in one metadata transaction)."""
+        known = db.execute(
+            sa.select(versions.c.version).where(
+                versions.c.pipeline == pipeline, versions.c.version == version
             )
-            key = result.inserted_primary_key
-            return int(key[0]) if key else 0
+        ).first()
+        if known is None:
+            db.execute(
+                versions.insert().values(pipeline=pipeline, version=version, first_seen=utc_now())
+            )
+        result = db.execute(
+            runs.insert().values(
+                pipeline=pipeline,
+                version=version,
+                interval_start=interval.start,
+                interval_end=interval.end,
+                trigger=trigger,
+                status="running",
+                attempt=attempt,
+                started_at=utc_now(),
+            )
+        )
+        key = result.inserted_primary_key
+        return int(key[0]) if key else 0
 
     def succeed(
         self,
@@ -121,6 +143,8 @@ class RunLog:
         holder: Holder,
         sinks: Sequence[str] = (),
         whole_table: bool = False,
+        each: Sequence[Interval] = (),
+        release: bool = False,
     ) -> None:
         """Record a published run, its interval as done and its deliveries as owed, in one
         transaction that holds only while ``holder`` still holds the pipeline's lease
@@ -132,6 +156,10 @@ class RunLog:
         ``whole_table``: the run replaced its whole table (a full refresh), so the
         intervals earlier runs recorded describe nothing published any more and are
         dropped; one stale from before would otherwise stay stale for good.
+
+        ``each``: the intervals a batch run covered (``interval`` is their span), each
+        recorded done and owed to the sinks as if run alone. ``release``: the lease is
+        released in the same transaction (a run ends in one metadata transaction).
         """
         now = utc_now()
         with self.engine.begin() as db:
@@ -151,23 +179,35 @@ class RunLog:
                 started = db.execute(
                     sa.select(runs.c.started_at).where(runs.c.id == run_id)
                 ).scalar()
+                recorded = list(each) or [interval]
                 replaced = intervals.c.pipeline == pipeline
                 if not whole_table:
-                    replaced = replaced & (intervals.c.start == interval.start)
+                    replaced = (
+                        replaced
+                        & (intervals.c.start >= recorded[0].start)
+                        & (intervals.c.start < recorded[-1].end)
+                    )
                 db.execute(intervals.delete().where(replaced))
                 db.execute(
-                    intervals.insert().values(
-                        pipeline=pipeline,
-                        start=interval.start,
-                        end=interval.end,
-                        version=version,
-                        status="done",
-                        run_id=run_id,
-                        done_at=started or now,
-                        reason=None,
-                    )
+                    intervals.insert(),
+                    [
+                        {
+                            "pipeline": pipeline,
+                            "start": one.start,
+                            "end": one.end,
+                            "version": version,
+                            "status": "done",
+                            "run_id": run_id,
+                            "done_at": started or now,
+                            "reason": None,
+                        }
+                        for one in recorded
+                    ],
                 )
-                deliveries.schedule(db, pipeline, sinks, interval, run_id)
+                for one in recorded:
+                    deliveries.schedule(db, pipeline, sinks, one, run_id)
+            if release:
+                release_in(db, holder)
 
     def fail(self, run_id: int, error: str, kind: ErrorKind) -> None:
         with self.engine.begin() as db:
@@ -179,31 +219,94 @@ class RunLog:
 
     def interrupted(self, pipelines: Iterable[str]) -> int:
         """Mark runs left ``running`` by a process that died; call while holding their leases."""
-        names = list(pipelines)
         with self.engine.begin() as db:
-            result = db.execute(
-                runs.update()
-                .where(runs.c.status == "running", runs.c.pipeline.in_(names))
-                .values(
-                    status="failed",
-                    finished_at=utc_now(),
-                    error="interrupted: the process running it stopped",
-                    error_kind="transient",
-                )
-            )
-            return int(result.rowcount or 0)
+            return self.interrupted_in(db, pipelines)
 
-    def intervals(self, pipeline: str) -> dict[datetime, IntervalState]:
+    @staticmethod
+    def interrupted_in(db: sa.Connection, pipelines: Iterable[str]) -> int:
+        """:meth:`interrupted` inside the transaction of ``db``."""
+        names = list(pipelines)
+        result = db.execute(
+            runs.update()
+            .where(runs.c.status == "running", runs.c.pipeline.in_(names))
+            .values(
+                status="failed",
+                finished_at=utc_now(),
+                error="interrupted: the process running it stopped",
+                error_kind="transient",
+            )
+        )
+        return int(result.rowcount or 0)
+
+    def intervals(
+        self,
+        pipeline: str,
+        since: datetime | None = None,
+        before: datetime | None = None,
+        *,
+        done_before: datetime | None = None,
+        changed_after: datetime | None = None,
+    ) -> dict[datetime, IntervalState]:
+        """The recorded intervals of ``pipeline``: those starting in ``[since, before)``,
+        done before ``done_before``, done after ``changed_after`` or stale."""
+        query = sa.select(intervals).where(intervals.c.pipeline == pipeline)
+        if since is not None:
+            query = query.where(intervals.c.start >= since)
+        if before is not None:
+            query = query.where(intervals.c.start < before)
+        if done_before is not None:
+            query = query.where(intervals.c.done_at < done_before)
+        if changed_after is not None:
+            query = query.where(
+                (intervals.c.done_at > changed_after) | (intervals.c.status == "stale")
+            )
         with self.engine.connect() as db:
-            rows = db.execute(
-                sa.select(intervals).where(intervals.c.pipeline == pipeline)
-            ).mappings()
+            rows = db.execute(query).mappings()
             return {
                 row["start"]: record(
                     IntervalState, row, interval=Interval(row["start"], row["end"])
                 )
                 for row in rows
             }
+
+    def first_gap(self, pipeline: str, cursor: datetime) -> datetime:
+        """The start of ``pipeline``'s first interval from ``cursor`` on that is not done (an
+        interval starts where the one before it ends), asked of the database: the done
+        history is not read."""
+        nxt = intervals.alias("next")
+        done = (intervals.c.pipeline == pipeline) & (intervals.c.status == "done")
+        with self.engine.connect() as db:
+            first = db.execute(
+                sa.select(intervals.c.end).where(done, intervals.c.start == cursor)
+            ).first()
+            if first is None:
+                return cursor
+            end = db.execute(
+                sa.select(sa.func.min(intervals.c.end)).where(
+                    done,
+                    intervals.c.start >= cursor,
+                    ~sa.exists().where(
+                        nxt.c.pipeline == pipeline,
+                        nxt.c.start == intervals.c.end,
+                        nxt.c.status == "done",
+                    ),
+                )
+            ).scalar()
+        return end if isinstance(end, datetime) else cursor
+
+    def summary(self, pipeline: str) -> IntervalsSummary:
+        """What the planner checks before reading any interval of ``pipeline``."""
+        with self.engine.connect() as db:
+            row = db.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.min(intervals.c.done_at),
+                    sa.func.max(intervals.c.done_at),
+                    sa.func.count().filter(intervals.c.status == "stale"),
+                    sa.func.count().filter(intervals.c.status == "done"),
+                ).where(intervals.c.pipeline == pipeline)
+            ).one()
+        return IntervalsSummary(int(row[0]), row[1], row[2], int(row[3]), int(row[4]))
 
     def mark_stale(self, pipeline: str, starts: Iterable[datetime], reason: str) -> int:
         starts = list(starts)
@@ -252,26 +355,29 @@ class RunLog:
             ).mappings()
             return [record(RunRecord, row) for row in rows]
 
-    def terminal_failures(self, pipeline: str, version: str) -> set[datetime]:
-        """Interval starts whose latest run of ``version`` failed for good: not retried by the
-        scheduler (a backfill or a manual run tries again)."""
+    def terminal_failures(
+        self, pipeline: str, version: str, since: datetime | None = None
+    ) -> list[Interval]:
+        """What runs of ``version`` that failed for good covered (one interval, or a batch's
+        span), where no run of ``pipeline`` came after over it: not retried by the scheduler
+        (a backfill or a manual run tries again). ``since``: only what ends after it."""
+        later = runs.alias("later")
+        query = sa.select(runs.c.interval_start, runs.c.interval_end).where(
+            runs.c.pipeline == pipeline,
+            runs.c.status == "failed",
+            runs.c.error_kind == "terminal",
+            runs.c.version == version,
+            ~sa.exists().where(
+                later.c.pipeline == pipeline,
+                later.c.id > runs.c.id,
+                later.c.interval_start < runs.c.interval_end,
+                later.c.interval_end > runs.c.interval_start,
+            ),
+        )
+        if since is not None:
+            query = query.where(runs.c.interval_end > since)
         with self.engine.connect() as db:
-            latest = (
-                sa.select(runs.c.interval_start, sa.func.max(runs.c.id).label("id"))
-                .where(runs.c.pipeline == pipeline)
-                .group_by(runs.c.interval_start)
-                .subquery()
-            )
-            rows = db.execute(
-                sa.select(runs.c.interval_start)
-                .join(latest, runs.c.id == latest.c.id)
-                .where(
-                    runs.c.status == "failed",
-                    runs.c.error_kind == "terminal",
-                    runs.c.version == version,
-                )
-            ).scalars()
-            return set(rows)
+            return [Interval(start, end) for start, end in db.execute(query).all()]
 
     # -- watermarks --------------------------------------------------------
 

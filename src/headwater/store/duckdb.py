@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, Fence, IngestBatch, Selected, map_in_process
+from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
 from headwater.store.errors import Fenced, QueryError, StoreLocked, StoreUnavailable, first_line
 from headwater.store.readonly import check_read_only
 
@@ -282,6 +282,31 @@ class DuckDBEngine:
             )
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
 
+    @contextmanager
+    def stage(self, sql: str, params: Mapping[str, object]) -> Iterator[Staged]:
+        with self._cursor() as cur, self._transaction(cur):
+            cur.execute("SET enable_profiling = 'no_output'")
+            made = cur.execute(f"CREATE TEMP TABLE {_STAGED} AS {sql}", dict(params) or None)
+            rows = made.fetchall()[0][0]
+            profile = json.loads(cur.get_profiling_information(format="json"))
+            cur.execute("RESET enable_profiling")
+            scanned = profile.get("query", {}).get("total_rows_scanned")
+            columns = cur.sql(f"FROM {_STAGED} LIMIT 0").to_arrow_table().schema
+            for field in columns:
+                if field.type == _HUGEINT:
+                    _narrow(cur, field.name)
+                    columns = columns.set(
+                        columns.get_field_index(field.name), pa.field(field.name, pa.int64())
+                    )
+            yield _Staged(
+                self,
+                cur,
+                schema=columns,
+                rows=int(rows),
+                rows_scanned=int(scanned) if scanned is not None else None,
+            )
+            cur.execute(f"DROP TABLE {_STAGED}")
+
     def swap_tables(
         self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
     ) -> None:
@@ -400,6 +425,68 @@ class DuckDBReader:
             for cur in self._cursors:
                 cur.close()
             self._cursors.clear()
+
+
+#: The temporary table a staged output is computed into (see ``DuckDBEngine.stage``).
+_STAGED = "_hw_output"
+
+
+class _Staged:
+    """:class:`~headwater.store.engine.Staged` on the cursor of the staging transaction."""
+
+    table = _STAGED
+
+    def __init__(
+        self,
+        engine: DuckDBEngine,
+        cur: duckdb.DuckDBPyConnection,
+        *,
+        schema: pa.Schema,
+        rows: int,
+        rows_scanned: int | None,
+    ) -> None:
+        self._engine = engine
+        self._cur = cur
+        self.schema = schema
+        self.rows = rows
+        self.rows_scanned = rows_scanned
+
+    def query(self, sql: str, params: Mapping[str, object] | None = None) -> pa.Table:
+        try:
+            return self._cur.sql(sql, params=dict(params or {}) or None).to_arrow_table()
+        except duckdb.Error as exc:
+            raise classify(exc) from None
+
+    def replace_interval(
+        self, table: str, column: str, interval: Interval, fence: Fence | None = None
+    ) -> None:
+        cur = self._cur
+        try:
+            self._engine._fence(cur, fence)
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM {_STAGED} LIMIT 0")
+            cur.execute(
+                f"DELETE FROM {quote(table)} WHERE {quote(column)} >= ? AND {quote(column)} < ?",
+                [interval.start, interval.end],
+            )
+            cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM {_STAGED}")
+        except duckdb.Error as exc:
+            raise classify(exc) from None
+
+    def replace_table(self, table: str, fence: Fence | None = None) -> None:
+        try:
+            self._engine._fence(self._cur, fence)
+            self._cur.execute(f"CREATE OR REPLACE TABLE {quote(table)} AS FROM {_STAGED}")
+        except duckdb.Error as exc:
+            raise classify(exc) from None
+
+
+def _narrow(cur: duckdb.DuckDBPyConnection, column: str) -> None:
+    """A staged HUGEINT column (a SUM of integers) as BIGINT, as :func:`_int64_sums` makes
+    a selected one."""
+    try:
+        cur.execute(f"ALTER TABLE {_STAGED} ALTER {quote(column)} SET DATA TYPE BIGINT")
+    except duckdb.ConversionException as exc:
+        raise QueryError(f"{column}: a sum past INT64's range ({first_line(exc)})") from None
 
 
 def classify(exc: duckdb.Error) -> QueryError | StoreUnavailable:

@@ -9,9 +9,10 @@ format, so an engine never sees Python rows.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
 
@@ -117,6 +118,52 @@ def collectors_floor(engine: Engine, now: datetime) -> datetime:
     if lowest is None:
         return now
     return min(now, datetime.fromtimestamp(0, UTC) + timedelta(microseconds=lowest))
+
+
+class Staged(Protocol):
+    """A query's result computed into the engine (a temporary table named :attr:`table`)
+    inside the transaction that will publish it: checked there, then published, and
+    visible to nobody before the transaction commits."""
+
+    #: The temporary table that holds the rows.
+    table: str
+    #: Its columns, as the engine would hand them over in Arrow.
+    schema: pa.Schema
+    rows: int
+    #: Stored rows the engine read to compute it; ``None`` when it does not say.
+    rows_scanned: int | None
+
+    def query(self, sql: str, params: Mapping[str, object] | None = None) -> pa.Table:
+        """Run a check over :attr:`table` (the engine's SQL, named parameters)."""
+        ...
+
+    def replace_interval(
+        self, table: str, column: str, interval: Interval, fence: Fence | None = None
+    ) -> None:
+        """Replace the rows of ``table`` whose ``column`` lies in ``interval`` by the staged
+        rows (``table`` made with their columns when missing); fenced as
+        :meth:`Engine.replace_interval`."""
+        ...
+
+    def replace_table(self, table: str, fence: Fence | None = None) -> None:
+        """Replace the whole of ``table`` by the staged rows; fenced as
+        :meth:`Engine.replace_table`."""
+        ...
+
+
+@runtime_checkable
+class Stages(Protocol):
+    """An engine that computes a pipeline's output into itself (DuckDB, PostgreSQL): no
+    round trip of the rows through this process."""
+
+    #: The sqlglot dialect of the SQL it is given.
+    dialect: str
+
+    def stage(self, sql: str, params: Mapping[str, object]) -> AbstractContextManager[Staged]:
+        """Open a transaction, compute ``sql`` into a temporary table, and yield it; the
+        transaction commits when the block ends (what the block published becomes
+        visible) and rolls back if it raises."""
+        ...
 
 
 class Engine(Protocol):

@@ -28,7 +28,7 @@ from psycopg_pool import ConnectionPool
 from headwater.core.clock import from_us
 from headwater.core.types import Interval
 from headwater.store import schema
-from headwater.store.engine import Cost, Fence, IngestBatch, Selected, map_in_process
+from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
 from headwater.store.errors import Fenced, QueryError, StoreUnavailable, first_line
 from headwater.store.postgres.arrow import (
     columns_ddl,
@@ -42,6 +42,7 @@ from headwater.store.postgres.arrow import (
 from headwater.store.postgres.errors import classify
 from headwater.store.postgres.floors import PostgresFloors
 from headwater.store.postgres.ingest import ingest
+from headwater.store.postgres.staging import staged
 from headwater.store.readonly import check_read_only
 
 _SESSION = "SET TIME ZONE 'UTC'"
@@ -309,6 +310,15 @@ class PostgresEngine:
                 [interval.start, interval.end],
             )
             copy_in(con, self._table(table), data)
+
+    @contextmanager
+    def stage(self, text: str, params: Mapping[str, object]) -> Iterator[Staged]:
+        """The output computed into a temporary table (``postgres/staging.py``)."""
+        with (
+            self._writing() as con,
+            staged(con, text, params, self._table, self._fence, self._create_like) as out,
+        ):
+            yield out
 
     def swap_tables(
         self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
