@@ -1,0 +1,208 @@
+"""Scoring: a model's outputs appended to the rows of its features, one Arrow batch at a
+time, each prediction row tagged with ``model``, ``model_version``, ``shadow`` and
+``scored_at``.
+
+A :class:`Model` is one declared model resolved to its artifacts (the live version and
+the shadow one, if any). :meth:`Model.scorer` gives the function that
+``Engine.map_batches`` runs over a query's batches: on Spark it travels to the
+executors with the artifacts' bytes, and each executor loads the model once per
+version. A shadow version scores the same rows, appended after the live ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from headwater.process.models.artifact import Artifact
+from headwater.process.models.errors import ModelError
+from headwater.process.models.predictors import Predictor, predictor
+from headwater.process.models.settings import TAG_COLUMNS
+
+SCORED_AT = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class Model:
+    """A declared model and the artifacts it scores with."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    live: Artifact
+    shadow: Artifact | None = None
+    batch_rows: int = 65_536
+    description: str = field(default="", compare=False)
+
+    @property
+    def version(self) -> str:
+        """The live version: a hash of the artifact's bytes."""
+        return self.live.version
+
+    @property
+    def fingerprint(self) -> str:
+        """What a pipeline that scores with this model folds into its own version: a new
+        artifact (live or shadow), or other features or outputs, is a new pipeline version."""
+        shadow = self.shadow.version if self.shadow is not None else "-"
+        return f"{self.name}:{self.live.version}:{shadow}:{self.inputs}:{self.outputs}"
+
+    def artifacts(self) -> Iterator[tuple[Artifact, bool]]:
+        """Each version scored, and whether it is the shadow."""
+        yield self.live, False
+        if self.shadow is not None:
+            yield self.shadow, True
+
+    def load(self) -> None:
+        """Load every version, so one that does not load or fit its inputs fails now."""
+        for artifact, _ in self.artifacts():
+            predictor(artifact, self.inputs, self.outputs)
+
+    def schema(self, columns: pa.Schema) -> pa.Schema:
+        """The scored rows' columns: ``columns`` (the features query's), the outputs, the tags."""
+        missing = [name for name in self.inputs if name not in columns.names]
+        if missing:
+            raise ModelError(
+                self.name,
+                f"the query does not give feature{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(missing)}",
+                version=self.version,
+                hint=f"select every input of [models.{self.name}]: {', '.join(self.inputs)}",
+            )
+        for name in self.inputs:
+            kind = columns.field(name).type
+            if not _numeric(kind):
+                raise ModelError(
+                    self.name,
+                    f"feature {name} is {kind}; a model takes numbers",
+                    version=self.version,
+                    hint=f"cast {name} to a number in the query (CAST(... AS FLOAT64))",
+                )
+        taken = [name for name in (*self.outputs, *TAG_COLUMNS) if name in columns.names]
+        if taken:
+            raise ModelError(
+                self.name,
+                f"the query already has column{'s' if len(taken) > 1 else ''} "
+                f"{', '.join(taken)}, which scoring appends",
+                version=self.version,
+                hint=f"rename them in the query, or the outputs in [models.{self.name}]",
+            )
+        features = pa.schema([columns.field(name) for name in self.inputs])
+        types = predictor(self.live, self.inputs, self.outputs).output_types(features)
+        appended = [pa.field(name, kind) for name, kind in zip(self.outputs, types, strict=True)]
+        tags = [
+            pa.field("model", pa.string()),
+            pa.field("model_version", pa.string()),
+            pa.field("shadow", pa.bool_()),
+            pa.field("scored_at", SCORED_AT),
+        ]
+        return pa.schema([*columns, *appended, *tags])
+
+    def scorer(self, columns: pa.Schema, scored_at: datetime) -> Scorer:
+        """The function that scores batches of a query with ``columns``."""
+        return Scorer(self, self.schema(columns), scored_at)
+
+    def score(self, rows: pa.Table | pa.RecordBatch, scored_at: datetime) -> pa.Table:
+        """``rows`` scored here, in batches of ``batch_rows``: each row once per version."""
+        table = pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows
+        score = self.scorer(table.schema, scored_at)
+        batches = [score(batch) for batch in table.to_batches(max_chunksize=self.batch_rows)]
+        return pa.Table.from_batches(batches, schema=score.schema)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """Scores one batch: the rows with the outputs and tags appended, the live version's
+    rows first, then the shadow's. Picklable: it carries its artifacts' bytes."""
+
+    model: Model
+    schema: pa.Schema
+    scored_at: datetime
+
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        model = self.model
+        pieces = []
+        for artifact, shadow in model.artifacts():
+            loaded = predictor(artifact, model.inputs, model.outputs)
+            for offset in range(0, batch.num_rows, model.batch_rows):
+                rows = batch.slice(offset, model.batch_rows)
+                pieces.append(self._scored(rows, artifact, loaded, shadow))
+        if not pieces:
+            return _empty(self.schema)
+        return pa.concat_batches(pieces) if len(pieces) > 1 else pieces[0]
+
+    def _scored(
+        self, rows: pa.RecordBatch, artifact: Artifact, loaded: Predictor, shadow: bool
+    ) -> pa.RecordBatch:
+        model = self.model
+        features = rows.select(list(model.inputs))
+        for name, column in zip(model.inputs, features.columns, strict=True):
+            if column.null_count:
+                first = pc.index(pc.is_null(column), True).as_py()
+                raise ModelError(
+                    model.name,
+                    f"feature {name} is NULL",
+                    version=artifact.version,
+                    row=rows.slice(first, 1).to_pylist()[0],
+                    hint=f"give {name} a value in the query (COALESCE), or filter those rows out",
+                )
+        try:
+            outputs = loaded.predict(features)
+        except Exception as exc:  # the model's own code may raise anything
+            first = _first_failing(loaded, features)
+            raise ModelError(
+                model.name,
+                f"the model raised {type(exc).__name__}: {exc}",
+                version=artifact.version,
+                row=rows.slice(first, 1).to_pylist()[0] if first is not None else None,
+            ) from None
+        count = rows.num_rows
+        tags = [
+            pa.repeat(pa.scalar(model.name, pa.string()), count),
+            pa.repeat(pa.scalar(artifact.version, pa.string()), count),
+            pa.repeat(pa.scalar(shadow, pa.bool_()), count),
+            pa.repeat(pa.scalar(self.scored_at, SCORED_AT), count),
+        ]
+        arrays = [*rows.columns, *outputs, *tags]
+        types = [f.type for f in self.schema]
+        cast = [a if a.type == t else pc.cast(a, t) for a, t in zip(arrays, types, strict=True)]
+        return pa.RecordBatch.from_arrays(cast, schema=self.schema)
+
+
+def _empty(schema: pa.Schema) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist([], schema=schema)
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind)
+        or pa.types.is_floating(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_decimal(kind)
+    )
+
+
+def _first_failing(loaded: Predictor, features: pa.RecordBatch) -> int | None:
+    """The first row the model fails on: the shortest failing prefix, by bisection (a few
+    predictions, only once a batch has failed)."""
+
+    def fails(count: int) -> bool:
+        try:
+            loaded.predict(features.slice(0, count))
+        except Exception:  # the model's own code may raise anything
+            return True
+        return False
+
+    low, high = 0, features.num_rows
+    if high == 0 or not fails(high):
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        if fails(middle):
+            high = middle
+        else:
+            low = middle
+    return int(high - 1)
