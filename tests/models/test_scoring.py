@@ -85,3 +85,78 @@ def test_onnx_predictions_equal_predict_proba(
     # onnxruntime computes in float32, as the model was exported.
     np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], atol=1e-5)
     assert set(table["model_version"].to_pylist()) == {_version(artifact)}
+
+
+def test_a_swapped_artifact_is_a_new_version_that_status_counts_plan_lists_and_a_rerun_rescores(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    from headwater.runtime.plan import make_plan
+
+    engine, metadata = store
+    root = write_project(tmp_path / "project", model_table())
+    artifact = root / "models" / "churn.joblib"
+    first = train(seed=1)
+    save_joblib(first, artifact)
+    ws = workspace(root, engine, metadata)
+    ws.backfill("churn_scores", DAYS[0], NOW)
+    old_version = _version(artifact)
+    before = {s.name: s for s in ws.status()}["churn_scores"]
+    assert (before.intervals_done, before.intervals_changed) == (3, 0)
+
+    second = train(seed=2, c=0.05)
+    save_joblib(second, artifact)
+    new_version = _version(artifact)
+    assert new_version != old_version
+    after = {s.name: s for s in ws.status()}["churn_scores"]
+    assert (after.intervals_done, after.intervals_changed) == (3, 3)
+
+    plan = make_plan(ws, [])
+    assert [c.name for c in plan.changes] == ["churn_scores"]
+    (recompute,) = [r for r in plan.recompute if r.pipeline == "churn_scores"]
+    assert recompute.intervals == 3
+
+    ws.run("churn_scores", DAYS[0], DAYS[-1] + (DAYS[1] - DAYS[0]))
+    table = engine.query('SELECT * FROM "churn_scores"')
+    assert set(table["model_version"].to_pylist()) == {new_version}
+    got, want = scored(table), expected(second, feature_rows())
+    keys = sorted(want)
+    np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], rtol=1e-12)
+    assert {s.name: s for s in ws.status()}["churn_scores"].intervals_changed == 0
+
+    versions = metadata.models.versions("churn")
+    assert [v.version for v in versions] == [old_version, new_version]
+    assert [v.intervals for v in versions] == [0, 3]
+    assert versions[1].size == artifact.stat().st_size
+    assert versions[1].sha256 == hashlib.sha256(artifact.read_bytes()).hexdigest()
+    assert versions[1].source == "models/churn.joblib"
+
+
+def test_shadow_rows_score_the_same_rows_beside_the_live_ones(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    engine, metadata = store
+    root = write_project(tmp_path / "project", model_table(shadow="models/churn-v2.onnx"))
+    live, candidate = train(seed=1), train(seed=3, c=0.1)
+    live_path = save_joblib(live, root / "models" / "churn.joblib")
+    shadow_path = save_onnx(candidate, root / "models" / "churn-v2.onnx")
+    ws = workspace(root, engine, metadata)
+    ws.backfill("churn_scores", DAYS[0], NOW)
+
+    table = engine.query('SELECT * FROM "churn_scores"')
+    assert table.num_rows == 2 * USERS * len(DAYS)
+    rows = table.to_pylist()
+    assert {(r["shadow"], r["model_version"]) for r in rows} == {
+        (False, _version(live_path)),
+        (True, _version(shadow_path)),
+    }
+    live_rows, shadow_rows = scored(table), scored(table, shadow=True)
+    assert live_rows.keys() == shadow_rows.keys()
+    want_live, want_shadow = expected(live, feature_rows()), expected(candidate, feature_rows())
+    keys = sorted(want_live)
+    np.testing.assert_allclose([live_rows[k] for k in keys], [want_live[k] for k in keys])
+    np.testing.assert_allclose(
+        [shadow_rows[k] for k in keys], [want_shadow[k] for k in keys], atol=1e-5
+    )
+    versions = {v.version: v for v in metadata.models.versions("churn")}
+    assert [s.shadow for s in versions[_version(shadow_path)].scored] == [True]
+    assert versions[_version(shadow_path)].intervals == 3

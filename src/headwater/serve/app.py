@@ -164,7 +164,7 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
                 f"{name} has key {list(dataset.key) or 'none'}; filter rows by its columns",
             )
         column = dataset.key[0]
-        select = Select(exp.select("*").from_(dataset.relation()))
+        select = Select(dataset.served())
         value = select.bind(parse_value(dataset, column, key))
         select.query = select.query.where(
             exp.EQ(this=exp.column(column, quoted=True), expression=value)

@@ -61,6 +61,15 @@ class Dataset:
         *db, name = self.table
         return exp.table_(name, db=db[0] if db else None, quoted=True)
 
+    def served(self) -> exp.Select:
+        """``SELECT *`` of the rows the API serves: a scored table's shadow rows (a model
+        version scored beside the live one, ``shadow`` true) are for comparing in SQL, not
+        for the product."""
+        query = exp.select("*").from_(self.relation())
+        if {"model_version", "shadow"} <= set(self.schema.names):
+            query = query.where(exp.Not(this=exp.column("shadow", quoted=True)))
+        return query
+
     def column_type(self, column: str) -> pa.DataType:
         if column not in self.schema.names:
             raise ApiError(
@@ -118,7 +127,7 @@ def rows_query(
     dataset: Dataset, args: Mapping[str, str], *, page_size: int, max_page_size: int
 ) -> tuple[Select, list[tuple[str, bool]], int]:
     """The page's SELECT (one row more than the page), its ordering, and the page size."""
-    select = Select(exp.select("*").from_(dataset.relation()))
+    select = Select(dataset.served())
     for name, text in args.items():
         if name in RESERVED:
             continue
