@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,7 +33,7 @@ from tests.models.support import (
     write_project,
 )
 
-SCORES_PY = '''\
+SCORES_PY = """\
 import pyarrow as pa
 
 from headwater.process import Context, pipeline
@@ -46,7 +45,7 @@ def churn_scores_py(ctx: Context) -> pa.Table:
     assert ctx.model("churn").version
     return ctx.score("SELECT day, user_id, f1, f2, f3, f4 FROM features "
                      "WHERE day >= @start AND day < @end", "churn")
-'''
+"""
 
 Scores = dict[tuple[str, datetime], float]
 
