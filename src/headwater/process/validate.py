@@ -132,6 +132,10 @@ def validate(
             findings, output = columns.check(pipeline.query, schema, dialect)
             for f in findings:
                 add(Problem(str(pipeline.path), f.line, f.column, f.message, f.hint, name))
+            if pipeline.header.model is not None:
+                # A model appends its outputs, named in headwater.toml, which this does not
+                # read: the output's columns are unknown, like an undeclared Python one's.
+                output = None
         elif pipeline.function is not None and pipeline.function.schema is not None:
             output = columns.sql_types(pipeline.function.schema)
         if output is not None:
