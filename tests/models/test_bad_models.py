@@ -235,3 +235,45 @@ def test_an_undeclared_model_sets_its_pipeline_apart(
     error = _fails(root, store, "model churn", "is not declared in headwater.toml")
     assert error.hint is not None
     assert "[models.churn]" in error.hint
+
+
+UNDECLARED_PY = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@daily", kind="incremental", time_column="day", inputs=["features"])
+def churn_scores(ctx: Context) -> pa.Table:
+    return ctx.score("SELECT day, user_id, f1, f2, f3, f4 FROM features "
+                     "WHERE day >= @start AND day < @end", "churn")
+"""
+
+
+def test_a_python_pipeline_using_a_model_it_does_not_name_fails_with_the_fix(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    root = write_project(
+        tmp_path / "project",
+        model_table(),
+        {"features.sql": FEATURES_SQL, "churn_scores.py": UNDECLARED_PY},
+    )
+    save_joblib(train(), root / "models" / "churn.joblib")
+    error = _fails(root, store, "uses model 'churn' without naming it in models")
+    assert error.hint is not None
+    assert '@pipeline(models=["churn"])' in error.hint
+
+
+def test_a_python_pipeline_with_a_model_header_key_is_refused(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    text = UNDECLARED_PY.replace('inputs=["features"]', 'inputs=["features"], model="churn"')
+    root = write_project(
+        tmp_path / "project",
+        model_table(),
+        {"features.sql": FEATURES_SQL, "churn_scores.py": text},
+    )
+    save_joblib(train(), root / "models" / "churn.joblib")
+    error = _fails(root, store, "model = ... is a SQL pipeline's header key")
+    assert error.hint is not None
+    assert '@pipeline(models=["churn"])' in error.hint
