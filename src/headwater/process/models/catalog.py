@@ -17,7 +17,7 @@ from headwater.process.models.errors import ModelError
 from headwater.process.models.scoring import Model
 from headwater.process.models.settings import ModelSettings
 
-_READ: dict[tuple[str, bool, Path, object], Artifact] = {}
+_READ: dict[tuple[str, str, bool, Path, object], Artifact] = {}
 _LOCK = threading.Lock()
 
 
@@ -98,12 +98,13 @@ def _remote_stamp(url: str) -> object:
 
 
 def _read(model: str, where: str, function: bool, root: Path) -> Artifact:
-    key = (where, function, root, _stamp(where, function, root))
-    if "://" in where and key[3] == (where, None):
+    now = _stamp(where, function, root)
+    if "://" in where and now == (where, None):
         return read(model, where, root, function=function)
+    key = (model, where, function, root, now)
     with _LOCK:
         found = _READ.get(key)
-    if found is not None and found.model == model:
+    if found is not None:
         return found
     found = read(model, where, root, function=function)
     with _LOCK:

@@ -116,17 +116,13 @@ class _Estimator:
             outputs_width = getattr(estimator, "n_outputs_", 1)
             width = int(outputs_width)
         self._columns = _columns(model, width, outputs) if width and width > 1 else None
-        self._label = (
-            pa.from_numpy_dtype(np.asarray(classes).dtype)
-            if classes is not None and not self._proba
-            else None
-        )
+        # An estimator without predict_proba gives its classes' labels, of their type.
+        self._label = pa.array(classes).type if classes is not None and not self._proba else None
         self._named = names is not None
 
     def output_types(self, features: pa.Schema) -> list[pa.DataType]:
         count = len(self._columns) if self._columns is not None else 1
-        kind = self._label if self._label is not None and self._label != pa.string() else None
-        return [kind or (pa.string() if self._label is not None else pa.float64())] * count
+        return [self._label or pa.float64()] * count
 
     def predict(self, features: pa.RecordBatch) -> list[pa.Array]:
         rows = matrix(features, np.float64)
