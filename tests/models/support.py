@@ -3,6 +3,7 @@ pipeline, a scoring pipeline, and real scikit-learn models trained here."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import textwrap
@@ -91,6 +92,11 @@ def save_onnx(model: LogisticRegression, path: Path) -> Path:
     onnx = to_onnx(model, sample, options={"zipmap": False}, target_opset=17)
     path.write_bytes(onnx.SerializeToString())
     return path
+
+
+def version_of(path: Path) -> str:
+    """A model file's version as Headwater names it: the hash of its bytes, shortened."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def model_table(path: str = "models/churn.joblib", **extra: str) -> str:

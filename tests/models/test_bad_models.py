@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +21,15 @@ from tests.models.support import (
     FEATURES_SQL,
     NOW,
     SCORES_SQL,
-    feature_rows,
-    ingest,
     model_table,
     save_joblib,
     save_onnx,
     train,
     training_data,
+    version_of,
     workspace,
     write_project,
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[DuckDBEngine, StateStore]]:
-    engine = DuckDBEngine.open(tmp_path / "store" / "events.duckdb")
-    metadata = StateStore.in_folder(tmp_path / "metadata")
-    ingest(engine, feature_rows())
-    try:
-        yield engine, metadata
-    finally:
-        metadata.close()
-        engine.close()
 
 
 def _fails(root: Path, store: tuple[DuckDBEngine, StateStore], *needles: str) -> TerminalError:
@@ -62,8 +47,16 @@ def _fails(root: Path, store: tuple[DuckDBEngine, StateStore], *needles: str) ->
     return caught.value
 
 
-def _version(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def _selecting(tmp_path: Path, features: str) -> tuple[Path, Path]:
+    """A project whose scoring query selects ``features`` instead of f1, f2, f3, f4, and its
+    model (trained, saved with joblib): the project's folder and the artifact."""
+    scores = SCORES_SQL.replace("f1, f2, f3, f4", features)
+    root = write_project(
+        tmp_path / "project",
+        model_table(),
+        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
+    )
+    return root, save_joblib(train(), root / "models" / "churn.joblib")
 
 
 def test_a_missing_artifact_names_the_model_and_the_path(
@@ -76,14 +69,14 @@ def test_a_missing_artifact_names_the_model_and_the_path(
 
 
 @pytest.mark.parametrize("name", ["churn.joblib", "churn.onnx"])
-def test_a_corrupt_artifact_names_the_model_and_its_version(
+def test_a_corrupt_artifact_names_the_model_and_itsversion_of(
     name: str, tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
 ) -> None:
     root = write_project(tmp_path / "project", model_table(f"models/{name}"))
     path = root / "models" / name
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x80\x04 this is not a model" * 10)
-    _fails(root, store, "model churn", f"(version {_version(path)})", "models/" + name)
+    _fails(root, store, "model churn", f"(version {version_of(path)})", "models/" + name)
 
 
 @pytest.mark.parametrize("save", [save_joblib, save_onnx])
@@ -103,7 +96,7 @@ def test_a_model_of_another_feature_count_is_refused(
         path.parent.mkdir(parents=True, exist_ok=True)
         onnx = to_onnx(narrow, x[:1, :3].astype(np.float32), options={"zipmap": False})
         path.write_bytes(onnx.SerializeToString())
-    _fails(root, store, "model churn", f"(version {_version(path)})",
+    _fails(root, store, "model churn", f"(version {version_of(path)})",
            "takes 3 features and inputs names 4")  # fmt: skip
 
 
@@ -114,7 +107,7 @@ def test_a_model_trained_on_other_feature_names_is_refused(
     x, y = training_data(1)
     frame = pd.DataFrame(x, columns=["f1", "f2", "f4", "f3"])
     path = save_joblib(LogisticRegression().fit(frame, y), root / "models" / "churn.joblib")
-    _fails(root, store, f"(version {_version(path)})",
+    _fails(root, store, f"(version {version_of(path)})",
            "trained on features f1, f2, f4, f3, inputs names f1, f2, f3, f4")  # fmt: skip
 
 
@@ -133,43 +126,23 @@ def test_a_model_trained_on_the_same_feature_names_scores(
 def test_a_feature_of_text_is_refused_before_scoring(
     tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
 ) -> None:
-    scores = SCORES_SQL.replace("f1, f2, f3", "CAST(f1 AS STRING) AS f1, f2, f3")
-    root = write_project(
-        tmp_path / "project",
-        model_table(),
-        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
-    )
-    path = save_joblib(train(), root / "models" / "churn.joblib")
-    _fails(root, store, "churn_scores", f"model churn (version {_version(path)})",
+    root, path = _selecting(tmp_path, "CAST(f1 AS STRING) AS f1, f2, f3, f4")
+    _fails(root, store, "churn_scores", f"model churn (version {version_of(path)})",
            "feature f1 is string; a model takes numbers")  # fmt: skip
 
 
 def test_a_query_without_a_feature_is_refused(
     tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
 ) -> None:
-    scores = SCORES_SQL.replace("f1, f2, f3, f4", "f1, f2, f3")
-    root = write_project(
-        tmp_path / "project",
-        model_table(),
-        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
-    )
-    save_joblib(train(), root / "models" / "churn.joblib")
+    root, _ = _selecting(tmp_path, "f1, f2, f3")
     _fails(root, store, "model churn", "the query does not give feature f4")
 
 
 def test_a_null_feature_names_the_first_bad_row(
     tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
 ) -> None:
-    scores = SCORES_SQL.replace(
-        "f1, f2, f3, f4", "f1, f2, IF(user_id = 'u007', NULL, f3) AS f3, f4"
-    )
-    root = write_project(
-        tmp_path / "project",
-        model_table(),
-        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
-    )
-    path = save_joblib(train(), root / "models" / "churn.joblib")
-    error = _fails(root, store, f"model churn (version {_version(path)})",
+    root, path = _selecting(tmp_path, "f1, f2, IF(user_id = 'u007', NULL, f3) AS f3, f4")
+    error = _fails(root, store, f"model churn (version {version_of(path)})",
                    "feature f3 is NULL", "first bad row: {", "user_id='u007'")  # fmt: skip
     assert isinstance(error, ModelError)
     assert error.row is not None
@@ -180,16 +153,10 @@ def test_a_model_that_raises_on_a_batch_names_the_first_bad_row(
     tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
 ) -> None:
     # LogisticRegression refuses NaN: the batch fails, and bisection finds the row.
-    scores = SCORES_SQL.replace(
-        "f1, f2, f3, f4", "f1, IF(user_id = 'u023', IEEE_DIVIDE(0, 0), f2) AS f2, f3, f4"
+    root, path = _selecting(
+        tmp_path, "f1, IF(user_id = 'u023', IEEE_DIVIDE(0, 0), f2) AS f2, f3, f4"
     )
-    root = write_project(
-        tmp_path / "project",
-        model_table(),
-        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
-    )
-    path = save_joblib(train(), root / "models" / "churn.joblib")
-    error = _fails(root, store, f"model churn (version {_version(path)})",
+    error = _fails(root, store, f"model churn (version {version_of(path)})",
                    "the model raised ValueError", "NaN")  # fmt: skip
     assert isinstance(error, ModelError)
     assert error.row is not None
@@ -221,7 +188,7 @@ def test_a_callable_that_raises_names_its_first_bad_row(
         ),
         "utf-8",
     )
-    error = _fails(root, store, f"model churn (version {_version(module)})",
+    error = _fails(root, store, f"model churn (version {version_of(module)})",
                    "ArithmeticError: f1 out of range")  # fmt: skip
     assert isinstance(error, ModelError)
     assert error.row is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,14 +13,11 @@ from tests.models.support import (
     model_table,
     save_joblib,
     train,
+    version_of,
     write_project,
 )
 
 SPAN = ("--start", "2026-11-02", "--end", "2026-11-05")
-
-
-def _version(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def test_models_lists_each_version_with_the_intervals_it_scored(tmp_path: Path) -> None:
@@ -32,7 +28,7 @@ def test_models_lists_each_version_with_the_intervals_it_scored(tmp_path: Path) 
     finally:
         engine.close()
     artifact = save_joblib(train(seed=1), root / "models" / "churn.joblib")
-    first = _version(artifact)
+    first = version_of(artifact)
     run_cli(root, "backfill", "churn_scores", *SPAN)
 
     shown = run_cli(root, "models").stdout
@@ -42,7 +38,7 @@ def test_models_lists_each_version_with_the_intervals_it_scored(tmp_path: Path) 
     assert "models/churn.joblib" in line
 
     save_joblib(train(seed=2, c=0.05), artifact)
-    second = _version(artifact)
+    second = version_of(artifact)
     status = run_cli(root, "status").stdout
     assert "3 intervals were made by an older" in status, status
     run_cli(root, "run", "churn_scores", *SPAN)

@@ -5,11 +5,9 @@ shadow version scores beside the live one."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from headwater.state import StateStore
 from headwater.store.duckdb import DuckDBEngine
@@ -19,31 +17,15 @@ from tests.models.support import (
     USERS,
     expected,
     feature_rows,
-    ingest,
     model_table,
     save_joblib,
     save_onnx,
     scored,
     train,
+    version_of,
     workspace,
     write_project,
 )
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[tuple[DuckDBEngine, StateStore]]:
-    engine = DuckDBEngine.open(tmp_path / "store" / "events.duckdb")
-    metadata = StateStore.in_folder(tmp_path / "metadata")
-    ingest(engine, feature_rows())
-    try:
-        yield engine, metadata
-    finally:
-        metadata.close()
-        engine.close()
-
-
-def _version(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def test_joblib_predictions_equal_predict_proba_and_carry_model_version_and_scored_at(
@@ -63,7 +45,7 @@ def test_joblib_predictions_equal_predict_proba_and_carry_model_version_and_scor
     keys = sorted(want)
     np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], rtol=1e-12)
     assert set(table["model"].to_pylist()) == {"churn"}
-    assert set(table["model_version"].to_pylist()) == {_version(artifact)}
+    assert set(table["model_version"].to_pylist()) == {version_of(artifact)}
     assert table["scored_at"].null_count == 0
     assert table.schema.names[-6:] == [
         "f4", "churn_probability", "model", "model_version", "shadow", "scored_at",
@@ -84,7 +66,7 @@ def test_onnx_predictions_equal_predict_proba(
     keys = sorted(want)
     # onnxruntime computes in float32, as the model was exported.
     np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], atol=1e-5)
-    assert set(table["model_version"].to_pylist()) == {_version(artifact)}
+    assert set(table["model_version"].to_pylist()) == {version_of(artifact)}
 
 
 def test_a_swapped_artifact_is_a_new_version_that_status_counts_plan_lists_and_a_rerun_rescores(
@@ -99,13 +81,13 @@ def test_a_swapped_artifact_is_a_new_version_that_status_counts_plan_lists_and_a
     save_joblib(first, artifact)
     ws = workspace(root, engine, metadata)
     ws.backfill("churn_scores", DAYS[0], NOW)
-    old_version = _version(artifact)
+    old_version = version_of(artifact)
     before = {s.name: s for s in ws.status()}["churn_scores"]
     assert (before.intervals_done, before.intervals_changed) == (3, 0)
 
     second = train(seed=2, c=0.05)
     save_joblib(second, artifact)
-    new_version = _version(artifact)
+    new_version = version_of(artifact)
     assert new_version != old_version
     after = {s.name: s for s in ws.status()}["churn_scores"]
     assert (after.intervals_done, after.intervals_changed) == (3, 3)
@@ -146,8 +128,8 @@ def test_shadow_rows_score_the_same_rows_beside_the_live_ones(
     assert table.num_rows == 2 * USERS * len(DAYS)
     rows = table.to_pylist()
     assert {(r["shadow"], r["model_version"]) for r in rows} == {
-        (False, _version(live_path)),
-        (True, _version(shadow_path)),
+        (False, version_of(live_path)),
+        (True, version_of(shadow_path)),
     }
     live_rows, shadow_rows = scored(table), scored(table, shadow=True)
     assert live_rows.keys() == shadow_rows.keys()
@@ -158,5 +140,5 @@ def test_shadow_rows_score_the_same_rows_beside_the_live_ones(
         [shadow_rows[k] for k in keys], [want_shadow[k] for k in keys], atol=1e-5
     )
     versions = {v.version: v for v in metadata.models.versions("churn")}
-    assert [s.shadow for s in versions[_version(shadow_path)].scored] == [True]
-    assert versions[_version(shadow_path)].intervals == 3
+    assert [s.shadow for s in versions[version_of(shadow_path)].scored] == [True]
+    assert versions[version_of(shadow_path)].intervals == 3

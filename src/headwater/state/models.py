@@ -67,41 +67,22 @@ class ModelRegistry:
         """Record that ``pipeline_version`` of ``pipeline`` scores with ``seen``."""
         with self.engine.begin() as db:
             for item in seen:
-                known = db.execute(
-                    sa.select(model_versions.c.version).where(
-                        model_versions.c.model == item.model,
-                        model_versions.c.version == item.version,
-                    )
-                ).first()
-                if known is None:
-                    db.execute(
-                        model_versions.insert().values(
-                            model=item.model,
-                            version=item.version,
-                            sha256=item.sha256,
-                            size=item.size,
-                            source=item.source,
-                            first_used=utc_now(),
-                        )
-                    )
-                use = db.execute(
-                    sa.select(model_uses.c.shadow).where(
-                        model_uses.c.pipeline == pipeline,
-                        model_uses.c.pipeline_version == pipeline_version,
-                        model_uses.c.model == item.model,
-                        model_uses.c.model_version == item.version,
-                    )
-                ).first()
-                if use is None:
-                    db.execute(
-                        model_uses.insert().values(
-                            pipeline=pipeline,
-                            pipeline_version=pipeline_version,
-                            model=item.model,
-                            model_version=item.version,
-                            shadow=int(item.shadow),
-                        )
-                    )
+                _insert_new(
+                    db,
+                    model_versions,
+                    {"model": item.model, "version": item.version},
+                    sha256=item.sha256,
+                    size=item.size,
+                    source=item.source,
+                    first_used=utc_now(),
+                )
+                key = {"model": item.model, "model_version": item.version}
+                _insert_new(
+                    db,
+                    model_uses,
+                    {"pipeline": pipeline, "pipeline_version": pipeline_version, **key},
+                    shadow=int(item.shadow),
+                )
 
     def versions(self, model: str | None = None) -> list[ModelVersion]:
         """Every version seen (of ``model``), oldest first, with the intervals it scored."""
@@ -167,6 +148,15 @@ class ModelRegistry:
             )
             for row in rows
         ]
+
+
+def _insert_new(
+    db: sa.Connection, table: sa.Table, key: dict[str, object], **values: object
+) -> None:
+    """Insert the row ``key`` with ``values`` into ``table``, unless it is there already."""
+    where = [table.c[name] == value for name, value in key.items()]
+    if db.execute(sa.select(*table.primary_key.columns).where(*where)).first() is None:
+        db.execute(table.insert().values(**key, **values))
 
 
 def _utc(value: object) -> datetime | None:
