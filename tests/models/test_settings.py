@@ -23,7 +23,7 @@ def test_a_model_table_loads(tmp_path: Path) -> None:
     assert (model.path, model.shadow, model.inputs, model.outputs) == (
         "models/churn.onnx", "gs://b/churn-v2.onnx", ["a", "b"], ["score"],
     )  # fmt: skip
-    assert model.batch_rows == 65_536
+    assert model.batch_rows is None
 
 
 @pytest.mark.parametrize(

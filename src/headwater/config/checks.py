@@ -279,7 +279,7 @@ def _check_model(name: str, model: ModelSettings, path: str) -> None:
             path=path,
             hint=f"scored rows keep the inputs and add {', '.join(TAG_COLUMNS)}: rename the output",
         )
-    if model.batch_rows < 1:
+    if model.batch_rows is not None and model.batch_rows < 1:
         raise ConfigError(f"{where} batch_rows must be a positive number", path=path)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from headwater.process.models.artifact import Artifact, read, stamp
 from headwater.process.models.errors import ModelError
 from headwater.process.models.scoring import Model
-from headwater.process.models.settings import ModelSettings
+from headwater.process.models.settings import ModelSettings, batch_rows
 
 _READ: dict[tuple[str, str, bool, Path, object], Artifact] = {}
 _LOCK = threading.Lock()
@@ -62,7 +62,7 @@ class ModelCatalog:
             tuple(settings.outputs),
             artifacts[0],
             artifacts[1] if len(artifacts) > 1 else None,
-            settings.batch_rows,
+            batch_rows(settings),
             settings.description,
         )
         model.load()

@@ -35,7 +35,7 @@ class Model:
     outputs: tuple[str, ...]
     live: Artifact
     shadow: Artifact | None = None
-    batch_rows: int = 65_536
+    batch_rows: int = 262_144
     description: str = field(default="", compare=False)
 
     @property
@@ -109,7 +109,12 @@ class Model:
         """``rows`` scored here, in batches of ``batch_rows``: each row once per version."""
         table = pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows
         score = self.scorer(table.schema, scored_at)
-        batches = [score(batch) for batch in table.to_batches(max_chunksize=self.batch_rows)]
+        batches: list[pa.RecordBatch] = []
+        for offset in range(0, table.num_rows, self.batch_rows):
+            # One batch of up to batch_rows, whatever the table's chunks: a copy of the
+            # slice only when it spans several chunks.
+            part = table.slice(offset, self.batch_rows).combine_chunks()
+            batches.extend(score(batch) for batch in part.to_batches())
         return pa.Table.from_batches(batches, schema=score.schema)
 
 
