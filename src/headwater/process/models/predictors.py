@@ -31,7 +31,7 @@ class Predictor(Protocol):
 
     def output_types(self, features: pa.Schema) -> list[pa.DataType]: ...
 
-    def predict(self, features: pa.RecordBatch) -> list[pa.Array]: ...
+    def predict(self, features: pa.Table) -> list[pa.Array]: ...
 
 
 #: Rows of the matrix filled at a time: a block of them stays in the processor's cache while
@@ -40,24 +40,26 @@ class Predictor(Protocol):
 _BLOCK = 16_384
 
 
-def matrix(features: pa.RecordBatch, dtype: type[np.floating[Any]]) -> np.ndarray[Any, Any]:
+def matrix(features: pa.Table, dtype: type[np.floating[Any]]) -> np.ndarray[Any, Any]:
     """The features as one ``rows x inputs`` matrix of ``dtype`` (row-major, as the models
-    take it), filled column by column, a block of rows at a time.
+    take it), filled from each chunk's columns, a block of rows at a time.
 
-    >>> matrix(pa.record_batch({"a": [1, 2], "b": [0.5, 1.5]}), np.float64).tolist()
+    >>> matrix(pa.table({"a": [1, 2], "b": [0.5, 1.5]}), np.float64).tolist()
     [[1.0, 0.5], [2.0, 1.5]]
     """
-    columns = []
-    for column in features.columns:
-        if pa.types.is_decimal(column.type):
-            column = pc.cast(column, pa.float64())
-        columns.append(column.to_numpy(zero_copy_only=False))
-    rows = features.num_rows
-    out = np.empty((rows, len(columns)), dtype=dtype)
-    for start in range(0, rows, _BLOCK):
-        stop = min(start + _BLOCK, rows)
-        for index, values in enumerate(columns):
-            out[start:stop, index] = values[start:stop]
+    out = np.empty((features.num_rows, features.num_columns), dtype=dtype)
+    offset = 0
+    for batch in features.to_batches():
+        columns = []
+        for column in batch.columns:
+            if pa.types.is_decimal(column.type):
+                column = pc.cast(column, pa.float64())
+            columns.append(column.to_numpy(zero_copy_only=False))
+        for start in range(0, batch.num_rows, _BLOCK):
+            stop = min(start + _BLOCK, batch.num_rows)
+            for index, values in enumerate(columns):
+                out[offset + start : offset + stop, index] = values[start:stop]
+        offset += batch.num_rows
     return out
 
 
@@ -141,7 +143,7 @@ class _Estimator:
         count = len(self._columns) if self._columns is not None else 1
         return [self._label or pa.float64()] * count
 
-    def predict(self, features: pa.RecordBatch) -> list[pa.Array]:
+    def predict(self, features: pa.Table) -> list[pa.Array]:
         rows = matrix(features, np.float64)
         with warnings.catch_warnings():
             if self._named:  # the names were checked when it loaded
@@ -223,7 +225,7 @@ class _Onnx:
     def output_types(self, features: pa.Schema) -> list[pa.DataType]:
         return [pa.float64()] * self._count
 
-    def predict(self, features: pa.RecordBatch) -> list[pa.Array]:
+    def predict(self, features: pa.Table) -> list[pa.Array]:
         (result,) = self._session.run([self._output], {self._input: matrix(features, self._dtype)})
         return [pc.cast(a, pa.float64()) for a in _split(np.asarray(result), self._columns)]
 
@@ -256,11 +258,12 @@ class _Callable:
         self._outputs = list(outputs)
 
     def output_types(self, features: pa.Schema) -> list[pa.DataType]:
-        empty = pa.RecordBatch.from_pylist([], schema=features)
-        return [a.type for a in self.predict(empty)]
+        return [a.type for a in self.predict(features.empty_table())]
 
-    def predict(self, features: pa.RecordBatch) -> list[pa.Array]:
-        result = self._function(features)
+    def predict(self, features: pa.Table) -> list[pa.Array]:
+        batches = features.combine_chunks().to_batches()
+        batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=features.schema)
+        result = self._function(batch)
         if not isinstance(result, pa.RecordBatch | pa.Table):
             raise TypeError(f"returned {type(result).__name__}, not a pyarrow.RecordBatch")
         missing = [name for name in self._outputs if name not in result.schema.names]

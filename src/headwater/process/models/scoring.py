@@ -108,14 +108,7 @@ class Model:
     def score(self, rows: pa.Table | pa.RecordBatch, scored_at: datetime) -> pa.Table:
         """``rows`` scored here, in batches of ``batch_rows``: each row once per version."""
         table = pa.Table.from_batches([rows]) if isinstance(rows, pa.RecordBatch) else rows
-        score = self.scorer(table.schema, scored_at)
-        batches: list[pa.RecordBatch] = []
-        for offset in range(0, table.num_rows, self.batch_rows):
-            # One batch of up to batch_rows, whatever the table's chunks: a copy of the
-            # slice only when it spans several chunks.
-            part = table.slice(offset, self.batch_rows).combine_chunks()
-            batches.extend(score(batch) for batch in part.to_batches())
-        return pa.Table.from_batches(batches, schema=score.schema)
+        return self.scorer(table.schema, scored_at).table(table)
 
 
 @dataclass(frozen=True)
@@ -128,20 +121,26 @@ class Scorer:
     scored_at: datetime
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """One batch scored, as one batch (what ``Engine.map_batches`` runs)."""
+        scored = self.table(pa.Table.from_batches([batch]))
+        batches = scored.combine_chunks().to_batches()
+        return batches[0] if batches else _empty(self.schema)
+
+    def table(self, rows: pa.Table) -> pa.Table:
+        """``rows`` scored ``batch_rows`` at a time, whatever their chunks (the features
+        are copied once, into the model's matrix; the other columns are kept as they are)."""
         model = self.model
         pieces = []
         for artifact, shadow in model.artifacts():
             loaded = predictor(artifact, model.inputs, model.outputs)
-            for offset in range(0, batch.num_rows, model.batch_rows):
-                rows = batch.slice(offset, model.batch_rows)
-                pieces.append(self._scored(rows, artifact, loaded, shadow))
-        if not pieces:
-            return _empty(self.schema)
-        return pa.concat_batches(pieces) if len(pieces) > 1 else pieces[0]
+            for offset in range(0, rows.num_rows, model.batch_rows):
+                part = rows.slice(offset, model.batch_rows)
+                pieces.append(self._scored(part, artifact, loaded, shadow))
+        return pa.concat_tables(pieces) if pieces else self.schema.empty_table()
 
     def _scored(
-        self, rows: pa.RecordBatch, artifact: Artifact, loaded: Predictor, shadow: bool
-    ) -> pa.RecordBatch:
+        self, rows: pa.Table, artifact: Artifact, loaded: Predictor, shadow: bool
+    ) -> pa.Table:
         model = self.model
         features = rows.select(list(model.inputs))
         for name, column in zip(model.inputs, features.columns, strict=True):
@@ -174,7 +173,7 @@ class Scorer:
         arrays = [*rows.columns, *outputs, *tags]
         types = [f.type for f in self.schema]
         cast = [a if a.type == t else pc.cast(a, t) for a, t in zip(arrays, types, strict=True)]
-        return pa.RecordBatch.from_arrays(cast, schema=self.schema)
+        return pa.Table.from_arrays(cast, schema=self.schema)
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:
@@ -190,7 +189,7 @@ def _numeric(kind: pa.DataType) -> bool:
     )
 
 
-def _first_failing(loaded: Predictor, features: pa.RecordBatch) -> int | None:
+def _first_failing(loaded: Predictor, features: pa.Table) -> int | None:
     """The first row the model fails on: the shortest failing prefix, by bisection (a few
     predictions, only once a batch has failed)."""
 
