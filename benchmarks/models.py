@@ -21,8 +21,9 @@ each model:
 * for the gradient boosting model, the whole scoring pipeline run on DuckDB (query,
   score, audit, publish, record).
 
-Peak memory is the growth of the process's peak resident set (VmHWM, reset before each
-measure through ``/proc/self/clear_refs``). The scores of Headwater and of
+The models' thread pools (OpenMP, BLAS) are limited to ``--threads`` (1 by default) for
+every measure alike. Peak memory is the growth of the process's peak resident set
+(VmHWM, reset before each measure through ``/proc/self/clear_refs``). The scores of Headwater and of
 ``predict_proba`` are compared: the benchmark fails if they differ.
 """
 
@@ -45,6 +46,7 @@ import joblib
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from headwater.config.project import load_project
 from headwater.process.models import ModelCatalog, ModelSettings
@@ -246,6 +248,7 @@ def report(
         print(QUICK_NOTE)
     print(f"Scoring {args.rows:,} feature rows (8 features), {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}, Python {sys.version.split()[0]}, "
+          f"{args.threads} thread(s) for the models, "
           f"best of {args.repeats} runs (the per-row loop and the pipeline: one)")  # fmt: skip
     print()
     header = f"{'model':<10} {'path':<24} {'seconds':>9} {'rows/s':>13} {'peak MB':>8}  note"
@@ -271,6 +274,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, help="feature rows (1,000,000)")
     parser.add_argument("--loop-rows", type=int, help="rows the per-row loop is timed on (2,000)")
     parser.add_argument("--repeats", type=int, help="best of how many runs of each measure (3)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="threads of the models' pools, OpenMP and BLAS (1: on a shared machine, more "
+        "measure its load rather than the code)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -278,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     args.loop_rows = min(args.loop_rows or (200 if args.quick else 2_000), args.rows)
     work = Path(tempfile.mkdtemp(prefix="hw-models-"))
     try:
-        rows, summary = bench(args, work)
+        with threadpool_limits(limits=args.threads):
+            rows, summary = bench(args, work)
     finally:
         if args.keep:
             log(f"kept {work}")
