@@ -8,12 +8,17 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 
+from headwater.config.project import load_project
+from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
 from headwater.store.duckdb import DuckDBEngine
 from tests.models.support import (
     DAYS,
+    FEATURES_SQL,
     NOW,
+    SCORES_SQL,
     USERS,
     expected,
     feature_rows,
@@ -142,3 +147,31 @@ def test_shadow_rows_score_the_same_rows_beside_the_live_ones(
     versions = {v.version: v for v in metadata.models.versions("churn")}
     assert [s.shadow for s in versions[version_of(shadow_path)].scored] == [True]
     assert versions[version_of(shadow_path)].intervals == 3
+
+
+def test_sinks_get_the_live_rows_and_shadow_rows_stay_in_the_table(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    engine, metadata = store
+    scores = SCORES_SQL.replace('model = "churn"', 'model = "churn"\nsinks = ["lake"]')
+    root = write_project(
+        tmp_path / "project",
+        model_table(shadow="models/churn-v2.onnx")
+        + '\n[sinks.lake]\ntype = "files"\nurl = "lake"\nformat = "parquet"\n',
+        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
+    )
+    live_path = save_joblib(train(seed=1), root / "models" / "churn.joblib")
+    save_onnx(train(seed=3, c=0.1), root / "models" / "churn-v2.onnx")
+    ws = workspace(root, engine, metadata)
+    ws.backfill("churn_scores", DAYS[0], NOW)
+    # Deliveries fall due by the wall clock; the workspace above runs on the test's.
+    results = Workspace(load_project(root), engine, metadata).deliver()
+    assert results
+    assert all(r.error is None for r in results)
+
+    delivered = pq.read_table(sorted((root / "lake").rglob("*.parquet")))
+    assert delivered.num_rows == USERS * len(DAYS)
+    assert set(delivered["shadow"].to_pylist()) == {False}
+    assert set(delivered["model_version"].to_pylist()) == {version_of(live_path)}
+    table = engine.query('SELECT COUNT(*) AS n FROM "churn_scores" WHERE shadow')
+    assert table["n"][0].as_py() == USERS * len(DAYS)
