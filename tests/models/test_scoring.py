@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from headwater.config.project import load_project
 from headwater.runtime.workspace import Workspace
+from headwater.serve.query import Dataset, rows_query
 from headwater.state import StateStore
 from headwater.store.duckdb import DuckDBEngine
 from tests.models.support import (
@@ -175,3 +176,21 @@ def test_sinks_get_the_live_rows_and_shadow_rows_stay_in_the_table(
     assert set(delivered["model_version"].to_pylist()) == {version_of(live_path)}
     table = engine.query('SELECT COUNT(*) AS n FROM "churn_scores" WHERE shadow')
     assert table["n"][0].as_py() == USERS * len(DAYS)
+
+
+def test_the_read_api_serves_the_live_rows_only(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    engine, metadata = store
+    root = write_project(tmp_path / "project", model_table(shadow="models/churn-v2.onnx"))
+    live_path = save_joblib(train(seed=1), root / "models" / "churn.joblib")
+    save_onnx(train(seed=3, c=0.1), root / "models" / "churn-v2.onnx")
+    workspace(root, engine, metadata).backfill("churn_scores", DAYS[0], NOW)
+    columns = engine.query('SELECT * FROM "churn_scores" LIMIT 0').schema
+    dataset = Dataset("churn_scores", ("day", "user_id"), columns, engine)
+
+    select, _, _ = rows_query(dataset, {"user_id": "u001"}, page_size=100, max_page_size=100)
+    page = engine.select(select.query.sql(engine.dialect), select.params).table
+    assert page.num_rows == len(DAYS)
+    assert set(page["shadow"].to_pylist()) == {False}
+    assert set(page["model_version"].to_pylist()) == {version_of(live_path)}
