@@ -36,3 +36,15 @@ def test_a_wrong_feature_column_is_still_found(tmp_path: Path) -> None:
     report = validate(folder, "bigquery", "duckdb")
     assert [p.pipeline for p in report.problems] == ["churn_scores"]
     assert "days_actve" in report.problems[0].message
+
+
+def test_a_model_not_declared_is_named_at_its_header_line(tmp_path: Path) -> None:
+    folder = tmp_path / "pipelines"
+    shutil.copytree(EXAMPLE / "pipelines", folder)
+    report = validate(folder, "bigquery", "duckdb", models=["churn_v2"])
+    (problem,) = report.problems
+    assert problem.pipeline == "churn_scores"
+    assert problem.message.startswith("scores with model churn, which is not a [models.churn]")
+    assert problem.line == 5
+    assert problem.hint is not None
+    assert '[models.churn] with path = "models/churn.onnx"' in problem.hint
