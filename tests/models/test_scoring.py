@@ -11,6 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from headwater.config.project import load_project
+from headwater.runtime.apply import apply
+from headwater.runtime.plan import make_plan
 from headwater.runtime.workspace import Workspace
 from headwater.serve.query import Dataset, rows_query
 from headwater.state import StateStore
@@ -78,8 +80,6 @@ def test_onnx_predictions_equal_predict_proba(
 def test_a_swapped_artifact_is_a_new_version_that_status_counts_plan_lists_and_a_rerun_rescores(
     tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
 ) -> None:
-    from headwater.runtime.plan import make_plan
-
     engine, metadata = store
     root = write_project(tmp_path / "project", model_table())
     artifact = root / "models" / "churn.joblib"
@@ -194,3 +194,30 @@ def test_the_read_api_serves_the_live_rows_only(
     assert page.num_rows == len(DAYS)
     assert set(page["shadow"].to_pylist()) == {False}
     assert set(page["model_version"].to_pylist()) == {version_of(live_path)}
+
+
+def test_apply_rescores_a_swapped_model_beside_the_live_table_and_the_registry_follows(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    engine, metadata = store
+    root = write_project(tmp_path / "project", model_table())
+    artifact = save_joblib(train(seed=1), root / "models" / "churn.joblib")
+    ws = workspace(root, engine, metadata)
+    ws.backfill("churn_scores", DAYS[0], NOW)
+    old = version_of(artifact)
+    second = train(seed=2, c=0.05)
+    save_joblib(second, artifact)
+    new = version_of(artifact)
+
+    plan = make_plan(ws, [])
+    assert [(c.name, c.breaking) for c in plan.changes] == [("churn_scores", False)]
+    apply(ws, plan, commit=None, dirty=False, applied_by="test", sleep=lambda _: None)
+
+    table = engine.query('SELECT * FROM "churn_scores"')
+    assert set(table["model_version"].to_pylist()) == {new}
+    got, want = scored(table), expected(second, feature_rows())
+    keys = sorted(want)
+    np.testing.assert_allclose([got[k] for k in keys], [want[k] for k in keys], rtol=1e-12)
+    versions = {v.version: v for v in metadata.models.versions("churn")}
+    assert versions[old].intervals == 0
+    assert [(s.pipeline, s.intervals) for s in versions[new].scored] == [("churn_scores", 3)]

@@ -150,6 +150,17 @@ class ModelRegistry:
         ]
 
 
+def move_uses(db: sa.Connection, build: str, live: str) -> None:
+    """Give a build's model uses to the live pipeline, as ``headwater apply`` swaps the build
+    in (in its transaction): the intervals the build scored are the live pipeline's now."""
+    moving = db.execute(sa.select(model_uses).where(model_uses.c.pipeline == build)).mappings()
+    rows = list(moving)
+    db.execute(model_uses.delete().where(model_uses.c.pipeline == build))
+    for row in rows:
+        key = {name: row[name] for name in ("pipeline_version", "model", "model_version")}
+        _insert_new(db, model_uses, {"pipeline": live, **key}, shadow=row["shadow"])
+
+
 def _insert_new(
     db: sa.Connection, table: sa.Table, key: dict[str, object], **values: object
 ) -> None:

@@ -91,15 +91,22 @@ class Model:
                 hint=f"rename them in the query, or the outputs in [models.{self.name}]",
             )
         features = pa.schema([columns.field(name) for name in self.inputs])
+        return pa.schema([*columns, *self.appended(features)])
+
+    def appended(self, features: pa.Schema | None = None) -> pa.Schema:
+        """The columns scoring appends: the outputs (of the types the model gives for
+        ``features``; default FLOAT64 features), then the tags."""
+        if features is None:
+            features = pa.schema([(name, pa.float64()) for name in self.inputs])
         types = predictor(self.live, self.inputs, self.outputs).output_types(features)
-        appended = [pa.field(name, kind) for name, kind in zip(self.outputs, types, strict=True)]
+        outputs = [pa.field(name, kind) for name, kind in zip(self.outputs, types, strict=True)]
         tags = [
             pa.field("model", pa.string()),
             pa.field("model_version", pa.string()),
             pa.field("shadow", pa.bool_()),
             pa.field("scored_at", SCORED_AT),
         ]
-        return pa.schema([*columns, *appended, *tags])
+        return pa.schema([*outputs, *tags])
 
     def scorer(self, columns: pa.Schema, scored_at: datetime) -> Scorer:
         """The function that scores batches of a query with ``columns``."""
