@@ -90,6 +90,10 @@ TABLES: dict[str, tuple[Table, ...]] = {
         ),
         _SUMMARY,
     ),
+    "models.py": (
+        Table("Scoring", ("model", "path", "seconds", "rows/s", "peak MB")),
+        _SUMMARY,
+    ),
     "pipelines.py": (
         Table("Wall time.", ("one new hour", "nothing new", "history")),
         Table("Targets"),

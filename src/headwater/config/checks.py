@@ -14,6 +14,8 @@ from headwater.core.errors import ConfigError
 from headwater.core.names import check_name
 from headwater.core.secrets import is_environment_reference, stored_form
 from headwater.deliver.settings import PostgresSink, Sink, WebhookSink
+from headwater.process.models.artifact import kind_of
+from headwater.process.models.settings import TAG_COLUMNS, ModelSettings
 from headwater.store.settings import EngineSettings, StoreSettings, WarehouseSettings
 
 
@@ -43,6 +45,8 @@ def check(settings: ProjectFile, path: str) -> None:
             _check_sink(sink_name, sink, path, where=f"[environments.{name}.sinks.{sink_name}]")
         _check_shared(name, environment.shared_sinks, environment.sinks, settings.sinks, path)
         _check_promotion(name, environment.promote_from, settings, path)
+    for name, model in settings.models.items():
+        _check_model(name, model, path)
     limits = settings.collector
     server = settings.server
     if (
@@ -227,3 +231,65 @@ def _check_sink(name: str, sink: Sink, path: str, *, where: str | None = None) -
             raise ConfigError(f"{where} batch_rows and timeout_seconds must be positive", path=path)
     if isinstance(sink, PostgresSink):
         _check_no_password(sink.url, f"{where} url", path)
+
+
+def _check_model(name: str, model: ModelSettings, path: str) -> None:
+    """A model names one artifact (a file Headwater loads, or ``module:function``), its
+    features and its outputs, each once."""
+    check_name("model", name, path=path)
+    where = f"[models.{name}]"
+    if (model.path is None) == (model.function is None):
+        given = "both path and function" if model.path else "neither path nor function"
+        raise ConfigError(
+            f"{where} sets {given}",
+            path=path,
+            hint=f'one of: path = "models/{name}.onnx" (or .joblib, or an fsspec URL), '
+            'function = "module:function"',
+        )
+    for key, value in (("path", model.path), ("shadow", model.shadow)):
+        if value is None:
+            continue
+        if model.function is not None:
+            module, _, attribute = value.partition(":")
+            if not module or not attribute or "/" in value:
+                raise ConfigError(
+                    f"{where} {key} = {value!r} is not module:function",
+                    path=path,
+                    hint=f'{key} of a callable model is "module:function" too, e.g. '
+                    '"churn_rules_v2:score"',
+                )
+        elif kind_of(value) is None:
+            raise ConfigError(
+                f"{where} {key} = {value!r} is not a file Headwater can load",
+                path=path,
+                hint="an .onnx file (preferred), or .joblib (.pkl) for a scikit-learn estimator",
+            )
+    if model.function is not None:
+        _check_model_function(where, model.function, path)
+    for key, names in (("inputs", model.inputs), ("outputs", model.outputs)):
+        if not names:
+            raise ConfigError(f"{where} {key} is empty", path=path, hint=f"name the model's {key}")
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ConfigError(f"{where} {key} names {', '.join(twice)} twice", path=path)
+    clash = [n for n in model.outputs if n in TAG_COLUMNS or n in model.inputs]
+    if clash:
+        raise ConfigError(
+            f"{where} outputs names {', '.join(clash)}, a column scoring keeps already",
+            path=path,
+            hint=f"scored rows keep the inputs and add {', '.join(TAG_COLUMNS)}: rename the output",
+        )
+    if model.batch_rows is not None and model.batch_rows < 1:
+        raise ConfigError(f"{where} batch_rows must be a positive number", path=path)
+
+
+def _check_model_function(where: str, function: str, path: str) -> None:
+    module, _, attribute = function.partition(":")
+    if not (
+        module and attribute.isidentifier() and all(p.isidentifier() for p in module.split("."))
+    ):
+        raise ConfigError(
+            f"{where} function = {function!r} is not module:function",
+            path=path,
+            hint='e.g. function = "churn_rules:score" for models/churn_rules.py',
+        )

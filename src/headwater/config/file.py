@@ -16,6 +16,7 @@ import msgspec
 from headwater.collect.settings import CollectorSettings, SourceSettings
 from headwater.config.server import ServerSettings
 from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink, Sink, WebhookSink
+from headwater.process.models.settings import ModelSettings
 from headwater.process.settings import PipelinesSettings
 from headwater.serve.settings import ApiSettings, ConsumerSettings
 from headwater.store.settings import StoreSettings, WarehouseSettings
@@ -91,6 +92,7 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     environments: dict[str, EnvironmentSettings] = msgspec.field(default_factory=dict)
+    models: dict[str, ModelSettings] = msgspec.field(default_factory=dict)
 
 
 TABLES: dict[str, type[msgspec.Struct]] = {
@@ -106,6 +108,7 @@ TABLES: dict[str, type[msgspec.Struct]] = {
     "sources": SourceSettings,
     "delivery": DeliverySettings,
     "environments": EnvironmentSettings,
+    "models": ModelSettings,
 }
 SINKS: dict[str, type[msgspec.Struct]] = {
     "files": FilesSink,

@@ -22,7 +22,7 @@ def span(output: Output, interval: Interval) -> Interval | None:
 
 def interval_rows(engine: Engine, output: Output, interval: Interval) -> pa.Table:
     """``output``'s rows of ``interval`` (all of them for a full output), ordered by the key,
-    else by every column."""
+    else by every column; of a scored output, the live model version's rows only."""
     name = exp.table_(output.name, quoted=True)
     dialect = engine.dialect
     shape = engine.select(exp.select("*").from_(name).limit(0).sql(dialect), {})
@@ -33,6 +33,10 @@ def interval_rows(engine: Engine, output: Output, interval: Interval) -> pa.Tabl
         .from_(name)
         .order_by(*[exp.Ordered(this=exp.column(c, quoted=True), nulls_first=True) for c in order])
     )
+    if {"model_version", "shadow"} <= set(columns):
+        # A scored output's shadow rows (a model version scored beside the live one) are
+        # for comparing in SQL; the services a sink feeds get the live version's only.
+        query = query.where(exp.Not(this=exp.column("shadow", quoted=True)))
     params: dict[str, object] = {}
     bounds = span(output, interval)
     if bounds is not None and output.time_column is not None:

@@ -85,6 +85,11 @@ def specs(graph: Graph, dialect: str) -> dict[str, Spec]:
         if pipeline.query is not None:
             _, output = column_checks.check(pipeline.query, schema, dialect)
             text = pipeline.query.expression.sql(dialect=dialect)
+            if pipeline.header.model is not None and output is not None:
+                # A model appends its outputs and tags to the query's columns.
+                model = pipeline.models.get(pipeline.header.model)
+                appended = column_checks.sql_types(model.appended()) if model else None
+                output = {**output, **appended} if appended is not None else None
         elif pipeline.function is not None and pipeline.function.schema is not None:
             output = column_checks.sql_types(pipeline.function.schema)
         if output is not None:

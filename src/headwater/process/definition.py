@@ -21,6 +21,7 @@ from headwater.core.types import Interval, Output
 from headwater.process import ranges, sql
 from headwater.process.errors import PipelineError
 from headwater.process.header import split_header
+from headwater.process.models import Model, ModelCatalog, ModelError
 from headwater.process.python import PythonPipeline
 from headwater.process.schedule import check_schedule
 from headwater.process.settings import AUDIT_KEYS, PipelineHeader
@@ -45,6 +46,9 @@ class Pipeline:
     #: Inputs read from another table: ``headwater apply`` builds a pipeline's next version
     #: beside the live one, reading its inputs' next versions (see :meth:`beside`).
     tables: Mapping[str, str] = field(default_factory=dict)
+    #: The models it scores with, resolved to their artifacts when it loaded: their
+    #: versions are part of :attr:`version`.
+    models: Mapping[str, Model] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
@@ -90,9 +94,19 @@ class Pipeline:
         return parse_utc(self.header.start)
 
 
-def load_file(path: Path, dialect: str, engine_dialect: str | None = None) -> Pipeline:
+def load_file(
+    path: Path,
+    dialect: str,
+    engine_dialect: str | None = None,
+    *,
+    models: ModelCatalog | None = None,
+) -> Pipeline:
     """Load one pipeline file; with ``engine_dialect``, a SQL pipeline is also compiled
-    for that engine, so one the engine cannot answer as written is refused here."""
+    for that engine, so one the engine cannot answer as written is refused here.
+
+    With ``models`` (``[models]`` of ``headwater.toml``), the models the pipeline scores
+    with are resolved to their artifacts, whose versions become part of its version;
+    without, their names only (``headwater validate``, which reads no artifact)."""
     name = path.stem
     if path.suffix == ".sql":
         text = path.read_text(encoding="utf-8")
@@ -100,28 +114,73 @@ def load_file(path: Path, dialect: str, engine_dialect: str | None = None) -> Pi
         query = sql.parse(body, dialect, str(path))
         if engine_dialect is not None and engine_dialect != dialect:
             sql.render(query, engine_dialect)
+        used = _models(path, [header.model] if header.model else [], models, text)
         pipeline = Pipeline(
             name=name,
             path=path,
             header=header,
             inputs=query.references,
-            version=sql.version(header_fingerprint(header) + sql.render(query, dialect)),
+            version=sql.version(
+                header_fingerprint(header) + sql.render(query, dialect) + _fingerprint(used)
+            ),
             query=query,
+            models=used,
         )
     elif path.suffix == ".py":
         function = _load_python(path)
+        if function.header.model is not None:
+            raise PipelineError(
+                "model = ... is a SQL pipeline's header key",
+                path=str(path),
+                hint="a Python pipeline names its models, "
+                f'@pipeline(models=["{function.header.model}"]), and scores with '
+                "ctx.score(query, name)",
+            )
+        used = _models(path, list(function.models), models, None)
         pipeline = Pipeline(
             name=name,
             path=path,
             header=function.header,
             inputs=frozenset(function.inputs),
-            version=sql.version(header_fingerprint(function.header) + path.read_text("utf-8")),
+            version=sql.version(
+                header_fingerprint(function.header) + path.read_text("utf-8") + _fingerprint(used)
+            ),
             function=function,
+            models=used,
         )
     else:
         raise PipelineError("pipelines are .sql or .py files", path=str(path))
     _check(pipeline)
     return dataclasses.replace(pipeline, reads=_reads(pipeline))
+
+
+def _models(
+    path: Path, names: list[str], catalog: ModelCatalog | None, text: str | None
+) -> dict[str, Model]:
+    """The models ``names`` resolved in ``catalog``; an undeclared model, or one whose
+    artifact does not load, is an error of the pipeline naming the model."""
+    if catalog is None:
+        return {}
+    found = {}
+    for name in names:
+        try:
+            found[name] = catalog.get(name)
+        except ModelError as exc:
+            raise exc.at(path=str(path), line=_line_of_model(text, name)) from None
+    return found
+
+
+def _line_of_model(text: str | None, name: str) -> int | None:
+    """The header line of a SQL pipeline that names the model."""
+    for number, line in enumerate((text or "").splitlines(), start=1):
+        if line.strip().startswith("model") and name in line:
+            return number
+    return None
+
+
+def _fingerprint(models: Mapping[str, Model]) -> str:
+    # Nothing for a pipeline without models, so their versions stay what they were.
+    return "".join(f"\nmodel {m.fingerprint}" for _, m in sorted(models.items()))
 
 
 def _reads(pipeline: Pipeline) -> dict[str, ranges.Reads]:

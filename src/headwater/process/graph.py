@@ -10,6 +10,7 @@ from pathlib import Path
 
 from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import GraphError, PipelineError
+from headwater.process.models import ModelCatalog
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +101,18 @@ def load_graph(
     *,
     check: Check | None = None,
     previous: Graph | None = None,
+    models: ModelCatalog | None = None,
 ) -> Graph:
     """Load every pipeline in ``folder`` and check their references; a file that fails
-    is set apart with its error (and so is every pipeline that reads it)."""
+    is set apart with its error (and so is every pipeline that reads it). ``models``
+    resolves the models pipelines score with (a model that does not load sets its
+    pipelines apart)."""
     pipelines: dict[str, Pipeline] = {}
     failed: dict[str, tuple[Path, PipelineError]] = {}
     for path in pipeline_files(folder):
         name = path.stem
         try:
-            pipeline = load_file(path, dialect, engine_dialect)
+            pipeline = load_file(path, dialect, engine_dialect, models=models)
             if check is not None:
                 check(pipeline)
         except (PipelineError, OSError) as exc:
@@ -143,7 +147,7 @@ def _twice(
 
 class GraphLoader:
     """A folder's graph, parsed again only when a file changed, or ``version`` did (the
-    project's settings, which ``check`` may read)."""
+    project's settings, which ``check`` may read), or a model's artifact did."""
 
     def __init__(self, *, log_broken: bool = True) -> None:
         """``log_broken``: log a pipeline that does not load, once per change of its error
@@ -159,11 +163,16 @@ class GraphLoader:
         *,
         version: object = None,
         check: Check | None = None,
+        models: ModelCatalog | None = None,
     ) -> Graph:
-        stamp = (folder, dialect, engine_dialect, version, _stamps(pipeline_files(folder)))
+        files = _stamps(pipeline_files(folder))
+        artifacts = models.stamp() if models is not None else None
+        stamp = (folder, dialect, engine_dialect, version, files, artifacts)
         if self._cached is None or self._cached[0] != stamp:
             previous = self._cached[1] if self._cached is not None else None
-            graph = load_graph(folder, dialect, engine_dialect, check=check, previous=previous)
+            graph = load_graph(
+                folder, dialect, engine_dialect, check=check, previous=previous, models=models
+            )
             for name, broken in graph.broken.items() if self._log_broken else ():
                 was = previous.broken.get(name) if previous is not None else None
                 if was is None or str(was.error) != str(broken.error):

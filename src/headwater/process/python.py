@@ -21,7 +21,7 @@ on Spark runs the function on the executors instead of bringing the rows here.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +31,7 @@ import pyarrow as pa
 
 from headwater.core.clock import utc_now
 from headwater.process.errors import PipelineError
+from headwater.process.models import Model
 from headwater.process.settings import PipelineHeader
 
 
@@ -78,7 +79,10 @@ class Context:
 
     run_at: datetime = field(default_factory=utc_now)
     """When this attempt started (UTC, the wall clock): differs each time the interval runs
-    again, so it belongs in logs, not in the output."""
+    again, so it belongs in logs, not in the output (but for ``scored_at``)."""
+
+    models: Mapping[str, Model] = field(default_factory=dict, repr=False)
+    """The models named in ``@pipeline(models=[...])``, at the versions this run scores with."""
 
     def sql(self, query: str) -> pa.Table:
         """Run ``query`` on the engine and return its rows.
@@ -109,6 +113,33 @@ class Context:
         """
         return self.reader.map_batches(query, fn, schema)
 
+    def model(self, name: str) -> Model:
+        """The model ``name`` (``[models.NAME]`` of ``headwater.toml``, named in
+        ``@pipeline(models=[...])``): ``.version`` is the hash of its artifact, and
+        ``.score(table, ctx.run_at)`` appends its outputs and tags to a table's rows."""
+        found = self.models.get(name)
+        if found is None:
+            raise PipelineError(
+                f"uses model {name!r} without naming it in models",
+                pipeline=self.pipeline,
+                hint=f'add it to @pipeline(models=["{name}"]), so its version is the '
+                "pipeline's too",
+            )
+        return found
+
+    def score(self, query: str, model: str) -> pa.Table:
+        """The rows of ``query`` (as :meth:`sql` takes it) scored by ``model``: the
+        query's columns, the model's outputs, then ``model``, ``model_version``,
+        ``shadow`` and ``scored_at``; a shadow version's rows follow the live ones.
+
+        Scored in Arrow batches through :meth:`map_batches`: on Spark, on the executors."""
+        found = self.model(model)
+        # The pipeline's own query, wrapped whole: no value is pasted into it.
+        probe = f"SELECT * FROM ({query}) AS _hw_features LIMIT 0"  # noqa: S608
+        columns = self.reader.sql(probe).schema
+        scorer = found.scorer(columns, self.run_at)
+        return self.reader.map_batches(query, scorer, scorer.schema)
+
 
 @dataclass(frozen=True)
 class PythonPipeline:
@@ -121,13 +152,19 @@ class PythonPipeline:
     """The output's columns, when declared: a run's table is cast to them (a column
     missing or extra fails the run), and ``headwater validate`` checks the pipelines that
     read this one against them."""
+    models: tuple[str, ...] = ()
+    """The models it scores with (``[models.NAME]``): their versions are part of its own."""
 
     def __call__(self, ctx: Context) -> pa.Table:
         return self.function(ctx)
 
 
 def pipeline(
-    *, inputs: Sequence[str] = ("events",), schema: pa.Schema | None = None, **header: Any
+    *,
+    inputs: Sequence[str] = ("events",),
+    schema: pa.Schema | None = None,
+    models: Sequence[str] = (),
+    **header: Any,
 ) -> Callable[[Callable[[Context], pa.Table]], PythonPipeline]:
     """Make a function a pipeline: it takes a :class:`Context` and returns a
     ``pyarrow.Table``. The pipeline's name is the file's name.
@@ -179,7 +216,7 @@ def pipeline(
     parsed = from_mapping(dict(header), path="<decorator>")
 
     def wrap(function: Callable[[Context], pa.Table]) -> PythonPipeline:
-        return PythonPipeline(function, parsed, tuple(inputs), schema)
+        return PythonPipeline(function, parsed, tuple(inputs), schema, tuple(models))
 
     return wrap
 

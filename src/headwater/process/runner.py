@@ -35,6 +35,7 @@ from headwater.process.audits import check_staged, run_audits
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
+from headwater.process.models.query import score_query, seen
 from headwater.process.python import Context
 from headwater.state import StateStore
 from headwater.state.errors import LeaseLost
@@ -276,10 +277,14 @@ class Runner:
 
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
+        if pipeline.models:  # the registry: which model versions this version scores with
+            self.state.models.used(pipeline.name, pipeline.version, seen(pipeline.models.values()))
         if pipeline.query is not None:
             rendered = _rendered(pipeline, self.engine.dialect)
             used = {name: params[name] for name in pipeline.query.parameters}
             try:
+                if pipeline.header.model is not None:
+                    return score_query(self.engine, rendered, used, pipeline), None
                 selected = self.engine.select(rendered, used)
             except QueryError as exc:
                 raise self._sql_error(pipeline, exc) from None
@@ -287,7 +292,10 @@ class Runner:
         assert pipeline.function is not None
         reader = _Reader(self, pipeline, interval)
         try:
-            result = pipeline.function(Context(pipeline.name, interval.start, interval.end, reader))
+            context = Context(
+                pipeline.name, interval.start, interval.end, reader, models=pipeline.models
+            )
+            result = pipeline.function(context)
         except TransientError:
             raise  # retried, as the error's type says
         except Exception as exc:  # the author's code may raise anything: terminal

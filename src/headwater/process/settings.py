@@ -81,6 +81,12 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     not show it (a Python pipeline, or bounds the SQL computes): ``{ daily = ["-6d", "0d"] }``
     reads ``[start - 6 days, end)`` of ``daily``. Derived from the SQL otherwise."""
 
+    model: str | None = None
+    """SQL pipelines: score the query's rows with ``[models.NAME]`` of ``headwater.toml``.
+    The SELECT gives the features (and whatever else the output keeps, such as keys); the
+    model's outputs and ``model``, ``model_version``, ``shadow``, ``scored_at`` are
+    appended."""
+
     description: str = ""
     """Shown by ``headwater pipelines``."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -73,10 +73,12 @@ def validate(
     dialect: str,
     engine_dialect: str,
     sinks: Mapping[str, bool] | None = None,
+    models: Collection[str] | None = None,
 ) -> Report:
     """Check every pipeline file in ``folder``, written in ``dialect``, for an engine that
     runs ``engine_dialect``. ``sinks`` are the declared sinks, each with whether it
-    upserts by the pipeline's key (a PostgreSQL table). Nothing is run or opened."""
+    upserts by the pipeline's key (a PostgreSQL table); ``models`` the declared models
+    (``None``: not checked). Nothing is run or opened, no model file read."""
     files = pipeline_files(folder)
     report = Report(files=len(files))
     add = report.problems.append
@@ -110,6 +112,8 @@ def validate(
     for pipeline in loaded.values():
         report.problems.extend(_unknown_inputs(pipeline, present))
         report.problems.extend(_sink_problems(pipeline, sinks or {}))
+        if models is not None:
+            report.problems.extend(_model_problems(pipeline, models))
     order, cycles = _order(loaded)
     for cycle in cycles:
         first = loaded[cycle[0]]
@@ -132,6 +136,10 @@ def validate(
             findings, output = columns.check(pipeline.query, schema, dialect)
             for f in findings:
                 add(Problem(str(pipeline.path), f.line, f.column, f.message, f.hint, name))
+            if pipeline.header.model is not None:
+                # A model appends its outputs, named in headwater.toml, which this does not
+                # read: the output's columns are unknown, like an undeclared Python one's.
+                output = None
         elif pipeline.function is not None and pipeline.function.schema is not None:
             output = columns.sql_types(pipeline.function.schema)
         if output is not None:
@@ -223,6 +231,23 @@ def _reference(pipeline: Pipeline, name: str) -> tuple[int, int]:
         if table.name == name:
             return columns.place(table.this, pipeline.query.source)
     return 1, 1
+
+
+def _model_problems(pipeline: Pipeline, models: Collection[str]) -> Iterable[Problem]:
+    """The models a pipeline scores with are declared in headwater.toml."""
+    used = [pipeline.header.model] if pipeline.header.model else []
+    if pipeline.function is not None:
+        used = list(pipeline.function.models)
+    for name in used:
+        if name not in models:
+            known = ", ".join(sorted(models)) or "none yet"
+            yield _at(
+                pipeline,
+                f"scores with model {name}, which is not a [models.{name}] table in "
+                f"headwater.toml (declared: {known})",
+                f'add [models.{name}] with path = "models/{name}.onnx", inputs and outputs',
+                "model",
+            )
 
 
 def _sink_problems(pipeline: Pipeline, sinks: Mapping[str, bool]) -> Iterable[Problem]:

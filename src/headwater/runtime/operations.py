@@ -290,6 +290,22 @@ def _applies(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object
     }
 
 
+def _models(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """Each declared model's versions on disk now (or why it does not load), and every
+    version the registry has seen, with the intervals it scored."""
+    catalog = workspace.models()
+    declared: dict[str, dict[str, object]] = {}
+    for name in catalog.names():
+        try:
+            model = catalog.get(name)
+        except HeadwaterError as exc:
+            declared[name] = {"live": None, "shadow": None, "error": str(exc), "hint": exc.hint}
+            continue
+        shadow = model.shadow.version if model.shadow is not None else None
+        declared[name] = {"live": model.version, "shadow": shadow, "error": None, "hint": None}
+    return {"declared": declared, "versions": workspace.state.models.versions()}
+
+
 def _plan(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
     from headwater.runtime.plan import make_plan
     from headwater.state.database import MetadataDatabase
@@ -333,6 +349,7 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("import", Import, _import, progress=True),
         Operation("plan", NoArgs, _plan),
         Operation("applies", NoArgs, _applies),
+        Operation("models", NoArgs, _models),
         Operation("apply", ApplyArgs, _apply, progress=True),
     )
 }

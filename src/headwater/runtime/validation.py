@@ -23,5 +23,9 @@ def validate_project(project: Project) -> Report:
         for name, declared in project.sink_declarations().items()
     }
     return validate(
-        project.pipelines_dir, settings.project.dialect, project.pipelines_store.engine, sinks
+        project.pipelines_dir,
+        settings.project.dialect,
+        project.pipelines_store.engine,
+        sinks,
+        models=settings.models,
     )

@@ -31,6 +31,7 @@ from headwater.process import render, status
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph, GraphLoader
+from headwater.process.models import ModelCatalog
 from headwater.process.runner import RunResult
 from headwater.process.service import PipelineService, ProgressFn
 from headwater.process.status import PipelineStatus
@@ -160,6 +161,7 @@ class Workspace:
         # loader: sharing one, each would set the other's cache aside and parse every file
         # again.
         self._named_sinks = GraphLoader(log_broken=False)
+        self._models: tuple[Project, ModelCatalog] | None = None
         #: The loaded graph and project, and that graph with this environment's sinks only.
         self._here: tuple[Graph, Project, Graph] | None = None
         self.pipelines = PipelineService(
@@ -220,6 +222,7 @@ class Workspace:
             self.engine.dialect,
             version=project,
             check=lambda pipeline: check_sinks(pipeline, project),
+            models=self.models(),
         )
         if self._here is None or self._here[0] is not graph or self._here[1] is not project:
             self._here = (graph, project, sinks_here(graph, project))
@@ -235,9 +238,17 @@ class Workspace:
             project.settings.project.dialect,
             version=project,
             check=lambda graph: check_sinks(graph, project),
+            models=self.models(),
         )
         found = {p.name: [s for s in p.header.sinks if s in elsewhere] for p in graph}
         return {name: sinks for name, sinks in found.items() if sinks}
+
+    def models(self) -> ModelCatalog:
+        """``[models]`` of ``headwater.toml`` as it says now."""
+        project = self.project
+        if self._models is None or self._models[0] is not project:
+            self._models = (project, ModelCatalog(project.settings.models, project.root))
+        return self._models[1]
 
     def outputs(self) -> Mapping[str, Output]:
         """Every readable output, including the last good one of a file broken since."""

@@ -33,6 +33,7 @@ from headwater.serve.query import (
     encode_cursor,
     parse_value,
     rows_query,
+    served,
 )
 from headwater.serve.settings import ApiSettings
 from headwater.store.errors import QueryError
@@ -158,8 +159,8 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
         column = dataset.key[0]
         value = parse_value(dataset, column, key)
         reader = dataset.reader
-        table = reader.select(_lookup_sql(dataset.relation(), column, reader.dialect),
-                              {"p0": value}).table  # fmt: skip
+        text = _lookup_sql(dataset.relation(), dataset.scored, column, reader.dialect)
+        table = reader.select(text, {"p0": value}).table
         if table.num_rows == 0:
             raise ApiError(404, "no_such_row", f"{name} has no row with {column} = {key!r}")
         if format == "json":
@@ -239,9 +240,9 @@ class _Authenticate:
 
 
 @functools.lru_cache(maxsize=1024)
-def _lookup_sql(relation: exp.Table, column: str, dialect: str) -> str:
+def _lookup_sql(relation: exp.Table, scored: bool, column: str, dialect: str) -> str:
     """A row by its key, ``$p0``: built once per dataset, column and dialect."""
-    select = Select(exp.select("*").from_(relation))
+    select = Select(served(relation, scored=scored))
     value = select.bind(None)
     query = select.query.where(exp.EQ(this=exp.column(column, quoted=True), expression=value))
     return query.limit(1).sql(dialect)

@@ -61,6 +61,17 @@ class Dataset:
         *db, name = self.table
         return exp.table_(name, db=db[0] if db else None, quoted=True)
 
+    @property
+    def scored(self) -> bool:
+        """Whether it is a scored table, with shadow rows the API does not serve."""
+        return {"model_version", "shadow"} <= set(self.schema.names)
+
+    def served(self) -> exp.Select:
+        """``SELECT *`` of the rows the API serves: a scored table's shadow rows (a model
+        version scored beside the live one, ``shadow`` true) are for comparing in SQL, not
+        for the product."""
+        return served(self.relation(), scored=self.scored)
+
     def column_type(self, column: str) -> pa.DataType:
         if column not in self.schema.names:
             raise ApiError(
@@ -69,6 +80,15 @@ class Dataset:
                 f"{self.name} has no column {column!r}; columns: {', '.join(self.schema.names)}",
             )
         return self.schema.field(column).type
+
+
+def served(relation: exp.Table, *, scored: bool) -> exp.Select:
+    """``SELECT *`` of ``relation``'s rows the API serves (a scored table: not its shadow
+    rows)."""
+    query = exp.select("*").from_(relation)
+    if scored:
+        query = query.where(exp.Not(this=exp.column("shadow", quoted=True)))
+    return query
 
 
 @dataclass
@@ -118,7 +138,7 @@ def rows_query(
     dataset: Dataset, args: Mapping[str, str], *, page_size: int, max_page_size: int
 ) -> tuple[Select, list[tuple[str, bool]], int]:
     """The page's SELECT (one row more than the page), its ordering, and the page size."""
-    select = Select(exp.select("*").from_(dataset.relation()))
+    select = Select(dataset.served())
     for name, text in args.items():
         if name in RESERVED:
             continue

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from headwater.core.clock import utc_now
 from headwater.core.types import Interval
 from headwater.state import deliveries
+from headwater.state.models import move_uses
 from headwater.state.tables import (
     applied,
     applies,
@@ -252,6 +253,7 @@ class ApplyLog:
                     )
                 db.execute(runs.update().where(runs.c.pipeline == build).values(pipeline=live))
                 _move_versions(db, build, live)
+                move_uses(db, build, live)
                 mark = db.execute(
                     sa.select(watermarks.c.arrival_mark).where(watermarks.c.pipeline == build)
                 ).scalar()

@@ -19,17 +19,18 @@ from headwater.core.errors import TerminalError
 from headwater.state.applies import ApplyLog
 from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
+from headwater.state.models import ModelRegistry
 from headwater.state.offload import OffloadLog
 from headwater.state.runs import RunLog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 
 
 class StateStore:
     """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
-    ``deliveries``, ``offloads`` and ``applies``, over one SQLAlchemy engine."""
+    ``deliveries``, ``offloads``, ``applies`` and ``models``, over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -38,6 +39,7 @@ class StateStore:
         self.deliveries = DeliveryLog(engine)
         self.offloads = OffloadLog(engine)
         self.applies = ApplyLog(engine)
+        self.models = ModelRegistry(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:

@@ -191,6 +191,31 @@ applied = Table(
     Column("apply_id", Integer, nullable=False),
 )
 
+#: Every version of every model seen: the hash of its bytes, their size, where they came
+#: from, and when a run first scored with it.
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model", String(200), primary_key=True),
+    Column("version", String(32), primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("first_used", UTCDateTime(), nullable=False),
+)
+
+#: Which model versions each pipeline version scores with (``shadow``: 1 for the shadow):
+#: the intervals a model version scored are the intervals made by those pipeline versions.
+model_uses = Table(
+    "model_uses",
+    metadata,
+    Column("pipeline", String(200), primary_key=True),
+    Column("pipeline_version", String(32), primary_key=True),
+    Column("model", String(200), primary_key=True),
+    Column("model_version", String(32), primary_key=True),
+    Column("shadow", Integer, nullable=False),
+)
+
 
 def record(cls: type[T], row: RowMapping, **values: Any) -> T:
     """A dataclass ``cls`` from a row: each field from the column of its name, except those

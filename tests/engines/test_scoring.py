@@ -1,0 +1,126 @@
+"""Scoring pipelines in the conformance suite: the same features scored by the same model
+(a SQL pipeline with ``model = "churn"`` and a Python one with ``ctx.score``, a live
+joblib version and a shadow ONNX one) give the same predictions on every engine, equal to
+scikit-learn's ``predict_proba`` on the same rows. On Spark the scoring runs on the
+executors, through ``mapInArrow``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from headwater.state import StateStore
+from tests.engines.conftest import ENGINE_NAMES, REFERENCE, open_engine
+from tests.models.support import (
+    DAYS,
+    FEATURES_SQL,
+    NOW,
+    SCORES_SQL,
+    USERS,
+    expected,
+    feature_rows,
+    ingest,
+    model_table,
+    save_joblib,
+    save_onnx,
+    scored,
+    train,
+    workspace,
+    write_project,
+)
+
+SCORES_PY = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@daily", kind="incremental", time_column="day", inputs=["features"],
+          models=["churn"], key=["day", "user_id", "model_version"])
+def churn_scores_py(ctx: Context) -> pa.Table:
+    assert ctx.model("churn").version
+    return ctx.score("SELECT day, user_id, f1, f2, f3, f4 FROM features "
+                     "WHERE day >= @start AND day < @end", "churn")
+"""
+
+Scores = dict[tuple[str, datetime], float]
+
+
+@dataclass
+class Outcome:
+    sql: pa.Table
+    python: pa.Table
+
+
+@pytest.fixture(scope="module")
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    folder = tmp_path_factory.mktemp("scoring")
+    root = write_project(
+        folder / "project",
+        model_table(shadow="models/churn-v2.onnx"),
+        {"features.sql": FEATURES_SQL, "churn_scores.sql": SCORES_SQL,
+         "churn_scores_py.py": SCORES_PY},
+    )  # fmt: skip
+    save_joblib(train(seed=1), root / "models" / "churn.joblib")
+    save_onnx(train(seed=3, c=0.1), root / "models" / "churn-v2.onnx")
+    found = {}
+    for name in ENGINE_NAMES:
+        engine = open_engine(name, request, folder / name)
+        metadata = StateStore.in_folder(folder / name / "metadata")
+        try:
+            ingest(engine, feature_rows())
+            ws = workspace(root, engine, metadata)
+            ws.backfill("churn_scores", DAYS[0], NOW)
+            ws.backfill("churn_scores_py", DAYS[0], NOW)
+            found[name] = Outcome(
+                engine.query('SELECT * FROM "churn_scores"'),
+                engine.query('SELECT * FROM "churn_scores_py"'),
+            )
+        finally:
+            metadata.close()
+            engine.close()
+    return found
+
+
+def _sorted(scores: Scores) -> list[float]:
+    return [scores[k] for k in sorted(scores)]
+
+
+@pytest.mark.parametrize("engine_name", ENGINE_NAMES)
+@pytest.mark.parametrize("language", ["sql", "python"])
+def test_live_predictions_equal_predict_proba(
+    outcomes: dict[str, Outcome], engine_name: str, language: str
+) -> None:
+    table = getattr(outcomes[engine_name], language)
+    assert table.num_rows == 2 * USERS * len(DAYS)
+    want = expected(train(seed=1), feature_rows())
+    got = scored(table)
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose(_sorted(got), _sorted(want), rtol=1e-12)
+    shadow = scored(table, shadow=True)
+    want_shadow = expected(train(seed=3, c=0.1), feature_rows())
+    np.testing.assert_allclose(_sorted(shadow), _sorted(want_shadow), atol=1e-5)
+
+
+@pytest.mark.parametrize("engine_name", [n for n in ENGINE_NAMES if n != REFERENCE])
+@pytest.mark.parametrize("language", ["sql", "python"])
+def test_every_engine_scores_as_the_reference(
+    outcomes: dict[str, Outcome], engine_name: str, language: str
+) -> None:
+    def rows(table: pa.Table) -> set[tuple[object, ...]]:
+        return {
+            (r["user_id"], r["day"].timestamp(), round(r["churn_probability"], 12),
+             r["model"], r["model_version"], r["shadow"])
+            for r in table.to_pylist()
+        }  # fmt: skip
+
+    reference = getattr(outcomes[REFERENCE], language)
+    other = getattr(outcomes[engine_name], language)
+    assert rows(other) == rows(reference)
+    assert other.schema.names == reference.schema.names

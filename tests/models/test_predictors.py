@@ -1,0 +1,107 @@
+"""Each kind of model through the scoring path, without a store: regressors, classifiers
+without probabilities, multi-class probabilities, callables; and loading once per version."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from sklearn.linear_model import LinearRegression, LogisticRegression
+from sklearn.svm import LinearSVC
+
+from headwater.process.models import ModelCatalog, ModelError, ModelSettings
+from headwater.process.models.predictors import predictor
+from tests.models.support import FEATURES, save_joblib, training_data
+
+AT = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+def _catalog(root: Path, outputs: list[str], **values: str) -> ModelCatalog:
+    settings = ModelSettings(inputs=list(FEATURES), outputs=outputs, **values)  # type: ignore[arg-type]
+    return ModelCatalog({"m": settings}, root)
+
+
+def _rows(count: int = 300) -> tuple[np.ndarray, pa.Table]:
+    x, _ = training_data(9, count)
+    table = pa.table({"id": pa.array(range(count), pa.int32())})
+    for index, name in enumerate(FEATURES):
+        table = table.append_column(name, pa.array(x[:, index]))
+    return x, table
+
+
+def test_a_regressor_gives_its_predictions(tmp_path: Path) -> None:
+    x, y = training_data(1)
+    model = LinearRegression().fit(x, y * 3.5)
+    save_joblib(model, tmp_path / "m.joblib")
+    rows, table = _rows()
+    scored = _catalog(tmp_path, ["value"], path="m.joblib").get("m").score(table, AT)
+    np.testing.assert_allclose(scored["value"].to_numpy(), model.predict(rows), rtol=1e-12)
+    assert scored["id"].to_pylist() == list(range(300))
+    assert scored.schema.field("id").type == pa.int32()
+
+
+def test_a_classifier_without_probabilities_gives_its_labels(tmp_path: Path) -> None:
+    x, y = training_data(1)
+    labels = np.where(y == 1, "churns", "stays")
+    model = LinearSVC().fit(x, labels)
+    save_joblib(model, tmp_path / "m.joblib")
+    rows, table = _rows()
+    scored = _catalog(tmp_path, ["label"], path="m.joblib").get("m").score(table, AT)
+    assert scored.schema.field("label").type == pa.string()
+    assert scored["label"].to_pylist() == model.predict(rows).tolist()
+
+
+def test_a_multiclass_model_gives_one_probability_per_output(tmp_path: Path) -> None:
+    x, _ = training_data(1)
+    classes = np.digitize(x[:, 0], [-0.5, 0.5])
+    model = LogisticRegression().fit(x, classes)
+    save_joblib(model, tmp_path / "m.joblib")
+    rows, table = _rows()
+    names = ["low", "middle", "high"]
+    scored = _catalog(tmp_path, names, path="m.joblib").get("m").score(table, AT)
+    want = model.predict_proba(rows)
+    for index, name in enumerate(names):
+        np.testing.assert_allclose(scored[name].to_numpy(), want[:, index], rtol=1e-12)
+    with pytest.raises(ModelError, match="gives 3 columns and outputs names 2"):
+        _catalog(tmp_path, ["low", "high"], path="m.joblib").get("m")
+
+
+def test_a_callable_gives_its_columns_of_their_types(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "rules.py").write_text(
+        "import pyarrow as pa\nimport pyarrow.compute as pc\n\n\n"
+        "def score(batch):\n"
+        "    risky = pc.greater(batch['f1'], 0)\n"
+        "    points = pc.cast(pc.floor(batch['f2']), pa.int64())\n"
+        "    return pa.table({'risky': risky, 'points': points})\n",
+        "utf-8",
+    )
+    rows, table = _rows()
+    model = _catalog(tmp_path, ["risky", "points"], function="rules:score").get("m")
+    scored = model.score(table, AT)
+    assert scored.schema.field("risky").type == pa.bool_()
+    assert scored.schema.field("points").type == pa.int64()
+    assert scored["risky"].to_pylist() == (rows[:, 0] > 0).tolist()
+    assert model.live.source.startswith("rules:score (")
+
+
+def test_a_version_loads_once_and_a_new_file_is_a_new_version(tmp_path: Path) -> None:
+    x, y = training_data(1)
+    path = save_joblib(LogisticRegression().fit(x, y), tmp_path / "m.joblib")
+    catalog = _catalog(tmp_path, ["p"], path="m.joblib")
+    first = catalog.get("m")
+    again = catalog.get("m")
+    assert again.version == first.version
+    inputs, outputs = first.inputs, first.outputs
+    assert predictor(first.live, inputs, outputs) is predictor(again.live, inputs, outputs)
+
+    save_joblib(LogisticRegression(C=0.01).fit(x, y), path)
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    changed = catalog.get("m")
+    assert changed.version != first.version
+    assert predictor(changed.live, inputs, outputs) is not predictor(first.live, inputs, outputs)
