@@ -805,7 +805,7 @@ def _rules(store_source: str) -> list[Rule]:
         ("JSON encode (properties/context/answer)", "core/jsonio.py", None, None),
         ("batch split (decode_batch)", "collect/validate.py", frozenset({"decode_batch"}), None),
         ("validation (msgspec decode + rules)", "collect/validate.py", None, None),
-        ("Arrow build", "collect/writer.py", frozenset({"_table"}), None),
+        ("Arrow build", "collect/writer.py", frozenset({"rows_table"}), None),
     ]
     names = {
         "dedupe": "DuckDB dedupe INSERT .. RETURNING",
