@@ -69,9 +69,12 @@ SENT_AT = "2026-11-25T12:00:01.000+00:00"
 BATCHES = (1, 10, 100)
 
 TARGET_BATCH100_EVENTS = 100_000
-TARGET_SINGLE_REQUESTS = 5_000
+TARGET_SINGLE_REQUESTS = 8_000
 TARGET_P99_MS = 25.0
 TARGET_MEMORY_MB = 300.0
+TARGET_IDLE_MB = 120.0
+#: Cores the server should use at saturation (the machine's, when it has two).
+TARGET_CORES = 2
 
 OnStart = Callable[[], None]
 
@@ -168,7 +171,7 @@ class Server:
         found: dict[str, int] = {}
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS"):
+            if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
                 found[name] = int(value.split()[0])
         return found
 
@@ -1156,6 +1159,28 @@ def print_phases(phases: list[Phase]) -> None:
     print("  server's peak memory so far, in MB, at the end of the phase.\n")
 
 
+def print_resources(
+    idle: dict[str, int], end: dict[str, int], batch100: Phase, saturated: Phase
+) -> None:
+    """The server's memory at idle and at its peak, and the CPU it used, from /proc."""
+    print("Server resources (from /proc/PID/status and /proc/PID/stat):")
+    rows = [
+        [
+            "idle after start",
+            f"{idle.get('VmRSS', 0) / 1024:,.0f}",
+            f"{idle.get('RssAnon', 0) / 1024:,.0f}",
+            f"{idle.get('RssFile', 0) / 1024:,.0f}",
+            "",
+        ],
+        ["peak (VmHWM), whole run", f"{end.get('VmHWM', 0) / 1024:,.0f}", "", "", ""],
+        ["CPU, best batch-100 phase", "", "", "", f"{batch100.server_cores:.2f}"],
+        [f"CPU, busiest phase ({saturated.name})", "", "", "", f"{saturated.server_cores:.2f}"],
+    ]
+    print_table(rows, ["server", "RSS MB", "anon MB", "file MB", "cores"])
+    print("  anon: the process's own memory; file: mapped files (shared libraries, mostly),")
+    print(f"  also counted in RSS; cores: CPU seconds per second, of {os.cpu_count()}.\n")
+
+
 def print_profile(phase: Phase) -> None:
     profile = phase.profile
     if not profile:
@@ -1246,7 +1271,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
-    idle_rss = server.memory_kb().get("VmRSS", 0) / 1024
+    idle = server.memory_kb()
+    idle_rss = idle.get("VmRSS", 0) / 1024
     phases: list[Phase] = []
     for connections in settings.connections:
         for batch in BATCHES:
@@ -1298,6 +1324,8 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
         f"VmRSS {memory.get('VmRSS', 0) / 1024:,.1f} MB (VmRSS idle after start: "
         f"{idle_rss:,.1f} MB); exit code after SIGTERM: {code}"
     )
+    saturated = max(phases, key=lambda p: p.server_cores)
+    print_resources(idle, memory, best[100], saturated)
     if duck:
         parts = ", ".join(f"{tag} {b / 2**20:,.0f}" for tag, b in duck.items() if b >= 2**20)
         print(f"  of which DuckDB's own, now: {sum(duck.values()) / 2**20:,.0f} MB ({parts})")
@@ -1361,6 +1389,20 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
             f"<= {TARGET_MEMORY_MB:g}",
             _verdict(hwm <= TARGET_MEMORY_MB),
             "VmHWM",
+        ],
+        [
+            "server idle memory, MB",
+            f"{idle_rss:,.1f}",
+            f"<= {TARGET_IDLE_MB:g}",
+            _verdict(idle_rss <= TARGET_IDLE_MB),
+            "VmRSS after start",
+        ],
+        [
+            "server CPU at saturation, cores",
+            f"{best[100].server_cores:.2f}",
+            f">= {TARGET_CORES - 0.2:g}",
+            _verdict(best[100].server_cores >= TARGET_CORES - 0.2),
+            f"of {os.cpu_count()}, {best[100].name}",
         ],
         *[
             [

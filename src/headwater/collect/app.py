@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
+import pyarrow as pa
 
 from headwater.collect.auth import KeyRing, basic_user
 from headwater.collect.body import ClientGone, check_encoding, read_body
@@ -34,9 +35,10 @@ from headwater.collect.validate import (
     decode_batch,
     probe_key,
 )
-from headwater.collect.writer import FailedRow, Writer
+from headwater.collect.writer import FailedRow, Writer, rows_table
 from headwater.core import jsonio
 from headwater.core.clock import now_us
+from headwater.store import schema
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -222,14 +224,17 @@ class IngestApp:
             raws, batch = [body], None
         self._check_stored_size(raws, batch)
 
-        def validate() -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
-            return self._validate(raws, kind, source, received_us, batch)
+        def validate() -> tuple[pa.Table, list[FailedRow], list[Rejection]]:
+            # The rows become one Arrow table here, off the writer's thread, and are
+            # dropped at once: a request waiting for its commit holds only the table.
+            events, failed, rejected = self._validate(raws, kind, source, received_us, batch)
+            return rows_table(events, schema.EVENTS), failed, rejected
 
         events, failed, rejected = await self._decoded(len(body), validate)
         outcome = await self._writer.submit(events, failed, received_us)
         answer = {
             "success": not rejected,
-            "accepted": len(events),
+            "accepted": events.num_rows,
             "duplicates": outcome.duplicates,
             "rejected": [
                 {"index": r.index, "code": r.code, "field": r.field, "message": r.message}

@@ -10,16 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from headwater.deliver.files import FilesTarget
 from headwater.deliver.guard import Resolver, resolve
-from headwater.deliver.postgres import PostgresTarget
 from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink, Sink
 from headwater.deliver.webhook import WebhookTarget
 
-Target = FilesTarget | PostgresTarget | WebhookTarget
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    from headwater.deliver.postgres import PostgresTarget
+
+    Target: TypeAlias = FilesTarget | PostgresTarget | WebhookTarget
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,9 @@ class Targets:
         if isinstance(sink, FilesSink):
             target = FilesTarget(name, sink, config.root)
         elif isinstance(sink, PostgresSink):
+            # psycopg (about 25 MB) is loaded when a PostgreSQL sink is first used.
+            from headwater.deliver.postgres import PostgresTarget
+
             target = PostgresTarget(name, sink)
         else:
             target = WebhookTarget(name, sink, config.settings.allow_hosts, resolver=self._resolver)

@@ -103,6 +103,11 @@ class DuckDBEngine:
         _session(con)
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
+        import os
+
+        for setting in os.environ.get("HW_DUCK", "").split(";"):
+            if setting:
+                con.execute(f"SET {setting}")
         engine = cls(con, str(path), read_only=read_only)
         if not read_only:
             # DuckDB checkpoints when its WAL passes the threshold, stalling the commit
