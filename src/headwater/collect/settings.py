@@ -43,6 +43,11 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """Most bytes of Arrow data the writer commits in one transaction (one request's
     events are never split, so a commit may hold one request past it)."""
 
+    validate_processes: int | None = None
+    """Processes that validate large batches beside the one that answers HTTP and commits
+    (``collect/workers.py``), so that every core works; unset: one fewer than the
+    machine's cores; 0: validate in the server's own process."""
+
     retry_after_seconds: int = 2
     """The ``Retry-After`` given with a 503."""
 

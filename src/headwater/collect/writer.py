@@ -52,16 +52,32 @@ class Outcome:
 
 @dataclass(slots=True)
 class _Submission:
-    events: pa.Table
-    failed: pa.Table
+    #: A small request's rows (turned into Arrow once per commit, with the others'), or a
+    #: large one's table, built where it was validated.
+    events: pa.Table | Sequence[EventRow]
+    failed: Sequence[FailedRow]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Outcome]
     nbytes: int
+    keys: tuple[U64, U64] | None = None
     new: int = field(default=0)
 
     @property
+    def count(self) -> int:
+        """Its events."""
+        events = self.events
+        return int(events.num_rows) if isinstance(events, pa.Table) else len(events)
+
+    @property
     def size(self) -> int:
-        return int(self.events.num_rows + self.failed.num_rows)
+        return self.count + len(self.failed)
+
+    @property
+    def source(self) -> str:
+        events = self.events
+        if isinstance(events, pa.Table):
+            return str(events["source"][0].as_py())
+        return events[0][1]
 
 
 class Writer:
@@ -120,22 +136,23 @@ class Writer:
     async def submit(
         self,
         events: pa.Table | Sequence[EventRow],
-        failed: pa.Table | Sequence[FailedRow],
+        failed: Sequence[FailedRow],
         received_us: int,
+        *,
+        nbytes: int = 0,
+        keys: tuple[U64, U64] | None = None,
     ) -> Outcome:
-        """Queue one request's events (a table of ``schema.EVENTS``, or its rows) and
+        """Queue one request's events (its rows, or a table of ``schema.EVENTS``) and
         failed events for the next commit, and wait until they are durable.
 
         ``received_us`` is when the request arrived: until the commit, the
-        writer counts it in :meth:`oldest_pending`.
+        writer counts it in :meth:`oldest_pending`. ``nbytes`` is what it counts
+        towards ``queue_max_bytes`` (the collector gives the request's body size);
+        ``keys``: the events' dedupe keys, when the caller computed them (see
+        ``collect/workers.py``).
         """
         loop = asyncio.get_running_loop()
-        if not isinstance(events, pa.Table):
-            events = rows_table(events, schema.EVENTS)
-        if not isinstance(failed, pa.Table):
-            failed = rows_table(failed, schema.FAILED_EVENTS)
-        nbytes = events.nbytes + failed.nbytes
-        sub = _Submission(events, failed, loop, loop.create_future(), nbytes)
+        sub = _Submission(events, failed, loop, loop.create_future(), nbytes, keys)
         size = sub.size
         with self._cond:
             if self._closing:
@@ -250,23 +267,17 @@ class Writer:
         _answer(subs, None)
 
     def _write(self, subs: list[_Submission]) -> None:
-        with_events = [sub for sub in subs if sub.events.num_rows]
-        failed = _concat([sub.failed for sub in subs], schema.FAILED_EVENTS)
-        events = _concat([sub.events for sub in with_events], schema.EVENTS)
-        owner = np.repeat(np.arange(len(with_events)), [sub.events.num_rows for sub in with_events])
-        hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
+        with_events = [sub for sub in subs if sub.count]
+        failed = rows_table([row for sub in subs for row in sub.failed], schema.FAILED_EVENTS)
+        events, (his, los) = _join(with_events)
+        owner = np.repeat(np.arange(len(with_events)), [sub.count for sub in with_events])
         # Exact dedupe inside the group first (the first of each key is kept); the store
         # dedupes against the window.
-        first = _first_of_each(hi.to_numpy(), lo.to_numpy())
+        first = _first_of_each(his, los)
         if first is not None:
-            keep = pa.array(first)
-            events, hi, lo, owner = (
-                events.filter(keep),
-                hi.filter(keep),
-                lo.filter(keep),
-                owner[first],
-            )
-        batch = IngestBatch(events=events, failed=failed, keys=(hi, lo))
+            events, his, los = events.filter(pa.array(first)), his[first], los[first]
+            owner = owner[first]
+        batch = IngestBatch(events=events, failed=failed, keys=(pa.array(his), pa.array(los)))
         new = np.asarray(self._engine.ingest(batch), dtype=np.bool_)
         stored = np.bincount(owner[new], minlength=len(with_events))
         for sub in subs:
@@ -274,14 +285,14 @@ class Writer:
         accepted: dict[str, int] = {}
         for sub, count in zip(with_events, stored.tolist(), strict=True):
             sub.new = count
-            source = str(sub.events["source"][0].as_py())
+            source = sub.source
             accepted[source] = accepted.get(source, 0) + count
-            if dups := sub.events.num_rows - count:
+            if dups := sub.count - count:
                 self._metrics.duplicates.labels(source).inc(dups)
         for source, count in accepted.items():
             self._metrics.accepted.labels(source).inc(count)
         if failed.num_rows:
-            for (bad_source, code), count in _pairs(failed).items():
+            for (bad_source, code), count in _pairs(subs).items():
                 self._metrics.rejected.labels(bad_source or "", code).inc(count)
         self._metrics.commit_events.observe(events.num_rows + failed.num_rows)
         self._since_checkpoint += events.num_rows + failed.num_rows
@@ -308,11 +319,45 @@ def rows_table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> p
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 
-def _concat(tables: list[pa.Table], arrow_schema: pa.Schema) -> pa.Table:
-    tables = [table for table in tables if table.num_rows]
+def _join(subs: list[_Submission]) -> tuple[pa.Table, tuple[U64, U64]]:
+    """The group's events as one table, in the order of its requests, with their keys.
+
+    Consecutive requests that came as rows become one table together: building a table
+    has a fixed cost, paid once per commit rather than once per request.
+    """
+    tables: list[pa.Table] = []
+    his: list[U64] = []
+    los: list[U64] = []
+    rows: list[EventRow] = []
+
+    def flush() -> None:
+        if rows:
+            tables.append(rows_table(rows, schema.EVENTS))
+            hi, lo = schema.message_keys([r[1] for r in rows], [r[0] for r in rows])
+            his.append(hi.to_numpy())
+            los.append(lo.to_numpy())
+            rows.clear()
+
+    for sub in subs:
+        if isinstance(sub.events, pa.Table):
+            flush()
+            tables.append(sub.events)
+            hi, lo = sub.keys or _keys(sub.events)
+            his.append(hi)
+            los.append(lo)
+        else:
+            rows.extend(sub.events)
+    flush()
     if not tables:
-        return arrow_schema.empty_table()
-    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        empty = np.empty(0, np.uint64)
+        return schema.EVENTS.empty_table(), (empty, empty)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return table, (np.concatenate(his), np.concatenate(los))
+
+
+def _keys(events: pa.Table) -> tuple[U64, U64]:
+    hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
+    return hi.to_numpy(), lo.to_numpy()
 
 
 def _first_of_each(hi: U64, lo: U64) -> Mask | None:
@@ -329,10 +374,11 @@ def _first_of_each(hi: U64, lo: U64) -> Mask | None:
     return keep
 
 
-def _pairs(failed: pa.Table) -> dict[tuple[str | None, str], int]:
+def _pairs(subs: list[_Submission]) -> dict[tuple[str | None, str], int]:
     counts: dict[tuple[str | None, str], int] = {}
-    for source, code in zip(failed["source"].to_pylist(), failed["code"].to_pylist(), strict=True):
-        counts[(source, code)] = counts.get((source, code), 0) + 1
+    for sub in subs:
+        for row in sub.failed:
+            counts[(row[1], row[3])] = counts.get((row[1], row[3]), 0) + 1
     return counts
 
 
@@ -352,5 +398,5 @@ def _settle(subs: list[_Submission], error: Exception | None) -> None:
         if error is not None:
             sub.future.set_exception(error)
         else:
-            duplicates = sub.events.num_rows - sub.new
+            duplicates = sub.count - sub.new
             sub.future.set_result(Outcome(stored=sub.new, duplicates=duplicates))

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from headwater.collect.app import IngestApp
 from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
+from headwater.collect.workers import DecodePool
 from headwater.collect.writer import Writer
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
@@ -94,8 +95,16 @@ class Runtime:
             commit_max_bytes=settings.commit_max_bytes,
             retry_after=settings.retry_after_seconds,
         )
+        processes = settings.validate_processes
+        if processes is None:
+            processes = (os.cpu_count() or 1) - 1
+        pool = None
+        if processes > 0 and "collect" in roles:
+            pool = DecodePool(
+                processes, max_event_bytes=settings.max_event_bytes, max_depth=settings.max_depth
+            )
         self.ingest = IngestApp(
-            KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer
+            KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer, pool
         )
         self.workspace = Workspace(
             self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
