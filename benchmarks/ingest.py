@@ -162,10 +162,24 @@ class Server:
         return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of every thread of the server so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU of every thread of the server and of its live child processes
+        (the validating workers) so far."""
+        total = 0
+        for pid in [self.pid, *descendants(self.pid)]:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def children_rss_kb(self) -> int:
+        """Resident memory of the server's child processes (the validating workers) now."""
+        total = 0
+        for pid in descendants(self.pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(status.split("VmRSS:")[1].split()[0])
+        return total
 
     def memory_kb(self) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -252,6 +266,24 @@ class Server:
             return self.process.wait(10)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def start_server(root: Path, timeout: float = 30.0) -> Server:
     runtime = root / ".headwater" / "server.json"
     store_source = (ROOT / "src/headwater/store/duckdb.py").read_text()
@@ -310,12 +342,16 @@ class Snapshot:
     machine: float
     metrics: dict[str, float]
     peak_kb: int
+    children_kb: int = 0
 
 
 def snapshot(server: Server) -> Snapshot:
     metrics = server.metrics()
     peak = server.memory_kb().get("VmHWM", 0)
-    return Snapshot(time.monotonic(), server.cpu_seconds(), machine_busy_seconds(), metrics, peak)
+    children = server.children_rss_kb()
+    return Snapshot(
+        time.monotonic(), server.cpu_seconds(), machine_busy_seconds(), metrics, peak, children
+    )
 
 
 @dataclass
@@ -1080,7 +1116,11 @@ def conditions(settings: Settings) -> list[tuple[str, str]]:
             "DuckDB/pyarrow/msgspec",
             f"{duckdb.__version__}/{pyarrow.__version__}/{msgspec.__version__}",
         ),
-        ("server", f"headwater up --port 0 on {HOST}: 1 process, {loop}, httptools"),
+        (
+            "server",
+            f"headwater up --port 0 on {HOST}: 1 process and its validating workers, {loop}, "
+            "httptools",
+        ),
         ("throughput load", kind),
         (
             "latency load",
@@ -1160,7 +1200,11 @@ def print_phases(phases: list[Phase]) -> None:
 
 
 def print_resources(
-    idle: dict[str, int], end: dict[str, int], batch100: Phase, saturated: Phase
+    idle: dict[str, int],
+    end: dict[str, int],
+    batch100: Phase,
+    saturated: Phase,
+    children_kb: int,
 ) -> None:
     """The server's memory at idle and at its peak, and the CPU it used, from /proc."""
     print("Server resources (from /proc/PID/status and /proc/PID/stat):")
@@ -1173,12 +1217,15 @@ def print_resources(
             "",
         ],
         ["peak (VmHWM), whole run", f"{end.get('VmHWM', 0) / 1024:,.0f}", "", "", ""],
+        ["child processes, most seen", f"{children_kb / 1024:,.0f}", "", "", ""],
         ["CPU, best batch-100 phase", "", "", "", f"{batch100.server_cores:.2f}"],
         [f"CPU, busiest phase ({saturated.name})", "", "", "", f"{saturated.server_cores:.2f}"],
     ]
     print_table(rows, ["server", "RSS MB", "anon MB", "file MB", "cores"])
     print("  anon: the process's own memory; file: mapped files (shared libraries, mostly),")
-    print(f"  also counted in RSS; cores: CPU seconds per second, of {os.cpu_count()}.\n")
+    print("  also counted in RSS; child processes: the validating workers' RSS (sampled at")
+    print("  each phase's ends); cores: CPU seconds per second of the server and its")
+    print(f"  children, of {os.cpu_count()}.\n")
 
 
 def print_profile(phase: Phase) -> None:
@@ -1325,7 +1372,8 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
         f"{idle_rss:,.1f} MB); exit code after SIGTERM: {code}"
     )
     saturated = max(phases, key=lambda p: p.server_cores)
-    print_resources(idle, memory, best[100], saturated)
+    children = max(p.after.children_kb for p in [*phases, latency])
+    print_resources(idle, memory, best[100], saturated, children)
     if duck:
         parts = ", ".join(f"{tag} {b / 2**20:,.0f}" for tag, b in duck.items() if b >= 2**20)
         print(f"  of which DuckDB's own, now: {sum(duck.values()) / 2**20:,.0f} MB ({parts})")

@@ -32,7 +32,7 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """Events waiting for the writer beyond which requests get 503 with ``Retry-After``."""
 
     queue_max_bytes: int = 32 * 1024 * 1024
-    """Bytes of Arrow data waiting for the writer beyond which requests get 503 with
+    """Bytes of request bodies waiting for the writer beyond which requests get 503 with
     ``Retry-After``: with ``queue_max_events``, what bounds the queue's memory whatever
     the size of the events."""
 

@@ -1,9 +1,10 @@
 """Group commit: many requests, one transaction, then every answer.
 
-Request handlers hand their validated events, as Arrow tables, to
-:meth:`Writer.submit` and wait. One thread takes everything queued since its
-last commit (at most ``commit_max_events`` and ``commit_max_bytes``), joins the
-tables into one, removes duplicates inside the group with NumPy, and commits it
+Request handlers hand their validated events (rows, or an Arrow table when a
+worker validated them) to :meth:`Writer.submit` and wait. One thread takes
+everything queued since its last commit (at most ``commit_max_events`` and
+``commit_max_bytes``), makes one table of them, removes duplicates inside the
+group with NumPy, and commits it
 with the dedupe in a single transaction; only then are the waiting requests
 answered. Under load the batches grow by themselves: the longer a commit takes,
 the more arrives for the next one. The queue is bounded in events and in bytes,
