@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import multiprocessing.util
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -76,7 +78,10 @@ class DecodePool:
             ) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        # The command line leaves with os._exit, which skips multiprocessing's own clean-up:
+        # the folder holding the fork server's socket would stay behind in TMPDIR.
+        shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
 
 
 def _start(max_event_bytes: int, max_depth: int) -> None:
