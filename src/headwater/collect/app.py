@@ -121,6 +121,11 @@ class IngestApp:
         # default executor, which the scheduler, the deliverer and operations hold.
         self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="headwater-decode")
 
+    def start(self) -> None:
+        """Start the validating workers, if any (see ``collect/workers.py``)."""
+        if self._pool is not None:
+            self._pool.start()
+
     def close(self) -> None:
         self._decoders.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:

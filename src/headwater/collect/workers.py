@@ -57,12 +57,19 @@ class DecodePool:
         # No preload: the fork server stays a bare interpreter (about 12 MB), and each
         # worker imports what it needs at its first batch.
         context = multiprocessing.get_context("forkserver")
+        self._processes = processes
         self._pool = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=context,
             initializer=_start,
             initargs=(max_event_bytes, max_depth),
         )
+
+    def start(self) -> None:
+        """Start the workers now, without waiting: each imports what it needs (a second or
+        two) while the server starts, rather than in its first request's time."""
+        for _ in range(self._processes):
+            self._pool.submit(_ready)
 
     async def validate(
         self, body: bytes, kind: str | None, source: str, received_us: int
@@ -87,6 +94,10 @@ class DecodePool:
 def _start(max_event_bytes: int, max_depth: int) -> None:
     global _validator
     _validator = Validator(max_event_bytes=max_event_bytes, max_depth=max_depth)
+
+
+def _ready() -> None:
+    from headwater.collect import app  # noqa: F401  (what _validate needs, imported now)
 
 
 def _validate(body: bytes, kind: str | None, source: str, received_us: int) -> Validated:
