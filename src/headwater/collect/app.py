@@ -121,11 +121,6 @@ class IngestApp:
         # default executor, which the scheduler, the deliverer and operations hold.
         self._decoders = ThreadPoolExecutor(max_workers=2, thread_name_prefix="headwater-decode")
 
-    def start(self) -> None:
-        """Start the validating workers, if any (see ``collect/workers.py``)."""
-        if self._pool is not None:
-            self._pool.start()
-
     def close(self) -> None:
         self._decoders.shutdown(wait=False, cancel_futures=True)
         if self._pool is not None:
@@ -255,7 +250,7 @@ class IngestApp:
 
         keys = None
         events: pa.Table | list[EventRow]
-        if self._pool is not None and len(body) >= POOL_BYTES:
+        if self._pool is not None and len(body) >= POOL_BYTES and self._pool.ready():
             validated = await self._pool.validate(body, kind, source, received_us)
             events, keys, rejected = validated.events, validated.keys, validated.rejected
             failed = validated.failed

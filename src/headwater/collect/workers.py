@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import multiprocessing.util
-import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
@@ -58,6 +56,7 @@ class DecodePool:
         # worker imports what it needs at its first batch.
         context = multiprocessing.get_context("forkserver")
         self._processes = processes
+        self._starting: list[Future[None]] = []
         self._pool = ProcessPoolExecutor(
             max_workers=processes,
             mp_context=context,
@@ -65,11 +64,16 @@ class DecodePool:
             initargs=(max_event_bytes, max_depth),
         )
 
-    def start(self) -> None:
-        """Start the workers now, without waiting: each imports what it needs (a second or
-        two) while the server starts, rather than in its first request's time."""
-        for _ in range(self._processes):
-            self._pool.submit(_ready)
+    def ready(self) -> bool:
+        """Whether the workers have started; the first call starts them, without waiting.
+
+        Each worker imports what it needs (a second or two) at its start: until every one
+        has, batches are validated in the server, so no request waits for a worker, and
+        a server that never sees a large batch never starts one.
+        """
+        if not self._starting:
+            self._starting = [self._pool.submit(_ready) for _ in range(self._processes)]
+        return all(future.done() for future in self._starting)
 
     async def validate(
         self, body: bytes, kind: str | None, source: str, received_us: int
@@ -86,9 +90,6 @@ class DecodePool:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
-        # The command line leaves with os._exit, which skips multiprocessing's own clean-up:
-        # the folder holding the fork server's socket would stay behind in TMPDIR.
-        shutil.rmtree(multiprocessing.util.get_temp_dir(), ignore_errors=True)
 
 
 def _start(max_event_bytes: int, max_depth: int) -> None:

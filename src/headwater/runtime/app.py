@@ -149,7 +149,6 @@ class Runtime:
             # Before the first request: runs elsewhere must wait for what arrives here.
             self.engine.floors.publish(self.collector_id, now_us())
         self.writer.start()
-        self.ingest.start()
 
     def _floor(self) -> datetime:
         """Events received before this time are committed: this process's collector, and on a
