@@ -96,8 +96,6 @@ class Runtime:
             retry_after=settings.retry_after_seconds,
         )
         processes = settings.validate_processes
-        if processes is None:
-            processes = (os.cpu_count() or 1) - 1
         pool = None
         if processes > 0 and "collect" in roles:
             pool = DecodePool(
