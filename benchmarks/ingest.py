@@ -69,9 +69,12 @@ SENT_AT = "2026-11-25T12:00:01.000+00:00"
 BATCHES = (1, 10, 100)
 
 TARGET_BATCH100_EVENTS = 100_000
-TARGET_SINGLE_REQUESTS = 5_000
+TARGET_SINGLE_REQUESTS = 8_000
 TARGET_P99_MS = 25.0
 TARGET_MEMORY_MB = 300.0
+TARGET_IDLE_MB = 120.0
+#: Cores the server should use at saturation (the machine's, when it has two).
+TARGET_CORES = 2
 
 OnStart = Callable[[], None]
 
@@ -159,16 +162,30 @@ class Server:
         return self.process.poll() is None
 
     def cpu_seconds(self) -> float:
-        """User + system CPU of every thread of the server so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU of every thread of the server and of its live child processes
+        (the validating workers) so far."""
+        total = 0
+        for pid in [self.pid, *descendants(self.pid)]:
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def children_rss_kb(self) -> int:
+        """Resident memory of the server's child processes (the validating workers) now."""
+        total = 0
+        for pid in descendants(self.pid):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                status = Path(f"/proc/{pid}/status").read_text()
+                total += int(status.split("VmRSS:")[1].split()[0])
+        return total
 
     def memory_kb(self) -> dict[str, int]:
         found: dict[str, int] = {}
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
             name, _, value = line.partition(":")
-            if name in ("VmHWM", "VmRSS"):
+            if name in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
                 found[name] = int(value.split()[0])
         return found
 
@@ -249,6 +266,24 @@ class Server:
             return self.process.wait(10)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live process below ``pid`` (children, their children, ...)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            stat = (entry / "stat").read_text()
+            parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+            parents.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def start_server(root: Path, timeout: float = 30.0) -> Server:
     runtime = root / ".headwater" / "server.json"
     store_source = (ROOT / "src/headwater/store/duckdb.py").read_text()
@@ -307,12 +342,16 @@ class Snapshot:
     machine: float
     metrics: dict[str, float]
     peak_kb: int
+    children_kb: int = 0
 
 
 def snapshot(server: Server) -> Snapshot:
     metrics = server.metrics()
     peak = server.memory_kb().get("VmHWM", 0)
-    return Snapshot(time.monotonic(), server.cpu_seconds(), machine_busy_seconds(), metrics, peak)
+    children = server.children_rss_kb()
+    return Snapshot(
+        time.monotonic(), server.cpu_seconds(), machine_busy_seconds(), metrics, peak, children
+    )
 
 
 @dataclass
@@ -805,7 +844,7 @@ def _rules(store_source: str) -> list[Rule]:
         ("JSON encode (properties/context/answer)", "core/jsonio.py", None, None),
         ("batch split (decode_batch)", "collect/validate.py", frozenset({"decode_batch"}), None),
         ("validation (msgspec decode + rules)", "collect/validate.py", None, None),
-        ("Arrow build", "collect/writer.py", frozenset({"_table"}), None),
+        ("Arrow build", "collect/writer.py", frozenset({"rows_table"}), None),
     ]
     names = {
         "dedupe": "DuckDB dedupe INSERT .. RETURNING",
@@ -1077,7 +1116,11 @@ def conditions(settings: Settings) -> list[tuple[str, str]]:
             "DuckDB/pyarrow/msgspec",
             f"{duckdb.__version__}/{pyarrow.__version__}/{msgspec.__version__}",
         ),
-        ("server", f"headwater up --port 0 on {HOST}: 1 process, {loop}, httptools"),
+        (
+            "server",
+            f"headwater up --port 0 on {HOST}: 1 process and its validating workers, {loop}, "
+            "httptools",
+        ),
         ("throughput load", kind),
         (
             "latency load",
@@ -1154,6 +1197,35 @@ def print_phases(phases: list[Phase]) -> None:
     print("  events/commit, ms/commit (mean), >100ms (commits slower than that), writer busy")
     print("  (share of wall time spent committing): from the server's /metrics; VmHWM: the")
     print("  server's peak memory so far, in MB, at the end of the phase.\n")
+
+
+def print_resources(
+    idle: dict[str, int],
+    end: dict[str, int],
+    batch100: Phase,
+    saturated: Phase,
+    children_kb: int,
+) -> None:
+    """The server's memory at idle and at its peak, and the CPU it used, from /proc."""
+    print("Server resources (from /proc/PID/status and /proc/PID/stat):")
+    rows = [
+        [
+            "idle after start",
+            f"{idle.get('VmRSS', 0) / 1024:,.0f}",
+            f"{idle.get('RssAnon', 0) / 1024:,.0f}",
+            f"{idle.get('RssFile', 0) / 1024:,.0f}",
+            "",
+        ],
+        ["peak (VmHWM), whole run", f"{end.get('VmHWM', 0) / 1024:,.0f}", "", "", ""],
+        ["child processes, most seen", f"{children_kb / 1024:,.0f}", "", "", ""],
+        ["CPU, best batch-100 phase", "", "", "", f"{batch100.server_cores:.2f}"],
+        [f"CPU, busiest phase ({saturated.name})", "", "", "", f"{saturated.server_cores:.2f}"],
+    ]
+    print_table(rows, ["server", "RSS MB", "anon MB", "file MB", "cores"])
+    print("  anon: the process's own memory; file: mapped files (shared libraries, mostly),")
+    print("  also counted in RSS; child processes: the validating workers' RSS (sampled at")
+    print("  each phase's ends); cores: CPU seconds per second of the server and its")
+    print(f"  children, of {os.cpu_count()}.\n")
 
 
 def print_profile(phase: Phase) -> None:
@@ -1246,7 +1318,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
-    idle_rss = server.memory_kb().get("VmRSS", 0) / 1024
+    idle = server.memory_kb()
+    idle_rss = idle.get("VmRSS", 0) / 1024
     phases: list[Phase] = []
     for connections in settings.connections:
         for batch in BATCHES:
@@ -1298,6 +1371,9 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
         f"VmRSS {memory.get('VmRSS', 0) / 1024:,.1f} MB (VmRSS idle after start: "
         f"{idle_rss:,.1f} MB); exit code after SIGTERM: {code}"
     )
+    saturated = max(phases, key=lambda p: p.server_cores)
+    children = max(p.after.children_kb for p in [*phases, latency])
+    print_resources(idle, memory, best[100], saturated, children)
     if duck:
         parts = ", ".join(f"{tag} {b / 2**20:,.0f}" for tag, b in duck.items() if b >= 2**20)
         print(f"  of which DuckDB's own, now: {sum(duck.values()) / 2**20:,.0f} MB ({parts})")
@@ -1361,6 +1437,20 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
             f"<= {TARGET_MEMORY_MB:g}",
             _verdict(hwm <= TARGET_MEMORY_MB),
             "VmHWM",
+        ],
+        [
+            "server idle memory, MB",
+            f"{idle_rss:,.1f}",
+            f"<= {TARGET_IDLE_MB:g}",
+            _verdict(idle_rss <= TARGET_IDLE_MB),
+            "VmRSS after start",
+        ],
+        [
+            "server CPU at saturation, cores",
+            f"{best[100].server_cores:.2f}",
+            f">= {TARGET_CORES - 0.2:g}",
+            _verdict(best[100].server_cores >= TARGET_CORES - 0.2),
+            f"of {os.cpu_count()}, {best[100].name}",
         ],
         *[
             [

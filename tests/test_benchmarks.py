@@ -83,6 +83,7 @@ TABLES: dict[str, tuple[Table, ...]] = {
             ("phase", "events/s", "req/s", "2xx", "events/commit", "VmHWM"),
         ),
         Table("Acknowledgement latency, open loop", ("p50", "p90", "p99", "max")),
+        Table("Server resources", ("server", "RSS MB", "anon MB", "file MB", "cores")),
         Table("Raw store limit:", ("-row commits:", "events/s", "server best batch-100 / raw")),
         Table(
             "Verification: COUNT(*) of the server's events",

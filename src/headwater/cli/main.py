@@ -184,6 +184,11 @@ def _exit(code: int) -> None:
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    processes = sys.modules.get("multiprocessing.util")
+    if processes is not None:
+        # What atexit would run for multiprocessing: stop the collector's validating
+        # workers' fork server and remove its folder from TMPDIR.
+        processes._exit_function()
     os._exit(code)
 
 

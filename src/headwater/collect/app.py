@@ -14,12 +14,13 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
 
 import msgspec
+import pyarrow as pa
 
 from headwater.collect.auth import KeyRing, basic_user
 from headwater.collect.body import ClientGone, check_encoding, read_body
@@ -34,9 +35,11 @@ from headwater.collect.validate import (
     decode_batch,
     probe_key,
 )
-from headwater.collect.writer import FailedRow, Writer
+from headwater.collect.workers import POOL_BYTES, DecodePool
+from headwater.collect.writer import FailedRow, Writer, rows_table
 from headwater.core import jsonio
 from headwater.core.clock import now_us
+from headwater.store import schema
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -77,6 +80,9 @@ _KEY_NAME = "writeKey"
 #: Bodies larger than this are decoded and validated in a worker thread: the event loop
 #: that answers every other request does not wait on one request's 2,500 events.
 _INLINE_BYTES = 64 * 1024
+#: A request with at least this many valid events queues them as an Arrow table; fewer
+#: wait as rows and become a table with the others of their commit.
+_TABLE_ROWS = 200
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _CORS = [(b"access-control-allow-origin", b"*")]
 _PREFLIGHT = [
@@ -92,8 +98,16 @@ _STRING_MEMBER = re.compile(r'"((?:[^"\\]|\\.)*)"(\s*:\s*)"((?:[^"\\]|\\.)*)"', 
 class IngestApp:
     """ASGI app for the Segment-compatible tracking endpoints."""
 
-    def __init__(self, keys: KeyRing, settings: CollectorSettings, writer: Writer) -> None:
+    def __init__(
+        self,
+        keys: KeyRing,
+        settings: CollectorSettings,
+        writer: Writer,
+        pool: DecodePool | None = None,
+    ) -> None:
+        """``pool``, when given, validates large batches in other processes."""
         self._keys = keys
+        self._pool = pool
         self._settings = settings
         self._writer = writer
         self._validator = Validator(
@@ -109,6 +123,8 @@ class IngestApp:
 
     def close(self) -> None:
         self._decoders.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.close()
 
     async def _decoded(self, size: int, work: Callable[[], T]) -> T:
         """``work()``, in a decoder thread when the body is over ``_INLINE_BYTES``: one
@@ -222,14 +238,31 @@ class IngestApp:
             raws, batch = [body], None
         self._check_stored_size(raws, batch)
 
-        def validate() -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
-            return self._validate(raws, kind, source, received_us, batch)
+        def validate() -> tuple[pa.Table | list[EventRow], list[FailedRow], list[Rejection]]:
+            events, failed, rejected = validate_events(
+                self._validator, raws, kind, source, received_us, batch
+            )
+            # A large request's rows become one Arrow table here, off the writer's thread,
+            # and are dropped at once; a small one's are joined with others' at the commit.
+            if len(events) >= _TABLE_ROWS:
+                return rows_table(events, schema.EVENTS), failed, rejected
+            return events, failed, rejected
 
-        events, failed, rejected = await self._decoded(len(body), validate)
-        outcome = await self._writer.submit(events, failed, received_us)
+        keys = None
+        events: pa.Table | list[EventRow]
+        if self._pool is not None and len(body) >= POOL_BYTES and self._pool.ready():
+            validated = await self._pool.validate(body, kind, source, received_us)
+            events, keys, rejected = validated.events, validated.keys, validated.rejected
+            failed = validated.failed
+        else:
+            events, failed, rejected = await self._decoded(len(body), validate)
+        accepted = events.num_rows if isinstance(events, pa.Table) else len(events)
+        outcome = await self._writer.submit(
+            events, failed, received_us, nbytes=len(body), keys=keys
+        )
         answer = {
             "success": not rejected,
-            "accepted": len(events),
+            "accepted": accepted,
             "duplicates": outcome.duplicates,
             "rejected": [
                 {"index": r.index, "code": r.code, "field": r.field, "message": r.message}
@@ -240,27 +273,6 @@ class IngestApp:
         # events were kept, so the batch as a whole succeeded.
         status = 400 if kind is not None and rejected else 200
         return status, jsonio.dumps(answer), _JSON_HEADERS
-
-    def _validate(
-        self,
-        raws: list[msgspec.Raw] | list[bytes],
-        kind: str | None,
-        source: str,
-        received_us: int,
-        batch: Batch | None,
-    ) -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
-        events: list[EventRow] = []
-        failed: list[FailedRow] = []
-        rejected: list[Rejection] = []
-        for index, raw in enumerate(raws):
-            raw = bytes(raw)
-            try:
-                events.append(self._validator.event(raw, kind, source, received_us, batch))
-            except Invalid as bad:
-                rejected.append(Rejection(index, bad.code, bad.field, bad.message))
-                row = _failed_row(source, received_us, bad.code, bad.field, bad.message, raw)
-                failed.append(row)
-        return events, failed, rejected
 
     def _check_stored_size(
         self, raws: list[msgspec.Raw] | list[bytes], batch: Batch | None
@@ -303,6 +315,29 @@ class IngestApp:
             except Unavailable as unavailable:
                 log.warning("could not keep a refused request: %s", unavailable)
         return _error(refused.status, refused.code, str(refused))
+
+
+def validate_events(
+    validator: Validator,
+    raws: Sequence[bytes | msgspec.Raw],
+    kind: str | None,
+    source: str,
+    received_us: int,
+    batch: Batch | None,
+) -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
+    """Each event validated alone: the rows of the valid ones, and the refused ones as
+    ``failed_events`` rows and as rejections for the answer."""
+    events: list[EventRow] = []
+    failed: list[FailedRow] = []
+    rejected: list[Rejection] = []
+    for index, item in enumerate(raws):
+        raw = bytes(item)
+        try:
+            events.append(validator.event(raw, kind, source, received_us, batch))
+        except Invalid as bad:
+            rejected.append(Rejection(index, bad.code, bad.field, bad.message))
+            failed.append(_failed_row(source, received_us, bad.code, bad.field, bad.message, raw))
+    return events, failed, rejected
 
 
 def _parse(

@@ -1,10 +1,14 @@
 """Group commit: many requests, one transaction, then every answer.
 
-Request handlers hand their validated rows to :meth:`Writer.submit` and wait.
-One thread takes everything queued since its last commit, builds one Arrow
-table, and commits it with the dedupe in a single transaction; only then are
-the waiting requests answered. Under load the batches grow by themselves: the
-longer a commit takes, the more arrives for the next one.
+Request handlers hand their validated events (rows, or an Arrow table when a
+worker validated them) to :meth:`Writer.submit` and wait. One thread takes
+everything queued since its last commit (at most ``commit_max_events`` and
+``commit_max_bytes``), makes one table of them, removes duplicates inside the
+group with NumPy, and commits it
+with the dedupe in a single transaction; only then are the waiting requests
+answered. Under load the batches grow by themselves: the longer a commit takes,
+the more arrives for the next one. The queue is bounded in events and in bytes,
+so memory stays bounded whatever the load.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from headwater.collect.errors import CommitFailed, Overloaded, ShuttingDown
@@ -24,6 +29,7 @@ from headwater.collect.metrics import CollectorMetrics
 from headwater.collect.validate import EventRow
 from headwater.core.clock import now_us
 from headwater.store import schema
+from headwater.store.dedupe import U64, Mask
 from headwater.store.engine import Engine, IngestBatch
 from headwater.store.errors import StoreUnavailable
 
@@ -47,11 +53,32 @@ class Outcome:
 
 @dataclass(slots=True)
 class _Submission:
-    events: list[EventRow]
-    failed: list[FailedRow]
+    #: A small request's rows (turned into Arrow once per commit, with the others'), or a
+    #: large one's table, built where it was validated.
+    events: pa.Table | Sequence[EventRow]
+    failed: Sequence[FailedRow]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Outcome]
+    nbytes: int
+    keys: tuple[U64, U64] | None = None
     new: int = field(default=0)
+
+    @property
+    def count(self) -> int:
+        """Its events."""
+        events = self.events
+        return int(events.num_rows) if isinstance(events, pa.Table) else len(events)
+
+    @property
+    def size(self) -> int:
+        return self.count + len(self.failed)
+
+    @property
+    def source(self) -> str:
+        events = self.events
+        if isinstance(events, pa.Table):
+            return str(events["source"][0].as_py())
+        return events[0][1]
 
 
 class Writer:
@@ -66,17 +93,22 @@ class Writer:
         queue_max_events: int,
         commit_max_events: int,
         retry_after: int,
+        queue_max_bytes: int = 64 * 1024 * 1024,
+        commit_max_bytes: int = 8 * 1024 * 1024,
         clock: Callable[[], int] = now_us,
     ) -> None:
         self._engine = engine
         self._metrics = metrics
         self._window_us = dedupe_window_us
         self._queue_max = queue_max_events
+        self._queue_max_bytes = queue_max_bytes
         self._commit_max = commit_max_events
+        self._commit_max_bytes = commit_max_bytes
         self._retry_after = retry_after
         self._clock = clock
         self._queue: deque[_Submission] = deque()
         self._queued = 0
+        self._queued_bytes = 0
         self._cond = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="headwater-writer", daemon=True)
@@ -103,30 +135,45 @@ class Writer:
         return not self._closing and self._thread.is_alive()
 
     async def submit(
-        self, events: list[EventRow], failed: list[FailedRow], received_us: int
+        self,
+        events: pa.Table | Sequence[EventRow],
+        failed: Sequence[FailedRow],
+        received_us: int,
+        *,
+        nbytes: int = 0,
+        keys: tuple[U64, U64] | None = None,
     ) -> Outcome:
-        """Queue rows for the next commit and wait until they are durable.
+        """Queue one request's events (its rows, or a table of ``schema.EVENTS``) and
+        failed events for the next commit, and wait until they are durable.
 
         ``received_us`` is when the request arrived: until the commit, the
-        writer counts it in :meth:`oldest_pending`.
+        writer counts it in :meth:`oldest_pending`. ``nbytes`` is what it counts
+        towards ``queue_max_bytes`` (the collector gives the request's body size);
+        ``keys``: the events' dedupe keys, when the caller computed them (see
+        ``collect/workers.py``).
         """
         loop = asyncio.get_running_loop()
-        size = len(events) + len(failed)
-        sub = _Submission(events, failed, loop, loop.create_future())
+        sub = _Submission(events, failed, loop, loop.create_future(), nbytes, keys)
+        size = sub.size
         with self._cond:
             if self._closing:
                 raise ShuttingDown(
                     "the collector is shutting down; retry against another instance or later",
                     retry_after=self._retry_after,
                 )
-            if self._queued + size > self._queue_max and self._queued > 0:
+            if self._queued > 0 and (
+                self._queued + size > self._queue_max
+                or self._queued_bytes + nbytes > self._queue_max_bytes
+            ):
                 raise Overloaded(
-                    f"the writer has {self._queued} events waiting; retry after a pause",
+                    f"the writer has {self._queued} events ({self._queued_bytes} bytes) "
+                    "waiting; retry after a pause",
                     retry_after=self._retry_after,
                 )
             self._queue.append(sub)
             self._pending[id(sub)] = received_us
             self._queued += size
+            self._queued_bytes += nbytes
             self._metrics.queue_depth.set(self._queued)
             self._cond.notify()
         # The commit goes on even if this request is cancelled: the events are
@@ -172,12 +219,20 @@ class Writer:
 
     def _take(self) -> list[_Submission]:
         taken: list[_Submission] = []
-        size = 0
-        while self._queue and (not taken or size < self._commit_max):
+        size = nbytes = 0
+        while self._queue and (
+            not taken
+            or (
+                size + self._queue[0].size <= self._commit_max
+                and nbytes + self._queue[0].nbytes <= self._commit_max_bytes
+            )
+        ):
             sub = self._queue.popleft()
             taken.append(sub)
-            size += len(sub.events) + len(sub.failed)
+            size += sub.size
+            nbytes += sub.nbytes
         self._queued -= size
+        self._queued_bytes -= nbytes
         self._metrics.queue_depth.set(self._queued)
         return taken
 
@@ -213,38 +268,35 @@ class Writer:
         _answer(subs, None)
 
     def _write(self, subs: list[_Submission]) -> None:
-        # Exact dedupe inside the group first; the store dedupes against the window.
-        seen: set[tuple[str, str]] = set()
-        rows: list[EventRow] = []
-        owners: list[_Submission] = []
-        failed: list[FailedRow] = []
+        with_events = [sub for sub in subs if sub.count]
+        failed = rows_table([row for sub in subs for row in sub.failed], schema.FAILED_EVENTS)
+        events, (his, los) = _join(with_events)
+        owner = np.repeat(np.arange(len(with_events)), [sub.count for sub in with_events])
+        # Exact dedupe inside the group first (the first of each key is kept); the store
+        # dedupes against the window.
+        first = _first_of_each(his, los)
+        if first is not None:
+            events, his, los = events.filter(pa.array(first)), his[first], los[first]
+            owner = owner[first]
+        batch = IngestBatch(events=events, failed=failed, keys=(pa.array(his), pa.array(los)))
+        new = np.asarray(self._engine.ingest(batch), dtype=np.bool_)
+        stored = np.bincount(owner[new], minlength=len(with_events))
         for sub in subs:
             sub.new = 0
-            failed.extend(sub.failed)
-            for row in sub.events:
-                key = (row[1], row[0])
-                if key not in seen:
-                    seen.add(key)
-                    rows.append(row)
-                    owners.append(sub)
-        batch = IngestBatch(
-            events=_table(rows, schema.EVENTS), failed=_table(failed, schema.FAILED_EVENTS)
-        )
-        new = self._engine.ingest(batch).to_pylist()
-        counts: dict[str, int] = {}
-        for owner, row, is_new in zip(owners, rows, new, strict=True):
-            if is_new:
-                owner.new += 1
-                counts[row[1]] = counts.get(row[1], 0) + 1
-        for source, count in counts.items():
+        accepted: dict[str, int] = {}
+        for sub, count in zip(with_events, stored.tolist(), strict=True):
+            sub.new = count
+            source = sub.source
+            accepted[source] = accepted.get(source, 0) + count
+            if dups := sub.count - count:
+                self._metrics.duplicates.labels(source).inc(dups)
+        for source, count in accepted.items():
             self._metrics.accepted.labels(source).inc(count)
-        for sub in subs:
-            if dups := len(sub.events) - sub.new:
-                self._metrics.duplicates.labels(sub.events[0][1]).inc(dups)
-            for bad in sub.failed:
-                self._metrics.rejected.labels(bad[1] or "", bad[3]).inc()
-        self._metrics.commit_events.observe(len(rows) + len(failed))
-        self._since_checkpoint += len(rows) + len(failed)
+        if failed.num_rows:
+            for (bad_source, code), count in _pairs(subs).items():
+                self._metrics.rejected.labels(bad_source or "", code).inc(count)
+        self._metrics.commit_events.observe(events.num_rows + failed.num_rows)
+        self._since_checkpoint += events.num_rows + failed.num_rows
 
     def _prune(self) -> None:
         self._last_prune = time.monotonic()
@@ -257,7 +309,8 @@ class Writer:
             log.info("forgot %d message ids older than the dedupe window", removed)
 
 
-def _table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> pa.Table:
+def rows_table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> pa.Table:
+    """Rows (tuples in the schema's column order) as one Arrow table."""
     if not rows:
         return arrow_schema.empty_table()
     columns = list(zip(*rows, strict=True))
@@ -265,6 +318,69 @@ def _table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> pa.Ta
         pa.array(column, type=f.type) for column, f in zip(columns, arrow_schema, strict=True)
     ]
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
+
+
+def _join(subs: list[_Submission]) -> tuple[pa.Table, tuple[U64, U64]]:
+    """The group's events as one table, in the order of its requests, with their keys.
+
+    Consecutive requests that came as rows become one table together: building a table
+    has a fixed cost, paid once per commit rather than once per request.
+    """
+    tables: list[pa.Table] = []
+    his: list[U64] = []
+    los: list[U64] = []
+    rows: list[EventRow] = []
+
+    def flush() -> None:
+        if rows:
+            tables.append(rows_table(rows, schema.EVENTS))
+            hi, lo = schema.message_keys([r[1] for r in rows], [r[0] for r in rows])
+            his.append(hi.to_numpy())
+            los.append(lo.to_numpy())
+            rows.clear()
+
+    for sub in subs:
+        if isinstance(sub.events, pa.Table):
+            flush()
+            tables.append(sub.events)
+            hi, lo = sub.keys or _keys(sub.events)
+            his.append(hi)
+            los.append(lo)
+        else:
+            rows.extend(sub.events)
+    flush()
+    if not tables:
+        empty = np.empty(0, np.uint64)
+        return schema.EVENTS.empty_table(), (empty, empty)
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return table, (np.concatenate(his), np.concatenate(los))
+
+
+def _keys(events: pa.Table) -> tuple[U64, U64]:
+    hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
+    return hi.to_numpy(), lo.to_numpy()
+
+
+def _first_of_each(hi: U64, lo: U64) -> Mask | None:
+    """Which rows hold the first occurrence of their key; ``None`` when every key is once."""
+    if len(hi) < 2:
+        return None
+    keys = np.empty(len(hi), dtype=[("hi", np.uint64), ("lo", np.uint64)])
+    keys["hi"], keys["lo"] = hi, lo
+    _, first = np.unique(keys, return_index=True)
+    if len(first) == len(hi):
+        return None
+    keep = np.zeros(len(hi), np.bool_)
+    keep[first] = True
+    return keep
+
+
+def _pairs(subs: list[_Submission]) -> dict[tuple[str | None, str], int]:
+    counts: dict[tuple[str | None, str], int] = {}
+    for sub in subs:
+        for row in sub.failed:
+            counts[(row[1], row[3])] = counts.get((row[1], row[3]), 0) + 1
+    return counts
 
 
 def _answer(subs: list[_Submission], error: Exception | None) -> None:
@@ -283,4 +399,5 @@ def _settle(subs: list[_Submission], error: Exception | None) -> None:
         if error is not None:
             sub.future.set_exception(error)
         else:
-            sub.future.set_result(Outcome(stored=sub.new, duplicates=len(sub.events) - sub.new))
+            duplicates = sub.count - sub.new
+            sub.future.set_result(Outcome(stored=sub.new, duplicates=duplicates))

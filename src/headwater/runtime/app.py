@@ -10,7 +10,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.applications import Starlette
@@ -21,6 +21,7 @@ from starlette.routing import Route
 from headwater.collect.app import IngestApp
 from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
+from headwater.collect.workers import DecodePool
 from headwater.collect.writer import Writer
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
@@ -30,18 +31,19 @@ from headwater.core.secrets import environment_value
 from headwater.deliver.settings import PostgresSink
 from headwater.runtime.metrics import DeliveryCounters, StateMetrics
 from headwater.runtime.workspace import Workspace, state_for
-from headwater.serve.app import api_app
-from headwater.serve.auth import ConsumerRing
-from headwater.serve.catalog import DatasetCatalog, Served
+from headwater.serve.catalog import Served
 from headwater.serve.query import Reader
 from headwater.store.engine import Engine, collectors_floor
-from headwater.store.postgres.reader import PostgresReader
+
+if TYPE_CHECKING:
+    from headwater.store.postgres.reader import PostgresReader
 
 log = logging.getLogger(__name__)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
 #: What one process can do; ``headwater up`` does all of it.
@@ -89,11 +91,19 @@ class Runtime:
             self.metrics,
             dedupe_window_us=window // timedelta(microseconds=1),
             queue_max_events=settings.queue_max_events,
+            queue_max_bytes=settings.queue_max_bytes,
             commit_max_events=settings.commit_max_events,
+            commit_max_bytes=settings.commit_max_bytes,
             retry_after=settings.retry_after_seconds,
         )
+        processes = settings.validate_processes
+        pool = None
+        if processes > 0 and "collect" in roles:
+            pool = DecodePool(
+                processes, max_event_bytes=settings.max_event_bytes, max_depth=settings.max_depth
+            )
         self.ingest = IngestApp(
-            KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer
+            KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer, pool
         )
         self.workspace = Workspace(
             self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
@@ -119,12 +129,10 @@ class Runtime:
         self._readers_lock = threading.Lock()
         self._deliver_now = threading.Event()
         self.workspace.pipelines.on_published = self._deliver_now.set
-        engine_reader = _reader_of(self.workspace.engine)
-        self.api = api_app(
-            ConsumerRing(self.watch.derived(Project.consumer_tokens)),
-            DatasetCatalog(self.workspace.engine, self._served, reader=engine_reader),
-            project.settings.api,
-        )
+        # The read API (FastAPI, pydantic: about 30 MB) is built at its first request, so a
+        # collector that nobody reads from never holds it.
+        self._api: ASGIApp | None = None
+        self._api_lock = threading.Lock()
         self.admin = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -216,9 +224,25 @@ class Runtime:
         if scope["type"] == "http" and path.startswith("/v1/") and "collect" in self.roles:
             await self.ingest(scope, receive, send)
         elif scope["type"] == "http" and path.startswith("/api/") and "api" in self.roles:
-            await self.api(scope, receive, send)
+            await self.api()(scope, receive, send)
         else:
             await self.admin(scope, receive, send)
+
+    def api(self) -> ASGIApp:
+        """The read API, built once, at its first request."""
+        with self._api_lock:
+            if self._api is None:
+                from headwater.serve.app import api_app
+                from headwater.serve.auth import ConsumerRing
+                from headwater.serve.catalog import DatasetCatalog
+
+                engine = self.workspace.engine
+                self._api = api_app(
+                    ConsumerRing(self.watch.derived(Project.consumer_tokens)),
+                    DatasetCatalog(engine, self._served, reader=_reader_of(engine)),
+                    self.project.settings.api,
+                )
+            return self._api
 
     async def deliver(self) -> None:
         """Deliver owed intervals until :attr:`stopping` is set.
@@ -270,6 +294,8 @@ class Runtime:
                 return current[1]
             if current is not None:
                 self._retired.append(current[1])
+            from headwater.store.postgres.reader import PostgresReader
+
             url = environment_value(sink.url, where=f"[sinks.{name}] url")
             reader = PostgresReader(name, url, sink.pool_size)
             self._readers[name] = (sink, reader)

@@ -17,11 +17,14 @@ from datetime import datetime
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from headwater.core.types import Interval
 from headwater.store import schema
+from headwater.store.dedupe import KeyIndex
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
 from headwater.store.errors import Fenced, QueryError, StoreLocked, StoreUnavailable, first_line
 from headwater.store.readonly import check_read_only
@@ -81,6 +84,10 @@ class DuckDBEngine:
         self._lock = threading.Lock()
         self._ingest_lock = threading.Lock()
         self._readers: list[DuckDBReader] = []
+        # The window's keys, loaded from message_ids at the first ingest (a process that
+        # only reads never holds them); None again after a failed commit, so the next
+        # ingest reloads what the table holds rather than trust a copy that may differ.
+        self._keys: KeyIndex | None = None
 
     @classmethod
     def open(
@@ -97,6 +104,11 @@ class DuckDBEngine:
         _session(con)
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
+        import os
+
+        for setting in os.environ.get("HW_DUCK", "").split(";"):
+            if setting:
+                con.execute(f"SET {setting}")
         engine = cls(con, str(path), read_only=read_only)
         if not read_only:
             # DuckDB checkpoints when its WAL passes the threshold, stalling the commit
@@ -108,7 +120,8 @@ class DuckDBEngine:
     def _create_tables(self) -> None:
         self._con.execute(_ddl("events", schema.EVENTS))
         self._con.execute(_ddl("failed_events", schema.FAILED_EVENTS))
-        self._con.execute(_ddl("message_ids", schema.MESSAGE_IDS, primary_key=("key_hi", "key_lo")))
+        self._con.execute(_ddl("message_ids", schema.MESSAGE_IDS))
+        _drop_key_index(self._con)
         self._con.execute(
             f"CREATE TABLE IF NOT EXISTS {schema.FENCES} "
             "(name VARCHAR PRIMARY KEY, token BIGINT NOT NULL)"
@@ -147,53 +160,91 @@ class DuckDBEngine:
         if self._ingest_con is None:
             self._ingest_con = _session(self._con.cursor())
         con = self._ingest_con
+        keys = self._keys if self._keys is not None else self._load_keys(con)
         events = batch.events
+        hi, lo = batch.keys or schema.message_keys(
+            events["source"].to_pylist(), events["message_id"].to_pylist()
+        )
+        his, los = hi.to_numpy(), lo.to_numpy()
+        new = ~keys.contains(his, los)
+        received = events["received_at"].cast(pa.int64()).to_numpy()
         try:
             with self._transaction(con):
-                new = pa.array([True] * events.num_rows, pa.bool_())
-                if events.num_rows:
-                    new = self._insert_new(con, events)
+                if new.any():
+                    self._insert_new(con, events, hi, lo, new)
                 if batch.failed.num_rows:
-                    con.register("_hw_failed", batch.failed)
+                    con.register("_hw_failed", _as_json(batch.failed))
                     con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _hw_failed")
                     con.unregister("_hw_failed")
         except QueryError as exc:
+            self._keys = None
             # The collector answers 503 and the client sends again: nothing is lost.
             raise StoreUnavailable(self.name, exc.reason) from exc
-        return new
+        except BaseException:
+            self._keys = None
+            raise
+        keys.add(his[new], los[new], received[new])
+        return pa.array(new)
 
-    def _insert_new(self, con: duckdb.DuckDBPyConnection, events: pa.Table) -> pa.Array:
-        # The primary key of message_ids is the dedupe: RETURNING gives exactly
-        # the keys that were not there yet, inside the same transaction.
-        hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
-        keys = pa.Table.from_arrays(
-            [hi, lo, events["source"], events["message_id"], events["received_at"]],
+    def _insert_new(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        events: pa.Table,
+        hi: pa.Array,
+        lo: pa.Array,
+        new: npt.NDArray[np.bool_],
+    ) -> None:
+        # The keys go to message_ids in the same transaction as their events: the table
+        # is what a restart loads the index from.
+        fresh = events if new.all() else events.filter(pa.array(new))
+        rows = pa.Table.from_arrays(
+            [
+                hi.filter(pa.array(new)),
+                lo.filter(pa.array(new)),
+                fresh["source"],
+                fresh["message_id"],
+                fresh["received_at"],
+            ],
             schema=schema.MESSAGE_IDS,
         )
-        con.register("_hw_keys", keys)
-        inserted = con.sql(
-            "INSERT INTO message_ids SELECT * FROM _hw_keys "
-            "ON CONFLICT DO NOTHING RETURNING key_hi, key_lo"
-        ).to_arrow_table()
+        con.register("_hw_keys", rows)
+        con.execute("INSERT INTO message_ids SELECT * FROM _hw_keys")
         con.unregister("_hw_keys")
-        if inserted.num_rows == events.num_rows:
-            new = pa.array([True] * events.num_rows, pa.bool_())
-            fresh = events
-        else:
-            new = pc.is_in(_pair(hi, lo), value_set=_pair(inserted["key_hi"], inserted["key_lo"]))
-            fresh = events.filter(new)
-        if fresh.num_rows:
-            con.register("_hw_events", fresh)
-            con.execute("INSERT INTO events BY NAME SELECT * FROM _hw_events")
-            con.unregister("_hw_events")
-        return new
+        con.register("_hw_events", _as_json(fresh))
+        con.execute("INSERT INTO events BY NAME SELECT * FROM _hw_events")
+        con.unregister("_hw_events")
+
+    def _load_keys(self, con: duckdb.DuckDBPyConnection) -> KeyIndex:
+        """The index, from what message_ids holds now."""
+        keys = KeyIndex()
+        table = con.sql(
+            "SELECT key_hi, key_lo, epoch_us(received_at) AS at FROM message_ids"
+        ).to_arrow_table()
+        if table.num_rows:
+            keys.add(
+                table["key_hi"].to_numpy(),
+                table["key_lo"].to_numpy(),
+                table["at"].to_numpy(),
+            )
+        self._keys = keys
+        return keys
+
+    def dedupe_keys(self) -> int:
+        """Keys the window holds in memory (0 before the first ingest)."""
+        return len(self._keys) if self._keys is not None else 0
+
+    def dedupe_bytes(self) -> int:
+        """Bytes the in-memory dedupe index holds."""
+        return self._keys.nbytes if self._keys is not None else 0
 
     def prune_dedupe(self, before_us: int) -> int:
-        with self._cursor() as cur:
+        with self._ingest_lock, self._cursor() as cur:
             rows = cur.execute(
                 "DELETE FROM message_ids WHERE received_at < make_timestamptz(?::BIGINT)",
                 [before_us],
             ).fetchall()
+            if self._keys is not None:
+                self._keys.prune(before_us)
         return int(rows[0][0]) if rows else 0
 
     # -- generic ----------------------------------------------------------
@@ -514,8 +565,41 @@ def _int64_sums(table: pa.Table) -> pa.Table:
     return table
 
 
-def _pair(hi: pa.Array, lo: pa.Array) -> pa.Array:
-    return pc.binary_join_element_wise(pc.cast(hi, pa.string()), pc.cast(lo, pa.string()), ":")
+def _as_json(table: pa.Table) -> pa.Table:
+    """The JSON columns typed as Arrow's JSON extension: DuckDB then stores them in its JSON
+    type as they are, without parsing each value again (the collector's decoder wrote them,
+    so they are valid JSON)."""
+    for index, field in enumerate(table.schema):
+        if field.name in schema.JSON_COLUMNS and pa.types.is_string(field.type):
+            column = table.column(index)
+            chunks = [pa.ExtensionArray.from_storage(_JSON, chunk) for chunk in column.chunks]
+            table = table.set_column(
+                index, pa.field(field.name, _JSON, field.nullable), pa.chunked_array(chunks, _JSON)
+            )
+    return table
+
+
+_JSON = pa.json_(pa.string())
+
+
+def _drop_key_index(con: duckdb.DuckDBPyConnection) -> None:
+    """A store made before the index moved into memory has a primary key on message_ids:
+    copy the table without it (DuckDB cannot drop a constraint)."""
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'message_ids' "
+        "AND constraint_type = 'PRIMARY KEY'"
+    ).fetchall()
+    if not found[0][0]:
+        return
+    con.begin()
+    try:
+        con.execute("CREATE TABLE _hw_message_ids AS SELECT * FROM message_ids")
+        con.execute("DROP TABLE message_ids")
+        con.execute("ALTER TABLE _hw_message_ids RENAME TO message_ids")
+    except BaseException:
+        con.rollback()
+        raise
+    con.commit()
 
 
 def _scanned_rows(nodes: list[dict[str, object]]) -> int:

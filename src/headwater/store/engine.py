@@ -27,11 +27,14 @@ class IngestBatch:
     """What the collector's writer commits in one transaction.
 
     ``events`` has :data:`headwater.store.schema.EVENTS` and no two rows with the
-    same ``(source, message_id)``; ``failed`` has ``FAILED_EVENTS``.
+    same ``(source, message_id)``; ``failed`` has ``FAILED_EVENTS``. ``keys``, when
+    given, are the rows' dedupe keys (:func:`headwater.store.schema.message_keys`),
+    already computed by the caller; an engine that uses them need not hash again.
     """
 
     events: pa.Table
     failed: pa.Table
+    keys: tuple[pa.Array, pa.Array] | None = None
 
 
 @dataclass(frozen=True, slots=True)

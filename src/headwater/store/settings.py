@@ -19,8 +19,11 @@ class EngineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     path: str = "events.duckdb"
     """DuckDB: the file, relative to the project's data folder."""
 
-    memory_limit: str | None = None
-    """DuckDB: its ``memory_limit`` (e.g. ``"1GB"``); DuckDB's own default when unset."""
+    memory_limit: str | None = "128MB"
+    """DuckDB: its ``memory_limit`` (e.g. ``"1GB"``): past it DuckDB writes to temporary
+    files beside the store. Bounds the server's memory under any load (docs/architecture.md,
+    "Memory"); raise it for pipelines over large data. Empty or unset: DuckDB's own default,
+    80% of the machine's memory."""
 
     url: str | None = None
     """PostgreSQL: ``postgresql://user@host/db``; a URL with a password must be ``"${NAME}"``."""
