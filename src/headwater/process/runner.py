@@ -173,7 +173,9 @@ class Runner:
             )
         try:
             rows_each: tuple[int, ...] = ()
-            if pipeline.query is not None and isinstance(self.engine, Stages):
+            # A scoring pipeline's model runs here, on Arrow: its output leaves the engine.
+            in_engine = pipeline.query is not None and pipeline.header.model is None
+            if in_engine and isinstance(self.engine, Stages):
                 rows_written, rows_read, rows_each = self._in_engine(
                     self.engine, pipeline, interval, lease, each
                 )
