@@ -163,3 +163,52 @@ def test_a_store_with_the_old_primary_key_is_copied_without_it(tmp_path: Path) -
         con.close()
     assert keys == [(0,)]
     assert ids == [("new",), ("old",)]
+
+
+def test_a_failed_statement_keeps_the_index_and_a_failed_commit_reloads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = DuckDBEngine.open(tmp_path / "events.duckdb")
+    loads: list[int] = []
+    original = DuckDBEngine._load_keys
+
+    def counted(self: DuckDBEngine, con: duckdb.DuckDBPyConnection) -> KeyIndex:
+        loads.append(1)
+        return original(self, con)
+
+    monkeypatch.setattr(DuckDBEngine, "_load_keys", counted)
+    try:
+        assert _ingest(engine, ["a"]) == [True]
+        assert len(loads) == 1
+        insert = DuckDBEngine._insert_new
+
+        def fail(self: DuckDBEngine, con: duckdb.DuckDBPyConnection, *args: object) -> None:
+            insert(self, con, *args)  # type: ignore[arg-type]
+            raise duckdb.ConstraintException("injected: a statement failed")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(DuckDBEngine, "_insert_new", fail)
+            with pytest.raises(Exception, match="injected"):
+                _ingest(engine, ["b"])
+        # Rolled back: the table is as the index says, so the index is not loaded again.
+        assert _ingest(engine, ["a", "b"]) == [False, True]
+        assert len(loads) == 1
+    finally:
+        engine.close()
+
+
+def test_a_merge_that_runs_out_of_memory_loses_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    index = KeyIndex()
+    hi, lo = _arrays([(1, 1), (1, 2)])
+    index.add(hi, lo, np.array([1, 1], dtype=np.int64))
+
+    def no_memory(*_: object, **__: object) -> np.ndarray:
+        raise MemoryError
+
+    with monkeypatch.context() as patched:
+        patched.setattr(np, "concatenate", no_memory)
+        with pytest.raises(MemoryError):
+            more_hi, more_lo = _arrays([(2, 3)])
+            index.add(more_hi, more_lo, np.array([2], dtype=np.int64))
+    known_hi, known_lo = _arrays([(1, 1), (1, 2), (2, 3)])
+    assert index.contains(known_hi, known_lo).tolist() == [True, True, True]

@@ -311,7 +311,8 @@ class IngestApp:
             # An authenticated caller's bad body is kept so it can be fixed and replayed.
             row = _failed_row(source, received_us, refused.code, refused.field, str(refused), body)
             try:
-                await self._writer.submit([], [row], received_us)
+                # Its bytes count against the queue's and the commit's bounds like any body.
+                await self._writer.submit([], [row], received_us, nbytes=len(body or b""))
             except Unavailable as unavailable:
                 log.warning("could not keep a refused request: %s", unavailable)
         return _error(refused.status, refused.code, str(refused))

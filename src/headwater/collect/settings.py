@@ -40,7 +40,7 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """Most events the writer commits in one transaction."""
 
     commit_max_bytes: int = 8 * 1024 * 1024
-    """Most bytes of Arrow data the writer commits in one transaction (one request's
+    """Most bytes of request bodies the writer commits in one transaction (one request's
     events are never split, so a commit may hold one request past it)."""
 
     validate_processes: int = 0

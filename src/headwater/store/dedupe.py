@@ -98,15 +98,15 @@ class KeyIndex:
             return
         self._runs.append(_Run(hi, lo, received_at))
         while len(self._runs) > 1 and len(self._runs[-2]) < _RATIO * len(self._runs[-1]):
-            last, before = self._runs.pop(), self._runs.pop()
-            # Two sorted runs: the stable sort in _Run is one linear merge.
-            self._runs.append(
-                _Run(
-                    np.concatenate([before.hi, last.hi]),
-                    np.concatenate([before.lo, last.lo]),
-                    np.concatenate([before.at, last.at]),
-                )
+            before, last = self._runs[-2], self._runs[-1]
+            # Two sorted runs: the stable sort in _Run is one linear merge. Made before the
+            # two are let go, so a merge that runs out of memory loses no key.
+            merged = _Run(
+                np.concatenate([before.hi, last.hi]),
+                np.concatenate([before.lo, last.lo]),
+                np.concatenate([before.at, last.at]),
             )
+            self._runs[-2:] = [merged]
 
     def prune(self, before_us: int) -> int:
         """Forget keys received before ``before_us`` (as the store's ``DELETE`` does)."""

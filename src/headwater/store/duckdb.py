@@ -9,6 +9,7 @@ holds up a commit: DuckDB's MVCC gives each its snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -104,11 +105,6 @@ class DuckDBEngine:
         _session(con)
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
-        import os
-
-        for setting in os.environ.get("HW_DUCK", "").split(";"):
-            if setting:
-                con.execute(f"SET {setting}")
         engine = cls(con, str(path), read_only=read_only)
         if not read_only:
             # DuckDB checkpoints when its WAL passes the threshold, stalling the commit
@@ -168,22 +164,39 @@ class DuckDBEngine:
         his, los = hi.to_numpy(), lo.to_numpy()
         new = ~keys.contains(his, los)
         received = events["received_at"].cast(pa.int64()).to_numpy()
+        # The index changes only after a commit: a statement that fails is rolled back and
+        # leaves the table as the index says. Only a commit that raised leaves it unknown
+        # whether the keys went in; then the index is loaded again from the table.
+        committing = False  # from the commit on: whether the keys went in may be unknown
         try:
-            with self._transaction(con):
+            con.begin()
+            try:
                 if new.any():
                     self._insert_new(con, events, hi, lo, new)
                 if batch.failed.num_rows:
                     con.register("_hw_failed", _as_json(batch.failed))
                     con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _hw_failed")
                     con.unregister("_hw_failed")
-        except QueryError as exc:
-            self._keys = None
+            except BaseException:
+                con.rollback()
+                raise
+            committing = True
+            con.commit()
+            keys.add(his[new], los[new], received[new])
+        except duckdb.Error as exc:
+            if committing:
+                self._keys = None
+                with contextlib.suppress(duckdb.Error):  # a transaction the commit left open
+                    con.rollback()
+            error = classify(exc)
             # The collector answers 503 and the client sends again: nothing is lost.
-            raise StoreUnavailable(self.name, exc.reason) from exc
+            if isinstance(error, QueryError):
+                raise StoreUnavailable(self.name, error.reason) from exc
+            raise error from exc
         except BaseException:
-            self._keys = None
+            if committing:  # a commit that raised, or keys not added after one
+                self._keys = None
             raise
-        keys.add(his[new], los[new], received[new])
         return pa.array(new)
 
     def _insert_new(
@@ -231,11 +244,13 @@ class DuckDBEngine:
 
     def dedupe_keys(self) -> int:
         """Keys the window holds in memory (0 before the first ingest)."""
-        return len(self._keys) if self._keys is not None else 0
+        keys = self._keys  # (read once: the writer may set it aside meanwhile)
+        return len(keys) if keys is not None else 0
 
     def dedupe_bytes(self) -> int:
         """Bytes the in-memory dedupe index holds."""
-        return self._keys.nbytes if self._keys is not None else 0
+        keys = self._keys
+        return keys.nbytes if keys is not None else 0
 
     def prune_dedupe(self, before_us: int) -> int:
         with self._ingest_lock, self._cursor() as cur:
