@@ -205,10 +205,10 @@ def test_a_merge_that_runs_out_of_memory_loses_no_key(monkeypatch: pytest.Monkey
     def no_memory(*_: object, **__: object) -> np.ndarray:
         raise MemoryError
 
+    more_hi, more_lo = _arrays([(2, 3)])
     with monkeypatch.context() as patched:
         patched.setattr(np, "concatenate", no_memory)
         with pytest.raises(MemoryError):
-            more_hi, more_lo = _arrays([(2, 3)])
             index.add(more_hi, more_lo, np.array([2], dtype=np.int64))
     known_hi, known_lo = _arrays([(1, 1), (1, 2), (2, 3)])
     assert index.contains(known_hi, known_lo).tolist() == [True, True, True]
