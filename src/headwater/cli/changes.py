@@ -178,7 +178,7 @@ def show_plan(found: dict[str, Any]) -> None:
 
 def _recompute_line(again: dict[str, Any]) -> str:
     if not again["intervals"]:
-        return "nothing to compute yet (no input data)"
+        return "nothing to compute yet (no whole interval since its first input)"
     span = f"{again['start'][:16]} .. {again['end'][:16]}"
     cost = []
     if again["bytes"] is not None:
