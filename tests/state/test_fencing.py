@@ -284,9 +284,7 @@ def test_a_deliverer_that_lost_its_lease_stops_and_its_progress_does_not_land(
         assert sorted({r.payload["batch"] for r in seen}) == [0, 1, 2]
         keys: dict[int, set[str]] = {}
         for request in seen:
-            keys.setdefault(request.payload["batch"], set()).add(
-                request.headers["idempotency-key"]
-            )
+            keys.setdefault(request.payload["batch"], set()).add(request.headers["idempotency-key"])
         assert all(len(found) == 1 for found in keys.values()), keys
         state = StateStore.in_folder(tmp_path / "state")
         try:
