@@ -145,6 +145,19 @@ def _apply(project: Project) -> Plan:
         return plan
 
 
+def _apply_dying_at(project: Project, monkeypatch: pytest.MonkeyPatch, step: str) -> None:
+    """An apply whose process dies as it reaches ``ApplyLog.<step>``."""
+    from headwater.state.applies import ApplyLog
+
+    def die(*_: object) -> None:
+        raise RuntimeError(f"the process died at {step}")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(ApplyLog, step, die)
+        with pytest.raises(RuntimeError):
+            _apply(project)
+
+
 def _query(project: Project, sql: str) -> list[dict[str, Any]]:
     engine = DuckDBEngine.open(project.data_dir / "events.duckdb", read_only=True)
     try:
@@ -448,15 +461,7 @@ def test_a_crash_between_the_swap_and_its_record_is_finished_by_the_next_apply(
         "counts.sql",
         COUNTS.replace("COUNT(*) AS events", "COUNT(*) AS events, 3 AS three"),
     )
-    from headwater.state.applies import ApplyLog
-
-    def crash(*_: object) -> None:
-        raise RuntimeError("the process died here")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ApplyLog, "swap", crash)
-        with pytest.raises(RuntimeError):
-            _apply(project)
+    _apply_dying_at(project, monkeypatch, "swap")
     # The engine swapped; the intervals are still recorded under the build's name.
     assert {r["three"] for r in _query(project, "SELECT three FROM counts")} == {3}
     assert _metadata(project, "SELECT count(*) FROM intervals WHERE pipeline = 'counts'")[0][0]
@@ -504,15 +509,7 @@ def test_an_apply_that_stopped_after_the_engine_swapped_loses_nothing_hours_late
         "counts.sql",
         COUNTS.replace("COUNT(*) AS events", "COUNT(*) AS events, 3 AS three"),
     )
-    from headwater.state.applies import ApplyLog
-
-    def crash(*_: object) -> None:
-        raise RuntimeError("the process died here")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ApplyLog, "swap", crash)
-        with pytest.raises(RuntimeError):
-            _apply(project)
+    _apply_dying_at(project, monkeypatch, "swap")
     # Two hours later, with their events, the next apply finishes the one that stopped.
     later = _rows(_start() + 30 * HOUR, 2, 4, "b")
     _ingest(project, later)
@@ -596,15 +593,7 @@ def test_builds_left_for_a_change_since_undone_are_dropped_not_swapped_in(
     _apply(project)
     tenfold = COUNTS.replace("COUNT(*) AS events", "COUNT(*) * 10 AS events")
     _write(project, "counts.sql", tenfold)
-    from headwater.state.applies import ApplyLog
-
-    def crash(*_: object) -> None:
-        raise RuntimeError("the process died before recording")
-
-    with monkeypatch.context() as patched:
-        patched.setattr(ApplyLog, "record", crash)
-        with pytest.raises(RuntimeError):
-            _apply(project)
+    _apply_dying_at(project, monkeypatch, "record")
     # Both builds are there: counts tenfold, and totals computed from it.
     assert {"_hw_next_counts", "_hw_next_totals"} <= _tables(project)
     _write(project, "counts.sql", COUNTS)  # the change is undone
