@@ -44,6 +44,9 @@ app = typer.Typer(
 )
 sources = typer.Typer(help="Producers of events and their write keys.", no_args_is_help=True)
 consumers = typer.Typer(help="Services that read datasets through the API.", no_args_is_help=True)
+admins = typer.Typer(
+    help="People who sign in to the dashboard and use admin APIs.", no_args_is_help=True
+)
 deployment = typer.Typer(
     help="Files that deploy an environment, and applying them.", no_args_is_help=True
 )
@@ -71,6 +74,8 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (sources, "list", setup.sources_list),
     (consumers, "add", setup.consumers_add),
     (consumers, "list", setup.consumers_list),
+    (admins, "add", setup.admins_add),
+    (admins, "list", setup.admins_list),
     (deployment, "render", deploy.render),
     (deployment, "apply", deploy.apply),
     (deployment, "lock", deploy.lock),
@@ -79,6 +84,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
     (sources, "sources"),
     (consumers, "consumers"),
+    (admins, "admins"),
     (deployment, "deploy"),
 )
 

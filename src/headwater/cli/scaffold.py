@@ -157,6 +157,15 @@ def add_consumer(config: Path, name: str, datasets: list[str]) -> str:
     return token
 
 
+def add_admin(config: Path, name: str) -> str:
+    """Append ``[admins.NAME]`` with a new hashed token; return the token."""
+    token = new_key("at")
+    text = config.read_text(encoding="utf-8")
+    separator = "" if text.endswith("\n") else "\n"
+    write_private(config, f'{text}{separator}\n[admins.{name}]\ntoken = "{hash_key(token)}"\n')
+    return token
+
+
 def write_private(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` whole, readable by its owner only.
 

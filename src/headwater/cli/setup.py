@@ -96,3 +96,31 @@ def consumers_list() -> None:
     project = options.project()
     for name, consumer in project.settings.consumers.items():
         console.print(f"{name}\t{', '.join(consumer.datasets)}")
+
+
+def admins_add(name: Annotated[str, typer.Argument(help="Name of the new admin.")]) -> None:
+    """Create an admin and print its token once: it signs in to the dashboard and may
+    erase people through the API.
+
+    Example: headwater admins add alice
+    """
+    check_name("admin", name)
+    project = options.project()
+    if name in project.settings.admins:
+        raise ConfigError(f"admin {name!r} already exists", hint="choose another name")
+    token = scaffold.add_admin(project.file, name)
+    load_project(project.root)
+    console.print(f"Admin [bold]{name}[/bold] token: [bold green]{token}[/bold green]")
+    console.print(
+        "[dim]Only its hash is stored; keep the token now. It signs in at the dashboard "
+        "(http://HOST:PORT/) and is sent as `Authorization: Bearer <token>` to admin APIs.[/dim]"
+    )
+
+
+def admins_list() -> None:
+    """List admins and how each token is stored."""
+    project = options.project()
+    for name, admin in project.settings.admins.items():
+        in_environment = stored_form(admin.token) == "environment"
+        kind = "token in an environment variable" if in_environment else "token stored hashed"
+        console.print(f"{name}\t{kind}")

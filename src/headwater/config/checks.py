@@ -31,6 +31,11 @@ def check(settings: ProjectFile, path: str) -> None:
             "consumer", name, "token", consumer.token, path,
             "create consumers with `headwater consumers add NAME --datasets a,b`",
         )  # fmt: skip
+    for name, admin in settings.admins.items():
+        _check_holder(
+            "admin", name, "token", admin.token, path,
+            "create admins with `headwater admins add NAME`, which stores only the hash",
+        )  # fmt: skip
     for name, sink in settings.sinks.items():
         _check_sink(name, sink, path)
     window = parse_duration(settings.collector.dedupe_window)

@@ -33,7 +33,7 @@ def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> 
             struct = TABLES.get(sub, struct)
             names = [n for n, t in _named_tables(raw, top) if key in _table(t, sub)]
             at = f"{top}.{names[0] if names else '<name>'}.{sub}"
-        elif at.startswith(("sources[", "consumers[", "environments[", "models[")):
+        elif at.startswith(("sources[", "consumers[", "admins[", "environments[", "models[")):
             # msgspec says `sources[...]`; find which table holds the key.
             names = [n for n, t in _named_tables(raw, top) if key in t]
             at = f"{top}.{names[0] if names else '<name>'}"

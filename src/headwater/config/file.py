@@ -18,7 +18,7 @@ from headwater.config.server import ServerSettings
 from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink, Sink, WebhookSink
 from headwater.process.models.settings import ModelSettings
 from headwater.process.settings import PipelinesSettings
-from headwater.serve.settings import ApiSettings, ConsumerSettings
+from headwater.serve.settings import AdminSettings, ApiSettings, ConsumerSettings
 from headwater.store.settings import StoreSettings, WarehouseSettings
 
 FILENAME = "headwater.toml"
@@ -89,6 +89,7 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
     consumers: dict[str, ConsumerSettings] = msgspec.field(default_factory=dict)
+    admins: dict[str, AdminSettings] = msgspec.field(default_factory=dict)
     sinks: dict[str, Sink] = msgspec.field(default_factory=dict)
     delivery: DeliverySettings = msgspec.field(default_factory=DeliverySettings)
     environments: dict[str, EnvironmentSettings] = msgspec.field(default_factory=dict)
@@ -105,6 +106,7 @@ TABLES: dict[str, type[msgspec.Struct]] = {
     "pipelines": PipelinesSettings,
     "api": ApiSettings,
     "consumers": ConsumerSettings,
+    "admins": AdminSettings,
     "sources": SourceSettings,
     "delivery": DeliverySettings,
     "environments": EnvironmentSettings,

@@ -112,6 +112,13 @@ class Project:
             for name, c in self.settings.consumers.items()
         }
 
+    def admin_tokens(self) -> dict[str, KeyHash]:
+        """Each admin's token hash; environment references are read now."""
+        return {
+            name: KeyHash.parse(admin.token, where=f"[admins.{name}] token")
+            for name, admin in self.settings.admins.items()
+        }
+
     def source_keys(self) -> dict[str, KeyHash]:
         """Each source's key hash; environment references are read now, not at import."""
         return {

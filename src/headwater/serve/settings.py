@@ -15,6 +15,13 @@ class ConsumerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True,
     """The datasets (pipeline outputs) this consumer may read."""
 
 
+class AdminSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """A person or service that administers Headwater: the dashboard, erasures."""
+
+    token: str
+    """``"sha256:<hex>"`` (as ``headwater admins add`` writes it) or ``"${ENV_NAME}"``."""
+
+
 class ApiSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
     """The ``[api]`` table."""
 
