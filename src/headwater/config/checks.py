@@ -106,10 +106,11 @@ def _check_pii(name: str, source: SourceSettings, path: str) -> None:
     twice = overlap([rule.path for rule in source.pii])
     if twice is not None:
         first, second = (source.pii[i] for i in twice)
+        via_traits = any(r.path.startswith("traits.") for r in (first, second))
         raise ConfigError(
             f"{table} rules {twice[0] + 1} ({first.path!r}, {first.action}) and {twice[1] + 1} "
             f"({second.path!r}, {second.action}) apply to the same value"
-            + (" (a traits rule applies to context.traits too)" if "traits" in second.path else ""),
+            + (" (a traits rule applies to context.traits too)" if via_traits else ""),
             path=path,
             hint="keep one rule per value: a rule on an object covers everything inside it",
         )
