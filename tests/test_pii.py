@@ -517,3 +517,54 @@ def test_the_server_does_not_start_without_a_usable_key(
     assert result.returncode != 0
     assert said in result.stderr
     assert KEY_VARIABLE in result.stderr or "[sources.web] pii_key" in result.stderr
+
+
+def test_a_body_that_does_not_parse_is_kept_without_its_payload(
+    pii_server: Server, pii_project: Project
+) -> None:
+    tag = f"broken-{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"type": "identify", "userId": tag, "traits": {"email": f"{tag}@x.io"}})
+    answer = pii_server.post("/v1/identify", content=body[:-1].encode(), auth=(pii_project.key, ""))
+    assert answer.status_code == 400
+    assert [r["code"] for r in answer.json()["rejected"]] == ["malformed_json"]
+    rows = pii_project.query(
+        "SELECT code, payload, message FROM failed_events WHERE code = 'malformed_json'"
+    ).to_pylist()
+    assert rows
+    assert all(row["payload"] is None for row in rows)
+    assert tag not in json.dumps(rows, default=str)
+
+
+def test_rules_that_cannot_apply_after_an_edit_refuse_the_source_s_events(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HEADWATER_UNSET_PII_KEY", raising=False)
+    project.configure('[[sources.web.pii]]\npath = "context.ip"\naction = "truncate"\n')
+    server = Server(project).start()
+    try:
+        event = {"type": "identify", "userId": "u1", "traits": {"email": "ada@example.com"}}
+        first = server.post("/v1/identify", json=event, auth=(project.key, ""))
+        assert first.status_code == 200
+        # The file now names a key the running server's environment does not hold.
+        _with_key(project, reference="${HEADWATER_UNSET_PII_KEY}")
+        project.configure('[[sources.web.pii]]\npath = "traits.email"\naction = "hash"\n')
+        refused = None
+        for _ in range(100):
+            answer = server.post(
+                "/v1/identify", json={**event, "userId": "u2"}, auth=(project.key, "")
+            )
+            if answer.status_code == 503:
+                refused = answer
+                break
+            assert answer.status_code == 200  # the edit is not seen yet: the old rules hold
+            server.post("/v1/identify", json=event, auth=(project.key, ""))
+        assert refused is not None, "the edit was never seen"
+        assert refused.json()["error"]["code"] == "pii_rules_unavailable"
+        assert "HEADWATER_UNSET_PII_KEY" in refused.json()["error"]["message"]
+    finally:
+        server.stop()
+    stored = project.query("SELECT traits FROM events WHERE user_id = 'u2'").to_pylist()
+    failed = project.query("SELECT payload FROM failed_events").to_pylist()
+    assert "ada@example.com" not in json.dumps(failed)
+    # Only what arrived before the edit was seen is stored, with the rules of then.
+    assert all(json.loads(row["traits"]) == {"email": "ada@example.com"} for row in stored)
