@@ -304,7 +304,7 @@ def redactor(name: str, source: SourceSettings) -> Redactor | None:
         if len(text) < MIN_KEY_CHARS:
             raise ConfigError(
                 f"{where}: the key in the environment has {len(text)} characters, fewer "
-                f"than {MIN_KEY_CHARS}: a short key lets anyone try every value",
+                f"than {MIN_KEY_CHARS}: a short key can be guessed",
                 hint=KEY_HINT,
             )
         key = text.encode()
