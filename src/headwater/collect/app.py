@@ -14,7 +14,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, TypeVar
@@ -25,6 +25,7 @@ import pyarrow as pa
 from headwater.collect.auth import KeyRing, basic_user
 from headwater.collect.body import ClientGone, check_encoding, read_body
 from headwater.collect.errors import Rejection, RequestRefused, Unavailable
+from headwater.collect.pii import Redactor
 from headwater.collect.settings import CollectorSettings
 from headwater.collect.validate import (
     Batch,
@@ -39,6 +40,7 @@ from headwater.collect.workers import POOL_BYTES, DecodePool
 from headwater.collect.writer import FailedRow, Writer, rows_table
 from headwater.core import jsonio
 from headwater.core.clock import now_us
+from headwater.core.errors import ConfigError
 from headwater.store import schema
 
 Scope = MutableMapping[str, Any]
@@ -48,6 +50,9 @@ Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Each source with PII rules: its rules, or why they cannot apply now (its key is not in
+#: the environment). A new mapping whenever ``headwater.toml`` changes.
+Rules = Callable[[], Mapping[str, Redactor | ConfigError]]
 
 #: Path → the event type it implies; ``None`` for batch endpoints. analytics.js posts to
 #: the one-letter paths (``/v1/t`` for a track, ``/v1/b`` for a batch).
@@ -104,9 +109,15 @@ class IngestApp:
         settings: CollectorSettings,
         writer: Writer,
         pool: DecodePool | None = None,
+        rules: Rules | None = None,
     ) -> None:
-        """``pool``, when given, validates large batches in other processes."""
+        """``pool``, when given, validates large batches in other processes; ``rules``
+        gives the sources' PII rules (one that cannot apply is an error here, at start)."""
         self._keys = keys
+        self._rules = rules
+        for found in (rules() if rules is not None else {}).values():
+            if isinstance(found, ConfigError):
+                raise found
         self._pool = pool
         self._settings = settings
         self._writer = writer
@@ -132,6 +143,9 @@ class IngestApp:
         if size <= _INLINE_BYTES:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._decoders, work)
+
+    def _rules_of(self, source: str) -> Redactor | ConfigError | None:
+        return None if self._rules is None else self._rules().get(source)
 
     def arrival_floor(self) -> int:
         """Every event that arrived before this time (µs) is committed or refused.
@@ -224,6 +238,16 @@ class IngestApp:
         source: str,
         received_us: int,
     ) -> tuple[int, bytes, list[Any]]:
+        rules = self._rules_of(source)
+        if isinstance(rules, ConfigError):
+            # Its rules were changed to ones that cannot apply: refused (and retried by
+            # the client), never stored without them.
+            raise RequestRefused(
+                503,
+                "pii_rules_unavailable",
+                f"the source's PII rules cannot be applied ({rules.message}); retry later",
+                keep=False,
+            )
         if envelope is not None:
             raws: list[msgspec.Raw] | list[bytes] = envelope.batch
             if not raws:
@@ -240,7 +264,7 @@ class IngestApp:
 
         def validate() -> tuple[pa.Table | list[EventRow], list[FailedRow], list[Rejection]]:
             events, failed, rejected = validate_events(
-                self._validator, raws, kind, source, received_us, batch
+                self._validator, raws, kind, source, received_us, batch, rules
             )
             # A large request's rows become one Arrow table here, off the writer's thread,
             # and are dropped at once; a small one's are joined with others' at the commit.
@@ -251,7 +275,7 @@ class IngestApp:
         keys = None
         events: pa.Table | list[EventRow]
         if self._pool is not None and len(body) >= POOL_BYTES and self._pool.ready():
-            validated = await self._pool.validate(body, kind, source, received_us)
+            validated = await self._pool.validate(body, kind, source, received_us, rules)
             events, keys, rejected = validated.events, validated.keys, validated.rejected
             failed = validated.failed
         else:
@@ -307,9 +331,12 @@ class IngestApp:
     async def _refuse(
         self, refused: RequestRefused, source: str | None, received_us: int, body: bytes | None
     ) -> tuple[int, bytes, list[Any]]:
-        if source is not None and refused.keep:
+        rules = None if source is None else self._rules_of(source)
+        if source is not None and refused.keep and not isinstance(rules, ConfigError):
             # An authenticated caller's bad body is kept so it can be fixed and replayed.
-            row = _failed_row(source, received_us, refused.code, refused.field, str(refused), body)
+            row = _failed_row(
+                source, received_us, refused.code, refused.field, str(refused), body, rules
+            )
             try:
                 # Its bytes count against the queue's and the commit's bounds like any body.
                 await self._writer.submit([], [row], received_us, nbytes=len(body or b""))
@@ -325,19 +352,23 @@ def validate_events(
     source: str,
     received_us: int,
     batch: Batch | None,
+    rules: Redactor | None = None,
 ) -> tuple[list[EventRow], list[FailedRow], list[Rejection]]:
     """Each event validated alone: the rows of the valid ones, and the refused ones as
-    ``failed_events`` rows and as rejections for the answer."""
+    ``failed_events`` rows and as rejections for the answer; the source's PII ``rules``
+    apply to both."""
     events: list[EventRow] = []
     failed: list[FailedRow] = []
     rejected: list[Rejection] = []
     for index, item in enumerate(raws):
         raw = bytes(item)
         try:
-            events.append(validator.event(raw, kind, source, received_us, batch))
+            events.append(validator.event(raw, kind, source, received_us, batch, rules))
         except Invalid as bad:
             rejected.append(Rejection(index, bad.code, bad.field, bad.message))
-            failed.append(_failed_row(source, received_us, bad.code, bad.field, bad.message, raw))
+            failed.append(
+                _failed_row(source, received_us, bad.code, bad.field, bad.message, raw, rules)
+            )
     return events, failed, rejected
 
 
@@ -384,6 +415,7 @@ def _failed_row(
     field: str | None,
     message: str,
     payload: bytes | None,
+    rules: Redactor | None = None,
 ) -> FailedRow:
     return (
         str(uuid.uuid4()),
@@ -392,24 +424,36 @@ def _failed_row(
         code,
         field,
         message,
-        None if payload is None else _payload_json(payload),
+        None if payload is None else _payload_json(payload, rules),
         None,
     )
 
 
-def _payload_json(payload: bytes) -> str:
+def _payload_json(payload: bytes, rules: Redactor | None = None) -> str | None:
     """The payload as JSON: itself when it parses, else a JSON string of its text.
 
     A ``writeKey`` in the body is a secret: it is removed, since failed events
     are readable by anyone granted ``failed_events``, wherever it is in the body,
     however its name is spelled (JSON escapes decode to the same key) and even
     when the body does not parse.
+
+    With PII ``rules``, the parsed payload is kept with the rules applied, and a
+    payload that does not parse, or is not an object, is not kept at all (``None``):
+    where its ruled values are cannot be told, and no raw one may be stored.
     """
     try:
         value = jsonio.loads(payload)
     except (jsonio.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        if rules is not None:
+            return None
         text = payload.decode("utf-8", errors="replace")
         return jsonio.dumps_str(_STRING_MEMBER.sub(_redact, text))
+    if rules is not None:
+        value = rules.payload(value)
+        if value is None:
+            return None
+        _remove_keys(value)
+        return jsonio.dumps_str(value)
     if _remove_keys(value):
         return jsonio.dumps_str(value)
     return payload.decode()

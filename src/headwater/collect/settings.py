@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
 
 
@@ -56,8 +58,30 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     """On shutdown, how long in-flight requests may take to be committed and answered."""
 
 
+class PiiRule(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """One ``[[sources.<name>.pii]]`` table: what the collector does to one value of each
+    event before anything is stored (``collect/pii.py``)."""
+
+    path: str
+    """A dotted path into ``properties``, ``traits`` or ``context``, e.g. ``"context.ip"``;
+    a ``traits.`` path also applies to ``context.traits``."""
+
+    action: Literal["drop", "hash", "truncate"]
+    """``drop`` removes the member; ``hash`` replaces it with the hex HMAC-SHA256 under
+    the source's ``pii_key``; ``truncate`` keeps an IP address's network (IPv4 /24,
+    IPv6 /48) or an ISO timestamp's hour."""
+
+
 class SourceSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
-    """One ``[sources.<name>]`` table: a producer of events and its write key."""
+    """One ``[sources.<name>]`` table: a producer of events, its write key, and the PII
+    rules applied to its events before they are stored."""
 
     write_key: str
     """``"sha256:<hex>"`` (as ``headwater sources add`` writes it) or ``"${ENV_NAME}"``."""
+
+    pii_key: str | None = None
+    """The HMAC key of the ``hash`` rules, as an environment reference only
+    (``"${HEADWATER_PII_KEY}"``): the key itself never goes in the file."""
+
+    pii: list[PiiRule] = msgspec.field(default_factory=list)
+    """The source's PII rules (``[[sources.<name>.pii]]``); see docs/events.md."""

@@ -23,6 +23,7 @@ import msgspec
 
 from headwater.collect import split
 from headwater.collect.errors import RequestRefused
+from headwater.collect.pii import Redactor
 from headwater.core import jsonio
 from headwater.core.clock import to_us
 
@@ -223,12 +224,18 @@ class Validator:
         return Batch(envelope.sent_at, context, len(jsonio.dumps(context)))
 
     def event(
-        self, raw: bytes, kind: str | None, source: str, received_us: int, batch: Batch | None
+        self,
+        raw: bytes,
+        kind: str | None,
+        source: str,
+        received_us: int,
+        batch: Batch | None,
+        rules: Redactor | None = None,
     ) -> EventRow:
         """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch).
 
         A batch's ``context`` is merged into each event, so it counts towards
-        each event's size.
+        each event's size. ``rules``: the source's PII rules, applied to the row.
         """
         batch = batch or _SINGLE
         size = len(raw) + batch.context_bytes
@@ -240,7 +247,7 @@ class Validator:
                 "send less in properties, traits or context",
             )
         event = self._decode(raw)
-        return _row(event, kind, source, received_us, batch.sent_at, batch.context)
+        return _row(event, kind, source, received_us, batch.sent_at, batch.context, rules)
 
     def _decode(self, raw: bytes) -> SegmentEvent:
         try:
@@ -293,6 +300,7 @@ def _row(
     received_us: int,
     batch_sent_at: datetime | None,
     batch_context: dict[str, Any] | None,
+    rules: Redactor | None = None,
 ) -> EventRow:
     kind = kind or event.type
     if kind is None:
@@ -345,9 +353,12 @@ def _row(
             message = f"{field} holds a NUL character (\\u0000), which no store keeps in text"
             raise Invalid("invalid_text", field, message)
 
-    context = event.context
+    properties, traits, context = event.properties, event.traits, event.context
     if batch_context:
         context = {**batch_context, **(context or {})}
+    if rules is not None:
+        # After the batch's context is merged in: what is stored is what the rules saw.
+        properties, traits, context = rules.event(properties, traits, context)
     return (
         message_id,
         source,
@@ -362,8 +373,8 @@ def _row(
         original_us,
         sent_us,
         received_us,
-        _json(event.properties),
-        _json(event.traits),
+        _json(properties),
+        _json(traits),
         _json(context),
     )
 

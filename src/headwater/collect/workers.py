@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from headwater.collect.errors import Rejection, Unavailable
+from headwater.collect.pii import Redactor
 from headwater.collect.validate import Validator, decode_batch
 from headwater.collect.writer import FailedRow, rows_table
 from headwater.store import schema
@@ -76,12 +77,19 @@ class DecodePool:
         return all(future.done() for future in self._starting)
 
     async def validate(
-        self, body: bytes, kind: str | None, source: str, received_us: int
+        self,
+        body: bytes,
+        kind: str | None,
+        source: str,
+        received_us: int,
+        rules: Redactor | None = None,
     ) -> Validated:
+        """``rules``: the source's PII rules, sent with the body (they follow the file,
+        so a worker holds none of its own)."""
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(
-                self._pool, _validate, body, kind, source, received_us
+                self._pool, _validate, body, kind, source, received_us, rules
             )
         except BrokenProcessPool:
             raise Unavailable(
@@ -101,7 +109,9 @@ def _ready() -> None:
     from headwater.collect import app  # noqa: F401  (what _validate needs, imported now)
 
 
-def _validate(body: bytes, kind: str | None, source: str, received_us: int) -> Validated:
+def _validate(
+    body: bytes, kind: str | None, source: str, received_us: int, rules: Redactor | None
+) -> Validated:
     """In a worker: the body was checked by the owner (key, counts, size) before it came."""
     from headwater.collect.app import validate_events
 
@@ -113,7 +123,9 @@ def _validate(body: bytes, kind: str | None, source: str, received_us: int) -> V
         batch = _validator.batch(envelope)
     else:
         raws, batch = [body], None
-    rows, failed, rejected = validate_events(_validator, raws, kind, source, received_us, batch)
+    rows, failed, rejected = validate_events(
+        _validator, raws, kind, source, received_us, batch, rules
+    )
     table = rows_table(rows, schema.EVENTS)
     hi, lo = schema.message_keys([source] * len(rows), [row[0] for row in rows])
     keys = (np.asarray(hi.to_numpy()), np.asarray(lo.to_numpy()))

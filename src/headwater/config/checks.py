@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from headwater.collect.pii import BadPath, overlap, parse_path
+from headwater.collect.settings import SourceSettings
 from headwater.config.file import ProjectFile
 from headwater.core.clock import parse_duration
 from headwater.core.errors import ConfigError
@@ -26,6 +28,7 @@ def check(settings: ProjectFile, path: str) -> None:
             "source", name, "write_key", source.write_key, path,
             "create keys with `headwater sources add NAME`, which stores only the hash",
         )  # fmt: skip
+        _check_pii(name, source, path)
     for name, consumer in settings.consumers.items():
         _check_holder(
             "consumer", name, "token", consumer.token, path,
@@ -89,6 +92,49 @@ def _check_holder(kind: str, name: str, field: str, stored: str, path: str, hint
             'reference ("${NAME}"), not the secret itself',
             path=path,
             hint=hint,
+        )
+
+
+def _check_pii(name: str, source: SourceSettings, path: str) -> None:
+    """Each rule names a member of properties, traits or context; no two overlap; hash
+    rules have a key, and the key is in the environment, not in the file."""
+    table = f"[[sources.{name}.pii]]"
+    for number, rule in enumerate(source.pii, start=1):
+        try:
+            parse_path(rule.path)
+        except BadPath as bad:
+            raise ConfigError(
+                f"{table} rule {number} (path = {rule.path!r}): {bad.problem}",
+                path=path,
+                hint=bad.hint,
+            ) from None
+    twice = overlap([rule.path for rule in source.pii])
+    if twice is not None:
+        first, second = (source.pii[i] for i in twice)
+        via_traits = any(r.path.startswith("traits.") for r in (first, second))
+        raise ConfigError(
+            f"{table} rules {twice[0] + 1} ({first.path!r}, {first.action}) and {twice[1] + 1} "
+            f"({second.path!r}, {second.action}) apply to the same value"
+            + (" (a traits rule applies to context.traits too)" if via_traits else ""),
+            path=path,
+            hint="keep one rule per value: a rule on an object covers everything inside it",
+        )
+    variable = "HEADWATER_PII_KEY"
+    hashed = [n for n, rule in enumerate(source.pii, start=1) if rule.action == "hash"]
+    if hashed and source.pii_key is None:
+        raise ConfigError(
+            f"{table} rule {hashed[0]} hashes {source.pii[hashed[0] - 1].path!r}, and "
+            f"[sources.{name}] has no pii_key to hash with",
+            path=path,
+            hint=f'add pii_key = "${{{variable}}}" to [sources.{name}] and export {variable} '
+            "(32 or more random characters) where the server runs",
+        )
+    if source.pii_key is not None and not is_environment_reference(source.pii_key):
+        raise ConfigError(
+            f'[sources.{name}] pii_key must be an environment reference ("${{NAME}}"), '
+            "not the key itself",
+            path=path,
+            hint=f'write pii_key = "${{{variable}}}" and export {variable} with the key',
         )
 
 

@@ -6,6 +6,7 @@ import re
 
 import msgspec
 
+from headwater.collect.settings import PiiRule, SourceSettings
 from headwater.config.file import SINKS, TABLES, ProjectFile
 from headwater.core.errors import ConfigError
 from headwater.deliver.settings import FilesSink
@@ -14,11 +15,14 @@ _UNKNOWN = re.compile(
     r"^Object contains unknown field `(?P<key>[^`]+)`(?: - at `\$(?P<at>[^`]*)`)?"
 )
 _AT = re.compile(r" - at `\$(?P<at>[^`]*)`$")
+_PII_AT = re.compile(r" - at `\$\.sources\[\.\.\.\]\.pii(?:\[(?P<index>\d+)\])?(?:\.\w+)?`$")
 
 
 def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> ConfigError:
     """Turn msgspec's message into one that names the TOML table and the fix."""
     text = str(exc)
+    if match := _PII_AT.search(text):
+        return _pii_error(text[: match.start()], match.group("index"), path, raw)
     if match := _UNKNOWN.match(text):
         key = match.group("key")
         at = (match.group("at") or "").lstrip(".")
@@ -64,7 +68,37 @@ def explain(exc: msgspec.ValidationError, path: str, raw: dict[str, object]) -> 
     return ConfigError(f"{text}{where}", path=path, hint=hint)
 
 
-_CHOICES = {"format": "parquet, csv, jsonl", "engine": "duckdb, postgres, spark, bigquery"}
+_CHOICES = {
+    "format": "parquet, csv, jsonl",
+    "engine": "duckdb, postgres, spark, bigquery",
+    "action": "drop, hash, truncate",
+}
+
+
+def _pii_error(text: str, index: str | None, path: str, raw: dict[str, object]) -> ConfigError:
+    """A PII rule msgspec refused, named by its source and number."""
+    names = [n for n, t in _named_tables(raw, "sources") if not _converts(t, SourceSettings)]
+    table = f"[[sources.{names[0] if names else '<name>'}.pii]]"
+    where = f"{table} rule {int(index) + 1}" if index is not None else table
+    if text.startswith("Object contains unknown field"):
+        hint = f"allowed keys there: {', '.join(PiiRule.__struct_fields__)}"
+        if "key" in text:
+            hint += "; the key is pii_key in the source's own table, as an environment reference"
+    elif text.startswith("Invalid enum value"):
+        hint = f"one of: {_CHOICES['action']}"
+    elif index is None:
+        hint = "write each rule as its own [[sources.NAME.pii]] table with path and action"
+    else:
+        hint = f'e.g. path = "traits.email" and action = one of {_CHOICES["action"]}'
+    return ConfigError(f"{where}: {text}", path=path, hint=hint)
+
+
+def _converts(value: object, struct: type[msgspec.Struct]) -> bool:
+    try:
+        msgspec.convert(value, struct)
+    except msgspec.ValidationError:
+        return False
+    return True
 
 
 def _named_tables(raw: dict[str, object], top: str) -> list[tuple[str, dict[str, object]]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgspec
 
+from headwater.collect.pii import Redactor, redactor
 from headwater.config.checks import check
 from headwater.config.explain import explain
 from headwater.config.file import FILENAME, ProjectFile
@@ -125,6 +126,21 @@ class Project:
             name: KeyHash.parse(source.write_key, where=f"[sources.{name}] write_key")
             for name, source in self.settings.sources.items()
         }
+
+    def source_rules(self) -> dict[str, Redactor | ConfigError]:
+        """Each source with PII rules: its rules with their key read from the environment
+        now, or the error that keeps them from applying (its events are then refused, never
+        stored without them)."""
+        found: dict[str, Redactor | ConfigError] = {}
+        for name, source in self.settings.sources.items():
+            try:
+                rules = redactor(name, source)
+            except ConfigError as exc:
+                found[name] = exc
+                continue
+            if rules is not None:
+                found[name] = rules
+        return found
 
 
 def find_root(start: Path) -> Path:

@@ -103,7 +103,11 @@ class Runtime:
                 processes, max_event_bytes=settings.max_event_bytes, max_depth=settings.max_depth
             )
         self.ingest = IngestApp(
-            KeyRing(self.watch.derived(Project.source_keys)), settings, self.writer, pool
+            KeyRing(self.watch.derived(Project.source_keys)),
+            settings,
+            self.writer,
+            pool,
+            rules=self.watch.derived(Project.source_rules),
         )
         self.workspace = Workspace(
             self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
