@@ -41,7 +41,7 @@ from headwater.core.types import Interval
 from headwater.state.errors import LeaseHeld, LeaseLost
 from headwater.state.leases import Holder, Lease, Leases, still_held
 from headwater.state.tables import offloads, record
-from headwater.store.engine import Engine
+from headwater.store.engine import Engine, delete_in_batches
 from headwater.store.transfer import TABLES, arrivals, first_arrival
 
 log = logging.getLogger(__name__)
@@ -300,11 +300,11 @@ class Offloader:
         cut = min(self.clock() - self.retain, progress)
         deleted = 0
         for table in TABLES:
-            while not should_stop():
-                count = self.hot.delete_arrivals(table, cut, RETENTION_BATCH)
-                deleted += count
-                if count < RETENTION_BATCH:
-                    break
+            deleted += delete_in_batches(
+                lambda n, table=table: self.hot.delete_arrivals(table, cut, n),
+                RETENTION_BATCH,
+                should_stop,
+            )[0]
         if deleted:
             log.info(
                 "retention deleted %d offloaded rows that arrived before %s",
