@@ -191,9 +191,7 @@ def compare(name: str, old: Spec | None, new: Spec | None, dialect: str) -> Chan
         ("retain", old.retain, new.retain),
     ):
         # (A spec applied before retain existed says none: it was kept for good.)
-        if label == "retain" and before != after:
-            reasons.append(f"{label} changed from {_show(before)} to {_show(after)}")
-        elif before is not None and before != after:
+        if before != after and (before is not None or label == "retain"):
             reasons.append(f"{label} changed from {_show(before)} to {_show(after)}")
     if reasons:
         return Change(name, "changed" if breaking else "metadata", breaking, reasons)

@@ -328,7 +328,7 @@ def _check_retain(pipeline: Pipeline) -> None:
             "retain is for incremental pipelines: a full pipeline's output is replaced whole "
             "by every run, from what its inputs keep",
             path=path,
-            hint='remove retain (its inputs\' [retention] bounds it), or make it kind = '
+            hint="remove retain (its inputs' [retention] bounds it), or make it kind = "
             '"incremental"',
         )
     try:

@@ -26,6 +26,7 @@ by the dedupe window, so retention never touches the dedupe.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -300,11 +301,8 @@ class Offloader:
         cut = min(self.clock() - self.retain, progress)
         deleted = 0
         for table in TABLES:
-            deleted += delete_in_batches(
-                lambda n, table=table: self.hot.delete_arrivals(table, cut, n),
-                RETENTION_BATCH,
-                should_stop,
-            )[0]
+            delete = functools.partial(self.hot.delete_arrivals, table, cut)
+            deleted += delete_in_batches(delete, RETENTION_BATCH, should_stop)[0]
         if deleted:
             log.info(
                 "retention deleted %d offloaded rows that arrived before %s",

@@ -423,7 +423,8 @@ class BigQueryEngine:
         events = name in ("events", "failed_events")
         if events and column != "received_at":
             raise QueryError(f"{name} is partitioned by received_at, not {column}")
-        cut: datetime | date = _truncated(before, self.partition if events else "DAY")
+        whole = _truncated(before, self.partition if events else "DAY")
+        cut: datetime | date = whole
         if not events:
             try:
                 found = self.client.get_table(f"{self.dataset}.{name}")
@@ -431,7 +432,7 @@ class BigQueryEngine:
                 raise classify(exc) from None
             kinds = {f.name: f.field_type for f in found.schema or ()}
             if kinds.get(column) == "DATE":
-                cut = cut.date()  # a DATE column compares with a DATE bound only
+                cut = whole.date()  # a DATE column compares with a DATE bound only
         result = self._run(
             f"DELETE FROM `{self.dataset}.{name}` WHERE `{column}` < @before", {"before": cut}
         )
