@@ -14,6 +14,7 @@
    ``retain`` changes no version and ``plan`` calls it metadata.
 4. Settings: a bad duration, events kept less than the dedupe window, ``retain`` on a full
    pipeline are load errors; an environment's own ``[retention]``.
+5. ``headwater run --due`` and ``headwater status`` as child processes on a DuckDB project.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.bigquery import BigQueryEngine
+from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import Engine, IngestBatch, delete_in_batches
 from tests.bigquery_fake import FakeClient
+from tests.conftest import Project
 from tests.engines.conftest import open_engine
 
 DAY = timedelta(days=1)
@@ -485,3 +488,57 @@ def test_delete_in_batches_stops_when_asked() -> None:
     assert delete_in_batches(delete, 3, lambda: next(stops)) == (3, False)
     assert delete_in_batches(functools.partial(delete), 3, max_batches=2) == (6, False)
     assert delete_in_batches(delete, 3) == (1, True)
+
+
+# == 5. the command line ==========================================================================
+
+
+def test_run_due_drops_and_status_shows_retention_per_table(project: Project) -> None:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for example in (project.root / "pipelines").iterdir():
+        example.unlink()
+    (project.root / "pipelines" / "daily.sql").write_text(
+        DAILY.replace('start = "2026-03-01"', f'start = "{today - 20 * DAY:%Y-%m-%d}"').format(
+            retain='\nretain = "12d"'
+        ),
+        "utf-8",
+    )
+    project.configure('[retention]\nevents = "10d"\n')
+    rows = [
+        {
+            "message_id": f"m{k}",
+            "source": "web",
+            "type": "track",
+            "timestamp": today - k * DAY,
+            "received_at": today - k * DAY,
+        }
+        for k in range(1, 21)
+    ]
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        ingest(engine, rows)
+    finally:
+        engine.close()
+
+    ran = project.cli("run", "--due").stdout
+    # Midnights from the tenth day back on are before the horizon (now - 10 days).
+    assert "Retention dropped 11 rows of events older than" in ran
+    left = project.query("SELECT min(received_at) AS t FROM events")["t"][0].as_py()
+    assert left == today - 9 * DAY
+    # Nothing was computed below the horizon: the first interval is where events are whole.
+    days = project.query("SELECT day FROM daily ORDER BY day")["day"].to_pylist()
+    assert days[0] >= today - 9 * DAY
+    assert days[-1] == today - DAY
+
+    shown = project.cli("status").stdout
+    assert "Retention" in shown
+    events_line = next(line for line in shown.splitlines() if "│ events" in line)
+    assert "10d by received_at" in events_line
+    assert f"│ {today - 10 * DAY:%Y-%m-%d}T" in events_line
+    assert "│ 11 " in events_line
+    daily_line = next(
+        line for line in shown.splitlines() if "│ daily " in line and "by day" in line
+    )
+    assert "12d by day" in daily_line
+    assert "daily: intervals before" in shown
+    assert "retired by retention" in shown
