@@ -360,6 +360,7 @@ def test_retention_drops_in_passes_and_retired_intervals_are_never_computed_agai
     assert row.retired_before == D0 + 12 * DAY
     assert row.retired_why == 'its output keeps 8d (retain = "8d")'
     assert row.intervals_missing == 0
+    assert row.intervals_stale == 0  # marked stale, retired: never run, so not shown stale
     tables = {r["table"]: r for r in OPERATIONS["retention"].call(workspace, {}, None)}
     assert tables["events"]["keep"] == "10d"
     assert tables["events"]["horizon"] == "2026-03-11T00:00:00Z"
@@ -398,6 +399,35 @@ def test_events_retention_alone_retires_the_intervals_that_would_read_dropped_ev
     (row,) = workspace.status()
     assert row.retired_before == D0 + 11 * DAY
     assert row.retired_why == 'events are kept 10d ([retention] events = "10d")'
+
+
+def test_an_apply_builds_a_changed_pipeline_from_where_retention_keeps(
+    tmp_path: Path,
+) -> None:
+    from headwater.runtime.apply import apply
+    from headwater.runtime.plan import make_plan
+
+    root = tmp_path / "project"
+    write_project(root, retention='events = "10d"\n')
+    store = DuckDBEngine.open(tmp_path / "store.duckdb")
+    state = StateStore.in_folder(tmp_path / "metadata")
+    ingest(store, event_rows(range(20)))
+    try:
+        workspace = Workspace(load_project(root), store, state, clock=lambda: T1)
+        workspace.retain()
+        assert len(workspace.run_due()) == 9
+        apply(workspace, make_plan(workspace, []), commit=None, dirty=False, applied_by="t")
+        renamed = DAILY.format(retain="").replace("COUNT(*) AS events", "COUNT(*) AS n")
+        (root / "pipelines" / "daily.sql").write_text(renamed, "utf-8")
+        workspace = Workspace(load_project(root), store, state, clock=lambda: T1)
+        plan = make_plan(workspace, [])
+        assert [(c.name, c.breaking) for c in plan.changes] == [("daily", True)]
+        apply(workspace, plan, commit=None, dirty=False, applied_by="t")
+        rows = store.query("SELECT day, n FROM daily ORDER BY day").to_pylist()
+        assert rows == [{"day": D0 + k * DAY, "n": PER_DAY} for k in range(11, 20)]
+        assert sorted(state.runs.intervals("daily")) == [D0 + k * DAY for k in range(11, 20)]
+    finally:
+        store.close()
 
 
 # == 4. settings ==================================================================================

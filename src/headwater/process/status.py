@@ -69,7 +69,12 @@ def status(service: PipelineService) -> list[PipelineStatus]:
             else []
         )
         done = [s for s in states.values() if s.status == "done"]
-        stale = [s for s in states.values() if s.status == "stale"]
+        # A retired interval marked stale (late events, an input re-published) never runs.
+        stale = [
+            s
+            for s in states.values()
+            if s.status == "stale" and (retired is None or s.interval.start >= retired.before)
+        ]
         report.append(
             PipelineStatus(
                 name=pipeline.name,
