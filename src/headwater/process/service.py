@@ -168,8 +168,11 @@ class PipelineService:
             tasks: list[tuple[str, Interval]] = []
             for each in (graph[n] for n in names):
                 lower = start or planner.start(each) or self.clock()
-                if start is not None and each.incremental and planner.floors is not None:
+                retired = planner.retired(each)
+                if start is not None and planner.floors is not None:
                     planner.floors.refuse_below(each, start)
+                elif retired is not None:
+                    lower = max(lower, retired.before)  # from where retention keeps
                 upper = end or self.clock()
                 spanned = span(each.header.schedule, lower, upper, each.incremental)
                 tasks.extend((each.name, i) for i in spanned)
