@@ -72,8 +72,10 @@ class FakeJob:
         total_bytes_processed: int | None = None,
         answer: pa.Table | None = None,
         error: Exception | None = None,
+        num_dml_affected_rows: int | None = None,
     ) -> None:
         self.total_bytes_processed = total_bytes_processed
+        self.num_dml_affected_rows = num_dml_affected_rows
         self._answer = answer
         self._error = error
 
@@ -99,6 +101,7 @@ class FakeClient:
       ``default_bytes``), refusing a named parameter the SQL uses but the job does not
       bind, as BigQuery does;
     - real query jobs with ``answers`` (first matching substring, else an empty table),
+      and DML jobs with the rows ``dml_rows`` says they affected,
       or fails their ``result()`` with ``failures``; a real job that would bill more
       than its ``maximum_bytes_billed`` fails too, as in BigQuery;
     - load jobs by keeping the Parquet bytes they were given.
@@ -110,6 +113,7 @@ class FakeClient:
         self.default_bytes = 1_000
         self.bytes_for: list[tuple[str, int]] = []
         self.answers: list[tuple[str, pa.Table]] = []
+        self.dml_rows: list[tuple[str, int]] = []
         self.failures: list[tuple[str, Exception]] = []
         self.load_error: Exception | None = None
         self.create_error: Exception | None = None
@@ -155,7 +159,8 @@ class FakeClient:
         if error is None and limit is not None and billed > int(limit):
             error = google_errors.BadRequest(f"Query exceeded limit for bytes billed: {limit}.")
         answer = next((t for part, t in self.answers if part in sql), None)
-        return FakeJob(answer=answer, error=error)
+        affected = next((n for part, n in self.dml_rows if part in sql), None)
+        return FakeJob(answer=answer, error=error, num_dml_affected_rows=affected)
 
     def load_table_from_file(
         self, file_obj: Any, destination: Any, job_config: Any = None, **_: Any

@@ -62,6 +62,7 @@ def run(
     results = answer["runs"]
     rows = sum(r["rows_written"] for r in results)
     _print_offloaded(answer.get("offload"))
+    _print_retained(answer.get("retention"))
     if not results and not answer["failures"]:
         console.print("Nothing is due; `headwater status` shows each pipeline's next run.")
     else:
@@ -98,6 +99,44 @@ def _print_offloaded(result: dict[str, Any] | None) -> None:
         )
     if result["deleted"]:
         console.print(f"Retention deleted {result['deleted']} offloaded rows from the hot store.")
+
+
+def _print_retained(result: dict[str, Any] | None) -> None:
+    """What a due pass dropped by retention."""
+    if not result:
+        return
+    for d in result["dropped"]:
+        if d["rows"]:
+            more = "" if d["caught_up"] else "; more next pass"
+            console.print(
+                f"Retention dropped {d['rows']:,} rows of {d['table']} older than "
+                f"{d['horizon'][:16]}{more}.",
+                highlight=False,
+            )
+    for error in result["errors"]:
+        console.print(f"Retention failed for {error}", highlight=False)
+
+
+def _print_retention(rows: list[dict[str, Any]]) -> None:
+    """Per table: how long it keeps, the horizon (rows before it are dropped), the last
+    pass and what it dropped."""
+    if not rows:
+        return
+    view = Table(header_style="bold", title="Retention")
+    for column in ("table", "keeps", "horizon", "last pass", "dropped (last)", "dropped (all)"):
+        view.add_column(column, overflow="fold")
+    for row in rows:
+        last = row["last_pass_at"]
+        behind = "" if row["caught_up"] in (None, True) else " (more to drop)"
+        view.add_row(
+            row["table"],
+            f"{row['keep']} by {row['column']}",
+            row["horizon"][:16],
+            (last or "never")[:16] + behind,
+            "" if row["last_dropped"] is None else f"{row['last_dropped']:,}",
+            f"{row['dropped_total']:,}",
+        )
+    console.print(view)
 
 
 def _print_skipped(skipped: list[dict[str, Any]], ran: set[str]) -> None:
@@ -287,6 +326,13 @@ def status() -> None:
             # A Python pipeline's traceback: whole, below the table, where lines stay lines.
             console.print(Text(f"{row['name']}: {row['last_error']}"), highlight=False)
     for row in report:
+        if row.get("retired_before"):
+            console.print(
+                f"{row['name']}: intervals before {row['retired_before'][:16]} are retired by "
+                f"retention ({row['retired_why']}): not run again.",
+                highlight=False,
+            )
+    for row in report:
         if row.get("bytes_per_run") is not None:
             console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "
                           "bytes (dry run)")  # fmt: skip
@@ -299,6 +345,7 @@ def status() -> None:
             )
     _print_applies(applies)
     _print_offload(operation("offload", {}), report)
+    _print_retention(operation("retention", {}))
     deliveries = operation("deliveries", {})
     if deliveries:
         view = Table(header_style="bold", title="Deliveries (intervals)")

@@ -18,7 +18,12 @@ from headwater.core.secrets import is_environment_reference, stored_form
 from headwater.deliver.settings import PostgresSink, Sink, WebhookSink
 from headwater.process.models.artifact import kind_of
 from headwater.process.models.settings import TAG_COLUMNS, ModelSettings
-from headwater.store.settings import EngineSettings, StoreSettings, WarehouseSettings
+from headwater.store.settings import (
+    EngineSettings,
+    RetentionSettings,
+    StoreSettings,
+    WarehouseSettings,
+)
 
 
 def check(settings: ProjectFile, path: str) -> None:
@@ -44,11 +49,14 @@ def check(settings: ProjectFile, path: str) -> None:
     window = parse_duration(settings.collector.dedupe_window)
     _check_store(settings.store, "[store]", path)
     _check_warehouse(settings.store, settings.warehouse, "", window, path)
+    _check_retention(settings.retention, "[retention]", window, path)
     for name, environment in settings.environments.items():
         check_name("environment", name, path=path)
         _check_store(environment.store, f"[environments.{name}.store]", path)
         where = f"environments.{name}."
         _check_warehouse(environment.store, environment.warehouse, where, window, path)
+        if environment.retention is not None:
+            _check_retention(environment.retention, f"[{where}retention]", window, path)
         for sink_name, sink in environment.sinks.items():
             _check_sink(sink_name, sink, path, where=f"[environments.{name}.sinks.{sink_name}]")
         _check_shared(name, environment.shared_sinks, environment.sinks, settings.sinks, path)
@@ -194,6 +202,39 @@ def _check_warehouse(
             path=path,
             hint=f"retain = at least the dedupe window ({dedupe_window})",
         )
+
+
+def _check_retention(
+    retention: RetentionSettings, where: str, dedupe_window: timedelta, path: str
+) -> None:
+    """Durations that parse and are positive; events kept at least as long as the dedupe
+    window looks back (a warehouse that dedupes against ``events`` reads them there, and a
+    resent event older than what is kept would be stored again)."""
+    for key in ("events", "failed_events"):
+        text = getattr(retention, key)
+        if text is None:
+            continue
+        try:
+            kept = parse_duration(text)
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{where} {key} = {text!r}: {exc.message}",
+                path=path,
+                hint='a duration such as "400d", "12w" or "36h"',
+            ) from None
+        if kept <= timedelta(0):
+            raise ConfigError(f"{where} {key} = {text!r} must be longer than nothing", path=path)
+        if key == "events" and kept < dedupe_window:
+            raise ConfigError(
+                f"{where} events = {text!r} is shorter than [collector] dedupe_window "
+                f"({dedupe_window}): a resent event older than what is kept would be stored "
+                "twice",
+                path=path,
+                hint=f"keep events at least the dedupe window ({dedupe_window}), or shorten "
+                "dedupe_window",
+            )
+    if retention.batch_rows < 1:
+        raise ConfigError(f"{where} batch_rows must be a positive number", path=path)
 
 
 def _check_no_password(url: str, where: str, path: str) -> None:

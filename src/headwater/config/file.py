@@ -19,7 +19,7 @@ from headwater.deliver.settings import DeliverySettings, FilesSink, PostgresSink
 from headwater.process.models.settings import ModelSettings
 from headwater.process.settings import PipelinesSettings
 from headwater.serve.settings import AdminSettings, ApiSettings, ConsumerSettings
-from headwater.store.settings import StoreSettings, WarehouseSettings
+from headwater.store.settings import RetentionSettings, StoreSettings, WarehouseSettings
 
 FILENAME = "headwater.toml"
 
@@ -48,6 +48,11 @@ class EnvironmentSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     """Where this environment's pipelines run and its events are kept
     (``[environments.NAME.warehouse]``), fed from the store by offloads; default: the store
     itself."""
+
+    retention: RetentionSettings | None = None
+    """This environment's own ``[retention]`` (``[environments.NAME.retention]``), in place
+    of the top-level one: its store or warehouse is its own, and so is how long it keeps
+    events. Default: the top-level ``[retention]``."""
 
     metadata_url: str | None = None
     """Where this environment keeps run history and delivery state (a SQLAlchemy URL or
@@ -85,6 +90,7 @@ class ProjectFile(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, froz
     collector: CollectorSettings = msgspec.field(default_factory=CollectorSettings)
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     warehouse: WarehouseSettings | None = None
+    retention: RetentionSettings = msgspec.field(default_factory=RetentionSettings)
     pipelines: PipelinesSettings = msgspec.field(default_factory=PipelinesSettings)
     api: ApiSettings = msgspec.field(default_factory=ApiSettings)
     sources: dict[str, SourceSettings] = msgspec.field(default_factory=dict)
@@ -103,6 +109,7 @@ TABLES: dict[str, type[msgspec.Struct]] = {
     "collector": CollectorSettings,
     "store": StoreSettings,
     "warehouse": WarehouseSettings,
+    "retention": RetentionSettings,
     "pipelines": PipelinesSettings,
     "api": ApiSettings,
     "consumers": ConsumerSettings,

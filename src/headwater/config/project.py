@@ -194,6 +194,7 @@ def load_project(start: Path | None = None, environment: str | None = None) -> P
         settings,
         store=chosen.store,
         warehouse=chosen.warehouse,
+        retention=chosen.retention or settings.retention,
         pipelines=pipelines,
         sinks=sinks,
     )

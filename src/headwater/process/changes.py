@@ -12,7 +12,8 @@ dependency order, as ``headwater validate`` does; a Python pipeline's from its `
 - *not breaking*: columns added to a query otherwise the same (its readers read what they
   read before, so only the pipeline itself is computed again), or the query changed with the
   same columns (its values may change, so its readers are computed again too);
-- *metadata*: the description or the sinks, with the same version: nothing is computed.
+- *metadata*: the description, the sinks or ``retain``, with the same version: nothing is
+  computed (retention drops old intervals of the output; what it keeps stays).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Spec:
     schedule: str | None = None
     description: str | None = None
     sinks: list[str] | None = None
+    #: How long the output keeps its rows (metadata: not in the version).
+    retain: str | None = None
     #: The query in the project's dialect (``None`` for a Python pipeline).
     sql: str | None = None
 
@@ -107,6 +110,7 @@ def specs(graph: Graph, dialect: str) -> dict[str, Spec]:
             schedule=header.schedule,
             description=header.description,
             sinks=list(header.sinks),
+            retain=header.retain,
             sql=text,
         )
     return found
@@ -184,8 +188,10 @@ def compare(name: str, old: Spec | None, new: Spec | None, dialect: str) -> Chan
     for label, before, after in (
         ("description", old.description, new.description),
         ("sinks", old.sinks, new.sinks),
+        ("retain", old.retain, new.retain),
     ):
-        if before is not None and before != after:
+        # (A spec applied before retain existed says none: it was kept for good.)
+        if before != after and (before is not None or label == "retain"):
             reasons.append(f"{label} changed from {_show(before)} to {_show(after)}")
     if reasons:
         return Change(name, "changed" if breaking else "metadata", breaking, reasons)

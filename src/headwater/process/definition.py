@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import importlib.util
 import inspect
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
 
 import msgspec
 from sqlglot import exp
 
-from headwater.core.clock import parse_utc, signed_duration
+from headwater.core.clock import parse_duration, parse_utc, signed_duration
 from headwater.core.errors import ConfigError
 from headwater.core.types import Interval, Output
 from headwater.process import ranges, sql
@@ -143,7 +144,9 @@ def load_file(
             header=function.header,
             inputs=frozenset(function.inputs),
             version=sql.version(
-                header_fingerprint(function.header) + path.read_text("utf-8") + _fingerprint(used)
+                header_fingerprint(function.header)
+                + without_retain(path.read_text("utf-8"))
+                + _fingerprint(used)
             ),
             function=function,
             models=used,
@@ -212,6 +215,55 @@ def _reads(pipeline: Pipeline) -> dict[str, ranges.Reads]:
     return found
 
 
+def without_retain(source: str) -> str:
+    r"""A Python pipeline's source without the ``retain=...`` argument of its decorator (and
+    the comma that joined it): the text its version is made of, so that setting or changing
+    how long its output is kept, metadata, leaves the version as it was.
+
+    >>> without_retain('@pipeline(kind="incremental", retain="90d")\ndef f(ctx): ...')
+    '@pipeline(kind="incremental")\ndef f(ctx): ...'
+    >>> without_retain('@pipeline(retain="9d", kind="full")\ndef f(ctx): ...')
+    '@pipeline(kind="full")\ndef f(ctx): ...'
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    lines = source.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+
+    def offset(line: int, column: int) -> int:
+        # ast columns count UTF-8 bytes.
+        return starts[line - 1] + len(lines[line - 1].encode()[:column].decode())
+
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        arguments: list[ast.expr | ast.keyword] = [*node.args, *node.keywords]
+        arguments.sort(key=lambda a: (a.lineno, a.col_offset))
+        for index, argument in enumerate(arguments):
+            if not (isinstance(argument, ast.keyword) and argument.arg == "retain"):
+                continue
+            end_line, end_column = argument.end_lineno or 0, argument.end_col_offset or 0
+            if index > 0:
+                # From the end of the argument before it: ", retain=..." goes.
+                before = arguments[index - 1]
+                cut = offset(before.end_lineno or 0, before.end_col_offset or 0)
+                until = offset(end_line, end_column)
+            else:
+                # The first: "retain=..., " goes, up to the next argument (or the ")").
+                cut = offset(argument.lineno, argument.col_offset)
+                if index + 1 < len(arguments):
+                    following = arguments[index + 1]
+                    until = offset(following.lineno, following.col_offset)
+                else:
+                    until = offset(end_line, end_column)
+            return source[:cut] + source[until:]
+    return source
+
+
 def header_fingerprint(header: PipelineHeader) -> str:
     # Only what changes the output: a new description does not make intervals stale.
     return repr((header.kind, header.time, header.time_column, header.schedule, header.audits))
@@ -263,8 +315,30 @@ def _check(pipeline: Pipeline) -> None:
                 path=path,
                 hint=f"e.g. WHERE {header.time} >= @start AND {header.time} < @end",
             )
+    if header.retain is not None:
+        _check_retain(pipeline)
     if pipeline.name in BUILTIN_TABLES:
         raise PipelineError(f"a pipeline cannot be named {pipeline.name}", path=path)
+
+
+def _check_retain(pipeline: Pipeline) -> None:
+    header, path = pipeline.header, str(pipeline.path)
+    if not pipeline.incremental:
+        raise PipelineError(
+            "retain is for incremental pipelines: a full pipeline's output is replaced whole "
+            "by every run, from what its inputs keep",
+            path=path,
+            hint="remove retain (its inputs' [retention] bounds it), or make it kind = "
+            '"incremental"',
+        )
+    try:
+        kept = parse_duration(header.retain or "")
+    except ConfigError as exc:
+        raise PipelineError(
+            f"retain = {header.retain!r}: {exc.message}", path=path, hint=exc.hint
+        ) from None
+    if kept <= timedelta(0):
+        raise PipelineError(f"retain = {header.retain!r} must be longer than nothing", path=path)
 
 
 def _load_python(path: Path) -> PythonPipeline:

@@ -22,6 +22,7 @@ from headwater.core.types import Interval
 from headwater.process import ranges, sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline
 from headwater.process.graph import Graph
+from headwater.process.retention import Floors, Retired
 from headwater.process.schedule import floor as cron_floor
 from headwater.process.schedule import interval_at, intervals, iter_intervals, latest_tick
 from headwater.state import StateStore
@@ -42,9 +43,18 @@ class Planner:
     """Decides which intervals of which pipelines should run now."""
 
     def __init__(
-        self, graph: Graph, engine: Engine, state: StateStore, *, lease_ttl: timedelta = TTL
+        self,
+        graph: Graph,
+        engine: Engine,
+        state: StateStore,
+        *,
+        lease_ttl: timedelta = TTL,
+        floors: Floors | None = None,
     ) -> None:
+        """``floors``: where retention retired each pipeline's intervals (none: kept for
+        good); retired intervals are never due."""
         self.graph = graph
+        self.floors = floors
         self.engine = engine
         self.state = state
         self.runs = state.runs
@@ -56,6 +66,17 @@ class Planner:
         self._beyond: dict[str, dict[datetime, IntervalState]] = {}
 
     # -- starts --------------------------------------------------------------
+
+    def retired(self, pipeline: Pipeline) -> Retired | None:
+        """Where ``pipeline``'s retired intervals end (``None``: none is)."""
+        return None if self.floors is None else self.floors.of(pipeline)
+
+    def _cursor(self, pipeline: Pipeline, start: datetime) -> datetime:
+        """Where ``pipeline``'s intervals are looked at from: its first interval, or its
+        first one retention did not retire."""
+        cursor = cron_floor(pipeline.header.schedule, start)
+        retired = self.retired(pipeline)
+        return cursor if retired is None else max(cursor, retired.before)
 
     def start(self, pipeline: Pipeline) -> datetime | None:
         """The first interval's start: from the header, else the earliest input data."""
@@ -210,7 +231,7 @@ class Planner:
         until = min(now, floor)
         # Skip the done history in one query: walking (or reading) every interval since
         # the first event would grow with the age of the project.
-        first = self.runs.first_gap(pipeline.name, cron_floor(pipeline.header.schedule, start))
+        first = self.runs.first_gap(pipeline.name, self._cursor(pipeline, start))
         done = self.runs.intervals(pipeline.name, first, until)
         failed = set() if retry_failed else self._failed(pipeline, first)
         todo: list[Interval] = []
@@ -234,6 +255,8 @@ class Planner:
         """Intervals in ``[start, end)`` not done (or stale): what a backfill runs."""
         if not pipeline.incremental:
             return [latest_tick(pipeline.header.schedule, end)]
+        if self.floors is not None:
+            self.floors.refuse_below(pipeline, start)
         done = self.runs.intervals(pipeline.name, start, end)
         return [
             i
@@ -263,7 +286,8 @@ class Planner:
                 read = interval  # a full reader waits for what its run's tick covers
             # Before the input's first interval there is nothing to wait for; a read with
             # no upper limit waits for what exists by the end of this interval.
-            lower = max(read.start, first)
+            retired = self.retired(upstream)
+            lower = max(read.start, first, retired.before if retired else first)
             upper = interval.end if read.end == ranges.LATEST else read.end
             if upper <= lower:
                 continue
@@ -306,7 +330,7 @@ class Planner:
         interval on (once per pass: a window over its whole history checks it, not each
         interval of it)."""
         if upstream.name not in self._gaps:
-            cursor = cron_floor(upstream.header.schedule, first)
+            cursor = self._cursor(upstream, first)
             self._gaps[upstream.name] = self.runs.first_gap(upstream.name, cursor)
         return self._gaps[upstream.name]
 

@@ -191,6 +191,8 @@ def pipeline(
     - ``audits``: checks run before publication, e.g. ``[{"not_null": ["day"]}]``.
     - ``retries``: attempts after a transient failure (default 3).
     - ``batch_size``: consecutive intervals a backfill runs as one call (default 1).
+    - ``retain``: incremental, how long the output keeps its rows (``"90d"``); metadata,
+      as in a SQL header: it does not change the pipeline's version.
     - ``description``: shown by ``headwater pipelines``.
 
     An unknown argument is an error naming the file, the decorator's line and the

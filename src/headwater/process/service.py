@@ -20,6 +20,7 @@ from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
 from headwater.process.planner import Planner
+from headwater.process.retention import Floors, Retention
 from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import intervals, latest_tick
 from headwater.process.settings import PipelinesSettings
@@ -60,9 +61,12 @@ class PipelineService:
         clock: Callable[[], datetime] = utc_now,
         sleep: Callable[[float], None] | None = None,
         applied: Callable[[], Mapping[str, str] | None] = lambda: None,
+        retention: Callable[[], Retention] = Retention,
     ) -> None:
         """``applied`` gives the version of each pipeline the environment applied (``None``
-        where nothing was ever applied): a pipeline at another version is not run."""
+        where nothing was ever applied): a pipeline at another version is not run.
+        ``retention`` gives ``[retention]`` as it is now: intervals it retired are not run."""
+        self.retention = retention
         self.graph = graph
         self.applied = applied
         self.engine = engine
@@ -94,7 +98,8 @@ class PipelineService:
             lease_ttl=ttl,
             **runner_args,
         )
-        return Planner(graph, self.engine, self.state, lease_ttl=ttl), runner
+        floors = Floors(graph, self.retention(), self.clock())
+        return Planner(graph, self.engine, self.state, lease_ttl=ttl, floors=floors), runner
 
     # -- running ---------------------------------------------------------------
 
@@ -163,6 +168,11 @@ class PipelineService:
             tasks: list[tuple[str, Interval]] = []
             for each in (graph[n] for n in names):
                 lower = start or planner.start(each) or self.clock()
+                retired = planner.retired(each)
+                if start is not None and planner.floors is not None:
+                    planner.floors.refuse_below(each, start)
+                elif retired is not None:
+                    lower = max(lower, retired.before)  # from where retention keeps
                 upper = end or self.clock()
                 spanned = span(each.header.schedule, lower, upper, each.incremental)
                 tasks.extend((each.name, i) for i in spanned)

@@ -69,6 +69,12 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     span and recorded as each interval done. The output is the same as interval by
     interval. Default: one interval per run."""
 
+    retain: str | None = None
+    """Incremental pipelines: how long the output keeps its rows (``"90d"``), by its
+    ``time_column``: whole intervals older than that are dropped, and retired (never
+    recomputed). Metadata: changing it changes neither the version nor the output's
+    recent rows. Default: kept for good."""
+
     key: list[str] = msgspec.field(default_factory=list)
     """The output's key columns: how the read API looks a row up and orders pages."""
 

@@ -43,6 +43,9 @@ class PipelineStatus:
     excerpt: str | None = None
     hint: str | None = None
     blocked_by: str | None = None
+    #: Intervals before this are retired by retention (not run again), and why.
+    retired_before: datetime | None = None
+    retired_why: str | None = None
 
 
 def status(service: PipelineService) -> list[PipelineStatus]:
@@ -57,13 +60,21 @@ def status(service: PipelineService) -> list[PipelineStatus]:
         runs = service.state.runs.runs(pipeline.name, limit=1)
         last = runs[0] if runs else None
         start = planner.start(pipeline)
+        retired = planner.retired(pipeline)
+        if retired is not None and start is not None:
+            start = max(start, retired.before)
         expected = (
             span(pipeline.header.schedule, start, min(now, floor), True)
             if pipeline.incremental and start is not None
             else []
         )
         done = [s for s in states.values() if s.status == "done"]
-        stale = [s for s in states.values() if s.status == "stale"]
+        # A retired interval marked stale (late events, an input re-published) never runs.
+        stale = [
+            s
+            for s in states.values()
+            if s.status == "stale" and (retired is None or s.interval.start >= retired.before)
+        ]
         report.append(
             PipelineStatus(
                 name=pipeline.name,
@@ -83,6 +94,8 @@ def status(service: PipelineService) -> list[PipelineStatus]:
                 stale_reasons=sorted({s.reason for s in stale if s.reason}),
                 bytes_per_run=_billed(service, pipeline),
                 runs_per_day=len(intervals(pipeline.header.schedule, now - _DAY, now)),
+                retired_before=retired.before if retired else None,
+                retired_why=retired.why if retired else None,
             )
         )
     for broken in graph.broken.values():

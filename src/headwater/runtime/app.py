@@ -213,6 +213,14 @@ class Runtime:
             except Exception:
                 log.exception("offload failed")
             try:
+                # A few bounded batches per table: a backlog of old rows takes several
+                # ticks, and no pass holds the store for long.
+                await asyncio.to_thread(self.workspace.retain, self.stopping.is_set)
+            except HeadwaterError as exc:
+                log.error("retention: %s", exc)
+            except Exception:
+                log.exception("retention failed")
+            try:
                 await asyncio.to_thread(pipelines.run_due, should_stop=self.stopping.is_set)
             except HeadwaterError as exc:
                 log.error("scheduler: %s", exc)

@@ -272,6 +272,7 @@ def _build_service(ws: Workspace, graph: Graph, builds: dict[str, str]) -> Pipel
         settings.project.dialect,
         floor=ws.pipelines.floor,
         clock=ws.pipelines.clock,
+        retention=ws.pipelines.retention,
     )
 
 
@@ -284,6 +285,10 @@ def _build(service: PipelineService, name: str, progress: ProgressFn | None) -> 
     start = planner.start(pipeline)
     if start is None:
         return 0
+    retired = planner.retired(pipeline)
+    if retired is not None:
+        # What retention dropped is not built again: the build starts where it keeps.
+        start = max(start, retired.before)
     until = service.until()
     if not pipeline.incremental:
         latest = latest_tick(pipeline.header.schedule, until)

@@ -66,9 +66,8 @@ def until(workspace: Workspace, answer: dict[str, Any]) -> datetime | None:
     from headwater.state.tables import leases
 
     project = workspace.project
-    if not _eligible(project) or any(
-        answer.get(part) for part in ("runs", "failures", "deliveries", "broken", "offload")
-    ):
+    parts = ("runs", "failures", "deliveries", "broken", "offload", "retention")
+    if not _eligible(project) or any(answer.get(part) for part in parts):
         return None
     if any(path.suffix != ".sql" for path in pipeline_files(project.pipelines_dir)):
         return None

@@ -174,6 +174,32 @@ def _offload(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object
     }
 
 
+def _retention(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """Per table retention applies to: how long it keeps, its horizon now, and its last
+    pass (from the metadata: no table is scanned)."""
+    now = workspace.pipelines.clock()
+    passes = workspace.state.retention.passes()
+    retention = workspace.retention()
+    kept = {table: retention.written[table] for table in retention.written}
+    kept |= {p.name: p.header.retain for p in workspace.graph() if p.header.retain}
+    rows = []
+    for table, column, horizon in workspace.retainer.targets(now):
+        last = passes.get(table)
+        rows.append(
+            {
+                "table": table,
+                "column": column,
+                "keep": kept.get(table),
+                "horizon": horizon,
+                "last_pass_at": last.last_pass_at if last else None,
+                "last_dropped": last.last_dropped if last else None,
+                "dropped_total": last.dropped_total if last else 0,
+                "caught_up": last.caught_up if last else None,
+            }
+        )
+    return rows
+
+
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
     start, end = _time(args.start), _time(args.end)
     text, params = workspace.render(args.name, start, end)
@@ -194,10 +220,13 @@ def _run(workspace: Workspace, args: Span, progress: ProgressSink | None) -> obj
 def _due(workspace: Workspace, args: Due, progress: ProgressSink | None) -> object:
     # Whole intervals of arrival into the warehouse first: pipelines by arrival wait for them.
     offloaded = workspace.offload()
+    # Then what retention no longer keeps, before the planner looks at what is due.
+    retained = workspace.retain()
     steps = _Steps(progress)
     steps.call(workspace.run_due)
     answer = _outcome(workspace, steps, args.deliver)
     answer["offload"] = offloaded
+    answer["retention"] = retained if retained.rows or retained.errors else None
     # Every pipeline that loads ran; those that do not are reported, so a cron job fails.
     answer["broken"] = [{"name": b.name, **_problem(b)} for b in workspace.graph().broken.values()]
     return answer
@@ -337,6 +366,7 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("list", NoArgs, _list),
         Operation("status", NoArgs, _status),
         Operation("offload", NoArgs, _offload),
+        Operation("retention", NoArgs, _retention),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),

@@ -32,6 +32,7 @@ from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph, GraphLoader
 from headwater.process.models import ModelCatalog
+from headwater.process.retention import Retainer, Retention, RetentionResult
 from headwater.process.runner import RunResult
 from headwater.process.service import PipelineService, ProgressFn
 from headwater.process.status import PipelineStatus
@@ -162,6 +163,7 @@ class Workspace:
         # again.
         self._named_sinks = GraphLoader(log_broken=False)
         self._models: tuple[Project, ModelCatalog] | None = None
+        self._retention: tuple[Project, Retention] | None = None
         #: The loaded graph and project, and that graph with this environment's sinks only.
         self._here: tuple[Graph, Project, Graph] | None = None
         self.pipelines = PipelineService(
@@ -174,6 +176,15 @@ class Workspace:
             clock=clock,
             sleep=sleep,
             applied=state.applies.pipeline_versions,
+            retention=self.retention,
+        )
+        self.retainer = Retainer(
+            engine,
+            state,
+            self.graph,
+            self.retention,
+            clock=clock,
+            lease_ttl=timedelta(seconds=settings.pipelines.lease_seconds),
         )
         self.deliverer = Deliverer(
             self.sinks,
@@ -242,6 +253,13 @@ class Workspace:
         )
         found = {p.name: [s for s in p.header.sinks if s in elsewhere] for p in graph}
         return {name: sinks for name, sinks in found.items() if sinks}
+
+    def retention(self) -> Retention:
+        """``[retention]`` of this environment as ``headwater.toml`` says now."""
+        project = self.project
+        if self._retention is None or self._retention[0] is not project:
+            self._retention = (project, Retention.from_settings(project.settings.retention))
+        return self._retention[1]
 
     def models(self) -> ModelCatalog:
         """``[models]`` of ``headwater.toml`` as it says now."""
@@ -339,6 +357,11 @@ class Workspace:
         if self.offloader is None:
             return None
         return self.offloader.run(should_stop)
+
+    def retain(self, should_stop: Callable[[], bool] = bool) -> RetentionResult:
+        """Drop what ``[retention]`` and the pipelines' ``retain`` no longer keep from where
+        pipelines run, a few bounded batches per table (a backlog takes several passes)."""
+        return self.retainer.run(should_stop)
 
     def close(self) -> None:
         self.deliverer.close()

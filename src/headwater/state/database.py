@@ -21,16 +21,18 @@ from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
 from headwater.state.models import ModelRegistry
 from headwater.state.offload import OffloadLog
+from headwater.state.retention import RetentionLog
 from headwater.state.runs import RunLog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0009"
 
 
 class StateStore:
     """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
-    ``deliveries``, ``offloads``, ``applies`` and ``models``, over one SQLAlchemy engine."""
+    ``deliveries``, ``offloads``, ``applies``, ``models`` and ``retention``, over one
+    SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -40,6 +42,7 @@ class StateStore:
         self.offloads = OffloadLog(engine)
         self.applies = ApplyLog(engine)
         self.models = ModelRegistry(engine)
+        self.retention = RetentionLog(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:

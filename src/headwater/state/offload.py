@@ -26,6 +26,7 @@ by the dedupe window, so retention never touches the dedupe.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import tempfile
@@ -41,7 +42,7 @@ from headwater.core.types import Interval
 from headwater.state.errors import LeaseHeld, LeaseLost
 from headwater.state.leases import Holder, Lease, Leases, still_held
 from headwater.state.tables import offloads, record
-from headwater.store.engine import Engine
+from headwater.store.engine import Engine, delete_in_batches
 from headwater.store.transfer import TABLES, arrivals, first_arrival
 
 log = logging.getLogger(__name__)
@@ -300,11 +301,8 @@ class Offloader:
         cut = min(self.clock() - self.retain, progress)
         deleted = 0
         for table in TABLES:
-            while not should_stop():
-                count = self.hot.delete_arrivals(table, cut, RETENTION_BATCH)
-                deleted += count
-                if count < RETENTION_BATCH:
-                    break
+            delete = functools.partial(self.hot.delete_arrivals, table, cut)
+            deleted += delete_in_batches(delete, RETENTION_BATCH, should_stop)[0]
         if deleted:
             log.info(
                 "retention deleted %d offloaded rows that arrived before %s",

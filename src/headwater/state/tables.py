@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Dialect,
@@ -161,6 +162,20 @@ offloads = Table(
     Column("failed_events", BigInteger, nullable=False),
     Column("bytes", BigInteger, nullable=False),  # the Parquet loaded, both tables
     Column("done_at", UTCDateTime(), nullable=False),
+)
+
+
+#: Retention, per table (``events``, ``failed_events``, an output): the horizon its last pass
+#: dropped rows before, when, how many, and whether it left none older.
+retention = Table(
+    "retention",
+    metadata,
+    Column("table_name", String(200), primary_key=True),
+    Column("horizon", UTCDateTime(), nullable=False),
+    Column("last_pass_at", UTCDateTime(), nullable=False),
+    Column("last_dropped", BigInteger, nullable=False),
+    Column("dropped_total", BigInteger, nullable=False),
+    Column("caught_up", Boolean, nullable=False),
 )
 
 

@@ -416,10 +416,14 @@ class DuckDBEngine:
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM read_parquet(?)", [path])
 
     def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
+        return self.drop_before(table, "received_at", before, limit)
+
+    def drop_before(self, table: str, column: str, before: datetime, limit: int) -> int:
+        """One bounded ``DELETE`` by ``rowid``: a batch is one short transaction."""
         with self._cursor() as cur, self._transaction(cur):
             deleted = cur.execute(
                 f"DELETE FROM {quote(table)} WHERE rowid IN (SELECT rowid FROM {quote(table)} "
-                "WHERE received_at < ? LIMIT ?)",
+                f"WHERE {quote(column)} < ? LIMIT ?)",
                 [before, limit],
             ).fetchone()
         return int(deleted[0]) if deleted else 0

@@ -111,6 +111,34 @@ class Floors(Protocol):
         ...
 
 
+def delete_in_batches(
+    delete: Callable[[int], int],
+    batch: int,
+    should_stop: Callable[[], bool] = bool,
+    max_batches: int | None = None,
+) -> tuple[int, bool]:
+    """Call ``delete(batch)`` until it deletes fewer than ``batch`` rows (nothing is left),
+    ``should_stop`` says so, or ``max_batches`` calls were made; return the rows deleted and
+    whether nothing is left. Each call is its own short transaction, so deleting much never
+    holds the store long.
+
+    >>> left = [5]
+    >>> def delete(n):
+    ...     done = min(n, left[0]); left[0] -= done; return done
+    >>> delete_in_batches(delete, 2, max_batches=2), delete_in_batches(delete, 2)
+    ((4, False), (1, True))
+    """
+    deleted = 0
+    calls = 0
+    while not should_stop() and (max_batches is None or calls < max_batches):
+        count = delete(batch)
+        calls += 1
+        deleted += count
+        if count < batch:
+            return deleted, True
+    return deleted, False
+
+
 def collectors_floor(engine: Engine, now: datetime) -> datetime:
     """Everything that arrived in ``engine`` before this is committed, as far as this
     process knows without a collector of its own: the lowest floor of the live collectors
@@ -269,6 +297,16 @@ class Engine(Protocol):
     def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
         """Delete at most ``limit`` rows of the event table ``table`` that arrived before
         ``before``; return how many. A hot store's retention; a warehouse refuses it."""
+        ...
+
+    def drop_before(self, table: str, column: str, before: datetime, limit: int) -> int:
+        """Retention: drop rows of ``table`` whose ``column`` lies before ``before``; return
+        how many. An engine that deletes rows deletes at most ``limit`` (one bounded
+        statement: a store is never held long); one that keeps ``table`` in partitions of
+        ``column`` drops whole partitions that end by ``before`` (the partition holding
+        ``before`` stays until it is whole), oldest first, stopping once ``limit`` rows
+        went. The event tables are partitioned by ``received_at``; outputs by their time
+        column (Spark: by the interval each part was published for)."""
         ...
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:

@@ -94,3 +94,21 @@ class WarehouseSettings(EngineSettings, kw_only=True, forbid_unknown_fields=True
     """Every whole interval of arrival (an hour by default) below the collectors' arrival
     floor is moved in one load. It divides a day; on BigQuery it is ``"1h"`` or ``"1d"``,
     the partitions of ``events``."""
+
+
+class RetentionSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """The ``[retention]`` table (or ``[environments.NAME.retention]``): how long the event
+    tables keep their rows where pipelines run (the warehouse, or the store without one).
+    A pipeline's output keeps its own, ``retain`` in its header. Unset: kept for good."""
+
+    events: str | None = None
+    """Events that arrived longer ago than this (``"400d"``) are dropped, by
+    ``received_at``; at least ``[collector] dedupe_window``. Incremental intervals that
+    would read dropped events are retired: never recomputed, and a backfill stops there."""
+
+    failed_events: str | None = None
+    """Failed events that arrived longer ago than this (``"30d"``) are dropped."""
+
+    batch_rows: int = 10_000
+    """Rows one statement deletes, where an engine deletes rows (DuckDB, PostgreSQL); each
+    pass deletes a few such batches per table, so retention never holds the store long."""

@@ -411,6 +411,33 @@ class BigQueryEngine:
             hint="expire old partitions with the dataset's partition expiration instead",
         )
 
+    def drop_before(self, table: str, column: str, before: datetime, limit: int) -> int:
+        """One ``DELETE`` of the whole partitions that end by ``before`` (the event tables'
+        partitions of ``received_at``, an output's days of its time column): a DELETE
+        whose filter on the partition column covers whole partitions is a metadata
+        operation, which BigQuery neither scans for nor bills (the dry run says 0 bytes),
+        so ``limit`` does not apply. An output not partitioned by ``column`` is deleted
+        from all the same, billed as a scan, within the byte budget."""
+        name = _checked(table)
+        column = _checked(column)
+        events = name in ("events", "failed_events")
+        if events and column != "received_at":
+            raise QueryError(f"{name} is partitioned by received_at, not {column}")
+        whole = _truncated(before, self.partition if events else "DAY")
+        cut: datetime | date = whole
+        if not events:
+            try:
+                found = self.client.get_table(f"{self.dataset}.{name}")
+            except Exception as exc:
+                raise classify(exc) from None
+            kinds = {f.name: f.field_type for f in found.schema or ()}
+            if kinds.get(column) == "DATE":
+                cut = whole.date()  # a DATE column compares with a DATE bound only
+        result = self._run(
+            f"DELETE FROM `{self.dataset}.{name}` WHERE `{column}` < @before", {"before": cut}
+        )
+        return int(getattr(result, "num_dml_affected_rows", None) or 0)
+
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         return Cost(bytes_scanned=self.dry_run(sql, params))
 

@@ -363,14 +363,18 @@ class PostgresEngine:
                 copy_in(con, self._table(table), pa.Table.from_batches([batch]))
 
     def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
-        """One bounded ``DELETE`` by ``ctid`` (the BRIN index on ``received_at`` finds the
-        oldest pages), so retention never holds a long lock or a long transaction."""
+        return self.drop_before(table, "received_at", before, limit)
+
+    def drop_before(self, table: str, column: str, before: datetime, limit: int) -> int:
+        """One bounded ``DELETE`` by ``ctid`` (on the event tables, the BRIN index on
+        ``received_at`` finds the oldest pages), so retention never holds a long lock or a
+        long transaction."""
         with self._writing() as con:
             result = con.execute(
                 sql.SQL(
                     "DELETE FROM {0} WHERE ctid = ANY(ARRAY("
-                    "SELECT ctid FROM {0} WHERE received_at < %s LIMIT %s))"
-                ).format(self._table(table)),
+                    "SELECT ctid FROM {0} WHERE {1} < %s LIMIT %s))"
+                ).format(self._table(table), sql.Identifier(column)),
                 [before, limit],
             )
             return int(result.rowcount or 0)

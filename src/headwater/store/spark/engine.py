@@ -51,8 +51,14 @@ from headwater.store.engine import Cost, Fence, IngestBatch, Selected
 from headwater.store.errors import Fenced, QueryError, StoreUnavailable
 from headwater.store.readonly import check_read_only
 from headwater.store.spark.buckets import SCHEMES, bucket_filesystem
-from headwater.store.spark.events import DAY, EVENT_TABLES, EventFiles, event_schema
-from headwater.store.spark.outputs import INTERVAL, _columns, _interval_key, _overlaps
+from headwater.store.spark.events import DAY, EVENT_TABLES, EventFiles, count_rows, event_schema
+from headwater.store.spark.outputs import (
+    INTERVAL,
+    _columns,
+    _interval_end,
+    _interval_key,
+    _overlaps,
+)
 from headwater.store.spark.session import reason, session
 from headwater.store.spark.shipping import shipped
 from headwater.store.spark.sql import quote, referenced, rows_scanned
@@ -372,6 +378,39 @@ class SparkEngine:
             "a Spark warehouse is not a hot store: it keeps every event offloaded to it",
             hint="delete old received_day folders under events/ with the bucket's lifecycle",
         )
+
+    def drop_before(self, table: str, column: str, before: datetime, limit: int) -> int:
+        """Whole partitions, oldest first, each a folder deleted (no Spark job): the event
+        tables' days of ``received_at``, an output's ``_interval`` folders (every row of
+        a published interval lies inside it, so an interval that ends by ``before`` holds
+        only older rows)."""
+        try:
+            if table in EVENT_TABLES:
+                if column != "received_at":
+                    raise QueryError(f"{table} is partitioned by received_at, not {column}")
+                return self._events.drop_days(table, before, limit)
+            with self._write_lock:
+                stored = self._stored_schema(table)
+                if stored is None:
+                    return 0
+                if INTERVAL not in stored.fieldNames():
+                    raise QueryError(
+                        f"{table} is replaced whole by every run: it has no intervals to drop",
+                        hint="retain is for incremental pipelines",
+                    )
+                ends = sorted((_interval_end(key), key) for key in self._partitions(table))
+                dropped = 0
+                for end, key in ends:
+                    if end > before:
+                        break
+                    folder = f"{self._root}/{table}/{INTERVAL}={key}"
+                    dropped += count_rows(self._fs, folder)
+                    self._fs.delete_dir(folder)
+                    if dropped >= limit:
+                        break
+                return dropped
+        except (OSError, pa.ArrowException) as exc:
+            raise StoreUnavailable(self.name, reason(exc)) from exc
 
     def _partitions(self, table: str) -> list[str]:
         """The ``_interval`` values of ``table``'s partitions."""

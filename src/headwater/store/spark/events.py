@@ -106,6 +106,30 @@ class EventFiles:
                 shutil.copyfileobj(source, out, _COPY_BYTES)
             self._fs.move(temporary, f"{folder}/{name}")
 
+    def drop_days(self, table: str, before: datetime, limit: int) -> int:
+        """Retention: delete the day folders of ``table`` whose day ends by ``before``,
+        oldest first, until ``limit`` rows went; return how many rows (from the files'
+        footers, not a scan)."""
+        prefix = f"{DAY}="
+        selector = pafs.FileSelector(f"{self._root}/{table}", allow_not_found=True)
+        days = sorted(
+            (date.fromisoformat(info.base_name.removeprefix(prefix)), info.path)
+            for info in self._fs.get_file_info(selector)
+            if info.type == pafs.FileType.Directory and info.base_name.startswith(prefix)
+        )
+        dropped = 0
+        with self._lock:
+            for day, folder in days:
+                if datetime.combine(day + timedelta(days=1), time(), UTC) > before:
+                    break
+                dropped += count_rows(self._fs, folder)
+                self._fs.delete_dir(folder)
+                # Its ids are older than the dedupe window (retention keeps at least that).
+                self._seen.pop(day, None)
+                if dropped >= limit:
+                    break
+        return dropped
+
     def _load_window(self) -> None:
         """Read the keys of the events stored inside the window, once: after that this
         process is the only writer, so the ones it writes are all the new ones."""
@@ -178,6 +202,12 @@ def _keyed_times(rows: pa.Table) -> dict[str, int]:
     """Each row's dedupe key and when it arrived (µs)."""
     times = pc.cast(rows["received_at"], pa.int64()).to_pylist()
     return dict(zip(_keys(rows).to_pylist(), times, strict=True))
+
+
+def count_rows(filesystem: pafs.FileSystem, folder: str) -> int:
+    """The rows of the Parquet files under ``folder``, from their footers; hidden files (a
+    write in progress) are not counted."""
+    return int(ds.dataset(folder, filesystem=filesystem, format="parquet").count_rows())
 
 
 def _conform(table: str, rows: pa.Table, arrow_schema: pa.Schema) -> pa.Table:

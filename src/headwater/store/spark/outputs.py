@@ -44,9 +44,19 @@ def _interval_key(interval: Interval) -> str:
     return "_".join(t.astimezone(UTC).strftime(_KEY_TIME) for t in (interval.start, interval.end))
 
 
-def _overlaps(key: str, interval: Interval) -> bool:
+def _bounds(key: str) -> tuple[datetime, datetime]:
     start, end = (datetime.strptime(t, _KEY_TIME).replace(tzinfo=UTC) for t in key.split("_"))
+    return start, end
+
+
+def _overlaps(key: str, interval: Interval) -> bool:
+    start, end = _bounds(key)
     return start < interval.end and interval.start < end
+
+
+def _interval_end(key: str) -> datetime:
+    """When the interval of partition ``key`` ends."""
+    return _bounds(key)[1]
 
 
 def _describe(columns: StructType) -> str:
