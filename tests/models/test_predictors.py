@@ -67,7 +67,7 @@ def test_a_multiclass_model_gives_one_probability_per_output(tmp_path: Path) -> 
     for index, name in enumerate(names):
         np.testing.assert_allclose(scored[name].to_numpy(), want[:, index], rtol=1e-12)
     with pytest.raises(ModelError, match="gives 3 columns and outputs names 2"):
-        _catalog(tmp_path, ["low", "high"], path="m.joblib").get("m")
+        _catalog(tmp_path, ["low", "high"], path="m.joblib").get("m").load()
 
 
 def test_a_callable_gives_its_columns_of_their_types(tmp_path: Path) -> None:

@@ -98,7 +98,10 @@ class Model:
         ``features``; default FLOAT64 features), then the tags."""
         if features is None:
             features = pa.schema([(name, pa.float64()) for name in self.inputs])
-        types = predictor(self.live, self.inputs, self.outputs).output_types(features)
+        if self.live.kind == "onnx":  # always FLOAT64 (_Onnx): known without loading it
+            types = [pa.float64()] * len(self.outputs)
+        else:
+            types = predictor(self.live, self.inputs, self.outputs).output_types(features)
         outputs = [pa.field(name, kind) for name, kind in zip(self.outputs, types, strict=True)]
         tags = [
             pa.field("model", pa.string()),
@@ -109,7 +112,10 @@ class Model:
         return pa.schema([*outputs, *tags])
 
     def scorer(self, columns: pa.Schema, scored_at: datetime) -> Scorer:
-        """The function that scores batches of a query with ``columns``."""
+        """The function that scores batches of a query with ``columns``. Every version is
+        loaded here, where the run is, so one that does not load fails before any batch
+        (on Spark, before the executors get it)."""
+        self.load()
         return Scorer(self, self.schema(columns), scored_at)
 
     def score(self, rows: pa.Table | pa.RecordBatch, scored_at: datetime) -> pa.Table:
