@@ -69,6 +69,21 @@ class ModelRegistry:
         with self.engine.begin() as db:
             used_in(db, pipeline, pipeline_version, seen)
 
+    def uses(self, pipeline: str) -> dict[str, list[tuple[str, str, bool]]]:
+        """The model versions each version of ``pipeline`` scored with: pipeline version ->
+        ``(model, model version, shadow)``."""
+        query = sa.select(
+            model_uses.c.pipeline_version,
+            model_uses.c.model,
+            model_uses.c.model_version,
+            model_uses.c.shadow,
+        ).where(model_uses.c.pipeline == pipeline)
+        found: dict[str, list[tuple[str, str, bool]]] = {}
+        with self.engine.connect() as db:
+            for row in db.execute(query):
+                found.setdefault(row[0], []).append((row[1], row[2], bool(row[3])))
+        return found
+
     def versions(self, model: str | None = None) -> list[ModelVersion]:
         """Every version seen (of ``model``), oldest first, with the intervals it scored."""
         query = sa.select(model_versions).order_by(
