@@ -160,17 +160,29 @@ def _callable(folder: Path, function: str, batch_rows: int) -> Model:
     return ModelCatalog({"rules": settings}, folder).get("rules")
 
 
+def _on_spark(
+    request: pytest.FixtureRequest, folder: Path, function: str
+) -> tuple[Model, pa.Table | ModelError]:
+    """The callable model ``function`` (batch_rows 12,000) over SPARK_ROWS on Spark: the
+    model, and the scored rows or the ModelError the run raised."""
+    engine = open_engine("spark", request, folder / "spark")
+    try:
+        model = _callable(folder, function, 12_000)
+        columns = engine.select(f"SELECT * FROM ({SPARK_ROWS}) AS q LIMIT 0", {}).table.schema
+        scorer = model.scorer(columns, NOW)
+        try:
+            return model, engine.map_batches(SPARK_ROWS, {}, scorer, scorer.schema)
+        except ModelError as exc:
+            return model, exc
+    finally:
+        engine.close()
+
+
 def test_spark_scores_batches_of_the_models_batch_rows(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    engine = open_engine("spark", request, tmp_path / "spark")
-    try:
-        model = _callable(tmp_path, "sizes", 12_000)
-        columns = engine.select(f"SELECT * FROM ({SPARK_ROWS}) AS q LIMIT 0", {}).table.schema
-        scorer = model.scorer(columns, NOW)
-        table = engine.map_batches(SPARK_ROWS, {}, scorer, scorer.schema)
-    finally:
-        engine.close()
+    _, table = _on_spark(request, tmp_path, "sizes")
+    assert isinstance(table, pa.Table)
     assert table.num_rows == 30_000
     # Regrouped to 12,000 rows a call (Spark's own batches are 10,000): 12,000 and what is
     # left of each regrouped part.
@@ -180,15 +192,7 @@ def test_spark_scores_batches_of_the_models_batch_rows(
 def test_a_model_that_raises_on_an_executor_is_the_same_error_as_on_the_other_engines(
     request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    engine = open_engine("spark", request, tmp_path / "spark")
-    try:
-        model = _callable(tmp_path, "refuses", 12_000)
-        columns = engine.select(f"SELECT * FROM ({SPARK_ROWS}) AS q LIMIT 0", {}).table.schema
-        scorer = model.scorer(columns, NOW)
-        with pytest.raises(ModelError) as caught:
-            engine.map_batches(SPARK_ROWS, {}, scorer, scorer.schema)
-    finally:
-        engine.close()
-    error = caught.value
+    model, error = _on_spark(request, tmp_path, "refuses")
+    assert isinstance(error, ModelError)
     assert (error.model, error.version, error.row) == ("rules", model.version, {"f1": 12345.0})
     assert "the model raised ValueError: f1 = 12345 is out of range" in str(error)
