@@ -20,6 +20,7 @@ import pytest
 
 from headwater.config.project import load_project
 from headwater.core.errors import HeadwaterError
+from headwater.runtime.validation import validate_project
 from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
 from headwater.store.duckdb import DuckDBEngine
@@ -190,3 +191,16 @@ def test_an_empty_latest_key_is_a_config_error(tmp_path: Path) -> None:
     root = _project(tmp_path / "project", "{ churn_scores = [] }")
     with pytest.raises(HeadwaterError, match=r"latest\.churn_scores must name the table's key"):
         load_project(root)
+
+
+def test_a_pipeline_without_a_key_may_go_to_a_sink_that_keys_it_by_latest(tmp_path: Path) -> None:
+    root = _project(tmp_path / "project")
+    scores = root / "pipelines" / "churn_scores.sql"
+    scores.write_text(scores.read_text().replace('key = ["day", "user_id", "model_version"]\n', ""))
+    assert validate_project(load_project(root)).problems == []
+
+    other = _project(tmp_path / "other", '{ features = ["user_id"] }')
+    scores = other / "pipelines" / "churn_scores.sql"
+    scores.write_text(scores.read_text().replace('key = ["day", "user_id", "model_version"]\n', ""))
+    (problem,) = validate_project(load_project(other)).problems
+    assert "upserted by key, and this pipeline declares no key" in problem.message
