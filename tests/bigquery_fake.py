@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -73,11 +74,17 @@ class FakeJob:
         answer: pa.Table | None = None,
         error: Exception | None = None,
         num_dml_affected_rows: int | None = None,
+        schema: list[bigquery.SchemaField] | None = None,
+        page_rows: int | None = None,
     ) -> None:
         self.total_bytes_processed = total_bytes_processed
         self.num_dml_affected_rows = num_dml_affected_rows
+        self.schema = schema
         self._answer = answer
         self._error = error
+        self._page_rows = page_rows
+        #: Pages handed out by to_arrow_iterable so far.
+        self.pages_read = 0
 
     def result(self) -> FakeJob:
         if self._error is not None:
@@ -86,6 +93,12 @@ class FakeJob:
 
     def to_arrow(self) -> pa.Table:
         return self._answer if self._answer is not None else pa.table({})
+
+    def to_arrow_iterable(self) -> Iterator[pa.RecordBatch]:
+        """The answer a page of ``page_rows`` at a time, handed out as they are asked for."""
+        for page in self.to_arrow().to_batches(max_chunksize=self._page_rows):
+            self.pages_read += 1
+            yield page
 
 
 def _table_id(table: Any) -> str:
@@ -104,7 +117,8 @@ class FakeClient:
       and DML jobs with the rows ``dml_rows`` says they affected,
       or fails their ``result()`` with ``failures``; a real job that would bill more
       than its ``maximum_bytes_billed`` fails too, as in BigQuery;
-    - load jobs by keeping the Parquet bytes they were given.
+    - load jobs by keeping the Parquet bytes they were given;
+    - a dry run's result columns with ``schemas``, and a result's pages of ``page_rows``.
     """
 
     def __init__(self, project: str = PROJECT) -> None:
@@ -119,6 +133,11 @@ class FakeClient:
         self.create_error: Exception | None = None
         self.tables: dict[str, Any] = {}
         self.closed = False
+        #: Dry runs' result columns: (substring of the SQL, its columns).
+        self.schemas: list[tuple[str, list[bigquery.SchemaField]]] = []
+        #: Rows per page of a real query's result (``None``: one page per answer's chunk).
+        self.page_rows: int | None = None
+        self.results: list[FakeJob] = []
 
     # -- what the tests read
     @property
@@ -153,14 +172,19 @@ class FakeClient:
                 raise google_errors.BadRequest(f"Query parameter '{name}' not found")
         billed = self._billed(sql)
         if config.dry_run:
-            return FakeJob(total_bytes_processed=billed)
+            schema = next((f for part, f in self.schemas if part in sql), None)
+            return FakeJob(total_bytes_processed=billed, schema=schema)
         error = next((e for part, e in self.failures if part in sql), None)
         limit = config.maximum_bytes_billed
         if error is None and limit is not None and billed > int(limit):
             error = google_errors.BadRequest(f"Query exceeded limit for bytes billed: {limit}.")
         answer = next((t for part, t in self.answers if part in sql), None)
         affected = next((n for part, n in self.dml_rows if part in sql), None)
-        return FakeJob(answer=answer, error=error, num_dml_affected_rows=affected)
+        job = FakeJob(
+            answer=answer, error=error, num_dml_affected_rows=affected, page_rows=self.page_rows
+        )
+        self.results.append(job)
+        return job
 
     def load_table_from_file(
         self, file_obj: Any, destination: Any, job_config: Any = None, **_: Any

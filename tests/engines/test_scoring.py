@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from headwater.process.models import Model, ModelCatalog, ModelError, ModelSettings
 from headwater.state import StateStore
 from tests.engines.conftest import ENGINE_NAMES, REFERENCE, open_engine
 from tests.models.support import (
@@ -124,3 +126,73 @@ def test_every_engine_scores_as_the_reference(
     other = getattr(outcomes[engine_name], language)
     assert rows(other) == rows(reference)
     assert other.schema.names == reference.schema.names
+
+
+RULES = """\
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+def sizes(batch):
+    # Each row's output: how many rows the model was called with.
+    return pa.table({"called_with": pa.repeat(pa.scalar(batch.num_rows, pa.int64()),
+                                              batch.num_rows)})
+
+
+def refuses(batch):
+    if pc.any(pc.equal(batch["f1"], 12345.0)).as_py():
+        raise ValueError("f1 = 12345 is out of range")
+    return pa.table({"called_with": pa.repeat(pa.scalar(batch.num_rows, pa.int64()),
+                                              batch.num_rows)})
+"""
+#: One partition of 30,000 rows: Spark hands its Python worker batches of 10,000 (its
+#: spark.sql.execution.arrow.maxRecordsPerBatch default).
+SPARK_ROWS = "SELECT /*+ REPARTITION(1) */ CAST(id AS DOUBLE) AS f1 FROM range(30000)"
+
+
+def _callable(folder: Path, function: str, batch_rows: int) -> Model:
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    (folder / "models" / "rules.py").write_text(RULES, "utf-8")
+    settings = ModelSettings(
+        function=f"rules:{function}", inputs=["f1"], outputs=["called_with"],
+        batch_rows=batch_rows,
+    )  # fmt: skip
+    return ModelCatalog({"rules": settings}, folder).get("rules")
+
+
+def _on_spark(
+    request: pytest.FixtureRequest, folder: Path, function: str
+) -> tuple[Model, pa.Table | ModelError]:
+    """The callable model ``function`` (batch_rows 12,000) over SPARK_ROWS on Spark: the
+    model, and the scored rows or the ModelError the run raised."""
+    engine = open_engine("spark", request, folder / "spark")
+    try:
+        model = _callable(folder, function, 12_000)
+        columns = engine.select(f"SELECT * FROM ({SPARK_ROWS}) AS q LIMIT 0", {}).table.schema
+        scorer = model.scorer(columns, NOW)
+        try:
+            return model, engine.map_batches(SPARK_ROWS, {}, scorer, scorer.schema)
+        except ModelError as exc:
+            return model, exc
+    finally:
+        engine.close()
+
+
+def test_spark_scores_batches_of_the_models_batch_rows(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    _, table = _on_spark(request, tmp_path, "sizes")
+    assert isinstance(table, pa.Table)
+    assert table.num_rows == 30_000
+    # Regrouped to 12,000 rows a call (Spark's own batches are 10,000): 12,000 and what is
+    # left of each regrouped part.
+    assert max(table["called_with"].to_pylist()) == 12_000
+
+
+def test_a_model_that_raises_on_an_executor_is_the_same_error_as_on_the_other_engines(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    model, error = _on_spark(request, tmp_path, "refuses")
+    assert isinstance(error, ModelError)
+    assert (error.model, error.version, error.row) == ("rules", model.version, {"f1": 12345.0})
+    assert "the model raised ValueError: f1 = 12345 is out of range" in str(error)

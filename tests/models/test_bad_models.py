@@ -44,6 +44,8 @@ def _fails(root: Path, store: tuple[DuckDBEngine, StateStore], *needles: str) ->
         assert needle in text, text
     assert "churn_scores" not in engine.list_tables()
     assert metadata.runs.intervals("churn_scores") == {}
+    # A run that failed is no use of a model version: the registry has none.
+    assert metadata.models.versions() == []
     return caught.value
 
 
@@ -244,3 +246,22 @@ def test_a_python_pipeline_with_a_model_header_key_is_refused(
     error = _fails(root, store, "model = ... is a SQL pipeline's header key")
     assert error.hint is not None
     assert '@pipeline(models=["churn"])' in error.hint
+
+
+def test_a_run_that_fails_its_audits_records_no_use_and_the_next_success_does(
+    tmp_path: Path, store: tuple[DuckDBEngine, StateStore]
+) -> None:
+    scores = SCORES_SQL.replace("audits = [", "audits = [\n  { row_count = { min = 1000000 } },", 1)
+    root = write_project(
+        tmp_path / "project",
+        model_table(),
+        {"features.sql": FEATURES_SQL, "churn_scores.sql": scores},
+    )
+    artifact = save_joblib(train(), root / "models" / "churn.joblib")
+    _fails(root, store, "row_count")
+
+    (root / "pipelines" / "churn_scores.sql").write_text(SCORES_SQL)
+    engine, metadata = store
+    workspace(root, engine, metadata).backfill("churn_scores", DAYS[0], NOW)
+    (seen,) = metadata.models.versions()
+    assert (seen.version, seen.intervals) == (version_of(artifact), len(DAYS))

@@ -40,7 +40,7 @@ def test_models_lists_each_version_with_the_intervals_it_scored(tmp_path: Path) 
     save_joblib(train(seed=2, c=0.05), artifact)
     second = version_of(artifact)
     status = run_cli(root, "status").stdout
-    assert "3 intervals were made by an older" in status, status
+    assert f"churn_scores: 3 intervals scored by model churn {first} -> {second};" in status, status
     run_cli(root, "run", "churn_scores", *SPAN)
 
     report = json.loads(run_cli(root, "models", "--json").stdout)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import re
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from types import ModuleType
 import numpy as np
 import onnxruntime as ort
 
-from tests.conftest import Project, Server, run_cli
+from tests.conftest import HEADWATER, Project, Server, run_cli
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "churn"
 INPUTS = ["sessions", "events", "days_active", "days_since_seen"]
@@ -39,12 +38,23 @@ def _secret(pattern: str, text: str) -> str:
 
 
 def test_events_to_features_to_model_to_scores_served_by_the_read_api(tmp_path: Path) -> None:
+    # As a newcomer starts: `headwater init --example churn`, which copies the example
+    # and makes its source and read-API consumer.
     root = tmp_path / "churn"
-    shutil.copytree(EXAMPLE, root, ignore=shutil.ignore_patterns("*.onnx", "__pycache__"))
-    added = run_cli(root, "sources", "add", "app")
-    key = _secret(r"hw_wk_[A-Za-z0-9_-]+", added.stdout + added.stderr)
-    added = run_cli(root, "consumers", "add", "product", "--datasets", "churn_scores")
-    token = _secret(r"hw_ct_[A-Za-z0-9_-]+", added.stdout + added.stderr)
+    made = subprocess.run(
+        [*HEADWATER, "init", str(root), "--example", "churn", "--source", "app"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    key = _secret(r"hw_wk_[A-Za-z0-9_-]+", made.stdout + made.stderr)
+    token = _secret(r"hw_ct_[A-Za-z0-9_-]+", made.stdout + made.stderr)
+    copied = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    example = sorted(
+        str(p.relative_to(EXAMPLE))
+        for p in EXAMPLE.rglob("*")
+        if p.is_file() and p.suffix not in (".onnx", ".pyc")
+    )
+    assert set(example) <= set(copied)
+    assert not (root / "models" / "churn.onnx").exists()  # train.py makes it
 
     server = Server(Project(root, key)).start()
     try:

@@ -67,7 +67,7 @@ def test_a_multiclass_model_gives_one_probability_per_output(tmp_path: Path) -> 
     for index, name in enumerate(names):
         np.testing.assert_allclose(scored[name].to_numpy(), want[:, index], rtol=1e-12)
     with pytest.raises(ModelError, match="gives 3 columns and outputs names 2"):
-        _catalog(tmp_path, ["low", "high"], path="m.joblib").get("m")
+        _catalog(tmp_path, ["low", "high"], path="m.joblib").get("m").load()
 
 
 def test_a_callable_gives_its_columns_of_their_types(tmp_path: Path) -> None:
@@ -105,3 +105,18 @@ def test_a_version_loads_once_and_a_new_file_is_a_new_version(tmp_path: Path) ->
     changed = catalog.get("m")
     assert changed.version != first.version
     assert predictor(changed.live, inputs, outputs) is not predictor(first.live, inputs, outputs)
+
+
+def test_two_functions_of_one_module_are_two_models(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "rules.py").write_text(
+        "import pyarrow as pa\nimport pyarrow.compute as pc\n\n\n"
+        "def double(batch):\n    return pa.table({'p': pc.multiply(batch['f1'], 2.0)})\n\n\n"
+        "def negate(batch):\n    return pa.table({'p': pc.negate(batch['f1'])})\n",
+        "utf-8",
+    )
+    rows, table = _rows(10)
+    doubled = _catalog(tmp_path, ["p"], function="rules:double").get("m").score(table, AT)
+    negated = _catalog(tmp_path, ["p"], function="rules:negate").get("m").score(table, AT)
+    np.testing.assert_allclose(doubled["p"].to_numpy(), rows[:, 0] * 2)
+    np.testing.assert_allclose(negated["p"].to_numpy(), -rows[:, 0])

@@ -97,6 +97,9 @@ def test_a_swapped_artifact_is_a_new_version_that_status_counts_plan_lists_and_a
     assert new_version != old_version
     after = {s.name: s for s in ws.status()}["churn_scores"]
     assert (after.intervals_done, after.intervals_changed) == (3, 3)
+    changes = [(c.model, c.shadow, c.old_version, c.new_version) for c in after.model_changes]
+    assert changes == [("churn", False, old_version, new_version)]
+    assert [c.intervals for c in after.model_changes] == [3]
 
     plan = make_plan(ws, [])
     assert [c.name for c in plan.changes] == ["churn_scores"]

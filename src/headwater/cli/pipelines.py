@@ -339,10 +339,7 @@ def status() -> None:
     applies = operation("applies", {})
     for row in report:
         if row["intervals_changed"] and row["name"] not in applies["held"]:
-            console.print(
-                f"{row['name']}: {row['intervals_changed']} intervals were made by an older "
-                f"version; `headwater run {row['name']} --start … --end …` rebuilds them."
-            )
+            console.print(_changed(row), highlight=False)
     _print_applies(applies)
     _print_offload(operation("offload", {}), report)
     _print_retention(operation("retention", {}))
@@ -362,6 +359,23 @@ def status() -> None:
         if any(d["dead_letters"] for d in deliveries):
             console.print("Dead letters: `headwater replay --list` shows them; `headwater replay` "
                           "sends them again.")  # fmt: skip
+
+
+def _changed(row: dict[str, Any]) -> str:
+    """What made a pipeline's changed intervals old, and how to rebuild them: for a scoring
+    pipeline, each model version that scored them and the one that would now."""
+    name, rerun = row["name"], f"`headwater run {row['name']} --start … --end …`"
+    changes = row.get("model_changes") or []
+    if not changes:
+        return (f"{name}: {row['intervals_changed']} intervals were made by an older version; "
+                f"{rerun} rebuilds them.")  # fmt: skip
+    said = "; ".join(
+        f"{c['intervals']} interval{'s' if c['intervals'] != 1 else ''} scored by model "
+        f"{c['model']}{' (shadow)' if c['shadow'] else ''} {c['old_version']} -> "
+        f"{c['new_version']}"
+        for c in changes
+    )
+    return f"{name}: {said}; {rerun} scores them again."
 
 
 def _print_offload(offload: dict[str, Any] | None, report: list[dict[str, Any]]) -> None:

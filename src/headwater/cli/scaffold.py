@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from headwater.config.file import FILENAME
@@ -132,6 +133,41 @@ def init_project(folder: Path, *, source: str = "web") -> str:
         if not (pipelines / name).exists():
             (pipelines / name).write_text(text, encoding="utf-8")
     return key
+
+
+def examples_folder() -> Path:
+    """Where the example projects are: in the installed package (the wheel carries the
+    repository's ``examples/``), else in the repository this module is checked out in."""
+    installed = Path(__file__).resolve().parents[1] / "examples"
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[3] / "examples"
+
+
+def examples() -> list[str]:
+    """The example projects ``headwater init --example`` can copy."""
+    folder = examples_folder()
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if (p / FILENAME).is_file())
+
+
+def init_example(folder: Path, example: str, *, source: str = "app") -> str:
+    """Copy the example project ``example`` into ``folder`` (without what its scripts make:
+    trained models, data), give it a source, and return the source's write key."""
+    known = examples()
+    if example not in known:
+        raise ConfigError(
+            f"there is no example {example!r}",
+            hint=f"examples: {', '.join(known) or 'none in this installation'}",
+        )
+    config = folder / FILENAME
+    if config.exists():
+        raise ConfigError(f"{config} already exists", hint="choose another folder for the example")
+    ignored = shutil.ignore_patterns("*.onnx", "*.joblib", "*.csv", "__pycache__", ".headwater")
+    shutil.copytree(examples_folder() / example, folder, ignore=ignored, dirs_exist_ok=True)
+    if not (folder / ".gitignore").exists():
+        (folder / ".gitignore").write_text(GITIGNORE, encoding="utf-8")
+    (folder / "models").mkdir(exist_ok=True)
+    return add_source(config, source)
 
 
 def add_source(config: Path, name: str) -> str:

@@ -19,12 +19,23 @@ from headwater.core.secrets import stored_form
 def init(
     directory: Annotated[Path, typer.Argument(help="Folder to create the project in.")] = Path("."),
     source: Annotated[str, typer.Option(help="Name of the first source.")] = "web",
+    example: Annotated[
+        str | None,
+        typer.Option(
+            help="Copy a whole example project instead: churn (events, features, a model "
+            "trained by a script, a scoring pipeline, predictions served).",
+        ),
+    ] = None,
 ) -> None:
     """Create a project with one source, ready for `headwater up`.
 
     Example: headwater init analytics && cd analytics && headwater up
+    Example: headwater init churn --example churn && cat churn/README.md
     """
     check_name("source", source)
+    if example is not None:
+        _init_example(directory, example, source)
+        return
     key = scaffold.init_project(directory, source=source)
     examples = sorted(name.removesuffix(".sql") for name in scaffold.EXAMPLE_PIPELINES)
     token = scaffold.add_consumer(directory / "headwater.toml", "example", examples)
@@ -33,6 +44,20 @@ def init(
     console.print(f"Read API consumer [bold]example[/bold] token: [bold green]{token}[/bold green]")
     console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
     console.print(f"Next: cd {directory} && headwater up")
+
+
+def _init_example(directory: Path, example: str, source: str) -> None:
+    """The example project, with a source and a read-API consumer of every pipeline."""
+    key = scaffold.init_example(directory, example, source=source)
+    project = load_project(directory)  # the copy must load; fail loudly now if not
+    pipelines = sorted(p.stem for p in project.pipelines_dir.glob("*.sql"))
+    token = scaffold.add_consumer(project.file, "product", pipelines)
+    load_project(directory)
+    console.print(f"Created the {example} example in [bold]{directory.resolve()}[/bold]")
+    console.print(f"Source [bold]{source}[/bold] write key: [bold green]{key}[/bold green]")
+    console.print(f"Read API consumer [bold]product[/bold] token: [bold green]{token}[/bold green]")
+    console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
+    console.print(f"Next: cd {directory} and follow README.md (from `headwater up`)")
 
 
 def sources_add(name: Annotated[str, typer.Argument(help="Name of the new source.")]) -> None:

@@ -323,6 +323,13 @@ def _check_sink(name: str, sink: Sink, path: str, *, where: str | None = None) -
             raise ConfigError(f"{where} batch_rows and timeout_seconds must be positive", path=path)
     if isinstance(sink, PostgresSink):
         _check_no_password(sink.url, f"{where} url", path)
+        for pipeline, key in sink.latest.items():
+            if not key or len(set(key)) != len(key):
+                raise ConfigError(
+                    f"{where} latest.{pipeline} must name the table's key columns, each once",
+                    path=path,
+                    hint=f'e.g. latest = {{ {pipeline} = ["user_id"] }}',
+                )
 
 
 def _check_model(name: str, model: ModelSettings, path: str) -> None:

@@ -53,13 +53,28 @@ class PostgresTarget:
     ) -> None:
         """Make the target's rows of ``interval`` (all rows when ``None``) equal ``table``."""
         refused = partial(SinkRefused, sink=self.name, pipeline=pipeline, interval=interval)
+        columns = table.column_names
+        latest = self.settings.latest.get(pipeline)
+        order: list[str] = []
+        if latest:
+            key, order = latest, [c for c in (time_column, "scored_at") if c and c in columns]
+            missing = [c for c in key if c not in columns]
+            if missing or not order:
+                raise refused(
+                    f"latest.{pipeline} keys the table by {', '.join(key)}, and the rows have "
+                    + (
+                        f"no column {', '.join(missing)}"
+                        if missing
+                        else "no time column or scored_at to say which row is the latest"
+                    ),
+                    hint=f"name columns of {pipeline}'s output in [sinks.{self.name}] latest",
+                )
         if not key:
             raise refused(
                 "the pipeline has no key, and the PostgreSQL sink upserts by key",
                 hint='declare the key in the pipeline\'s header: key = ["user_id"]',
             )
         target = sql.Identifier(self.settings.schema, self.table_name(pipeline))
-        columns = table.column_names
         try:
             # In UTC, as the store: interval bounds compare with the target's dates and times.
             with (
@@ -75,7 +90,7 @@ class PostgresTarget:
                 )
                 copy_in(con, sql.Identifier("headwater_stage"), table)
                 self._delete_gone(con, target, key, interval, time_column)
-                self._upsert(con, target, columns, key)
+                self._upsert(con, target, columns, key, order)
         except psycopg.errors.InsufficientPrivilege as exc:
             raise refused(
                 first_line(exc),
@@ -163,8 +178,12 @@ class PostgresTarget:
 
     def _upsert(
         self, con: psycopg.Connection[Any], target: sql.Identifier, columns: Sequence[str],
-        key: Sequence[str],
+        key: Sequence[str], latest: Sequence[str] = (),
     ) -> None:  # fmt: skip
+        """Insert the staged rows, replacing those of the same key. With ``latest`` (the
+        columns that order rows in time), one row per key: the staged rows' latest, and it
+        replaces a row only as late or later, so an older interval delivered again (after
+        a re-scoring, say) leaves a newer prediction in place."""
         others = [c for c in columns if c not in key]
         action = (
             sql.SQL("DO UPDATE SET {}").format(
@@ -175,8 +194,24 @@ class PostgresTarget:
             if others
             else sql.SQL("DO NOTHING")
         )
+        rows = sql.SQL("SELECT {} FROM headwater_stage").format(names(columns))
+        if latest:
+            latest_rows = "SELECT DISTINCT ON ({}) {} FROM headwater_stage ORDER BY {}, {}"
+            rows = sql.SQL(latest_rows).format(
+                names(key),
+                names(columns),
+                names(key),
+                sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in latest),
+            )
+            if others:
+                action += sql.SQL(" WHERE ({}) <= ({})").format(
+                    sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in latest),
+                    sql.SQL(", ").join(
+                        sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in latest
+                    ),
+                )
         con.execute(
-            sql.SQL(
-                "INSERT INTO {} ({}) SELECT {} FROM headwater_stage ON CONFLICT ({}) {}"
-            ).format(target, names(columns), names(columns), names(key), action)
+            sql.SQL("INSERT INTO {} AS t ({}) {} ON CONFLICT ({}) {}").format(
+                target, names(columns), rows, names(key), action
+            )
         )

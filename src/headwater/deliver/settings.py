@@ -58,6 +58,13 @@ class PostgresSink(_Sink, tag="postgres", frozen=True):
     pool_size: int = 4
     """Connections kept open for serving."""
 
+    latest: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Pipelines whose table here holds one row per key, the latest: pipeline name -> the
+    table's key (``{ churn_scores = ["user_id"] }``). The latest row is the one with the
+    greatest time column, then ``scored_at``, so a scoring pipeline's table serves each
+    person's newest prediction; an older interval delivered again never overwrites a newer
+    one. The read API's lookups (``serve = true``) go by this key."""
+
 
 class WebhookSink(_Sink, tag="webhook", frozen=True):
     """Batched JSON POSTs, signed, each with an idempotency key."""

@@ -40,6 +40,7 @@ from headwater.process.python import Context
 from headwater.state import StateStore
 from headwater.state.errors import LeaseLost
 from headwater.state.leases import TTL, Lease
+from headwater.state.models import used_in
 from headwater.state.runs import RUN_OUTCOMES, RunLog, Trigger, error_kind
 from headwater.store.engine import Engine, Staged, Stages
 from headwater.store.errors import Fenced, QueryError
@@ -204,6 +205,7 @@ class Runner:
                 whole_table=not pipeline.incremental,
                 each=each,
                 release=True,
+                then=_model_uses(pipeline),
             )
             lease.released = True
         except HeadwaterError as exc:
@@ -279,8 +281,6 @@ class Runner:
 
     def _compute(self, pipeline: Pipeline, interval: Interval) -> tuple[pa.Table, int | None]:
         params = {"start": interval.start, "end": interval.end}
-        if pipeline.models:  # the registry: which model versions this version scores with
-            self.state.models.used(pipeline.name, pipeline.version, seen(pipeline.models.values()))
         if pipeline.query is not None:
             rendered = _rendered(pipeline, self.engine.dialect)
             used = {name: params[name] for name in pipeline.query.parameters}
@@ -387,6 +387,19 @@ class Runner:
             line=sql.locate(source, exc.reason),
             hint=exc.hint,
         )
+
+
+def _model_uses(pipeline: Pipeline) -> Callable[[sa.Connection], None] | None:
+    """The registry's record of the model versions ``pipeline``'s version scored with,
+    written with the run's success: a run that fails is no use of a version."""
+    if not pipeline.models:
+        return None
+    return functools.partial(
+        used_in,
+        pipeline=pipeline.name,
+        pipeline_version=pipeline.version,
+        seen=seen(pipeline.models.values()),
+    )
 
 
 def _log_run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -10,9 +11,20 @@ from headwater.process.graph import Broken
 from headwater.process.render import cost
 from headwater.process.schedule import following, intervals
 from headwater.process.service import PipelineService, span
-from headwater.state.runs import RunStatus
+from headwater.state.runs import IntervalState, RunStatus
 
 _DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class ModelChange:
+    """Intervals of a scoring pipeline scored by an older version of one of its models."""
+
+    model: str
+    shadow: bool
+    old_version: str
+    new_version: str
+    intervals: int
 
 
 @dataclass(frozen=True)
@@ -46,6 +58,8 @@ class PipelineStatus:
     #: Intervals before this are retired by retention (not run again), and why.
     retired_before: datetime | None = None
     retired_why: str | None = None
+    #: A scoring pipeline's changed intervals that an older model version scored.
+    model_changes: list[ModelChange] = field(default_factory=list)
 
 
 def status(service: PipelineService) -> list[PipelineStatus]:
@@ -96,11 +110,35 @@ def status(service: PipelineService) -> list[PipelineStatus]:
                 runs_per_day=len(intervals(pipeline.header.schedule, now - _DAY, now)),
                 retired_before=retired.before if retired else None,
                 retired_why=retired.why if retired else None,
+                model_changes=_model_changes(service, pipeline, done),
             )
         )
     for broken in graph.broken.values():
         report.append(_broken(service, broken, now))
     return report
+
+
+def _model_changes(
+    service: PipelineService, pipeline: Pipeline, done: list[IntervalState]
+) -> list[ModelChange]:
+    """Which of ``done`` an older version of a model scored (by the registry's uses of the
+    pipeline versions that made them), by model and version."""
+    changed = [s for s in done if s.version != pipeline.version]
+    if not pipeline.models or not changed:
+        return []
+    now = {
+        (model.name, shadow): artifact.version
+        for model in pipeline.models.values()
+        for artifact, shadow in model.artifacts()
+    }
+    uses = service.state.models.uses(pipeline.name)
+    counted: Counter[tuple[str, bool, str, str]] = Counter()
+    for state in changed:
+        for model, version, shadow in uses.get(state.version, []):
+            new = now.get((model, shadow))
+            if new is not None and new != version:
+                counted[(model, shadow, version, new)] += 1
+    return [ModelChange(*key, count) for key, count in sorted(counted.items())]
 
 
 def _broken(service: PipelineService, broken: Broken, now: datetime) -> PipelineStatus:

@@ -74,11 +74,14 @@ def validate(
     engine_dialect: str,
     sinks: Mapping[str, bool] | None = None,
     models: Collection[str] | None = None,
+    keyed_by_sink: Mapping[str, Collection[str]] | None = None,
 ) -> Report:
     """Check every pipeline file in ``folder``, written in ``dialect``, for an engine that
     runs ``engine_dialect``. ``sinks`` are the declared sinks, each with whether it
-    upserts by the pipeline's key (a PostgreSQL table); ``models`` the declared models
-    (``None``: not checked). Nothing is run or opened, no model file read."""
+    upserts by the pipeline's key (a PostgreSQL table); ``keyed_by_sink`` the pipelines
+    such a sink keys by its own columns instead (its ``latest``), by sink; ``models`` the
+    declared models (``None``: not checked). Nothing is run or opened, no model file
+    read."""
     files = pipeline_files(folder)
     report = Report(files=len(files))
     add = report.problems.append
@@ -111,7 +114,7 @@ def validate(
                 add(_from_error(exc, path, header=False))
     for pipeline in loaded.values():
         report.problems.extend(_unknown_inputs(pipeline, present))
-        report.problems.extend(_sink_problems(pipeline, sinks or {}))
+        report.problems.extend(_sink_problems(pipeline, sinks or {}, keyed_by_sink or {}))
         if models is not None:
             report.problems.extend(_model_problems(pipeline, models))
     order, cycles = _order(loaded)
@@ -250,7 +253,9 @@ def _model_problems(pipeline: Pipeline, models: Collection[str]) -> Iterable[Pro
             )
 
 
-def _sink_problems(pipeline: Pipeline, sinks: Mapping[str, bool]) -> Iterable[Problem]:
+def _sink_problems(
+    pipeline: Pipeline, sinks: Mapping[str, bool], keyed: Mapping[str, Collection[str]]
+) -> Iterable[Problem]:
     for name in pipeline.header.sinks:
         if name not in sinks:
             known = ", ".join(sorted(sinks)) or "none yet"
@@ -261,7 +266,7 @@ def _sink_problems(pipeline: Pipeline, sinks: Mapping[str, bool]) -> Iterable[Pr
                 f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
                 "sinks",
             )
-        elif sinks[name] and not pipeline.header.key:
+        elif sinks[name] and not pipeline.header.key and pipeline.name not in keyed.get(name, ()):
             yield _at(
                 pipeline,
                 f"sink {name} is a PostgreSQL table, upserted by key, and this pipeline "

@@ -293,7 +293,9 @@ class Runtime:
                 sink = sinks.get(name)
                 if isinstance(sink, PostgresSink) and sink.serve:
                     table = (sink.schema, f"{sink.table_prefix}{pipeline.name}")
-                    served[pipeline.name] = Served(key, self._reader(name, sink), table)
+                    # A table of each key's latest row is looked up by that key.
+                    by = tuple(sink.latest.get(pipeline.name, key))
+                    served[pipeline.name] = Served(by, self._reader(name, sink), table)
                     break
         return served
 

@@ -327,6 +327,7 @@ def _models(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
     for name in catalog.names():
         try:
             model = catalog.get(name)
+            model.load()
         except HeadwaterError as exc:
             declared[name] = {"live": None, "shadow": None, "error": str(exc), "hint": exc.hint}
             continue

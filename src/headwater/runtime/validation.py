@@ -22,10 +22,19 @@ def validate_project(project: Project) -> Report:
         name: any(isinstance(sink, PostgresSink) for sink in declared)
         for name, declared in project.sink_declarations().items()
     }
+    # Pipelines every PostgreSQL declaration of a sink keys by its own `latest` columns.
+    keyed = {
+        name: frozenset.intersection(
+            *(frozenset(s.latest) for s in declared if isinstance(s, PostgresSink))
+        )
+        for name, declared in project.sink_declarations().items()
+        if sinks[name]
+    }
     return validate(
         project.pipelines_dir,
         settings.project.dialect,
         project.pipelines_store.engine,
         sinks,
         models=settings.models,
+        keyed_by_sink=keyed,
     )

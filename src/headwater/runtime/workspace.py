@@ -389,7 +389,9 @@ def check_sinks(pipeline: Pipeline, project: Project) -> None:
                 if close
                 else f'add [sinks.{name}] with type = "files", "postgres" or "webhook"',
             )
-        if any(isinstance(s, PostgresSink) for s in sinks) and not pipeline.header.key:
+        if not pipeline.header.key and any(
+            isinstance(s, PostgresSink) and not s.latest.get(pipeline.name) for s in sinks
+        ):
             raise PipelineError(
                 f"sink {name!r} is a PostgreSQL table, upserted by key, and this pipeline "
                 "declares no key",

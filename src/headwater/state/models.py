@@ -1,7 +1,8 @@
 """The model registry: every model version seen, and the intervals each one scored.
 
-A run that scores records its model versions before it computes (the first run of a
-version stamps ``first_used``) and which of them its pipeline version scores with;
+A run that scores records its model versions in the transaction that records it
+succeeded (the first such run of a version stamps ``first_used``), and which of them its
+pipeline version scores with;
 the intervals a model version scored are then those its pipeline versions made.
 """
 
@@ -66,23 +67,22 @@ class ModelRegistry:
     def used(self, pipeline: str, pipeline_version: str, seen: Iterable[SeenVersion]) -> None:
         """Record that ``pipeline_version`` of ``pipeline`` scores with ``seen``."""
         with self.engine.begin() as db:
-            for item in seen:
-                _insert_new(
-                    db,
-                    model_versions,
-                    {"model": item.model, "version": item.version},
-                    sha256=item.sha256,
-                    size=item.size,
-                    source=item.source,
-                    first_used=utc_now(),
-                )
-                key = {"model": item.model, "model_version": item.version}
-                _insert_new(
-                    db,
-                    model_uses,
-                    {"pipeline": pipeline, "pipeline_version": pipeline_version, **key},
-                    shadow=int(item.shadow),
-                )
+            used_in(db, pipeline, pipeline_version, seen)
+
+    def uses(self, pipeline: str) -> dict[str, list[tuple[str, str, bool]]]:
+        """The model versions each version of ``pipeline`` scored with: pipeline version ->
+        ``(model, model version, shadow)``."""
+        query = sa.select(
+            model_uses.c.pipeline_version,
+            model_uses.c.model,
+            model_uses.c.model_version,
+            model_uses.c.shadow,
+        ).where(model_uses.c.pipeline == pipeline)
+        found: dict[str, list[tuple[str, str, bool]]] = {}
+        with self.engine.connect() as db:
+            for row in db.execute(query):
+                found.setdefault(row[0], []).append((row[1], row[2], bool(row[3])))
+        return found
 
     def versions(self, model: str | None = None) -> list[ModelVersion]:
         """Every version seen (of ``model``), oldest first, with the intervals it scored."""
@@ -161,13 +161,50 @@ def move_uses(db: sa.Connection, build: str, live: str) -> None:
         _insert_new(db, model_uses, {"pipeline": live, **key}, shadow=row["shadow"])
 
 
+def used_in(
+    db: sa.Connection, pipeline: str, pipeline_version: str, seen: Iterable[SeenVersion]
+) -> None:
+    """:meth:`ModelRegistry.used` in the transaction ``db``: the run's own record, so a
+    run that fails (or whose publication is fenced off) leaves no use and no first use."""
+    for item in seen:
+        _insert_new(
+            db,
+            model_versions,
+            {"model": item.model, "version": item.version},
+            sha256=item.sha256,
+            size=item.size,
+            source=item.source,
+            first_used=utc_now(),
+        )
+        key = {"model": item.model, "model_version": item.version}
+        _insert_new(
+            db,
+            model_uses,
+            {"pipeline": pipeline, "pipeline_version": pipeline_version, **key},
+            shadow=int(item.shadow),
+        )
+
+
 def _insert_new(
     db: sa.Connection, table: sa.Table, key: dict[str, object], **values: object
 ) -> None:
-    """Insert the row ``key`` with ``values`` into ``table``, unless it is there already."""
-    where = [table.c[name] == value for name, value in key.items()]
-    if db.execute(sa.select(*table.primary_key.columns).where(*where)).first() is None:
-        db.execute(table.insert().values(**key, **values))
+    """Insert the row ``key`` with ``values`` into ``table``, unless it is there already
+    (two pipelines of one model may record its version at once: the second does nothing,
+    rather than fail the run it records)."""
+    row = {**key, **values}
+    index = [c.name for c in table.primary_key.columns]
+    if db.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        db.execute(pg_insert(table).values(**row).on_conflict_do_nothing(index_elements=index))
+    elif db.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        db.execute(sqlite_insert(table).values(**row).on_conflict_do_nothing(index_elements=index))
+    else:
+        where = [table.c[name] == value for name, value in key.items()]
+        if db.execute(sa.select(*table.primary_key.columns).where(*where)).first() is None:
+            db.execute(table.insert().values(**row))
 
 
 def _utc(value: object) -> datetime | None:

@@ -8,7 +8,7 @@ lost it to another cannot record over the other's work.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -145,6 +145,7 @@ class RunLog:
         whole_table: bool = False,
         each: Sequence[Interval] = (),
         release: bool = False,
+        then: Callable[[sa.Connection], None] | None = None,
     ) -> None:
         """Record a published run, its interval as done and its deliveries as owed, in one
         transaction that holds only while ``holder`` still holds the pipeline's lease
@@ -160,11 +161,15 @@ class RunLog:
         ``each``: the intervals a batch run covered (``interval`` is their span), each
         recorded done and owed to the sinks as if run alone. ``release``: the lease is
         released in the same transaction (a run ends in one metadata transaction).
+        ``then``: more of the run's record, written in the same transaction (the model
+        versions it scored with).
         """
         now = utc_now()
         with self.engine.begin() as db:
             if not still_held(db, holder):
                 raise LeaseLost(holder.name, holder.token)
+            if then is not None:
+                then(db)
             db.execute(
                 runs.update()
                 .where(runs.c.id == run_id)

@@ -8,7 +8,7 @@ format, so an engine never sees Python rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -68,7 +68,9 @@ class Cost:
 
 
 def map_in_process(
-    table: pa.Table, fn: Callable[[pa.RecordBatch], pa.RecordBatch], schema: pa.Schema
+    table: pa.Table | Iterable[pa.RecordBatch],
+    fn: Callable[[pa.RecordBatch], pa.RecordBatch],
+    schema: pa.Schema,
 ) -> pa.Table:
     """``fn`` over each batch of ``table`` here, its output taken by name and cast to
     ``schema``: :meth:`Engine.map_batches` for an engine that computes in-process.
@@ -78,7 +80,8 @@ def map_in_process(
     [{'x': 2}, {'x': 4}]
     """
     batches = []
-    for batch in table.to_batches():
+    # A stream of batches (pages of a result) is read one at a time: only the output is kept.
+    for batch in table.to_batches() if isinstance(table, pa.Table) else table:
         out = fn(batch)
         batches.append(
             pa.RecordBatch.from_arrays(
@@ -179,6 +182,16 @@ class Staged(Protocol):
     def replace_table(self, table: str, fence: Fence | None = None) -> None:
         """Replace the whole of ``table`` by the staged rows; fenced as
         :meth:`Engine.replace_table`."""
+        ...
+
+
+@runtime_checkable
+class Probes(Protocol):
+    """An engine that tells a query's columns without running it (BigQuery's dry run is
+    free, where ``LIMIT 0`` is a billed query of its own)."""
+
+    def result_schema(self, sql: str, params: Mapping[str, object]) -> pa.Schema:
+        """The columns ``sql`` gives, as Arrow types."""
         ...
 
 

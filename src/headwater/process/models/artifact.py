@@ -11,6 +11,7 @@ callable's artifact is its module's source file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import sys
@@ -41,8 +42,9 @@ class Artifact:
     #: A callable's function name in its module.
     attribute: str | None = None
 
-    @property
+    @functools.cached_property
     def sha256(self) -> str:
+        """Hashed once per artifact read (the version is asked for on every pass)."""
         return hashlib.sha256(self.data).hexdigest()
 
     @property

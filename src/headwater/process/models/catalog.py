@@ -1,15 +1,23 @@
 """The models a project declares, resolved to their artifacts when a pipeline loads.
 
-An artifact is read again only when it changed (a local file's modification time and
-size; a URL's size, time and tag as its store reports them), so the version every
-pipeline folds in is the bytes on disk now, and a swapped file is a new version at the
-next load.
+An artifact is read (and hashed) again only when it changed (a local file's modification
+time and size; a URL's size, time and tag as its store reports them), so the version
+every pipeline folds in is the bytes on disk now, and a swapped file is a new version at
+the next load. Reading is not loading: the estimator or ONNX session is made only when
+a run scores (or ``headwater models`` asks), so ``status`` and ``plan`` load none.
+
+A URL's stamp is asked of its store at most every :data:`URL_STAMP_SECONDS`: a scheduler
+pass every few seconds would otherwise cost a request per artifact each time. An
+artifact swapped in the bucket is therefore seen up to that long later; until then runs
+score with the bytes read before, and tag their rows with those bytes' version, so no
+row is ever tagged with a version that did not score it.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from headwater.process.models.artifact import Artifact, read, stamp
@@ -42,8 +50,8 @@ class ModelCatalog:
         )
 
     def get(self, name: str) -> Model:
-        """The model ``name`` with its artifacts read and loaded: a missing or corrupt
-        artifact, or one that does not fit the inputs and outputs, raises ModelError."""
+        """The model ``name`` with its artifacts read, not loaded (``Model.load`` loads
+        them; scoring does): a missing or unreadable artifact raises ModelError."""
         settings = self.settings.get(name)
         if settings is None:
             raise ModelError(
@@ -56,7 +64,7 @@ class ModelCatalog:
         artifacts = [
             _read(name, where, function, self.root) for where, function in _where(settings)
         ]
-        model = Model(
+        return Model(
             name,
             tuple(settings.inputs),
             tuple(settings.outputs),
@@ -65,8 +73,6 @@ class ModelCatalog:
             batch_rows(settings),
             settings.description,
         )
-        model.load()
-        return model
 
 
 def _where(settings: ModelSettings) -> list[tuple[str, bool]]:
@@ -85,7 +91,17 @@ def _stamp(where: str, function: bool, root: Path) -> object:
     return stamp(where, root, function=function)
 
 
-def _remote_stamp(url: str) -> object:
+#: Seconds a URL artifact's stamp is reused before its store is asked again.
+URL_STAMP_SECONDS = 30.0
+_URL_STAMPS: dict[str, tuple[float, object]] = {}
+
+
+def _remote_stamp(url: str, clock: Callable[[], float] = time.monotonic) -> object:
+    now = clock()
+    with _LOCK:
+        cached = _URL_STAMPS.get(url)
+    if cached is not None and now - cached[0] < URL_STAMP_SECONDS:
+        return cached[1]
     import fsspec
 
     try:
@@ -94,7 +110,10 @@ def _remote_stamp(url: str) -> object:
     except Exception:  # unreachable now: read it again at the next load
         return (url, None)
     keys = ("size", "mtime", "updated", "etag", "ETag", "md5Hash", "generation")
-    return (url, tuple(str(info.get(k)) for k in keys))
+    found = (url, tuple(str(info.get(k)) for k in keys))
+    with _LOCK:
+        _URL_STAMPS[url] = (now, found)
+    return found
 
 
 def _read(model: str, where: str, function: bool, root: Path) -> Artifact:

@@ -3,6 +3,7 @@ row; none of them is retried, and the interval is not published."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 from headwater.process.errors import PipelineError
@@ -36,6 +37,20 @@ class ModelError(PipelineError):
             line=line,
             hint=hint or "fix the model or its features; nothing was published",
         )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickled on a Spark executor, rebuilt on the driver (Exception's own pickling
+        # would call ModelError with the message alone).
+        rebuild = functools.partial(
+            ModelError,
+            version=self.version,
+            row=self.row,
+            pipeline=self.pipeline,
+            path=self.path,
+            line=self.line,
+            hint=self.hint,
+        )
+        return (rebuild, (self.model, self.detail))
 
     def at(
         self, *, pipeline: str | None = None, path: str | None = None, line: int | None = None

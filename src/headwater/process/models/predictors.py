@@ -40,14 +40,25 @@ class Predictor(Protocol):
 _BLOCK = 16_384
 
 
-def matrix(features: pa.Table, dtype: type[np.floating[Any]]) -> np.ndarray[Any, Any]:
-    """The features as one ``rows x inputs`` matrix of ``dtype`` (row-major, as the models
-    take it), filled from each chunk's columns, a block of rows at a time.
+def matrix(
+    features: pa.Table, dtype: type[np.floating[Any]], *, by_column: bool = False
+) -> np.ndarray[Any, Any]:
+    """The features as one ``rows x inputs`` matrix of ``dtype``, filled from each chunk's
+    columns (read in place: a FLOAT64 column without NULLs is not copied on its way).
+
+    Row-major by default, a block of rows at a time (what onnxruntime takes). With
+    ``by_column``, column-major: each column is then one contiguous copy, three times
+    cheaper than writing it across rows, and scikit-learn's estimators take either
+    order (a linear model's product and a tree ensemble's walk are as fast or faster).
 
     >>> matrix(pa.table({"a": [1, 2], "b": [0.5, 1.5]}), np.float64).tolist()
     [[1.0, 0.5], [2.0, 1.5]]
+    >>> matrix(pa.table({"a": [1, 2], "b": [0.5, 1.5]}), np.float64, by_column=True).tolist()
+    [[1.0, 0.5], [2.0, 1.5]]
     """
-    out = np.empty((features.num_rows, features.num_columns), dtype=dtype)
+    out = np.empty(
+        (features.num_rows, features.num_columns), dtype=dtype, order="F" if by_column else "C"
+    )
     offset = 0
     for batch in features.to_batches():
         columns = []
@@ -55,11 +66,16 @@ def matrix(features: pa.Table, dtype: type[np.floating[Any]]) -> np.ndarray[Any,
             if pa.types.is_decimal(column.type):
                 column = pc.cast(column, pa.float64())
             columns.append(column.to_numpy(zero_copy_only=False))
-        for start in range(0, batch.num_rows, _BLOCK):
-            stop = min(start + _BLOCK, batch.num_rows)
+        rows = batch.num_rows
+        if by_column:
             for index, values in enumerate(columns):
-                out[offset + start : offset + stop, index] = values[start:stop]
-        offset += batch.num_rows
+                out[offset : offset + rows, index] = values
+        else:
+            for start in range(0, rows, _BLOCK):
+                stop = min(start + _BLOCK, rows)
+                for index, values in enumerate(columns):
+                    out[offset + start : offset + stop, index] = values[start:stop]
+        offset += rows
     return out
 
 
@@ -144,7 +160,7 @@ class _Estimator:
         return [self._label or pa.float64()] * count
 
     def predict(self, features: pa.Table) -> list[pa.Array]:
-        rows = matrix(features, np.float64)
+        rows = matrix(features, np.float64, by_column=True)
         with warnings.catch_warnings():
             if self._named:  # the names were checked when it loaded
                 warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -286,14 +302,15 @@ LOADERS: dict[Kind, Loader] = {
     "callable": _Callable,
 }
 
-_LOADED: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]], Predictor] = {}
+_LOADED: dict[tuple[str, str, str | None, tuple[str, ...], tuple[str, ...]], Predictor] = {}
 _LOCK = threading.Lock()
 
 
 def predictor(model: Artifact, inputs: Sequence[str], outputs: Sequence[str]) -> Predictor:
     """``model`` loaded and checked against ``inputs`` and ``outputs``, once per version
     in this process."""
-    key = (model.kind, model.sha256, tuple(inputs), tuple(outputs))
+    # A callable's version is its module's source: two functions of one module share it.
+    key = (model.kind, model.sha256, model.attribute, tuple(inputs), tuple(outputs))
     with _LOCK:
         found = _LOADED.get(key)
         if found is None:

@@ -1,8 +1,8 @@
 """A SQL scoring pipeline's run: its query's rows scored through ``Engine.map_batches``.
 
 The columns of the query are found first by running it with ``LIMIT 0`` (the engine
-plans it and reads nothing), so the scored rows' schema is known before any batch is
-scored, as Spark's ``mapInArrow`` needs.
+plans it and reads nothing; on BigQuery a dry run, which is free), so the scored rows'
+schema is known before any batch is scored, as Spark's ``mapInArrow`` needs.
 """
 
 from __future__ import annotations
@@ -16,14 +16,17 @@ from headwater.core.clock import utc_now
 from headwater.process.models.errors import ModelError
 from headwater.process.models.scoring import Model
 from headwater.state.models import SeenVersion
-from headwater.store.engine import Engine
+from headwater.store.engine import Engine, Probes
 
 if TYPE_CHECKING:
     from headwater.process.definition import Pipeline
 
 
 def columns(engine: Engine, sql: str, params: Mapping[str, object]) -> pa.Schema:
-    """The columns ``sql`` gives, without reading its rows."""
+    """The columns ``sql`` gives, without reading its rows: an engine's own probe where it
+    has one (BigQuery's free dry run), else the query with ``LIMIT 0``."""
+    if isinstance(engine, Probes):
+        return engine.result_schema(sql, params)
     # The pipeline's own query, wrapped whole: no value is pasted into it.
     probe = f"SELECT * FROM ({sql}) AS _hw_features LIMIT 0"  # noqa: S608
     return engine.select(probe, params).table.schema

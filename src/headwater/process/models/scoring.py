@@ -98,7 +98,10 @@ class Model:
         ``features``; default FLOAT64 features), then the tags."""
         if features is None:
             features = pa.schema([(name, pa.float64()) for name in self.inputs])
-        types = predictor(self.live, self.inputs, self.outputs).output_types(features)
+        if self.live.kind == "onnx":  # always FLOAT64 (_Onnx): known without loading it
+            types = [pa.float64()] * len(self.outputs)
+        else:
+            types = predictor(self.live, self.inputs, self.outputs).output_types(features)
         outputs = [pa.field(name, kind) for name, kind in zip(self.outputs, types, strict=True)]
         tags = [
             pa.field("model", pa.string()),
@@ -109,7 +112,10 @@ class Model:
         return pa.schema([*outputs, *tags])
 
     def scorer(self, columns: pa.Schema, scored_at: datetime) -> Scorer:
-        """The function that scores batches of a query with ``columns``."""
+        """The function that scores batches of a query with ``columns``. Every version is
+        loaded here, where the run is, so one that does not load fails before any batch
+        (on Spark, before the executors get it)."""
+        self.load()
         return Scorer(self, self.schema(columns), scored_at)
 
     def score(self, rows: pa.Table | pa.RecordBatch, scored_at: datetime) -> pa.Table:
@@ -126,6 +132,17 @@ class Scorer:
     model: Model
     schema: pa.Schema
     scored_at: datetime
+    #: The tag columns of a batch, by version and length: the same for every batch of a
+    #: run, so made once (Arrow arrays are immutable; the batches share their buffers).
+    _tags: dict[tuple[str, bool, int], list[pa.Array]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows scored at once: an engine that hands over batches of its own size (Spark)
+        regroups them to this many."""
+        return self.model.batch_rows
 
     def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """One batch scored, as one batch (what ``Engine.map_batches`` runs)."""
@@ -170,17 +187,25 @@ class Scorer:
                 version=artifact.version,
                 row=rows.slice(first, 1).to_pylist()[0] if first is not None else None,
             ) from None
-        count = rows.num_rows
-        tags = [
-            pa.repeat(pa.scalar(model.name, pa.string()), count),
-            pa.repeat(pa.scalar(artifact.version, pa.string()), count),
-            pa.repeat(pa.scalar(shadow, pa.bool_()), count),
-            pa.repeat(pa.scalar(self.scored_at, SCORED_AT), count),
-        ]
-        arrays = [*rows.columns, *outputs, *tags]
+        arrays = [*rows.columns, *outputs, *self._tag_columns(artifact, shadow, rows.num_rows)]
         types = [f.type for f in self.schema]
         cast = [a if a.type == t else pc.cast(a, t) for a, t in zip(arrays, types, strict=True)]
         return pa.Table.from_arrays(cast, schema=self.schema)
+
+    def _tag_columns(self, artifact: Artifact, shadow: bool, count: int) -> list[pa.Array]:
+        key = (artifact.version, shadow, count)
+        found = self._tags.get(key)
+        if found is None:
+            found = [
+                pa.repeat(pa.scalar(self.model.name, pa.string()), count),
+                pa.repeat(pa.scalar(artifact.version, pa.string()), count),
+                pa.repeat(pa.scalar(shadow, pa.bool_()), count),
+                pa.repeat(pa.scalar(self.scored_at, SCORED_AT), count),
+            ]
+            if len(self._tags) > 8:  # a run's batches have one or two lengths
+                self._tags.clear()
+            self._tags[key] = found
+        return found
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatch:

@@ -307,8 +307,17 @@ class BigQueryEngine:
         fn: Callable[[pa.RecordBatch], pa.RecordBatch],
         schema: pa.Schema,
     ) -> pa.Table:
-        """In this process, over the query's result (BigQuery runs no Python)."""
-        return map_in_process(self.select(sql, params).table, fn, schema)
+        """In this process, over the query's result (BigQuery runs no Python), read a page
+        at a time: a page is scored and dropped before the next is read, so the features
+        are never all here at once (the scored rows are, until they are published)."""
+        pages = self._run(sql, params).to_arrow_iterable()
+        return map_in_process(pages, fn, schema)
+
+    def result_schema(self, sql: str, params: Mapping[str, object]) -> pa.Schema:
+        """The columns ``sql`` gives, from its dry run (free), as the Arrow types its result
+        would have."""
+        job = self._job(sql, self._config(params, dry_run=True, use_query_cache=False))
+        return pa.schema([_arrow_field(f) for f in job.schema or []])
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
         if params:
@@ -505,6 +514,39 @@ def bq_schema(arrow: pa.Schema) -> list[Any]:
         mode = "NULLABLE" if field.nullable else "REQUIRED"
         fields.append(bigquery.SchemaField(field.name, name, mode=mode))
     return fields
+
+
+#: BigQuery's column types as its Arrow results give them.
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "INTEGER": pa.int64(),
+    "INT64": pa.int64(),
+    "FLOAT": pa.float64(),
+    "FLOAT64": pa.float64(),
+    "NUMERIC": pa.decimal128(38, 9),
+    "BIGNUMERIC": pa.decimal256(76, 38),
+    "BOOLEAN": pa.bool_(),
+    "BOOL": pa.bool_(),
+    "STRING": pa.string(),
+    "BYTES": pa.binary(),
+    "TIMESTAMP": pa.timestamp("us", tz="UTC"),
+    "DATETIME": pa.timestamp("us"),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
+    "JSON": pa.string(),
+    "GEOGRAPHY": pa.string(),
+}
+
+
+def _arrow_field(field: Any) -> pa.Field:
+    """A dry run's column (a ``SchemaField``) as an Arrow field."""
+    kind = field.field_type.upper()
+    if kind in ("RECORD", "STRUCT"):
+        arrow: pa.DataType = pa.struct([_arrow_field(f) for f in field.fields])
+    else:
+        arrow = _ARROW_TYPES.get(kind, pa.string())
+    if field.mode == "REPEATED":
+        arrow = pa.list_(arrow)
+    return pa.field(field.name, arrow, nullable=field.mode != "REQUIRED")
 
 
 def _bigquery() -> Any:

@@ -28,6 +28,7 @@ warehouse has one writing process.
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 import time
 import uuid
@@ -60,7 +61,7 @@ from headwater.store.spark.outputs import (
     _overlaps,
 )
 from headwater.store.spark.session import reason, session
-from headwater.store.spark.shipping import shipped
+from headwater.store.spark.shipping import carried, shipped
 from headwater.store.spark.sql import quote, referenced, rows_scanned
 
 SCHEMA_FILE = "_schema.json"
@@ -181,18 +182,54 @@ class SparkEngine:
         except (TypeError, PySparkException) as exc:
             raise QueryError(f"Spark cannot hold these columns: {reason(exc)}") from None
 
-        # Self-contained (pyarrow and fn only): it runs in the executors' Python.
+        # Rows ``fn`` takes at once (a scorer's model's batch_rows): Spark hands a task its
+        # rows in batches of its own size (10,000 by default), regrouped here.
+        size = int(getattr(fn, "batch_rows", 0) or 0)
+        key = secrets.token_bytes(32)
+
+        # Self-contained (pyarrow, the standard library and fn only): it runs in the
+        # executors' Python.
         def apply(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            for batch in batches:
-                out = fn(batch)
-                yield pa.RecordBatch.from_arrays(
+            def mapped(batch: pa.RecordBatch) -> pa.RecordBatch:
+                try:
+                    out = fn(batch)
+                except Exception as exc:  # fn may raise anything: carried whole, signed
+                    import base64
+                    import hashlib
+                    import hmac
+                    import pickle
+
+                    try:
+                        blob = base64.b64encode(pickle.dumps(exc))
+                    except Exception:  # not picklable: Spark's text is all there is
+                        raise exc from None
+                    mac = hmac.new(key, blob, hashlib.sha256).hexdigest()
+                    raise RuntimeError(f"HW-ERROR:{mac}:{blob.decode()}:HW-ERROR") from None
+                return pa.RecordBatch.from_arrays(
                     [out.column(f.name).cast(f.type) for f in schema], schema=schema
                 )
+
+            pending: list[pa.RecordBatch] = []
+            rows = 0
+            for batch in batches:
+                if size <= 0:
+                    yield mapped(batch)
+                    continue
+                pending.append(batch)
+                rows += batch.num_rows
+                if rows >= size:
+                    yield mapped(pa.Table.from_batches(pending).combine_chunks().to_batches()[0])
+                    pending, rows = [], 0
+            if rows:
+                yield mapped(pa.Table.from_batches(pending).combine_chunks().to_batches()[0])
 
         def run(frame: DataFrame) -> pa.Table:
             with shipped(fn):
                 mapped = frame.mapInArrow(apply, columns)
-            return mapped.toArrow().cast(schema)
+            try:
+                return mapped.toArrow().cast(schema)
+            except PythonException as exc:
+                raise carried(exc, key) or exc from None
 
         return self._run(sql, dict(params) or None, run)
 
