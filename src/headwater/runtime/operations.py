@@ -68,6 +68,12 @@ class Letters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ids: list[int] = msgspec.field(default_factory=list)
 
 
+class Moment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The minute a report ends at (ISO, UTC; ``None``: now), so two reports can agree."""
+
+    until: str | None = None
+
+
 class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     folder: str
     start: str | None = None
@@ -172,6 +178,12 @@ def _offload(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object
             "bytes": sum(s.bytes for s in day),
         },
     }
+
+
+def _traffic(workspace: Workspace, args: Moment, _: ProgressSink | None) -> object:
+    from headwater.runtime.traffic import traffic
+
+    return traffic(workspace, _time(args.until))
 
 
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
@@ -337,6 +349,7 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("list", NoArgs, _list),
         Operation("status", NoArgs, _status),
         Operation("offload", NoArgs, _offload),
+        Operation("traffic", Moment, _traffic),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),
