@@ -105,6 +105,14 @@ def watch(page: Page) -> Watched:
     page.on("request", lambda request: seen.requests.append(request.url))
     page.on("pageerror", lambda error: seen.problems.append(f"page error: {error}"))
     page.on(
+        "response",
+        lambda response: (
+            seen.problems.append(f"{response.status} for {response.url}")
+            if response.status >= 400
+            else None
+        ),
+    )
+    page.on(
         "console",
         lambda message: (
             seen.problems.append(f"console {message.type}: {message.text}")

@@ -74,6 +74,11 @@ class Moment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     until: str | None = None
 
 
+class Preview(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    limit: int = 20
+
+
 class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     folder: str
     start: str | None = None
@@ -184,6 +189,18 @@ def _traffic(workspace: Workspace, args: Moment, _: ProgressSink | None) -> obje
     from headwater.runtime.traffic import traffic
 
     return traffic(workspace, _time(args.until))
+
+
+def _datasets(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    from headwater.runtime.datasets import datasets
+
+    return datasets(workspace)
+
+
+def _preview(workspace: Workspace, args: Preview, _: ProgressSink | None) -> object:
+    from headwater.runtime.datasets import preview
+
+    return preview(workspace, args.name, args.limit)
 
 
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
@@ -350,6 +367,8 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("status", NoArgs, _status),
         Operation("offload", NoArgs, _offload),
         Operation("traffic", Moment, _traffic),
+        Operation("datasets", NoArgs, _datasets),
+        Operation("preview", Preview, _preview),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),

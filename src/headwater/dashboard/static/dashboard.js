@@ -71,7 +71,7 @@
       if (source) source.close();
       var params = new URLSearchParams(new FormData(form));
       source = new EventSource(list.dataset.stream + "?" + params.toString());
-      source.addEventListener("open", function () { status.textContent = "Connected: events appear as they are committed."; list.dataset.connected = "true"; });
+      source.addEventListener("ready", function () { status.textContent = "Connected: events appear as they are committed."; list.dataset.connected = "true"; });
       source.addEventListener("events", function (message) {
         JSON.parse(message.data).forEach(function (event) {
           list.insertBefore(row(event), list.firstChild);
@@ -81,9 +81,14 @@
       source.addEventListener("dropped", function (message) {
         status.textContent = "This page fell behind: " + message.data + " events were not shown.";
       });
-      source.addEventListener("error", function () { status.textContent = "Disconnected; reconnecting…"; });
+      source.addEventListener("error", function () { list.dataset.connected = "false"; status.textContent = "Disconnected; reconnecting…"; });
     }
-    form.addEventListener("submit", function (e) { e.preventDefault(); list.textContent = ""; connect(); });
+    form.addEventListener("submit", function (e) {
+      e.preventDefault();
+      list.textContent = "";
+      history.replaceState(null, "", "?" + new URLSearchParams(new FormData(form)).toString());
+      connect();
+    });
     connect();
   }
 
