@@ -99,3 +99,31 @@ def test_served_by_the_read_api_stage(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
+
+
+def test_keyboard_reaches_everything_with_a_visible_focus(page: Page) -> None:
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    reached: list[str] = []
+    while "Sign out" not in reached and len(reached) < 20:  # every page's link, then this
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            """() => {
+                const el = document.activeElement;
+                const style = getComputedStyle(el);
+                return {text: el.textContent.trim(), outline: style.outlineStyle,
+                        width: parseFloat(style.outlineWidth)};
+            }"""
+        )
+        assert focused["outline"] != "none"
+        assert focused["width"] >= 2
+        reached.append(focused["text"])
+    assert reached[:3] == ["Overview", "Live events", "Datasets"]
+    assert reached[-1] == "Sign out"
+    # The skip link moves focus past the navigation.
+    page.goto(page.url)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()
