@@ -162,3 +162,16 @@ def test_actions_refuse_strangers_and_forged_forms(page: Page, dash: Dash, path:
         assert other.status_code == 403
         # Still signed in: none of them went through.
         assert client.get("/", follow_redirects=False).status_code == 200
+
+
+def test_a_duplicate_is_not_shown_twice(page: Page, dash: Dash) -> None:
+    page.goto(dash.url + "/live?type=track")
+    tail = page.locator("#tail")
+    expect(tail).to_have_attribute("data-connected", "true")
+    event = {"userId": "dup-u", "event": "Dup Check", "messageId": "dup-check-1"}
+    for _ in range(2):
+        answer = httpx.post(dash.url + "/v1/track", json=event, auth=(dash.project.key, ""))
+        assert answer.status_code == 200
+    _send(dash, user_id="dup-u", event="After Dup")
+    expect(tail.locator("li", has_text="After Dup")).to_have_count(1)
+    expect(tail.locator("li", has_text="Dup Check")).to_have_count(1)
