@@ -12,7 +12,6 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from headwater.cli.scaffold import add_admin, init_project
-from headwater.state.database import StateStore
 from tests.conftest import HEADWATER, wait_for
 from tests.dashboard.conftest import CheckPage, Dash, sign_in
 
@@ -33,11 +32,7 @@ def test_sign_in_and_out(browser: object, dash: Dash) -> None:
     assert cookie["httpOnly"]
     assert cookie["sameSite"] == "Strict"
     expect(page.locator(".who")).to_have_text("alice")
-    state = StateStore.in_folder(dash.project.data_dir, migrate=False)
-    try:
-        signed_in = [a for a in state.admin_actions.recent() if a.action == "sign_in"]
-    finally:
-        state.close()
+    signed_in = [a for a in dash.admin_actions() if a.action == "sign_in"]
     assert signed_in
     assert signed_in[0].admin == "alice"
     assert signed_in[0].outcome == "ok"
