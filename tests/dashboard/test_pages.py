@@ -96,6 +96,9 @@ def test_overview_numbers_are_the_clis(page: Page, dash: Dash, check_page: Check
     assert cli["hour"]["accepted"] >= 3
     assert cli["hour"]["refused"] >= 1
     assert sum(cli["hour"]["by_event"]["Overview Seen"]) == 3
+    text = run_cli(dash.project, "traffic", "--until", until).stdout
+    assert re.search(rf"last hour\s*│\s*│ accepted\s*│ {cli['hour']['accepted']:,}", text), text
+    assert re.search(r"last hour\s*│ event\s*│ Overview Seen\s*│ 3 ", text), text
     # The collector's counters are its /metrics.
     metrics = httpx.get(dash.url + "/metrics").text
     accepted = sum(
