@@ -16,10 +16,10 @@ Fixtures for every dashboard test module:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 import pytest
@@ -196,7 +196,8 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-CheckPage = Callable[["Page", str, str], None]
+class CheckPage(Protocol):
+    def __call__(self, page: Page, name: str, heading: str, *, signed_in: bool = True) -> None: ...
 
 
 @pytest.fixture
@@ -204,10 +205,14 @@ def check_page(artifacts: Path) -> CheckPage:
     """Screenshots (laptop and phone) saved and non-empty, the layout's landmarks there, and
     no serious accessibility finding."""
 
-    def check(page: Page, name: str, heading: str) -> None:
+    def check(page: Page, name: str, heading: str, *, signed_in: bool = True) -> None:
         from playwright.sync_api import expect
 
-        expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
+        navigation = page.get_by_role("navigation", name="Pages")
+        if signed_in:
+            expect(navigation).to_be_visible()
+        else:
+            expect(navigation).to_have_count(0)
         expect(page.get_by_role("heading", level=1)).to_have_text(heading)
         assert page.locator("main h1").count() == 1
         for size, viewport in VIEWPORTS.items():
