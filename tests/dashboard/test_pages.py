@@ -116,7 +116,7 @@ def test_overview_numbers_are_the_clis(page: Page, dash: Dash, check_page: Check
     assert figures.status_code == 200
     assert 'data-figure="hour-accepted"' in figures.text
     assert "<nav" not in figures.text
-    expect(page.locator(".chart[data-drawn=true]")).to_have_count(4)
+    expect(page.locator(".chart[data-drawn=true]")).to_have_count(6)
     check_page(page, "overview-with-events", "Overview")
 
 
