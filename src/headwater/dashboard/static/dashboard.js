@@ -81,6 +81,11 @@
       source.addEventListener("dropped", function (message) {
         status.textContent = "This page fell behind: " + message.data + " events were not shown.";
       });
+      source.addEventListener("full", function (message) {
+        source.close();
+        list.dataset.connected = "false";
+        status.textContent = "Not connected: " + message.data + ". Reload to try again.";
+      });
       source.addEventListener("error", function () { list.dataset.connected = "false"; status.textContent = "Disconnected; reconnecting…"; });
     }
     form.addEventListener("submit", function (e) {
