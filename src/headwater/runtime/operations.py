@@ -9,7 +9,7 @@ arguments and the result travel as JSON-able values, and progress arrives as
 dicts.
 
 >>> sorted(OPERATIONS)[:4]
-['applies', 'apply', 'backfill', 'dead_letters']
+['applies', 'apply', 'backfill', 'datasets']
 """
 
 from __future__ import annotations
@@ -66,6 +66,17 @@ class Letters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pipeline: str | None = None
     sink: str | None = None
     ids: list[int] = msgspec.field(default_factory=list)
+
+
+class Moment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The minute a report ends at (ISO, UTC; ``None``: now), so two reports can agree."""
+
+    until: str | None = None
+
+
+class Preview(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    limit: int = 20
 
 
 class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -198,6 +209,30 @@ def _retention(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> obje
             }
         )
     return rows
+
+
+def _traffic(workspace: Workspace, args: Moment, _: ProgressSink | None) -> object:
+    from headwater.runtime.traffic import traffic
+
+    return traffic(workspace, _time(args.until))
+
+
+def _datasets(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    from headwater.runtime.datasets import catalog
+
+    return catalog(workspace)
+
+
+def _preview(workspace: Workspace, args: Preview, _: ProgressSink | None) -> object:
+    from headwater.runtime.datasets import preview
+
+    return preview(workspace, args.name, args.limit)
+
+
+def _end_sessions(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """A new signing secret for the dashboard: every admin signs in again."""
+    workspace.state.session_secret.replace()
+    return None
 
 
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
@@ -368,6 +403,12 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("status", NoArgs, _status),
         Operation("offload", NoArgs, _offload),
         Operation("retention", NoArgs, _retention),
+
+
+        Operation("traffic", Moment, _traffic),
+        Operation("datasets", NoArgs, _datasets),
+        Operation("preview", Preview, _preview),
+        Operation("end_sessions", NoArgs, _end_sessions),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),
