@@ -403,8 +403,6 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("status", NoArgs, _status),
         Operation("offload", NoArgs, _offload),
         Operation("retention", NoArgs, _retention),
-
-
         Operation("traffic", Moment, _traffic),
         Operation("datasets", NoArgs, _datasets),
         Operation("preview", Preview, _preview),
