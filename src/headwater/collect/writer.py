@@ -334,7 +334,9 @@ def rows_table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> p
     if not rows:
         return arrow_schema.empty_table()
     columns = list(zip(*rows, strict=True))
-    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, arrow_schema)]
+    arrays = [
+        pa.array(column, type=f.type) for column, f in zip(columns, arrow_schema, strict=False)
+    ]
     arrays += [pa.nulls(len(rows), f.type) for f in list(arrow_schema)[len(columns) :]]
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 

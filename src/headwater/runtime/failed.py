@@ -97,7 +97,7 @@ def groups(store: Engine) -> list[dict[str, Any]]:
     ]
 
 
-def expression(text: str, dialect: str, option: str) -> exp.Expression:
+def expression(text: str, dialect: str, option: str) -> exp.Expr:
     """``text`` as one SQL expression over a row of ``failed_events``, or a
     :class:`ReplayError` that says what is wrong with it."""
     columns = ", ".join(schema.FAILED_EVENTS.names)
@@ -131,7 +131,7 @@ def expression(text: str, dialect: str, option: str) -> exp.Expression:
     return node
 
 
-def _refused(node: exp.Expression) -> str | None:
+def _refused(node: exp.Expr) -> str | None:
     """What in ``node`` makes it more than an expression over one row, in words."""
     for part in node.walk():
         if isinstance(part, exp.Query | exp.Subquery):
@@ -171,10 +171,10 @@ def chosen(store: Engine, dialect: str, choice: Choice) -> pa.Table:
         *(exp.column(c) for c in schema.FAILED_EVENTS.names if c != "payload"),
         payload.as_("payload"),
     ).from_("failed_events")
-    fixed = exp.column("payload")
+    fixed: exp.Expr = exp.column("payload")
     if choice.fix is not None:
         fixed = exp.cast(expression(choice.fix, dialect, "--fix"), _TEXT)
-    conditions: list[exp.Expression] = [exp.column("replayed_at").is_(exp.null())]
+    conditions: list[exp.Expr] = [exp.column("replayed_at").is_(exp.null())]
     if choice.code is not None:
         conditions.append(exp.column("code").eq(exp.Literal.string(choice.code)))
     if choice.where is not None:
@@ -206,8 +206,8 @@ def replay(
     nothing); what passed and was stored, and what still fails, grouped like
     :func:`groups`."""
     rows = chosen(store, dialect, choice).to_pylist()
-    passing: dict[tuple[str, str | None, str | None], _Group] = {}
-    failing: dict[tuple[str, str | None, str | None], _Group] = {}
+    passing: dict[_Key, _Group] = {}
+    failing: dict[_Key, _Group] = {}
     ready: list[tuple[dict[str, Any], list[EventRow]]] = []
     for row in rows:
         received = to_us(row["received_at"])
@@ -237,6 +237,10 @@ def replay(
     }
 
 
+#: A group of failed events: (code, field, source).
+_Key = tuple[str, str | None, str | None]
+
+
 class _Group:
     """Failed events of one (code, field, source) in a replay's report."""
 
@@ -260,7 +264,9 @@ class _Group:
         if self.message is None:
             self.message = row["message"]
 
-    def report(self, key: tuple[str, str | None, str | None], *, ids: bool = True) -> dict[str, Any]:
+    def report(
+        self, key: tuple[str, str | None, str | None], *, ids: bool = True
+    ) -> dict[str, Any]:
         code, field, source = key
         found: dict[str, Any] = {
             "code": code,

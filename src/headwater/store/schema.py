@@ -58,7 +58,10 @@ FAILED_EVENTS = pa.schema(
 
 #: ``failed_events`` rows replayed in a commit (``IngestBatch.replayed``): their ids and when.
 REPLAYED = pa.schema(
-    [pa.field("id", pa.string(), nullable=False), pa.field("replayed_at", TIMESTAMP, nullable=False)]
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("replayed_at", TIMESTAMP, nullable=False),
+    ]
 )
 
 #: Per name, the largest fencing token an engine has accepted (see ``Engine.replace_interval``).
