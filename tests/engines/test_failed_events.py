@@ -280,7 +280,8 @@ def test_a_replay_id_is_unique_per_failed_event() -> None:
     payload = '{"type": "identify", "userId": "u"}'
     first = revalidate(validator, str(uuid.uuid4()), "web", 0, payload)
     second = revalidate(validator, str(uuid.uuid4()), "web", 0, payload)
-    assert isinstance(first, list) and isinstance(second, list)
+    assert isinstance(first, list)
+    assert isinstance(second, list)
     assert first[0][0] != second[0][0]
     batch = '{"batch": [{"type": "identify", "userId": "u"}, {"type": "page", "userId": "u"}]}'
     rows = revalidate(validator, "f9", "web", 0, batch)
