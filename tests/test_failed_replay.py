@@ -8,9 +8,12 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
+from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
+from headwater.store.engine import IngestBatch
 from tests.conftest import Project, Server
 
 #: The misnamed field: ``user_id`` where Segment's spec says ``userId``.
@@ -172,3 +175,53 @@ def test_no_failed_events(project: Project) -> None:
     assert "No failed events." in project.cli("failed").stdout
     nothing = _json(project, "failed", "replay")
     assert (nothing["selected"], nothing["stored"], nothing["still_failing"]) == (0, 0, [])
+
+
+def _keep_failed(project: Project, rows: list[dict[str, Any]]) -> None:
+    """Failed events as the collector keeps them, written into the project's store."""
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        failed = pa.Table.from_pylist(rows, schema.FAILED_EVENTS)
+        engine.ingest(IngestBatch(schema.EVENTS.empty_table(), failed))
+    finally:
+        engine.close()
+
+
+def test_whole_bodies_are_replayed_whole_and_samples_cut(project: Project) -> None:
+    at = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    envelope = {"batch": [{"type": "identify", "userId": f"b{i}"} for i in range(3)]}
+    long = {"type": "track", "event": "Long", "user_id": "l1", "properties": {"x": "y" * 900}}
+    _keep_failed(project, [
+        # A batch refused as a whole (say, over max_batch_events then): its events together.
+        {"id": "body-1", "source": "web", "received_at": at, "code": "batch_too_large",
+         "field": "batch", "message": "too many", "payload": json.dumps(envelope)},
+        # A body that did not parse, kept as a JSON string of its text.
+        {"id": "text-1", "source": "web", "received_at": at, "code": "malformed_json",
+         "field": None, "message": "not JSON", "payload": json.dumps('{"type":"page","userId":"p1"')},
+        {"id": "long-1", "source": "web", "received_at": at, "code": "missing_identity",
+         "field": "userId", "message": "no identity", "payload": json.dumps(long)},
+    ])  # fmt: skip
+
+    groups = {g["code"]: g for g in _json(project, "failed")}
+    assert groups["missing_identity"]["sample"].endswith("…")
+    assert len(groups["missing_identity"]["sample"]) == 501
+    assert groups["batch_too_large"]["sample"] == json.dumps(envelope)
+
+    # The unparsed body is still not JSON, and says so; the batch passes whole.
+    first = _json(project, "failed", "replay", "--where", "code != 'missing_identity'", code=1)
+    assert (first["passed"], first["events"], first["stored"]) == (1, 3, 3)
+    [still] = first["still_failing"]
+    assert (still["code"], still["ids"]) == ("malformed_json", ["text-1"])
+    stored = project.query("SELECT message_id, user_id, first_received_at FROM events").to_pylist()
+    assert sorted((e["message_id"], e["user_id"]) for e in stored) == [
+        ("body-1:0", "b0"), ("body-1:1", "b1"), ("body-1:2", "b2"),
+    ]  # fmt: skip
+    assert {e["first_received_at"] for e in stored} == {at}
+
+    # Its payload is the JSON string of the text: the brace goes inside the closing quote.
+    brace = "CONCAT(SUBSTR(payload, 1, LENGTH(payload) - 1), '}\"')"
+    fixed = _json(project, "failed", "replay", "--code", "malformed_json", "--fix", brace)
+    assert (fixed["stored"], fixed["still_failing"]) == (1, [])
+    assert project.query("SELECT user_id FROM events WHERE type = 'page'").to_pylist() == [
+        {"user_id": "p1"}
+    ]

@@ -68,8 +68,9 @@ def groups(store: Engine) -> list[dict[str, Any]]:
     """Failed events by code, field and source: how many, when, a message and a sample
     payload, and how many were replayed; the largest groups first."""
     payload = exp.cast(exp.column("payload"), _TEXT)
+    # One character more than is shown: enough to tell that it was cut.
     sample = exp.Substring(this=payload, start=exp.Literal.number(1),
-                           length=exp.Literal.number(SAMPLE_CHARS))  # fmt: skip
+                           length=exp.Literal.number(SAMPLE_CHARS + 1))  # fmt: skip
     keys = [exp.column("code"), exp.column("field"), exp.column("source")]
     query = (
         exp.select(
