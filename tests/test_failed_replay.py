@@ -191,13 +191,14 @@ def test_whole_bodies_are_replayed_whole_and_samples_cut(project: Project) -> No
     at = datetime(2026, 11, 30, 8, tzinfo=UTC)
     envelope = {"batch": [{"type": "identify", "userId": f"b{i}"} for i in range(3)]}
     long = {"type": "track", "event": "Long", "user_id": "l1", "properties": {"x": "y" * 900}}
+    cut = json.dumps('{"type":"page","userId":"p1"')
     _keep_failed(project, [
         # A batch refused as a whole (say, over max_batch_events then): its events together.
         {"id": "body-1", "source": "web", "received_at": at, "code": "batch_too_large",
          "field": "batch", "message": "too many", "payload": json.dumps(envelope)},
         # A body that did not parse, kept as a JSON string of its text.
         {"id": "text-1", "source": "web", "received_at": at, "code": "malformed_json",
-         "field": None, "message": "not JSON", "payload": json.dumps('{"type":"page","userId":"p1"')},
+         "field": None, "message": "not JSON", "payload": cut},
         {"id": "long-1", "source": "web", "received_at": at, "code": "missing_identity",
          "field": "userId", "message": "no identity", "payload": json.dumps(long)},
     ])  # fmt: skip
