@@ -231,11 +231,16 @@ class Validator:
         received_us: int,
         batch: Batch | None,
         rules: Redactor | None = None,
+        *,
+        message_id: str | None = None,
     ) -> EventRow:
         """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch).
 
         A batch's ``context`` is merged into each event, so it counts towards
         each event's size. ``rules``: the source's PII rules, applied to the row.
+        ``message_id`` is the id of an event that has none (default: a new UUID); a
+        replay gives one derived from the failed event, so that replaying it again is a
+        duplicate.
         """
         batch = batch or _SINGLE
         size = len(raw) + batch.context_bytes
@@ -247,7 +252,9 @@ class Validator:
                 "send less in properties, traits or context",
             )
         event = self._decode(raw)
-        return _row(event, kind, source, received_us, batch.sent_at, batch.context, rules)
+        return _row(
+            event, kind, source, received_us, batch.sent_at, batch.context, rules, message_id
+        )
 
     def _decode(self, raw: bytes) -> SegmentEvent:
         try:
@@ -301,6 +308,7 @@ def _row(
     batch_sent_at: datetime | None,
     batch_context: dict[str, Any] | None,
     rules: Redactor | None = None,
+    default_id: str | None = None,
 ) -> EventRow:
     kind = kind or event.type
     if kind is None:
@@ -343,7 +351,7 @@ def _row(
     else:
         timestamp_us = received_us
 
-    message_id = event.message_id or str(uuid.uuid4())
+    message_id = event.message_id or default_id or str(uuid.uuid4())
     for field, text in (
         ("messageId", message_id), ("event", event.event), ("name", event.name),
         ("userId", user_id), ("anonymousId", anonymous_id), ("groupId", group_id),
