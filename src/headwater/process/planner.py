@@ -36,14 +36,28 @@ _EARLIEST = {
     "received_at": "SELECT min(received_at) AS t FROM events",
     "timestamp": "SELECT min(timestamp) AS t FROM events",
 }
+#: The same below a bound: the engine skips the blocks of events whose times are all past
+#: it (events are stored about in time order), where the whole minimum reads the column.
+_EARLIEST_BELOW = {
+    "received_at": "SELECT min(received_at) AS t FROM events WHERE received_at <= $bound",
+    "timestamp": "SELECT min(timestamp) AS t FROM events WHERE timestamp <= $bound",
+}
 
 
 class Planner:
     """Decides which intervals of which pipelines should run now."""
 
     def __init__(
-        self, graph: Graph, engine: Engine, state: StateStore, *, lease_ttl: timedelta = TTL
+        self,
+        graph: Graph,
+        engine: Engine,
+        state: StateStore,
+        *,
+        lease_ttl: timedelta = TTL,
+        earliest: dict[str, datetime] | None = None,
     ) -> None:
+        """``earliest``: the earliest event time per column found by an earlier pass, kept
+        by the caller between passes (see :meth:`_earliest`)."""
         self.graph = graph
         self.engine = engine
         self.state = state
@@ -54,6 +68,7 @@ class Planner:
         self._failures: dict[tuple[str, datetime], set[datetime]] = {}
         self._published: dict[str, bool] = {}
         self._beyond: dict[str, dict[datetime, IntervalState]] = {}
+        self._earliest_seen = {} if earliest is None else earliest
 
     # -- starts --------------------------------------------------------------
 
@@ -70,8 +85,7 @@ class Planner:
         candidates: list[datetime] = []
         if pipeline.inputs & BUILTIN_TABLES:
             column = pipeline.header.time if pipeline.incremental else "received_at"
-            query = sql.internal(_EARLIEST[column], self.engine.dialect)
-            value = self.engine.select(query, {}).table["t"][0].as_py()
+            value = self._earliest(column)
             if value is not None:
                 candidates.append(value)
         for name in pipeline.inputs - BUILTIN_TABLES:
@@ -79,6 +93,24 @@ class Planner:
             if upstream is not None:
                 candidates.append(upstream)
         return min(candidates) if candidates else None
+
+    def _earliest(self, column: str) -> datetime | None:
+        """The earliest ``column`` of the events. Asked first below the one an earlier pass
+        found, which reads only the oldest blocks: when an event is at or below it, the
+        earliest of those is the earliest of all (an older one imported since included);
+        when none is (those were deleted), the whole column is read."""
+        value: object = None
+        seen = self._earliest_seen.get(column)
+        if seen is not None:
+            query = sql.internal(_EARLIEST_BELOW[column], self.engine.dialect)
+            value = self.engine.select(query, {"bound": seen}).table["t"][0].as_py()
+        if value is None:
+            query = sql.internal(_EARLIEST[column], self.engine.dialect)
+            value = self.engine.select(query, {}).table["t"][0].as_py()
+        if not isinstance(value, datetime):
+            return None
+        self._earliest_seen[column] = value
+        return value
 
     # -- late events and staleness --------------------------------------------
 

@@ -77,6 +77,8 @@ class PipelineService:
         #: Called after a run recorded an interval with deliveries owed (wakes the deliverer).
         self.on_published: Callable[[], None] = lambda: None
         self._held_logged: set[tuple[str, str]] = set()
+        #: The earliest event time per column, for the next pass's planner to start from.
+        self._earliest: dict[str, datetime] = {}
 
     def _store_floor(self) -> datetime:
         return collectors_floor(self.engine, self.clock())
@@ -94,7 +96,8 @@ class PipelineService:
             lease_ttl=ttl,
             **runner_args,
         )
-        return Planner(graph, self.engine, self.state, lease_ttl=ttl), runner
+        planner = Planner(graph, self.engine, self.state, lease_ttl=ttl, earliest=self._earliest)
+        return planner, runner
 
     # -- running ---------------------------------------------------------------
 
