@@ -27,7 +27,7 @@ from headwater.process.schedule import interval_at, intervals, iter_intervals, l
 from headwater.state import StateStore
 from headwater.state.errors import LeaseHeld
 from headwater.state.leases import TTL, Lease
-from headwater.state.runs import IntervalState
+from headwater.state.runs import GapHints, IntervalState
 from headwater.store.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -55,9 +55,12 @@ class Planner:
         *,
         lease_ttl: timedelta = TTL,
         earliest: dict[str, datetime] | None = None,
+        gaps: dict[str, GapHints] | None = None,
     ) -> None:
-        """``earliest``: the earliest event time per column found by an earlier pass, kept
-        by the caller between passes (see :meth:`_earliest`)."""
+        """``earliest`` and ``gaps``: the earliest event time per column and the first
+        gaps found by earlier passes (per pipeline version: another may have another
+        schedule), kept by the caller between passes (see :meth:`_earliest` and
+        :meth:`~headwater.state.runs.RunLog.first_gap`)."""
         self.graph = graph
         self.engine = engine
         self.state = state
@@ -69,6 +72,7 @@ class Planner:
         self._published: dict[str, bool] = {}
         self._beyond: dict[str, dict[datetime, IntervalState]] = {}
         self._earliest_seen = {} if earliest is None else earliest
+        self._gap_hints: dict[str, GapHints] = {} if gaps is None else gaps
 
     # -- starts --------------------------------------------------------------
 
@@ -93,6 +97,9 @@ class Planner:
             if upstream is not None:
                 candidates.append(upstream)
         return min(candidates) if candidates else None
+
+    def _hints(self, pipeline: Pipeline) -> GapHints:
+        return self._gap_hints.setdefault(pipeline.version, {})
 
     def _earliest(self, column: str) -> datetime | None:
         """The earliest ``column`` of the events. Asked first below the one an earlier pass
@@ -242,7 +249,8 @@ class Planner:
         until = min(now, floor)
         # Skip the done history in one query: walking (or reading) every interval since
         # the first event would grow with the age of the project.
-        first = self.runs.first_gap(pipeline.name, cron_floor(pipeline.header.schedule, start))
+        cursor = cron_floor(pipeline.header.schedule, start)
+        first = self.runs.first_gap(pipeline.name, cursor, self._hints(pipeline))
         done = self.runs.intervals(pipeline.name, first, until)
         failed = set() if retry_failed else self._failed(pipeline, first)
         todo: list[Interval] = []
@@ -339,7 +347,9 @@ class Planner:
         interval of it)."""
         if upstream.name not in self._gaps:
             cursor = cron_floor(upstream.header.schedule, first)
-            self._gaps[upstream.name] = self.runs.first_gap(upstream.name, cursor)
+            self._gaps[upstream.name] = self.runs.first_gap(
+                upstream.name, cursor, self._hints(upstream)
+            )
         return self._gaps[upstream.name]
 
     def _after_gap(self, upstream: Pipeline, gap: datetime) -> dict[datetime, IntervalState]:

@@ -24,7 +24,7 @@ from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import intervals, latest_tick
 from headwater.process.settings import PipelinesSettings
 from headwater.state import StateStore
-from headwater.state.runs import Trigger
+from headwater.state.runs import GapHints, Trigger
 from headwater.store.engine import Engine, collectors_floor
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ class PipelineService:
         self._held_logged: set[tuple[str, str]] = set()
         #: The earliest event time per column, for the next pass's planner to start from.
         self._earliest: dict[str, datetime] = {}
+        #: The first gap of each pipeline's intervals, for the next pass to look on from.
+        self._gaps: dict[str, GapHints] = {}
 
     def _store_floor(self) -> datetime:
         return collectors_floor(self.engine, self.clock())
@@ -86,6 +88,8 @@ class PipelineService:
     def tools(self, graph: Graph) -> tuple[Planner, Runner]:
         """A planner and a runner over ``graph``."""
         ttl = timedelta(seconds=self.settings.lease_seconds)
+        if len(self._gaps) > 256:  # versions edited away over a long life
+            self._gaps.clear()
         runner_args = {} if self._sleep is None else {"sleep": self._sleep}
         runner = Runner(
             graph,
@@ -96,7 +100,9 @@ class PipelineService:
             lease_ttl=ttl,
             **runner_args,
         )
-        planner = Planner(graph, self.engine, self.state, lease_ttl=ttl, earliest=self._earliest)
+        planner = Planner(
+            graph, self.engine, self.state, lease_ttl=ttl, earliest=self._earliest, gaps=self._gaps
+        )
         return planner, runner
 
     # -- running ---------------------------------------------------------------
