@@ -27,8 +27,9 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from headwater.deliver.guard import AddressRefused, NotResolved, check
-from headwater.deliver.webhook import idempotency_key, sign
+from headwater.deliver.guard import AddressRefused, Checked, NotResolved, check
+from headwater.deliver.settings import WebhookSink
+from headwater.deliver.webhook import WebhookTarget, idempotency_key, sign
 from headwater.state import StateStore
 from headwater.state.deliveries import Delivery
 from headwater.store import schema
@@ -803,6 +804,62 @@ def test_a_name_that_does_not_resolve_is_retried_not_refused() -> None:
     with pytest.raises(NotResolved, match="resolves to no address"):
         check("https://empty.example.com/", [], _resolver({"empty.example.com": []}))
     assert not issubclass(NotResolved, AddressRefused)
+
+
+def test_a_checked_address_is_kept_for_a_second_then_the_host_is_checked_again() -> None:
+    table = {"hooks.example.com": ["93.184.215.14"]}
+    resolve = _resolver(table)
+    now = [100.0]
+    checked = Checked("https://hooks.example.com/in", [], resolve, ttl=1.0, clock=lambda: now[0])
+    assert checked.target().urls == ("https://93.184.215.14/in",)
+    # The name now points at a private address: until the second is up, the POSTs still go
+    # to the address that was checked, never to the new one unchecked.
+    table["hooks.example.com"] = ["10.0.0.9"]
+    now[0] = 100.9
+    assert checked.target().urls == ("https://93.184.215.14/in",)
+    assert len(resolve.calls) == 1  # type: ignore[attr-defined]
+    # Past it, the change is seen and checked: refused, and not kept.
+    now[0] = 101.0
+    with pytest.raises(AddressRefused, match=r"10\.0\.0\.9, a private address"):
+        checked.target()
+    with pytest.raises(AddressRefused):
+        checked.target()
+    assert len(resolve.calls) == 3  # type: ignore[attr-defined]
+    # A public address again: pinned to it, kept for the next second.
+    table["hooks.example.com"] = ["93.184.215.15"]
+    assert checked.target().urls == ("https://93.184.215.15/in",)
+    now[0] = 101.5
+    assert checked.target().urls == ("https://93.184.215.15/in",)
+    assert len(resolve.calls) == 4  # type: ignore[attr-defined]
+
+
+def test_a_burst_of_posts_resolves_once_and_a_dns_change_reaches_the_new_address(
+    receiver: Receiver,
+) -> None:
+    table = {"hooks.test": ["127.0.0.1"]}
+    resolve = _resolver(table)
+    now = [0.0]
+    sink = WebhookSink(url=f"http://hooks.test:{receiver.port}/hook", secret=SECRET)
+    target = WebhookTarget("crm", sink, ["hooks.test"], resolver=resolve, clock=lambda: now[0])
+    try:
+        for n in range(5):
+            assert target.send(b'{"rows":[]}', f"k{n}").delivered
+        assert len(resolve.calls) == 1  # type: ignore[attr-defined]
+        assert {r.headers.get("host") for r in receiver.snapshot()} == {
+            f"hooks.test:{receiver.port}"
+        }
+        # The name moves to an address where nothing listens: within the second the POSTs
+        # go where they went; after it, to the new address (which refuses the connection).
+        table["hooks.test"] = ["127.0.0.2"]
+        assert target.send(b'{"rows":[]}', "k5").delivered
+        now[0] = 1.5
+        moved = target.send(b'{"rows":[]}', "k6")
+        assert (moved.delivered, moved.retry) == (False, True), moved
+        assert "could not connect" in (moved.reason or "")
+        assert len(receiver.snapshot()) == 6
+        assert len(resolve.calls) == 2  # type: ignore[attr-defined]
+    finally:
+        target.close()
 
 
 def test_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:

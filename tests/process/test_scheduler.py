@@ -25,6 +25,7 @@ import pytest
 from headwater.config.project import load_project
 from headwater.core.types import Interval
 from headwater.process.errors import PipelineError
+from headwater.process.planner import Planner
 from headwater.process.runner import RunResult
 from headwater.runtime.workspace import Workspace
 from headwater.state import StateStore
@@ -870,3 +871,31 @@ def test_the_scheduler_runs_a_readers_later_intervals_past_one_that_failed_for_g
     ]
     status = {s.name: s for s in rig.service.status()}["audited_reader"]
     assert status.intervals_missing == 1
+
+
+def test_the_first_interval_follows_the_earliest_event_imported_or_deleted(rig: Rig) -> None:
+    """The planner asks for the earliest event below the one an earlier pass found (a read
+    of the oldest blocks only): still exact when older events arrive or the oldest go."""
+    rig.write("z_hourly.sql", Z_HOURLY)
+    graph = rig.service.graph()
+    seen: dict[str, datetime] = {}
+
+    def first() -> datetime | None:
+        planner = Planner(graph, cast(Engine, rig.engine), rig.metadata, earliest=seen)
+        return planner.start(graph["z_hourly"])
+
+    assert first() is None
+    assert seen == {}
+    rig.ingest(T0 + 5 * HOUR + timedelta(minutes=10))
+    rig.ingest(T0 + 7 * HOUR)
+    assert first() == T0 + 5 * HOUR + timedelta(minutes=10)
+    assert seen == {"received_at": T0 + 5 * HOUR + timedelta(minutes=10)}
+    rig.ingest(T0 + 2 * HOUR)  # older than any before (an import of an earlier day)
+    assert first() == T0 + 2 * HOUR
+    # The oldest go (an offload): none is at or below the one found, so all are read.
+    assert rig.engine.inner.delete_arrivals("events", T0 + 6 * HOUR, 100) == 2
+    assert first() == T0 + 7 * HOUR
+    assert seen == {"received_at": T0 + 7 * HOUR}
+    # A pass that keeps them, through the service, plans from them the same way.
+    rig.clock.now = T0 + 8 * HOUR + timedelta(minutes=1)
+    assert _done(rig.service.run_due()) == [("z_hourly", T0 + 7 * HOUR)]

@@ -37,40 +37,62 @@ options = Options()
 def operation(op: str, args: dict[str, Any], *, progress: bool = False, as_is: bool = False) -> Any:
     """Run operation ``op`` of the runtime's table in the server when one runs, else here
     (``as_is``: with the metadata database at its revision, not migrated: to read it)."""
+    with session(progress=progress, as_is=as_is) as call:
+        return call(op, args)
+
+
+Call = Callable[[str, dict[str, Any]], Any]
+
+
+@contextlib.contextmanager
+def session(*, progress: bool = False, as_is: bool = False) -> Iterator[Call]:
+    """Operations asked one after another of one server, or of one workspace opened here
+    once, at the first that needs it: a command that shows several answers (``status``)
+    pays for opening the store and the metadata once."""
     from headwater.runtime.client import find_server
 
     project = options.project()
     shown: list[str] = []
+    opened: list[Any] = []  # the workspace, once one is opened here
     with _progress_bar(progress, shown) as report:
-        try:
-            client = find_server(project.data_dir)
-            if client is not None:
-                try:
-                    return client.call(op, args, report)
-                finally:
-                    client.close()
-            from headwater.runtime import idle
+        client = find_server(project.data_dir)
 
-            if op == "due" and (answer := idle.recall(project, args)) is not None:
-                return answer  # nothing changed and nothing fell due since the last pass
-            # Only a command that runs here needs the stages: one that asks the server
-            # imports none of them.
-            from headwater.runtime import operations
-            from headwater.runtime.workspace import Workspace
-
-            workspace = Workspace.open(project, as_is=as_is)
+        def call(op: str, args: dict[str, Any]) -> Any:
             try:
+                if client is not None:
+                    return client.call(op, args, report)
+                from headwater.runtime import idle
+
+                if op == "due" and (answer := idle.recall(project, args)) is not None:
+                    return answer  # nothing changed and nothing fell due since the last pass
+                # Only a command that runs here needs the stages: one that asks the server
+                # imports none of them.
+                from headwater.runtime import operations
+                from headwater.runtime.workspace import Workspace
+
+                if not opened:
+                    opened.append(Workspace.open(project, as_is=as_is))
+                workspace = opened[0]
                 answer = operations.call(workspace, op, args, report)
-                until = idle.until(workspace, answer) if op == "due" else None
-            finally:
+                if op == "due" and (until := idle.until(workspace, answer)) is not None:
+                    # Stamped once the files are closed: what the next pass reads is what
+                    # this one left.
+                    workspace.close()
+                    opened.clear()
+                    idle.remember(project, args, answer, until)
+                return answer
+            except HeadwaterError as exc:
+                if isinstance(exc, TerminalError) and "\n" in exc.message and exc.message in shown:
+                    raise ShownAbove(exc) from exc
+                raise
+
+        try:
+            yield call
+        finally:
+            if client is not None:
+                client.close()
+            for workspace in opened:
                 workspace.close()
-            if until is not None:
-                idle.remember(project, args, answer, until)
-            return answer
-        except HeadwaterError as exc:
-            if isinstance(exc, TerminalError) and "\n" in exc.message and exc.message in shown:
-                raise ShownAbove(exc) from exc
-            raise
 
 
 class ShownAbove(TerminalError):

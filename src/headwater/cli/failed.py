@@ -13,13 +13,7 @@ from headwater.cli.context import operation
 from headwater.cli.output import console
 from headwater.core import jsonio
 
-group = typer.Typer(
-    help="Events the collector refused: grouped by why, fixed and replayed.",
-    invoke_without_command=True,
-)
 
-
-@group.callback()
 def failed(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the groups as JSON.")] = False,

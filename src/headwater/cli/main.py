@@ -8,29 +8,18 @@ nearest command or option.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from headwater import __version__
-from headwater.cli import (
-    changes,
-    data,
-    delivery,
-    deploy,
-    failed,
-    migrate,
-    models,
-    pipelines,
-    serving,
-    setup,
-    usage,
-)
+from headwater.cli import usage
 from headwater.cli.context import options
 from headwater.cli.output import console, print_error
 from headwater.core import logs
@@ -51,52 +40,93 @@ admins = typer.Typer(
 deployment = typer.Typer(
     help="Files that deploy an environment, and applying them.", no_args_is_help=True
 )
+failed = typer.Typer(
+    help="Events the collector refused: grouped by why, fixed and replayed.",
+    invoke_without_command=True,
+)
 
-#: (group, command name, function): every command of ``headwater``, in the order of ``--help``.
-COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
-    (app, "init", setup.init),
-    (app, "up", serving.up),
-    (app, "serve", serving.serve_stage),
-    (app, "query", data.query),
-    (app, "traffic", data.traffic),
-    (app, "run", pipelines.run),
-    (app, "backfill", pipelines.backfill),
-    (app, "status", pipelines.status),
-    (app, "pipelines", pipelines.pipelines),
-    (app, "render", pipelines.render),
-    (app, "validate", pipelines.validate),
-    (app, "models", models.models),
-    (app, "replay", delivery.replay),
-    (failed.group, "replay", failed.replay),
-    (app, "export", data.export),
-    (app, "import", data.import_),
-    (app, "migrate", migrate.migrate),
-    (app, "plan", changes.plan),
-    (app, "apply", changes.apply),
-    (sources, "add", setup.sources_add),
-    (sources, "list", setup.sources_list),
-    (consumers, "add", setup.consumers_add),
-    (consumers, "list", setup.consumers_list),
-    (admins, "add", setup.admins_add),
-    (admins, "list", setup.admins_list),
-    (admins, "end-sessions", setup.admins_end_sessions),
-    (deployment, "render", deploy.render),
-    (deployment, "apply", deploy.apply),
-    (deployment, "lock", deploy.lock),
-    (deployment, "workflow", deploy.workflow),
+#: (group, command name, module of headwater.cli, function): every command of
+#: ``headwater``, in the order of ``--help``.
+COMMANDS: tuple[tuple[typer.Typer, str, str, str], ...] = (
+    (app, "init", "setup", "init"),
+    (app, "up", "serving", "up"),
+    (app, "serve", "serving", "serve_stage"),
+    (app, "query", "data", "query"),
+    (app, "traffic", "data", "traffic"),
+    (app, "run", "pipelines", "run"),
+    (app, "backfill", "pipelines", "backfill"),
+    (app, "status", "pipelines", "status"),
+    (app, "pipelines", "pipelines", "pipelines"),
+    (app, "render", "pipelines", "render"),
+    (app, "validate", "pipelines", "validate"),
+    (app, "models", "models", "models"),
+    (app, "replay", "delivery", "replay"),
+    (failed, "replay", "failed", "replay"),
+    (app, "export", "data", "export"),
+    (app, "import", "data", "import_"),
+    (app, "migrate", "migrate", "migrate"),
+    (app, "plan", "changes", "plan"),
+    (app, "apply", "changes", "apply"),
+    (sources, "add", "setup", "sources_add"),
+    (sources, "list", "setup", "sources_list"),
+    (consumers, "add", "setup", "consumers_add"),
+    (consumers, "list", "setup", "consumers_list"),
+    (admins, "add", "setup", "admins_add"),
+    (admins, "list", "setup", "admins_list"),
+    (admins, "end-sessions", "setup", "admins_end_sessions"),
+    (deployment, "render", "deploy", "render"),
+    (deployment, "apply", "deploy", "apply"),
+    (deployment, "lock", "deploy", "lock"),
+    (deployment, "workflow", "deploy", "workflow"),
 )
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
-    (failed.group, "failed"),
+    (failed, "failed"),
     (sources, "sources"),
     (consumers, "consumers"),
     (admins, "admins"),
     (deployment, "deploy"),
 )
+#: A group that does something itself (``headwater failed`` lists): its module and function.
+CALLBACKS: dict[str, tuple[str, str]] = {"failed": ("failed", "failed")}
+#: The options before a command that take a value (``--project DIR``).
+_VALUED = frozenset({"--project", "-p", "--env", "-e", "--log-format"})
 
-for group, name, command in COMMANDS:
-    group.command(name)(command)
-for group, name in GROUPS:
-    app.add_typer(group, name=name)
+
+def register(argv: Sequence[str] | None = None) -> None:
+    """Add the commands to :data:`app`: only the one ``argv`` names (or its group's),
+    when it names one, else every one. A command's module, and the adapters typer builds
+    for each parameter, cost a short command a fifth of its start."""
+    if app.registered_commands or app.registered_groups:
+        return
+    chosen = _named(argv)
+    for group, name, module, function in COMMANDS:
+        owner = next((n for g, n in GROUPS if g is group), name)
+        if chosen is None or owner == chosen:
+            command = getattr(importlib.import_module(f"headwater.cli.{module}"), function)
+            group.command(name)(command)
+    for group, name in GROUPS:
+        if chosen is None or name == chosen:
+            if name in CALLBACKS:
+                module, function = CALLBACKS[name]
+                callback = getattr(importlib.import_module(f"headwater.cli.{module}"), function)
+                group.callback()(callback)
+            app.add_typer(group, name=name)
+
+
+def _named(argv: Sequence[str] | None) -> str | None:
+    """The command (or group) ``argv`` names after the options before it, if it is one."""
+    if argv is None:
+        return None
+    known = {name for group, name, _, _ in COMMANDS if group is app} | {n for _, n in GROUPS}
+    words = iter(argv)
+    for word in words:
+        if word in _VALUED:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word if word in known else None
+        elif word in ("--help", "--version"):
+            return None
+    return None
 
 
 def _version(value: bool) -> None:
@@ -160,6 +190,7 @@ def main() -> None:
     os.umask(0o077)
     code: object = 0
     try:
+        register(sys.argv[1:])
         # Outside standalone mode a command's typer.Exit comes back as its exit code.
         code = app(standalone_mode=False, prog_name="headwater")
     except HeadwaterError as exc:
@@ -203,4 +234,4 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
-__all__ = ["COMMANDS", "app", "main"]
+__all__ = ["COMMANDS", "app", "main", "register"]

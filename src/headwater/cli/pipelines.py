@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from headwater.cli.context import operation, options
+from headwater.cli.context import operation, options, session
 from headwater.cli.options import End, Start
 from headwater.cli.output import console, print_error
 from headwater.core import jsonio
@@ -288,7 +288,12 @@ def _print_applies(applies: dict[str, Any]) -> None:
 
 def status() -> None:
     """Every pipeline: schedule, last run, intervals done and missing, next run, last error."""
-    report = operation("status", {})
+    with session() as call:
+        report = call("status", {})
+        applies = call("applies", {})
+        offload = call("offload", {})
+        retention = call("retention", {})
+        deliveries = call("deliveries", {})
     view = Table(header_style="bold")
     for column in (
         "pipeline",
@@ -336,14 +341,12 @@ def status() -> None:
         if row.get("bytes_per_run") is not None:
             console.print(f"{row['name']}: one interval bills about {row['bytes_per_run']:,} "
                           "bytes (dry run)")  # fmt: skip
-    applies = operation("applies", {})
     for row in report:
         if row["intervals_changed"] and row["name"] not in applies["held"]:
             console.print(_changed(row), highlight=False)
     _print_applies(applies)
-    _print_offload(operation("offload", {}), report)
-    _print_retention(operation("retention", {}))
-    deliveries = operation("deliveries", {})
+    _print_offload(offload, report)
+    _print_retention(retention)
     if deliveries:
         view = Table(header_style="bold", title="Deliveries (intervals)")
         for column in ("pipeline", "sink", "delivered", "pending", "failed", "dead letters",

@@ -2,13 +2,17 @@
 
 The host is resolved here and the request goes to the address that was
 checked (the URL's host stays in the ``Host`` header and TLS server name), so a
-name cannot pass the check with one address and connect to another.
+name cannot pass the check with one address and connect to another. A sink's
+checked addresses are kept for a second (:class:`Checked`): a delivery's POSTs
+follow each other faster than that, and resolving the host for each cost more
+than the POST on a near receiver; a DNS change is seen, and checked, within it.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -125,3 +129,39 @@ def check(url: str, allow_hosts: Collection[str], resolver: Resolver = resolve) 
             netloc += f":{parts.port}"
         pinned.append(parts._replace(netloc=netloc).geturl())
     return Target(urls=tuple(pinned), host=parts.netloc, hostname=host)
+
+
+#: Seconds a checked destination is used before the host is resolved and checked again.
+CHECK_TTL = 1.0
+
+
+class Checked:
+    """:func:`check` of one URL, its answer kept for ``ttl`` seconds: the POSTs go to the
+    addresses that were checked, and after ``ttl`` to those of a new check. A refusal or a
+    failure to resolve is not kept: the next request checks again."""
+
+    def __init__(
+        self,
+        url: str,
+        allow_hosts: Collection[str],
+        resolver: Resolver = resolve,
+        *,
+        ttl: float = CHECK_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self._allow = allow_hosts
+        self._resolver = resolver
+        self._ttl = ttl
+        self._clock = clock
+        self._kept: tuple[Target, float] | None = None
+
+    def target(self) -> Target:
+        """Where to send now; raises as :func:`check` does."""
+        now = self._clock()
+        if self._kept is not None and now < self._kept[1]:
+            return self._kept[0]
+        self._kept = None
+        target = check(self.url, self._allow, self._resolver)
+        self._kept = (target, now + self._ttl)
+        return target

@@ -38,7 +38,7 @@ from headwater.core import jsonio
 from headwater.core.secrets import environment_value
 from headwater.core.types import Interval
 from headwater.deliver import jsonrows
-from headwater.deliver.guard import AddressRefused, NotResolved, Resolver, check, resolve
+from headwater.deliver.guard import AddressRefused, Checked, NotResolved, Resolver, resolve
 from headwater.deliver.settings import WebhookSink
 
 SIGNATURE = "Headwater-Signature"
@@ -117,7 +117,8 @@ def made_ahead(make: Callable[[int], bytes], indices: range) -> Generator[bytes,
 
 
 class WebhookTarget:
-    """POSTs batches to one URL, checked against the address rules at every send."""
+    """POSTs batches to one URL, checked against the address rules (again at the first
+    send a second after the last check)."""
 
     def __init__(
         self,
@@ -126,13 +127,15 @@ class WebhookTarget:
         allow_hosts: Collection[str],
         *,
         resolver: Resolver = resolve,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``resolver`` and ``clock``: how the host is resolved, and the clock that ages
+        its checked addresses (see :class:`~headwater.deliver.guard.Checked`)."""
         self.name = name
         self.settings = settings
         self.url = environment_value(settings.url, where=f"[sinks.{name}] url")
         self._secret = environment_value(settings.secret, where=f"[sinks.{name}] secret")
-        self._allow = allow_hosts
-        self._resolver = resolver
+        self._checked = Checked(self.url, allow_hosts, resolver, clock=clock)
         self._client = httpx.Client(
             timeout=settings.timeout_seconds,
             follow_redirects=False,
@@ -143,7 +146,7 @@ class WebhookTarget:
     def send(self, payload: bytes, key: str) -> Outcome:
         """POST one batch; raises :class:`AddressRefused` when the host may not be reached."""
         try:
-            target = check(self.url, self._allow, self._resolver)
+            target = self._checked.target()
         except NotResolved as exc:
             return Outcome(False, True, str(exc))
         headers = {

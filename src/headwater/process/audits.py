@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -71,18 +71,40 @@ def run_audits(
         con.close()
 
 
+@dataclass(frozen=True)
+class Also:
+    """A count asked in the statement that counts the audits' offenders, and judged before
+    them (the runner's rows outside the interval): one round trip for every check."""
+
+    #: A one-row query of one column over the staged table, in the engine's SQL.
+    query: str
+    params: Mapping[str, object]
+    #: Raises when the count is wrong.
+    judge: Callable[[int], None]
+
+
 def check_staged(
-    pipeline: str, path: str, audits: Sequence[Audit], staged: Staged, dialect: str, engine: str
+    pipeline: str,
+    path: str,
+    audits: Sequence[Audit],
+    staged: Staged,
+    dialect: str,
+    engine: str,
+    *,
+    also: Also | None = None,
 ) -> None:
     """:func:`run_audits` on an output staged in the engine (``engine``: its dialect), as
-    SQL there: one statement counts the offending rows of every audit, and a failing one
-    is asked for its sample. A custom audit is written for DuckDB's semantics over
-    ``output``: on another engine it runs on the staged rows fetched into the audits'
-    DuckDB."""
-    if not audits:
+    SQL there: one statement counts the offending rows of every audit (and ``also``'s),
+    and a failing one is asked for its sample. A custom audit is written for DuckDB's
+    semantics over ``output``: on another engine it runs on the staged rows fetched into
+    the audits' DuckDB."""
+    if not audits and also is None:
         return
     custom = [a for a in audits if a.sql is not None]
     if custom and engine != "duckdb":
+        if also is not None:  # judged first, as everywhere
+            also.judge(int(str(staged.query(also.query, also.params).column(0)[0].as_py())))
+            also = None
         rows = staged.query(exp.select("*").from_(exp.table_(staged.table)).sql(engine))
         run_audits(pipeline, path, custom, rows, dialect)
     checked = [a for a in audits if a.sql is None or engine == "duckdb"]
@@ -95,7 +117,14 @@ def check_staged(
         dialect,
         engine,
     )
-    counts = staged.query(counting).to_pylist()[0] if counting else {}
+    params: Mapping[str, object] | None = None
+    if also is not None:
+        # Both are Headwater's own generated SQL, over the staged table only.
+        rest = f", q.* FROM ({counting}) AS q" if counting else ""
+        counting, params = f"SELECT ({also.query}) AS extra{rest}", also.params
+    counts = staged.query(counting, params).to_pylist()[0] if counting else {}
+    if also is not None:
+        also.judge(int(str(counts["extra"])))
     for index, audit in enumerate(checked):
         name, sample = samples[index]
         if audit.row_count is not None:

@@ -28,7 +28,7 @@ from headwater.process.schedule import interval_at, intervals, iter_intervals, l
 from headwater.state import StateStore
 from headwater.state.errors import LeaseHeld
 from headwater.state.leases import TTL, Lease
-from headwater.state.runs import IntervalState
+from headwater.state.runs import GapHints, IntervalState
 from headwater.store.engine import Engine
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,12 @@ log = logging.getLogger(__name__)
 _EARLIEST = {
     "received_at": "SELECT min(received_at) AS t FROM events",
     "timestamp": "SELECT min(timestamp) AS t FROM events",
+}
+#: The same below a bound: the engine skips the blocks of events whose times are all past
+#: it (events are stored about in time order), where the whole minimum reads the column.
+_EARLIEST_BELOW = {
+    "received_at": "SELECT min(received_at) AS t FROM events WHERE received_at <= $bound",
+    "timestamp": "SELECT min(timestamp) AS t FROM events WHERE timestamp <= $bound",
 }
 
 
@@ -50,9 +56,14 @@ class Planner:
         *,
         lease_ttl: timedelta = TTL,
         floors: Floors | None = None,
+        earliest: dict[str, datetime] | None = None,
+        gaps: dict[str, GapHints] | None = None,
     ) -> None:
         """``floors``: where retention retired each pipeline's intervals (none: kept for
-        good); retired intervals are never due."""
+        good); retired intervals are never due. ``earliest`` and ``gaps``: the earliest
+        event time per column and the first gaps found by earlier passes (per pipeline
+        version: another may have another schedule), kept by the caller between passes
+        (see :meth:`_earliest` and :meth:`~headwater.state.runs.RunLog.first_gap`)."""
         self.graph = graph
         self.floors = floors
         self.engine = engine
@@ -64,6 +75,8 @@ class Planner:
         self._failures: dict[tuple[str, datetime], set[datetime]] = {}
         self._published: dict[str, bool] = {}
         self._beyond: dict[str, dict[datetime, IntervalState]] = {}
+        self._earliest_seen = {} if earliest is None else earliest
+        self._gap_hints: dict[str, GapHints] = {} if gaps is None else gaps
 
     # -- starts --------------------------------------------------------------
 
@@ -91,8 +104,7 @@ class Planner:
         candidates: list[datetime] = []
         if pipeline.inputs & BUILTIN_TABLES:
             column = pipeline.header.time if pipeline.incremental else "received_at"
-            query = sql.internal(_EARLIEST[column], self.engine.dialect)
-            value = self.engine.select(query, {}).table["t"][0].as_py()
+            value = self._earliest(column)
             if value is not None:
                 candidates.append(value)
         for name in pipeline.inputs - BUILTIN_TABLES:
@@ -100,6 +112,27 @@ class Planner:
             if upstream is not None:
                 candidates.append(upstream)
         return min(candidates) if candidates else None
+
+    def _hints(self, pipeline: Pipeline) -> GapHints:
+        return self._gap_hints.setdefault(pipeline.version, {})
+
+    def _earliest(self, column: str) -> datetime | None:
+        """The earliest ``column`` of the events. Asked first below the one an earlier pass
+        found, which reads only the oldest blocks: when an event is at or below it, the
+        earliest of those is the earliest of all (an older one imported since included);
+        when none is (those were deleted), the whole column is read."""
+        value: object = None
+        seen = self._earliest_seen.get(column)
+        if seen is not None:
+            query = sql.internal(_EARLIEST_BELOW[column], self.engine.dialect)
+            value = self.engine.select(query, {"bound": seen}).table["t"][0].as_py()
+        if value is None:
+            query = sql.internal(_EARLIEST[column], self.engine.dialect)
+            value = self.engine.select(query, {}).table["t"][0].as_py()
+        if not isinstance(value, datetime):
+            return None
+        self._earliest_seen[column] = value
+        return value
 
     # -- late events and staleness --------------------------------------------
 
@@ -231,7 +264,8 @@ class Planner:
         until = min(now, floor)
         # Skip the done history in one query: walking (or reading) every interval since
         # the first event would grow with the age of the project.
-        first = self.runs.first_gap(pipeline.name, self._cursor(pipeline, start))
+        cursor = self._cursor(pipeline, start)
+        first = self.runs.first_gap(pipeline.name, cursor, self._hints(pipeline))
         done = self.runs.intervals(pipeline.name, first, until)
         failed = set() if retry_failed else self._failed(pipeline, first)
         todo: list[Interval] = []
@@ -331,7 +365,9 @@ class Planner:
         interval of it)."""
         if upstream.name not in self._gaps:
             cursor = self._cursor(upstream, first)
-            self._gaps[upstream.name] = self.runs.first_gap(upstream.name, cursor)
+            self._gaps[upstream.name] = self.runs.first_gap(
+                upstream.name, cursor, self._hints(upstream)
+            )
         return self._gaps[upstream.name]
 
     def _after_gap(self, upstream: Pipeline, gap: datetime) -> dict[datetime, IntervalState]:

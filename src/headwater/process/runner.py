@@ -31,7 +31,7 @@ from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.logs import fields
 from headwater.core.types import Interval
 from headwater.process import python, sql
-from headwater.process.audits import check_staged, run_audits
+from headwater.process.audits import Also, check_staged, run_audits
 from headwater.process.definition import Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
@@ -261,9 +261,15 @@ class Runner:
                 staged = transaction.enter_context(engine.stage(rendered, used))
             except QueryError as exc:
                 raise self._sql_error(pipeline, exc) from None
-            self._check_times(
-                pipeline, interval, staged.schema, _outside_staged(staged, engine.dialect)
-            )
+            # Every row's time inside the interval, counted with the audits' offenders.
+            found = _time_column(pipeline, staged.schema)
+            also = None
+            if found is not None and staged.rows:
+                column, kind = found
+                query, bounds = _outside_staged(
+                    staged.table, column, kind, interval, engine.dialect
+                )
+                also = Also(query, bounds, functools.partial(_judge, pipeline, interval, column))
             check_staged(
                 pipeline.name,
                 str(pipeline.path),
@@ -271,6 +277,7 @@ class Runner:
                 staged,
                 self.dialect,
                 engine.dialect,
+                also=also,
             )
             rows_each: tuple[int, ...] = ()
             if each:
@@ -323,33 +330,10 @@ class Runner:
     ) -> None:
         """Every row's time inside the interval; ``outside`` counts the rows whose
         ``time_column`` is outside it or NULL."""
-        column = pipeline.header.time_column
-        if not pipeline.incremental or column is None:
-            return
-        if column not in schema.names:
-            raise PipelineError(
-                f"time_column {column!r} is not a column of the output",
-                pipeline=pipeline.name,
-                path=str(pipeline.path),
-                hint=f"columns: {', '.join(schema.names)}",
-            )
-        kind = schema.field(column).type
-        if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
-            raise PipelineError(
-                f"time_column {column!r} holds {kind}, not a date or timestamp",
-                pipeline=pipeline.name,
-                path=str(pipeline.path),
-                hint=f"select the interval's time in {column}, e.g. TIMESTAMP_TRUNC(...)",
-            )
-        count = outside(column, kind, interval)
-        if count:
-            raise PipelineError(
-                f"{count} output rows have {column} outside the interval "
-                f"[{interval.start:%Y-%m-%d %H:%M}, {interval.end:%Y-%m-%d %H:%M}) or NULL",
-                pipeline=pipeline.name,
-                path=str(pipeline.path),
-                hint="every row of an interval's output must fall inside it; filter on @start/@end",
-            )
+        found = _time_column(pipeline, schema)
+        if found is not None:
+            column, kind = found
+            _judge(pipeline, interval, column, outside(column, kind, interval))
 
     def _publish(
         self, pipeline: Pipeline, interval: Interval, output: pa.Table | Staged, lease: Lease
@@ -496,21 +480,53 @@ def _outside_arrow(output: pa.Table) -> Callable[[str, pa.DataType, Interval], i
     return count
 
 
-def _outside_staged(staged: Staged, dialect: str) -> Callable[[str, pa.DataType, Interval], int]:
-    """Counts rows of a staged output outside an interval (or NULL), as SQL in the engine
-    (``dialect``). A date, or a timestamp without a zone, is taken as UTC, as in Arrow."""
+def _time_column(pipeline: Pipeline, schema: pa.Schema) -> tuple[str, pa.DataType] | None:
+    """The output's ``time_column`` and its type, when its rows' times are to be checked
+    (an incremental pipeline's); a clear error when the column is missing or not a time."""
+    column = pipeline.header.time_column
+    if not pipeline.incremental or column is None:
+        return None
+    if column not in schema.names:
+        raise PipelineError(
+            f"time_column {column!r} is not a column of the output",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            hint=f"columns: {', '.join(schema.names)}",
+        )
+    kind = schema.field(column).type
+    if not (pa.types.is_timestamp(kind) or pa.types.is_date(kind)):
+        raise PipelineError(
+            f"time_column {column!r} holds {kind}, not a date or timestamp",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            hint=f"select the interval's time in {column}, e.g. TIMESTAMP_TRUNC(...)",
+        )
+    return column, kind
 
-    def count(column: str, kind: pa.DataType, interval: Interval) -> int:
-        if staged.rows == 0:
-            return 0
-        start, end = interval.start, interval.end
-        if not (pa.types.is_timestamp(kind) and kind.tz is not None):
-            start, end = (b.astimezone(UTC).replace(tzinfo=None) for b in (start, end))
-        query = _outside_query(staged.table, column, pa.types.is_date(kind), dialect)
-        found = staged.query(query, {"start": start, "end": end})
-        return int(str(found["n"][0].as_py()))
 
-    return count
+def _judge(pipeline: Pipeline, interval: Interval, column: str, count: int) -> None:
+    """Refuse an output with ``count`` rows whose ``column`` is outside ``interval``."""
+    if count:
+        raise PipelineError(
+            f"{count} output rows have {column} outside the interval "
+            f"[{interval.start:%Y-%m-%d %H:%M}, {interval.end:%Y-%m-%d %H:%M}) or NULL",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            hint="every row of an interval's output must fall inside it; filter on @start/@end",
+        )
+
+
+def _outside_staged(
+    table: str, column: str, kind: pa.DataType, interval: Interval, dialect: str
+) -> tuple[str, dict[str, object]]:
+    """The engine's query (``dialect``) counting rows of a staged output outside an
+    interval (or NULL), and its parameters. A date, or a timestamp without a zone, is
+    taken as UTC, as in Arrow."""
+    start, end = interval.start, interval.end
+    if not (pa.types.is_timestamp(kind) and kind.tz is not None):
+        start, end = (b.astimezone(UTC).replace(tzinfo=None) for b in (start, end))
+    query = _outside_query(table, column, pa.types.is_date(kind), dialect)
+    return query, {"start": start, "end": end}
 
 
 @functools.lru_cache(maxsize=256)

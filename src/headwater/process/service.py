@@ -25,7 +25,7 @@ from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import intervals, latest_tick
 from headwater.process.settings import PipelinesSettings
 from headwater.state import StateStore
-from headwater.state.runs import Trigger
+from headwater.state.runs import GapHints, Trigger
 from headwater.store.engine import Engine, collectors_floor
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,10 @@ class PipelineService:
         #: Called after a run recorded an interval with deliveries owed (wakes the deliverer).
         self.on_published: Callable[[], None] = lambda: None
         self._held_logged: set[tuple[str, str]] = set()
+        #: The earliest event time per column, for the next pass's planner to start from.
+        self._earliest: dict[str, datetime] = {}
+        #: The first gap of each pipeline's intervals, for the next pass to look on from.
+        self._gaps: dict[str, GapHints] = {}
 
     def _store_floor(self) -> datetime:
         return collectors_floor(self.engine, self.clock())
@@ -88,6 +92,8 @@ class PipelineService:
     def tools(self, graph: Graph) -> tuple[Planner, Runner]:
         """A planner and a runner over ``graph``."""
         ttl = timedelta(seconds=self.settings.lease_seconds)
+        if len(self._gaps) > 256:  # versions edited away over a long life
+            self._gaps.clear()
         runner_args = {} if self._sleep is None else {"sleep": self._sleep}
         runner = Runner(
             graph,
@@ -98,8 +104,16 @@ class PipelineService:
             lease_ttl=ttl,
             **runner_args,
         )
-        floors = Floors(graph, self.retention(), self.clock())
-        return Planner(graph, self.engine, self.state, lease_ttl=ttl, floors=floors), runner
+        planner = Planner(
+            graph,
+            self.engine,
+            self.state,
+            lease_ttl=ttl,
+            floors=Floors(graph, self.retention(), self.clock()),
+            earliest=self._earliest,
+            gaps=self._gaps,
+        )
+        return planner, runner
 
     # -- running ---------------------------------------------------------------
 

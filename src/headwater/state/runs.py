@@ -274,30 +274,29 @@ class RunLog:
                 for row in rows
             }
 
-    def first_gap(self, pipeline: str, cursor: datetime) -> datetime:
+    def first_gap(self, pipeline: str, cursor: datetime, known: GapHints | None = None) -> datetime:
         """The start of ``pipeline``'s first interval from ``cursor`` on that is not done (an
         interval starts where the one before it ends), asked of the database: the done
-        history is not read."""
-        nxt = intervals.alias("next")
+        history is not read.
+
+        ``known``: what earlier calls found, kept by the caller between passes, keyed by
+        ``(pipeline, cursor)``, one mapping per version of the pipeline (so of its
+        schedule). Finding the gap walks every done interval from ``cursor`` (40 ms
+        a pass after a year of hours); with a gap found before, a count of the done
+        intervals before it tells whether they all still are, and only those from it
+        on are walked."""
         done = (intervals.c.pipeline == pipeline) & (intervals.c.status == "done")
         with self.engine.connect() as db:
-            first = db.execute(
-                sa.select(intervals.c.end).where(done, intervals.c.start == cursor)
-            ).first()
-            if first is None:
-                return cursor
-            end = db.execute(
-                sa.select(sa.func.min(intervals.c.end)).where(
-                    done,
-                    intervals.c.start >= cursor,
-                    ~sa.exists().where(
-                        nxt.c.pipeline == pipeline,
-                        nxt.c.start == intervals.c.end,
-                        nxt.c.status == "done",
-                    ),
-                )
-            ).scalar()
-        return end if isinstance(end, datetime) else cursor
+            hint = known.get((pipeline, cursor)) if known is not None else None
+            start, before = cursor, 0
+            if hint is not None and hint[1] == _count_done(db, done, cursor, hint[0]):
+                # The same done intervals from the cursor to the gap (one schedule: a
+                # start fixes its interval, so the same count is the same intervals).
+                start, before = hint
+            gap = _gap_from(db, pipeline, done, start)
+            if known is not None:
+                known[(pipeline, cursor)] = (gap, before + _count_done(db, done, start, gap))
+        return gap
 
     def summary(self, pipeline: str) -> IntervalsSummary:
         """What the planner checks before reading any interval of ``pipeline``."""
@@ -397,3 +396,41 @@ class RunLog:
         with self.engine.begin() as db:
             db.execute(watermarks.delete().where(watermarks.c.pipeline == pipeline))
             db.execute(watermarks.insert().values(pipeline=pipeline, arrival_mark=mark))
+
+
+#: Per ``(pipeline, cursor)``: the first gap found, and how many done intervals precede it.
+GapHints = dict[tuple[str, datetime], tuple[datetime, int]]
+
+
+def _gap_from(
+    db: sa.Connection, pipeline: str, done: sa.ColumnElement[bool], cursor: datetime
+) -> datetime:
+    """:meth:`RunLog.first_gap` from ``cursor``, walking the done intervals from it."""
+    nxt = intervals.alias("next")
+    first = db.execute(sa.select(intervals.c.end).where(done, intervals.c.start == cursor)).first()
+    if first is None:
+        return cursor
+    end = db.execute(
+        sa.select(sa.func.min(intervals.c.end)).where(
+            done,
+            intervals.c.start >= cursor,
+            ~sa.exists().where(
+                nxt.c.pipeline == pipeline,
+                nxt.c.start == intervals.c.end,
+                nxt.c.status == "done",
+            ),
+        )
+    ).scalar()
+    return end if isinstance(end, datetime) else cursor
+
+
+def _count_done(
+    db: sa.Connection, done: sa.ColumnElement[bool], start: datetime, end: datetime
+) -> int:
+    """Done intervals starting in ``[start, end)``."""
+    if end <= start:
+        return 0
+    query = sa.select(sa.func.count()).where(
+        done, intervals.c.start >= start, intervals.c.start < end
+    )
+    return int(db.execute(query).scalar() or 0)
