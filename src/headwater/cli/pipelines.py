@@ -299,6 +299,9 @@ def status() -> None:
             )
     _print_applies(applies)
     _print_offload(operation("offload", {}), report)
+    from headwater.cli import governance
+
+    governance.print_status(operation("erasures", {}))
     deliveries = operation("deliveries", {})
     if deliveries:
         view = Table(header_style="bold", title="Deliveries (intervals)")

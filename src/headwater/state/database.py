@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from headwater.core.errors import TerminalError
 from headwater.state.applies import ApplyLog
 from headwater.state.deliveries import DeliveryLog
+from headwater.state.erasures import ErasureLog
 from headwater.state.leases import Leases
 from headwater.state.models import ModelRegistry
 from headwater.state.offload import OffloadLog
@@ -40,6 +41,7 @@ class StateStore:
         self.offloads = OffloadLog(engine)
         self.applies = ApplyLog(engine)
         self.models = ModelRegistry(engine)
+        self.erasures = ErasureLog(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:

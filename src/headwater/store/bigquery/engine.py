@@ -411,6 +411,30 @@ class BigQueryEngine:
             hint="expire old partitions with the dataset's partition expiration instead",
         )
 
+    def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
+        """One DML ``DELETE`` with the values as an array parameter. A table that does not
+        exist, or lacks the column, has nothing to delete."""
+        if not values or table not in self._table_ids():
+            return 0
+        try:
+            found = self.client.get_table(f"{self.dataset}.{_checked(table)}")
+        except Exception as exc:
+            raise classify(exc) from None
+        if column not in {f.name for f in getattr(found, "schema", None) or []}:
+            return 0
+        statement = (
+            f"DELETE FROM `{self.dataset}.{_checked(table)}` "
+            f"WHERE CAST(`{_checked(column)}` AS STRING) IN UNNEST(@values)"
+        )
+        array = self._bq.ArrayQueryParameter("values", "STRING", list(values))
+        config = self._bq.QueryJobConfig(default_dataset=self.dataset, query_parameters=[array])
+        job = self._job(statement, config)
+        try:
+            job.result()
+        except Exception as exc:
+            raise classify(exc) from None
+        return int(getattr(job, "num_dml_affected_rows", None) or 0)
+
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         return Cost(bytes_scanned=self.dry_run(sql, params))
 
