@@ -265,7 +265,8 @@ def test_erase_removes_the_person_everywhere_and_keeps_a_receipt(
     others_before = _store_hits(project, OTHERS[0])
 
     out = run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS).stdout
-    assert "Erasure 1" in out and ": done" in out, out
+    assert "Erasure 1 " in out, out
+    assert ": done" in out, out
 
     _nowhere(project, pg_url)
     # Nobody else lost a row: the other person is where they were.
@@ -313,12 +314,14 @@ def test_erase_removes_the_person_everywhere_and_keeps_a_receipt(
     }
     assert all(p["done_at"] for p in places.values())
     erasure = _erasure(project)
-    assert erasure["status"] == "done" and erasure["finished_at"]
+    assert erasure["status"] == "done"
+    assert erasure["finished_at"]
     # Done everywhere: the raw ids are gone, their hashes kept.
     assert erasure["ids"] is None
     assert id_hash("user_id", PERSON) in erasure["hashes"]
     shown = run_cli(project, "erase", "--receipt", "1").stdout
-    assert "sink:pg:per_user" in shown and "done" in shown
+    assert "sink:pg:per_user" in shown
+    assert "done" in shown
 
     # Erasing again finds nothing more (a new erasure, every place 0 rows but the notice).
     run_cli(project, "erase", "--user-id", PERSON)
@@ -391,7 +394,8 @@ def test_sigkill_in_the_middle_and_a_rerun_completes_it(governed: Project, pg_ur
     assert _erasure(project)["status"] == "pending"
 
     out = run_cli(project, *args[len(HEADWATER) + 2 :]).stdout
-    assert "Erasure 1 " in out and ": done" in out, out
+    assert "Erasure 1 " in out, out
+    assert ": done" in out, out
     assert all(p["status"] == "done" for p in _places(project).values())
     assert _erasure(project)["status"] == "done"
     _nowhere(project, pg_url)
@@ -419,7 +423,8 @@ def test_new_events_of_an_erased_id_are_dropped_until_lifted(governed: Project) 
             )  # fmt: skip
 
         answer = track(PERSON, "after-1")
-        assert answer.status_code == 200 and answer.json()["accepted"] == 1
+        assert answer.status_code == 200
+        assert answer.json()["accepted"] == 1
         assert track(OTHERS[0], "after-2").status_code == 200
         stored = project.query("SELECT user_id FROM events WHERE message_id LIKE 'after-%'")
         assert stored.column("user_id").to_pylist() == [OTHERS[0]]
@@ -435,10 +440,12 @@ def test_new_events_of_an_erased_id_are_dropped_until_lifted(governed: Project) 
         wait_for(
             "the lifted id stored again",
             lambda: (
-                track(PERSON, f"after-lift-{time.monotonic_ns()}").status_code == 200
-                and project.query("SELECT count(*) AS n FROM events WHERE user_id = ?", PERSON)
-                .column("n")[0]
-                .as_py()
+                (
+                    track(PERSON, f"after-lift-{time.monotonic_ns()}").status_code == 200
+                    and project.query("SELECT count(*) AS n FROM events WHERE user_id = ?", PERSON)
+                    .column("n")[0]
+                    .as_py()
+                )
                 or None
             ),
         )
@@ -453,7 +460,8 @@ def test_the_api_needs_an_admin_token(governed: Project, pg_url: str) -> None:
         r"hw_ct_[A-Za-z0-9_-]+",
         run_cli(project, "consumers", "add", "crm", "--datasets", "per_user").stdout,
     )
-    assert admin and consumer
+    assert admin
+    assert consumer
     server = Server(project).start()
     try:
         body = {"user_ids": [PERSON], "anonymous_ids": [ANONYMOUS]}
@@ -469,11 +477,13 @@ def test_the_api_needs_an_admin_token(governed: Project, pg_url: str) -> None:
         assert done.status_code == 200, done.text
         receipt = done.json()
         assert receipt["requested_by"] == "admin:dpo"
-        assert receipt["status"] == "done" and receipt["pending"] == []
+        assert receipt["status"] == "done"
+        assert receipt["pending"] == []
         assert {p["place"] for p in receipt["places"]} >= {"events@store", "sink:hook:per_user"}
         with server.client() as client:
             read = client.get(f"/api/v1/erasures/{receipt['id']}", headers=bearer)
-            assert read.status_code == 200 and read.json()["id"] == receipt["id"]
+            assert read.status_code == 200
+            assert read.json()["id"] == receipt["id"]
             assert client.get(f"/api/v1/erasures/{receipt['id']}").status_code == 401
             assert client.get("/api/v1/erasures/999", headers=bearer).status_code == 404
     finally:
