@@ -162,6 +162,10 @@ class BigQueryEngine:
         bq = self._bq
         result = []
         for name, value in params.items():
+            if isinstance(value, list):
+                # Only an erasure's ids: an array of strings, for ``IN UNNEST(@name)``.
+                result.append(bq.ArrayQueryParameter(name, "STRING", [str(v) for v in value]))
+                continue
             kind = next((t for cls, t in _PARAMETER_TYPES if isinstance(value, cls)), None)
             if kind is None:
                 raise QueryError(f"parameter {name} holds a {type(value).__name__}")
@@ -414,6 +418,7 @@ class BigQueryEngine:
     def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
         """One DML ``DELETE`` with the values as an array parameter. A table that does not
         exist, or lacks the column, has nothing to delete."""
+        _checked(table), _checked(column)
         if not values or table not in self._table_ids():
             return 0
         try:
@@ -426,14 +431,8 @@ class BigQueryEngine:
             f"DELETE FROM `{self.dataset}.{_checked(table)}` "
             f"WHERE CAST(`{_checked(column)}` AS STRING) IN UNNEST(@values)"
         )
-        array = self._bq.ArrayQueryParameter("values", "STRING", list(values))
-        config = self._bq.QueryJobConfig(default_dataset=self.dataset, query_parameters=[array])
-        job = self._job(statement, config)
-        try:
-            job.result()
-        except Exception as exc:
-            raise classify(exc) from None
-        return int(getattr(job, "num_dml_affected_rows", None) or 0)
+        done = self._run(statement, {"values": list(values)})
+        return int(getattr(done, "num_dml_affected_rows", None) or 0)
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         return Cost(bytes_scanned=self.dry_run(sql, params))

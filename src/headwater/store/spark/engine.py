@@ -409,6 +409,11 @@ class SparkEngine:
         temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
         pq.write_table(rows.filter(pc.invert(matched)), temporary, filesystem=self._fs,
                        compression="zstd")  # fmt: skip
+        # Spark's local file system keeps a checksum beside each file it wrote; the old
+        # file's would refuse the new one. Without it, the file is read unchecked.
+        checksum = f"{folder}/.{name}.crc"
+        if self._fs.get_file_info(checksum).type == pafs.FileType.File:
+            self._fs.delete_file(checksum)
         self._fs.move(temporary, path)
         return int(count)
 
