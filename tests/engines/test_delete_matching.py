@@ -50,7 +50,7 @@ def test_deletes_the_matching_rows_of_events_and_of_an_output(engine: Engine) ->
     engine.replace_interval("per_user", "day", Interval(T0, T0 + timedelta(days=2)), output)
 
     assert engine.delete_matching("events", "user_id", ["u1", "nobody"]) == 2
-    assert _users(engine, "events") == sorted(["u2", "u3", HOSTILE]) + [None]
+    assert _users(engine, "events") == [*sorted(["u2", "u3", HOSTILE]), None]
     # Bound, not pasted: the hostile id matches itself only.
     assert engine.delete_matching("events", "user_id", [HOSTILE]) == 1
     assert _users(engine, "events") == ["u2", "u3", None]
