@@ -283,6 +283,12 @@ def _work(
         workspace.deliver()
     if log_.finish(erasure_id):
         log.info("erasure %s is done everywhere", erasure_id)
+        for _, engine in _engines(workspace):
+            try:
+                # DuckDB keeps the deleted rows in its write-ahead log until a checkpoint.
+                engine.checkpoint()
+            except Exception:  # the next idle checkpoint folds it in
+                log.exception("erasure %s: could not checkpoint %s", erasure_id, engine.name)
 
 
 def _delay(workspace: Workspace, place: Place, retry_after: float | None) -> float:
