@@ -392,9 +392,10 @@ def failed_rows(engine: Engine, ids: Sequence[str]) -> list[str]:
     for chunk in _chunks(list(ids)):
         # A % or _ in an id only widens the candidates; each is checked exactly below.
         marks, params = _placeholders("p", [f"%{v}%" for v in chunk])
-        payload = exp.column("payload", quoted=True)
+        # Text on every engine (the PostgreSQL store keeps payloads as JSON).
+        payload = exp.cast(exp.column("payload", quoted=True), exp.DataType.Type.TEXT)
         query = (
-            exp.select(exp.column("id", quoted=True), payload)
+            exp.select(exp.column("id", quoted=True), exp.alias_(payload, "payload"))
             .from_(exp.table_("failed_events"))
             .where(exp.or_(*[exp.Like(this=payload, expression=m) for m in marks]))
         )
