@@ -513,3 +513,20 @@ def test_an_ids_file(tmp_path: Path) -> None:
     path = tmp_path / "ids.txt"
     path.write_text(f"# to erase\n{PERSON}\n\nanonymous_id:{ANONYMOUS}\n  u-3  \n")
     assert read_ids(path) == ([PERSON, "u-3"], [ANONYMOUS])
+
+
+def test_an_erasure_is_refused_while_a_pipeline_with_a_table_does_not_load(
+    governed: Project,
+) -> None:
+    project = governed
+    (project.root / "pipelines" / "per_user.sql").write_text("SELEC user_id FROM events\n")
+    refused = run_cli(project, "erase", "--user-id", PERSON, check=False)
+    assert refused.returncode == 1
+    assert "per_user do not load" in refused.stderr
+    assert "headwater validate" in refused.stderr
+    # Nothing was planned, recorded or deleted.
+    still = project.query("SELECT count(*) AS n FROM events WHERE user_id = ?", PERSON)
+    assert still.column("n")[0].as_py() == 12
+    (project.root / "pipelines" / "per_user.sql").write_text(PER_USER)
+    run_cli(project, "erase", "--user-id", PERSON)
+    assert _erasure(project)["status"] == "done"

@@ -157,6 +157,25 @@ def plan(workspace: Workspace, ids: Ids) -> list[Planned]:
         if intervals:
             places.append(Planned(f"recompute:{pipeline.name}", "recompute",
                                   {"pipeline": pipeline.name, "intervals": intervals}))  # fmt: skip
+    # A file that does not load now: its last good version says its person columns (its
+    # output is still served); without one, the erasure cannot tell what its table holds.
+    unknown = []
+    for broken in graph.broken.values():
+        good = broken.last_good
+        if good is not None and good.header.person:
+            person.append(good)
+            match = {column: "*" for column in good.header.person}
+            places.append(Planned(f"output:{good.name}", "table",
+                                  {"engine": pipelines_role, "table": good.name,
+                                   "match": match}))  # fmt: skip
+        elif good is None and broken.name in workspace.engine.list_tables():
+            unknown.append(broken.name)
+    if unknown:
+        raise ConfigError(
+            f"{', '.join(sorted(unknown))} do not load, and an erasure must know whether "
+            "their outputs hold person columns",
+            hint="fix them (`headwater validate` shows why), then erase again",
+        )
     sinks = workspace.project.settings.sinks
     for pipeline in person:
         for name in pipeline.header.sinks:
