@@ -313,6 +313,11 @@ def test_erase_removes_the_person_everywhere_and_keeps_a_receipt(
         "sink:hook:per_user": ("done", 2),
     }
     assert all(p["done_at"] for p in places.values())
+    rewritten = json.loads(places["sink:files:per_user"]["detail"])["files"]
+    assert sorted(Path(f).name for f in rewritten) == sorted(
+        p.name for p in (project.root / "exports" / "per_user").glob("*.parquet")
+    )
+    assert len(rewritten) == 3
     erasure = _erasure(project)
     assert erasure["status"] == "done"
     assert erasure["finished_at"]
@@ -321,7 +326,7 @@ def test_erase_removes_the_person_everywhere_and_keeps_a_receipt(
     assert id_hash("user_id", PERSON) in erasure["hashes"]
     shown = run_cli(project, "erase", "--receipt", "1").stdout
     assert "sink:pg:per_user" in shown
-    assert "done" in shown
+    assert f"rewrote {rewritten[0]}" in shown
 
     # Erasing again finds nothing more (a new erasure, every place 0 rows but the notice).
     run_cli(project, "erase", "--user-id", PERSON)

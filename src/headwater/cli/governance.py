@@ -112,6 +112,9 @@ def _print_receipt(receipt: dict[str, Any]) -> None:
         view.add_row(p["place"], "" if p["rows"] is None else str(p["rows"]), p["status"],
                      (p["done_at"] or "")[:19], Text(p["last_error"] or ""))  # fmt: skip
     console.print(view)
+    for p in receipt["places"]:
+        for path in p.get("files", []):
+            console.print(f"{p['place']}: rewrote {escape(path)}", highlight=False)
     if receipt["pending"]:
         console.print(
             f"Still owed: {', '.join(receipt['pending'])}; retried with backoff by "

@@ -34,10 +34,15 @@ from headwater.store.postgres.errors import transient
 
 
 def erase_files(
-    target: FilesTarget, pipeline: str, columns: Sequence[str], ids: Sequence[str]
+    target: FilesTarget,
+    pipeline: str,
+    columns: Sequence[str],
+    ids: Sequence[str],
+    rewritten: list[str] | None = None,
 ) -> int:
     """Rewrite ``pipeline``'s delivered files without the rows whose ``columns`` hold one of
-    ``ids``; return how many rows were removed."""
+    ``ids``; return how many rows were removed (each file rewritten is added to
+    ``rewritten``)."""
     fmt = target.settings.format
     folder = target.path(pipeline, None).rpartition("/")[0]
     wanted = pa.array(list(ids), pa.string())
@@ -65,6 +70,8 @@ def erase_files(
             with target._open(path) as out:
                 _encode(fmt, table.filter(pc.invert(hit)), out)
             removed += count
+            if rewritten is not None:
+                rewritten.append(path)
     except OSError as exc:
         raise SinkUnavailable(f"rewriting files under {folder} failed: {exc}",
                               sink=target.name, pipeline=pipeline) from None  # fmt: skip

@@ -112,6 +112,7 @@ def receipt(workspace: Workspace, erasure_id: int) -> dict[str, Any]:
                 "attempts": p.attempts,
                 "last_error": p.last_error,
                 "next_attempt_at": None if p.status == "done" else p.next_attempt_at,
+                **({"files": p.detail["files"]} if "files" in p.detail else {}),
             }
             for p in places
         ],
@@ -275,14 +276,15 @@ def _work(
                 break  # what follows reads what this place deletes
             continue
         rows: int | None = None
+        found: dict[str, object] = {}
         error: str | None = None
         retry_after: float | None = None
         try:
-            rows = _do(workspace, erasure_id, place, ids, requested_at)
+            rows = _do(workspace, erasure_id, place, ids, requested_at, found)
         except HeadwaterError as exc:
             error, retry_after = str(exc), getattr(exc, "retry_after", None)
         if rows is not None:
-            log_.done(erasure_id, place.place, rows)
+            log_.done(erasure_id, place.place, rows, found)
             recomputed |= place.kind == "recompute"
         else:
             delay = _delay(workspace, place, retry_after)
@@ -323,9 +325,11 @@ def _engine(workspace: Workspace, role: object) -> Engine:
 
 
 def _do(
-    workspace: Workspace, erasure_id: int, place: Place, ids: Ids, requested_at: datetime
-) -> int:
-    """Do one place; return the rows it deleted (a notice: the ids it named)."""
+    workspace: Workspace, erasure_id: int, place: Place, ids: Ids, requested_at: datetime,
+    found: dict[str, object],
+) -> int:  # fmt: skip
+    """Do one place; return the rows it deleted (a notice: the ids it named), with what the
+    receipt should say of it besides in ``found``."""
     detail = place.detail
     everyone = sorted({v for values in ids.values() for v in values})
     if place.kind == "table":
@@ -347,7 +351,7 @@ def _do(
         return deleted
     if place.kind == "recompute":
         return _recompute_now(workspace, str(detail["pipeline"]), detail["intervals"])
-    return _sink(workspace, erasure_id, place, everyone, requested_at)
+    return _sink(workspace, erasure_id, place, everyone, requested_at, found)
 
 
 def _recompute_now(workspace: Workspace, name: str, intervals: object) -> int:
@@ -364,8 +368,9 @@ def _recompute_now(workspace: Workspace, name: str, intervals: object) -> int:
 
 
 def _sink(
-    workspace: Workspace, erasure_id: int, place: Place, ids: list[str], requested_at: datetime
-) -> int:
+    workspace: Workspace, erasure_id: int, place: Place, ids: list[str], requested_at: datetime,
+    found: dict[str, object],
+) -> int:  # fmt: skip
     from headwater.deliver import erasure as at_sink
 
     detail = place.detail
@@ -380,7 +385,10 @@ def _sink(
         )
     target = workspace.deliverer.targets.get(name, sink, sinks)
     if place.kind == "files":
-        return at_sink.erase_files(target, pipeline, columns, ids)  # type: ignore[arg-type]
+        rewritten: list[str] = []
+        rows = at_sink.erase_files(target, pipeline, columns, ids, rewritten)  # type: ignore[arg-type]
+        found["files"] = rewritten
+        return rows
     if place.kind == "postgres":
         return at_sink.erase_postgres(target, pipeline, columns, ids)  # type: ignore[arg-type]
     body = at_sink.notice(erasure_id, pipeline, name, columns, ids, requested_at)

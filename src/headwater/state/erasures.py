@@ -186,13 +186,20 @@ class ErasureLog:
             }
         return sorted(found)
 
-    def done(self, erasure_id: int, place: str, rows: int) -> None:
+    def done(
+        self, erasure_id: int, place: str, rows: int, found: Mapping[str, object] | None = None
+    ) -> None:
+        """Mark a place done with its rows; ``found`` (the files rewritten, say) is added to
+        its detail, for the receipt."""
         with self.engine.begin() as db:
-            db.execute(
-                erasure_places.update()
-                .where(erasure_places.c.erasure_id == erasure_id, erasure_places.c.place == place)
-                .values(status="done", rows=rows, done_at=utc_now(), last_error=None)
-            )
+            where = (erasure_places.c.erasure_id == erasure_id, erasure_places.c.place == place)
+            values: dict[str, object] = {"status": "done", "rows": rows, "done_at": utc_now(),
+                                         "last_error": None}  # fmt: skip
+            if found:
+                current = db.execute(sa.select(erasure_places.c.detail).where(*where)).first()
+                detail = json.loads(current[0]) if current is not None else {}
+                values["detail"] = json.dumps({**detail, **found})
+            db.execute(erasure_places.update().where(*where).values(**values))
 
     def failed(self, erasure_id: int, place: str, error: str, retry_at: datetime) -> int:
         """Record a failed attempt; return the attempts so far."""
