@@ -60,7 +60,7 @@ def erase_files(
             present = [c for c in columns if c in table.column_names]
             if not present:
                 continue
-            hit = pa.array([False] * table.num_rows)
+            hit = pa.array([False] * table.num_rows, pa.bool_())
             for column in present:
                 found = pc.is_in(table[column].cast(pa.string()), value_set=wanted)
                 hit = pc.or_(hit, pc.fill_null(found, False))
