@@ -83,9 +83,9 @@ def _decode(fmt: str, source: IO[bytes]) -> pa.Table:
         return pq.read_table(source)
     if fmt == "csv":
         # Every column as text: the file is written again as it was, values unchanged.
-        header = pa.csv.read_csv(source, read_options=pa.csv.ReadOptions(block_size=1 << 16))
+        names = pa.csv.open_csv(source).schema.names  # the header line's names only
         source.seek(0)
-        strings = {name: pa.string() for name in header.column_names}
+        strings = {name: pa.string() for name in names}
         return pa.csv.read_csv(source, convert_options=pa.csv.ConvertOptions(column_types=strings))
     rows = [jsonio.loads(line) for line in source.read().splitlines() if line.strip()]
     return pa.Table.from_pylist(rows)
