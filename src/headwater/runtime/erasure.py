@@ -92,7 +92,9 @@ def receipt(workspace: Workspace, erasure_id: int) -> dict[str, Any]:
     """What was deleted, where, how many rows and when, and what is still owed."""
     erasure = workspace.state.erasures.get(erasure_id)
     if erasure is None:
-        raise ConfigError(f"there is no erasure {erasure_id}", hint="`headwater erase --list`")
+        raise ConfigError(
+            f"there is no erasure {erasure_id}", hint="use the id its receipt printed first"
+        )
     places = workspace.state.erasures.places(erasure_id)
     return {
         "id": erasure.id,
