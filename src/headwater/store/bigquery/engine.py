@@ -162,32 +162,44 @@ class BigQueryEngine:
         bq = self._bq
         result = []
         for name, value in params.items():
-            if isinstance(value, list):
-                # Only an erasure's ids: an array of strings, for ``IN UNNEST(@name)``.
-                result.append(bq.ArrayQueryParameter(name, "STRING", [str(v) for v in value]))
-                continue
             kind = next((t for cls, t in _PARAMETER_TYPES if isinstance(value, cls)), None)
             if kind is None:
                 raise QueryError(f"parameter {name} holds a {type(value).__name__}")
             result.append(bq.ScalarQueryParameter(name, kind, value))
         return result
 
-    def _config(self, params: Mapping[str, object], **extra: Any) -> Any:
+    def _config(
+        self, params: Mapping[str, object], strings: Mapping[str, Sequence[str]], **extra: Any
+    ) -> Any:
+        """``strings``: arrays of strings (an erasure's ids, for ``IN UNNEST(@name)``), apart
+        from ``params``, whose values must be scalars."""
+        arrays = [self._bq.ArrayQueryParameter(n, "STRING", list(v)) for n, v in strings.items()]
         return self._bq.QueryJobConfig(
-            default_dataset=self.dataset, query_parameters=self._parameters(params), **extra
+            default_dataset=self.dataset,
+            query_parameters=self._parameters(params) + arrays,
+            **extra,
         )
 
-    def dry_run(self, sql: str, params: Mapping[str, object] | None = None) -> int:
+    def dry_run(
+        self,
+        sql: str,
+        params: Mapping[str, object] | None = None,
+        strings: Mapping[str, Sequence[str]] | None = None,
+    ) -> int:
         """Bytes ``sql`` would bill, from BigQuery's dry run (free)."""
-        job = self._job(sql, self._config(params or {}, dry_run=True, use_query_cache=False))
-        return int(job.total_bytes_processed or 0)
+        config = self._config(params or {}, strings or {}, dry_run=True, use_query_cache=False)
+        return int(self._job(sql, config).total_bytes_processed or 0)
 
     def _run(
-        self, sql: str, params: Mapping[str, object] | None = None, fence: Fence | None = None
+        self,
+        sql: str,
+        params: Mapping[str, object] | None = None,
+        fence: Fence | None = None,
+        strings: Mapping[str, Sequence[str]] | None = None,
     ) -> Any:
         """Dry-run, refuse over budget, then run with the budget as BigQuery's own limit; a
         script that raised the fence's error is :class:`Fenced`."""
-        planned = self.dry_run(sql, params)
+        planned = self.dry_run(sql, params, strings)
         if planned > self.max_bytes_billed:
             raise BudgetExceeded(
                 f"the query would bill {planned:,} bytes, over the budget of "
@@ -195,7 +207,9 @@ class BigQueryEngine:
                 hint="filter on the partition column (received_at, or the interval's column), "
                 "or raise [store] max_bytes_billed",
             )
-        config = self._config(params or {}, maximum_bytes_billed=self.max_bytes_billed)
+        config = self._config(
+            params or {}, strings or {}, maximum_bytes_billed=self.max_bytes_billed
+        )
         job = self._job(sql, config)
         try:
             return job.result()
@@ -431,7 +445,7 @@ class BigQueryEngine:
             f"DELETE FROM `{self.dataset}.{_checked(table)}` "
             f"WHERE CAST(`{_checked(column)}` AS STRING) IN UNNEST(@values)"
         )
-        done = self._run(statement, {"values": list(values)})
+        done = self._run(statement, strings={"values": [str(v) for v in values]})
         return int(getattr(done, "num_dml_affected_rows", None) or 0)
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
