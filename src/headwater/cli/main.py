@@ -62,6 +62,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, str, str], ...] = (
     (app, "models", "models", "models"),
     (app, "replay", "delivery", "replay"),
     (failed, "replay", "failed", "replay"),
+    (app, "erase", "governance", "erase"),
     (app, "export", "data", "export"),
     (app, "import", "data", "import_"),
     (app, "migrate", "migrate", "migrate"),

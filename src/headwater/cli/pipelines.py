@@ -293,6 +293,7 @@ def status() -> None:
         applies = call("applies", {})
         offload = call("offload", {})
         retention = call("retention", {})
+        erasures = call("erasures", {})
         deliveries = call("deliveries", {})
     view = Table(header_style="bold")
     for column in (
@@ -347,6 +348,9 @@ def status() -> None:
     _print_applies(applies)
     _print_offload(offload, report)
     _print_retention(retention)
+    from headwater.cli import governance
+
+    governance.print_status(erasures)
     if deliveries:
         view = Table(header_style="bold", title="Deliveries (intervals)")
         for column in ("pipeline", "sink", "delivered", "pending", "failed", "dead letters",

@@ -27,6 +27,7 @@ from headwater.collect.body import ClientGone, check_encoding, read_body
 from headwater.collect.errors import Rejection, RequestRefused, Unavailable
 from headwater.collect.pii import Redactor
 from headwater.collect.settings import CollectorSettings
+from headwater.collect.suppress import Suppression
 from headwater.collect.validate import (
     Batch,
     BatchEnvelope,
@@ -121,6 +122,8 @@ class IngestApp:
         self._pool = pool
         self._settings = settings
         self._writer = writer
+        #: Ids whose events are dropped (filled by the server from the metadata database).
+        self.suppression = Suppression()
         self._validator = Validator(
             max_event_bytes=settings.max_event_bytes, max_depth=settings.max_depth
         )
@@ -283,6 +286,8 @@ class IngestApp:
         else:
             events, failed, rejected = await self._decoded(len(body), validate)
         accepted = events.num_rows if isinstance(events, pa.Table) else len(events)
+        # Erased people's events are answered as accepted and stored nowhere.
+        events, keys, _ = self.suppression.filter(events, keys)
         outcome = await self._writer.submit(
             events, failed, received_us, nbytes=len(body), keys=keys
         )

@@ -96,6 +96,11 @@ class PipelineHeader(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, f
     description: str = ""
     """Shown by ``headwater pipelines``."""
 
+    person: list[str] = msgspec.field(default_factory=list)
+    """The output's columns that hold a person's id (``["user_id"]``): ``headwater erase``
+    deletes the rows whose person column holds an erased id, here and in every sink.
+    Metadata: it is not part of the pipeline's version."""
+
 
 HEADER_KEYS = tuple(PipelineHeader.__struct_fields__)
 AUDIT_KEYS = tuple(Audit.__struct_fields__)

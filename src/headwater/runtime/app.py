@@ -21,11 +21,12 @@ from starlette.routing import Route
 from headwater.collect.app import IngestApp
 from headwater.collect.auth import KeyRing
 from headwater.collect.metrics import CollectorMetrics
+from headwater.collect.suppress import Suppression
 from headwater.collect.workers import DecodePool
 from headwater.collect.writer import Writer
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
-from headwater.core.clock import from_us, now_us, parse_duration
+from headwater.core.clock import from_us, now_us, parse_duration, utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.secrets import environment_value
 from headwater.dashboard.tail import Fanout
@@ -53,6 +54,10 @@ ROLES = frozenset({"collect", "api", "schedule", "deliver"})
 #: Served by the process itself, before the dashboard (which has everything else at ``/``).
 ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 FLOOR_EVERY_SECONDS = 1.0
+#: How often a collector looks whether the suppression list changed.
+SUPPRESSION_EVERY_SECONDS = 2.0
+#: The admins' erasure API, apart from the consumers' read API.
+ERASURES = "/api/v1/erasures"
 
 
 class Runtime:
@@ -113,6 +118,8 @@ class Runtime:
             pool,
             rules=self.watch.derived(Project.source_rules),
         )
+        self.ingest.suppression = Suppression(self.registry)
+        self._suppression_stamp: tuple[object, ...] | None = None
         self.workspace = Workspace(
             self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
         )
@@ -143,6 +150,7 @@ class Runtime:
         # The read API (FastAPI, pydantic: about 30 MB) is built at its first request, so a
         # collector that nobody reads from never holds it.
         self._api: ASGIApp | None = None
+        self._erasures: ASGIApp | None = None
         self._api_lock = threading.Lock()
         # Committed events for the dashboard's live tail (nothing is done while nobody looks).
         self.fanout = Fanout() if "collect" in roles else None
@@ -247,6 +255,8 @@ class Runtime:
         path = scope.get("path", "")
         if scope["type"] == "http" and path.startswith("/v1/") and "collect" in self.roles:
             await self.ingest(scope, receive, send)
+        elif scope["type"] == "http" and path.startswith(ERASURES) and "api" in self.roles:
+            await self.erasures()(scope, receive, send)
         elif scope["type"] == "http" and path.startswith("/api/") and "api" in self.roles:
             await self.api()(scope, receive, send)
         elif path in ADMIN_PATHS or "api" not in self.roles:
@@ -289,6 +299,60 @@ class Runtime:
                 )
             return self._dashboard
 
+    def erasures(self) -> ASGIApp:
+        """The admins' erasure API, built at its first request."""
+        with self._api_lock:
+            if self._erasures is None:
+                from headwater.runtime import erasure
+                from headwater.runtime.erasure_api import erasure_app
+                from headwater.serve.auth import AdminRing
+
+                workspace = self.workspace
+
+                def erase(ids: dict[str, list[str]], admin: str) -> dict[str, Any]:
+                    done = erasure.erase(workspace, ids, f"admin:{admin}")
+                    self.refresh_suppression()
+                    return done
+
+                self._erasures = erasure_app(
+                    AdminRing(self.watch.derived(Project.admin_tokens)),
+                    erase,
+                    lambda erasure_id: erasure.receipt(workspace, erasure_id),
+                )
+            return self._erasures
+
+    def refresh_suppression(self) -> None:
+        """Take the suppression list again if it changed, and count what was dropped: one
+        cheap query, every few seconds, whatever the traffic."""
+        erasures = self.workspace.state.erasures
+        erasures.count_dropped(self.ingest.suppression.take_dropped(), utc_now())
+        stamp = erasures.stamp()
+        if stamp != self._suppression_stamp:
+            self.ingest.suppression.replace(erasures.suppressed())
+            self._suppression_stamp = stamp
+
+    async def suppress(self) -> None:
+        """Keep the collector's suppression list current until :attr:`stopping` is set."""
+        while "collect" in self.roles and not self.stopping.is_set():
+            try:
+                await asyncio.to_thread(self.refresh_suppression)
+            except HeadwaterError as exc:
+                log.error("suppression list: %s", exc)
+            except Exception:
+                log.exception("could not read the suppression list")
+            await asyncio.to_thread(self._floor_wait.wait, SUPPRESSION_EVERY_SECONDS)
+        if "collect" in self.roles:
+            # What was dropped since the last look is counted before the process ends.
+            await asyncio.to_thread(self._count_dropped)
+
+    def _count_dropped(self) -> None:
+        try:
+            self.workspace.state.erasures.count_dropped(
+                self.ingest.suppression.take_dropped(), utc_now()
+            )
+        except Exception:
+            log.exception("could not count the suppressed events")
+
     async def deliver(self) -> None:
         """Deliver owed intervals until :attr:`stopping` is set.
 
@@ -304,7 +368,19 @@ class Runtime:
                 log.error("delivery: %s", exc)
             except Exception:
                 log.exception("delivery pass failed")
+            try:
+                # Erasures a sink still owes are retried like deliveries, when due.
+                await asyncio.to_thread(self._erase_owed)
+            except HeadwaterError as exc:
+                log.error("erasure: %s", exc)
+            except Exception:
+                log.exception("erasure pass failed")
             await asyncio.to_thread(self._deliver_now.wait, poll)
+
+    def _erase_owed(self) -> None:
+        from headwater.runtime import erasure
+
+        erasure.resume(self.workspace, due_only=True, should_stop=self.stopping.is_set)
 
     def _served(self) -> dict[str, Served]:
         """What the read API can serve: every pipeline's output, and the event tables.

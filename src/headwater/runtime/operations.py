@@ -107,6 +107,21 @@ class ApplyArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dirty: bool = False
 
 
+class People(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Whom an erasure (or the lifting of a suppression) is of, and who asks."""
+
+    user_ids: list[str] = msgspec.field(default_factory=list)
+    anonymous_ids: list[str] = msgspec.field(default_factory=list)
+    #: The admin (API) or the OS user (CLI) who asks: kept in the receipt.
+    by: str = ""
+    #: Finish every unfinished erasure now, instead of (or before) a new one.
+    resume: bool = False
+
+
+class ErasureRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    id: int
+
+
 @dataclass(frozen=True)
 class Operation(Generic[A]):
     """One thing a command can ask of a workspace."""
@@ -423,6 +438,50 @@ def _apply(workspace: Workspace, args: ApplyArgs, progress: ProgressSink | None)
     return {"plan": plan.to_json(), "result": done}
 
 
+def _erase(workspace: Workspace, args: People, progress: ProgressSink | None) -> object:
+    from headwater.runtime import erasure
+
+    done = erasure.resume(workspace, due_only=False) if args.resume else []
+    if not (args.user_ids or args.anonymous_ids):
+        if not args.resume:
+            raise ConfigError("an erasure needs at least one id", hint="give --user-id U")
+        return done
+    ids = {"user_id": args.user_ids, "anonymous_id": args.anonymous_ids}
+    return [*done, erasure.erase(workspace, ids, args.by or "unknown", progress)]
+
+
+def _erasure(workspace: Workspace, args: ErasureRef, _: ProgressSink | None) -> object:
+    from headwater.runtime import erasure
+
+    return erasure.receipt(workspace, args.id)
+
+
+def _erasures(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """Erasures still owing a place, and the suppression list's counts."""
+    from headwater.runtime import erasure
+
+    counts = workspace.state.erasures.counts()
+    try:
+        undeclared = erasure.undeclared(workspace)
+    except HeadwaterError:
+        undeclared = []  # pipelines that do not load are reported by status itself
+    return {
+        "undeclared": undeclared,
+        "pending": workspace.state.erasures.pending(),
+        "suppressed_ids": counts.active,
+        "suppressed_events": counts.dropped,
+        "last_suppressed_at": counts.last_dropped_at,
+    }
+
+
+def _lift(workspace: Workspace, args: People, _: ProgressSink | None) -> object:
+    from headwater.runtime import erasure
+
+    ids = {"user_id": args.user_ids, "anonymous_id": args.anonymous_ids}
+    hashes = [h for values in erasure.hashes_of(ids).values() for h in values]
+    return {"lifted": workspace.state.erasures.lift(hashes, args.by or "unknown")}
+
+
 OPERATIONS: dict[str, Operation[Any]] = {
     op.name: op
     for op in (
@@ -450,6 +509,10 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("applies", NoArgs, _applies),
         Operation("models", NoArgs, _models),
         Operation("apply", ApplyArgs, _apply, progress=True),
+        Operation("erase", People, _erase, progress=True),
+        Operation("erasure", ErasureRef, _erasure),
+        Operation("erasures", NoArgs, _erasures),
+        Operation("lift", People, _lift),
     )
 }
 

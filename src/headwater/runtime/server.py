@@ -218,7 +218,9 @@ async def _serve(
     if private:
         control_task = asyncio.create_task(control.serve(sockets=[_private_unix_socket(uds)]))
     main_task = asyncio.create_task(main.serve(sockets=[sock]))
-    background = asyncio.gather(runtime.schedule(), runtime.deliver(), runtime.publish_floor())
+    background = asyncio.gather(
+        runtime.schedule(), runtime.deliver(), runtime.publish_floor(), runtime.suppress()
+    )
     try:
         while not (main.started and (control.started or not private)):
             if main_task.done() or (control_task is not None and control_task.done()):

@@ -19,6 +19,7 @@ from headwater.core.errors import TerminalError
 from headwater.state.admin_actions import AdminLog, SessionSecret
 from headwater.state.applies import ApplyLog
 from headwater.state.deliveries import DeliveryLog
+from headwater.state.erasures import ErasureLog
 from headwater.state.leases import Leases
 from headwater.state.models import ModelRegistry
 from headwater.state.offload import OffloadLog
@@ -33,7 +34,7 @@ SCHEMA_REVISION = "0009"
 class StateStore:
     """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
     ``deliveries``, ``offloads``, ``applies``, ``models``, ``retention``,
-    ``admin_actions`` and ``session_secret``, over one SQLAlchemy engine."""
+    ``admin_actions``, ``session_secret`` and ``erasures``, over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -46,6 +47,7 @@ class StateStore:
         self.retention = RetentionLog(engine)
         self.admin_actions = AdminLog(engine)
         self.session_secret = SessionSecret(engine)
+        self.erasures = ErasureLog(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:

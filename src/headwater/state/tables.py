@@ -232,6 +232,54 @@ model_uses = Table(
 )
 
 
+#: One erasure of people's data: who asked, when, and (until every place is done) the ids.
+erasures = Table(
+    "erasures",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("requested_by", String(200), nullable=False),
+    Column("requested_at", UTCDateTime(), nullable=False),
+    Column("status", String(16), nullable=False),  # pending | done
+    Column("ids", Text),  # JSON {"user_id": [...], "anonymous_id": [...]}; NULL once done
+    Column("hashes", Text, nullable=False),  # JSON, the same shape, SHA-256 of each id
+    Column("finished_at", UTCDateTime()),
+)
+
+#: Each place an erasure deletes from (a table, a recomputation, a sink), planned before
+#: anything is deleted and marked done as it finishes: a re-run resumes at the first not done.
+erasure_places = Table(
+    "erasure_places",
+    metadata,
+    Column("erasure_id", Integer, primary_key=True),
+    Column("place", String(400), primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),  # table | failed | recompute | files | ...
+    Column("detail", Text, nullable=False),  # JSON: what the place needs to be done
+    Column("status", String(16), nullable=False),  # pending | done
+    Column("rows", BigInteger),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime(), nullable=False),
+    Column("last_error", Text),
+    Column("done_at", UTCDateTime()),
+    Index("erasure_places_open", "status", "next_attempt_at"),
+)
+
+#: Ids whose new events are dropped at ingest, by hash (the raw id is not kept here).
+suppressions = Table(
+    "suppressions",
+    metadata,
+    Column("hash", String(64), primary_key=True),
+    Column("kind", String(16), nullable=False),  # user_id | anonymous_id
+    Column("erasure_id", Integer),
+    Column("added_by", String(200), nullable=False),
+    Column("added_at", UTCDateTime(), nullable=False),
+    Column("lifted_at", UTCDateTime()),
+    Column("lifted_by", String(200)),
+    Column("dropped", BigInteger, nullable=False, server_default="0"),
+    Column("last_dropped_at", UTCDateTime()),
+)
+
+
 def record(cls: type[T], row: RowMapping, **values: Any) -> T:
     """A dataclass ``cls`` from a row: each field from the column of its name, except those
     given in ``values``; a row with ``interval_start`` and ``interval_end`` gives ``interval``."""

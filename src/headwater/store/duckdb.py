@@ -456,6 +456,25 @@ class DuckDBEngine:
             ).fetchone()
         return int(deleted[0]) if deleted else 0
 
+    def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
+        if not values:
+            return 0
+        with self._cursor() as cur:
+            found = cur.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = 'main' "
+                "AND table_name = ? AND column_name = ?",
+                [table, column],
+            ).fetchone()
+            if found is None:
+                return 0
+            with self._transaction(cur):
+                deleted = cur.execute(
+                    f"DELETE FROM {quote(table)} WHERE {quote(column)} IN "
+                    "(SELECT unnest(?::VARCHAR[]))",
+                    [list(values)],
+                ).fetchone()
+        return int(deleted[0]) if deleted else 0
+
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         with self._cursor() as cur:
             try:

@@ -339,6 +339,12 @@ class Engine(Protocol):
         column (Spark: by the interval each part was published for)."""
         ...
 
+    def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
+        """Delete the rows of ``table`` whose ``column`` equals one of ``values`` (bound as
+        parameters, never pasted into the SQL); return how many. A person's erasure: deleting
+        again deletes nothing, and a table that does not exist has nothing to delete."""
+        ...
+
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         """What running ``sql`` (named ``params`` bound) would read; ``None`` when unknown."""
         ...

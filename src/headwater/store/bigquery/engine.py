@@ -190,22 +190,38 @@ class BigQueryEngine:
             result.append(bq.ScalarQueryParameter(name, kind, value))
         return result
 
-    def _config(self, params: Mapping[str, object], **extra: Any) -> Any:
+    def _config(
+        self, params: Mapping[str, object], strings: Mapping[str, Sequence[str]], **extra: Any
+    ) -> Any:
+        """``strings``: arrays of strings (an erasure's ids, for ``IN UNNEST(@name)``), apart
+        from ``params``, whose values must be scalars."""
+        arrays = [self._bq.ArrayQueryParameter(n, "STRING", list(v)) for n, v in strings.items()]
         return self._bq.QueryJobConfig(
-            default_dataset=self.dataset, query_parameters=self._parameters(params), **extra
+            default_dataset=self.dataset,
+            query_parameters=self._parameters(params) + arrays,
+            **extra,
         )
 
-    def dry_run(self, sql: str, params: Mapping[str, object] | None = None) -> int:
+    def dry_run(
+        self,
+        sql: str,
+        params: Mapping[str, object] | None = None,
+        strings: Mapping[str, Sequence[str]] | None = None,
+    ) -> int:
         """Bytes ``sql`` would bill, from BigQuery's dry run (free)."""
-        job = self._job(sql, self._config(params or {}, dry_run=True, use_query_cache=False))
-        return int(job.total_bytes_processed or 0)
+        config = self._config(params or {}, strings or {}, dry_run=True, use_query_cache=False)
+        return int(self._job(sql, config).total_bytes_processed or 0)
 
     def _run(
-        self, sql: str, params: Mapping[str, object] | None = None, fence: Fence | None = None
+        self,
+        sql: str,
+        params: Mapping[str, object] | None = None,
+        fence: Fence | None = None,
+        strings: Mapping[str, Sequence[str]] | None = None,
     ) -> Any:
         """Dry-run, refuse over budget, then run with the budget as BigQuery's own limit; a
         script that raised the fence's error is :class:`Fenced`."""
-        planned = self.dry_run(sql, params)
+        planned = self.dry_run(sql, params, strings)
         if planned > self.max_bytes_billed:
             raise BudgetExceeded(
                 f"the query would bill {planned:,} bytes, over the budget of "
@@ -213,7 +229,9 @@ class BigQueryEngine:
                 hint="filter on the partition column (received_at, or the interval's column), "
                 "or raise [store] max_bytes_billed",
             )
-        config = self._config(params or {}, maximum_bytes_billed=self.max_bytes_billed)
+        config = self._config(
+            params or {}, strings or {}, maximum_bytes_billed=self.max_bytes_billed
+        )
         job = self._job(sql, config)
         try:
             return job.result()
@@ -339,7 +357,7 @@ class BigQueryEngine:
     def result_schema(self, sql: str, params: Mapping[str, object]) -> pa.Schema:
         """The columns ``sql`` gives, from its dry run (free), as the Arrow types its result
         would have."""
-        job = self._job(sql, self._config(params, dry_run=True, use_query_cache=False))
+        job = self._job(sql, self._config(params, {}, dry_run=True, use_query_cache=False))
         return pa.schema([_arrow_field(f) for f in job.schema or []])
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> None:
@@ -469,6 +487,25 @@ class BigQueryEngine:
             f"DELETE FROM `{self.dataset}.{name}` WHERE `{column}` < @before", {"before": cut}
         )
         return int(getattr(result, "num_dml_affected_rows", None) or 0)
+
+    def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
+        """One DML ``DELETE`` with the values as an array parameter. A table that does not
+        exist, or lacks the column, has nothing to delete."""
+        _checked(table), _checked(column)
+        if not values or table not in self._table_ids():
+            return 0
+        try:
+            found = self.client.get_table(f"{self.dataset}.{_checked(table)}")
+        except Exception as exc:
+            raise classify(exc) from None
+        if column not in {f.name for f in getattr(found, "schema", None) or []}:
+            return 0
+        statement = (
+            f"DELETE FROM `{self.dataset}.{_checked(table)}` "
+            f"WHERE CAST(`{_checked(column)}` AS STRING) IN UNNEST(@values)"
+        )
+        done = self._run(statement, strings={"values": [str(v) for v in values]})
+        return int(getattr(done, "num_dml_affected_rows", None) or 0)
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:
         return Cost(bytes_scanned=self.dry_run(sql, params))

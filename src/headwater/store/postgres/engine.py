@@ -393,6 +393,25 @@ class PostgresEngine:
             )
             return int(result.rowcount or 0)
 
+    def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
+        if not values:
+            return 0
+        with self._writing() as con:
+            found = con.execute(
+                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s AND column_name = %s",
+                [self.schema, table, column],
+            ).fetchone()
+            if found is None:
+                return 0
+            result = con.execute(
+                sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)").format(
+                    self._table(table), sql.Identifier(column)
+                ),
+                [list(values)],
+            )
+            return int(result.rowcount or 0)
+
     def upsert(self, table: str, key: Sequence[str], data: pa.Table) -> None:
         if not key:
             raise QueryError("upsert needs at least one key column")

@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from py4j.protocol import Py4JJavaError, Py4JNetworkError
 from pyspark.errors import PySparkException, PythonException
 from pyspark.sql import DataFrame, SparkSession
@@ -449,6 +451,48 @@ class SparkEngine:
                 return dropped
         except (OSError, pa.ArrowException) as exc:
             raise StoreUnavailable(self.name, reason(exc)) from exc
+
+    def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
+        """File by file with pyarrow (no Spark job): each Parquet file of ``table`` that holds
+        a matching row is written again without it, under a hidden name, then moved over the
+        old one, keeping its folder (partition) and name, so the layout stays as it was."""
+        if not values:
+            return 0
+        wanted = pa.array(list(values), pa.string())
+        selector = pafs.FileSelector(f"{self._root}/{table}", allow_not_found=True, recursive=True)
+        deleted = 0
+        with self._write_lock:
+            try:
+                for info in self._fs.get_file_info(selector):
+                    name = info.base_name
+                    if info.type != pafs.FileType.File or name.startswith((".", "_")):
+                        continue
+                    if not name.endswith(".parquet"):
+                        continue
+                    deleted += self._delete_in_file(info.path, column, wanted)
+            except (OSError, pa.ArrowException) as exc:
+                raise StoreUnavailable(self.name, reason(exc)) from exc
+        return deleted
+
+    def _delete_in_file(self, path: str, column: str, wanted: pa.Array) -> int:
+        rows = pq.read_table(path, filesystem=self._fs)
+        if column not in rows.column_names:
+            return 0
+        matched = pc.fill_null(pc.is_in(rows[column].cast(pa.string()), value_set=wanted), False)
+        count = pc.sum(matched).as_py() or 0
+        if not count:
+            return 0
+        folder, _, name = path.rpartition("/")
+        temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(rows.filter(pc.invert(matched)), temporary, filesystem=self._fs,
+                       compression="zstd")  # fmt: skip
+        # Spark's local file system keeps a checksum beside each file it wrote; the old
+        # file's would refuse the new one. Without it, the file is read unchecked.
+        checksum = f"{folder}/.{name}.crc"
+        if self._fs.get_file_info(checksum).type == pafs.FileType.File:
+            self._fs.delete_file(checksum)
+        self._fs.move(temporary, path)
+        return int(count)
 
     def _partitions(self, table: str) -> list[str]:
         """The ``_interval`` values of ``table``'s partitions."""

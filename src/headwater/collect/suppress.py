@@ -1,0 +1,108 @@
+"""Suppression at ingest: events of erased people are dropped before they are stored.
+
+The list is a set of SHA-256 hashes of ids (:func:`id_hash`), held in memory and replaced
+when the metadata database's list changes (the server looks every few seconds), so an
+event costs a hash and a set lookup, never a query. An event is dropped when its
+``userId`` or ``anonymousId`` is on the list; it is answered as accepted (a client must
+not send it again), counted by the ``headwater_events_suppressed`` metric and in the
+list's own counts, and stored nowhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TypeVar
+
+import numpy as np
+import pyarrow as pa
+from prometheus_client import CollectorRegistry, Counter
+
+from headwater.store import schema
+from headwater.store.dedupe import U64
+
+R = TypeVar("R", bound=Sequence[object])
+
+#: The id columns an erasure names and ingest checks.
+KINDS = ("user_id", "anonymous_id")
+_INDEX = {kind: schema.EVENTS.get_field_index(kind) for kind in KINDS}
+
+
+def id_hash(kind: str, value: str) -> str:
+    """The hash an id is kept and looked up by: the same in every source (an erasure is of
+    a person, not of one source's events), apart per kind.
+
+    >>> id_hash("user_id", "u1") == id_hash("user_id", "u1") != id_hash("anonymous_id", "u1")
+    True
+    """
+    return hashlib.sha256(f"headwater-person\x00{kind}\x00{value}".encode()).hexdigest()
+
+
+class Suppression:
+    """The hashes whose events are dropped, and how many were dropped since last asked."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._hashes: frozenset[str] = frozenset()
+        self._dropped: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._counter = (
+            None
+            if registry is None
+            else Counter(
+                "headwater_events_suppressed",
+                "Events dropped at ingest because their person was erased (not stored).",
+                registry=registry,
+            )
+        )
+
+    def replace(self, hashes: Iterable[str]) -> None:
+        self._hashes = frozenset(hashes)
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def take_dropped(self) -> dict[str, int]:
+        """What was dropped since the last call, by hash (to add to the list's counts)."""
+        with self._lock:
+            dropped, self._dropped = self._dropped, {}
+        return dropped
+
+    def filter(
+        self, events: pa.Table | list[R], keys: tuple[U64, U64] | None
+    ) -> tuple[pa.Table | list[R], tuple[U64, U64] | None, int]:
+        """``events`` (rows or a table) without those of suppressed ids, their dedupe keys
+        likewise, and how many were dropped."""
+        hashes = self._hashes
+        if not hashes:
+            return events, keys, 0
+        if isinstance(events, pa.Table):
+            ids = [events.column(kind).to_pylist() for kind in KINDS]
+            marks = [self._hit(hashes, [col[i] for col in ids]) for i in range(events.num_rows)]
+        else:
+            marks = [self._hit(hashes, [row[_INDEX[k]] for k in KINDS]) for row in events]
+        dropped = sum(m is not None for m in marks)
+        if not dropped:
+            return events, keys, 0
+        self._count(m for m in marks if m is not None)
+        if isinstance(events, pa.Table):
+            keep = np.array([m is None for m in marks], dtype=bool)
+            kept_keys = None if keys is None else (keys[0][keep], keys[1][keep])
+            return events.filter(pa.array(keep)), kept_keys, dropped
+        return [row for row, m in zip(events, marks, strict=True) if m is None], keys, dropped
+
+    @staticmethod
+    def _hit(hashes: frozenset[str], values: Sequence[object]) -> str | None:
+        for kind, value in zip(KINDS, values, strict=True):
+            if isinstance(value, str) and (found := id_hash(kind, value)) in hashes:
+                return found
+        return None
+
+    def _count(self, hits: Iterable[str]) -> None:
+        with self._lock:
+            n = 0
+            for found in hits:
+                self._dropped[found] = self._dropped.get(found, 0) + 1
+                n += 1
+        if self._counter is not None:
+            self._counter.inc(n)
