@@ -26,6 +26,7 @@ LAYERS = (
     "deliver",  # sinks and the deliverer
     "serve",  # the read API
     "config",  # headwater.toml, composed of each stage's settings
+    "dashboard",  # the admin pages: given the runtime's operations, never importing it
     "runtime",  # builds the parts from the project and runs them
     "cli",  # the headwater command
 )

@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     from playwright.sync_api import ConsoleMessage
 
 SDKS = Path(__file__).parent / "sdks"
-PACKAGES = ("@segment/analytics-node", "@rudderstack/rudder-sdk-node", "@segment/analytics-next")
+PACKAGES = (
+    "@segment/analytics-node",
+    "@rudderstack/rudder-sdk-node",
+    "@segment/analytics-next",
+    # Not an SDK: the accessibility checker the dashboard tests run in the browser.
+    "axe-core",
+)
 CHROMIUM = Path("/usr/bin/chromium")
 # Without the background-networking flags Chromium keeps calling Google's services; the
 # resolver rule makes any name but loopback fail before a packet leaves.

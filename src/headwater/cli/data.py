@@ -88,3 +88,48 @@ def _print_transfer(verb: str, days: list[dict[str, Any]], folder: Path) -> None
         note = f" ({skipped} days done before)" if skipped else ""
         console.print(f"{verb} {table}: {len(mine) - skipped} days, {rows} rows{note}.")
     console.print(f"[dim]{folder}[/dim]")
+
+
+def traffic(
+    until: Annotated[
+        str | None, typer.Option("--until", help="The minute to end at (UTC; default now).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Events accepted and refused over the last hour and day, by source, event name and
+    refusal code, and the store's size: the dashboard's overview, as text.
+
+    Example: headwater traffic --until 2026-12-01T12:00
+    """
+    import sys
+
+    from rich.table import Table
+
+    from headwater.core import jsonio
+
+    report = operation("traffic", {"until": until})
+    if as_json:
+        sys.stdout.write(jsonio.dumps_str(report) + "\n")
+        return
+    view = Table(header_style="bold", title=f"Events up to {report['until'][:16]} UTC")
+    for column in ("window", "by", "name", "events"):
+        view.add_column(column, overflow="fold")
+    for window in ("hour", "day"):
+        counts = report[window]
+        view.add_row(f"last {window}", "", "accepted", f"{counts['accepted']:,}")
+        view.add_row(f"last {window}", "", "refused", f"{counts['refused']:,}")
+        for by, key in (
+            ("source", "by_source"),
+            ("event", "by_event"),
+            ("code", "refused_by_code"),
+        ):
+            for name, minutes in counts[key].items():
+                view.add_row(f"last {window}", by, name, f"{sum(minutes):,}")
+    console.print(view)
+    store = report["store"]
+    size = f", {store['bytes']:,} bytes" if store["bytes"] is not None else ""
+    console.print(
+        f"Store ({store['engine']}): {store['events']:,} events, "
+        f"{store['failed_events']:,} failed events{size}.",
+        highlight=False,
+    )

@@ -57,6 +57,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "up", serving.up),
     (app, "serve", serving.serve_stage),
     (app, "query", data.query),
+    (app, "traffic", data.traffic),
     (app, "run", pipelines.run),
     (app, "backfill", pipelines.backfill),
     (app, "status", pipelines.status),

@@ -116,6 +116,10 @@ class Writer:
         self._pending: dict[int, int] = {}
         self._since_checkpoint = 0
         self.healthy = True
+        #: Called from the writer's thread after each commit with the events of the group
+        #: and which of them the store kept (the rest were duplicates): the dashboard's
+        #: live tail. It must return quickly; what it raises is logged, not the commit's.
+        self.on_commit: Callable[[pa.Table, Mask], None] | None = None
 
     def start(self) -> None:
         self._prune()
@@ -296,6 +300,11 @@ class Writer:
             for (bad_source, code), count in _pairs(subs).items():
                 self._metrics.rejected.labels(bad_source or "", code).inc(count)
         self._metrics.commit_events.observe(events.num_rows + failed.num_rows)
+        if self.on_commit is not None and events.num_rows:
+            try:
+                self.on_commit(events, new)
+            except Exception:  # a viewer's failure must never fail a commit
+                log.exception("the commit hook failed")
         self._since_checkpoint += events.num_rows + failed.num_rows
 
     def _prune(self) -> None:

@@ -28,9 +28,10 @@ from headwater.config.watch import ProjectWatch
 from headwater.core.clock import from_us, now_us, parse_duration
 from headwater.core.errors import HeadwaterError
 from headwater.core.secrets import environment_value
+from headwater.dashboard.tail import Fanout
 from headwater.deliver.settings import PostgresSink
 from headwater.runtime.metrics import DeliveryCounters, StateMetrics
-from headwater.runtime.workspace import Workspace, state_for
+from headwater.runtime.workspace import Workspace, private_folder, state_for
 from headwater.serve.catalog import Served
 from headwater.serve.query import Reader
 from headwater.store.engine import Engine, collectors_floor
@@ -48,6 +49,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: What one process can do; ``headwater up`` does all of it.
 ROLES = frozenset({"collect", "api", "schedule", "deliver"})
+#: Served by the process itself, before the dashboard (which has everything else at ``/``).
+ADMIN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 FLOOR_EVERY_SECONDS = 1.0
 
 
@@ -133,6 +136,11 @@ class Runtime:
         # collector that nobody reads from never holds it.
         self._api: ASGIApp | None = None
         self._api_lock = threading.Lock()
+        # Committed events for the dashboard's live tail (nothing is done while nobody looks).
+        self.fanout = Fanout() if "collect" in roles else None
+        if self.fanout is not None:
+            self.writer.on_commit = self.fanout.publish
+        self._dashboard: ASGIApp | None = None
         self.admin = Starlette(
             routes=[
                 Route("/healthz", self._healthz),
@@ -225,8 +233,10 @@ class Runtime:
             await self.ingest(scope, receive, send)
         elif scope["type"] == "http" and path.startswith("/api/") and "api" in self.roles:
             await self.api()(scope, receive, send)
-        else:
+        elif path in ADMIN_PATHS or "api" not in self.roles:
             await self.admin(scope, receive, send)
+        else:
+            await self.dashboard()(scope, receive, send)
 
     def api(self) -> ASGIApp:
         """The read API, built once, at its first request."""
@@ -243,6 +253,25 @@ class Runtime:
                     self.project.settings.api,
                 )
             return self._api
+
+    def dashboard(self) -> ASGIApp:
+        """The dashboard at ``/``, built once, at its first request (with the read API)."""
+        with self._api_lock:
+            if self._dashboard is None:
+                from headwater.dashboard.app import dashboard_app
+                from headwater.runtime import operations
+
+                workspace = self.workspace
+                self._dashboard = dashboard_app(
+                    lambda name, args: operations.call(workspace, name, args),
+                    workspace.state.admin_actions,
+                    self.watch.derived(Project.admin_tokens),
+                    self.registry,
+                    self.fanout,
+                    self.roles,
+                    private_folder(self.project.data_dir),
+                )
+            return self._dashboard
 
     async def deliver(self) -> None:
         """Deliver owed intervals until :attr:`stopping` is set.

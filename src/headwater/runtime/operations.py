@@ -84,6 +84,17 @@ class Letters(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ids: list[int] = msgspec.field(default_factory=list)
 
 
+class Moment(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The minute a report ends at (ISO, UTC; ``None``: now), so two reports can agree."""
+
+    until: str | None = None
+
+
+class Preview(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str
+    limit: int = 20
+
+
 class Export(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     folder: str
     start: str | None = None
@@ -206,6 +217,24 @@ def _offload(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object
             "bytes": sum(s.bytes for s in day),
         },
     }
+
+
+def _traffic(workspace: Workspace, args: Moment, _: ProgressSink | None) -> object:
+    from headwater.runtime.traffic import traffic
+
+    return traffic(workspace, _time(args.until))
+
+
+def _datasets(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    from headwater.runtime.datasets import datasets
+
+    return datasets(workspace)
+
+
+def _preview(workspace: Workspace, args: Preview, _: ProgressSink | None) -> object:
+    from headwater.runtime.datasets import preview
+
+    return preview(workspace, args.name, args.limit)
 
 
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
@@ -373,6 +402,9 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("offload", NoArgs, _offload),
         Operation("intervals", Cells, _intervals),
         Operation("interval", At, _interval),
+        Operation("traffic", Moment, _traffic),
+        Operation("datasets", NoArgs, _datasets),
+        Operation("preview", Preview, _preview),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),

@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from headwater.core.errors import TerminalError
+from headwater.state.admin_actions import AdminLog
 from headwater.state.applies import ApplyLog
 from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
@@ -25,12 +26,13 @@ from headwater.state.runs import RunLog
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 #: The newest migration in ``migrations/versions``; a test checks it is Alembic's head.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0008"
 
 
 class StateStore:
     """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
-    ``deliveries``, ``offloads``, ``applies`` and ``models``, over one SQLAlchemy engine."""
+    ``deliveries``, ``offloads``, ``applies``, ``models`` and ``admin_actions``, over one
+    SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -40,6 +42,7 @@ class StateStore:
         self.offloads = OffloadLog(engine)
         self.applies = ApplyLog(engine)
         self.models = ModelRegistry(engine)
+        self.admin_actions = AdminLog(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:

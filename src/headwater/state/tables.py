@@ -224,3 +224,19 @@ def record(cls: type[T], row: RowMapping, **values: Any) -> T:
         values["interval"] = Interval(row["interval_start"], row["interval_end"])
     names = [f.name for f in dataclasses.fields(cls) if f.name not in values]  # type: ignore[arg-type]
     return cls(**{name: row[name] for name in names}, **values)
+
+
+#: Every action an admin took from the dashboard: who, what (the operation and its JSON
+#: arguments), when, and how it went (``ok``, ``failed``, ``refused``).
+admin_actions = Table(
+    "admin_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("admin", String(200), nullable=False),
+    Column("action", String(100), nullable=False),
+    Column("arguments", Text, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("outcome", String(20), nullable=False),
+    Column("detail", Text),
+    Index("admin_actions_at", "at"),
+)
