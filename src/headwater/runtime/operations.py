@@ -9,7 +9,7 @@ arguments and the result travel as JSON-able values, and progress arrives as
 dicts.
 
 >>> sorted(OPERATIONS)[:4]
-['applies', 'apply', 'backfill', 'dead_letters']
+['applies', 'apply', 'backfill', 'datasets']
 """
 
 from __future__ import annotations
