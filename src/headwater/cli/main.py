@@ -23,6 +23,7 @@ from headwater.cli import (
     data,
     delivery,
     deploy,
+    failed,
     migrate,
     models,
     pipelines,
@@ -66,6 +67,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (app, "validate", pipelines.validate),
     (app, "models", models.models),
     (app, "replay", delivery.replay),
+    (failed.group, "replay", failed.replay),
     (app, "export", data.export),
     (app, "import", data.import_),
     (app, "migrate", migrate.migrate),
@@ -83,6 +85,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (deployment, "workflow", deploy.workflow),
 )
 GROUPS: tuple[tuple[typer.Typer, str], ...] = (
+    (failed.group, "failed"),
     (sources, "sources"),
     (consumers, "consumers"),
     (admins, "admins"),

@@ -223,12 +223,21 @@ class Validator:
         return Batch(envelope.sent_at, context, len(jsonio.dumps(context)))
 
     def event(
-        self, raw: bytes, kind: str | None, source: str, received_us: int, batch: Batch | None
+        self,
+        raw: bytes,
+        kind: str | None,
+        source: str,
+        received_us: int,
+        batch: Batch | None,
+        *,
+        message_id: str | None = None,
     ) -> EventRow:
         """Validate one event; ``kind`` is the type the endpoint implies (``None`` for batch).
 
         A batch's ``context`` is merged into each event, so it counts towards
-        each event's size.
+        each event's size. ``message_id`` is the id of an event that has none (default: a
+        new UUID); a replay gives one derived from the failed event, so that replaying it
+        again is a duplicate.
         """
         batch = batch or _SINGLE
         size = len(raw) + batch.context_bytes
@@ -240,7 +249,7 @@ class Validator:
                 "send less in properties, traits or context",
             )
         event = self._decode(raw)
-        return _row(event, kind, source, received_us, batch.sent_at, batch.context)
+        return _row(event, kind, source, received_us, batch.sent_at, batch.context, message_id)
 
     def _decode(self, raw: bytes) -> SegmentEvent:
         try:
@@ -293,6 +302,7 @@ def _row(
     received_us: int,
     batch_sent_at: datetime | None,
     batch_context: dict[str, Any] | None,
+    default_id: str | None = None,
 ) -> EventRow:
     kind = kind or event.type
     if kind is None:
@@ -335,7 +345,7 @@ def _row(
     else:
         timestamp_us = received_us
 
-    message_id = event.message_id or str(uuid.uuid4())
+    message_id = event.message_id or default_id or str(uuid.uuid4())
     for field, text in (
         ("messageId", message_id), ("event", event.event), ("name", event.name),
         ("userId", user_id), ("anonymousId", anonymous_id), ("groupId", group_id),

@@ -61,6 +61,8 @@ class _Submission:
     future: asyncio.Future[Outcome]
     nbytes: int
     keys: tuple[U64, U64] | None = None
+    #: Failed events whose replay these events are (``schema.REPLAYED``), marked in the commit.
+    replayed: pa.Table | None = None
     new: int = field(default=0)
 
     @property
@@ -146,6 +148,7 @@ class Writer:
         *,
         nbytes: int = 0,
         keys: tuple[U64, U64] | None = None,
+        replayed: pa.Table | None = None,
     ) -> Outcome:
         """Queue one request's events (its rows, or a table of ``schema.EVENTS``) and
         failed events for the next commit, and wait until they are durable.
@@ -154,10 +157,11 @@ class Writer:
         writer counts it in :meth:`oldest_pending`. ``nbytes`` is what it counts
         towards ``queue_max_bytes`` (the collector gives the request's body size);
         ``keys``: the events' dedupe keys, when the caller computed them (see
-        ``collect/workers.py``).
+        ``collect/workers.py``); ``replayed``: the failed events these events replay,
+        marked replayed in the same commit.
         """
         loop = asyncio.get_running_loop()
-        sub = _Submission(events, failed, loop, loop.create_future(), nbytes, keys)
+        sub = _Submission(events, failed, loop, loop.create_future(), nbytes, keys, replayed)
         size = sub.size
         with self._cond:
             if self._closing:
@@ -183,6 +187,15 @@ class Writer:
         # The commit goes on even if this request is cancelled: the events are
         # then stored but unanswered, and the client's retry is a duplicate.
         return await asyncio.shield(sub.future)
+
+    def commit(
+        self, events: pa.Table, received_us: int, *, replayed: pa.Table | None = None
+    ) -> Outcome:
+        """:meth:`submit` from a thread that runs no event loop (an operation of the control
+        socket): queued with the collector's requests, committed in their group."""
+        return asyncio.run(
+            self.submit(events, [], received_us, nbytes=events.nbytes, replayed=replayed)
+        )
 
     def close(self, timeout: float | None = None) -> None:
         """Refuse new work, commit what is queued, and stop the thread."""
@@ -282,7 +295,13 @@ class Writer:
         if first is not None:
             events, his, los = events.filter(pa.array(first)), his[first], los[first]
             owner = owner[first]
-        batch = IngestBatch(events=events, failed=failed, keys=(pa.array(his), pa.array(los)))
+        marks = [sub.replayed for sub in subs if sub.replayed is not None]
+        batch = IngestBatch(
+            events=events,
+            failed=failed,
+            keys=(pa.array(his), pa.array(los)),
+            replayed=pa.concat_tables(marks) if marks else None,
+        )
         new = np.asarray(self._engine.ingest(batch), dtype=np.bool_)
         stored = np.bincount(owner[new], minlength=len(with_events))
         for sub in subs:
@@ -319,13 +338,15 @@ class Writer:
 
 
 def rows_table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> pa.Table:
-    """Rows (tuples in the schema's column order) as one Arrow table."""
+    """Rows (tuples in the schema's column order) as one Arrow table; columns past the
+    rows' length are NULL (``first_received_at``, which only a replay sets)."""
     if not rows:
         return arrow_schema.empty_table()
     columns = list(zip(*rows, strict=True))
     arrays = [
-        pa.array(column, type=f.type) for column, f in zip(columns, arrow_schema, strict=True)
+        pa.array(column, type=f.type) for column, f in zip(columns, arrow_schema, strict=False)
     ]
+    arrays += [pa.nulls(len(rows), f.type) for f in list(arrow_schema)[len(columns) :]]
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 

@@ -30,6 +30,7 @@ from headwater.core.errors import HeadwaterError
 from headwater.core.secrets import environment_value
 from headwater.dashboard.tail import Fanout
 from headwater.deliver.settings import PostgresSink
+from headwater.runtime import failed
 from headwater.runtime.metrics import DeliveryCounters, StateMetrics
 from headwater.runtime.workspace import Workspace, private_folder, state_for
 from headwater.serve.catalog import Served
@@ -111,6 +112,9 @@ class Runtime:
         self.workspace = Workspace(
             self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
         )
+        if "collect" in roles:
+            # Replayed failed events join the collector's group commit: one writer.
+            self.workspace.replay_commit = failed.through_writer(self.writer)
         self.deliveries = DeliveryCounters(self.registry)
         self.workspace.deliverer.on_result = self.deliveries.observe
         pipelines = self.workspace.pipelines

@@ -105,6 +105,16 @@ class Import(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     folder: str
 
 
+class Replay(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Failed events to replay: by code and a predicate over their row, each payload
+    rewritten by ``fix``; ``dry_run`` says what would pass and writes nothing."""
+
+    code: str | None = None
+    where: str | None = None
+    fix: str | None = None
+    dry_run: bool = False
+
+
 class ApplyArgs(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Who applies, from which commit: what the command knows of the working tree."""
 
@@ -319,6 +329,23 @@ def _replay(workspace: Workspace, args: Letters, _: ProgressSink | None) -> obje
     return workspace.replay(args.pipeline, args.sink, args.ids or None)
 
 
+def _failed(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """Failed events grouped by code, field and source (see ``runtime/failed.py``)."""
+    from headwater.runtime import failed
+
+    return failed.groups(workspace.store)
+
+
+def _failed_replay(workspace: Workspace, args: Replay, _: ProgressSink | None) -> object:
+    """Failed events validated again (after ``fix``) and what passes ingested, or, with
+    ``dry_run``, what would pass and what would still fail."""
+    from headwater.runtime import failed
+
+    return workspace.replay_failed(
+        failed.Choice(code=args.code, where=args.where, fix=args.fix), dry_run=args.dry_run
+    )
+
+
 def _export(workspace: Workspace, args: Export, progress: ProgressSink | None) -> object:
     from headwater.store import transfer
 
@@ -413,6 +440,8 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("deliveries", NoArgs, _deliveries),
         Operation("dead_letters", Letters, _dead_letters),
         Operation("replay", Letters, _replay),
+        Operation("failed", NoArgs, _failed),
+        Operation("failed_replay", Replay, _failed_replay),
         Operation("export", Export, _export, progress=True),
         Operation("import", Import, _import, progress=True),
         Operation("plan", NoArgs, _plan),

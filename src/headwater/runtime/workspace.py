@@ -14,13 +14,15 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
+from headwater.collect.validate import Validator
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
 from headwater.core.clock import parse_duration, utc_now
+from headwater.core.errors import ConfigError
 from headwater.core.secrets import environment_value
 from headwater.core.types import Output
 from headwater.deliver.deliverer import Deliverer, DeliveryResult
@@ -35,6 +37,8 @@ from headwater.process.models import ModelCatalog
 from headwater.process.runner import RunResult
 from headwater.process.service import PipelineService, ProgressFn
 from headwater.process.status import PipelineStatus
+from headwater.runtime import failed
+from headwater.runtime.failed import Choice, Commit
 from headwater.state import StateStore
 from headwater.state.database import MetadataDatabase, SchemaBehind
 from headwater.state.offload import Offloader, OffloadResult
@@ -156,6 +160,9 @@ class Workspace:
             )
             # On the warehouse, an interval by arrival is whole once it is offloaded.
             floor = self.offloader.arrival_floor
+        #: How replayed failed events are committed: set by a server that collects (through
+        #: its writer); ``None``: straight into the store.
+        self.replay_commit: Commit | None = None
         self._graphs = GraphLoader()
         # The graph without the engine's dialect (which sinks each file names) has its own
         # loader: sharing one, each would set the other's cache aside and parse every file
@@ -332,6 +339,24 @@ class Workspace:
                 r = dataclasses.replace(r, status=done.status, error=done.error)
             final.append(r)
         return final
+
+    def replay_failed(self, choice: Choice, *, dry_run: bool = False) -> dict[str, Any]:
+        """Validate the chosen failed events again (after their fix) and ingest what passes
+        into the store collectors write (``dry_run``: only say what would pass)."""
+        settings = self.project.settings
+        if not dry_run and not settings.store.can_collect:
+            raise ConfigError(
+                f"failed events are replayed into the store collectors write; this "
+                f"environment's store is {settings.store.engine}",
+                hint="add --dry-run to see what would pass, or replay in the environment "
+                "whose collectors wrote them",
+            )
+        validator = Validator(
+            max_event_bytes=settings.collector.max_event_bytes,
+            max_depth=settings.collector.max_depth,
+        )
+        commit = None if dry_run else self.replay_commit or failed.to_store(self.store)
+        return failed.replay(self.store, validator, commit, settings.project.dialect, choice)
 
     def offload(self, should_stop: Callable[[], bool] = bool) -> OffloadResult | None:
         """Move whole intervals of arrival into the warehouse and apply the hot store's

@@ -45,19 +45,21 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def _kind(field: pa.Field) -> str:
+    if field.name in schema.JSON_COLUMNS:
+        return "JSON"
+    if pa.types.is_timestamp(field.type):
+        return "TIMESTAMPTZ"
+    if pa.types.is_uint64(field.type):
+        return "UBIGINT"
+    return "VARCHAR"
+
+
 def _ddl(table: str, arrow_schema: pa.Schema, primary_key: Sequence[str] = ()) -> str:
     columns = []
     for field in arrow_schema:
-        if field.name in schema.JSON_COLUMNS:
-            kind = "JSON"
-        elif pa.types.is_timestamp(field.type):
-            kind = "TIMESTAMPTZ"
-        elif pa.types.is_uint64(field.type):
-            kind = "UBIGINT"
-        else:
-            kind = "VARCHAR"
         null = "" if field.nullable else " NOT NULL"
-        columns.append(f"{quote(field.name)} {kind}{null}")
+        columns.append(f"{quote(field.name)} {_kind(field)}{null}")
     if primary_key:
         columns.append(f"PRIMARY KEY ({', '.join(quote(c) for c in primary_key)})")
     return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(columns)})"
@@ -115,6 +117,12 @@ class DuckDBEngine:
 
     def _create_tables(self) -> None:
         self._con.execute(_ddl("events", schema.EVENTS))
+        for column in schema.ADDED_EVENT_COLUMNS:
+            # A store made by an older version: the column is added, NULL in its rows.
+            self._con.execute(
+                f"ALTER TABLE events ADD COLUMN IF NOT EXISTS {quote(column)} "
+                f"{_kind(schema.EVENTS.field(column))}"
+            )
         self._con.execute(_ddl("failed_events", schema.FAILED_EVENTS))
         self._con.execute(_ddl("message_ids", schema.MESSAGE_IDS))
         _drop_key_index(self._con)
@@ -177,6 +185,14 @@ class DuckDBEngine:
                     con.register("_hw_failed", _as_json(batch.failed))
                     con.execute("INSERT INTO failed_events BY NAME SELECT * FROM _hw_failed")
                     con.unregister("_hw_failed")
+                if batch.replayed is not None and batch.replayed.num_rows:
+                    con.register("_hw_replayed", batch.replayed)
+                    con.execute(
+                        "UPDATE failed_events SET replayed_at = r.replayed_at "
+                        "FROM _hw_replayed r WHERE failed_events.id = r.id "
+                        "AND failed_events.replayed_at IS NULL"
+                    )
+                    con.unregister("_hw_replayed")
             except BaseException:
                 con.rollback()
                 raise

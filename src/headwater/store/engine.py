@@ -17,6 +17,7 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 
 from headwater.core.types import Interval
+from headwater.store.errors import QueryError
 
 #: A collector not heard from for this long is taken for dead: its floor no longer counts.
 FLOOR_STALE_SECONDS = 30.0
@@ -30,11 +31,27 @@ class IngestBatch:
     same ``(source, message_id)``; ``failed`` has ``FAILED_EVENTS``. ``keys``, when
     given, are the rows' dedupe keys (:func:`headwater.store.schema.message_keys`),
     already computed by the caller; an engine that uses them need not hash again.
+    ``replayed`` (:data:`~headwater.store.schema.REPLAYED`) are failed events whose
+    replay ``events`` hold: their ``replayed_at`` is set in the same transaction (where
+    it is still NULL), so a replay is stored and marked together or not at all.
     """
 
     events: pa.Table
     failed: pa.Table
     keys: tuple[pa.Array, pa.Array] | None = None
+    replayed: pa.Table | None = None
+
+
+def refuse_replayed(engine: str, batch: IngestBatch) -> None:
+    """A warehouse keeps ``failed_events`` as loaded files or partitions, with no update in
+    the transaction of an ingest: failed events are replayed on the store collectors
+    write."""
+    if batch.replayed is not None and batch.replayed.num_rows:
+        raise QueryError(
+            f"failed events are replayed on the store collectors write, not on {engine}",
+            hint="run `headwater failed replay` in the environment whose [store] is DuckDB "
+            "or PostgreSQL",
+        )
 
 
 @dataclass(frozen=True, slots=True)

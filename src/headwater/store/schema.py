@@ -33,8 +33,15 @@ EVENTS = pa.schema(
         pa.field("properties", pa.string()),
         pa.field("traits", pa.string()),
         pa.field("context", pa.string()),
+        # When a replayed failed event first arrived (its received_at is the replay's time,
+        # so offloads and pipelines by arrival take it as new); NULL for every other event.
+        pa.field("first_received_at", TIMESTAMP),
     ]
 )
+
+#: Columns of ``events`` added after stores were first made: each engine adds the missing
+#: ones to an existing store when it opens it (nullable, so old rows read NULL).
+ADDED_EVENT_COLUMNS = ("first_received_at",)
 
 FAILED_EVENTS = pa.schema(
     [
@@ -46,6 +53,14 @@ FAILED_EVENTS = pa.schema(
         pa.field("message", pa.string(), nullable=False),
         pa.field("payload", pa.string()),
         pa.field("replayed_at", TIMESTAMP),
+    ]
+)
+
+#: ``failed_events`` rows replayed in a commit (``IngestBatch.replayed``): their ids and when.
+REPLAYED = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("replayed_at", TIMESTAMP, nullable=False),
     ]
 )
 

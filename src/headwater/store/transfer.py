@@ -121,7 +121,7 @@ def import_events(
             done.append(DayCount(table, day, imported[name], skipped=True))
             _progress(report, done[-1], len(done), len(files))
             continue
-        data = pq.read_table(folder / name).cast(TABLES[table])
+        data = _conformed(pq.read_table(folder / name), TABLES[table])
         if data.num_rows != files[name]:
             raise TransferError(
                 f"{name} holds {data.num_rows} rows, the manifest says {files[name]}",
@@ -215,6 +215,15 @@ def arrivals(engine: Engine, table: str, start: datetime, end: datetime) -> pa.T
     columns = [exp.column(name, quoted=True) for name in TABLES[table].names]
     query = exp.select(*columns).from_(exp.table_(table, quoted=True))
     return _select(engine, query, start, end).cast(TABLES[table])
+
+
+def _conformed(data: pa.Table, arrow_schema: pa.Schema) -> pa.Table:
+    """An exported file as ``arrow_schema``: one made before a column was added has none
+    of it, NULL in every row."""
+    for field in arrow_schema:
+        if field.name not in data.column_names and field.nullable:
+            data = data.append_column(field, pa.nulls(data.num_rows, field.type))
+    return data.select(arrow_schema.names).cast(arrow_schema)
 
 
 def _count(engine: Engine, table: str, day: str) -> int:

@@ -34,7 +34,14 @@ from headwater.core.extras import MissingExtra
 from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.bigquery.errors import classify, transient
-from headwater.store.engine import Cost, Fence, IngestBatch, Selected, map_in_process
+from headwater.store.engine import (
+    Cost,
+    Fence,
+    IngestBatch,
+    Selected,
+    map_in_process,
+    refuse_replayed,
+)
 from headwater.store.errors import Fenced, QueryError, StoreUnavailable, first_line
 from headwater.store.readonly import check_read_only
 
@@ -129,10 +136,25 @@ class BigQueryEngine:
                 table.clustering_fields = ["source", "event"]
             made = self.client.create_table(table, exists_ok=True)
             self._check_partitioning(name, made.time_partitioning)
+            if name == "events":
+                self._add_columns(made)
         fences = [bq.SchemaField("name", "STRING", "REQUIRED"), bq.SchemaField("token", "INT64")]
         self.client.create_table(
             bq.Table(f"{self.dataset}.{schema.FENCES}", fences), exists_ok=True
         )
+
+    def _add_columns(self, events: Any) -> None:
+        """An events table made by an older version gets the columns added since (nullable:
+        BigQuery adds them to the schema without rewriting the table)."""
+        present = {field.name for field in events.schema or []}
+        added = [
+            field
+            for field in bq_schema(schema.EVENTS)
+            if field.name in schema.ADDED_EVENT_COLUMNS and field.name not in present
+        ]
+        if added and present:
+            events.schema = [*events.schema, *added]
+            self.client.update_table(events, ["schema"])
 
     def _check_partitioning(self, name: str, found: Any) -> None:
         """An existing event table must be partitioned as this engine loads it: by
@@ -241,6 +263,7 @@ class BigQueryEngine:
     # -- collector --------------------------------------------------------------
 
     def ingest(self, batch: IngestBatch) -> pa.Array:
+        refuse_replayed(self.name, batch)
         events = batch.events
         new = pa.array([True] * events.num_rows, pa.bool_())
         if events.num_rows:

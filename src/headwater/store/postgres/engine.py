@@ -104,11 +104,16 @@ class PostgresEngine:
             # arrival) without taking the lock again.
             found = con.execute(
                 "SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL "
-                "AND to_regclass(%s) IS NOT NULL",
+                "AND to_regclass(%s) IS NOT NULL AND (SELECT count(*) = %s FROM "
+                "information_schema.columns WHERE table_schema = %s AND table_name = 'events' "
+                "AND column_name = ANY(%s))",
                 [
                     sql.Identifier(self.schema, "message_ids_received").as_string(con),
                     sql.Identifier(self.schema, schema.FENCES).as_string(con),
                     sql.Identifier(self.schema, "failed_events_received_at").as_string(con),
+                    len(schema.ADDED_EVENT_COLUMNS),
+                    self.schema,
+                    list(schema.ADDED_EVENT_COLUMNS),
                 ],
             ).fetchone()
             if found is not None and found[0]:
@@ -126,6 +131,15 @@ class PostgresEngine:
                 con.execute(
                     sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                         self._table(table), columns_ddl(arrow, schema.JSON_COLUMNS)
+                    )
+                )
+            for column in schema.ADDED_EVENT_COLUMNS:
+                # A store made by an older version: the column is added (a change of the
+                # catalog only: nullable, no default), NULL in its rows.
+                con.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}").format(
+                        self._table("events"),
+                        columns_ddl(pa.schema([schema.EVENTS.field(column)])),
                     )
                 )
             con.execute(

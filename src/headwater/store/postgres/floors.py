@@ -71,6 +71,9 @@ class PostgresFloors:
             con.execute(
                 sql.SQL("DELETE FROM {} WHERE collector = %s").format(self._table), [collector]
             )
+        if self.collector == collector:
+            # Gone from the table, it can no longer renew its liveness: its commits end.
+            self.collector = None
 
     def lowest(self, stale_after_seconds: float) -> int | None:
         with self._connection() as con:

@@ -63,5 +63,15 @@ def ingest(
                 )
                 new = pa.array([pair in fresh for pair in pairs], pa.bool_())
         copy_in(con, sql.Identifier(store, "failed_events"), batch.failed)
+        replayed = batch.replayed
+        if replayed is not None and replayed.num_rows:
+            con.execute(
+                sql.SQL(
+                    "UPDATE {} f SET replayed_at = r.replayed_at "
+                    "FROM unnest(%s::text[], %s::timestamptz[]) AS r (id, replayed_at) "
+                    "WHERE f.id = r.id AND f.replayed_at IS NULL"
+                ).format(sql.Identifier(store, "failed_events")),
+                [replayed["id"].to_pylist(), replayed["replayed_at"].to_pylist()],
+            )
         floors.fence(con)
     return new

@@ -47,7 +47,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from headwater.core.types import Interval
-from headwater.store.engine import Cost, Fence, IngestBatch, Selected
+from headwater.store.engine import Cost, Fence, IngestBatch, Selected, refuse_replayed
 from headwater.store.errors import Fenced, QueryError, StoreUnavailable
 from headwater.store.readonly import check_read_only
 from headwater.store.spark.buckets import SCHEMES, bucket_filesystem
@@ -133,6 +133,7 @@ class SparkEngine:
     # -- collector -------------------------------------------------------
 
     def ingest(self, batch: IngestBatch) -> pa.Array:
+        refuse_replayed(self.name, batch)
         try:
             return self._events.ingest(batch)
         except (OSError, pa.ArrowException) as exc:

@@ -1,0 +1,348 @@
+"""``headwater failed``: refused events grouped by why, and fixed and replayed.
+
+A replay reads the chosen failed events that are not replayed yet (``--code``,
+``--where``: a predicate over ``failed_events``' columns), optionally rewrites
+each payload with ``--fix`` (an expression over the row that gives the new
+payload text), validates it by the collector's rules
+(:mod:`headwater.collect.replay`) and commits what passes through the ingest
+path: the events with ``received_at`` the time of the replay (offloads and
+pipelines by arrival take them as new) and ``first_received_at`` when they first
+arrived, and ``replayed_at`` set on their failed rows in the same transaction
+(``IngestBatch.replayed``). Stored and marked together, a replay interrupted
+anywhere leaves each failed event either replayed and marked or neither; made
+again, it skips what is marked, and the dedupe by ``message_id`` drops an event
+stored twice by two replays at once.
+
+``--where`` and ``--fix`` are written in the project's SQL dialect, as
+pipelines are, and transpiled for the store by the pipelines' renderer. Each
+must parse as one expression over the row: no statement, no subquery, no table,
+no parameter, only ``failed_events``' columns. It is placed in a query built as
+a tree and run as a read of the store (read-only, checked by parsing again).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from headwater.collect.replay import StillFailing, revalidate
+from headwater.collect.validate import EventRow, Validator
+from headwater.collect.writer import Writer, rows_table
+from headwater.core.clock import now_us, to_us
+from headwater.core.errors import ConfigError
+from headwater.process import sql
+from headwater.store import schema
+from headwater.store.engine import Engine, IngestBatch
+
+#: Characters of a sample payload a listing shows.
+SAMPLE_CHARS = 500
+#: Failed events committed per transaction.
+CHUNK = 200
+#: Ids of still-failing events a group of the report names.
+_IDS = 5
+_CODE = re.compile(r"[a-z][a-z0-9_]*")
+_TEXT = exp.DataType.build("TEXT")
+
+#: Commits a replay's events (``received_at`` is stamped by it) and marks the failed events
+#: with these ids replayed, in one transaction; returns (new events, duplicates).
+Commit = Callable[[pa.Table, list[str]], tuple[int, int]]
+
+
+class ReplayError(ConfigError):
+    """A ``--where``, ``--fix`` or ``--code`` that cannot be used as given."""
+
+
+def groups(store: Engine) -> list[dict[str, Any]]:
+    """Failed events by code, field and source: how many, when, a message and a sample
+    payload, and how many were replayed; the largest groups first."""
+    payload = exp.cast(exp.column("payload"), _TEXT)
+    # One character more than is shown: enough to tell that it was cut.
+    sample = exp.Substring(this=payload, start=exp.Literal.number(1),
+                           length=exp.Literal.number(SAMPLE_CHARS + 1))  # fmt: skip
+    keys = [exp.column("code"), exp.column("field"), exp.column("source")]
+    query = (
+        exp.select(
+            *keys,
+            exp.func("COUNT", exp.Star()).as_("events"),
+            exp.func("MIN", exp.column("received_at")).as_("first_received_at"),
+            exp.func("MAX", exp.column("received_at")).as_("last_received_at"),
+            exp.func("MIN", exp.column("message")).as_("message"),
+            exp.func("MIN", sample).as_("sample"),
+            exp.func("COUNT", exp.column("replayed_at")).as_("replayed"),
+        )
+        .from_("failed_events")
+        .group_by(*keys)
+        .order_by(exp.Ordered(this=exp.column("events"), desc=True), *keys)
+    )
+    found = store.query(query.sql(dialect=store.dialect))
+    return [
+        {
+            **row,
+            "events": int(row["events"]),
+            "replayed": int(row["replayed"]),
+            "sample": _truncated(row["sample"]),
+        }
+        for row in found.to_pylist()
+    ]
+
+
+def expression(text: str, dialect: str, option: str) -> exp.Expr:
+    """``text`` as one SQL expression over a row of ``failed_events``, or a
+    :class:`ReplayError` that says what is wrong with it."""
+    columns = ", ".join(schema.FAILED_EVENTS.names)
+    try:
+        parsed = [node for node in sqlglot.parse(text, read=dialect) if node is not None]
+    except (ParseError, TokenError) as exc:
+        raise ReplayError(
+            f"{option} does not parse as {dialect} SQL: {_first(exc)}",
+            hint=f"write one expression over the columns {columns}",
+        ) from None
+    if len(parsed) != 1:
+        raise ReplayError(
+            f"{option} holds {len(parsed)} statements; it is one expression (no ';')",
+            hint=f"write one expression over the columns {columns}",
+        )
+    node = parsed[0]
+    refused = _refused(node)
+    if refused is not None:
+        raise ReplayError(
+            f"{option} is one expression over the failed event's row, not {refused}",
+            hint=f"use only the row's columns ({columns}), literals and functions",
+        )
+    for column in node.find_all(exp.Column):
+        qualifier = column.table
+        if column.name not in schema.FAILED_EVENTS.names or qualifier not in ("", "failed_events"):
+            raise ReplayError(
+                f"{option} names {column.sql(dialect=dialect)}, which is not a column of "
+                "failed_events",
+                hint=f"its columns are {columns}",
+            )
+    return node
+
+
+def _refused(node: exp.Expr) -> str | None:
+    """What in ``node`` makes it more than an expression over one row, in words."""
+    for part in node.walk():
+        if isinstance(part, exp.Query | exp.Subquery):
+            return "a query or subquery"
+        if isinstance(part, exp.Table | exp.From | exp.Join):
+            return "a table"
+        if isinstance(part, exp.DML | exp.DDL | exp.Command | exp.Transaction | exp.Set):
+            return f"a {part.key.upper()} statement"
+        if isinstance(part, exp.Parameter | exp.Placeholder):
+            return "a parameter"
+        if isinstance(part, exp.Star):
+            return "*"
+        if isinstance(part, exp.AggFunc | exp.Window):
+            return "an aggregate or window function"
+    return None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which failed events a replay takes, and the fix of their payloads."""
+
+    code: str | None = None
+    where: str | None = None
+    fix: str | None = None
+
+
+def chosen(store: Engine, dialect: str, choice: Choice) -> pa.Table:
+    """The failed events ``choice`` takes that are not replayed yet, oldest first, with
+    their payload as text and ``fixed``, the payload ``--fix`` makes of it."""
+    if choice.code is not None and not _CODE.fullmatch(choice.code):
+        raise ReplayError(
+            f"{choice.code!r} is not a failed event's code",
+            hint="codes are lower-case words with underscores, as `headwater failed` lists",
+        )
+    payload = exp.cast(exp.column("payload"), _TEXT)
+    row = exp.select(
+        *(exp.column(c) for c in schema.FAILED_EVENTS.names if c != "payload"),
+        payload.as_("payload"),
+    ).from_("failed_events")
+    fixed: exp.Expr = exp.column("payload")
+    if choice.fix is not None:
+        fixed = exp.cast(expression(choice.fix, dialect, "--fix"), _TEXT)
+    conditions: list[exp.Expr] = [exp.column("replayed_at").is_(exp.null())]
+    if choice.code is not None:
+        conditions.append(exp.column("code").eq(exp.Literal.string(choice.code)))
+    if choice.where is not None:
+        conditions.append(exp.paren(expression(choice.where, dialect, "--where")))
+    query = (
+        exp.select(
+            *(exp.column(c) for c in ("id", "source", "received_at", "code", "field", "message")),
+            exp.column("payload"),
+            fixed.as_("fixed"),
+        )
+        .from_(row.subquery("failed_events"))
+        .where(exp.and_(*conditions))
+        .order_by(exp.column("received_at"), exp.column("id"))
+    )
+    source = "\n".join(text for text in (choice.where, choice.fix) if text)
+    parsed = sql.Query(query, frozenset({"failed_events"}), frozenset(), source, "--where/--fix",
+                       dialect)  # fmt: skip
+    return store.query(sql.render(parsed, store.dialect))
+
+
+def replay(
+    store: Engine,
+    validator: Validator,
+    commit: Commit | None,
+    dialect: str,
+    choice: Choice,
+) -> dict[str, Any]:
+    """Replay the failed events of ``choice`` (``commit`` ``None``: a dry run, which writes
+    nothing); what passed and was stored, and what still fails, grouped like
+    :func:`groups`."""
+    rows = chosen(store, dialect, choice).to_pylist()
+    passing: dict[_Key, _Group] = {}
+    failing: dict[_Key, _Group] = {}
+    ready: list[tuple[dict[str, Any], list[EventRow]]] = []
+    for row in rows:
+        received = to_us(row["received_at"])
+        outcome = revalidate(validator, row["id"], row["source"], received, row["fixed"])
+        if isinstance(outcome, StillFailing):
+            key = (outcome.code, outcome.field, row["source"])
+            failing.setdefault(key, _Group(outcome.message)).add(row)
+        else:
+            passing.setdefault((row["code"], row["field"], row["source"]), _Group()).add(row)
+            ready.append((row, outcome))
+    stored = duplicates = 0
+    if commit is not None:
+        for start in range(0, len(ready), CHUNK):
+            part = ready[start : start + CHUNK]
+            new, again = commit(_events(part), [row["id"] for row, _ in part])
+            stored += new
+            duplicates += again
+    return {
+        "dry_run": commit is None,
+        "selected": len(rows),
+        "passed": len(ready),
+        "events": sum(len(events) for _, events in ready),
+        "stored": stored,
+        "duplicates": duplicates,
+        "passing": [group.report(key, ids=False) for key, group in passing.items()],
+        "still_failing": [group.report(key) for key, group in failing.items()],
+    }
+
+
+#: A group of failed events: (code, field, source).
+_Key = tuple[str, str | None, str | None]
+
+
+class _Group:
+    """Failed events of one (code, field, source) in a replay's report."""
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message
+        self.count = 0
+        self.ids: list[str] = []
+        self.first: datetime | None = None
+        self.last: datetime | None = None
+        self.sample: str | None = None
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.count += 1
+        if len(self.ids) < _IDS:
+            self.ids.append(row["id"])
+        at = row["received_at"]
+        self.first = at if self.first is None else min(self.first, at)
+        self.last = at if self.last is None else max(self.last, at)
+        if self.sample is None:
+            self.sample = _truncated(row["fixed"])
+        if self.message is None:
+            self.message = row["message"]
+
+    def report(
+        self, key: tuple[str, str | None, str | None], *, ids: bool = True
+    ) -> dict[str, Any]:
+        code, field, source = key
+        found: dict[str, Any] = {
+            "code": code,
+            "field": field,
+            "source": source,
+            "events": self.count,
+            "first_received_at": self.first,
+            "last_received_at": self.last,
+            "message": self.message,
+            "sample": self.sample,
+        }
+        if ids:
+            found["ids"] = self.ids
+        return found
+
+
+def _events(part: list[tuple[dict[str, Any], list[EventRow]]]) -> pa.Table:
+    """The events of some failed events, ``first_received_at`` when they first arrived
+    (``received_at`` is stamped when they are committed)."""
+    table = rows_table([event for _, events in part for event in events], schema.EVENTS)
+    first = table.schema.get_field_index("first_received_at")
+    return table.set_column(first, schema.EVENTS.field(first), table["received_at"])
+
+
+def _stamped(events: pa.Table, received_us: int) -> pa.Table:
+    index = events.schema.get_field_index("received_at")
+    at = pa.array([received_us] * events.num_rows, pa.int64()).cast(schema.TIMESTAMP)
+    return events.set_column(index, schema.EVENTS.field(index), at)
+
+
+def _marks(ids: list[str], replayed_us: int) -> pa.Table:
+    at = pa.array([replayed_us] * len(ids), pa.int64()).cast(schema.TIMESTAMP)
+    return pa.Table.from_arrays([pa.array(ids, pa.string()), at], schema=schema.REPLAYED)
+
+
+def through_writer(writer: Writer) -> Commit:
+    """Commits in the collector's group commit, as its requests are (the server that owns
+    the store: its writer is the one that writes it)."""
+
+    def commit(events: pa.Table, ids: list[str]) -> tuple[int, int]:
+        stamp = now_us()
+        outcome = writer.commit(_stamped(events, stamp), stamp, replayed=_marks(ids, stamp))
+        return outcome.stored, outcome.duplicates
+
+    return commit
+
+
+def to_store(store: Engine) -> Commit:
+    """Commits straight into ``store`` (no server owns it). On a store that collectors of
+    other processes share, this one publishes an arrival floor while it commits, as a
+    collector does: a pipeline elsewhere waits for the events it stamps."""
+
+    def commit(events: pa.Table, ids: list[str]) -> tuple[int, int]:
+        floors = store.floors
+        collector = f"replay:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        if floors is not None:
+            floors.publish(collector, now_us())
+        try:
+            stamp = now_us()
+            batch = IngestBatch(_stamped(events, stamp), schema.FAILED_EVENTS.empty_table(),
+                                replayed=_marks(ids, stamp))  # fmt: skip
+            new = int(pc.sum(store.ingest(batch)).as_py() or 0)
+        finally:
+            if floors is not None:
+                floors.retire(collector)
+        return new, events.num_rows - new
+
+    return commit
+
+
+def _truncated(text: str | None) -> str | None:
+    if text is None or len(text) <= SAMPLE_CHARS:
+        return text
+    return text[:SAMPLE_CHARS] + "…"
+
+
+def _first(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,228 @@
+"""``headwater failed`` and ``headwater failed replay`` on the embedded store: events a real
+server refused, grouped, fixed by a SQL expression and replayed once, through the running
+server's control socket and without a server."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from headwater.store import schema
+from headwater.store.duckdb import DuckDBEngine
+from headwater.store.engine import IngestBatch
+from tests.conftest import Project, Server
+
+#: The misnamed field: ``user_id`` where Segment's spec says ``userId``.
+FIX = """REPLACE(payload, '"user_id"', '"userId"')"""
+
+BATCH = {
+    "batch": [
+        {"type": "track", "event": "Signed Up", "userId": "u1", "messageId": "good-1"},
+        {"type": "track", "event": "Signed Up", "user_id": "u2", "messageId": "misnamed-1"},
+        # No messageId: the replay derives one from the failed event, so it is stable.
+        {"type": "track", "event": "Signed Up", "user_id": "u3"},
+        # Broken in another way too: the fix cannot help it.
+        {"type": "track", "user_id": "u4", "messageId": "no-name-1"},
+    ]
+}
+
+
+def _send(server: Server, project: Project) -> datetime:
+    """The batch, posted to the running server; when it was sent."""
+    sent = datetime.now(UTC)
+    answer = server.post("/v1/batch", json=BATCH, auth=(project.key, ""))
+    assert answer.status_code == 200, answer.text
+    codes = [(r["index"], r["code"], r["field"]) for r in answer.json()["rejected"]]
+    assert codes == [
+        (1, "missing_identity", "userId"),
+        (2, "missing_identity", "userId"),
+        (3, "missing_identity", "userId"),
+    ]
+    return sent
+
+
+def _json(project: Project, *args: str, code: int = 0) -> Any:
+    result = project.cli(*args, "--json", check=False)
+    assert result.returncode == code, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def _events(project: Project) -> list[dict[str, Any]]:
+    return project.query(
+        "SELECT message_id, user_id, received_at, first_received_at FROM events ORDER BY message_id"
+    ).to_pylist()
+
+
+def _failed(project: Project) -> list[dict[str, Any]]:
+    return project.query(
+        "SELECT id, code, received_at, replayed_at, payload FROM failed_events ORDER BY payload"
+    ).to_pylist()
+
+
+def _check_replayed(project: Project, sent: datetime) -> None:
+    """The two misnamed events are stored once, as first sent, with when they first
+    arrived; their failed rows are marked; the third failed event is not."""
+    events = {e["user_id"]: e for e in _events(project)}
+    assert sorted(events) == ["u1", "u2", "u3"]
+    failed = {json.loads(f["payload"])["user_id"]: f for f in _failed(project)}
+    for user in ("u2", "u3"):
+        event, row = events[user], failed[user]
+        assert event["first_received_at"] == row["received_at"]
+        assert event["received_at"] > row["received_at"] >= sent.replace(microsecond=0)
+        assert row["replayed_at"] == event["received_at"]
+    assert events["u1"]["first_received_at"] is None
+    assert events["u2"]["message_id"] == "misnamed-1"
+    assert events["u3"]["message_id"] == failed["u3"]["id"]
+    assert failed["u4"]["replayed_at"] is None
+
+
+def test_misnamed_field_fixed_and_replayed_once_through_the_server(
+    server: Server, project: Project
+) -> None:
+    sent = _send(server, project)
+
+    groups = _json(project, "failed")
+    assert [(g["code"], g["field"], g["source"], g["events"], g["replayed"]) for g in groups] == [
+        ("missing_identity", "userId", "web", 3, 0)
+    ]
+    assert groups[0]["message"] == "the event has neither userId nor anonymousId; set at least one"
+    assert '"user_id"' in groups[0]["sample"]
+    assert groups[0]["first_received_at"] == groups[0]["last_received_at"]
+
+    preview = _json(project, "failed", "replay", "--fix", FIX, "--dry-run")
+    assert (preview["dry_run"], preview["selected"], preview["passed"]) == (True, 3, 2)
+    assert preview["stored"] == 0
+    [still] = preview["still_failing"]
+    assert (still["code"], still["field"], still["events"]) == ("missing_field", "event", 1)
+    assert still["message"] == "a track event needs an event name; set event"
+    assert '"userId"' in still["sample"]
+    assert [e["user_id"] for e in _events(project)] == ["u1"], "a dry run wrote"
+
+    done = _json(project, "failed", "replay", "--fix", FIX, code=1)
+    assert (done["dry_run"], done["selected"], done["passed"]) == (False, 3, 2)
+    assert (done["stored"], done["duplicates"]) == (2, 0)
+    assert [g["code"] for g in done["still_failing"]] == ["missing_field"]
+    assert done["still_failing"][0]["ids"] == [
+        f["id"] for f in _failed(project) if json.loads(f["payload"])["user_id"] == "u4"
+    ]
+    _check_replayed(project, sent)
+
+    again = _json(project, "failed", "replay", "--fix", FIX, code=1)
+    assert (again["selected"], again["passed"], again["stored"]) == (1, 0, 0)
+    _check_replayed(project, sent)
+    groups = _json(project, "failed")
+    assert [(g["events"], g["replayed"]) for g in groups] == [(3, 2)]
+
+
+def test_replay_without_a_server_and_a_replay_cut_short(server: Server, project: Project) -> None:
+    sent = _send(server, project)
+    server.stop()
+
+    # --where picks by the row: only the event whose payload names u2.
+    only = _json(
+        project, "failed", "replay", "--code", "missing_identity",
+        "--where", "STRPOS(CAST(payload AS STRING), 'u2') > 0", "--fix", FIX,
+    )  # fmt: skip
+    assert (only["selected"], only["stored"], only["still_failing"]) == (1, 1, [])
+    done = _json(project, "failed", "replay", "--fix", FIX, code=1)
+    assert (done["selected"], done["stored"]) == (2, 1)
+    _check_replayed(project, sent)
+
+    # A replay whose marks were lost (as if it stopped between storing and marking, which
+    # one transaction rules out): the events are there already, and are not stored twice.
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        engine.execute("UPDATE failed_events SET replayed_at = NULL")
+    finally:
+        engine.close()
+    repeated = _json(project, "failed", "replay", "--code", "missing_identity", "--fix", FIX,
+                     code=1)  # fmt: skip
+    assert (repeated["passed"], repeated["stored"], repeated["duplicates"]) == (2, 0, 2)
+    assert sorted(e["user_id"] for e in _events(project)) == ["u1", "u2", "u3"]
+
+
+@pytest.mark.parametrize(
+    ("option", "text", "says"),
+    [
+        ("--where", "code = 'x'; DELETE FROM events", "holds 2 statements"),
+        ("--where", "(SELECT COUNT(*) FROM events) > 0", "not a query or subquery"),
+        ("--where", "EXISTS (SELECT 1 FROM events)", "not a query or subquery"),
+        ("--where", "SELECT 1", "not a query or subquery"),
+        ("--where", "user_id = 'u2'", "names user_id, which is not a column of failed_events"),
+        ("--where", "code = @code", "not a parameter"),
+        ("--where", "code = ", "does not parse"),
+        ("--fix", "payload; DROP TABLE events", "holds 2 statements"),
+        ("--fix", "(SELECT payload FROM failed_events LIMIT 1)", "not a query or subquery"),
+        ("--fix", "MIN(payload)", "not an aggregate or window function"),
+        ("--code", "x' OR '1'='1", "is not a failed event's code"),
+    ],
+)
+def test_what_is_not_one_expression_over_the_row_is_refused(
+    project: Project, option: str, text: str, says: str
+) -> None:
+    result = project.cli("failed", "replay", option, text, check=False)
+    assert result.returncode == 1
+    assert says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_failed_events(project: Project) -> None:
+    assert _json(project, "failed") == []
+    assert "No failed events." in project.cli("failed").stdout
+    nothing = _json(project, "failed", "replay")
+    assert (nothing["selected"], nothing["stored"], nothing["still_failing"]) == (0, 0, [])
+
+
+def _keep_failed(project: Project, rows: list[dict[str, Any]]) -> None:
+    """Failed events as the collector keeps them, written into the project's store."""
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        failed = pa.Table.from_pylist(rows, schema.FAILED_EVENTS)
+        engine.ingest(IngestBatch(schema.EVENTS.empty_table(), failed))
+    finally:
+        engine.close()
+
+
+def test_whole_bodies_are_replayed_whole_and_samples_cut(project: Project) -> None:
+    at = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    envelope = {"batch": [{"type": "identify", "userId": f"b{i}"} for i in range(3)]}
+    long = {"type": "track", "event": "Long", "user_id": "l1", "properties": {"x": "y" * 900}}
+    cut = json.dumps('{"type":"page","userId":"p1"')
+    _keep_failed(project, [
+        # A batch refused as a whole (say, over max_batch_events then): its events together.
+        {"id": "body-1", "source": "web", "received_at": at, "code": "batch_too_large",
+         "field": "batch", "message": "too many", "payload": json.dumps(envelope)},
+        # A body that did not parse, kept as a JSON string of its text.
+        {"id": "text-1", "source": "web", "received_at": at, "code": "malformed_json",
+         "field": None, "message": "not JSON", "payload": cut},
+        {"id": "long-1", "source": "web", "received_at": at, "code": "missing_identity",
+         "field": "userId", "message": "no identity", "payload": json.dumps(long)},
+    ])  # fmt: skip
+
+    groups = {g["code"]: g for g in _json(project, "failed")}
+    assert groups["missing_identity"]["sample"].endswith("…")
+    assert len(groups["missing_identity"]["sample"]) == 501
+    assert groups["batch_too_large"]["sample"] == json.dumps(envelope)
+
+    # The unparsed body is still not JSON, and says so; the batch passes whole.
+    first = _json(project, "failed", "replay", "--where", "code != 'missing_identity'", code=1)
+    assert (first["passed"], first["events"], first["stored"]) == (1, 3, 3)
+    [still] = first["still_failing"]
+    assert (still["code"], still["ids"]) == ("malformed_json", ["text-1"])
+    stored = project.query("SELECT message_id, user_id, first_received_at FROM events").to_pylist()
+    assert sorted((e["message_id"], e["user_id"]) for e in stored) == [
+        ("body-1:0", "b0"), ("body-1:1", "b1"), ("body-1:2", "b2"),
+    ]  # fmt: skip
+    assert {e["first_received_at"] for e in stored} == {at}
+
+    # Its payload is the JSON string of the text: the brace goes inside the closing quote.
+    brace = "CONCAT(SUBSTR(payload, 1, LENGTH(payload) - 1), '}\"')"
+    fixed = _json(project, "failed", "replay", "--code", "malformed_json", "--fix", brace)
+    assert (fixed["stored"], fixed["still_failing"]) == (1, [])
+    assert project.query("SELECT user_id FROM events WHERE type = 'page'").to_pylist() == [
+        {"user_id": "p1"}
+    ]
