@@ -242,7 +242,16 @@ def test_run_an_interval_from_the_grid_and_see_its_cell_turn_done(
     first = cells.nth(0)
     label = first.get_attribute("aria-label") or ""
     assert re.search(r"UTC, done, run \d+, 1 row, [\d.]+ s$", label), label
-    first.focus()
+    # One Tab stop: the latest interval; arrow keys, Home and End move between cells.
+    assert cells.evaluate_all("cells => cells.filter(c => c.tabIndex === 0).length") == 1
+    assert cells.last.get_attribute("tabindex") == "0"
+    cells.last.focus()
+    page.keyboard.press("Home")
+    expect(first).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(cells.nth(1)).to_be_focused()
+    page.keyboard.press("ArrowLeft")
+    expect(first).to_be_focused()
     page.keyboard.press("Enter")
     expect(page.locator("#detail [data-detail-state]")).to_have_text("done")
     expect(page.locator("#detail table.runs tbody tr")).to_have_count(1)
@@ -359,6 +368,11 @@ def test_an_action_without_its_csrf_token_is_refused(dash: Dash) -> None:
         signed = client.post("/signin", data={"token": dash.token, "next": "/"})
         assert signed.status_code == 303
         assert client.get("/pipelines").status_code == 200
+        unknown = client.get("/pipelines/nope")
+        assert unknown.status_code == 404
+        assert "no pipeline named &#39;nope&#39;" in unknown.text
+        bad = client.get("/pipelines/hourly/interval", params={"at": "yesterday"})
+        assert "is not a date or time" in bad.text
         form = {"start": _an_hour(), "end": _an_hour(1)}
         for path, data in (("/pipelines/hourly/run", form), ("/deliveries/replay", {})):
             forged = client.post(path, data=data)
