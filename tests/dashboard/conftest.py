@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from headwater.cli.scaffold import add_admin
+from headwater.cli.scaffold import add_admin, add_consumer
 from tests.conftest import Project, Server
 from tests.test_sdk_clients import CHROMIUM, node_modules
 
@@ -68,6 +68,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dash]:
     key = init_project(root)
     project = Project(root=root, key=key)
     token = add_admin(root / "headwater.toml", "alice")
+    add_consumer(root / "headwater.toml", "recommender", ["daily_active_users", "events"])
     server = Server(project).start()
     yield Dash(server, project, token)
     server.stop()

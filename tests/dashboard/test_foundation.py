@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
+import signal
+import subprocess
+from pathlib import Path
 
 import httpx
 from playwright.sync_api import Page, expect
 
+from headwater.cli.scaffold import add_admin, init_project
+from headwater.state.database import StateStore
+from tests.conftest import HEADWATER, wait_for
 from tests.dashboard.conftest import CheckPage, Dash, sign_in
 
 
@@ -26,6 +33,14 @@ def test_sign_in_and_out(browser: object, dash: Dash) -> None:
     assert cookie["httpOnly"]
     assert cookie["sameSite"] == "Strict"
     expect(page.locator(".who")).to_have_text("alice")
+    state = StateStore.in_folder(dash.project.data_dir, migrate=False)
+    try:
+        signed_in = [a for a in state.admin_actions.recent() if a.action == "sign_in"]
+    finally:
+        state.close()
+    assert signed_in
+    assert signed_in[0].admin == "alice"
+    assert signed_in[0].outcome == "ok"
     page.get_by_role("button", name="Sign out").click()
     expect(page).to_have_url(re.compile(r"/signin$"))
     page.goto(dash.url + "/")
@@ -51,3 +66,64 @@ def test_security_headers(dash: Dash) -> None:
     # The collector and the process's own routes are not the dashboard's.
     assert httpx.get(dash.url + "/healthz").json() == {"status": "alive"}
     assert "content-security-policy" not in httpx.get(dash.url + "/metrics").headers
+
+
+def test_served_by_the_read_api_stage(tmp_path: Path) -> None:
+    """``headwater serve api`` has the dashboard too; its live page says no events arrive
+    there, since that process runs no collector."""
+    root = tmp_path / "project"
+    init_project(root)
+    token = add_admin(root / "headwater.toml", "alice")
+    runtime = root / ".headwater" / "server.json"
+    log = tmp_path / "api.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*HEADWATER, "--project", str(root), "serve", "api", "--port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for("serve api to start", runtime.exists, 30, detail=log.read_text)
+        url = json.loads(runtime.read_text())["url"]
+        with httpx.Client(base_url=url, follow_redirects=True) as client:
+            assert client.get("/", follow_redirects=False).status_code == 303
+            signed = client.post("/signin", data={"token": token, "next": "/"})
+            assert signed.status_code == 200  # followed to the overview
+            assert "<h1>Overview</h1>" in signed.text
+            assert "This collector since it started" not in signed.text
+            assert "runs no collector" in client.get("/live").text
+            assert client.get("/live/stream").status_code == 409
+            assert client.get("/datasets").status_code == 200
+            assert client.post("/v1/track", json={}).status_code == 404
+            assert client.get("/api/v1/datasets").status_code == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
+def test_keyboard_reaches_everything_with_a_visible_focus(page: Page) -> None:
+    page.keyboard.press("Tab")
+    skip = page.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    reached: list[str] = []
+    while "Sign out" not in reached and len(reached) < 20:  # every page's link, then this
+        page.keyboard.press("Tab")
+        focused = page.evaluate(
+            """() => {
+                const el = document.activeElement;
+                const style = getComputedStyle(el);
+                return {text: el.textContent.trim(), outline: style.outlineStyle,
+                        width: parseFloat(style.outlineWidth)};
+            }"""
+        )
+        assert focused["outline"] != "none"
+        assert focused["width"] >= 2
+        reached.append(focused["text"])
+    assert reached[:3] == ["Overview", "Live events", "Datasets"]
+    assert reached[-1] == "Sign out"
+    # The skip link moves focus past the navigation.
+    page.goto(page.url)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    expect(page.locator("main")).to_be_focused()

@@ -18,7 +18,7 @@ from tests.dashboard.conftest import CheckPage, Dash
 
 #: Every page, and a JSON or stream endpoint of each, as an anonymous visitor sees them.
 PAGES = ["/", "/live", "/datasets"]
-DATA = ["/overview.json", "/live/stream", "/datasets/events/preview"]
+DATA = ["/overview.json", "/overview/figures", "/live/stream", "/datasets/events/preview"]
 ACTIONS = ["/signout"]
 
 
@@ -105,7 +105,13 @@ def test_overview_numbers_are_the_clis(page: Page, dash: Dash, check_page: Check
     # The JSON behind the charts says the same, and the charts are drawn from it.
     with httpx.Client(base_url=dash.url, cookies=_cookies(page)) as client:
         summary = client.get("/overview.json", params={"until": until}).json()
+        figures = client.get("/overview/figures")
     assert summary["traffic"] == cli
+    assert summary["pinned"] is True
+    # The fragment htmx swaps in every 30 seconds: the same tiles, no layout around them.
+    assert figures.status_code == 200
+    assert 'data-figure="hour-accepted"' in figures.text
+    assert "<nav" not in figures.text
     expect(page.locator(".chart[data-drawn=true]")).to_have_count(4)
     check_page(page, "overview-with-events", "Overview")
 

@@ -11,6 +11,7 @@ viewer, never by the writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ class Viewer:
     """One open live page: the commits it has not shown yet."""
 
     loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[pa.Table] = field(
+    #: Commits to show; ``None`` ends the stream (the process is stopping).
+    queue: asyncio.Queue[pa.Table | None] = field(
         default_factory=lambda: asyncio.Queue(maxsize=QUEUE_COMMITS)
     )
     #: Events dropped because this viewer was behind.
@@ -45,9 +47,15 @@ class Viewer:
         except asyncio.QueueFull:
             self.dropped += events.num_rows
 
+    def end(self) -> None:
+        """On the viewer's loop: end its stream after what it has queued."""
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(None)
+
 
 class TooManyViewers(Exception):
-    pass
+    """No room for another viewer, or the process is stopping."""
 
 
 class Fanout:
@@ -57,6 +65,7 @@ class Fanout:
         self._viewers: list[Viewer] = []
         self._lock = threading.Lock()
         self._max = max_viewers
+        self._closed = False
 
     @property
     def viewers(self) -> int:
@@ -66,7 +75,7 @@ class Fanout:
         """A viewer on the running loop; :class:`TooManyViewers` when full."""
         viewer = Viewer(asyncio.get_running_loop())
         with self._lock:
-            if len(self._viewers) >= self._max:
+            if self._closed or len(self._viewers) >= self._max:
                 raise TooManyViewers
             self._viewers = [*self._viewers, viewer]
         return viewer
@@ -74,6 +83,15 @@ class Fanout:
     def unsubscribe(self, viewer: Viewer) -> None:
         with self._lock:
             self._viewers = [v for v in self._viewers if v is not viewer]
+
+    def close(self) -> None:
+        """End every stream (a stopping server must not wait for open pages)."""
+        with self._lock:
+            self._closed = True
+            viewers, self._viewers = self._viewers, []
+        for viewer in viewers:
+            with contextlib.suppress(RuntimeError):
+                viewer.loop.call_soon_threadsafe(viewer.end)
 
     def publish(self, events: pa.Table, stored: Mask) -> None:
         """From the writer's thread, after a commit: hand the ``stored`` rows of ``events``

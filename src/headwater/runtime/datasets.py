@@ -24,6 +24,15 @@ _BUILT_IN = {
 }
 
 
+def catalog(workspace: Workspace) -> dict[str, Any]:
+    """The datasets, and each consumer with the datasets it may read."""
+    consumers = workspace.project.settings.consumers
+    return {
+        "datasets": datasets(workspace),
+        "consumers": {name: sorted(c.datasets) for name, c in sorted(consumers.items())},
+    }
+
+
 def datasets(workspace: Workspace) -> list[dict[str, Any]]:
     """Each dataset: its name, what it is, key, columns (when computed) and consumers."""
     engine = workspace.engine

@@ -236,9 +236,9 @@ def _traffic(workspace: Workspace, args: Moment, _: ProgressSink | None) -> obje
 
 
 def _datasets(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
-    from headwater.runtime.datasets import datasets
+    from headwater.runtime.datasets import catalog
 
-    return datasets(workspace)
+    return catalog(workspace)
 
 
 def _preview(workspace: Workspace, args: Preview, _: ProgressSink | None) -> object:

@@ -205,6 +205,9 @@ async def _serve(
         if main.should_exit:
             main.force_exit = True
         main.should_exit = True
+        # Open live pages would hold the graceful shutdown until its timeout.
+        if runtime.fanout is not None:
+            runtime.fanout.close()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

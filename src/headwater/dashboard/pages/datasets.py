@@ -22,7 +22,14 @@ async def _page(request: Request, admin: Admin) -> Response:
         models = await operation(request, "models")
     except HeadwaterError:
         models = None  # no models declared, or their files do not load: the page says so
-    return render(request, admin, "datasets.html", datasets=listed, models=models)
+    return render(
+        request,
+        admin,
+        "datasets.html",
+        datasets=listed["datasets"],
+        consumers=listed["consumers"],
+        models=models,
+    )
 
 
 async def _preview(request: Request, admin: Admin) -> Response:

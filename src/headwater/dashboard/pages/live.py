@@ -76,15 +76,15 @@ async def _stream(request: Request, admin: Admin) -> Response:
     try:
         viewer = fanout.subscribe()
     except TooManyViewers:
-        return refused(503, "too many live pages are open; close one and try again")
+        return refused(503, "too many live pages are open (or the server is stopping)")
 
     async def events() -> AsyncIterator[dict[str, str]]:
         try:
             # Subscribed before this is sent: what is committed from now on is shown.
             yield {"event": "ready", "data": "{}"}
             dropped = 0
-            while True:
-                table = _chosen(await viewer.queue.get(), filters)
+            while (committed := await viewer.queue.get()) is not None:
+                table = _chosen(committed, filters)
                 if viewer.dropped != dropped:
                     dropped = viewer.dropped
                     yield {"event": "dropped", "data": str(dropped)}

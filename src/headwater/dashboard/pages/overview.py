@@ -63,6 +63,7 @@ async def _summary(request: Request) -> dict[str, Any]:
     until = request.query_params.get("until")
     dash = dashboard(request)
     return {
+        "pinned": until is not None,
         "traffic": await operation(request, "traffic", {"until": until}),
         "offload": await operation(request, "offload"),
         "collector": collector_counts(dash.registry) if "collect" in dash.roles else None,
@@ -74,6 +75,12 @@ async def _page(request: Request, admin: Admin) -> Response:
     return render(request, admin, "overview.html", **summary)
 
 
+async def _figures(request: Request, admin: Admin) -> Response:
+    """The figures alone, which the page asks for again every 30 seconds (htmx)."""
+    summary = await _summary(request)
+    return render(request, admin, "partials/overview_figures.html", **summary)
+
+
 async def _json(request: Request, admin: Admin) -> Response:
     return JSONResponse(await _summary(request))
 
@@ -81,4 +88,5 @@ async def _json(request: Request, admin: Admin) -> Response:
 routes = [
     Route("/", page(_page)),
     Route("/overview.json", data(_json)),
+    Route("/overview/figures", data(_figures)),
 ]

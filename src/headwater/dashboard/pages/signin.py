@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
@@ -43,6 +44,7 @@ async def signin(request: Request) -> Response:
         error = "That is not an admin token. Create one with `headwater admins add NAME`."
         return render(request, None, "signin.html", status_code=401, next=target, error=error)
     stored = dash.admin_tokens()[admin]
+    await asyncio.to_thread(dash.actions.record, admin, "sign_in", {}, "ok")
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE,
@@ -57,6 +59,9 @@ async def signin(request: Request) -> Response:
 
 
 async def _signout(request: Request, admin: Admin) -> Response:
+    # The cookie stays valid until it expires if someone kept a copy; the secret's rotation
+    # (docs/dashboard.md) ends every session at once.
+    await asyncio.to_thread(dashboard(request).actions.record, admin.name, "sign_out", {}, "ok")
     response = RedirectResponse("/signin", status_code=303)
     response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
     return response

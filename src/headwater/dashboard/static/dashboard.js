@@ -92,6 +92,14 @@
     connect();
   }
 
+  // A partial asked for after the session ended: sign in again, then come back here.
+  document.addEventListener("htmx:responseError", function (e) {
+    var status = e.detail.xhr.status;
+    if (status === 401) {
+      window.location.assign("/signin?next=" + encodeURIComponent(window.location.pathname + window.location.search));
+    }
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-chart]").forEach(drawChart);
     var tail = document.getElementById("tail");
