@@ -19,7 +19,7 @@ from tests.conftest import Project
     ("args", "error", "fix"),
     [
         (["stauts"], "No such command 'stauts'", "did you mean `headwater status`?"),
-        (["failed"], "No such command 'failed'", "one of: init, up, serve, query"),
+        (["zzz"], "No such command 'zzz'", "one of: init, up, serve, query"),
         (["sources", "ad", "x"], "No such command 'ad'", "`headwater sources add`"),
         (["run", "--du"], "No such option: --du", "did you mean --due?"),
         (["status", "--bogus"], "No such option: --bogus", "`headwater status --help`"),

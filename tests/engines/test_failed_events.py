@@ -113,6 +113,21 @@ def test_a_warehouse_refuses_replay_marks_before_writing(engine: Engine) -> None
 # -- a store made before the column ---------------------------------------------------
 
 
+def _check_old_and_new(engine: Engine, *, ingest: bool = True) -> None:
+    """``engine``, on a store holding an event ``old`` from before the column, takes an event
+    with it; ``old`` reads NULL. Closes ``engine``."""
+    try:
+        if ingest:
+            engine.ingest(_batch([_event("new", T0 + timedelta(hours=1), first=T0)]))
+        found = _rows(engine, "SELECT message_id, first_received_at FROM events ORDER BY 1")
+    finally:
+        engine.close()
+    assert found == [
+        {"message_id": "new", "first_received_at": T0},
+        {"message_id": "old", "first_received_at": None},
+    ]
+
+
 def test_duckdb_store_made_before_gets_the_column(tmp_path: Path) -> None:
     path = tmp_path / "events.duckdb"
     con = duckdb.connect(str(path))
@@ -126,16 +141,7 @@ def test_duckdb_store_made_before_gets_the_column(tmp_path: Path) -> None:
     con.execute("INSERT INTO events (message_id, source, type, timestamp, received_at) "
                 "VALUES ('old', 'web', 'track', ?, ?)", [T0, T0])  # fmt: skip
     con.close()
-    engine = DuckDBEngine.open(path)
-    try:
-        engine.ingest(_batch([_event("new", T0, first=T0)]))
-        found = _rows(engine, "SELECT message_id, first_received_at FROM events ORDER BY 1")
-    finally:
-        engine.close()
-    assert found == [
-        {"message_id": "new", "first_received_at": T0},
-        {"message_id": "old", "first_received_at": None},
-    ]
+    _check_old_and_new(DuckDBEngine.open(path))
 
 
 def test_postgres_store_made_before_gets_the_column(pg_url: str) -> None:
@@ -145,18 +151,9 @@ def test_postgres_store_made_before_gets_the_column(pg_url: str) -> None:
         con.execute(f"CREATE TABLE {PG_SCHEMA}.events ({ddl})")
         con.execute(f"INSERT INTO {PG_SCHEMA}.events (message_id, source, type, timestamp, "
                     "received_at) VALUES ('old', 'web', 'track', %s, %s)", [T0, T0])  # fmt: skip
-    engine = PostgresEngine.open(pg_url, PG_SCHEMA)
-    try:
-        engine.ingest(_batch([_event("new", T0, first=T0)]))
-        found = _rows(engine, "SELECT message_id, first_received_at FROM events ORDER BY 1")
-    finally:
-        engine.close()
-    assert found == [
-        {"message_id": "new", "first_received_at": T0},
-        {"message_id": "old", "first_received_at": None},
-    ]
-    # Opened again, the store is whole: nothing to add, no DDL lock taken.
-    PostgresEngine.open(pg_url, PG_SCHEMA).close()
+    _check_old_and_new(PostgresEngine.open(pg_url, PG_SCHEMA))
+    # Opened again: the column is found, nothing is added twice.
+    _check_old_and_new(PostgresEngine.open(pg_url, PG_SCHEMA), ingest=False)
 
 
 def test_spark_files_written_before_read_the_column_as_null(tmp_path: Path) -> None:
@@ -167,16 +164,7 @@ def test_spark_files_written_before_read_the_column_as_null(tmp_path: Path) -> N
     day.mkdir(parents=True)
     old = pa.Table.from_pylist([_event("old", T0)], OLD_EVENTS)
     pq.write_table(old, day / "part-old.parquet")
-    engine = SparkEngine.open(str(warehouse), "local[2]", {})
-    try:
-        engine.ingest(_batch([_event("new", T0 + timedelta(hours=1), first=T0)]))
-        found = _rows(engine, "SELECT message_id, first_received_at FROM events ORDER BY 1")
-    finally:
-        engine.close()
-    assert found == [
-        {"message_id": "new", "first_received_at": T0},
-        {"message_id": "old", "first_received_at": None},
-    ]
+    _check_old_and_new(SparkEngine.open(str(warehouse), "local[2]", {}))
 
 
 class _Made(FakeClient):

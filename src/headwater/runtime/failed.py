@@ -26,7 +26,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -221,8 +221,7 @@ def replay(
             ready.append((row, outcome))
     stored = duplicates = 0
     if commit is not None:
-        for start in range(0, len(ready), CHUNK):
-            part = ready[start : start + CHUNK]
+        for part in _chunks(ready):
             new, again = commit(_events(part), [row["id"] for row, _ in part])
             stored += new
             duplicates += again
@@ -240,6 +239,19 @@ def replay(
 
 #: A group of failed events: (code, field, source).
 _Key = tuple[str, str | None, str | None]
+
+
+def _chunks(
+    ready: list[tuple[dict[str, Any], list[EventRow]]],
+) -> Iterator[list[tuple[dict[str, Any], list[EventRow]]]]:
+    """At most :data:`CHUNK` failed events per commit, of one source each (the collector's
+    metrics count a commit's events by source)."""
+    by_source: dict[str, list[tuple[dict[str, Any], list[EventRow]]]] = {}
+    for item in ready:
+        by_source.setdefault(item[0]["source"], []).append(item)
+    for items in by_source.values():
+        for start in range(0, len(items), CHUNK):
+            yield items[start : start + CHUNK]
 
 
 class _Group:
