@@ -11,7 +11,7 @@ a page and the command line say the same numbers.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
@@ -87,8 +87,8 @@ class Grid:
     totals: Totals
     #: Whether earlier intervals than the first shown exist (ask with ``end``).
     earlier: bool
+    #: The first interval's start (``None``: no input data yet).
     first_start: datetime | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def grid(
@@ -172,7 +172,9 @@ def _shown(
     recorded beside them (a full pipeline's ticks, or intervals past the floor)."""
     found = {i.start: i for i in expected}
     if start is not None and end is not None and pipeline.incremental:
-        found.update((i.start, i) for i in span(pipeline.header.schedule, start, end, True))
+        # Only whole intervals: a later one has not happened yet.
+        whole = span(pipeline.header.schedule, start, min(end, now), True)
+        found.update((i.start, i) for i in whole)
     if not pipeline.incremental:
         latest = latest_tick(pipeline.header.schedule, now)
         found.setdefault(latest.start, latest)
