@@ -59,6 +59,9 @@ FROM events
 WHERE received_at >= @start AND received_at < @end
 """
 
+#: Fails at every interval: a column events does not have (a terminal error, not retried).
+BROKEN = HOURLY.replace("COUNT(*) AS events", "COUNT(no_such_column) AS events")
+
 ROLLUP = """\
 /* headwater
 schedule = "@daily"
@@ -83,8 +86,9 @@ def dash(tmp_path_factory: pytest.TempPathFactory, receiver: Receiver) -> Iterat
     project = Project(root=root, key=key)
     for old in (root / "pipelines").iterdir():
         old.unlink()
-    for name, text in (("hourly.sql", HOURLY), ("crm_events.sql", CRM), ("rollup.sql", ROLLUP)):
-        (root / "pipelines" / name).write_text(text)
+    files = {"hourly": HOURLY, "crm_events": CRM, "rollup": ROLLUP, "broken_hourly": BROKEN}
+    for name, text in files.items():
+        (root / "pipelines" / f"{name}.sql").write_text(text)
     config = root / "headwater.toml"
     text = config.read_text()
     assert text.count("tick_seconds = 10 ") == 1
@@ -193,7 +197,8 @@ def test_pipelines_page_shows_the_graph_and_status_the_command_line_prints(
     graph = page.get_by_role("group", name="Dependency graph of the pipelines")
     expect(graph).to_be_visible()
     nodes = graph.locator("a.dag-node")
-    expect(nodes).to_have_count(3)
+    expect(nodes).to_have_count(4)
+    expect(graph.locator("a.dag-node[aria-label='broken_hourly: failed']")).to_have_count(1)
     # rollup reads hourly: it is drawn a layer to the right, with an edge between them.
     boxes = {
         name: page.locator(f"a.dag-node[aria-label^='{name}:'] rect").bounding_box()
@@ -202,9 +207,8 @@ def test_pipelines_page_shows_the_graph_and_status_the_command_line_prints(
     assert boxes["hourly"] is not None
     assert boxes["rollup"] is not None
     assert boxes["rollup"]["x"] > boxes["hourly"]["x"]
-    expect(graph.locator("path.dag-edge")).to_have_count(
-        3
-    )  # events->hourly, events->crm, hourly->rollup
+    # From events to each of three, and from hourly to rollup.
+    expect(graph.locator("path.dag-edge")).to_have_count(4)
 
     printed = {r["pipeline"]: r for r in _table(run_cli(dash.project, "status").stdout)}
     for name in ("hourly", "crm_events"):
@@ -280,6 +284,20 @@ def test_run_an_interval_from_the_grid_and_see_its_cell_turn_done(
     grid = _cli_json(dash, "intervals", '{"name": "hourly"}')
     assert [c["state"] for c in grid["cells"] if c["interval"]["start"] == start] == ["done"]
     assert _actions(dash)[-1][:3] == ("alice", "run", "ok")
+
+
+def test_a_failed_interval_shows_its_error(page: Page, dash: Dash) -> None:
+    _first_pass_done(dash)
+    page.goto(dash.url + "/pipelines/broken_hourly")
+    failed = page.locator("#grid button.cell[data-state=failed]")
+    expect(failed).to_have_count(2)  # the scheduler's first pass: two intervals, both failed
+    label = failed.first.get_attribute("aria-label") or ""
+    assert ", failed, run " in label, label
+    assert "no_such_column" in label, label
+    failed.first.click()
+    expect(page.locator("#detail [data-detail-state]")).to_have_text("failed")
+    expect(page.locator("#detail pre.error")).to_contain_text("no_such_column")
+    expect(page.locator("#detail table.runs tbody tr")).to_have_count(1)
 
 
 def test_backfill_a_range_from_the_page(page: Page, dash: Dash) -> None:
