@@ -3,7 +3,9 @@ driven by Playwright, and the checks every page gets (axe-core, same origin, scr
 
 Fixtures for every dashboard test module:
 
-- ``dash``: a running server (module-wide) with an admin; ``dash.token`` signs in.
+- ``dash``: a running server (module-wide) with an admin; ``dash.token`` signs in,
+  ``dash.signed_in()`` gives an HTTP client and its CSRF token, ``dash.admin_actions()``
+  what the metadata logged.
 - ``browser``: Chromium, launched by path, once per module.
 - ``page``: a signed-in page whose requests are recorded; at the end of the test every
   request must have stayed on the server's origin.
@@ -13,14 +15,18 @@ Fixtures for every dashboard test module:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import httpx
 import pytest
 
 from headwater.cli.scaffold import add_admin, add_consumer
+from headwater.state.admin_actions import AdminAction
+from headwater.state.database import StateStore
 from tests.conftest import Project, Server
 from tests.test_sdk_clients import CHROMIUM, node_modules
 
@@ -58,6 +64,24 @@ class Dash:
     @property
     def url(self) -> str:
         return self.server.url
+
+    def signed_in(self) -> tuple[httpx.Client, str]:
+        """An HTTP client signed in as the admin, and the CSRF token its forms carry (for
+        actions posted without a browser). Close the client."""
+        client = httpx.Client(base_url=self.url, timeout=30)
+        answer = client.post("/signin", data={"token": self.token, "next": "/live"})
+        assert answer.status_code == 303, answer.text
+        found = re.search(r'name="csrf" value="([0-9a-f]{64})"', client.get("/live").text)
+        assert found is not None, "no CSRF token in the page"
+        return client, found.group(1)
+
+    def admin_actions(self) -> list[AdminAction]:
+        """What admins did, newest first, as the metadata keeps it."""
+        state = StateStore.in_folder(self.project.data_dir, migrate=False)
+        try:
+            return state.admin_actions.recent()
+        finally:
+            state.close()
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +196,8 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-CheckPage = Callable[["Page", str, str], None]
+class CheckPage(Protocol):
+    def __call__(self, page: Page, name: str, heading: str, *, signed_in: bool = True) -> None: ...
 
 
 @pytest.fixture
@@ -180,14 +205,22 @@ def check_page(artifacts: Path) -> CheckPage:
     """Screenshots (laptop and phone) saved and non-empty, the layout's landmarks there, and
     no serious accessibility finding."""
 
-    def check(page: Page, name: str, heading: str) -> None:
+    def check(page: Page, name: str, heading: str, *, signed_in: bool = True) -> None:
         from playwright.sync_api import expect
 
-        expect(page.get_by_role("navigation", name="Pages")).to_be_visible()
+        navigation = page.get_by_role("navigation", name="Pages")
+        if signed_in:
+            expect(navigation).to_be_visible()
+        else:
+            expect(navigation).to_have_count(0)
         expect(page.get_by_role("heading", level=1)).to_have_text(heading)
         assert page.locator("main h1").count() == 1
         for size, viewport in VIEWPORTS.items():
             page.set_viewport_size(viewport)  # type: ignore[arg-type]
+            # Two frames: what resizes itself (the charts, by a ResizeObserver) has done so.
+            page.evaluate(
+                "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+            )
             # Nothing wider than the screen: the page scrolls down, not sideways.
             overflow = page.evaluate(
                 "document.documentElement.scrollWidth - document.documentElement.clientWidth"

@@ -29,6 +29,7 @@ from headwater.runtime.operations import call
 from headwater.runtime.workspace import Workspace
 from headwater.serve.auth import AdminTokens
 from headwater.state.database import StateStore
+from headwater.state.models import SeenVersion
 
 TOKEN = "hw_at_test-token"
 
@@ -167,3 +168,18 @@ def test_a_session_ends_when_the_secret_or_the_token_changes(
     client.cookies["headwater_session"] = cookie
     # The secret is readable by its owner only.
     assert (tmp_path / SECRET_FILE).stat().st_mode & 0o777 == 0o600
+
+
+def test_the_datasets_page_shows_model_versions_and_consumers(
+    client: httpx.Client, workspace: Workspace
+) -> None:
+    seen = SeenVersion("churn", "a1b2c3d4", "ab" * 32, 2048, "models/churn.joblib", False)
+    workspace.state.models.used("scores", "v1", [seen])
+    _sign_in(client)
+    page = client.get("/datasets")
+    assert page.status_code == 200
+    html = page.text
+    assert "<td>churn</td><td><code>a1b2c3d4</code></td>" in html
+    assert "2.0 kB" in html
+    assert "No consumers yet" in html
+    assert 'hx-get="/datasets/events/preview"' in html

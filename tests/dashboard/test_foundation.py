@@ -9,35 +9,32 @@ import subprocess
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from headwater.cli.scaffold import add_admin, init_project
-from headwater.state.database import StateStore
 from tests.conftest import HEADWATER, wait_for
 from tests.dashboard.conftest import CheckPage, Dash, sign_in
 
 
-def test_sign_in_and_out(browser: object, dash: Dash) -> None:
-    from playwright.sync_api import Browser
-
-    assert isinstance(browser, Browser)
+def test_sign_in_and_out(
+    browser: Browser, dash: Dash, check_page: CheckPage, node_modules: Path
+) -> None:
     context = browser.new_context()
+    context.add_init_script(path=node_modules / "axe-core" / "axe.min.js")
     page = context.new_page()
     page.goto(dash.url + "/")
     expect(page).to_have_url(re.compile(r"/signin\?next=%2F$"))
+    check_page(page, "signin", "Sign in", signed_in=False)
     page.get_by_label("Admin token").fill("hw_at_not-a-token")
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("alert")).to_contain_text("not an admin token")
+    check_page(page, "signin-refused", "Sign in", signed_in=False)
     sign_in(page, dash)
     cookie = next(c for c in context.cookies() if c["name"] == "headwater_session")
     assert cookie["httpOnly"]
     assert cookie["sameSite"] == "Strict"
     expect(page.locator(".who")).to_have_text("alice")
-    state = StateStore.in_folder(dash.project.data_dir, migrate=False)
-    try:
-        signed_in = [a for a in state.admin_actions.recent() if a.action == "sign_in"]
-    finally:
-        state.close()
+    signed_in = [a for a in dash.admin_actions() if a.action == "sign_in"]
     assert signed_in
     assert signed_in[0].admin == "alice"
     assert signed_in[0].outcome == "ok"

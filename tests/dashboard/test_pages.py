@@ -3,6 +3,7 @@ every page and action refused without a session or a CSRF token."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -95,6 +96,9 @@ def test_overview_numbers_are_the_clis(page: Page, dash: Dash, check_page: Check
     assert cli["hour"]["accepted"] >= 3
     assert cli["hour"]["refused"] >= 1
     assert sum(cli["hour"]["by_event"]["Overview Seen"]) == 3
+    text = run_cli(dash.project, "traffic", "--until", until).stdout
+    assert re.search(rf"last hour\s*│\s*│ accepted\s*│ {cli['hour']['accepted']:,}", text), text
+    assert re.search(r"last hour\s*│ event\s*│ Overview Seen\s*│ 3 ", text), text
     # The collector's counters are its /metrics.
     metrics = httpx.get(dash.url + "/metrics").text
     accepted = sum(
@@ -149,16 +153,28 @@ def test_data_refuses_strangers(dash: Dash, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ACTIONS)
-def test_actions_refuse_strangers_and_forged_forms(page: Page, dash: Dash, path: str) -> None:
+def test_actions_refuse_strangers_and_forged_forms(dash: Dash, path: str) -> None:
     assert httpx.post(dash.url + path, data={"csrf": "x"}).status_code == 401
-    cookies = _cookies(page)
-    with httpx.Client(base_url=dash.url, cookies=cookies) as client:
+    client, token = dash.signed_in()
+    with contextlib.closing(client):
         # Signed in, but the form lacks the token, or carries another's.
         assert client.post(path, data={}).status_code == 403
         assert client.post(path, data={"csrf": "0" * 64}).status_code == 403
         # From another origin, even with the right token.
-        token = page.locator("input[name=csrf]").first.get_attribute("value")
         other = client.post(path, data={"csrf": token}, headers={"Origin": "http://evil.test"})
         assert other.status_code == 403
         # Still signed in: none of them went through.
         assert client.get("/", follow_redirects=False).status_code == 200
+
+
+def test_a_duplicate_is_not_shown_twice(page: Page, dash: Dash) -> None:
+    page.goto(dash.url + "/live?type=track")
+    tail = page.locator("#tail")
+    expect(tail).to_have_attribute("data-connected", "true")
+    event = {"userId": "dup-u", "event": "Dup Check", "messageId": "dup-check-1"}
+    for _ in range(2):
+        answer = httpx.post(dash.url + "/v1/track", json=event, auth=(dash.project.key, ""))
+        assert answer.status_code == 200
+    _send(dash, user_id="dup-u", event="After Dup")
+    expect(tail.locator("li", has_text="After Dup")).to_have_count(1)
+    expect(tail.locator("li", has_text="Dup Check")).to_have_count(1)

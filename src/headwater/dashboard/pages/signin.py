@@ -19,7 +19,8 @@ def _next(value: object) -> str:
     """Where to go after signing in: a path of this site only, never another origin."""
     target = value if isinstance(value, str) else "/"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    # "//host" and "/\host" are other sites to a browser.
+    if parts.scheme or parts.netloc or not target.startswith("/") or target[1:2] in ("/", "\\"):
         return "/"
     return target
 
