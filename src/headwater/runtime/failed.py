@@ -122,8 +122,9 @@ def expression(text: str, dialect: str, option: str) -> exp.Expr:
             hint=f"use only the row's columns ({columns}), literals and functions",
         )
     for column in node.find_all(exp.Column):
-        qualifier = column.table
-        if column.name not in schema.FAILED_EVENTS.names or qualifier not in ("", "failed_events"):
+        # Column names are case-insensitive in every engine's SQL (BigQuery's too).
+        name, qualifier = column.name.lower(), column.table.lower()
+        if name not in schema.FAILED_EVENTS.names or qualifier not in ("", "failed_events"):
             raise ReplayError(
                 f"{option} names {column.sql(dialect=dialect)}, which is not a column of "
                 "failed_events",
