@@ -105,6 +105,9 @@ def test_a_refused_event_is_fixed_previewed_and_replayed_from_the_page(
     assert after[("invalid_text", "userId")]["replayed"] == 2
     expect(invalid.locator("[data-count=replayed]")).to_have_text("2")
     expect(page.locator("tr[data-code=missing_field] [data-count=replayed]")).to_have_text("0")
+    last = dash.admin_actions()[0]
+    assert (last.admin, last.action, last.outcome) == ("alice", "failed_replay", "ok")
+    assert last.arguments == {"code": "invalid_text", "where": "field = 'userId'", "fix": FIX}
 
 
 def test_without_a_session_or_its_csrf_token_the_page_and_its_actions_are_refused(
@@ -116,9 +119,18 @@ def test_without_a_session_or_its_csrf_token_the_page_and_its_actions_are_refuse
         assert answer.headers["location"] == "/signin?next=%2Ffailed"
         for path in ("/failed/preview", "/failed/replay"):
             assert client.post(path, data={"fix": FIX}).status_code == 401, path
-        assert client.post("/signin", data={"token": dash.token, "next": "/"}).status_code == 303
+    client, token = dash.signed_in()
+    try:
         assert client.get("/failed").status_code == 200
         for path in ("/failed/preview", "/failed/replay"):
             forged = client.post(path, data={"fix": FIX})
             assert forged.status_code == 403, path
             assert "CSRF" in forged.json()["error"]
+            wrong = client.post(path, data={"fix": FIX, "csrf": token[::-1]})
+            assert wrong.status_code == 403, path
+        # With its token, a preview answers (and writes nothing).
+        preview = client.post("/failed/preview", data={"fix": FIX, "csrf": token})
+        assert preview.status_code == 200
+        assert 'data-dry-run="true"' in preview.text
+    finally:
+        client.close()
