@@ -229,6 +229,9 @@ def test_run_an_interval_from_the_grid_and_see_its_cell_turn_done(
     # The same span for the page and the command (an hour may end between the two).
     until = datetime.now(UTC).strftime("%Y-%m-%dT%H:00")
     page.goto(dash.url + f"/pipelines/hourly?end={until}")
+    expect(page.get_by_role("link", name="Latest intervals")).to_have_attribute(
+        "href", "/pipelines/hourly"
+    )
     cells = page.locator("#grid button.cell")
     expect(cells.first).to_be_visible()
     states = cells.evaluate_all("cells => cells.map(c => c.dataset.state)")
@@ -346,6 +349,17 @@ def test_replay_a_dead_letter_and_see_it_delivered(
     assert len(receiver.rows()) == before + int(first["rows"])
     assert [d["id"] for d in _cli_json(dash, "dead_letters", "{}")].count(int(first["id"])) == 0
     assert _last_action(dash) == ("alice", "replay", "ok")
+
+    # The rest of the pipeline and sink's, from its row of counts.
+    left = len(listed) - 1
+    shown = _accept(page)
+    row.get_by_role("button", name="Replay the dead letters of crm_events to crm").click()
+    expect(page.locator("#outcome")).to_have_text(f"Replayed: {left} delivered")
+    assert shown == [f"Replay the {left} dead letters of crm_events to crm?"]
+    expect(page.locator("tr[data-letter]")).to_have_count(0)
+    expect(row.locator("[data-count=dead_letters]")).to_have_text("0")
+    assert _cli_json(dash, "dead_letters", "{}") == []
+    assert len(receiver.rows()) == before + sum(int(d["rows"]) for d in listed)
 
 
 def _last_action(dash: Dash) -> tuple[str, str, str]:

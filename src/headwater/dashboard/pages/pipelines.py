@@ -66,7 +66,9 @@ async def _pipeline(request: Request, admin: Admin) -> Response:
     except HeadwaterError as exc:
         return render_page(request, admin, "pipeline_missing.html", status_code=404,
                            name=name, error=str(exc), hint=exc.hint)  # fmt: skip
-    return render_page(request, admin, "pipeline.html", **_grid_context(grid), outcome=None)
+    spanned = any(request.query_params.get(key) for key in ("start", "end"))
+    return render_page(request, admin, "pipeline.html", **_grid_context(grid), outcome=None,
+                       spanned=spanned)  # fmt: skip
 
 
 async def _grid(request: Request, admin: Admin) -> Response:
