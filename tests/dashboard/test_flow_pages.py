@@ -372,8 +372,7 @@ def _last_action(dash: Dash) -> tuple[str, str, str]:
 
 
 PAGES = ["/pipelines", "/pipelines/hourly", "/deliveries"]
-PARTIALS = ["/pipelines/hourly/grid", "/pipelines/hourly/interval?at=2026-01-01T00:00",
-            "/deliveries/body"]  # fmt: skip
+PARTIALS = ["/pipelines/hourly/interval?at=2026-01-01T00:00"]
 ACTIONS = ["/pipelines/hourly/run", "/pipelines/hourly/backfill", "/deliveries/replay"]
 
 

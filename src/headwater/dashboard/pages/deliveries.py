@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from headwater.core.errors import HeadwaterError
-from headwater.dashboard.web import Admin, Nav, action, data, operation, operation_action, page
+from headwater.dashboard.web import Admin, Nav, action, operation, operation_action, page
 from headwater.dashboard.web import render as render_page
 
 NAV = Nav("Deliveries", "/deliveries", 50)
@@ -22,13 +22,6 @@ NAV = Nav("Deliveries", "/deliveries", 50)
 
 async def _index(request: Request, admin: Admin) -> Response:
     return render_page(request, admin, "deliveries.html", **await _state(request), outcome=None)
-
-
-async def _body(request: Request, admin: Admin) -> Response:
-    """The counts and dead letters alone, for htmx to swap in."""
-    return render_page(
-        request, admin, "partials/deliveries.html", **await _state(request), outcome=None
-    )
 
 
 async def _state(request: Request) -> dict[str, Any]:
@@ -78,6 +71,5 @@ def _field(form: Any, key: str) -> str | None:
 
 routes = [
     Route("/deliveries", page(_index), methods=["GET"]),
-    Route("/deliveries/body", data(_body), methods=["GET"]),
     Route("/deliveries/replay", action(_replay), methods=["POST"]),
 ]

@@ -71,13 +71,6 @@ async def _pipeline(request: Request, admin: Admin) -> Response:
                        spanned=spanned)  # fmt: skip
 
 
-async def _grid(request: Request, admin: Admin) -> Response:
-    """The grid alone, for htmx to swap in (another span, or after an action)."""
-    name = request.path_params["name"]
-    grid = await operation(request, "intervals", _span(request, name))
-    return render_page(request, admin, "partials/grid.html", **_grid_context(grid), outcome=None)
-
-
 async def _interval(request: Request, admin: Admin) -> Response:
     """One interval's runs: what a cell shows when chosen."""
     name = request.path_params["name"]
@@ -92,32 +85,31 @@ async def _interval(request: Request, admin: Admin) -> Response:
 
 async def _run(request: Request, admin: Admin) -> Response:
     """Run intervals of a pipeline again (``headwater run NAME --start --end``)."""
-    name = request.path_params["name"]
-    form = await request.form()
-    args = {"name": name, "start": _field(form, "start"), "end": _field(form, "end")}
-    try:
-        answer = await operation_action(request, admin, "run", args)
-    except HeadwaterError as exc:
-        return await _after(request, admin, name, _refused(exc))
-    runs, failures = answer["runs"], answer["failures"]
-    rows = sum(r["rows_written"] for r in runs)
-    text = f"Ran {len(runs)} interval{'s' if len(runs) != 1 else ''}; {_rows_text(rows)} written."
-    return await _after(request, admin, name, _outcome(text, failures))
+    return await _ranged(request, admin, "run")
 
 
 async def _backfill(request: Request, admin: Admin) -> Response:
     """Fill a range of a pipeline and what it reads (``headwater backfill``)."""
-    name = request.path_params["name"]
+    return await _ranged(request, admin, "backfill")
+
+
+async def _ranged(request: Request, admin: Admin, name: str) -> Response:
+    """Operation ``name`` (``run`` or ``backfill``) over the form's range, as an admin
+    action; what it did, in the words of the command line."""
+    pipeline = request.path_params["name"]
     form = await request.form()
-    args = {"name": name, "start": _field(form, "start"), "end": _field(form, "end")}
+    args = {"name": pipeline, "start": _field(form, "start"), "end": _field(form, "end")}
     try:
-        answer = await operation_action(request, admin, "backfill", args)
+        answer = await operation_action(request, admin, name, args)
     except HeadwaterError as exc:
-        return await _after(request, admin, name, _refused(exc))
+        return await _after(request, admin, pipeline, _refused(exc))
     runs, failures = answer["runs"], answer["failures"]
-    rows = sum(r["rows_written"] for r in runs)
-    text = f"Backfilled {len(runs)} intervals; {_rows_text(rows)} written."
-    return await _after(request, admin, name, _outcome(text, failures))
+    rows = _rows_text(sum(r["rows_written"] for r in runs))
+    if name == "run":
+        text = f"Ran {len(runs)} interval{'s' if len(runs) != 1 else ''}; {rows} written."
+    else:
+        text = f"Backfilled {len(runs)} intervals; {rows} written."
+    return await _after(request, admin, pipeline, _outcome(text, failures))
 
 
 def _rows_text(count: int) -> str:
@@ -219,7 +211,6 @@ def _label(cell: dict[str, Any], start: datetime, end: datetime) -> str:
 routes = [
     Route("/pipelines", page(_index), methods=["GET"]),
     Route("/pipelines/{name}", page(_pipeline), methods=["GET"]),
-    Route("/pipelines/{name}/grid", data(_grid), methods=["GET"]),
     Route("/pipelines/{name}/interval", data(_interval), methods=["GET"]),
     Route("/pipelines/{name}/run", action(_run), methods=["POST"]),
     Route("/pipelines/{name}/backfill", action(_backfill), methods=["POST"]),
