@@ -400,6 +400,11 @@ def test_an_action_without_its_csrf_token_is_refused(dash: Dash) -> None:
         assert "no pipeline named &#39;nope&#39;" in unknown.text
         bad = client.get("/pipelines/hourly/interval", params={"at": "yesterday"})
         assert "is not a date or time" in bad.text
+        # A full pipeline's grid: its latest tick, not run yet (it reads hourly, which the
+        # scheduler runs once an hour here).
+        full = client.get("/pipelines/rollup")
+        assert full.status_code == 200
+        assert full.text.count('<button type="button" class="cell" data-state="missing"') == 1
         form = {"start": _an_hour(), "end": _an_hour(1)}
         for path, data in (("/pipelines/hourly/run", form), ("/deliveries/replay", {})):
             forged = client.post(path, data=data)
