@@ -183,3 +183,21 @@ def test_the_datasets_page_shows_model_versions_and_consumers(
     assert "2.0 kB" in html
     assert "No consumers yet" in html
     assert 'hx-get="/datasets/events/preview"' in html
+
+
+def test_a_refused_operation_says_why_as_the_asker_can_show_it(client: httpx.Client) -> None:
+    _sign_in(client)
+    path = "/datasets/nope/preview"
+    fragment = client.get(path, headers={"HX-Request": "true"})
+    assert fragment.status_code == 400
+    assert '<div class="problem" role="alert">' in fragment.text
+    assert "there is no dataset &#39;nope&#39;" in fragment.text
+    assert "<nav" not in fragment.text  # swapped into its target, no layout
+    page = client.get(path)
+    assert page.status_code == 400
+    assert "<h1>Could not be done</h1>" in page.text
+    assert "<nav" in page.text
+    answer = client.get(path, headers={"Accept": "application/json"})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "there is no dataset 'nope'"
+    assert "events" in answer.json()["hint"]

@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from headwater.cli.scaffold import add_admin, init_project
-from tests.conftest import HEADWATER, wait_for
+from tests.conftest import HEADWATER, Project, Server, wait_for
 from tests.dashboard.conftest import CheckPage, Dash, sign_in
 
 
@@ -124,3 +124,20 @@ def test_keyboard_reaches_everything_with_a_visible_focus(page: Page) -> None:
     page.keyboard.press("Tab")
     page.keyboard.press("Enter")
     expect(page.locator("main")).to_be_focused()
+
+
+def test_the_overview_shows_the_offload_into_a_warehouse(project: Project) -> None:
+    project.configure('[warehouse]\nengine = "duckdb"\npath = "warehouse.duckdb"\n')
+    token = add_admin(project.root / "headwater.toml", "alice")
+    server = Server(project).start()
+    try:
+        with httpx.Client(base_url=server.url, follow_redirects=True) as client:
+            client.post("/signin", data={"token": token, "next": "/"})
+            overview = client.get("/")
+            summary = client.get("/overview.json").json()
+        assert summary["offload"]["store"] == "duckdb"
+        assert summary["offload"]["warehouse"] == "duckdb"
+        assert "Offload lag" in overview.text
+        assert 'data-figure="offload-lag"' in overview.text
+    finally:
+        server.stop()

@@ -70,6 +70,12 @@ def test_the_live_tail_filters(page: Page, dash: Dash) -> None:
     expect(tail.locator("li")).to_contain_text("Wanted")
     # The other was committed first, so it would have been shown before this one.
     expect(tail.locator("li", has_text="Unwanted")).to_have_count(0)
+    # Paused, the list holds still and counts what it did not show.
+    page.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("button", name="Resume")).to_have_attribute("aria-pressed", "true")
+    _send(dash, user_id="filter-u", event="Wanted")
+    expect(page.get_by_role("status")).to_have_text("Paused: 1 new events not shown.")
+    expect(tail.locator("li")).to_have_count(1)
 
 
 def _figures(page: Page) -> dict[str, str]:
@@ -116,7 +122,7 @@ def test_overview_numbers_are_the_clis(page: Page, dash: Dash, check_page: Check
     assert figures.status_code == 200
     assert 'data-figure="hour-accepted"' in figures.text
     assert "<nav" not in figures.text
-    expect(page.locator(".chart[data-drawn=true]")).to_have_count(4)
+    expect(page.locator(".chart[data-drawn=true]")).to_have_count(6)
     check_page(page, "overview-with-events", "Overview")
 
 

@@ -15,10 +15,11 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from headwater.core.errors import HeadwaterError
 from headwater.dashboard import pages
 from headwater.dashboard.sessions import Sessions, load_secret
 from headwater.dashboard.tail import Fanout
-from headwater.dashboard.web import Dashboard, Nav, Operations
+from headwater.dashboard.web import Dashboard, Nav, Operations, failed
 from headwater.serve.auth import AdminRing, AdminTokens, Source
 from headwater.state.admin_actions import AdminLog
 
@@ -61,7 +62,7 @@ def dashboard_app(
             nav.append(module.NAV)
     nav.sort(key=lambda n: (n.order, n.label))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HeadwaterError: failed, Exception: failed})
     app.state.dashboard = Dashboard(
         operations=operations,
         actions=actions,

@@ -186,6 +186,29 @@ def render(
     return HTMLResponse(html, status_code=status_code)
 
 
+def problem(request: Request, status: int, message: str, hint: str | None = None) -> Response:
+    """An error as the asker can show it: a fragment for htmx (swapped into its target), JSON
+    for a script, otherwise a page in the layout."""
+    if request.headers.get("hx-request") == "true":
+        return render(request, None, "partials/problem.html", status, message=message, hint=hint)
+    if request.url.path.endswith(".json") or "json" in request.headers.get("accept", ""):
+        return JSONResponse({"error": message, "hint": hint}, status_code=status)
+    admin = signed_in(request)
+    return render(request, admin, "problem.html", status, message=message, hint=hint)
+
+
+async def failed(request: Request, exc: Exception) -> Response:
+    """What an operation raised: a bad request (``ConfigError``, 400) says the fix; the store
+    or another part failing (503) says to try again; anything else is logged (500)."""
+    if isinstance(exc, ConfigError):
+        return problem(request, 400, str(exc), exc.hint)
+    if isinstance(exc, HeadwaterError):
+        log.error("dashboard: %s: %s", request.url.path, exc)
+        return problem(request, 503, str(exc), exc.hint or "try again shortly")
+    log.error("dashboard: %s failed", request.url.path, exc_info=exc)
+    return problem(request, 500, "something went wrong; the server's log says what")
+
+
 async def operation(request: Request, name: str, args: dict[str, Any] | None = None) -> Any:
     """Operation ``name`` of ``runtime/operations.py`` (what the CLI calls), in a thread."""
     return await asyncio.to_thread(dashboard(request).operations, name, args or {})

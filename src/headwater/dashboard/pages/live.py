@@ -73,14 +73,17 @@ async def _stream(request: Request, admin: Admin) -> Response:
     if fanout is None:
         return refused(409, "this process runs no collector: open the dashboard of one that does")
     filters = {k: v for k in FILTERS if (v := request.query_params.get(k, "").strip())}
-    try:
-        viewer = fanout.subscribe()
-    except TooManyViewers:
-        return refused(503, "too many live pages are open (or the server is stopping)")
 
     async def events() -> AsyncIterator[dict[str, str]]:
+        # Subscribed here, where the stream's end always unsubscribes: a page that went
+        # before its stream began holds no place.
         try:
-            # Subscribed before this is sent: what is committed from now on is shown.
+            viewer = fanout.subscribe()
+        except TooManyViewers:
+            yield {"event": "full", "data": "too many live pages are open, or the server stops"}
+            return
+        try:
+            # Sent once subscribed: what is committed from now on is shown.
             yield {"event": "ready", "data": "{}"}
             dropped = 0
             while (committed := await viewer.queue.get()) is not None:

@@ -67,19 +67,38 @@
     var status = document.getElementById("tail-status");
     var max = parseInt(list.dataset.max || "200", 10);
     var source = null;
+    var pause = document.getElementById("tail-pause");
+    var paused = false;
+    var held = 0;
+    pause.addEventListener("click", function () {
+      paused = !paused;
+      pause.setAttribute("aria-pressed", String(paused));
+      pause.textContent = paused ? "Resume" : "Pause";
+      if (!paused && held) {
+        status.textContent = held + " events arrived while paused; they are not shown.";
+        held = 0;
+      }
+    });
     function connect() {
       if (source) source.close();
       var params = new URLSearchParams(new FormData(form));
       source = new EventSource(list.dataset.stream + "?" + params.toString());
       source.addEventListener("ready", function () { status.textContent = "Connected: events appear as they are committed."; list.dataset.connected = "true"; });
       source.addEventListener("events", function (message) {
-        JSON.parse(message.data).forEach(function (event) {
+        var events = JSON.parse(message.data);
+        if (paused) { held += events.length; status.textContent = "Paused: " + held + " new events not shown."; return; }
+        events.forEach(function (event) {
           list.insertBefore(row(event), list.firstChild);
         });
         while (list.children.length > max) list.removeChild(list.lastChild);
       });
       source.addEventListener("dropped", function (message) {
         status.textContent = "This page fell behind: " + message.data + " events were not shown.";
+      });
+      source.addEventListener("full", function (message) {
+        source.close();
+        list.dataset.connected = "false";
+        status.textContent = "Not connected: " + message.data + ". Reload to try again.";
       });
       source.addEventListener("error", function () { list.dataset.connected = "false"; status.textContent = "Disconnected; reconnecting…"; });
     }
