@@ -39,7 +39,7 @@ async def _replay(request: Request, admin: Admin) -> Response:
     if ident is not None:
         if not ident.isdigit():
             message = f"{ident!r} is not a dead letter's id"
-            return render_page(request, admin, "partials/message.html", message=message, hint=None)
+            return render_page(request, admin, "partials/problem.html", message=message, hint=None)
         args["ids"] = [int(ident)]
     try:
         results = await operation_action(request, admin, "replay", args)

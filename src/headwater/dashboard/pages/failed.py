@@ -35,7 +35,7 @@ async def _preview(request: Request, admin: Admin) -> Response:
     try:
         report = await operation(request, "failed_replay", {**args, "dry_run": True})
     except HeadwaterError as exc:
-        return render_page(request, admin, "partials/message.html",
+        return render_page(request, admin, "partials/problem.html",
                            message=str(exc), hint=exc.hint)  # fmt: skip
     return render_page(request, admin, "partials/failed_report.html", report=report, choice=args)
 
@@ -48,7 +48,7 @@ async def _replay(request: Request, admin: Admin) -> Response:
     except HeadwaterError as exc:
         if request.headers.get("hx-request") != "true":
             return RedirectResponse("/failed", status_code=303)
-        return render_page(request, admin, "partials/message.html",
+        return render_page(request, admin, "partials/problem.html",
                            message=str(exc), hint=exc.hint)  # fmt: skip
     if request.headers.get("hx-request") != "true":
         return RedirectResponse("/failed", status_code=303)

@@ -21,7 +21,16 @@ from starlette.routing import Route
 from headwater.core.clock import parse_utc
 from headwater.core.errors import HeadwaterError
 from headwater.dashboard import dag
-from headwater.dashboard.web import Admin, Nav, action, data, operation, operation_action, page
+from headwater.dashboard.web import (
+    Admin,
+    Nav,
+    action,
+    data,
+    operation,
+    operation_action,
+    page,
+    problem,
+)
 from headwater.dashboard.web import render as render_page
 
 NAV = Nav("Pipelines", "/pipelines", 40)
@@ -64,8 +73,7 @@ async def _pipeline(request: Request, admin: Admin) -> Response:
     try:
         grid = await operation(request, "intervals", _span(request, name))
     except HeadwaterError as exc:
-        return render_page(request, admin, "pipeline_missing.html", status_code=404,
-                           name=name, error=str(exc), hint=exc.hint)  # fmt: skip
+        return problem(request, 404, str(exc), exc.hint)
     spanned = any(request.query_params.get(key) for key in ("start", "end"))
     return render_page(request, admin, "pipeline.html", **_grid_context(grid), outcome=None,
                        spanned=spanned)  # fmt: skip
@@ -78,7 +86,7 @@ async def _interval(request: Request, admin: Admin) -> Response:
     try:
         answer = await operation(request, "interval", {"name": name, "at": at})
     except HeadwaterError as exc:
-        return render_page(request, admin, "partials/message.html",
+        return render_page(request, admin, "partials/problem.html",
                            message=str(exc), hint=exc.hint)  # fmt: skip
     return render_page(request, admin, "partials/interval.html", name=name, states=STATES, **answer)
 
@@ -132,7 +140,7 @@ async def _after(request: Request, admin: Admin, name: str, outcome: dict[str, A
     try:
         grid = await operation(request, "intervals", {"name": name})
     except HeadwaterError as exc:
-        return render_page(request, admin, "partials/message.html", message=str(exc), hint=exc.hint)
+        return render_page(request, admin, "partials/problem.html", message=str(exc), hint=exc.hint)
     return render_page(request, admin, "partials/grid.html", **_grid_context(grid), outcome=outcome)
 
 
