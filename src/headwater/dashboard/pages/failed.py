@@ -16,7 +16,15 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from headwater.core.errors import HeadwaterError
-from headwater.dashboard.web import Admin, Nav, action, operation, operation_action, page
+from headwater.dashboard.web import (
+    Admin,
+    Nav,
+    action,
+    operation,
+    operation_action,
+    page,
+    problem,
+)
 from headwater.dashboard.web import render as render_page
 
 NAV = Nav("Failed events", "/failed", 30)
@@ -37,7 +45,7 @@ async def _preview(request: Request, admin: Admin) -> Response:
     except HeadwaterError as exc:
         return render_page(request, admin, "partials/problem.html",
                            message=str(exc), hint=exc.hint)  # fmt: skip
-    return render_page(request, admin, "partials/failed_report.html", report=report, choice=args)
+    return render_page(request, admin, "partials/failed_report.html", report=report)
 
 
 async def _replay(request: Request, admin: Admin) -> Response:
@@ -47,13 +55,14 @@ async def _replay(request: Request, admin: Admin) -> Response:
         report = await operation_action(request, admin, "failed_replay", args)
     except HeadwaterError as exc:
         if request.headers.get("hx-request") != "true":
-            return RedirectResponse("/failed", status_code=303)
+            return problem(request, 400, str(exc), exc.hint)
+        # Shown beside the form (a 200, so htmx swaps it in where the preview goes).
         return render_page(request, admin, "partials/problem.html",
                            message=str(exc), hint=exc.hint)  # fmt: skip
     if request.headers.get("hx-request") != "true":
         return RedirectResponse("/failed", status_code=303)
     groups = await operation(request, "failed")
-    return render_page(request, admin, "partials/failed_done.html", report=report, choice=args,
+    return render_page(request, admin, "partials/failed_done.html", report=report,
                        groups=groups)  # fmt: skip
 
 

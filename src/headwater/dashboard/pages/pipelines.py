@@ -50,9 +50,7 @@ async def _index(request: Request, admin: Admin) -> Response:
     report = await operation(request, "status")
     states = {row["name"]: _node_state(row) for row in report}
     graph = dag.layout([r for r in listed if r["kind"] != "broken"], states)
-    return render_page(
-        request, admin, "pipelines.html", report=report, graph=graph, dag=dag, states=states
-    )
+    return render_page(request, admin, "pipelines.html", report=report, graph=graph, dag=dag)
 
 
 def _node_state(row: dict[str, Any]) -> str:
