@@ -49,7 +49,8 @@ async def _index(request: Request, admin: Admin) -> Response:
     listed = await operation(request, "list")
     report = await operation(request, "status")
     states = {row["name"]: _node_state(row) for row in report}
-    graph = dag.layout([r for r in listed if r["kind"] != "broken"], states)
+    # A file that does not load is drawn too (red), without edges: what it reads is unknown.
+    graph = dag.layout(listed, states)
     return render_page(request, admin, "pipelines.html", report=report, graph=graph, dag=dag)
 
 
