@@ -12,7 +12,7 @@ import httpx
 from playwright.sync_api import Browser, Page, expect
 
 from headwater.cli.scaffold import add_admin, init_project
-from tests.conftest import HEADWATER, Project, Server, wait_for
+from tests.conftest import HEADWATER, Project, Server, run_cli, wait_for
 from tests.dashboard.conftest import CheckPage, Dash, sign_in
 
 
@@ -93,6 +93,14 @@ def test_served_by_the_read_api_stage(tmp_path: Path) -> None:
             assert client.get("/datasets").status_code == 200
             assert client.post("/v1/track", json={}).status_code == 404
             assert client.get("/api/v1/datasets").status_code == 401
+            # Everyone signed out, from the command line, through the running server.
+            ended = run_cli(root, "admins", "end-sessions")
+            assert "Every dashboard session has ended" in ended.stdout
+            wait_for(
+                "the session to end",
+                lambda: client.get("/overview.json").status_code == 401,
+                detail=log.read_text,
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)

@@ -112,12 +112,17 @@ def test_overview_numbers_are_the_clis(page: Page, dash: Dash, check_page: Check
         for v in re.findall(r"^headwater_events_accepted_total\{[^}]*\} (\S+)$", metrics, re.M)
     )
     assert shown["collector-accepted"] == f"{int(accepted):,}"
+    answered = re.search(r"^headwater_ack_seconds_count (\S+)$", metrics, re.M)
+    assert answered is not None
+    assert float(answered.group(1)) >= 4  # the three events and the refused one, at least
+    assert shown["ack-p50"].startswith("≤ ")
     # The JSON behind the charts says the same, and the charts are drawn from it.
     with httpx.Client(base_url=dash.url, cookies=_cookies(page)) as client:
         summary = client.get("/overview.json", params={"until": until}).json()
         figures = client.get("/overview/figures")
     assert summary["traffic"] == cli
     assert summary["pinned"] is True
+    assert summary["collector"]["acknowledged"] == int(float(answered.group(1)))
     # The fragment htmx swaps in every 30 seconds: the same tiles, no layout around them.
     assert figures.status_code == 200
     assert 'data-figure="hour-accepted"' in figures.text

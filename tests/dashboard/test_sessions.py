@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from headwater.core.errors import ConfigError
+from headwater.dashboard import sessions as sessions_module
 from headwater.dashboard.pages.signin import _next
-from headwater.dashboard.sessions import SECRET_FILE, Sessions, load_secret
+from headwater.dashboard.sessions import Sessions
+from headwater.state.admin_actions import SessionSecret
+from headwater.state.database import StateStore
 
 STORED = b"\x01" * 32
 
 
-def test_a_session_reads_back_and_nothing_else_does(tmp_path: Path) -> None:
-    sessions = Sessions(load_secret(tmp_path), 60)
+@pytest.fixture
+def secret(tmp_path: Path) -> Iterator[SessionSecret]:
+    """The environment's secret, in a real metadata database."""
+    state = StateStore.in_folder(tmp_path)
+    yield state.session_secret
+    state.close()
+
+
+def test_a_session_reads_back_and_nothing_else_does(secret: SessionSecret) -> None:
+    sessions = Sessions(secret.get, 60)
     cookie = sessions.issue("alice", STORED)
     session = sessions.read(cookie)
     assert session is not None
@@ -33,26 +43,29 @@ def test_a_session_reads_back_and_nothing_else_does(tmp_path: Path) -> None:
     assert sessions.csrf(other) != sessions.csrf(session)
 
 
-def test_sessions_expire(tmp_path: Path) -> None:
-    sessions = Sessions(load_secret(tmp_path), -1)
+def test_sessions_expire(secret: SessionSecret) -> None:
+    sessions = Sessions(secret.get, -1)
     assert sessions.read(sessions.issue("alice", STORED)) is None
 
 
-def test_a_new_secret_signs_everyone_out(tmp_path: Path) -> None:
-    cookie = Sessions(load_secret(tmp_path), 60).issue("alice", STORED)
-    assert load_secret(tmp_path) == load_secret(tmp_path)  # made once, then kept
-    assert (tmp_path / SECRET_FILE).stat().st_mode & 0o777 == 0o600
-    (tmp_path / SECRET_FILE).unlink()
-    assert Sessions(load_secret(tmp_path), 60).read(cookie) is None
-
-
-def test_a_damaged_secret_file_says_how_to_fix_it(tmp_path: Path) -> None:
-    (tmp_path / SECRET_FILE).write_text("not hex")
-    with pytest.raises(ConfigError) as raised:
-        load_secret(tmp_path)
-    assert raised.value.hint is not None
-    assert "delete" in raised.value.hint
-    assert os.listdir(tmp_path) == [SECRET_FILE]
+def test_a_new_secret_signs_everyone_out(
+    secret: SessionSecret, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read again at every use here, rather than every few seconds.
+    monkeypatch.setattr(sessions_module, "SECRET_SECONDS", 0.0)
+    made = secret.get()
+    assert secret.get() == made  # made once, then kept
+    assert len(made) == 32
+    sessions = Sessions(secret.get, 60)
+    cookie = sessions.issue("alice", STORED)
+    # Another process of the same environment reads the same secret: the session holds.
+    other = StateStore.in_folder(tmp_path)
+    try:
+        assert Sessions(other.session_secret.get, 60).read(cookie) is not None
+        other.session_secret.replace()
+    finally:
+        other.close()
+    assert sessions.read(cookie) is None
 
 
 @pytest.mark.parametrize(

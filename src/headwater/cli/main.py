@@ -79,6 +79,7 @@ COMMANDS: tuple[tuple[typer.Typer, str, Callable[..., None]], ...] = (
     (consumers, "list", setup.consumers_list),
     (admins, "add", setup.admins_add),
     (admins, "list", setup.admins_list),
+    (admins, "end-sessions", setup.admins_end_sessions),
     (deployment, "render", deploy.render),
     (deployment, "apply", deploy.apply),
     (deployment, "lock", deploy.lock),

@@ -117,6 +117,18 @@ def admins_add(name: Annotated[str, typer.Argument(help="Name of the new admin."
     )
 
 
+def admins_end_sessions() -> None:
+    """Sign every admin out of the dashboard (within seconds): its sessions' signing secret
+    is replaced. Removing an admin, or giving them a new token, ends only theirs.
+
+    Example: headwater admins end-sessions
+    """
+    from headwater.cli.context import operation
+
+    operation("end_sessions", {})
+    console.print("Every dashboard session has ended; admins sign in again with their token.")
+
+
 def admins_list() -> None:
     """List admins and how each token is stored."""
     project = options.project()

@@ -192,7 +192,9 @@ class IngestApp:
             if source is None:
                 source = self._keys.source_for(body_key)
             received_us, token = self._arrive()
-            return await self._ingest(kind, body, envelope, source, received_us)
+            answer = await self._ingest(kind, body, envelope, source, received_us)
+            self._writer.acknowledged(received_us)
+            return answer
         except RequestRefused as refused:
             if token is None:
                 received_us, token = self._arrive()

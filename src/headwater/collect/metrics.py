@@ -33,6 +33,13 @@ class CollectorMetrics:
             buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=registry,
         )
+        self.ack_seconds = Histogram(
+            "headwater_ack_seconds",
+            "Time from a request's arrival (its body read) to its answer, the commit it waits "
+            "for included: every request whose events, or their refusals, were committed.",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
         self.commit_events = Histogram(
             "headwater_commit_events",
             "Events in one group commit.",

@@ -136,6 +136,10 @@ class Writer:
         with self._cond:
             return min(self._pending.values(), default=None)
 
+    def acknowledged(self, received_us: int) -> None:
+        """Count the wait of a request answered as stored (``headwater_ack_seconds``)."""
+        self._metrics.ack_seconds.observe(max(0, self._clock() - received_us) / 1_000_000)
+
     @property
     def accepting(self) -> bool:
         return not self._closing and self._thread.is_alive()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.core.errors import HeadwaterError
 from headwater.dashboard import pages
-from headwater.dashboard.sessions import Sessions, load_secret
+from headwater.dashboard.sessions import Sessions
 from headwater.dashboard.tail import Fanout
 from headwater.dashboard.web import Dashboard, Nav, Operations, failed
 from headwater.serve.auth import AdminRing, AdminTokens, Source
@@ -50,10 +50,10 @@ def dashboard_app(
     registry: CollectorRegistry,
     fanout: Fanout | None,
     roles: frozenset[str],
-    secret_folder: Path,
+    secret: Callable[[], bytes],
 ) -> ASGIApp:
     """The dashboard: ``operations`` run what the CLI runs, ``actions`` logs what admins do,
-    sessions are signed with the secret of ``secret_folder``."""
+    sessions are signed with what ``secret`` reads (the environment's)."""
     routes: list[BaseRoute] = []
     nav: list[Nav] = []
     for module in _page_modules():
@@ -68,7 +68,7 @@ def dashboard_app(
         actions=actions,
         admins=AdminRing(admin_tokens),
         admin_tokens=admin_tokens,
-        sessions=Sessions(load_secret(secret_folder), SESSION_SECONDS),
+        sessions=Sessions(secret, SESSION_SECONDS),
         templates=templates(),
         registry=registry,
         fanout=fanout,

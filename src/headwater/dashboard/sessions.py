@@ -1,10 +1,12 @@
-"""Signed sessions and the CSRF tokens tied to them, with a secret kept per data folder.
+"""Signed sessions and the CSRF tokens tied to them.
 
 A session is a cookie holding the admin's name, a fingerprint of their token's
 hash (a token removed or replaced in ``headwater.toml`` ends its sessions), an
 expiry and a random nonce, signed with HMAC-SHA256. The CSRF token of a form
 is an HMAC of that nonce: a page from another origin can neither read it nor
-make it. Rotating the secret (deleting the file) signs everyone out.
+make it. The secret is the environment's (kept in the metadata, so every process
+serving the dashboard agrees); a new one (``headwater admins end-sessions``)
+signs everyone out within :data:`SECRET_SECONDS`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from headwater.core.errors import ConfigError
-
-SECRET_FILE = "dashboard.secret"  # noqa: S105 (a file name)
 COOKIE = "headwater_session"
+#: How long a process keeps the secret before reading it again.
+SECRET_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,33 +35,6 @@ class Session:
     nonce: str
 
 
-def load_secret(folder: Path) -> bytes:
-    """The signing secret of ``folder``, made the first time (readable by its owner only)."""
-    path = folder / SECRET_FILE
-    try:
-        return bytes.fromhex(path.read_text().strip())
-    except FileNotFoundError:
-        pass
-    except ValueError:
-        raise ConfigError(
-            f"{path} is not a dashboard secret",
-            hint=f"delete {path}: a new one is made (everyone signs in again)",
-        ) from None
-    fresh = secrets.token_bytes(32)
-    temporary = path.with_name(f".{SECRET_FILE}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(fresh.hex())
-    try:
-        # Two processes starting together: the first link wins, both use its secret.
-        os.link(temporary, path)
-    except FileExistsError:
-        pass
-    finally:
-        temporary.unlink(missing_ok=True)
-    return bytes.fromhex(path.read_text().strip())
-
-
 def fingerprint(stored_digest: bytes) -> str:
     return hashlib.sha256(b"headwater-session:" + stored_digest).hexdigest()[:16]
 
@@ -68,8 +42,12 @@ def fingerprint(stored_digest: bytes) -> str:
 class Sessions:
     """Makes and checks session cookies and CSRF tokens with one secret."""
 
-    def __init__(self, secret: bytes, lifetime_seconds: float) -> None:
-        self._secret = secret
+    def __init__(self, secret: Callable[[], bytes], lifetime_seconds: float) -> None:
+        """``secret`` reads the current secret (kept :data:`SECRET_SECONDS` at a time)."""
+        self._read_secret = secret
+        self._secret = b""
+        self._read_at = -SECRET_SECONDS
+        self._lock = threading.Lock()
         self.lifetime = lifetime_seconds
 
     def issue(self, admin: str, stored_digest: bytes) -> str:
@@ -105,4 +83,11 @@ class Sessions:
         return token is not None and hmac.compare_digest(token, self.csrf(session))
 
     def _sign(self, data: bytes) -> str:
-        return hmac.new(self._secret, data, hashlib.sha256).hexdigest()
+        return hmac.new(self._current(), data, hashlib.sha256).hexdigest()
+
+    def _current(self) -> bytes:
+        with self._lock:
+            if time.monotonic() - self._read_at >= SECRET_SECONDS:
+                self._secret = self._read_secret()
+                self._read_at = time.monotonic()
+            return self._secret

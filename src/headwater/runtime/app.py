@@ -32,7 +32,7 @@ from headwater.dashboard.tail import Fanout
 from headwater.deliver.settings import PostgresSink
 from headwater.runtime import failed
 from headwater.runtime.metrics import DeliveryCounters, StateMetrics
-from headwater.runtime.workspace import Workspace, private_folder, state_for
+from headwater.runtime.workspace import Workspace, state_for
 from headwater.serve.catalog import Served
 from headwater.serve.query import Reader
 from headwater.store.engine import Engine, collectors_floor
@@ -273,7 +273,7 @@ class Runtime:
                     self.registry,
                     self.fanout,
                     self.roles,
-                    private_folder(self.project.data_dir),
+                    workspace.state.session_secret.get,
                 )
             return self._dashboard
 

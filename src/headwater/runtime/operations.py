@@ -247,6 +247,12 @@ def _preview(workspace: Workspace, args: Preview, _: ProgressSink | None) -> obj
     return preview(workspace, args.name, args.limit)
 
 
+def _end_sessions(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
+    """A new signing secret for the dashboard: every admin signs in again."""
+    workspace.state.session_secret.replace()
+    return None
+
+
 def _render(workspace: Workspace, args: Span, _: ProgressSink | None) -> object:
     start, end = _time(args.start), _time(args.end)
     text, params = workspace.render(args.name, start, end)
@@ -432,6 +438,7 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("traffic", Moment, _traffic),
         Operation("datasets", NoArgs, _datasets),
         Operation("preview", Preview, _preview),
+        Operation("end_sessions", NoArgs, _end_sessions),
         Operation("render", Span, _render),
         Operation("run", Span, _run, progress=True),
         Operation("due", Due, _due, progress=True),

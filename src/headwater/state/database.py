@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from headwater.core.errors import TerminalError
-from headwater.state.admin_actions import AdminLog
+from headwater.state.admin_actions import AdminLog, SessionSecret
 from headwater.state.applies import ApplyLog
 from headwater.state.deliveries import DeliveryLog
 from headwater.state.leases import Leases
@@ -31,8 +31,8 @@ SCHEMA_REVISION = "0008"
 
 class StateStore:
     """The shared run state: ``runs`` (runs, intervals, watermarks), ``leases``,
-    ``deliveries``, ``offloads``, ``applies``, ``models`` and ``admin_actions``, over one
-    SQLAlchemy engine."""
+    ``deliveries``, ``offloads``, ``applies``, ``models``, ``admin_actions`` and
+    ``session_secret``, over one SQLAlchemy engine."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -43,6 +43,7 @@ class StateStore:
         self.applies = ApplyLog(engine)
         self.models = ModelRegistry(engine)
         self.admin_actions = AdminLog(engine)
+        self.session_secret = SessionSecret(engine)
 
     @classmethod
     def open(cls, url: str, *, migrate: bool = True) -> StateStore:

@@ -240,3 +240,13 @@ admin_actions = Table(
     Column("detail", Text),
     Index("admin_actions_at", "at"),
 )
+
+#: The secret the dashboard's session cookies are signed with (one row, ``id`` 1), made at
+#: first use and shared by every process of the environment; a new one signs everyone out.
+dashboard_secret = Table(
+    "dashboard_secret",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("secret", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)

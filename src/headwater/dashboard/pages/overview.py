@@ -18,7 +18,8 @@ NAV = Nav("Overview", "/", 10)
 
 def collector_counts(registry: CollectorRegistry) -> dict[str, Any]:
     """This process's collector since it started, from its Prometheus metrics: accepted,
-    duplicate and refused events, and the latency of the commits answers wait for."""
+    duplicate and refused events, and how long requests waited for their answer (their
+    commit included)."""
     totals = {"accepted": 0.0, "duplicates": 0.0, "refused": 0.0}
     names = {
         "headwater_events_accepted_total": "accepted",
@@ -31,18 +32,18 @@ def collector_counts(registry: CollectorRegistry) -> dict[str, Any]:
         for sample in metric.samples:
             if sample.name in names:
                 totals[names[sample.name]] += sample.value
-            elif sample.name == "headwater_commit_seconds_bucket":
+            elif sample.name == "headwater_ack_seconds_bucket":
                 buckets.append((float(sample.labels["le"]), sample.value))
-            elif sample.name == "headwater_commit_seconds_count":
+            elif sample.name == "headwater_ack_seconds_count":
                 count = sample.value
-            elif sample.name == "headwater_commit_seconds_sum":
+            elif sample.name == "headwater_ack_seconds_sum":
                 total = sample.value
     return {
         **{k: int(v) for k, v in totals.items()},
-        "commits": int(count),
-        "commit_seconds_mean": total / count if count else None,
-        "commit_seconds_p50": _quantile(buckets, 0.5),
-        "commit_seconds_p95": _quantile(buckets, 0.95),
+        "acknowledged": int(count),
+        "ack_seconds_mean": total / count if count else None,
+        "ack_seconds_p50": _quantile(buckets, 0.5),
+        "ack_seconds_p95": _quantile(buckets, 0.95),
     }
 
 

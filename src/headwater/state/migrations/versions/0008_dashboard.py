@@ -1,4 +1,5 @@
-"""Dashboard: every admin action taken from the dashboard, who, what, when and how it went.
+"""Dashboard: every admin action taken from the dashboard, who, what, when and how it went;
+and the secret its sessions are signed with, shared by every process of the environment.
 
 Revision ID: 0008
 Revises: 0006
@@ -30,8 +31,15 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text),
     )
     op.create_index("admin_actions_at", "admin_actions", ["at"])
+    op.create_table(
+        "dashboard_secret",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("secret", sa.String(64), nullable=False),
+        sa.Column("created_at", TS, nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("dashboard_secret")
     op.drop_index("admin_actions_at", "admin_actions")
     op.drop_table("admin_actions")
