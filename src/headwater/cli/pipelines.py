@@ -286,8 +286,27 @@ def _print_applies(applies: dict[str, Any]) -> None:
         )
 
 
-def status() -> None:
-    """Every pipeline: schedule, last run, intervals done and missing, next run, last error."""
+def status(
+    name: Annotated[
+        str | None, typer.Argument(help="One pipeline: its intervals, one a line.")
+    ] = None,
+    start: Start = None,
+    end: End = None,
+    limit: Annotated[int, typer.Option(help="At most this many (the latest).")] = 168,
+) -> None:
+    """Every pipeline: schedule, last run, intervals done and missing, next run, last error.
+
+    With a pipeline's name: each of its intervals, done, stale, failed, running or
+    missing, with the run that made or last tried it.
+
+    Example: headwater status daily_active_users --start 2026-11-01
+    """
+    if name is not None:
+        _print_intervals(operation("intervals", {"name": name, "start": start, "end": end,
+                                                 "limit": limit}))  # fmt: skip
+        return
+    if start is not None or end is not None:
+        raise ConfigError("--start and --end are for one pipeline", hint="headwater status NAME")
     with session() as call:
         report = call("status", {})
         applies = call("applies", {})
@@ -383,6 +402,32 @@ def _changed(row: dict[str, Any]) -> str:
         for c in changes
     )
     return f"{name}: {said}; {rerun} scores them again."
+
+
+def _print_intervals(grid: dict[str, Any]) -> None:
+    """A pipeline's intervals, one a line, then ``status``'s counts for it."""
+    view = Table(header_style="bold")
+    for column in ("interval", "state", "run", "trigger", "rows", "duration", "note"):
+        view.add_column(column, overflow="fold")
+    for cell in grid["cells"]:
+        run = cell["run"] or {}
+        duration = run.get("duration_seconds")
+        note = cell["reason"] or (run.get("error") or "").split("\n", 1)[0]
+        view.add_row(
+            cell["interval"]["start"][:16], cell["state"], str(run.get("id", "")),
+            run.get("trigger", ""), "" if run.get("rows_written") is None
+            else str(run["rows_written"]), "" if duration is None else f"{duration:.1f}s",
+            Text(note),
+        )  # fmt: skip
+    console.print(view)
+    if grid["earlier"]:
+        console.print("Earlier intervals exist: --end and --limit show them.")
+    totals = grid["totals"]
+    console.print(
+        f"{grid['pipeline']}: {totals['done']} done, {totals['missing']} missing, "
+        f"{totals['stale']} stale, {totals['changed']} made by an older version.",
+        highlight=False,
+    )
 
 
 def _print_offload(offload: dict[str, Any] | None, report: list[dict[str, Any]]) -> None:

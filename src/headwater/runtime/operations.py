@@ -56,6 +56,22 @@ class Span(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     upstream: bool = False
 
 
+class Cells(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A pipeline's intervals in ``[start, end)`` (ISO, UTC), the latest ``limit`` of them."""
+
+    name: str
+    start: str | None = None
+    end: str | None = None
+    limit: int = 168
+
+
+class At(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A pipeline's interval that holds a moment (ISO, UTC)."""
+
+    name: str
+    at: str
+
+
 class Due(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     deliver: bool = False
 
@@ -185,6 +201,24 @@ def _problem(broken: Broken) -> dict[str, object]:
 
 def _status(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
     return workspace.status()
+
+
+def _intervals(workspace: Workspace, args: Cells, _: ProgressSink | None) -> object:
+    """Each interval of a pipeline with its state and the run behind it; the totals are
+    ``status``'s counts."""
+    from headwater.process.grid import grid
+
+    return grid(workspace.pipelines, args.name, _time(args.start), _time(args.end), args.limit)
+
+
+def _interval(workspace: Workspace, args: At, _: ProgressSink | None) -> object:
+    """One interval of a pipeline and every run that covered it, newest first."""
+    from headwater.process.grid import interval_runs
+
+    moment = _time(args.at)
+    assert moment is not None
+    cell, runs = interval_runs(workspace.pipelines, args.name, moment)
+    return {"cell": cell, "runs": runs}
 
 
 def _offload(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:
@@ -489,6 +523,8 @@ OPERATIONS: dict[str, Operation[Any]] = {
         Operation("status", NoArgs, _status),
         Operation("offload", NoArgs, _offload),
         Operation("retention", NoArgs, _retention),
+        Operation("intervals", Cells, _intervals),
+        Operation("interval", At, _interval),
         Operation("traffic", Moment, _traffic),
         Operation("datasets", NoArgs, _datasets),
         Operation("preview", Preview, _preview),

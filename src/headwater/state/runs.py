@@ -359,6 +359,20 @@ class RunLog:
             ).mappings()
             return [record(RunRecord, row) for row in rows]
 
+    def runs_over(self, pipeline: str, since: datetime, before: datetime) -> list[RunRecord]:
+        """Every run of ``pipeline`` whose span overlaps ``[since, before)``, oldest first."""
+        with self.engine.connect() as db:
+            rows = db.execute(
+                sa.select(runs)
+                .where(
+                    runs.c.pipeline == pipeline,
+                    runs.c.interval_start < before,
+                    runs.c.interval_end > since,
+                )
+                .order_by(runs.c.id)
+            ).mappings()
+            return [record(RunRecord, row) for row in rows]
+
     def terminal_failures(
         self, pipeline: str, version: str, since: datetime | None = None
     ) -> list[Interval]:

@@ -125,3 +125,68 @@
     if (tail) startTail(tail);
   });
 })();
+
+// The interval grid: one Tab stop, arrow keys between cells (left and right along a row,
+// up and down to the same column of the row above or below), Home and End to the ends.
+(function () {
+  "use strict";
+
+  function cellsOf(grid) { return Array.prototype.slice.call(grid.querySelectorAll("button.cell")); }
+
+  function rove(grid) {
+    var cells = cellsOf(grid);
+    if (!cells.length || grid.dataset.roving === "true") return;
+    grid.dataset.roving = "true";
+    cells.forEach(function (c) { c.tabIndex = -1; });
+    cells[cells.length - 1].tabIndex = 0;  // the latest interval
+  }
+
+  function column(cell) {
+    var n = 0;
+    for (var el = cell.previousElementSibling; el; el = el.previousElementSibling) {
+      if (el.classList.contains("cell") || el.classList.contains("cell-gap")) n++;
+    }
+    return n;
+  }
+
+  function vertical(cell, step) {
+    var row = cell.closest(".cell-row");
+    var other = step > 0 ? row.nextElementSibling : row.previousElementSibling;
+    if (!other) return null;
+    var want = column(cell);
+    var best = null;
+    Array.prototype.forEach.call(other.querySelectorAll("button.cell"), function (c) {
+      if (column(c) <= want) best = c;
+    });
+    return best || other.querySelector("button.cell");
+  }
+
+  function move(grid, from, to) {
+    if (!to) return;
+    from.tabIndex = -1;
+    to.tabIndex = 0;
+    to.focus();
+  }
+
+  document.addEventListener("keydown", function (e) {
+    var cell = e.target;
+    if (!(cell instanceof HTMLElement) || !cell.matches(".cells button.cell")) return;
+    var grid = cell.closest(".cells");
+    var cells = cellsOf(grid);
+    var i = cells.indexOf(cell);
+    var to = null;
+    if (e.key === "ArrowRight") to = cells[i + 1];
+    else if (e.key === "ArrowLeft") to = cells[i - 1];
+    else if (e.key === "ArrowDown") to = vertical(cell, 1);
+    else if (e.key === "ArrowUp") to = vertical(cell, -1);
+    else if (e.key === "Home") to = cells[0];
+    else if (e.key === "End") to = cells[cells.length - 1];
+    else return;
+    e.preventDefault();
+    move(grid, cell, to);
+  });
+
+  function init(root) { Array.prototype.forEach.call(root.querySelectorAll(".cells"), rove); }
+  document.addEventListener("DOMContentLoaded", function () { init(document); });
+  document.addEventListener("htmx:load", function (e) { init(e.target); });
+})();
