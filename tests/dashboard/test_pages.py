@@ -18,7 +18,7 @@ from tests.conftest import run_cli
 from tests.dashboard.conftest import CheckPage, Dash
 
 #: Every page, and a JSON or stream endpoint of each, as an anonymous visitor sees them.
-PAGES = ["/", "/live", "/datasets"]
+PAGES = ["/", "/live", "/datasets", "/governance"]
 DATA = ["/overview.json", "/overview/figures", "/live/stream", "/datasets/events/preview"]
 ACTIONS = ["/signout"]
 
@@ -142,6 +142,27 @@ def test_datasets_page(page: Page, dash: Dash, check_page: CheckPage) -> None:
     expect(events.locator("table").last).to_contain_text("Dataset Row")
     expect(page.get_by_role("heading", name="Models")).to_be_visible()
     check_page(page, "datasets", "Datasets")
+
+
+def test_governance_page_says_what_status_says(
+    page: Page, dash: Dash, check_page: CheckPage
+) -> None:
+    _send(dash, user_id="gov-u", event="Governed")
+    run_cli(dash.project, "erase", "--user-id", "gov-u")
+    text = run_cli(dash.project, "status").stdout
+    said = re.search(r"Suppressed: (\d+) erased id\(s\); (\d+) new event", text)
+    assert said is not None, text
+    assert int(said.group(1)) >= 1
+    page.goto(dash.url + "/governance")
+    expect(page.locator('[data-figure="suppressed-ids"]')).to_have_text(said.group(1))
+    expect(page.locator('[data-figure="suppressed-events"]')).to_have_text(said.group(2))
+    # Finished at once (no sink owes it), as status says by listing nothing owed.
+    assert "still owes" not in text
+    expect(page.locator('[data-figure="erasures-owed"]')).to_be_visible()
+    # The project keeps everything: status has no retention table, the page says so.
+    assert "Retention" not in text
+    expect(page.locator('[data-figure="retention-none"]')).to_be_visible()
+    check_page(page, "governance", "Governance")
 
 
 def _cookies(page: Page) -> dict[str, str]:
