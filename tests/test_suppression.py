@@ -1,17 +1,24 @@
 """The collector's suppression filter on both shapes the writer takes: rows validated here
 (tuples) and a table validated in a worker process, whose dedupe keys must stay aligned
-with the rows kept."""
+with the rows kept; refused rows whose payload holds a listed id; and a collector that
+must not start without its list."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
+import pytest
 from prometheus_client import CollectorRegistry
 
 from headwater.collect.suppress import Suppression, id_hash
+from headwater.collect.writer import FailedRow
 from headwater.store import schema
+from tests.conftest import Project, Server, run_cli
 
 T = datetime(2026, 12, 1, tzinfo=UTC)
 
@@ -59,3 +66,51 @@ def test_drops_rows_and_passes_everything_through_when_the_list_is_empty() -> No
     assert dropped == 1
     assert keys is None
     assert [r[0] for r in kept] == ["m0", "m1", "m2", "m4"]
+
+
+def _failed(payload: str | None) -> FailedRow:
+    return ("id", "web", 0, "invalid", "event", "refused", payload, None)
+
+
+def test_drops_refused_rows_whose_payload_holds_a_suppressed_id_and_counts_them() -> None:
+    registry = CollectorRegistry()
+    suppression = Suppression(registry)
+    rows = [
+        _failed('{"userId": "u1", "event": 5}'),
+        _failed('{"context": {"traits": ["gone"]}}'),  # anywhere, as any string value
+        _failed('{"anonymousId": "anon-gone"}'),
+        _failed(json.dumps('{"userId": "gone", not json')),  # kept as its text
+        _failed('{"userId": "gone-not"}'),
+        _failed(None),
+    ]
+    # An empty list passes everything through without looking at a payload.
+    assert suppression.failed(rows) == (rows, 0)
+    suppression.replace([id_hash("user_id", "gone"), id_hash("anonymous_id", "anon-gone")])
+
+    kept, dropped = suppression.failed(rows)
+
+    assert dropped == 3
+    assert kept == [rows[0], rows[4], rows[5]]
+    assert registry.get_sample_value("headwater_events_suppressed_total") == 3
+    assert suppression.take_dropped() == {
+        id_hash("user_id", "gone"): 2,
+        id_hash("anonymous_id", "anon-gone"): 1,
+    }
+
+
+def test_a_collector_that_cannot_read_the_list_does_not_start(project: Project) -> None:
+    """Started with an empty list, it would store erased people's events until it could."""
+    run_cli(project, "status")  # the metadata database, migrated
+    path = project.data_dir / "metadata.sqlite"
+    with closing(sqlite3.connect(path)) as db:
+        db.execute("ALTER TABLE suppressions RENAME TO suppressions_away")
+        db.commit()
+    server = Server(project)
+    try:
+        with pytest.raises(RuntimeError, match="exited early") as failed:
+            server.start()
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+    assert "cannot read the suppression list" in str(failed.value), failed.value
+    assert "headwater migrate" in str(failed.value), failed.value

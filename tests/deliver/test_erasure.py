@@ -427,18 +427,35 @@ def test_new_events_of_an_erased_id_are_dropped_until_lifted(governed: Project) 
                 json={"userId": user, "event": "Came Back", "messageId": message},
             )  # fmt: skip
 
+        # Sent at once: the list is read before the collector takes its first request.
         answer = track(PERSON, "after-1")
         assert answer.status_code == 200
         assert answer.json()["accepted"] == 1
         assert track(OTHERS[0], "after-2").status_code == 200
         stored = project.query("SELECT user_id FROM events WHERE message_id LIKE 'after-%'")
         assert stored.column("user_id").to_pylist() == [OTHERS[0]]
+        # Refused events are not kept for the person either: one refused in a batch (an
+        # event without its name), and a whole body refused (two batch keys).
+        for user in (PERSON, OTHERS[1]):
+            bad = {"type": "track", "userId": user, "messageId": f"bad-{user}"}
+            answer = server.post("/v1/batch", auth=(project.key, ""), json={"batch": [bad]})
+            assert answer.json()["rejected"], answer.text
+            body = json.dumps({"batch": [bad], "context": {"traits": {"id": user}}})
+            answer = server.post(
+                "/v1/batch", auth=(project.key, ""),
+                content=body[:-1] + ', "batch": []}',
+            )  # fmt: skip
+            assert answer.status_code == 400, answer.text
+        failed = project.query("SELECT payload::VARCHAR AS p FROM failed_events")
+        payloads = failed.column("p").to_pylist()
+        assert not [p for p in payloads if PERSON in p], payloads
+        assert len([p for p in payloads if OTHERS[1] in p]) == 2, payloads
         with server.client() as client:
             metrics = client.get("/metrics").text
-        assert re.search(r"^headwater_events_suppressed_total 1\.0$", metrics, re.M), metrics
+        assert re.search(r"^headwater_events_suppressed_total 3\.0$", metrics, re.M), metrics
         wait_for(
-            "the dropped event counted",
-            lambda: "1 new event(s) of them dropped" in run_cli(project, "status").stdout or None,
+            "the dropped events counted",
+            lambda: "3 new event(s) of them dropped" in run_cli(project, "status").stdout or None,
         )
         run_cli(project, "erase", "--lift", "--user-id", PERSON)
         # The collector takes the changed list at its next look (every 2 seconds).

@@ -286,8 +286,10 @@ class IngestApp:
         else:
             events, failed, rejected = await self._decoded(len(body), validate)
         accepted = events.num_rows if isinstance(events, pa.Table) else len(events)
-        # Erased people's events are answered as accepted and stored nowhere.
+        # Erased people's events are answered as accepted and stored nowhere; their refused
+        # ones are not kept in failed_events either.
         events, keys, _ = self.suppression.filter(events, keys)
+        failed, _ = self.suppression.failed(failed)
         outcome = await self._writer.submit(
             events, failed, received_us, nbytes=len(body), keys=keys
         )
@@ -344,9 +346,11 @@ class IngestApp:
             row = _failed_row(
                 source, received_us, refused.code, refused.field, str(refused), body, rules
             )
+            kept, _ = self.suppression.failed([row])
             try:
                 # Its bytes count against the queue's and the commit's bounds like any body.
-                await self._writer.submit([], [row], received_us, nbytes=len(body or b""))
+                if kept:
+                    await self._writer.submit([], kept, received_us, nbytes=len(body or b""))
             except Unavailable as unavailable:
                 log.warning("could not keep a refused request: %s", unavailable)
         return _error(refused.status, refused.code, str(refused))

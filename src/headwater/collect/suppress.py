@@ -5,20 +5,25 @@ when the metadata database's list changes (the server looks every few seconds), 
 event costs a hash and a set lookup, never a query. An event is dropped when its
 ``userId`` or ``anonymousId`` is on the list; it is answered as accepted (a client must
 not send it again), counted by the ``headwater_events_suppressed`` metric and in the
-list's own counts, and stored nowhere.
+list's own counts, and stored nowhere. A refused event (a ``failed_events`` row) is
+dropped likewise when any string in its payload is a listed id, as an erasure finds it;
+its payload is parsed only when the list has entries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TypeVar
 
 import numpy as np
 import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter
 
+from headwater.collect.writer import FailedRow
 from headwater.store import schema
 from headwater.store.dedupe import U64
 
@@ -27,6 +32,8 @@ R = TypeVar("R", bound=Sequence[object])
 #: The id columns an erasure names and ingest checks.
 KINDS = ("user_id", "anonymous_id")
 _INDEX = {kind: schema.EVENTS.get_field_index(kind) for kind in KINDS}
+#: A JSON string in a body that did not parse (kept as its text): where an id may be.
+_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
 
 
 def id_hash(kind: str, value: str) -> str:
@@ -37,6 +44,33 @@ def id_hash(kind: str, value: str) -> str:
     True
     """
     return hashlib.sha256(f"headwater-person\x00{kind}\x00{value}".encode()).hexdigest()
+
+
+def strings(value: object) -> Iterator[str]:
+    """Every string value in a parsed JSON ``value``, at any depth: where a person's id
+    may be in a payload whose shape is not known (a refused event)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def _candidates(value: object) -> Iterator[str]:
+    yield from strings(value)
+    if isinstance(value, str):
+        # A body that did not parse is kept as its text: the ids quoted in it count too.
+        for literal in _LITERAL.findall(value):
+            try:
+                found = json.loads(literal)
+            except ValueError:
+                continue
+            if isinstance(found, str):
+                yield found
 
 
 class Suppression:
@@ -90,6 +124,33 @@ class Suppression:
             kept_keys = None if keys is None else (keys[0][keep], keys[1][keep])
             return events.filter(pa.array(keep)), kept_keys, dropped
         return [row for row, m in zip(events, marks, strict=True) if m is None], keys, dropped
+
+    def failed(self, rows: list[FailedRow]) -> tuple[list[FailedRow], int]:
+        """``rows`` without those whose payload holds a suppressed id (as any string
+        value, of either kind), and how many were dropped."""
+        hashes = self._hashes
+        if not hashes or not rows:
+            return rows, 0
+        marks = [self._held(hashes, row[6]) for row in rows]
+        hits = [m for m in marks if m is not None]
+        if not hits:
+            return rows, 0
+        self._count(hits)
+        return [row for row, m in zip(rows, marks, strict=True) if m is None], len(hits)
+
+    @staticmethod
+    def _held(hashes: frozenset[str], payload: str | None) -> str | None:
+        if payload is None:
+            return None
+        try:
+            value = json.loads(payload)
+        except ValueError:
+            return None
+        for text in _candidates(value):
+            for kind in KINDS:
+                if (found := id_hash(kind, text)) in hashes:
+                    return found
+        return None
 
     @staticmethod
     def _hit(hashes: frozenset[str], values: Sequence[object]) -> str | None:

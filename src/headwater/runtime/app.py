@@ -168,6 +168,17 @@ class Runtime:
     def start(self) -> None:
         if "collect" not in self.roles:
             return
+        # Before the first request: an erased person's events must never be taken for lack
+        # of the list. Later looks that fail keep the last list (see suppress).
+        try:
+            self.refresh_suppression()
+        except Exception as exc:
+            raise HeadwaterError(
+                f"cannot read the suppression list of erased people from the metadata "
+                f"database ({exc}); the collector does not start without it",
+                hint="check that the metadata database is reachable and migrated "
+                "(`headwater migrate`), then start again",
+            ) from exc
         if self.engine.floors is not None:
             # Before the first request: runs elsewhere must wait for what arrives here.
             self.engine.floors.publish(self.collector_id, now_us())

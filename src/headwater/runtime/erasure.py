@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlglot import exp
 
-from headwater.collect.suppress import KINDS, id_hash
+from headwater.collect.suppress import KINDS, id_hash, strings
 from headwater.core.clock import parse_utc, utc_now
 from headwater.core.errors import ConfigError, HeadwaterError
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
@@ -442,19 +442,7 @@ def _holds(text: str, wanted: set[str]) -> bool:
         value = json.loads(text)
     except ValueError:
         return any(json.dumps(v) in text for v in wanted)
-    return any(s in wanted for s in _strings(value))
-
-
-def _strings(value: object) -> Iterable[str]:
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, Mapping):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    return any(s in wanted for s in strings(value))
 
 
 # -- what status flags -----------------------------------------------------------
