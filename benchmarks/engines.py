@@ -364,6 +364,7 @@ class RawRun:
 def _template(rows: int) -> pa.Table:
     """``rows`` events validated as the collector validates them, as its writer's Arrow."""
     from headwater.collect.validate import Validator, decode_batch
+    from headwater.collect.writer import rows_table
     from headwater.store import schema
 
     validator = Validator(max_event_bytes=32_768, max_depth=64)
@@ -376,11 +377,7 @@ def _template(rows: int) -> pa.Table:
         validator.event(bytes(raw), None, "web", received, validator.batch(envelope))
         for raw in envelope.batch
     ]
-    columns = list(zip(*events, strict=True))
-    return pa.Table.from_arrays(
-        [pa.array(c, type=f.type) for c, f in zip(columns, schema.EVENTS, strict=True)],
-        schema=schema.EVENTS,
-    )
+    return rows_table(events, schema.EVENTS)
 
 
 def _raw_worker(

@@ -1003,9 +1003,9 @@ def add_pii_rules(root: Path) -> None:
 def raw_store(folder: Path, seconds: float, batch_rows: int, pii: bool = False) -> Raw:
     """Commit the same events straight to DuckDB, in batches of ``batch_rows`` (validated
     with the PII rules when ``pii``)."""
-    import pyarrow as pa
 
     from headwater.collect.validate import Validator, decode_batch
+    from headwater.collect.writer import rows_table
     from headwater.store import schema
     from headwater.store.duckdb import DuckDBEngine
     from headwater.store.engine import IngestBatch
@@ -1031,11 +1031,7 @@ def raw_store(folder: Path, seconds: float, batch_rows: int, pii: bool = False) 
                 for raw in envelope.batch
             ]
             t1 = time.perf_counter()
-            columns = list(zip(*events, strict=True))
-            table = pa.Table.from_arrays(
-                [pa.array(c, type=f.type) for c, f in zip(columns, schema.EVENTS, strict=True)],
-                schema=schema.EVENTS,
-            )
+            table = rows_table(events, schema.EVENTS)
             t2 = time.perf_counter()
             new = engine.ingest(IngestBatch(events=table, failed=failed))
             t3 = time.perf_counter()
