@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from headwater.runtime.failed import ReplayError, expression
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
@@ -159,6 +160,13 @@ def test_replay_without_a_server_and_a_replay_cut_short(server: Server, project:
         ("--fix", "(SELECT payload FROM failed_events LIMIT 1)", "not a query or subquery"),
         ("--fix", "MIN(payload)", "not an aggregate or window function"),
         ("--code", "x' OR '1'='1", "is not a failed event's code"),
+        # Functions that read other tables or files: unknown to sqlglot, or table functions.
+        ("--fix", "query_to_xml('select * from events', true, true, '')", "calls query_to_xml"),
+        ("--fix", "pg_read_file('/etc/passwd')", "calls pg_read_file"),
+        ("--where", "dblink('dbname=x', 'select 1') IS NOT NULL", "calls dblink"),
+        ("--fix", "CONCAT(payload, read_csv('/etc/passwd'))", "calls READ_CSV"),
+        ("--where", "read_parquet('events.parquet') IS NULL", "calls READ_PARQUET"),
+        ("--fix", "CAST(payload AS GEOGRAPHY)", "casts to GEOGRAPHY"),
     ],
 )
 def test_what_is_not_one_expression_over_the_row_is_refused(
@@ -168,6 +176,73 @@ def test_what_is_not_one_expression_over_the_row_is_refused(
     assert result.returncode == 1
     assert says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("dialect", "text", "says"),
+    [
+        ("postgres", "query_to_xml('select * from events', true, true, '')", "query_to_xml"),
+        ("postgres", "pg_read_file('/etc/passwd')", "pg_read_file"),
+        ("postgres", "public.dblink('dbname=x', 'select 1')::text", "dblink"),
+        ("postgres", "payload::regclass::text", "casts to REGCLASS"),
+        ("duckdb", "read_csv('/etc/passwd')::VARCHAR", "READ_CSV"),
+        ("duckdb", "read_parquet('x.parquet')::VARCHAR", "READ_PARQUET"),
+        ("duckdb", "getenv('HOME')", "getenv"),
+    ],
+)
+def test_functions_that_read_beyond_the_row_are_refused_in_every_dialect(
+    dialect: str, text: str, says: str
+) -> None:
+    with pytest.raises(ReplayError, match=says) as refused:
+        expression(text, dialect, "--fix")
+    assert "cast to a string" in str(refused.value.hint) or "REPLACE, CONCAT" in str(
+        refused.value.hint
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        FIX,
+        "CONCAT(SUBSTR(payload, 1, LENGTH(payload) - 1), '}\"')",
+        "REPLACE(payload, '{', '{\"type\":\"track\",')",
+        "IF(STRPOS(payload, 'u2') > 0, REGEXP_REPLACE(payload, 'user_id', 'userId'), payload)",
+        "COALESCE(JSON_VALUE(payload, '$.x'), CASE WHEN code = 'a' THEN LOWER(payload) "
+        "ELSE TRIM(payload) END)",
+    ],
+)
+def test_the_documented_fixes_are_accepted(project: Project, text: str) -> None:
+    nothing = _json(
+        project, "failed", "replay", "--dry-run", "--fix", text,
+        "--where", "received_at >= TIMESTAMP '2026-11-30 08:00:00+00' "
+        "AND STRPOS(CAST(payload AS STRING), '\"Signed Up\"') > 0",
+    )  # fmt: skip
+    assert (nothing["selected"], nothing["still_failing"]) == (0, [])
+
+
+def test_an_erased_persons_failed_events_are_not_stored_by_a_replay(
+    server: Server, project: Project
+) -> None:
+    project.cli("erase", "--user-id", "u2")
+    _send(server, project)
+
+    preview = _json(project, "failed", "replay", "--fix", FIX, "--dry-run")
+    assert (preview["passed"], preview["events"], preview["suppressed"]) == (2, 1, 1)
+    done = _json(project, "failed", "replay", "--fix", FIX, code=1)
+    assert (done["passed"], done["stored"], done["suppressed"]) == (2, 1, 1)
+    assert sorted(e["user_id"] for e in _events(project)) == ["u1", "u3"]
+    # Its failed event stays unreplayed: were the suppression lifted, a replay would store it.
+    marked = {json.loads(f["payload"])["user_id"]: f["replayed_at"] for f in _failed(project)}
+    assert marked["u2"] is None
+    assert marked["u3"] is not None
+    again = _json(project, "failed", "replay", "--fix", FIX, code=1)
+    assert (again["selected"], again["stored"], again["suppressed"]) == (2, 0, 1)
+    assert sorted(e["user_id"] for e in _events(project)) == ["u1", "u3"]
+
+    project.cli("erase", "--lift", "--user-id", "u2")
+    lifted = _json(project, "failed", "replay", "--fix", FIX, code=1)
+    assert (lifted["stored"], lifted["suppressed"]) == (1, 0)
+    assert sorted(e["user_id"] for e in _events(project)) == ["u1", "u2", "u3"]
 
 
 def test_no_failed_events(project: Project) -> None:

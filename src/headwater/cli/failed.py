@@ -87,6 +87,9 @@ def _print(outcome: dict[str, Any]) -> None:
     else:
         console.print(f"Replayed {passed} of {selected} failed events: {outcome['stored']} "
                       f"events stored, {outcome['duplicates']} already stored.")  # fmt: skip
+    if outcome["suppressed"]:
+        console.print(f"{outcome['suppressed']} events of erased ids not stored "
+                      "(suppressed, as at ingest).")  # fmt: skip
     failing = outcome["still_failing"]
     if not failing:
         return

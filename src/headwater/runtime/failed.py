@@ -13,11 +13,21 @@ anywhere leaves each failed event either replayed and marked or neither; made
 again, it skips what is marked, and the dedupe by ``message_id`` drops an event
 stored twice by two replays at once.
 
+The events of erased people (on the suppression list, :mod:`headwater.collect.suppress`)
+are dropped as the collector drops them, and counted as ``suppressed``; a failed event
+left with no event is not marked replayed, so it is stored if the suppression is lifted.
+
 ``--where`` and ``--fix`` are written in the project's SQL dialect, as
 pipelines are, and transpiled for the store by the pipelines' renderer. Each
 must parse as one expression over the row: no statement, no subquery, no table,
-no parameter, only ``failed_events``' columns. It is placed in a query built as
-a tree and run as a read of the store (read-only, checked by parsing again).
+no parameter, only ``failed_events``' columns, and only the scalar functions of
+:data:`FUNCTIONS` (string, JSON, math, date and time, conditional, cast): a
+function sqlglot does not know passes through to the store as written, and the
+stores have functions that read other tables or files (PostgreSQL's
+``query_to_xml``, ``pg_read_file``, ``dblink``; DuckDB's ``read_csv``), so
+what is not known to be a function of the row is refused. It is placed in a
+query built as a tree and run as a read of the store (read-only, checked by
+parsing again).
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from headwater.collect.replay import StillFailing, revalidate
+from headwater.collect.suppress import Suppression
 from headwater.collect.validate import EventRow, Validator
 from headwater.collect.writer import Writer, rows_table
 from headwater.core.clock import now_us, to_us
@@ -54,6 +65,43 @@ CHUNK = 200
 _IDS = 5
 _CODE = re.compile(r"[a-z][a-z0-9_]*")
 _TEXT = exp.DataType.build("TEXT")
+
+#: The functions ``--where`` and ``--fix`` may call: scalar functions of their arguments
+#: alone, by sqlglot's class (the same function in every dialect it renders).
+FUNCTIONS: tuple[type[exp.Func], ...] = (
+    # string
+    exp.Concat, exp.ConcatWs, exp.Substring, exp.Length, exp.Lower, exp.Upper, exp.Trim,
+    exp.Replace, exp.StrPosition, exp.RegexpReplace, exp.RegexpExtract, exp.RegexpLike,
+    exp.Left, exp.Right, exp.Pad, exp.Reverse, exp.Initcap, exp.Split, exp.SplitPart,
+    exp.Repeat, exp.StartsWith, exp.EndsWith, exp.Contains, exp.Chr, exp.Unicode, exp.Ascii,
+    # JSON
+    exp.JSONExtract, exp.JSONExtractScalar, exp.JSONBExtract, exp.JSONBExtractScalar,
+    exp.JSONFormat, exp.ParseJSON, exp.JSONObject, exp.JSONArray, exp.JSONType, exp.JSONKeys,
+    exp.JSONSet, exp.JSONRemove,
+    # math
+    exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Sqrt, exp.Pow, exp.Ln, exp.Log, exp.Exp,
+    exp.Sign, exp.Greatest, exp.Least, exp.SafeDivide,
+    # date and time
+    exp.Date, exp.Timestamp, exp.Datetime, exp.DateAdd, exp.DateSub, exp.DateDiff,
+    exp.DatetimeAdd, exp.DatetimeSub, exp.DatetimeDiff, exp.TimestampAdd, exp.TimestampSub,
+    exp.TimestampDiff, exp.DateTrunc, exp.TimestampTrunc, exp.DatetimeTrunc, exp.Extract,
+    exp.CurrentDate, exp.CurrentTimestamp, exp.CurrentDatetime, exp.CurrentTime,
+    exp.StrToTime, exp.StrToDate, exp.TimeToStr, exp.TimeStrToTime, exp.UnixToTime,
+    exp.TimeToUnix, exp.TsOrDsToDate, exp.DateFromParts, exp.Day, exp.Month, exp.Year,
+    exp.DayOfWeek,
+    # conditional and cast
+    exp.Case, exp.If, exp.Coalesce, exp.Nullif, exp.Cast, exp.TryCast,
+)  # fmt: skip
+#: The types a cast may name: a cast to another runs that type's input function.
+_CAST_TYPES = frozenset(
+    getattr(exp.DataType.Type, name)
+    for name in (
+        "TEXT", "VARCHAR", "CHAR", "NCHAR", "NVARCHAR", "BIGINT", "INT", "SMALLINT",
+        "TINYINT", "UBIGINT", "UINT", "DOUBLE", "FLOAT", "DECIMAL", "BIGDECIMAL", "BOOLEAN",
+        "DATE", "DATETIME", "TIME", "TIMETZ", "TIMESTAMP", "TIMESTAMPTZ", "TIMESTAMPLTZ",
+        "JSON", "JSONB", "INTERVAL",
+    )
+)  # fmt: skip
 
 #: Commits a replay's events (``received_at`` is stamped by it) and marks the failed events
 #: with these ids replayed, in one transaction; returns (new events, duplicates).
@@ -121,6 +169,7 @@ def expression(text: str, dialect: str, option: str) -> exp.Expr:
             f"{option} is one expression over the failed event's row, not {refused}",
             hint=f"use only the row's columns ({columns}), literals and functions",
         )
+    _check_functions(node, dialect, option)
     for column in node.find_all(exp.Column):
         # Column names are case-insensitive in every engine's SQL (BigQuery's too).
         name, qualifier = column.name.lower(), column.table.lower()
@@ -131,6 +180,28 @@ def expression(text: str, dialect: str, option: str) -> exp.Expr:
                 hint=f"its columns are {columns}",
             )
     return node
+
+
+def _check_functions(node: exp.Expr, dialect: str, option: str) -> None:
+    """Refuse a function not in :data:`FUNCTIONS` (one sqlglot does not know above all:
+    it would reach the store as written) and a cast to a type not in :data:`_CAST_TYPES`."""
+    for part in node.walk():
+        if isinstance(part, exp.Connector) or not isinstance(part, exp.Func):
+            if isinstance(part, exp.DataType) and part.this not in _CAST_TYPES:
+                raise ReplayError(
+                    f"{option} casts to {part.sql(dialect=dialect)}, which a fix does not use",
+                    hint="cast to a string, number, boolean, date/time or JSON type",
+                )
+            continue
+        if isinstance(part, FUNCTIONS):
+            continue
+        name = part.name if isinstance(part, exp.Anonymous) else part.sql_name()
+        raise ReplayError(
+            f"{option} calls {name}, which is not one of the functions a fix may call",
+            hint="use string, JSON, math, date/time and conditional functions and CAST "
+            "(REPLACE, CONCAT, SUBSTR, LENGTH, STRPOS, REGEXP_REPLACE, JSON_VALUE, "
+            "COALESCE, IF, CASE, ...) over the row's columns",
+        )
 
 
 def _refused(node: exp.Expr) -> str | None:
@@ -203,14 +274,16 @@ def replay(
     commit: Commit | None,
     dialect: str,
     choice: Choice,
+    suppression: Suppression | None = None,
 ) -> dict[str, Any]:
     """Replay the failed events of ``choice`` (``commit`` ``None``: a dry run, which writes
     nothing); what passed and was stored, and what still fails, grouped like
-    :func:`groups`."""
+    :func:`groups`. The events of ids on ``suppression`` are not stored."""
     rows = chosen(store, dialect, choice).to_pylist()
     passing: dict[_Key, _Group] = {}
     failing: dict[_Key, _Group] = {}
     ready: list[tuple[dict[str, Any], list[EventRow]]] = []
+    passed = suppressed = 0
     for row in rows:
         received = to_us(row["received_at"])
         outcome = revalidate(validator, row["id"], row["source"], received, row["fixed"])
@@ -219,7 +292,11 @@ def replay(
             failing.setdefault(key, _Group(outcome.message)).add(row)
         else:
             passing.setdefault((row["code"], row["field"], row["source"]), _Group()).add(row)
-            ready.append((row, outcome))
+            passed += 1
+            events, dropped = _unsuppressed(suppression, outcome)
+            suppressed += dropped
+            if events:
+                ready.append((row, events))
     stored = duplicates = 0
     if commit is not None:
         for part in _chunks(ready):
@@ -229,13 +306,27 @@ def replay(
     return {
         "dry_run": commit is None,
         "selected": len(rows),
-        "passed": len(ready),
+        "passed": passed,
         "events": sum(len(events) for _, events in ready),
+        "suppressed": suppressed,
         "stored": stored,
         "duplicates": duplicates,
         "passing": [group.report(key, ids=False) for key, group in passing.items()],
         "still_failing": [group.report(key) for key, group in failing.items()],
     }
+
+
+def _unsuppressed(
+    suppression: Suppression | None, events: list[EventRow]
+) -> tuple[list[EventRow], int]:
+    """``events`` without those of erased ids, as the collector filters them, and how many
+    were left out."""
+    if suppression is None:
+        return events, 0
+    kept: pa.Table | list[EventRow]
+    kept, _, dropped = suppression.filter(events, None)
+    assert isinstance(kept, list)  # rows in, rows out
+    return kept, dropped
 
 
 #: A group of failed events: (code, field, source).

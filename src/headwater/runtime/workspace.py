@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from headwater.collect.suppress import Suppression
 from headwater.collect.validate import Validator
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
@@ -374,7 +375,15 @@ class Workspace:
             max_depth=settings.collector.max_depth,
         )
         commit = None if dry_run else self.replay_commit or failed.to_store(self.store)
-        return failed.replay(self.store, validator, commit, settings.project.dialect, choice)
+        # The list as it is now, not a collector's copy of a few seconds ago: an erasure
+        # made just before the replay holds for it. What a replay leaves out is in its
+        # report, not in the list's counts of new events dropped at ingest (a failed event
+        # left unreplayed is left out again by each replay).
+        suppression = Suppression()
+        suppression.replace(self.state.erasures.suppressed())
+        return failed.replay(
+            self.store, validator, commit, settings.project.dialect, choice, suppression
+        )
 
     def offload(self, should_stop: Callable[[], bool] = bool) -> OffloadResult | None:
         """Move whole intervals of arrival into the warehouse and apply the hot store's
