@@ -535,3 +535,32 @@ def test_an_erasure_is_refused_while_a_pipeline_with_a_table_does_not_load(
     (project.root / "pipelines" / "per_user.sql").write_text(PER_USER)
     run_cli(project, "erase", "--user-id", PERSON)
     assert _erasure(project)["status"] == "done"
+
+
+def test_an_interval_retention_retired_is_not_recomputed(project: Project) -> None:
+    """The person's oldest day is below the aggregate's ``retain``: its rows are dropped
+    already and a run of it is refused, so the erasure leaves it out and finishes."""
+    for path in (project.root / "pipelines").iterdir():
+        path.unlink()
+    pipeline = project.root / "pipelines" / "daily_counts.sql"
+    pipeline.write_text(AGGREGATE.replace('sinks = ["files"]\n', ""))
+    _history(project)
+    run_cli(project, "run", "--due")
+    # Kept two days from now on: the first of the three days is retired.
+    pipeline.write_text(AGGREGATE.replace('sinks = ["files"]', 'retain = "2d"'))
+    out = run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS).stdout
+    assert ": done" in out, out
+    places = _places(project)
+    assert {name: p["status"] for name, p in places.items()} == {
+        "events@store": "done",
+        "failed_events@store": "done",
+        "recompute:daily_counts": "done",
+    }
+    first = (_today() - 3 * DAY).isoformat()
+    planned = json.loads(places["recompute:daily_counts"]["detail"])["intervals"]
+    assert [start for start, _ in planned] == [
+        (_today() - 2 * DAY).isoformat(),
+        (_today() - DAY).isoformat(),
+    ]
+    assert first not in json.dumps(planned)
+    assert places["recompute:daily_counts"]["rows"] == 2

@@ -27,6 +27,7 @@ from headwater.collect.suppress import KINDS, id_hash
 from headwater.core.clock import parse_utc, utc_now
 from headwater.core.errors import ConfigError, HeadwaterError
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
+from headwater.process.retention import Floors
 from headwater.process.schedule import interval_at
 from headwater.state.erasures import Ids, Place, Planned
 from headwater.state.errors import LeaseHeld
@@ -199,7 +200,7 @@ def plan(workspace: Workspace, ids: Ids) -> list[Planned]:
 
 def _recompute(workspace: Workspace, name: str, times: Sequence[datetime]) -> list[list[str]]:
     """The recorded intervals of ``name`` that hold one of ``times`` (a full pipeline: its
-    latest, when it has run), as ISO pairs."""
+    latest, when it has run), as ISO pairs; none that retention retired."""
     pipeline = workspace.graph()[name]
     recorded = workspace.state.runs.intervals(name)
     if not recorded or not times:
@@ -207,8 +208,20 @@ def _recompute(workspace: Workspace, name: str, times: Sequence[datetime]) -> li
     if not pipeline.incremental:
         return [["full", "full"]]
     wanted = {interval_at(pipeline.header.schedule, t) for t in times}
-    chosen = sorted((i for i in wanted if i.start in recorded), key=lambda i: i.start)
+    floor = _retired_before(workspace, name)
+    chosen = sorted(
+        (i for i in wanted if i.start in recorded and (floor is None or i.start >= floor)),
+        key=lambda i: i.start,
+    )
     return [[i.start.isoformat(), i.end.isoformat()] for i in chosen]
+
+
+def _retired_before(workspace: Workspace, name: str) -> datetime | None:
+    """Where ``name``'s intervals retired by retention end: their rows are dropped already,
+    and a run of one is refused, so an erasure that planned it would never finish."""
+    graph = workspace.graph()
+    retired = Floors(graph, workspace.retention(), workspace.pipelines.clock()).of(graph[name])
+    return None if retired is None else retired.before
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -364,6 +377,10 @@ def _recompute_now(workspace: Workspace, name: str, intervals: object) -> int:
         if start == "full":
             service.run(name, now=True)
         else:
+            # Retention may have retired it since the plan (an erasure owed for days).
+            floor = _retired_before(workspace, name)
+            if floor is not None and parse_utc(start) < floor:
+                continue
             service.run(name, parse_utc(start), parse_utc(end))
         count += 1
     return count
