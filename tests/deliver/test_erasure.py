@@ -564,3 +564,29 @@ def test_an_interval_retention_retired_is_not_recomputed(project: Project) -> No
     ]
     assert first not in json.dumps(planned)
     assert places["recompute:daily_counts"]["rows"] == 2
+
+
+def test_a_misspelt_person_column_fails_the_erasure_until_it_is_fixed(
+    governed: Project, pg_url: str
+) -> None:
+    project = governed
+    path = project.root / "pipelines" / "per_user.sql"
+    path.write_text(PER_USER.replace('person = ["user_id"]', 'person = ["user_idd"]'))
+    failed = run_cli(
+        project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS, check=False
+    )
+    assert failed.returncode == 1
+    assert "Still owed: output:per_user" in failed.stdout, failed.stdout
+    places = _places(project)
+    place = places["output:per_user"]
+    assert place["status"] != "done"
+    assert "per_user has no column user_idd" in place["last_error"]
+    assert "day, events, user_id" in place["last_error"]
+    assert _erasure(project)["status"] != "done"
+    # The person's rows are all still there, and the receipt says so.
+    assert _store_hits(project, PERSON)["per_user"] == 3
+
+    path.write_text(PER_USER)
+    run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS)
+    assert _erasure(project)["status"] == "done"
+    _nowhere(project, pg_url)

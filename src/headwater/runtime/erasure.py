@@ -351,6 +351,8 @@ def _do(
         engine = _engine(workspace, detail["engine"])
         match = detail["match"]
         assert isinstance(match, dict)
+        if place.place.startswith("output:"):
+            match = {c: "*" for c in _person(workspace, str(detail["table"]), list(match))}
         deleted = 0
         for column, kind in match.items():
             values = everyone if kind == "*" else ids.get(str(kind), [])
@@ -394,7 +396,8 @@ def _sink(
 
     detail = place.detail
     name, pipeline = str(detail["sink"]), str(detail["pipeline"])
-    columns = [str(c) for c in detail["columns"]]  # type: ignore[attr-defined]
+    recorded = [str(c) for c in detail["columns"]]  # type: ignore[attr-defined]
+    columns = _person(workspace, pipeline, recorded)
     sinks = workspace.sinks()
     sink = sinks.sinks.get(name)
     if sink is None:
@@ -416,6 +419,18 @@ def _sink(
     if outcome.delivered:
         return len(ids)
     raise _NotTaken(outcome.reason or "the notice was not taken", outcome.retry_after)
+
+
+def _person(workspace: Workspace, name: str, recorded: list[str]) -> list[str]:
+    """``name``'s person columns as its header says now (a misspelt one refused the place,
+    and fixing the header is what lets it finish), else as they were planned."""
+    graph = workspace.graph()
+    pipeline = graph.pipelines.get(name)
+    if pipeline is None and name in graph.broken:
+        pipeline = graph.broken[name].last_good
+    if pipeline is None or not pipeline.header.person:
+        return recorded
+    return list(pipeline.header.person)
 
 
 class _NotTaken(HeadwaterError):
