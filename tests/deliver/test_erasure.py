@@ -186,15 +186,19 @@ def _history(project: Project) -> None:
 # -- what is where ----------------------------------------------------------------------
 
 
-def _store_hits(project: Project, needle: str) -> dict[str, int]:
+def _store_hits(
+    project: Project,
+    needle: str,
+    expected: frozenset[str] = frozenset({"events", "failed_events", "per_user", "daily_counts"}),
+) -> dict[str, int]:
     """Rows of every table of the store (Headwater's own included) with ``needle`` in any
-    column, read with DuckDB itself."""
+    column, read with DuckDB itself (``expected`` among the tables)."""
     hits: dict[str, int] = {}
     with closing(duckdb.connect(str(project.data_dir / "events.duckdb"), read_only=True)) as db:
         tables = [row[0] for row in db.execute(
             "SELECT table_name FROM information_schema.tables"
         ).fetchall()]  # fmt: skip
-        assert {"events", "failed_events", "per_user", "daily_counts"} <= set(tables)
+        assert expected <= set(tables)
         for table in tables:
             rows = db.execute(f'SELECT * FROM "{table}"').fetchall()
             count = sum(needle in json.dumps(row, default=str) for row in rows)
@@ -590,3 +594,49 @@ def test_a_misspelt_person_column_fails_the_erasure_until_it_is_fixed(
     run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS)
     assert _erasure(project)["status"] == "done"
     _nowhere(project, pg_url)
+
+
+def test_alias_events_naming_the_person_as_previous_id_are_erased(
+    project: Project,
+) -> None:
+    """An alias's ``previous_id`` is the person's earlier id (user or anonymous): those
+    events go too, and their days are recomputed."""
+    for path in (project.root / "pipelines").iterdir():
+        path.unlink()
+    (project.root / "pipelines" / "daily_counts.sql").write_text(
+        AGGREGATE.replace('sinks = ["files"]\n', "")
+    )
+    _history(project)
+    at = _today() - DAY + timedelta(hours=20)
+    aliases = [
+        {**_event(900, "web", "u-new-1", None, at), "type": "alias", "event": None,
+         "previous_id": PERSON},
+        {**_event(901, "web", "u-new-2", None, at), "type": "alias", "event": None,
+         "previous_id": ANONYMOUS},
+        {**_event(902, "web", OTHERS[0], None, at), "type": "alias", "event": None,
+         "previous_id": "anon-someone-else"},
+    ]  # fmt: skip
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        engine.ingest(
+            IngestBatch(
+                pa.Table.from_pylist(aliases, schema=schema.EVENTS),
+                schema.FAILED_EVENTS.empty_table(),
+            )
+        )
+    finally:
+        engine.close()
+    run_cli(project, "run", "--due")
+
+    run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS)
+    places = _places(project)
+    assert places["events@store"]["rows"] == 3 * 2 * 2 + 1 + 2
+    left = project.query("SELECT user_id FROM events WHERE type = 'alias'")
+    assert left.column("user_id").to_pylist() == [OTHERS[0]]
+    for needle in (PERSON, ANONYMOUS):
+        assert _store_hits(project, needle, frozenset({"events", "daily_counts"})) == {}
+    expected = project.query(AGGREGATE_SQL).to_pylist()
+    stored = project.query(
+        "SELECT day, source, events, people FROM daily_counts ORDER BY day, source"
+    ).to_pylist()
+    assert stored == expected

@@ -44,8 +44,10 @@ _CHUNK = 500
 #: Backoff of a place that is not a sink (the store or the warehouse was down).
 _RETRY_SECONDS = 5.0
 _MAX_RETRY_SECONDS = 300.0
-#: Keys of an event's payload that hold its person, in Segment's and the store's spelling.
-_EVENT_COLUMNS = {"user_id": "user_id", "anonymous_id": "anonymous_id"}
+#: The columns of ``events`` that hold its person, and the kind of id each is matched with
+#: (``*``: any erased id). An alias's ``previous_id`` is the id the person had before,
+#: a user id or an anonymous id.
+_EVENT_COLUMNS = {"user_id": "user_id", "anonymous_id": "anonymous_id", "previous_id": "*"}
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -240,15 +242,16 @@ def event_times(engine: Engine, ids: Ids) -> set[datetime]:
     """The ``timestamp`` and ``received_at`` of each stored event of ``ids``: the intervals
     that counted them, by event time or by arrival."""
     found: set[datetime] = set()
-    for kind in KINDS:
-        for chunk in _chunks(ids.get(kind, [])):
+    everyone = sorted({v for values in ids.values() for v in values})
+    for column, kind in _EVENT_COLUMNS.items():
+        for chunk in _chunks(everyone if kind == "*" else ids.get(kind, [])):
             marks, params = _placeholders("p", chunk)
             query = (
                 exp.select(
                     exp.column("timestamp", quoted=True), exp.column("received_at", quoted=True)
                 )
                 .from_(exp.table_("events"))
-                .where(exp.column(kind, quoted=True).isin(*marks))
+                .where(exp.column(column, quoted=True).isin(*marks))
             )
             table = engine.select(query.sql(engine.dialect), params).table
             for column in ("timestamp", "received_at"):
