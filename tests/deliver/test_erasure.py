@@ -186,15 +186,19 @@ def _history(project: Project) -> None:
 # -- what is where ----------------------------------------------------------------------
 
 
-def _store_hits(project: Project, needle: str) -> dict[str, int]:
+def _store_hits(
+    project: Project,
+    needle: str,
+    expected: frozenset[str] = frozenset({"events", "failed_events", "per_user", "daily_counts"}),
+) -> dict[str, int]:
     """Rows of every table of the store (Headwater's own included) with ``needle`` in any
-    column, read with DuckDB itself."""
+    column, read with DuckDB itself (``expected`` among the tables)."""
     hits: dict[str, int] = {}
     with closing(duckdb.connect(str(project.data_dir / "events.duckdb"), read_only=True)) as db:
         tables = [row[0] for row in db.execute(
             "SELECT table_name FROM information_schema.tables"
         ).fetchall()]  # fmt: skip
-        assert {"events", "failed_events", "per_user", "daily_counts"} <= set(tables)
+        assert expected <= set(tables)
         for table in tables:
             rows = db.execute(f'SELECT * FROM "{table}"').fetchall()
             count = sum(needle in json.dumps(row, default=str) for row in rows)
@@ -552,3 +556,104 @@ def test_an_erasure_is_refused_while_a_pipeline_with_a_table_does_not_load(
     (project.root / "pipelines" / "per_user.sql").write_text(PER_USER)
     run_cli(project, "erase", "--user-id", PERSON)
     assert _erasure(project)["status"] == "done"
+
+
+def test_an_interval_retention_retired_is_not_recomputed(project: Project) -> None:
+    """The person's oldest day is below the aggregate's ``retain``: its rows are dropped
+    already and a run of it is refused, so the erasure leaves it out and finishes."""
+    for path in (project.root / "pipelines").iterdir():
+        path.unlink()
+    pipeline = project.root / "pipelines" / "daily_counts.sql"
+    pipeline.write_text(AGGREGATE.replace('sinks = ["files"]\n', ""))
+    _history(project)
+    run_cli(project, "run", "--due")
+    # Kept two days from now on: the first of the three days is retired.
+    pipeline.write_text(AGGREGATE.replace('sinks = ["files"]', 'retain = "2d"'))
+    out = run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS).stdout
+    assert ": done" in out, out
+    places = _places(project)
+    assert {name: p["status"] for name, p in places.items()} == {
+        "events@store": "done",
+        "failed_events@store": "done",
+        "recompute:daily_counts": "done",
+    }
+    first = (_today() - 3 * DAY).isoformat()
+    planned = json.loads(places["recompute:daily_counts"]["detail"])["intervals"]
+    assert [start for start, _ in planned] == [
+        (_today() - 2 * DAY).isoformat(),
+        (_today() - DAY).isoformat(),
+    ]
+    assert first not in json.dumps(planned)
+    assert places["recompute:daily_counts"]["rows"] == 2
+
+
+def test_a_misspelt_person_column_fails_the_erasure_until_it_is_fixed(
+    governed: Project, pg_url: str
+) -> None:
+    project = governed
+    path = project.root / "pipelines" / "per_user.sql"
+    path.write_text(PER_USER.replace('person = ["user_id"]', 'person = ["user_idd"]'))
+    failed = run_cli(
+        project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS, check=False
+    )
+    assert failed.returncode == 1
+    assert "Still owed: output:per_user" in failed.stdout, failed.stdout
+    places = _places(project)
+    place = places["output:per_user"]
+    assert place["status"] != "done"
+    assert "per_user has no column user_idd" in place["last_error"]
+    assert "day, events, user_id" in place["last_error"]
+    assert _erasure(project)["status"] != "done"
+    # The person's rows are all still there, and the receipt says so.
+    assert _store_hits(project, PERSON)["per_user"] == 3
+
+    path.write_text(PER_USER)
+    run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS)
+    assert _erasure(project)["status"] == "done"
+    _nowhere(project, pg_url)
+
+
+def test_alias_events_naming_the_person_as_previous_id_are_erased(
+    project: Project,
+) -> None:
+    """An alias's ``previous_id`` is the person's earlier id (user or anonymous): those
+    events go too, and their days are recomputed."""
+    for path in (project.root / "pipelines").iterdir():
+        path.unlink()
+    (project.root / "pipelines" / "daily_counts.sql").write_text(
+        AGGREGATE.replace('sinks = ["files"]\n', "")
+    )
+    _history(project)
+    at = _today() - DAY + timedelta(hours=20)
+    aliases = [
+        {**_event(900, "web", "u-new-1", None, at), "type": "alias", "event": None,
+         "previous_id": PERSON},
+        {**_event(901, "web", "u-new-2", None, at), "type": "alias", "event": None,
+         "previous_id": ANONYMOUS},
+        {**_event(902, "web", OTHERS[0], None, at), "type": "alias", "event": None,
+         "previous_id": "anon-someone-else"},
+    ]  # fmt: skip
+    engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
+    try:
+        engine.ingest(
+            IngestBatch(
+                pa.Table.from_pylist(aliases, schema=schema.EVENTS),
+                schema.FAILED_EVENTS.empty_table(),
+            )
+        )
+    finally:
+        engine.close()
+    run_cli(project, "run", "--due")
+
+    run_cli(project, "erase", "--user-id", PERSON, "--anonymous-id", ANONYMOUS)
+    places = _places(project)
+    assert places["events@store"]["rows"] == 3 * 2 * 2 + 1 + 2
+    left = project.query("SELECT user_id FROM events WHERE type = 'alias'")
+    assert left.column("user_id").to_pylist() == [OTHERS[0]]
+    for needle in (PERSON, ANONYMOUS):
+        assert _store_hits(project, needle, frozenset({"events", "daily_counts"})) == {}
+    expected = project.query(AGGREGATE_SQL).to_pylist()
+    stored = project.query(
+        "SELECT day, source, events, people FROM daily_counts ORDER BY day, source"
+    ).to_pylist()
+    assert stored == expected

@@ -14,6 +14,7 @@ import pytest
 
 from headwater.core.types import Interval
 from headwater.deliver.erasure import erase_files
+from headwater.deliver.errors import SinkRefused
 from headwater.deliver.files import FilesTarget
 from headwater.deliver.settings import FilesSink
 
@@ -54,3 +55,17 @@ def test_rewrites_the_files_that_hold_the_person_only(fmt: str, tmp_path: Path) 
     # Again: nothing more to remove, nothing rewritten.
     assert erase_files(target, "per_user", ["user_id"], ["gone"]) == 0
     assert erase_files(target, "never_delivered", ["user_id"], ["gone"]) == 0
+
+
+def test_a_person_column_no_file_has_is_refused(tmp_path: Path) -> None:
+    """A misspelt ``person`` column would remove nothing and report done: it is refused,
+    naming the columns the files have; a column only older files lack is not."""
+    target = FilesTarget("lake", FilesSink(url="exports", format="parquet"), tmp_path)
+    older = target.write("per_user", _interval(0), pa.table({"user_id": ["gone"], "n": [1]}))
+    target.write("per_user", _interval(1), pa.table({"user_id": ["u2"], "friend": ["gone"]}))
+    with pytest.raises(SinkRefused, match=r"no column user_idd .*friend, n, user_id") as refused:
+        erase_files(target, "per_user", ["user_idd"], ["gone"])
+    assert refused.value.hint is not None
+    assert "person = [...]" in refused.value.hint
+    assert pq.read_table(older).num_rows == 1
+    assert erase_files(target, "per_user", ["user_id", "friend"], ["gone"]) == 2

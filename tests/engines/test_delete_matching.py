@@ -18,6 +18,7 @@ from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.bigquery import BigQueryEngine
 from headwater.store.engine import Engine, IngestBatch
+from headwater.store.errors import MissingColumn
 from tests.bigquery_fake import FakeClient
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC)
@@ -61,11 +62,17 @@ def test_deletes_the_matching_rows_of_events_and_of_an_output(engine: Engine) ->
     assert engine.query("SELECT user_id, n FROM per_user").to_pylist() == [
         {"user_id": "u2", "n": 1}
     ]
-    # Idempotent, and nothing to delete where there is no such table or column.
+    # Idempotent, and nothing to delete where there is no such table.
     assert engine.delete_matching("per_user", "user_id", ["u1"]) == 0
     assert engine.delete_matching("no_such_table", "user_id", ["u1"]) == 0
-    assert engine.delete_matching("per_user", "no_such_column", ["u1"]) == 0
     assert engine.delete_matching("per_user", "user_id", []) == 0
+    # A column the table lacks (a misspelt person column) is refused, never "0 deleted".
+    with pytest.raises(MissingColumn, match=r"per_user has no column user_idd") as refused:
+        engine.delete_matching("per_user", "user_idd", ["u2"])
+    assert "day, n, user_id" in str(refused.value)
+    assert refused.value.hint is not None
+    assert "person = [...]" in refused.value.hint
+    assert engine.query("SELECT count(*) AS n FROM per_user").column("n")[0].as_py() == 1
 
 
 DATASET = "hw-test.analytics"
@@ -90,10 +97,11 @@ def test_bigquery_deletes_with_an_array_parameter_after_a_dry_run() -> None:
         {"name": "values", "parameterType": {"type": "ARRAY", "arrayType": {"type": "STRING"}},
          "parameterValue": {"arrayValues": [{"value": "u1"}, {"value": HOSTILE}]}}
     ]  # fmt: skip
-    # A column the table lacks, or a table not there: no job at all.
+    # A table not there: nothing to delete; a column the table lacks: refused. No job.
     fake.calls.clear()
-    assert engine.delete_matching("per_user", "anonymous_id", ["u1"]) == 0
     assert engine.delete_matching("missing", "user_id", ["u1"]) == 0
+    with pytest.raises(MissingColumn, match="per_user has no column anonymous_id"):
+        engine.delete_matching("per_user", "anonymous_id", ["u1"])
     assert fake.queries == []
 
 

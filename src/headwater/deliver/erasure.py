@@ -47,6 +47,8 @@ def erase_files(
     folder = target.path(pipeline, None).rpartition("/")[0]
     wanted = pa.array(list(ids), pa.string())
     removed = 0
+    # A file written before a column was added lacks it; no file having it is a typo.
+    seen: set[str] = set()
     try:
         if not target.fs.exists(folder):
             return 0
@@ -57,6 +59,7 @@ def erase_files(
         for path in paths:
             with target.fs.open(path, "rb") as source:
                 table = _decode(fmt, source)
+            seen.update(table.column_names)
             present = [c for c in columns if c in table.column_names]
             if not present:
                 continue
@@ -75,7 +78,23 @@ def erase_files(
     except OSError as exc:
         raise SinkUnavailable(f"rewriting files under {folder} failed: {exc}",
                               sink=target.name, pipeline=pipeline) from None  # fmt: skip
+    if seen:
+        _refuse_missing(target.name, pipeline, columns, seen)
     return removed
+
+
+def _refuse_missing(sink: str, pipeline: str, columns: Sequence[str], present: set[str]) -> None:
+    """Refuse an erasure by a column the delivered rows lack: it would say done while every
+    row of the person is still there."""
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise SinkRefused(
+            f"{pipeline}'s delivered rows have no column {', '.join(missing)} to erase by "
+            f"(their columns: {', '.join(sorted(present))})",
+            sink=sink,
+            pipeline=pipeline,
+            hint=f"fix `person = [...]` in {pipeline}'s header to name its person columns",
+        )
 
 
 def _decode(fmt: str, source: IO[bytes]) -> pa.Table:
@@ -111,10 +130,11 @@ def erase_postgres(
                     [target.settings.schema, table_name],
                 ).fetchall()
             }
+            if not present:
+                return 0  # not made yet
+            _refuse_missing(target.name, pipeline, columns, present)
             deleted = 0
             for column in columns:
-                if column not in present:
-                    continue
                 result = con.execute(
                     sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)").format(
                         table, sql.Identifier(column)

@@ -27,6 +27,7 @@ from headwater.collect.suppress import KINDS, id_hash, strings
 from headwater.core.clock import parse_utc, utc_now
 from headwater.core.errors import ConfigError, HeadwaterError
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
+from headwater.process.retention import Floors
 from headwater.process.schedule import interval_at
 from headwater.state.erasures import Ids, Place, Planned
 from headwater.state.errors import LeaseHeld
@@ -43,8 +44,10 @@ _CHUNK = 500
 #: Backoff of a place that is not a sink (the store or the warehouse was down).
 _RETRY_SECONDS = 5.0
 _MAX_RETRY_SECONDS = 300.0
-#: Keys of an event's payload that hold its person, in Segment's and the store's spelling.
-_EVENT_COLUMNS = {"user_id": "user_id", "anonymous_id": "anonymous_id"}
+#: The columns of ``events`` that hold its person, and the kind of id each is matched with
+#: (``*``: any erased id). An alias's ``previous_id`` is the id the person had before,
+#: a user id or an anonymous id.
+_EVENT_COLUMNS = {"user_id": "user_id", "anonymous_id": "anonymous_id", "previous_id": "*"}
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -199,7 +202,7 @@ def plan(workspace: Workspace, ids: Ids) -> list[Planned]:
 
 def _recompute(workspace: Workspace, name: str, times: Sequence[datetime]) -> list[list[str]]:
     """The recorded intervals of ``name`` that hold one of ``times`` (a full pipeline: its
-    latest, when it has run), as ISO pairs."""
+    latest, when it has run), as ISO pairs; none that retention retired."""
     pipeline = workspace.graph()[name]
     recorded = workspace.state.runs.intervals(name)
     if not recorded or not times:
@@ -207,8 +210,20 @@ def _recompute(workspace: Workspace, name: str, times: Sequence[datetime]) -> li
     if not pipeline.incremental:
         return [["full", "full"]]
     wanted = {interval_at(pipeline.header.schedule, t) for t in times}
-    chosen = sorted((i for i in wanted if i.start in recorded), key=lambda i: i.start)
+    floor = _retired_before(workspace, name)
+    chosen = sorted(
+        (i for i in wanted if i.start in recorded and (floor is None or i.start >= floor)),
+        key=lambda i: i.start,
+    )
     return [[i.start.isoformat(), i.end.isoformat()] for i in chosen]
+
+
+def _retired_before(workspace: Workspace, name: str) -> datetime | None:
+    """Where ``name``'s intervals retired by retention end: their rows are dropped already,
+    and a run of one is refused, so an erasure that planned it would never finish."""
+    graph = workspace.graph()
+    retired = Floors(graph, workspace.retention(), workspace.pipelines.clock()).of(graph[name])
+    return None if retired is None else retired.before
 
 
 def _chunks(values: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -227,15 +242,16 @@ def event_times(engine: Engine, ids: Ids) -> set[datetime]:
     """The ``timestamp`` and ``received_at`` of each stored event of ``ids``: the intervals
     that counted them, by event time or by arrival."""
     found: set[datetime] = set()
-    for kind in KINDS:
-        for chunk in _chunks(ids.get(kind, [])):
+    everyone = sorted({v for values in ids.values() for v in values})
+    for column, kind in _EVENT_COLUMNS.items():
+        for chunk in _chunks(everyone if kind == "*" else ids.get(kind, [])):
             marks, params = _placeholders("p", chunk)
             query = (
                 exp.select(
                     exp.column("timestamp", quoted=True), exp.column("received_at", quoted=True)
                 )
                 .from_(exp.table_("events"))
-                .where(exp.column(kind, quoted=True).isin(*marks))
+                .where(exp.column(column, quoted=True).isin(*marks))
             )
             table = engine.select(query.sql(engine.dialect), params).table
             for column in ("timestamp", "received_at"):
@@ -338,6 +354,8 @@ def _do(
         engine = _engine(workspace, detail["engine"])
         match = detail["match"]
         assert isinstance(match, dict)
+        if place.place.startswith("output:"):
+            match = {c: "*" for c in _person(workspace, str(detail["table"]), list(match))}
         deleted = 0
         for column, kind in match.items():
             values = everyone if kind == "*" else ids.get(str(kind), [])
@@ -364,6 +382,10 @@ def _recompute_now(workspace: Workspace, name: str, intervals: object) -> int:
         if start == "full":
             service.run(name, now=True)
         else:
+            # Retention may have retired it since the plan (an erasure owed for days).
+            floor = _retired_before(workspace, name)
+            if floor is not None and parse_utc(start) < floor:
+                continue
             service.run(name, parse_utc(start), parse_utc(end))
         count += 1
     return count
@@ -377,7 +399,8 @@ def _sink(
 
     detail = place.detail
     name, pipeline = str(detail["sink"]), str(detail["pipeline"])
-    columns = [str(c) for c in detail["columns"]]  # type: ignore[attr-defined]
+    recorded = [str(c) for c in detail["columns"]]  # type: ignore[attr-defined]
+    columns = _person(workspace, pipeline, recorded)
     sinks = workspace.sinks()
     sink = sinks.sinks.get(name)
     if sink is None:
@@ -399,6 +422,18 @@ def _sink(
     if outcome.delivered:
         return len(ids)
     raise _NotTaken(outcome.reason or "the notice was not taken", outcome.retry_after)
+
+
+def _person(workspace: Workspace, name: str, recorded: list[str]) -> list[str]:
+    """``name``'s person columns as its header says now (a misspelt one refused the place,
+    and fixing the header is what lets it finish), else as they were planned."""
+    graph = workspace.graph()
+    pipeline = graph.pipelines.get(name)
+    if pipeline is None and name in graph.broken:
+        pipeline = graph.broken[name].last_good
+    if pipeline is None or not pipeline.header.person:
+        return recorded
+    return list(pipeline.header.person)
 
 
 class _NotTaken(HeadwaterError):

@@ -27,7 +27,14 @@ from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.dedupe import KeyIndex
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
-from headwater.store.errors import Fenced, QueryError, StoreLocked, StoreUnavailable, first_line
+from headwater.store.errors import (
+    Fenced,
+    MissingColumn,
+    QueryError,
+    StoreLocked,
+    StoreUnavailable,
+    first_line,
+)
 from headwater.store.readonly import check_read_only
 
 _FENCE = (
@@ -460,13 +467,15 @@ class DuckDBEngine:
         if not values:
             return 0
         with self._cursor() as cur:
-            found = cur.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = 'main' "
-                "AND table_name = ? AND column_name = ?",
-                [table, column],
-            ).fetchone()
-            if found is None:
+            present = [r[0] for r in cur.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+                "AND table_name = ?",
+                [table],
+            ).fetchall()]  # fmt: skip
+            if not present:
                 return 0
+            if column not in present:
+                raise MissingColumn(table, column, present)
             with self._transaction(cur):
                 deleted = cur.execute(
                     f"DELETE FROM {quote(table)} WHERE {quote(column)} IN "

@@ -342,7 +342,8 @@ class Engine(Protocol):
     def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
         """Delete the rows of ``table`` whose ``column`` equals one of ``values`` (bound as
         parameters, never pasted into the SQL); return how many. A person's erasure: deleting
-        again deletes nothing, and a table that does not exist has nothing to delete."""
+        again deletes nothing, and a table that does not exist has nothing to delete; one
+        that lacks ``column`` raises :class:`~headwater.store.errors.MissingColumn`."""
         ...
 
     def estimate_cost(self, sql: str, params: Mapping[str, object] | None = None) -> Cost:

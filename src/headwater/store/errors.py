@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from headwater.core.errors import TerminalError, TransientError
 
 
@@ -41,6 +43,20 @@ class QueryError(TerminalError):
     def __init__(self, reason: str, *, hint: str | None = None) -> None:
         self.reason = reason
         super().__init__(f"query failed: {reason}", hint=hint)
+
+
+class MissingColumn(QueryError):
+    """A delete by a column the table lacks: an erasure must not report done while every
+    row survives (a ``person`` column misspelt in a pipeline's header)."""
+
+    def __init__(self, table: str, column: str, present: Iterable[str]) -> None:
+        self.table = table
+        self.column = column
+        has = ", ".join(sorted(present)) or "none"
+        super().__init__(
+            f"{table} has no column {column} to erase by (its columns: {has})",
+            hint=f"fix `person = [...]` in {table}'s header to name its person columns",
+        )
 
 
 class Fenced(TerminalError):

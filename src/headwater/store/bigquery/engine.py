@@ -42,7 +42,7 @@ from headwater.store.engine import (
     map_in_process,
     refuse_replayed,
 )
-from headwater.store.errors import Fenced, QueryError, StoreUnavailable, first_line
+from headwater.store.errors import Fenced, MissingColumn, QueryError, StoreUnavailable, first_line
 from headwater.store.readonly import check_read_only
 
 _PARAMETER_TYPES: tuple[tuple[type, str], ...] = (
@@ -490,7 +490,7 @@ class BigQueryEngine:
 
     def delete_matching(self, table: str, column: str, values: Sequence[str]) -> int:
         """One DML ``DELETE`` with the values as an array parameter. A table that does not
-        exist, or lacks the column, has nothing to delete."""
+        exist has nothing to delete; one that lacks the column is refused."""
         _checked(table), _checked(column)
         if not values or table not in self._table_ids():
             return 0
@@ -498,8 +498,9 @@ class BigQueryEngine:
             found = self.client.get_table(f"{self.dataset}.{_checked(table)}")
         except Exception as exc:
             raise classify(exc) from None
-        if column not in {f.name for f in getattr(found, "schema", None) or []}:
-            return 0
+        present = {f.name for f in getattr(found, "schema", None) or []}
+        if column not in present:
+            raise MissingColumn(table, column, present)
         statement = (
             f"DELETE FROM `{self.dataset}.{_checked(table)}` "
             f"WHERE CAST(`{_checked(column)}` AS STRING) IN UNNEST(@values)"

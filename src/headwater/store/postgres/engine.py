@@ -29,7 +29,7 @@ from headwater.core.clock import from_us
 from headwater.core.types import Interval
 from headwater.store import schema
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
-from headwater.store.errors import Fenced, QueryError, StoreUnavailable, first_line
+from headwater.store.errors import Fenced, MissingColumn, QueryError, StoreUnavailable, first_line
 from headwater.store.postgres.arrow import (
     columns_ddl,
     copy_in,
@@ -397,13 +397,15 @@ class PostgresEngine:
         if not values:
             return 0
         with self._writing() as con:
-            found = con.execute(
-                "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
-                "AND table_name = %s AND column_name = %s",
-                [self.schema, table, column],
-            ).fetchone()
-            if found is None:
+            present = [str(r[0]) for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s",
+                [self.schema, table],
+            ).fetchall()]  # fmt: skip
+            if not present:
                 return 0
+            if column not in present:
+                raise MissingColumn(table, column, present)
             result = con.execute(
                 sql.SQL("DELETE FROM {} WHERE {}::text = ANY(%s)").format(
                     self._table(table), sql.Identifier(column)

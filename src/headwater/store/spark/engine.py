@@ -51,7 +51,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 
 from headwater.core.types import Interval
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, refuse_replayed
-from headwater.store.errors import Fenced, QueryError, StoreUnavailable
+from headwater.store.errors import Fenced, MissingColumn, QueryError, StoreUnavailable
 from headwater.store.readonly import check_read_only
 from headwater.store.spark.buckets import SCHEMES, bucket_filesystem
 from headwater.store.spark.events import DAY, EVENT_TABLES, EventFiles, count_rows, event_schema
@@ -461,6 +461,8 @@ class SparkEngine:
         wanted = pa.array(list(values), pa.string())
         selector = pafs.FileSelector(f"{self._root}/{table}", allow_not_found=True, recursive=True)
         deleted = 0
+        # A file written before the column was added lacks it; no file having it is a typo.
+        present: set[str] = set()
         with self._write_lock:
             try:
                 for info in self._fs.get_file_info(selector):
@@ -469,13 +471,16 @@ class SparkEngine:
                         continue
                     if not name.endswith(".parquet"):
                         continue
-                    deleted += self._delete_in_file(info.path, column, wanted)
+                    deleted += self._delete_in_file(info.path, column, wanted, present)
             except (OSError, pa.ArrowException) as exc:
                 raise StoreUnavailable(self.name, reason(exc)) from exc
+        if present and column not in present:
+            raise MissingColumn(table, column, present - {INTERVAL})
         return deleted
 
-    def _delete_in_file(self, path: str, column: str, wanted: pa.Array) -> int:
+    def _delete_in_file(self, path: str, column: str, wanted: pa.Array, present: set[str]) -> int:
         rows = pq.read_table(path, filesystem=self._fs)
+        present.update(rows.column_names)
         if column not in rows.column_names:
             return 0
         matched = pc.fill_null(pc.is_in(rows[column].cast(pa.string()), value_set=wanted), False)
