@@ -27,7 +27,7 @@ from headwater.collect.writer import Writer
 from headwater.config.project import Project
 from headwater.config.watch import ProjectWatch
 from headwater.core.clock import from_us, now_us, parse_duration, utc_now
-from headwater.core.errors import HeadwaterError
+from headwater.core.errors import HeadwaterError, TransientError
 from headwater.core.secrets import environment_value
 from headwater.dashboard.tail import Fanout
 from headwater.deliver.settings import PostgresSink
@@ -58,6 +58,10 @@ FLOOR_EVERY_SECONDS = 1.0
 SUPPRESSION_EVERY_SECONDS = 2.0
 #: The admins' erasure API, apart from the consumers' read API.
 ERASURES = "/api/v1/erasures"
+
+
+class SuppressionUnavailable(TransientError):
+    """The list of erased people could not be read before the collector's first request."""
 
 
 class Runtime:
@@ -173,7 +177,7 @@ class Runtime:
         try:
             self.refresh_suppression()
         except Exception as exc:
-            raise HeadwaterError(
+            raise SuppressionUnavailable(
                 f"cannot read the suppression list of erased people from the metadata "
                 f"database ({exc}); the collector does not start without it",
                 hint="check that the metadata database is reachable and migrated "

@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from headwater.collect.suppress import KINDS, id_hash, strings
 from headwater.core.clock import parse_utc, utc_now
-from headwater.core.errors import ConfigError, HeadwaterError
+from headwater.core.errors import ConfigError, HeadwaterError, TransientError
 from headwater.deliver.settings import FilesSink, PostgresSink, WebhookSink
 from headwater.process.retention import Floors
 from headwater.process.schedule import interval_at
@@ -436,7 +436,9 @@ def _person(workspace: Workspace, name: str, recorded: list[str]) -> list[str]:
     return list(pipeline.header.person)
 
 
-class _NotTaken(HeadwaterError):
+class _NotTaken(TransientError):
+    """A webhook did not take an erasure notice: owed, and sent again after its backoff."""
+
     def __init__(self, reason: str, retry_after: float | None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
