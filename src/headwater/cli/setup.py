@@ -39,10 +39,11 @@ def init(
     key = scaffold.init_project(directory, source=source)
     examples = sorted(name.removesuffix(".sql") for name in scaffold.EXAMPLE_PIPELINES)
     token = scaffold.add_consumer(directory / "headwater.toml", "example", examples)
+    admin = scaffold.add_admin(directory / "headwater.toml", "admin")
     console.print(f"Created a Headwater project in [bold]{directory.resolve()}[/bold]")
     console.print(f"Source [bold]{source}[/bold] write key: [bold green]{key}[/bold green]")
     console.print(f"Read API consumer [bold]example[/bold] token: [bold green]{token}[/bold green]")
-    console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
+    _print_admin(admin)
     console.print(f"Next: cd {directory} && headwater up")
 
 
@@ -52,12 +53,21 @@ def _init_example(directory: Path, example: str, source: str) -> None:
     project = load_project(directory)  # the copy must load; fail loudly now if not
     pipelines = sorted(p.stem for p in project.pipelines_dir.glob("*.sql"))
     token = scaffold.add_consumer(project.file, "product", pipelines)
+    admin = scaffold.add_admin(project.file, "admin")
     load_project(directory)
     console.print(f"Created the {example} example in [bold]{directory.resolve()}[/bold]")
     console.print(f"Source [bold]{source}[/bold] write key: [bold green]{key}[/bold green]")
     console.print(f"Read API consumer [bold]product[/bold] token: [bold green]{token}[/bold green]")
-    console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
+    _print_admin(admin)
     console.print(f"Next: cd {directory} and follow README.md (from `headwater up`)")
+
+
+def _print_admin(token: str) -> None:
+    console.print(
+        f"Admin [bold]admin[/bold] token (signs in to the dashboard at the server's /): "
+        f"[bold green]{token}[/bold green]"
+    )
+    console.print("[dim]Only their hashes are stored; keep them now.[/dim]")
 
 
 def sources_add(name: Annotated[str, typer.Argument(help="Name of the new source.")]) -> None:
