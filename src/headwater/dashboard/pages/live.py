@@ -7,8 +7,10 @@ shows within moments of its commit, and a page that falls behind loses events
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,12 +22,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from headwater.dashboard.tail import Fanout, TooManyViewers
-from headwater.dashboard.web import Admin, Nav, dashboard, data, page, refused, render
+from headwater.dashboard.web import (
+    Admin,
+    Nav,
+    dashboard,
+    data,
+    page,
+    refused,
+    render,
+    signed_in,
+)
 from headwater.store import schema
 
 NAV = Nav("Live events", "/live", 20)
 #: Rows of one commit sent to a page at most: a tail shows the newest, not a bulk load.
 ROWS_PER_COMMIT = 100
+#: How often an open stream looks again whether its session still holds (signed out,
+#: the admin's token changed or removed, the secret rotated, the session expired).
+RECHECK_SECONDS = 5.0
 TYPES = ("track", "identify", "page", "screen", "group", "alias")
 FILTERS = {"source": "source", "type": "type", "event": "event"}
 
@@ -68,6 +82,10 @@ def rows(table: pa.Table) -> list[dict[str, Any]]:
     return out
 
 
+#: What an open stream's wait gives when nothing was committed for RECHECK_SECONDS.
+_QUIET = pa.table({})
+
+
 async def _stream(request: Request, admin: Admin) -> Response:
     fanout: Fanout | None = dashboard(request).fanout
     if fanout is None:
@@ -86,7 +104,21 @@ async def _stream(request: Request, admin: Admin) -> Response:
             # Sent once subscribed: what is committed from now on is shown.
             yield {"event": "ready", "data": "{}"}
             dropped = 0
-            while (committed := await viewer.queue.get()) is not None:
+            checked = time.monotonic()
+            while True:
+                try:
+                    committed = await asyncio.wait_for(viewer.queue.get(), RECHECK_SECONDS)
+                except TimeoutError:
+                    committed = _QUIET
+                if time.monotonic() - checked >= RECHECK_SECONDS:
+                    checked = time.monotonic()
+                    if await asyncio.to_thread(signed_in, request) is None:
+                        yield {"event": "signed_out", "data": "the session ended: sign in again"}
+                        return
+                if committed is None:
+                    break
+                if committed is _QUIET:
+                    continue
                 table = _chosen(committed, filters)
                 if viewer.dropped != dropped:
                     dropped = viewer.dropped

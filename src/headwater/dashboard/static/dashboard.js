@@ -95,6 +95,11 @@
       source.addEventListener("dropped", function (message) {
         status.textContent = "This page fell behind: " + message.data + " events were not shown.";
       });
+      source.addEventListener("signed_out", function (message) {
+        source.close();
+        list.dataset.connected = "false";
+        status.textContent = "Not connected: " + message.data + ".";
+      });
       source.addEventListener("full", function (message) {
         source.close();
         list.dataset.connected = "false";
