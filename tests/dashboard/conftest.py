@@ -28,24 +28,13 @@ from headwater.cli.scaffold import add_admin, add_consumer
 from headwater.state.admin_actions import AdminAction
 from headwater.state.database import StateStore
 from tests.conftest import Project, Server
-from tests.test_sdk_clients import CHROMIUM, node_modules
+from tests.test_sdk_clients import CHROMIUM, CHROMIUM_ARGS, node_modules
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Playwright
 
 __all__ = ["node_modules"]
 
-#: Chromium by path, headless, with nothing reaching past loopback (see test_sdk_clients.py).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-]
 #: Screenshots of every page, kept after the run (ignored by git).
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 #: A laptop and a phone.
