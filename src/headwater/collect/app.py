@@ -38,7 +38,7 @@ from headwater.collect.validate import (
     probe_key,
 )
 from headwater.collect.workers import POOL_BYTES, DecodePool
-from headwater.collect.writer import FailedRow, Writer, rows_table
+from headwater.collect.writer import Committer, FailedRow, rows_table
 from headwater.core import jsonio
 from headwater.core.clock import now_us
 from headwater.core.errors import ConfigError
@@ -108,7 +108,7 @@ class IngestApp:
         self,
         keys: KeyRing,
         settings: CollectorSettings,
-        writer: Writer,
+        writer: Committer,
         pool: DecodePool | None = None,
         rules: Rules | None = None,
     ) -> None:

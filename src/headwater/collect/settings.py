@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -50,6 +50,13 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     (``collect/workers.py``), so that more than one core works; 0 (the default):
     validate in the server's own process. Off by default until it is measured to pay:
     on a shared two-core machine one worker lowered batch-100 throughput (0.64x)."""
+
+    accept_processes: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
+    """Processes that answer the tracking API beside the one that owns the store
+    (``collect/acceptor.py``): each takes connections on the server's port, validates,
+    and sends its requests' events to the owner's writer in frames, so HTTP and
+    validation use every core. 0 (the default): the server answers everything itself.
+    Each costs about 80 MB; see docs/architecture.md for when it pays."""
 
     retry_after_seconds: int = 2
     """The ``Retry-After`` given with a 503."""

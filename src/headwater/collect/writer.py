@@ -20,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +50,8 @@ class Outcome:
 
     stored: int
     duplicates: int
+    #: Per event of the request, whether the store kept it (asked for with ``per_row``).
+    new_rows: Mask | None = None
 
 
 @dataclass(slots=True)
@@ -63,7 +66,9 @@ class _Submission:
     keys: tuple[U64, U64] | None = None
     #: Failed events whose replay these events are (``schema.REPLAYED``), marked in the commit.
     replayed: pa.Table | None = None
+    per_row: bool = False
     new: int = field(default=0)
+    new_rows: Mask | None = None
 
     @property
     def count(self) -> int:
@@ -81,6 +86,25 @@ class _Submission:
         if isinstance(events, pa.Table):
             return str(events["source"][0].as_py())
         return events[0][1]
+
+
+class Committer(Protocol):
+    """What the tracking API hands its events to: the :class:`Writer`, or in an accept
+    process the :class:`~headwater.collect.forward.Forwarder` to the owner's writer."""
+
+    async def submit(
+        self,
+        events: pa.Table | Sequence[EventRow],
+        failed: Sequence[FailedRow],
+        received_us: int,
+        *,
+        nbytes: int = 0,
+        keys: tuple[U64, U64] | None = None,
+    ) -> Outcome: ...
+
+    def acknowledged(self, received_us: int) -> None: ...
+
+    def oldest_pending(self) -> int | None: ...
 
 
 class Writer:
@@ -153,6 +177,7 @@ class Writer:
         nbytes: int = 0,
         keys: tuple[U64, U64] | None = None,
         replayed: pa.Table | None = None,
+        per_row: bool = False,
     ) -> Outcome:
         """Queue one request's events (its rows, or a table of ``schema.EVENTS``) and
         failed events for the next commit, and wait until they are durable.
@@ -162,10 +187,13 @@ class Writer:
         towards ``queue_max_bytes`` (the collector gives the request's body size);
         ``keys``: the events' dedupe keys, when the caller computed them (see
         ``collect/workers.py``); ``replayed``: the failed events these events replay,
-        marked replayed in the same commit.
+        marked replayed in the same commit; ``per_row``: the outcome says which events were
+        new (a frame of several requests from an accept process splits it by request).
         """
         loop = asyncio.get_running_loop()
-        sub = _Submission(events, failed, loop, loop.create_future(), nbytes, keys, replayed)
+        sub = _Submission(
+            events, failed, loop, loop.create_future(), nbytes, keys, replayed, per_row
+        )
         size = sub.size
         with self._cond:
             if self._closing:
@@ -296,6 +324,7 @@ class Writer:
         # Exact dedupe inside the group first (the first of each key is kept); the store
         # dedupes against the window.
         first = _first_of_each(his, los)
+        rows = len(owner)
         if first is not None:
             events, his, los = events.filter(pa.array(first)), his[first], los[first]
             owner = owner[first]
@@ -310,6 +339,8 @@ class Writer:
         stored = np.bincount(owner[new], minlength=len(with_events))
         for sub in subs:
             sub.new = 0
+        if any(sub.per_row for sub in with_events):
+            _split_rows(with_events, new, first, rows)
         accepted: dict[str, int] = {}
         for sub, count in zip(with_events, stored.tolist(), strict=True):
             sub.new = count
@@ -409,6 +440,20 @@ def _first_of_each(hi: U64, lo: U64) -> Mask | None:
     return keep
 
 
+def _split_rows(subs: list[_Submission], new: Mask, first: Mask | None, rows: int) -> None:
+    """Give each submission that asked which of its events were new: ``new`` is per row
+    left after the group's own duplicates (``first``) were removed from ``rows`` rows."""
+    kept = np.flatnonzero(first) if first is not None else np.arange(rows)
+    stored = np.zeros(rows, np.bool_)
+    stored[kept[new]] = True
+    start = 0
+    for sub in subs:
+        end = start + sub.count
+        if sub.per_row:
+            sub.new_rows = stored[start:end]
+        start = end
+
+
 def _pairs(subs: list[_Submission]) -> dict[tuple[str | None, str], int]:
     counts: dict[tuple[str | None, str], int] = {}
     for sub in subs:
@@ -434,4 +479,7 @@ def _settle(subs: list[_Submission], error: Exception | None) -> None:
             sub.future.set_exception(error)
         else:
             duplicates = sub.count - sub.new
-            sub.future.set_result(Outcome(stored=sub.new, duplicates=duplicates))
+            new_rows = sub.new_rows
+            if sub.per_row and new_rows is None:  # no events, or none committed
+                new_rows = np.zeros(sub.count, np.bool_)
+            sub.future.set_result(Outcome(sub.new, duplicates, new_rows))

@@ -39,6 +39,7 @@ from headwater.serve.query import Reader
 from headwater.store.engine import Engine, collectors_floor
 
 if TYPE_CHECKING:
+    from headwater.runtime.acceptors import Acceptors
     from headwater.store.postgres.reader import PostgresReader
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class Runtime:
             rules=self.watch.derived(Project.source_rules),
         )
         self.ingest.suppression = Suppression(self.registry)
+        #: Set by the server when accept processes answer the tracking API.
+        self.acceptors: Acceptors | None = None
         self._suppression_stamp: tuple[object, ...] | None = None
         self.workspace = Workspace(
             self.watch, warehouse or engine, state_for(project), store=engine, floor=self._floor
@@ -188,10 +191,20 @@ class Runtime:
             self.engine.floors.publish(self.collector_id, now_us())
         self.writer.start()
 
+    def arrival_floor(self) -> int:
+        """Every event that arrived at this server before this time (µs) is committed or
+        refused: requests this process answers, and its accept processes' requests."""
+        floor = self.ingest.arrival_floor()
+        if self.acceptors is not None:
+            theirs = self.acceptors.floor()
+            if theirs is not None:
+                floor = min(floor, theirs)
+        return floor
+
     def _floor(self) -> datetime:
         """Events received before this time are committed: this process's collector, and on a
         shared store every live collector's."""
-        floor = self.ingest.arrival_floor() if "collect" in self.roles else now_us()
+        floor = self.arrival_floor() if "collect" in self.roles else now_us()
         return collectors_floor(self.engine, from_us(floor))
 
     async def publish_floor(self) -> None:
@@ -201,7 +214,7 @@ class Runtime:
             return
         while not self.stopping.is_set():
             try:
-                floor = self.ingest.arrival_floor()
+                floor = self.arrival_floor()
                 await asyncio.to_thread(floors.publish, self.collector_id, floor)
             except HeadwaterError as exc:
                 log.error("could not publish the arrival floor: %s", exc)

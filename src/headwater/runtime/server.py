@@ -22,6 +22,7 @@ import uvicorn
 
 from headwater.config.project import Project
 from headwater.core.errors import ConfigError
+from headwater.runtime.acceptors import Acceptors
 from headwater.runtime.app import ROLES, Runtime
 from headwater.runtime.client import (
     ServerInfo,
@@ -177,6 +178,8 @@ async def _serve(
         max_headers=server.max_headers,
         max_connections=server.max_connections,
     )
+    accepting = project.settings.collector.accept_processes if "collect" in runtime.roles else 0
+    http_path = data_dir / "http.sock"
     main = _Server(
         uvicorn.Config(
             runtime,
@@ -186,8 +189,16 @@ async def _serve(
             log_level="warning",
             log_config=None,  # its records go to the handler the command line set up
             access_log=False,
+            # With accept processes, only they connect (to a socket only this user may
+            # use) and they say who their client was.
+            proxy_headers=bool(accepting),
+            forwarded_allow_ips="*" if accepting else None,
         )
     )
+    acceptors = None
+    if accepting:
+        acceptors = Acceptors(project, accepting, sock, runtime.writer, runtime.ingest.suppression)
+        runtime.acceptors = acceptors
     # The control socket lets commands reach a store only this process may open; a
     # shared store is opened by the commands themselves, from any number of processes.
     control = _Server(
@@ -201,13 +212,30 @@ async def _serve(
     )
     private = not (runtime.engine.shared and runtime.workspace.engine.shared)
 
-    def stop() -> None:
+    draining: asyncio.Task[None] | None = None
+
+    def finish() -> None:
         if main.should_exit:
             main.force_exit = True
         main.should_exit = True
         # Open live pages would hold the graceful shutdown until its timeout.
         if runtime.fanout is not None:
             runtime.fanout.close()
+
+    async def drain_acceptors() -> None:
+        # They finish their requests first, which this process's writer commits.
+        assert acceptors is not None
+        await acceptors.stop(drain)
+        finish()
+
+    def stop() -> None:
+        nonlocal draining
+        if acceptors is not None and draining is None:
+            draining = asyncio.get_running_loop().create_task(drain_acceptors())
+            return
+        if acceptors is not None:  # a second signal: stop now
+            acceptors.kill()
+        finish()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -217,7 +245,12 @@ async def _serve(
     control_task = None
     if private:
         control_task = asyncio.create_task(control.serve(sockets=[_private_unix_socket(uds)]))
-    main_task = asyncio.create_task(main.serve(sockets=[sock]))
+    if acceptors is not None:
+        http_path.unlink(missing_ok=True)
+        main_task = asyncio.create_task(main.serve(sockets=[_private_unix_socket(http_path)]))
+    else:
+        main_task = asyncio.create_task(main.serve(sockets=[sock]))
+    supervising: asyncio.Task[None] | None = None
     background = asyncio.gather(
         runtime.schedule(), runtime.deliver(), runtime.publish_floor(), runtime.suppress()
     )
@@ -226,6 +259,11 @@ async def _serve(
             if main_task.done() or (control_task is not None and control_task.done()):
                 break
             await asyncio.sleep(0.01)
+        if acceptors is not None and main.started:
+            frames = data_dir / "frames.sock"
+            frames.unlink(missing_ok=True)
+            await acceptors.start(_private_unix_socket(frames), http_path)
+            supervising = asyncio.create_task(acceptors.supervise())
         if main.started and (control.started or not private):
             # Said first, then the runtime file: whoever sees the file finds the words.
             if on_ready is not None:
@@ -237,6 +275,12 @@ async def _serve(
     finally:
         if private:
             remove_runtime_file(data_dir)
+        if acceptors is not None:
+            acceptors.kill()
+            if supervising is not None:
+                supervising.cancel()
+            for path in (http_path, data_dir / "frames.sock"):
+                path.unlink(missing_ok=True)
         runtime.stop()
         # A pass in progress stops after its current interval (or webhook batch),
         # which must end before the store closes under it.

@@ -1,0 +1,139 @@
+"""An accept process: ``python -m headwater.collect.acceptor``, started by the server.
+
+With ``[collector] accept_processes = N``, N of these share the server's listening
+socket (inherited, so the kernel hands each new connection to one of them). Each
+answers the tracking API itself (headers, key, body, validation, Arrow, dedupe
+keys: all the per-event work) and sends the events to the process that owns the
+store in frames (``collect/forward.py``); every other path goes to that process's
+HTTP socket through :class:`~headwater.collect.forward.Proxy`. It holds no store
+and no state: if it dies, the requests it had are unanswered (the clients send
+them again) and the server starts another; if the owner dies, it stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from headwater.collect.app import IngestApp
+from headwater.collect.auth import KeyRing
+from headwater.collect.forward import Forwarder, Proxy
+from headwater.config.project import Project, load_project
+from headwater.config.watch import ProjectWatch
+from headwater.runtime.protocol import Limits, protocol
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m headwater.collect.acceptor")
+    parser.add_argument("root", type=Path, help="the project's folder")
+    parser.add_argument("--env", default=None)
+    parser.add_argument("--fd", type=int, required=True, help="the listening socket")
+    parser.add_argument("--frames", type=Path, required=True, help="the owner's frame socket")
+    parser.add_argument("--http", type=Path, required=True, help="the owner's HTTP socket")
+    parser.add_argument("--parent", type=int, required=True, help="the owner's process id")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    if os.getppid() != args.parent:
+        return 1  # the owner died before this process could ask to die with it
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s accept[%(process)d] %(name)s: %(message)s"
+    )
+    project = load_project(args.root, args.env)
+    sock = socket.socket(fileno=args.fd)
+    runner: Any = asyncio.run
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        runner = uvloop.run
+    runner(_serve(project, sock, args.frames, args.http))
+    return 0
+
+
+async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path) -> None:
+    settings = project.settings.collector
+    server_settings = project.settings.server
+    watch = ProjectWatch(project)
+    server: uvicorn.Server | None = None
+
+    def lost() -> None:
+        # Nothing can be stored without the owner: stop taking requests at once.
+        if server is not None:
+            server.should_exit = server.force_exit = True
+
+    forwarder = Forwarder(
+        frames,
+        retry_after=settings.retry_after_seconds,
+        queue_max_events=settings.queue_max_events,
+        queue_max_bytes=settings.queue_max_bytes,
+        on_lost=lost,
+    )
+    forwarder.frame_max_events = settings.commit_max_events
+    forwarder.frame_max_bytes = settings.commit_max_bytes
+    ingest = IngestApp(
+        KeyRing(watch.derived(Project.source_keys)),
+        settings,
+        forwarder,
+        rules=watch.derived(Project.source_rules),
+    )
+    proxy = Proxy(http)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await ingest(scope, receive, send)
+        else:
+            await proxy(scope, receive, send)
+
+    limits = Limits(
+        header_timeout=server_settings.header_timeout_seconds,
+        body_timeout=server_settings.body_timeout_seconds,
+        max_header_bytes=server_settings.max_header_bytes,
+        max_headers=server_settings.max_headers,
+        max_connections=server_settings.max_connections,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            http=protocol(limits),
+            timeout_graceful_shutdown=int(settings.drain_timeout_seconds) or 1,
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+        )
+    )
+    await forwarder.connect()
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        await forwarder.close()
+        await proxy.close()
+        ingest.close()
+
+
+def _die_with_parent() -> None:
+    """Linux: be killed when the server that started this process dies, however it dies
+    (a SIGKILL leaves no time to stop anyone), so no orphan keeps its port."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,258 @@
+"""The owner's side of accept processes: start them, watch them, commit their frames.
+
+``[collector] accept_processes = N`` makes the server start N processes
+(``collect/acceptor.py``) on its listening socket and stop accepting on it
+itself: they answer HTTP and validate, each on its own core, and send their
+events here in frames (``collect/frames.py``). This process keeps what only
+one process may do: the writer's group commit into the store (frames of every
+accept process join the same commits), the scheduler, the deliverer, the read
+API and the dashboard, which the accept processes reach through its HTTP
+socket. An accept process that dies is started again; this process dying ends
+them (they ask the kernel to kill them with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from headwater.collect.errors import Unavailable
+from headwater.collect.frames import Header, Reply, encode_reply, error_reply, read_frame
+from headwater.collect.suppress import Suppression
+from headwater.collect.writer import FailedRow, Writer
+from headwater.config.project import Project
+from headwater.core.clock import now_us
+from headwater.core.errors import ConfigError
+from headwater.store.dedupe import U64
+
+log = logging.getLogger(__name__)
+
+#: How long the accept processes may take to start (each imports what it needs).
+START_SECONDS = 60.0
+#: Pause before starting again an accept process that died.
+RESTART_SECONDS = 1.0
+
+
+class Acceptors:
+    """``count`` accept processes on ``listening``, and the frames they send."""
+
+    def __init__(
+        self,
+        project: Project,
+        count: int,
+        listening: socket.socket,
+        writer: Writer,
+        suppression: Suppression,
+    ) -> None:
+        self._project = project
+        self._count = count
+        self._listening = listening
+        self._writer = writer
+        self._suppression = suppression
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._floors: dict[int, int] = {}
+        self._connections = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._frames_path: Path | None = None
+        self._http_path: Path | None = None
+
+    def floor(self) -> int | None:
+        """Every request an accept process took before this time (µs) has reached this
+        process (and is in the writer's queue, or answered); ``None`` without any."""
+        return min(self._floors.values(), default=None)
+
+    async def start(self, frames: socket.socket, http: Path) -> None:
+        """Serve frames on ``frames`` (a private Unix socket), start the processes (they
+        reach the HTTP app on ``http``), and return once each has said it is up."""
+        self._frames_path = Path(frames.getsockname())
+        self._http_path = http
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=frames, limit=1024 * 1024
+        )
+        self._processes = [self._spawn() for _ in range(self._count)]
+        deadline = asyncio.get_running_loop().time() + START_SECONDS
+        while self._connections < self._count:
+            for process in self._processes:
+                if process.poll() is not None:
+                    raise ConfigError(
+                        f"an accept process exited at its start (code {process.returncode})",
+                        hint="its error is above; or set [collector] accept_processes = 0",
+                    )
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConfigError(
+                    f"the accept processes did not start within {START_SECONDS:.0f} s",
+                    hint="set [collector] accept_processes = 0 on a machine this slow",
+                )
+            await asyncio.sleep(0.02)
+
+    async def supervise(self) -> None:
+        """Start again any accept process that dies, until :meth:`stop`."""
+        while not self._stopping:
+            for index, process in enumerate(self._processes):
+                if process.poll() is not None and not self._stopping:
+                    log.error(
+                        "accept process %d exited (code %s); starting another",
+                        process.pid,
+                        process.returncode,
+                    )
+                    await asyncio.sleep(RESTART_SECONDS)
+                    if not self._stopping:
+                        self._processes[index] = self._spawn()
+            await asyncio.sleep(0.2)
+
+    async def stop(self, timeout: float) -> None:
+        """Let each accept process finish its requests (SIGTERM), within ``timeout``."""
+        self._stopping = True
+        for process in self._processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes:
+            try:
+                await asyncio.to_thread(process.wait, timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("accept process %d outlasted the drain timeout", process.pid)
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+
+    def kill(self) -> None:
+        self._stopping = True
+        for process in self._processes:
+            if process.poll() is None:
+                process.kill()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # Started from the event loop's thread, which lives as long as the server: an
+        # accept process asks to die with the thread that started it.
+        fd = self._listening.fileno()
+        command = [
+            sys.executable,
+            "-m",
+            "headwater.collect.acceptor",
+            str(self._project.root),
+            "--fd",
+            str(fd),
+            "--frames",
+            str(self._frames_path),
+            "--http",
+            str(self._http_path),
+            "--parent",
+            str(os.getpid()),
+        ]
+        if self._project.environment:
+            command += ["--env", self._project.environment]
+        # This interpreter and the project's own folder: nothing from outside.
+        return subprocess.Popen(command, pass_fds=[fd], stdin=subprocess.DEVNULL)  # noqa: S603
+
+    # -- frames ----------------------------------------------------------------
+
+    async def _connection(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
+        key = id(stream)
+        self._floors[key] = now_us()
+        first = True
+        try:
+            while True:
+                header, events, keys, failed = await read_frame(reader)
+                self._floors[key] = header.floor
+                if first:
+                    first = False
+                    self._connections += 1
+                if not header.received:
+                    continue
+                task = asyncio.create_task(self._commit(header, events, keys, failed, stream))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the accept process stopped; its unanswered clients send again
+        except ValueError as exc:
+            log.error("an accept process sent a broken frame (%s); dropping it", exc)
+        finally:
+            self._floors.pop(key, None)
+            if not first:
+                self._connections -= 1
+            stream.close()
+
+    async def _commit(
+        self,
+        header: Header,
+        events: pa.Table,
+        keys: tuple[U64, U64],
+        failed: pa.Table,
+        stream: asyncio.StreamWriter,
+    ) -> None:
+        """Commit one frame through the writer (with the other frames and requests of its
+        group) and tell the accept process what became of each request."""
+        events, keys, kept = self._suppress(header, events, keys)
+        rows, _ = self._suppression.failed(_failed_rows(failed))
+        try:
+            outcome = await self._writer.submit(
+                events,
+                rows,
+                min(header.received),
+                nbytes=sum(header.nbytes),
+                keys=keys,
+                per_row=True,
+            )
+        except Unavailable as error:
+            reply = error_reply(header.id, error)
+        else:
+            new = outcome.new_rows if outcome.new_rows is not None else np.zeros(0, np.bool_)
+            ends = np.cumsum(kept)
+            stored = [int(part.sum()) for part in np.split(new, ends[:-1])] if kept else []
+            for received in header.received:
+                self._writer.acknowledged(received)
+            reply = Reply(header.id, kept, stored)
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            stream.write(encode_reply(reply))
+            await stream.drain()
+
+    def _suppress(
+        self, header: Header, events: pa.Table, keys: tuple[U64, U64]
+    ) -> tuple[pa.Table, tuple[U64, U64], list[int]]:
+        """The frame's events without erased people's, and how many each request keeps."""
+        if not len(self._suppression):
+            return events, keys, list(header.counts)
+        tables: list[pa.Table] = []
+        his: list[U64] = []
+        los: list[U64] = []
+        kept: list[int] = []
+        start = 0
+        for count in header.counts:
+            part = events.slice(start, count)
+            part_keys = (keys[0][start : start + count], keys[1][start : start + count])
+            filtered, filtered_keys, _ = self._suppression.filter(part, part_keys)
+            assert isinstance(filtered, pa.Table)
+            assert filtered_keys is not None
+            tables.append(filtered)
+            his.append(filtered_keys[0])
+            los.append(filtered_keys[1])
+            kept.append(filtered.num_rows)
+            start += count
+        return pa.concat_tables(tables), (np.concatenate(his), np.concatenate(los)), kept
+
+
+def _failed_rows(failed: pa.Table) -> list[FailedRow]:
+    """A frame's failed events as the writer's rows (times in µs, as the collector makes
+    them)."""
+    if not failed.num_rows:
+        return []
+    columns = [
+        (column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column).to_pylist()
+        for column in failed.columns
+    ]
+    return [tuple(row) for row in zip(*columns, strict=True)]
