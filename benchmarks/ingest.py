@@ -1000,6 +1000,32 @@ def add_pii_rules(root: Path) -> None:
     os.environ[PII_VARIABLE] = "bench-" + "0123456789abcdef" * 3
 
 
+def _setting(item: str) -> tuple[str, int]:
+    key, sep, value = item.partition("=")
+    if not sep or not value.strip().isdigit():
+        raise SystemExit(f"--collector {item!r}: give KEY=NUMBER, e.g. accept_processes=1")
+    return key.strip(), int(value)
+
+
+def set_collector(root: Path, values: dict[str, int]) -> None:
+    """Put ``values`` in the project's ``[collector]`` table (which ``init`` writes)."""
+    if not values:
+        return
+    config = root / "headwater.toml"
+    lines = "".join(f"{key} = {value}\n" for key, value in values.items())
+    config.write_text(config.read_text().replace("[collector]\n", f"[collector]\n{lines}", 1))
+
+
+def _processes(collector: dict[str, int]) -> str:
+    accept = collector.get("accept_processes", 0)
+    validate = collector.get("validate_processes", 0)
+    if accept:
+        return f"{accept} accept processes feeding the store's process"
+    if validate:
+        return f"1 process and {validate} validating workers"
+    return "1 process"
+
+
 def raw_store(folder: Path, seconds: float, batch_rows: int, pii: bool = False) -> Raw:
     """Commit the same events straight to DuckDB, in batches of ``batch_rows`` (validated
     with the PII rules when ``pii``)."""
@@ -1064,6 +1090,8 @@ class Settings:
     profile_rate: int
     quick: bool = False
     pii: bool = False
+    #: ``[collector]`` settings given to the server (``--collector KEY=VALUE``).
+    collector: dict[str, int] = field(default_factory=dict)
 
 
 def run_load(
@@ -1171,7 +1199,7 @@ def conditions(settings: Settings) -> list[tuple[str, str]]:
         ),
         (
             "server",
-            f"headwater up --port 0 on {HOST}: 1 process and its validating workers, {loop}, "
+            f"headwater up --port 0 on {HOST}: {_processes(settings.collector)}, {loop}, "
             "httptools",
         ),
         ("throughput load", kind),
@@ -1323,6 +1351,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--pii", action="store_true", help="give the source PII rules (PII_RULES) and a key"
     )
+    parser.add_argument(
+        "--collector",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a [collector] setting of the server, e.g. accept_processes=1 (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     generator = args.generator
@@ -1346,6 +1381,7 @@ def main(argv: list[str] | None = None) -> int:
         profile_rate=args.profile_rate,
         quick=args.quick,
         pii=args.pii,
+        collector=dict(_setting(item) for item in args.collector),
     )
     if settings.profile is not None:
         settings.profile.mkdir(parents=True, exist_ok=True)
@@ -1373,6 +1409,7 @@ def main(argv: list[str] | None = None) -> int:
         key = init_project(work / "project")
         if settings.pii:
             add_pii_rules(work / "project")
+        set_collector(work / "project", settings.collector)
         server = start_server(work / "project")
         try:
             return _run(server, settings, basic_auth(key), work)

@@ -208,9 +208,16 @@ def _wait_for_acks(ledger: _Ledger, life: int, timeout: float) -> None:
         time.sleep(0.02)
 
 
+#: Each crash, storm and drain test runs with the server answering alone, and with two
+#: accept processes in front of it (``[collector] accept_processes``).
+ACCEPT = pytest.mark.parametrize("accept", [0, 2], ids=["one-process", "accept-processes"])
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_sigkill_under_load_loses_no_acknowledged_event(project: Project) -> None:
+@ACCEPT
+def test_sigkill_under_load_loses_no_acknowledged_event(project: Project, accept: int) -> None:
+    _set_collector(project, accept_processes=accept)
     seed = random.randrange(2**32)
     rng = random.Random(seed)
     server = Server(project).start()
@@ -279,7 +286,17 @@ _STORM_THREADS = 16
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
-def test_duplicate_storm_stores_one_row(server: Server, project: Project) -> None:
+@ACCEPT
+def test_duplicate_storm_stores_one_row(project: Project, accept: int) -> None:
+    _set_collector(project, accept_processes=accept)
+    server = Server(project).start()
+    try:
+        _storm(server, project)
+    finally:
+        server.stop()
+
+
+def _storm(server: Server, project: Project) -> None:
     message_id = "storm-the-one-and-only"
     barrier = threading.Barrier(_STORM_THREADS, timeout=30)
     lock = threading.Lock()
@@ -354,7 +371,9 @@ class _Call:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_sigterm_drains_in_flight_requests(project: Project) -> None:
+@ACCEPT
+def test_sigterm_drains_in_flight_requests(project: Project, accept: int) -> None:
+    _set_collector(project, accept_processes=accept)
     server = Server(project).start()
     assert server.process is not None
     url = server.url

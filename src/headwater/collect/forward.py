@@ -90,6 +90,13 @@ class Forwarder:
         self._stream: asyncio.StreamWriter | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lost = False
+        #: Every request this process took before the time it returns (µs) is queued here,
+        #: in a frame, or answered: the tracking API's own floor, which also counts requests
+        #: still being read or validated (set by the accept process; this default knows
+        #: only what was submitted).
+        self.arrival_floor: Callable[[], int] = lambda: min(
+            self._clock(), self.oldest_pending() or self._clock()
+        )
         #: What the owner's commits take at most, so that a frame is one commit's worth.
         self.frame_max_events = 10_000
         self.frame_max_bytes = 8 * 1024 * 1024
@@ -172,8 +179,9 @@ class Forwarder:
                     self._room.clear()
                     await self._room.wait()
                 self._wake.clear()
-                # The floor is read before the requests are taken: it covers them.
-                floor = min(self._clock(), self.oldest_pending() or self._clock())
+                # The floor is read before the requests are taken: it covers them, and
+                # any request stamped after it is later than it.
+                floor = self.arrival_floor()
                 taken = self._take()
                 self._stream.write(self._frame(floor, taken))
                 await self._stream.drain()

@@ -1,6 +1,6 @@
 """The wire between accept processes and the process that owns the store.
 
-An accept process (``collect/acceptor.py``) answers HTTP and validates; the owner
+An accept process (``runtime/accept_process.py``) answers HTTP and validates; the owner
 commits. What one sends the other is a *frame*: the events of every request the
 accept process took since its last frame, as one Arrow IPC stream with their
 dedupe keys, the refused events of those requests as another, and a header

@@ -53,10 +53,11 @@ class CollectorSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
 
     accept_processes: Annotated[int, msgspec.Meta(ge=0, le=64)] = 0
     """Processes that answer the tracking API beside the one that owns the store
-    (``collect/acceptor.py``): each takes connections on the server's port, validates,
+    (``runtime/accept_process.py``): each takes connections on the server's port, validates,
     and sends its requests' events to the owner's writer in frames, so HTTP and
     validation use every core. 0 (the default): the server answers everything itself.
-    Each costs about 80 MB; see docs/architecture.md for when it pays."""
+    Each is a process of its own (about 150 MB under load); see docs/architecture.md
+    for when they pay."""
 
     retry_after_seconds: int = 2
     """The ``Retry-After`` given with a 503."""

@@ -1,7 +1,7 @@
 """The owner's side of accept processes: start them, watch them, commit their frames.
 
 ``[collector] accept_processes = N`` makes the server start N processes
-(``collect/acceptor.py``) on its listening socket and stop accepting on it
+(``runtime/accept_process.py``) on its listening socket and stop accepting on it
 itself: they answer HTTP and validate, each on its own core, and send their
 events here in frames (``collect/frames.py``). This process keeps what only
 one process may do: the writer's group commit into the store (frames of every
@@ -56,33 +56,25 @@ class Acceptors:
         self._project = project
         self._count = count
         self._listening = listening
-        self._writer = writer
-        self._suppression = suppression
+        self.frames = Frames(writer, suppression)
         self._processes: list[subprocess.Popen[bytes]] = []
-        self._floors: dict[int, int] = {}
-        self._connections = 0
-        self._server: asyncio.AbstractServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._frames_path: Path | None = None
         self._http_path: Path | None = None
 
     def floor(self) -> int | None:
-        """Every request an accept process took before this time (µs) has reached this
-        process (and is in the writer's queue, or answered); ``None`` without any."""
-        return min(self._floors.values(), default=None)
+        """See :meth:`Frames.floor`."""
+        return self.frames.floor()
 
     async def start(self, frames: socket.socket, http: Path) -> None:
         """Serve frames on ``frames`` (a private Unix socket), start the processes (they
         reach the HTTP app on ``http``), and return once each has said it is up."""
         self._frames_path = Path(frames.getsockname())
+        await self.frames.listen(frames)
         self._http_path = http
-        self._server = await asyncio.start_unix_server(
-            self._connection, sock=frames, limit=1024 * 1024
-        )
         self._processes = [self._spawn() for _ in range(self._count)]
         deadline = asyncio.get_running_loop().time() + START_SECONDS
-        while self._connections < self._count:
+        while self.frames.connected < self._count:
             for process in self._processes:
                 if process.poll() is not None:
                     raise ConfigError(
@@ -124,11 +116,7 @@ class Acceptors:
                 log.warning("accept process %d outlasted the drain timeout", process.pid)
                 process.kill()
                 await asyncio.to_thread(process.wait)
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await task
+        await self.frames.close()
 
     def kill(self) -> None:
         self._stopping = True
@@ -143,7 +131,7 @@ class Acceptors:
         command = [
             sys.executable,
             "-m",
-            "headwater.collect.acceptor",
+            "headwater.runtime.accept_process",
             str(self._project.root),
             "--fd",
             str(fd),
@@ -159,7 +147,41 @@ class Acceptors:
         # This interpreter and the project's own folder: nothing from outside.
         return subprocess.Popen(command, pass_fds=[fd], stdin=subprocess.DEVNULL)  # noqa: S603
 
-    # -- frames ----------------------------------------------------------------
+
+class Frames:
+    """Frames from accept processes, committed through the writer, each answered."""
+
+    def __init__(self, writer: Writer, suppression: Suppression) -> None:
+        self._writer = writer
+        self._suppression = suppression
+        self._floors: dict[int, int] = {}
+        self._connections = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def floor(self) -> int | None:
+        """Every request an accept process took before this time (µs) has reached this
+        process (and is in the writer's queue, or answered); ``None`` without any."""
+        return min(self._floors.values(), default=None)
+
+    @property
+    def connected(self) -> int:
+        """Accept processes connected now."""
+        return self._connections
+
+    async def listen(self, frames: socket.socket) -> None:
+        """Take frames on ``frames`` (a listening Unix socket) from now on."""
+        self._server = await asyncio.start_unix_server(
+            self._connection, sock=frames, limit=1024 * 1024
+        )
+
+    async def close(self) -> None:
+        """Stop taking frames, once those taken are answered."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
 
     async def _connection(self, reader: asyncio.StreamReader, stream: asyncio.StreamWriter) -> None:
         key = id(stream)

@@ -1,4 +1,4 @@
-"""An accept process: ``python -m headwater.collect.acceptor``, started by the server.
+"""An accept process: ``python -m headwater.runtime.accept_process``, started by the server.
 
 With ``[collector] accept_processes = N``, N of these share the server's listening
 socket (inherited, so the kernel hands each new connection to one of them). Each
@@ -40,7 +40,7 @@ _PR_SET_PDEATHSIG = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m headwater.collect.acceptor")
+    parser = argparse.ArgumentParser(prog="python -m headwater.runtime.accept_process")
     parser.add_argument("root", type=Path, help="the project's folder")
     parser.add_argument("--env", default=None)
     parser.add_argument("--fd", type=int, required=True, help="the listening socket")
@@ -91,6 +91,8 @@ async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path
         forwarder,
         rules=watch.derived(Project.source_rules),
     )
+    # What the owner's floor waits for includes requests still being read or validated.
+    forwarder.arrival_floor = ingest.arrival_floor
     proxy = Proxy(http)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
