@@ -1199,8 +1199,7 @@ def conditions(settings: Settings) -> list[tuple[str, str]]:
         ),
         (
             "server",
-            f"headwater up --port 0 on {HOST}: {_processes(settings.collector)}, {loop}, "
-            "httptools",
+            f"headwater up --port 0 on {HOST}: {_processes(settings.collector)}, {loop}, httptools",
         ),
         ("throughput load", kind),
         (
