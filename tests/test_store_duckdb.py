@@ -61,6 +61,35 @@ def test_ingest_stores_new_events_and_refuses_known_ones(engine: DuckDBEngine) -
     ]
 
 
+def test_ingest_into_tables_whose_columns_are_in_another_order(tmp_path: Path) -> None:
+    """A store whose tables were made with their columns in another order (by hand, or by
+    another version) is written by name, each value in its own column."""
+    import duckdb
+
+    path = tmp_path / "events.duckdb"
+    con = duckdb.connect(str(path))
+    for name, arrow in (("events", schema.EVENTS), ("message_ids", schema.MESSAGE_IDS)):
+        con.register("_shape", arrow.empty_table())
+        columns = ", ".join(f'"{n}"' for n in reversed(arrow.names))
+        con.execute(f"CREATE TABLE {name} AS SELECT {columns} FROM _shape")
+    con.close()
+    engine = DuckDBEngine.open(path)
+    try:
+        assert ingest(engine, events(("web", "a"), ("app", "b"))) == [True, True]
+        assert ingest(engine, events(("web", "a"))) == [False]
+        stored = engine.query(
+            "SELECT source, message_id, type, properties FROM events ORDER BY 1"
+        ).to_pylist()
+        keys = engine.query("SELECT source, message_id FROM message_ids ORDER BY 1").to_pylist()
+    finally:
+        engine.close()
+    assert stored == [
+        {"source": "app", "message_id": "b", "type": "track", "properties": '{"n": 1}'},
+        {"source": "web", "message_id": "a", "type": "track", "properties": '{"n": 1}'},
+    ]
+    assert keys == [{"source": "app", "message_id": "b"}, {"source": "web", "message_id": "a"}]
+
+
 def test_prune_forgets_ids_before_the_window(engine: DuckDBEngine) -> None:
     ingest(engine, events(("web", "old"), received_us=T0))
     ingest(engine, events(("web", "new"), received_us=T0 + 10 * US))
