@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/ingest.py --quick    # every phase for 1 s: about 20 s
     .venv/bin/python benchmarks/ingest.py --profile /tmp/hw-profile   # adds py-spy (perturbs!)
     .venv/bin/python benchmarks/ingest.py --quick --pii   # the source has PII rules (PII_RULES)
+    .venv/bin/python benchmarks/ingest.py --collector accept_processes=2   # [collector] settings
 
 What it measures, in a fresh temporary project:
 
