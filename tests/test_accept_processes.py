@@ -20,18 +20,24 @@ from collections import Counter
 from pathlib import Path
 
 import httpx
+import pyarrow as pa
 import pytest
 import segment.analytics.client as segment
 from prometheus_client import CollectorRegistry
 
+from headwater.cli.scaffold import add_admin, init_project
+from headwater.collect.errors import CommitFailed
 from headwater.collect.forward import Forwarder
 from headwater.collect.metrics import CollectorMetrics
 from headwater.collect.suppress import Suppression, id_hash
 from headwater.collect.validate import Validator
 from headwater.collect.writer import Outcome, Writer
 from headwater.core.clock import now_us
+from headwater.dashboard.tail import MAX_VIEWERS
 from headwater.runtime.acceptors import Frames
 from headwater.store.duckdb import DuckDBEngine
+from headwater.store.engine import IngestBatch
+from headwater.store.errors import StoreUnavailable
 from tests.conftest import Project, Server, wait_for
 
 ACCEPTOR = "headwater.runtime.accept_process"
@@ -62,6 +68,16 @@ def _is_acceptor(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return False
     return ACCEPTOR.encode() in command and state != "Z"
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not exited (an exiting one may already have
+    no command line while it still holds its sockets)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
 
 
 def _ids(project: Project) -> Counter[str]:
@@ -206,12 +222,72 @@ def test_accept_processes_die_with_the_server(project: Project) -> None:
     children = _acceptors(server)
     assert len(children) == 2
     server.kill()
-    wait_for("the accept processes to end", lambda: not any(map(_is_acceptor, children)))
-    # Nobody holds the port: a new server may listen on it.
-    with socket.socket() as again:
-        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        again.bind(("127.0.0.1", port))
-        again.listen()
+    wait_for("the accept processes to end", lambda: not any(map(_running, children)))
+    # Nobody listens on the port any more.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def _first_event(stream: httpx.Response) -> str:
+    for line in stream.iter_lines():
+        if line.startswith("event: "):
+            return line.removeprefix("event: ")
+    return ""
+
+
+@pytest.mark.timeout(120)
+def test_dashboard_sessions_and_live_streams_through_an_accept_process(project: Project) -> None:
+    token = add_admin(project.root / "headwater.toml", "alice")
+    path = project.root / "headwater.toml"
+    # A long drain: stopping must not wait for it because a live page is open.
+    path.write_text(
+        path.read_text().replace("[collector]\n", "[collector]\ndrain_timeout_seconds = 60\n", 1)
+    )
+    server = _accepting(project, count=1)  # one: every connection meets the same proxy
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as admin:
+            signed = admin.post("/signin", data={"token": token, "next": "/live"})
+            assert signed.status_code == 303
+            assert admin.get("/live").status_code == 200
+            # The session is the admin's client's alone: the proxy keeps no cookie.
+            with httpx.Client(base_url=server.url, timeout=10) as anonymous:
+                home = anonymous.get("/")
+                assert home.status_code == 303
+                assert "/signin" in home.headers["location"]
+                assert anonymous.get("/live/stream").status_code == 401
+            # Streams the client leaves end on the server too: more than the viewers a
+            # server takes are opened and dropped one after another, and a new one is
+            # still let in.
+            for _ in range(MAX_VIEWERS + 4):
+                with admin.stream("GET", "/live/stream") as stream:
+                    assert _first_event(stream) == "ready"
+            with admin.stream("GET", "/live/stream") as stream:
+                assert _first_event(stream) == "ready"
+                # Stopped with this stream open: it ends, the drain does not wait for it.
+                assert server.stop(timeout=30) == 0
+    finally:
+        if server.process is not None and server.process.poll() is None:
+            server.kill()
+
+
+def test_a_project_in_a_deep_folder_starts_its_accept_processes(tmp_path: Path) -> None:
+    """The accept processes' sockets do not live in the project's folder, whose path can
+    be longer than a socket's path may be."""
+    root = tmp_path / ("d" * 60) / ("e" * 60) / "project"
+    project = Project(root=root, key=init_project(root))
+    server = _accepting(project)
+    try:
+        answer = server.post(
+            "/v1/track",
+            json={"userId": "u", "event": "E", "messageId": "deep"},
+            auth=(project.key, ""),
+        )
+        assert answer.status_code == 200
+        with server.client() as client:
+            assert client.get("/healthz").status_code == 200
+    finally:
+        assert server.stop() == 0
+    assert _ids(project) == Counter({"deep": 1})
 
 
 def test_accept_processes_must_be_a_small_count(project: Project) -> None:
@@ -309,3 +385,80 @@ def test_frames_hold_the_floor_split_outcomes_and_drop_erased_people(tmp_path: P
         {"message_id": "c", "user_id": "u2"},
         {"message_id": "d", "user_id": "u3"},
     ]
+
+
+class _Poisoned:
+    """FAULT INJECTION: a real DuckDBEngine that refuses any commit holding ``poison``."""
+
+    name = "poisoned-duckdb"
+
+    def __init__(self, inner: DuckDBEngine) -> None:
+        self.inner = inner
+
+    def ingest(self, batch: IngestBatch) -> pa.Array:
+        if "poison" in batch.events.column("message_id").to_pylist():
+            raise StoreUnavailable(self.name, "injected fault")
+        return self.inner.ingest(batch)
+
+    def prune_dedupe(self, before_us: int) -> int:
+        return self.inner.prune_dedupe(before_us)
+
+
+def test_a_request_the_store_refuses_fails_alone_not_its_frame(tmp_path: Path) -> None:
+    engine = DuckDBEngine.open(tmp_path / "events.duckdb")
+    writer = Writer(
+        _Poisoned(engine),  # type: ignore[arg-type]
+        CollectorMetrics(CollectorRegistry()),
+        dedupe_window_us=3_600_000_000,
+        queue_max_events=10_000,
+        commit_max_events=10_000,
+        retry_after=1,
+    )
+    frames = Frames(writer, Suppression())
+    validator = Validator(max_event_bytes=32_768, max_depth=64)
+    path = tmp_path / "frames.sock"
+
+    async def scenario() -> list[Outcome | BaseException]:
+        listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listening.bind(str(path))
+        listening.listen()
+        await frames.listen(listening)
+        forwarder = Forwarder(
+            path, retry_after=1, queue_max_events=1000, queue_max_bytes=1 << 20,
+            on_lost=lambda: None,
+        )  # fmt: skip
+        await forwarder.connect()
+        received = now_us()
+        ids = [["ok-1"], ["poison", "ok-2"], ["ok-3"]]
+        waiting = [
+            asyncio.create_task(
+                forwarder.submit(
+                    [validator.event(_track(i, "u"), None, "web", received, None) for i in group],
+                    [],
+                    received,
+                    nbytes=100,
+                )
+            )
+            for group in ids
+        ]
+        # All three are in one frame: the writer starts once they are queued together.
+        await asyncio.sleep(0.3)
+        writer.start()
+        outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+        await forwarder.close()
+        await frames.close()
+        return outcomes
+
+    try:
+        outcomes = asyncio.run(scenario())
+        stored = engine.query("SELECT message_id FROM events ORDER BY 1").to_pylist()
+    finally:
+        writer.close()
+        engine.close()
+    first, poisoned, third = outcomes
+    assert isinstance(first, Outcome)
+    assert (first.stored, first.duplicates) == (1, 0)
+    assert isinstance(poisoned, CommitFailed)
+    assert isinstance(third, Outcome)
+    assert (third.stored, third.duplicates) == (1, 0)
+    assert stored == [{"message_id": "ok-1"}, {"message_id": "ok-3"}]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ class Forwarder:
         self._queue_max_bytes = queue_max_bytes
         self._on_lost = on_lost
         self._clock = clock
-        self._queue: list[_Request] = []
+        self._queue: deque[_Request] = deque()
         self._queued = self._queued_bytes = 0
         self._sent: dict[int, list[_Request]] = {}
         self._ids = itertools.count()
@@ -196,15 +197,20 @@ class Forwarder:
                 reply = await read_reply(reader)
                 requests = self._sent.pop(reply.id, [])
                 self._room.set()
-                try:
-                    reply.raise_error()
-                except Unavailable as error:
-                    for request in requests:
+                for index, request in enumerate(requests):
+                    error = reply.error_of(index)
+                    if error is not None:
                         _settle(request, error=error)
-                    continue
-                for request, kept, stored in zip(requests, reply.kept, reply.stored, strict=True):
-                    _settle(request, Outcome(stored, kept - stored))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
+                    else:
+                        stored = reply.stored[index]
+                        _settle(request, Outcome(stored, reply.kept[index] - stored))
+        except (
+            asyncio.IncompleteReadError,
+            ConnectionError,
+            OSError,
+            ValueError,
+            IndexError,
+        ) as exc:
             self._lose(f"the store's process closed the connection ({exc!r})")
 
     def _take(self) -> list[_Request]:
@@ -217,7 +223,7 @@ class Forwarder:
                 and nbytes + self._queue[0].nbytes <= self.frame_max_bytes
             )
         ):
-            request = self._queue.pop(0)
+            request = self._queue.popleft()
             taken.append(request)
             events += request.count
             nbytes += request.nbytes
@@ -250,6 +256,7 @@ class Forwarder:
             floor,
             [r.received_us for r in taken],
             [r.count for r in taken],
+            [len(r.failed) for r in taken],
             [r.nbytes for r in taken],
         )
         keys = (np.asarray(hi.to_numpy(), np.uint64), np.asarray(lo.to_numpy(), np.uint64))
@@ -295,7 +302,8 @@ def _settle(
         request.future.set_result(outcome)
 
 
-# Hop-by-hop headers end at each hop (RFC 9110, 7.6.1); the rest pass as they came.
+# Hop-by-hop headers end at each hop (RFC 9110, 7.6.1); ``date`` and ``server`` are
+# written by this process's own HTTP server. The rest pass as they came.
 _HOP = frozenset(
     {
         b"connection",
@@ -305,74 +313,142 @@ _HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        b"content-length",
     }
 )
+_OWN = frozenset({b"date", b"server"})
+# What a client says about its own address is not believed: the proxy says it.
+_FORWARDED = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"})
+_UNAVAILABLE = (
+    b'{"success": false, "error": {"code": "unavailable", "message": '
+    b'"the server\'s main process does not answer; retry"}}'
+)
+
+
+class ClientLeft(Exception):
+    """The client disconnected before its request's body was whole."""
 
 
 class Proxy:
     """ASGI app sending each request to the owner's HTTP socket and streaming back its
-    answer (server-sent events included)."""
+    answer (server-sent events included).
+
+    It speaks through the transport itself, not an HTTP client: a client would keep
+    the cookies the owner sets (a dashboard session) and send them with the next
+    request of anyone else, and would add headers of its own.
+    """
 
     def __init__(self, path: Path) -> None:
-        self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(path)),
-            base_url="http://headwater",
-            timeout=httpx.Timeout(None, connect=5.0),
-        )
+        self._transport = httpx.AsyncHTTPTransport(uds=str(path))
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP]
+        named = _connection_named(scope["headers"])
+        headers = [
+            (k, v)
+            for k, v in scope["headers"]
+            if k.lower() not in _HOP and k.lower() not in _FORWARDED and k.lower() not in named
+        ]
         client = scope.get("client")
         if client:
             headers.append((b"x-forwarded-for", str(client[0]).encode()))
         headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
-        request = self._client.build_request(
+        sent = {k.lower() for k, _ in scope["headers"]}
+        has_body = b"content-length" in sent or b"transfer-encoding" in sent
+        request = httpx.Request(
             scope["method"],
-            httpx.URL(path=scope["raw_path"].decode("latin-1"), query=scope["query_string"]),
+            httpx.URL(
+                scheme="http",
+                host="headwater",
+                path=scope["raw_path"].decode("latin-1"),
+                query=scope["query_string"],
+            ),
             headers=headers,
-            content=_body(receive),
+            content=_body(receive) if has_body else None,
+            extensions={"timeout": {"connect": 5.0, "pool": 5.0, "read": None, "write": 30.0}},
         )
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            body = b'{"success": false, "error": {"code": "unavailable", "message": "the ' \
-                b'store\'s process does not answer; retry"}}'  # fmt: skip
-            log.warning("proxy to the store's process failed: %s", exc)
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 503,
-                    "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
+            response = await self._transport.handle_async_request(request)
+        except (httpx.HTTPError, ClientLeft) as exc:
+            log.warning("proxy to the server's main process failed: %r", exc)
+            await _answer_unavailable(send)
             return
         try:
+            named = _connection_named(response.headers.raw)
             await send(
                 {
                     "type": "http.response.start",
                     "status": response.status_code,
-                    "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP],
+                    "headers": [
+                        (k, v)
+                        for k, v in response.headers.raw
+                        if k.lower() not in _HOP and k.lower() not in _OWN
+                        and k.lower() not in named
+                    ],
                 }
-            )
-            async for chunk in response.aiter_raw():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            )  # fmt: skip
+            await _stream(response, receive, send)
         finally:
             await response.aclose()
+
+
+async def _stream(response: httpx.Response, receive: Any, send: Any) -> None:
+    """The answer's body as it comes, until it ends or the client leaves (an endless
+    stream, the live tail's, would otherwise hold the owner's side open for good)."""
+
+    async def pump() -> None:
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def left() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    pumping = asyncio.create_task(pump())
+    watching = asyncio.create_task(left())
+    try:
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (pumping, watching):
+            task.cancel()
+        for task in (pumping, watching):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None:
+        log.warning("proxied answer cut short: %r", pumping.exception())
+
+
+def _connection_named(headers: Sequence[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    """Headers a ``Connection`` header names: hop-by-hop too."""
+    return frozenset(
+        name.strip().lower()
+        for key, value in headers
+        if key.lower() == b"connection"
+        for name in value.split(b",")
+    )
+
+
+async def _answer_unavailable(send: Any) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"1")],
+        }
+    )
+    await send({"type": "http.response.body", "body": _UNAVAILABLE})
 
 
 async def _body(receive: Any) -> AsyncIterator[bytes]:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return
+            # Raised, not ended: the owner must not take a cut body for a whole one.
+            raise ClientLeft
         body = message.get("body", b"")
         if body:
             yield body

@@ -30,6 +30,9 @@ from headwater.store import schema
 from headwater.store.dedupe import U64
 
 _LENGTH = struct.Struct(">I")
+#: The wire's version, in every header: an accept process started from other code (an
+#: upgrade in place) is refused rather than misread.
+WIRE_VERSION = 1
 #: Dedupe keys ride with the events, as two more columns of their table.
 KEY_HI, KEY_LO = "__key_hi", "__key_lo"
 #: The classes of error a reply can carry, by their code.
@@ -48,10 +51,13 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
     #: Every request the accept process took before this time (µs) is in this frame, an
     #: earlier one, or answered.
     floor: int
-    #: Per request: when it arrived (µs), its valid events (rows, in order), its body's bytes.
+    #: Per request: when it arrived (µs), its valid events (rows, in order), its refused
+    #: events (rows of the failed table, in order), its body's bytes.
     received: list[int] = []
     counts: list[int] = []
+    failed: list[int] = []
     nbytes: list[int] = []
+    version: int = WIRE_VERSION
 
 
 class Reply(msgspec.Struct, array_like=True, frozen=True):
@@ -60,14 +66,19 @@ class Reply(msgspec.Struct, array_like=True, frozen=True):
     id: int
     kept: list[int] = []
     stored: list[int] = []
+    #: With ``error``: the requests it answers (by position); none stored. An error with
+    #: no ``kept`` answers every request of the frame.
+    refused: list[int] = []
     error: str | None = None
     message: str = ""
     retry_after: int = 1
 
-    def raise_error(self) -> None:
-        if self.error is not None:
-            cls = _ERRORS.get(self.error, Unavailable)
-            raise cls(self.message, retry_after=self.retry_after)
+    def error_of(self, request: int) -> Unavailable | None:
+        """What request number ``request`` of the frame is answered with, if not stored."""
+        if self.error is None or (self.kept and request not in self.refused):
+            return None
+        cls = _ERRORS.get(self.error, Unavailable)
+        return cls(self.message, retry_after=self.retry_after)
 
 
 def error_reply(frame_id: int, error: Unavailable) -> Reply:
@@ -121,7 +132,19 @@ async def read_frame(
         empty = np.empty(0, np.uint64)
         events, keys = schema.EVENTS.empty_table(), (empty, empty)
     failed = _table(failed_part) if failed_part else schema.FAILED_EVENTS.empty_table()
-    if len(header.received) != len(header.counts) or sum(header.counts) != events.num_rows:
+    if header.version != WIRE_VERSION:
+        raise ValueError(
+            f"an accept process speaks version {header.version} of the wire, this server "
+            f"{WIRE_VERSION}: restart the server after an upgrade"
+        )
+    requests = len(header.received)
+    if (
+        len(header.counts) != requests
+        or len(header.failed) != requests
+        or len(header.nbytes) != requests
+        or sum(header.counts) != events.num_rows
+        or sum(header.failed) != failed.num_rows
+    ):
         raise ValueError("a frame's header does not match its events")
     return header, events, keys, failed
 

@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from headwater.collect.errors import Unavailable
+from headwater.collect.errors import CommitFailed, Unavailable
 from headwater.collect.frames import Header, Reply, encode_reply, error_reply, read_frame
 from headwater.collect.suppress import Suppression
-from headwater.collect.writer import FailedRow, Writer
+from headwater.collect.writer import FailedRow, Outcome, Writer
 from headwater.config.project import Project
 from headwater.core.clock import now_us
 from headwater.core.errors import ConfigError
@@ -75,6 +77,8 @@ class Acceptors:
         self._processes = [self._spawn() for _ in range(self._count)]
         deadline = asyncio.get_running_loop().time() + START_SECONDS
         while self.frames.connected < self._count:
+            if self._stopping:  # a signal while they start: the drain follows
+                return
             for process in self._processes:
                 if process.poll() is not None:
                     raise ConfigError(
@@ -89,18 +93,28 @@ class Acceptors:
             await asyncio.sleep(0.02)
 
     async def supervise(self) -> None:
-        """Start again any accept process that dies, until :meth:`stop`."""
+        """Start again any accept process that dies, until :meth:`stop`: after a second,
+        and twice as long each time one dies within a minute of its start (up to a
+        minute), so a process that cannot start does not spin."""
+        pauses = [RESTART_SECONDS] * len(self._processes)
+        started = [asyncio.get_running_loop().time()] * len(self._processes)
         while not self._stopping:
             for index, process in enumerate(self._processes):
-                if process.poll() is not None and not self._stopping:
-                    log.error(
-                        "accept process %d exited (code %s); starting another",
-                        process.pid,
-                        process.returncode,
-                    )
-                    await asyncio.sleep(RESTART_SECONDS)
-                    if not self._stopping:
-                        self._processes[index] = self._spawn()
+                if process.poll() is None or self._stopping:
+                    continue
+                loop = asyncio.get_running_loop()
+                lived = loop.time() - started[index]
+                pauses[index] = min(pauses[index] * 2, 60.0) if lived < 60.0 else RESTART_SECONDS
+                log.error(
+                    "accept process %d exited (code %s); starting another in %.0f s",
+                    process.pid,
+                    process.returncode,
+                    pauses[index],
+                )
+                await asyncio.sleep(pauses[index])
+                if not self._stopping:
+                    self._processes[index] = self._spawn()
+                    started[index] = loop.time()
             await asyncio.sleep(0.2)
 
     async def stop(self, timeout: float) -> None:
@@ -158,11 +172,14 @@ class Frames:
         self._connections = 0
         self._server: asyncio.AbstractServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Frames taken and not answered yet: the arrival of each one's earliest request.
+        self._frames: dict[int, int] = {}
+        self._tokens = itertools.count()
 
     def floor(self) -> int | None:
-        """Every request an accept process took before this time (µs) has reached this
-        process (and is in the writer's queue, or answered); ``None`` without any."""
-        return min(self._floors.values(), default=None)
+        """Every request an accept process took before this time (µs) has been committed
+        or refused; ``None`` without any accept process or frame."""
+        return min([*self._floors.values(), *self._frames.values()], default=None)
 
     @property
     def connected(self) -> int:
@@ -196,7 +213,13 @@ class Frames:
                     self._connections += 1
                 if not header.received:
                     continue
-                task = asyncio.create_task(self._commit(header, events, keys, failed, stream))
+                # Until the writer has it, the frame holds the floor here: its process may
+                # be gone (and its own floor with it) before the commit starts.
+                token = next(self._tokens)
+                self._frames[token] = min(header.received)
+                task = asyncio.create_task(
+                    self._commit(header, events, keys, failed, stream, token)
+                )
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -216,56 +239,116 @@ class Frames:
         keys: tuple[U64, U64],
         failed: pa.Table,
         stream: asyncio.StreamWriter,
+        token: int,
     ) -> None:
         """Commit one frame through the writer (with the other frames and requests of its
-        group) and tell the accept process what became of each request."""
-        events, keys, kept = self._suppress(header, events, keys)
-        rows, _ = self._suppression.failed(_failed_rows(failed))
+        group) and tell the accept process what became of each request; it is answered
+        whatever happens, or its requests would wait for good."""
         try:
-            outcome = await self._writer.submit(
-                events,
-                rows,
-                min(header.received),
-                nbytes=sum(header.nbytes),
-                keys=keys,
-                per_row=True,
-            )
-        except Unavailable as error:
-            reply = error_reply(header.id, error)
-        else:
-            new = outcome.new_rows if outcome.new_rows is not None else np.zeros(0, np.bool_)
-            ends = np.cumsum(kept)
-            stored = [int(part.sum()) for part in np.split(new, ends[:-1])] if kept else []
-            for received in header.received:
-                self._writer.acknowledged(received)
-            reply = Reply(header.id, kept, stored)
+            reply = await self._outcome(header, _requests(header, events, keys, failed))
+        except Exception as exc:
+            log.exception("could not commit a frame of an accept process")
+            reply = error_reply(header.id, CommitFailed(f"unexpected error: {exc}", retry_after=1))
+        finally:
+            self._frames.pop(token, None)
         with contextlib.suppress(ConnectionError, RuntimeError):
             stream.write(encode_reply(reply))
             await stream.drain()
 
-    def _suppress(
-        self, header: Header, events: pa.Table, keys: tuple[U64, U64]
-    ) -> tuple[pa.Table, tuple[U64, U64], list[int]]:
-        """The frame's events without erased people's, and how many each request keeps."""
+    async def _outcome(self, header: Header, requests: list[_Request]) -> Reply:
+        for request in requests:
+            self._suppress(request)
+        kept = [request.events.num_rows for request in requests]
+        try:
+            outcome = await self._submit(requests, min(header.received), sum(header.nbytes))
+        except CommitFailed as error:
+            if len(requests) == 1:
+                return error_reply(header.id, error)
+            # One request the store refuses must not fail the others of its frame: each
+            # alone (the writer then commits each request by itself if one still fails).
+            alone = await asyncio.gather(
+                *(self._submit([r], r.received, r.nbytes) for r in requests),
+                return_exceptions=True,
+            )
+            stored, refused = [], []
+            for index, result in enumerate(alone):
+                if isinstance(result, BaseException):
+                    if not isinstance(result, Exception):
+                        raise result from error
+                    refused.append(index)
+                    stored.append(0)
+                else:
+                    stored.append(int(result.stored))
+            return Reply(
+                header.id, kept, stored, refused, error.code, str(error), error.retry_after
+            )
+        except Unavailable as error:
+            return error_reply(header.id, error)
+        new = outcome.new_rows if outcome.new_rows is not None else np.zeros(0, np.bool_)
+        ends = np.cumsum(kept)
+        stored = [int(part.sum()) for part in np.split(new, ends[:-1])]
+        for received in header.received:
+            self._writer.acknowledged(received)
+        return Reply(header.id, kept, stored)
+
+    async def _submit(self, requests: list[_Request], received: int, nbytes: int) -> Outcome:
+        tables = [r.events for r in requests]
+        events = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+        his = np.concatenate([r.keys[0] for r in requests])
+        los = np.concatenate([r.keys[1] for r in requests])
+        return await self._writer.submit(
+            events,
+            [row for r in requests for row in r.failed],
+            received,
+            nbytes=nbytes,
+            keys=(his, los),
+            per_row=True,
+        )
+
+    def _suppress(self, request: _Request) -> None:
+        """Leave out of ``request`` erased people's events and refused events."""
         if not len(self._suppression):
-            return events, keys, list(header.counts)
-        tables: list[pa.Table] = []
-        his: list[U64] = []
-        los: list[U64] = []
-        kept: list[int] = []
-        start = 0
-        for count in header.counts:
-            part = events.slice(start, count)
-            part_keys = (keys[0][start : start + count], keys[1][start : start + count])
-            filtered, filtered_keys, _ = self._suppression.filter(part, part_keys)
-            assert isinstance(filtered, pa.Table)
-            assert filtered_keys is not None
-            tables.append(filtered)
-            his.append(filtered_keys[0])
-            los.append(filtered_keys[1])
-            kept.append(filtered.num_rows)
-            start += count
-        return pa.concat_tables(tables), (np.concatenate(his), np.concatenate(los)), kept
+            return
+        filtered, keys, _ = self._suppression.filter(request.events, request.keys)
+        assert isinstance(filtered, pa.Table)
+        assert keys is not None
+        request.events, request.keys = filtered, keys
+        request.failed, _ = self._suppression.failed(request.failed)
+
+
+@dataclass(slots=True)
+class _Request:
+    """One request of a frame: its events with their keys, its refused events."""
+
+    received: int
+    nbytes: int
+    events: pa.Table
+    keys: tuple[U64, U64]
+    failed: list[FailedRow]
+
+
+def _requests(
+    header: Header, events: pa.Table, keys: tuple[U64, U64], failed: pa.Table
+) -> list[_Request]:
+    """The frame, cut by request."""
+    rows = _failed_rows(failed)
+    requests = []
+    start = bad = 0
+    for received, count, refused, nbytes in zip(
+        header.received, header.counts, header.failed, header.nbytes, strict=True
+    ):
+        requests.append(
+            _Request(
+                received,
+                nbytes,
+                events.slice(start, count),
+                (keys[0][start : start + count], keys[1][start : start + count]),
+                rows[bad : bad + refused],
+            )
+        )
+        start += count
+        bad += refused
+    return requests
 
 
 def _failed_rows(failed: pa.Table) -> list[FailedRow]:

@@ -12,8 +12,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
+import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,7 +181,10 @@ async def _serve(
         max_connections=server.max_connections,
     )
     accepting = project.settings.collector.accept_processes if "collect" in runtime.roles else 0
-    http_path = data_dir / "http.sock"
+    # The accept processes' sockets: in a folder of this server's own (only its user may
+    # enter), short enough for a socket's path wherever the project lives.
+    sockets = Path(tempfile.mkdtemp(prefix="headwater-")) if accepting else None
+    http_path = (sockets or data_dir) / "http.sock"
     main = _Server(
         uvicorn.Config(
             runtime,
@@ -223,9 +228,14 @@ async def _serve(
             runtime.fanout.close()
 
     async def drain_acceptors() -> None:
-        # They finish their requests first, which this process's writer commits.
+        # They finish their requests first, which this process's writer commits. Open live
+        # pages end now (they would hold the accept processes' drain to its end), and new
+        # connections are refused: none is started again to take them.
         assert acceptors is not None
-        await acceptors.stop(drain)
+        if runtime.fanout is not None:
+            runtime.fanout.close()
+        sock.close()
+        await acceptors.stop(drain + 5)
         finish()
 
     def stop() -> None:
@@ -246,7 +256,6 @@ async def _serve(
     if private:
         control_task = asyncio.create_task(control.serve(sockets=[_private_unix_socket(uds)]))
     if acceptors is not None:
-        http_path.unlink(missing_ok=True)
         main_task = asyncio.create_task(main.serve(sockets=[_private_unix_socket(http_path)]))
     else:
         main_task = asyncio.create_task(main.serve(sockets=[sock]))
@@ -259,10 +268,8 @@ async def _serve(
             if main_task.done() or (control_task is not None and control_task.done()):
                 break
             await asyncio.sleep(0.01)
-        if acceptors is not None and main.started:
-            frames = data_dir / "frames.sock"
-            frames.unlink(missing_ok=True)
-            await acceptors.start(_private_unix_socket(frames), http_path)
+        if acceptors is not None and sockets is not None and main.started:
+            await acceptors.start(_private_unix_socket(sockets / "frames.sock"), http_path)
             supervising = asyncio.create_task(acceptors.supervise())
         if main.started and (control.started or not private):
             # Said first, then the runtime file: whoever sees the file finds the words.
@@ -279,8 +286,8 @@ async def _serve(
             acceptors.kill()
             if supervising is not None:
                 supervising.cancel()
-            for path in (http_path, data_dir / "frames.sock"):
-                path.unlink(missing_ok=True)
+        if sockets is not None:
+            shutil.rmtree(sockets, ignore_errors=True)
         runtime.stop()
         # A pass in progress stops after its current interval (or webhook batch),
         # which must end before the store closes under it.

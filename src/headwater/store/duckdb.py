@@ -215,6 +215,7 @@ class DuckDBEngine:
             con.commit()
             keys.add(his[new], los[new], received[new])
         except duckdb.Error as exc:
+            self._in_order = None  # checked again, in case the tables changed
             if committing:
                 self._keys = None
                 with contextlib.suppress(duckdb.Error):  # a transaction the commit left open
@@ -259,7 +260,7 @@ class DuckDBEngine:
                 _columns(con, name) == arrow.names
                 for name, arrow in (("message_ids", schema.MESSAGE_IDS), ("events", schema.EVENTS))
             )
-        if self._in_order:
+        if self._in_order and fresh.schema.names == schema.EVENTS.names:
             con.from_arrow(rows).insert_into("message_ids")
             con.from_arrow(_as_json(fresh)).insert_into("events")
             return
