@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -119,6 +120,9 @@ async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path
         )
     )
     await forwarder.connect()
+    # As the server does: what starting made is left out of later full collections.
+    gc.collect()
+    gc.freeze()
     try:
         await server.serve(sockets=[sock])
     finally:

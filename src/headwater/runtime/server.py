@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -69,6 +70,19 @@ def bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def _freeze_startup_objects() -> None:
+    """Keep what starting the server allocated out of every later garbage collection.
+
+    The modules, settings and app objects made so far live as long as the process, yet
+    each full collection walked them all: about 100 ms with the GIL held, in whichever
+    thread it fell, every 10 to 20 s under steady load. Every request waiting meanwhile
+    was answered that much later, enough to set the collector's p99 acknowledgement
+    latency. Frozen, they are skipped: a full collection takes about a quarter of the time.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def _private_unix_socket(path: Path) -> socket.socket:
@@ -272,6 +286,7 @@ async def _serve(
             await acceptors.start(_private_unix_socket(sockets / "frames.sock"), http_path)
             supervising = asyncio.create_task(acceptors.supervise())
         if main.started and (control.started or not private):
+            _freeze_startup_objects()
             # Said first, then the runtime file: whoever sees the file finds the words.
             if on_ready is not None:
                 on_ready(Listening(url=url, socket=str(uds) if private else ""))
