@@ -245,7 +245,9 @@ class Frames:
         group) and tell the accept process what became of each request; it is answered
         whatever happens, or its requests would wait for good."""
         try:
-            reply = await self._outcome(header, _requests(header, events, keys, failed))
+            reply = await self._outcome(
+                header, _requests(header, events, keys, failed), (events, keys)
+            )
         except Exception as exc:
             log.exception("could not commit a frame of an accept process")
             reply = error_reply(header.id, CommitFailed(f"unexpected error: {exc}", retry_after=1))
@@ -255,12 +257,19 @@ class Frames:
             stream.write(encode_reply(reply))
             await stream.drain()
 
-    async def _outcome(self, header: Header, requests: list[_Request]) -> Reply:
+    async def _outcome(
+        self, header: Header, requests: list[_Request], whole: tuple[pa.Table, tuple[U64, U64]]
+    ) -> Reply:
+        """``whole``: the frame's events and keys as they came (one Arrow chunk), which
+        the writer takes as they are unless an erased person's events leave them."""
+        dropped = False
         for request in requests:
-            self._suppress(request)
+            dropped |= self._suppress(request)
         kept = [request.events.num_rows for request in requests]
         try:
-            outcome = await self._submit(requests, min(header.received), sum(header.nbytes))
+            outcome = await self._submit(
+                requests, min(header.received), sum(header.nbytes), None if dropped else whole
+            )
         except CommitFailed as error:
             if len(requests) == 1:
                 return error_reply(header.id, error)
@@ -291,29 +300,43 @@ class Frames:
             self._writer.acknowledged(received)
         return Reply(header.id, kept, stored)
 
-    async def _submit(self, requests: list[_Request], received: int, nbytes: int) -> Outcome:
-        tables = [r.events for r in requests]
-        events = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        his = np.concatenate([r.keys[0] for r in requests])
-        los = np.concatenate([r.keys[1] for r in requests])
+    async def _submit(
+        self,
+        requests: list[_Request],
+        received: int,
+        nbytes: int,
+        whole: tuple[pa.Table, tuple[U64, U64]] | None = None,
+    ) -> Outcome:
+        if whole is not None:
+            events, keys = whole
+        else:
+            tables = [r.events for r in requests]
+            # One chunk, as a frame comes: DuckDB reads many small chunks slowly.
+            events = tables[0] if len(tables) == 1 else pa.concat_tables(tables).combine_chunks()
+            keys = (
+                np.concatenate([r.keys[0] for r in requests]),
+                np.concatenate([r.keys[1] for r in requests]),
+            )
         return await self._writer.submit(
             events,
             [row for r in requests for row in r.failed],
             received,
             nbytes=nbytes,
-            keys=(his, los),
+            keys=keys,
             per_row=True,
         )
 
-    def _suppress(self, request: _Request) -> None:
-        """Leave out of ``request`` erased people's events and refused events."""
+    def _suppress(self, request: _Request) -> bool:
+        """Leave out of ``request`` erased people's events and refused events; whether any
+        of its events was left out."""
         if not len(self._suppression):
-            return
-        filtered, keys, _ = self._suppression.filter(request.events, request.keys)
+            return False
+        filtered, keys, dropped = self._suppression.filter(request.events, request.keys)
         assert isinstance(filtered, pa.Table)
         assert keys is not None
         request.events, request.keys = filtered, keys
         request.failed, _ = self._suppression.failed(request.failed)
+        return dropped > 0
 
 
 @dataclass(slots=True)
