@@ -184,7 +184,19 @@ class Forwarder:
                 # any request stamped after it is later than it.
                 floor = self.arrival_floor()
                 taken = self._take()
-                self._stream.write(self._frame(floor, taken))
+                try:
+                    frame = self._frame(floor, taken)
+                except Exception as exc:  # answer them, and keep sending the others
+                    log.exception("could not make a frame of %d requests", len(taken))
+                    for frame_id in [k for k, v in self._sent.items() if v is taken]:
+                        del self._sent[frame_id]
+                    failure = Unavailable(f"unexpected error: {exc}", retry_after=1)
+                    for request in taken:
+                        _settle(request, error=failure)
+                    if self._queue:
+                        self._wake.set()
+                    continue
+                self._stream.write(frame)
                 await self._stream.drain()
                 if self._queue:
                     self._wake.set()
