@@ -123,9 +123,11 @@ class Acceptors:
         for process in self._processes:
             if process.poll() is None:
                 process.terminate()
+        deadline = asyncio.get_running_loop().time() + timeout
         for process in self._processes:
+            left = max(0.0, deadline - asyncio.get_running_loop().time())
             try:
-                await asyncio.to_thread(process.wait, timeout)
+                await asyncio.to_thread(process.wait, left)
             except subprocess.TimeoutExpired:
                 log.warning("accept process %d outlasted the drain timeout", process.pid)
                 process.kill()
