@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from headwater.collect.errors import Unavailable
-from headwater.collect.frames import Header, encode_frame, read_reply
+from headwater.collect.frames import WIRE_VERSION, Header, encode_frame, read_reply
 from headwater.collect.validate import EventRow
 from headwater.collect.writer import FailedRow, Outcome, rows_table
 from headwater.core.clock import now_us
@@ -190,7 +190,7 @@ class Forwarder:
                     log.exception("could not make a frame of %d requests", len(taken))
                     for frame_id in [k for k, v in self._sent.items() if v is taken]:
                         del self._sent[frame_id]
-                    failure = Unavailable(f"unexpected error: {exc}", retry_after=1)
+                    failure = Unavailable(f"unexpected error: {exc}", retry_after=self._retry_after)
                     for request in taken:
                         _settle(request, error=failure)
                     if self._queue:
@@ -202,6 +202,9 @@ class Forwarder:
                     self._wake.set()
         except (ConnectionError, OSError) as exc:
             self._lose(f"could not send to the store's process: {exc}")
+        except Exception as exc:  # never a silent end: every later request would wait
+            log.exception("the sender of frames failed")
+            self._lose(f"the sender of frames failed: {exc!r}")
 
     async def _receive(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -264,6 +267,7 @@ class Forwarder:
         hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
         failed = rows_table([row for r in taken for row in r.failed], schema.FAILED_EVENTS)
         header = Header(
+            WIRE_VERSION,
             frame_id,
             floor,
             [r.received_us for r in taken],
@@ -277,7 +281,7 @@ class Forwarder:
     def _empty(self, floor: int) -> tuple[Header, pa.Table, tuple[U64, U64], pa.Table]:
         empty = np.empty(0, np.uint64)
         return (
-            Header(-1, floor),
+            Header(WIRE_VERSION, -1, floor),
             schema.EVENTS.empty_table(),
             (empty, empty),
             schema.FAILED_EVENTS.empty_table(),

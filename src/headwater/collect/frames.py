@@ -47,6 +47,8 @@ MAX_PART_BYTES = 256 * 1024 * 1024
 class Header(msgspec.Struct, array_like=True, frozen=True):
     """Which rows of a frame's events table belong to which request."""
 
+    #: First, and always there: a header of another version cannot decode as this one.
+    version: int
     id: int
     #: Every request the accept process took before this time (µs) is in this frame, an
     #: earlier one, or answered.
@@ -57,7 +59,6 @@ class Header(msgspec.Struct, array_like=True, frozen=True):
     counts: list[int] = []
     failed: list[int] = []
     nbytes: list[int] = []
-    version: int = WIRE_VERSION
 
 
 class Reply(msgspec.Struct, array_like=True, frozen=True):

@@ -117,6 +117,9 @@ async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path
             lifespan="off",
             log_level="warning",
             access_log=False,
+            # The client's own X-Forwarded-* headers are not believed (the proxy says
+            # who the client was), as the one-process server does not believe them.
+            proxy_headers=False,
         )
     )
     await forwarder.connect()

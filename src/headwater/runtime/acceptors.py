@@ -74,6 +74,8 @@ class Acceptors:
         self._frames_path = Path(frames.getsockname())
         await self.frames.listen(frames)
         self._http_path = http
+        if self._stopping:  # a signal came first: nothing to start
+            return
         self._processes = [self._spawn() for _ in range(self._count)]
         deadline = asyncio.get_running_loop().time() + START_SECONDS
         while self.frames.connected < self._count:
@@ -93,28 +95,33 @@ class Acceptors:
             await asyncio.sleep(0.02)
 
     async def supervise(self) -> None:
-        """Start again any accept process that dies, until :meth:`stop`: after a second,
+        """Start again any accept process that dies, until :meth:`stop`: a second after,
         and twice as long each time one dies within a minute of its start (up to a
-        minute), so a process that cannot start does not spin."""
-        pauses = [RESTART_SECONDS] * len(self._processes)
-        started = [asyncio.get_running_loop().time()] * len(self._processes)
+        minute), so a process that cannot start does not spin. Each on its own clock."""
+        loop = asyncio.get_running_loop()
+        count = len(self._processes)
+        pauses = [RESTART_SECONDS / 2] * count
+        started = [loop.time()] * count
+        due: list[float | None] = [None] * count
         while not self._stopping:
+            now = loop.time()
             for index, process in enumerate(self._processes):
-                if process.poll() is None or self._stopping:
-                    continue
-                loop = asyncio.get_running_loop()
-                lived = loop.time() - started[index]
-                pauses[index] = min(pauses[index] * 2, 60.0) if lived < 60.0 else RESTART_SECONDS
-                log.error(
-                    "accept process %d exited (code %s); starting another in %.0f s",
-                    process.pid,
-                    process.returncode,
-                    pauses[index],
-                )
-                await asyncio.sleep(pauses[index])
-                if not self._stopping:
+                if due[index] is None and process.poll() is not None:
+                    lived = now - started[index]
+                    pauses[index] = (
+                        min(pauses[index] * 2, 60.0) if lived < 60.0 else RESTART_SECONDS
+                    )
+                    due[index] = now + pauses[index]
+                    log.error(
+                        "accept process %d exited (code %s); starting another in %.0f s",
+                        process.pid,
+                        process.returncode,
+                        pauses[index],
+                    )
+                at = due[index]
+                if at is not None and now >= at:
                     self._processes[index] = self._spawn()
-                    started[index] = loop.time()
+                    started[index], due[index] = now, None
             await asyncio.sleep(0.2)
 
     async def stop(self, timeout: float) -> None:
@@ -290,6 +297,7 @@ class Frames:
                     stored.append(0)
                 else:
                     stored.append(int(result.stored))
+                    self._writer.acknowledged(requests[index].received)
             return Reply(
                 header.id, kept, stored, refused, error.code, str(error), error.retry_after
             )

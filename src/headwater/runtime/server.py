@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import logging
 import os
-import shutil
 import signal
 import socket
+import stat
 import tempfile
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -83,6 +84,26 @@ def _freeze_startup_objects() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def _socket_folder(data_dir: Path) -> Path:
+    """Where a project's servers put their accept processes' sockets."""
+    tag = hashlib.sha256(str(data_dir).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"headwater-{tag}"
+
+
+def _private_socket_folder(path: Path) -> None:
+    """Make ``path`` a folder only this user may enter, or check that it is one: in the
+    shared temporary folder, anyone could have made it first."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    found = path.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid() or found.st_mode & 0o077:
+        raise ConfigError(
+            f"{path} is not a folder only this user may enter; the accept processes' sockets "
+            "cannot go there",
+            hint=f"remove {path}, then start again",
+        )
 
 
 def _private_unix_socket(path: Path) -> socket.socket:
@@ -195,10 +216,11 @@ async def _serve(
         max_connections=server.max_connections,
     )
     accepting = project.settings.collector.accept_processes if "collect" in runtime.roles else 0
-    # The accept processes' sockets: in a folder of this server's own (only its user may
-    # enter), short enough for a socket's path wherever the project lives.
-    sockets = Path(tempfile.mkdtemp(prefix="headwater-")) if accepting else None
-    http_path = (sockets or data_dir) / "http.sock"
+    # The accept processes' sockets, named by this server's port in a folder of the
+    # project's own under the temporary folder: short paths wherever the project lives.
+    sockets = _socket_folder(data_dir) if accepting else None
+    http_path = (sockets or data_dir) / f"{port}.http.sock"
+    frames_path = (sockets or data_dir) / f"{port}.frames.sock"
     main = _Server(
         uvicorn.Config(
             runtime,
@@ -270,6 +292,10 @@ async def _serve(
     if private:
         control_task = asyncio.create_task(control.serve(sockets=[_private_unix_socket(uds)]))
     if acceptors is not None:
+        assert sockets is not None
+        _private_socket_folder(sockets)
+        for path in (http_path, frames_path):
+            path.unlink(missing_ok=True)  # left by a server of this port that was killed
         main_task = asyncio.create_task(main.serve(sockets=[_private_unix_socket(http_path)]))
     else:
         main_task = asyncio.create_task(main.serve(sockets=[sock]))
@@ -282,10 +308,11 @@ async def _serve(
             if main_task.done() or (control_task is not None and control_task.done()):
                 break
             await asyncio.sleep(0.01)
-        if acceptors is not None and sockets is not None and main.started:
-            await acceptors.start(_private_unix_socket(sockets / "frames.sock"), http_path)
+        if acceptors is not None and main.started and draining is None:
+            await acceptors.start(_private_unix_socket(frames_path), http_path)
             supervising = asyncio.create_task(acceptors.supervise())
-        if main.started and (control.started or not private):
+        stopped = draining is not None or main.should_exit
+        if main.started and (control.started or not private) and not stopped:
             _freeze_startup_objects()
             # Said first, then the runtime file: whoever sees the file finds the words.
             if on_ready is not None:
@@ -302,7 +329,10 @@ async def _serve(
             if supervising is not None:
                 supervising.cancel()
         if sockets is not None:
-            shutil.rmtree(sockets, ignore_errors=True)
+            for path in (http_path, frames_path):
+                path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # another server of the project may use it
+                sockets.rmdir()
         runtime.stop()
         # A pass in progress stops after its current interval (or webhook batch),
         # which must end before the store closes under it.
