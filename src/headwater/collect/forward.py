@@ -28,10 +28,10 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from headwater.collect.errors import Unavailable
+from headwater.collect.errors import Overloaded, Unavailable
 from headwater.collect.frames import WIRE_VERSION, Header, encode_frame, read_reply
 from headwater.collect.validate import EventRow
-from headwater.collect.writer import FailedRow, Outcome, rows_table
+from headwater.collect.writer import FailedRow, Outcome, join_events, rows_table, take_group
 from headwater.core.clock import now_us
 from headwater.store import schema
 from headwater.store.dedupe import U64
@@ -51,11 +51,17 @@ class _Request:
     received_us: int
     nbytes: int
     future: asyncio.Future[Outcome]
+    #: Computed for the whole frame at once, not per request.
+    keys: None = None
 
     @property
     def count(self) -> int:
         events = self.events
         return int(events.num_rows) if isinstance(events, pa.Table) else len(events)
+
+    @property
+    def size(self) -> int:
+        return self.count + len(self.failed)
 
 
 class OwnerGone(Unavailable):
@@ -73,9 +79,12 @@ class Forwarder:
         queue_max_events: int,
         queue_max_bytes: int,
         on_lost: Callable[[], None],
+        frame_max_events: int = 10_000,
+        frame_max_bytes: int = 8 * 1024 * 1024,
         clock: Callable[[], int] = now_us,
     ) -> None:
-        """``on_lost`` is called once if the owner goes away: nothing can be stored then."""
+        """``on_lost`` is called once if the owner goes away: nothing can be stored then;
+        ``frame_max_*``: the owner's commit limits, so that a frame is one commit's worth."""
         self._path = path
         self._retry_after = retry_after
         self._queue_max = queue_max_events
@@ -98,9 +107,8 @@ class Forwarder:
         self.arrival_floor: Callable[[], int] = lambda: min(
             self._clock(), self.oldest_pending() or self._clock()
         )
-        #: What the owner's commits take at most, so that a frame is one commit's worth.
-        self.frame_max_events = 10_000
-        self.frame_max_bytes = 8 * 1024 * 1024
+        self._frame_max_events = frame_max_events
+        self._frame_max_bytes = frame_max_bytes
 
     async def connect(self) -> None:
         reader, self._stream = await asyncio.open_unix_connection(str(self._path))
@@ -145,8 +153,6 @@ class Forwarder:
             self._queued + size > self._queue_max
             or self._queued_bytes + nbytes > self._queue_max_bytes
         ):
-            from headwater.collect.errors import Overloaded
-
             raise Overloaded(
                 f"{self._queued} events ({self._queued_bytes} bytes) wait to be sent to the "
                 "store; retry after a pause",
@@ -229,21 +235,9 @@ class Forwarder:
             self._lose(f"the store's process closed the connection ({exc!r})")
 
     def _take(self) -> list[_Request]:
-        taken: list[_Request] = []
-        events = nbytes = 0
-        while self._queue and (
-            not taken
-            or (
-                events + self._queue[0].count <= self.frame_max_events
-                and nbytes + self._queue[0].nbytes <= self.frame_max_bytes
-            )
-        ):
-            request = self._queue.popleft()
-            taken.append(request)
-            events += request.count
-            nbytes += request.nbytes
-            self._queued -= request.count + len(request.failed)
-            self._queued_bytes -= request.nbytes
+        taken, size, nbytes = take_group(self._queue, self._frame_max_events, self._frame_max_bytes)
+        self._queued -= size
+        self._queued_bytes -= nbytes
         return taken
 
     def _frame(self, floor: int, taken: list[_Request]) -> bytes:
@@ -251,20 +245,7 @@ class Forwarder:
             return encode_frame(*self._empty(floor))
         frame_id = next(self._ids)
         self._sent[frame_id] = taken
-        tables: list[pa.Table] = []
-        rows: list[EventRow] = []
-        for request in taken:
-            if isinstance(request.events, pa.Table):
-                if rows:
-                    tables.append(rows_table(rows, schema.EVENTS))
-                    rows = []
-                tables.append(request.events)
-            else:
-                rows.extend(request.events)
-        if rows or not tables:
-            tables.append(rows_table(rows, schema.EVENTS))
-        events = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
-        hi, lo = schema.message_keys(events["source"].to_pylist(), events["message_id"].to_pylist())
+        events, keys = join_events(taken)
         failed = rows_table([row for r in taken for row in r.failed], schema.FAILED_EVENTS)
         header = Header(
             WIRE_VERSION,
@@ -275,7 +256,6 @@ class Forwarder:
             [len(r.failed) for r in taken],
             [r.nbytes for r in taken],
         )
-        keys = (np.asarray(hi.to_numpy(), np.uint64), np.asarray(lo.to_numpy(), np.uint64))
         return encode_frame(header, events, keys, failed)
 
     def _empty(self, floor: int) -> tuple[Header, pa.Table, tuple[U64, U64], pa.Table]:

@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -86,6 +86,43 @@ class _Submission:
         if isinstance(events, pa.Table):
             return str(events["source"][0].as_py())
         return events[0][1]
+
+
+class Queued(Protocol):
+    """One request's events waiting to be committed (or, in an accept process, sent)."""
+
+    @property
+    def events(self) -> pa.Table | Sequence[EventRow]: ...
+
+    @property
+    def keys(self) -> tuple[U64, U64] | None: ...
+
+    @property
+    def nbytes(self) -> int: ...
+
+    @property
+    def size(self) -> int:
+        """Its events and refused events: what the queue and group limits count."""
+        ...
+
+
+Q = TypeVar("Q", bound=Queued)
+
+
+def take_group(queue: deque[Q], max_size: int, max_bytes: int) -> tuple[list[Q], int, int]:
+    """From the head of ``queue``: what one group takes (at least one request, never
+    split, then more while within ``max_size`` events and ``max_bytes`` bytes), and its
+    size and bytes."""
+    taken: list[Q] = []
+    size = nbytes = 0
+    while queue and (
+        not taken or (size + queue[0].size <= max_size and nbytes + queue[0].nbytes <= max_bytes)
+    ):
+        item = queue.popleft()
+        taken.append(item)
+        size += item.size
+        nbytes += item.nbytes
+    return taken, size, nbytes
 
 
 class Committer(Protocol):
@@ -267,19 +304,7 @@ class Writer:
             log.exception("checkpoint failed; the store retries on its own")
 
     def _take(self) -> list[_Submission]:
-        taken: list[_Submission] = []
-        size = nbytes = 0
-        while self._queue and (
-            not taken
-            or (
-                size + self._queue[0].size <= self._commit_max
-                and nbytes + self._queue[0].nbytes <= self._commit_max_bytes
-            )
-        ):
-            sub = self._queue.popleft()
-            taken.append(sub)
-            size += sub.size
-            nbytes += sub.nbytes
+        taken, size, nbytes = take_group(self._queue, self._commit_max, self._commit_max_bytes)
         self._queued -= size
         self._queued_bytes -= nbytes
         self._metrics.queue_depth.set(self._queued)
@@ -319,7 +344,7 @@ class Writer:
     def _write(self, subs: list[_Submission]) -> None:
         with_events = [sub for sub in subs if sub.count]
         failed = rows_table([row for sub in subs for row in sub.failed], schema.FAILED_EVENTS)
-        events, (his, los) = _join(with_events)
+        events, (his, los) = join_events(with_events)
         owner = np.repeat(np.arange(len(with_events)), [sub.count for sub in with_events])
         # Exact dedupe inside the group first (the first of each key is kept); the store
         # dedupes against the window.
@@ -385,7 +410,7 @@ def rows_table(rows: Sequence[tuple[object, ...]], arrow_schema: pa.Schema) -> p
     return pa.Table.from_arrays(arrays, schema=arrow_schema)
 
 
-def _join(subs: list[_Submission]) -> tuple[pa.Table, tuple[U64, U64]]:
+def join_events(subs: Sequence[Queued]) -> tuple[pa.Table, tuple[U64, U64]]:
     """The group's events as one table, in the order of its requests, with their keys.
 
     Consecutive requests that came as rows become one table together: building a table

@@ -68,7 +68,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path) -> None:
     settings = project.settings.collector
-    server_settings = project.settings.server
     watch = ProjectWatch(project)
     server: uvicorn.Server | None = None
 
@@ -83,9 +82,9 @@ async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path
         queue_max_events=settings.queue_max_events,
         queue_max_bytes=settings.queue_max_bytes,
         on_lost=lost,
+        frame_max_events=settings.commit_max_events,
+        frame_max_bytes=settings.commit_max_bytes,
     )
-    forwarder.frame_max_events = settings.commit_max_events
-    forwarder.frame_max_bytes = settings.commit_max_bytes
     ingest = IngestApp(
         KeyRing(watch.derived(Project.source_keys)),
         settings,
@@ -102,13 +101,7 @@ async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path
         else:
             await proxy(scope, receive, send)
 
-    limits = Limits(
-        header_timeout=server_settings.header_timeout_seconds,
-        body_timeout=server_settings.body_timeout_seconds,
-        max_header_bytes=server_settings.max_header_bytes,
-        max_headers=server_settings.max_headers,
-        max_connections=server_settings.max_connections,
-    )
+    limits = Limits.of(project.settings.server)
     server = uvicorn.Server(
         uvicorn.Config(
             app,

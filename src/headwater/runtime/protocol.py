@@ -52,6 +52,8 @@ if TYPE_CHECKING:
     from uvicorn.config import Config
     from uvicorn.server import ServerState
 
+    from headwater.config.server import ServerSettings
+
 __all__ = ["DEFAULT_LIMITS", "LimitedHttpToolsProtocol", "Limits", "protocol"]
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,17 @@ class Limits:
     max_connections: int = 1000
     """Open connections per server. Keep it below the process's open-file limit, which
     the store also uses: past that limit the kernel refuses what the server would accept."""
+
+    @classmethod
+    def of(cls, server: ServerSettings) -> Limits:
+        """The limits ``[server]`` sets."""
+        return cls(
+            header_timeout=server.header_timeout_seconds,
+            body_timeout=server.body_timeout_seconds,
+            max_header_bytes=server.max_header_bytes,
+            max_headers=server.max_headers,
+            max_connections=server.max_connections,
+        )
 
     def __post_init__(self) -> None:
         for name in ("header_timeout", "body_timeout"):

@@ -207,14 +207,7 @@ async def _serve(
     status: dict[str, object] = {"pid": os.getpid(), "url": url}
 
     drain = project.settings.collector.drain_timeout_seconds
-    server = project.settings.server
-    limits = Limits(
-        header_timeout=server.header_timeout_seconds,
-        body_timeout=server.body_timeout_seconds,
-        max_header_bytes=server.max_header_bytes,
-        max_headers=server.max_headers,
-        max_connections=server.max_connections,
-    )
+    limits = Limits.of(project.settings.server)
     accepting = project.settings.collector.accept_processes if "collect" in runtime.roles else 0
     # The accept processes' sockets, named by this server's port in a folder of the
     # project's own under the temporary folder: short paths wherever the project lives.
