@@ -185,3 +185,56 @@ def test_a_second_process_cannot_open_the_file(tmp_path: Path) -> None:
         assert StoreLocked.__name__ in result.stderr
     finally:
         owner.close()
+
+
+#: A value of every type the staged schema is read from DuckDB's catalog for, and some it
+#: asks DuckDB's Arrow export for instead (JSON, lists, structs, intervals, UUID).
+EVERY_TYPE = """
+SELECT true AS b, 1::TINYINT AS ti, 1::SMALLINT AS si, 1::INTEGER AS i, 1::BIGINT AS bi,
+  1::HUGEINT AS hi, 1::UTINYINT AS ut, 1::USMALLINT AS us, 1::UINTEGER AS ui, 1::UBIGINT AS ub,
+  1.5::FLOAT AS f, 1.5::DOUBLE AS d, 1.5::DECIMAL(10, 2) AS dec, 1.5::DECIMAL(30, 3) AS wide,
+  'a' AS v, 'a'::BLOB AS bl, DATE '2026-11-01' AS dt, TIMESTAMP '2026-11-01 10:00' AS ts,
+  TIMESTAMPTZ '2026-11-01 10:00+00' AS tz
+"""
+OTHER_TYPES = (
+    "SELECT '{}'::JSON AS j, [1, 2] AS l, {'a': 1} AS st, INTERVAL 1 DAY AS iv, "
+    "TIME '10:00' AS tm, TIMESTAMP_NS '2026-11-01' AS ns, gen_random_uuid() AS u"
+)
+
+
+@pytest.mark.parametrize("query", [EVERY_TYPE, OTHER_TYPES, f"{EVERY_TYPE} UNION ALL {EVERY_TYPE}"])
+def test_a_staged_schema_is_what_duckdb_hands_over(engine: DuckDBEngine, query: str) -> None:
+    exported = engine.select(query, {}).table.schema
+    with engine.stage(query, {}) as staged:
+        # A sum's HUGEINT is narrowed to BIGINT in both (as BigQuery's INT64).
+        assert staged.schema == exported
+        assert staged.rows == (2 if "UNION" in query else 1)
+
+
+def test_staged_runs_share_profiled_cursors_and_leave_nothing_behind(
+    engine: DuckDBEngine,
+) -> None:
+    day = lambda d: datetime(2026, 11, d, tzinfo=UTC)  # noqa: E731
+    ingest(engine, events(("web", "a"), ("web", "b"), received_us=T0))
+    query = "SELECT received_at AS day, count(*) AS n FROM events GROUP BY ALL"
+    for _ in range(3):  # the same cursor, its temporary table dropped each time
+        with engine.stage(query, {}) as staged:
+            assert staged.rows_scanned == 2  # the profiler counted the events read
+            assert staged.row("SELECT count(*) AS c, max(n) AS m FROM " + staged.table) == {
+                "c": 1,
+                "m": 2,
+            }
+            staged.replace_interval("daily", "day", Interval(day(1), day(2)))
+    assert len(engine._profiled_idle) == 1
+    # Work that raised closes its cursor: an audit failing after the table was staged.
+    with pytest.raises(RuntimeError), engine.stage(query, {}):
+        raise RuntimeError("audit failed")
+    assert engine._profiled_idle == []
+    with engine.stage(query, {}) as staged:  # a new cursor: no table left from the last
+        assert staged.rows == 1
+    assert engine.query("SELECT n FROM daily").to_pylist() == [{"n": 2}]
+    # Every cursor starts in UTC, whatever this process's time zone.
+    found = engine.select("SELECT current_setting('TimeZone') AS tz", {}).table.to_pylist()
+    assert found == [{"tz": "UTC"}]
+    engine.close()
+    assert engine._profiled_idle == []

@@ -122,7 +122,7 @@ def check_staged(
         # Both are Headwater's own generated SQL, over the staged table only.
         rest = f", q.* FROM ({counting}) AS q" if counting else ""
         counting, params = f"SELECT ({also.query}) AS extra{rest}", also.params
-    counts = staged.query(counting, params).to_pylist()[0] if counting else {}
+    counts = staged.row(counting, params) if counting else {}
     if also is not None:
         also.judge(int(str(counts["extra"])))
     for index, audit in enumerate(checked):

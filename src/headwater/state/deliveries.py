@@ -74,34 +74,36 @@ class DeliveryCounts:
     dead: int = 0
 
 
+#: A delivery owed again replaces the one before (built once: every run owes its sinks).
+_OWED_BEFORE = deliveries.delete().where(
+    deliveries.c.pipeline == sa.bindparam("pipeline"),
+    deliveries.c.sink == sa.bindparam("sink"),
+    deliveries.c.interval_start == sa.bindparam("interval_start"),
+)
+
+
 def schedule(
     db: sa.Connection, pipeline: str, sinks: Sequence[str], interval: Interval, run_id: int
 ) -> None:
     """Owe a delivery of ``run_id``'s output to each sink (inside the caller's transaction)."""
     now = utc_now()
     for sink in sinks:
+        owed = {"pipeline": pipeline, "sink": sink, "interval_start": interval.start}
+        db.execute(_OWED_BEFORE, owed)
         db.execute(
-            deliveries.delete().where(
-                deliveries.c.pipeline == pipeline,
-                deliveries.c.sink == sink,
-                deliveries.c.interval_start == interval.start,
-            )
-        )
-        db.execute(
-            deliveries.insert().values(
-                pipeline=pipeline,
-                sink=sink,
-                interval_start=interval.start,
-                interval_end=interval.end,
-                run_id=run_id,
-                status="pending",
-                attempts=0,
-                batches_done=0,
-                rows_delivered=0,
-                next_attempt_at=now,
-                last_error=None,
-                updated_at=now,
-            )
+            deliveries.insert(),
+            {
+                **owed,
+                "interval_end": interval.end,
+                "run_id": run_id,
+                "status": "pending",
+                "attempts": 0,
+                "batches_done": 0,
+                "rows_delivered": 0,
+                "next_attempt_at": now,
+                "last_error": None,
+                "updated_at": now,
+            },
         )
 
 

@@ -73,35 +73,46 @@ def owner_dead(owner: str) -> bool:
     return False
 
 
+# The statements a run makes on its lease, built once: building one costs as much as
+# SQLite running it. Bound by name: ``held_*`` is the holding a write names.
+_HOLDING = (
+    (leases.c.pipeline == sa.bindparam("held_name"))
+    & (leases.c.owner == sa.bindparam("held_owner"))
+    & (leases.c.token == sa.bindparam("held_token"))
+)
+_CURRENT = sa.select(leases.c.owner, leases.c.expires_at, leases.c.token).where(
+    leases.c.pipeline == sa.bindparam("held_name")
+)
+_STILL_HELD = sa.select(leases.c.token).where(_HOLDING).with_for_update(read=True)
+_RELEASE = leases.update().where(_HOLDING).values(expires_at=EPOCH)
+_RENEW = leases.update().where(_HOLDING).values(expires_at=sa.bindparam("until"))
+_TAKE_OVER = (
+    leases.update()
+    .where(_HOLDING)
+    .values(
+        owner=sa.bindparam("new_owner"),
+        expires_at=sa.bindparam("until"),
+        token=sa.bindparam("new_token"),
+    )
+)
+
+
+def _holding(holder: Holder) -> dict[str, object]:
+    return {"held_name": holder.name, "held_owner": holder.owner, "held_token": holder.token}
+
+
 def still_held(db: sa.Connection, holder: Holder) -> bool:
     """Inside a write transaction: whether ``holder`` still holds its lease, with the lease's
     row locked against a takeover until the transaction ends (``FOR SHARE`` on PostgreSQL,
     whose takeover's ``UPDATE`` then waits; SQLite runs one writer at a time anyway). A
     write made after this answered ``True`` lands before any new holder's."""
-    row = db.execute(
-        sa.select(leases.c.token)
-        .where(
-            leases.c.pipeline == holder.name,
-            leases.c.owner == holder.owner,
-            leases.c.token == holder.token,
-        )
-        .with_for_update(read=True)
-    ).first()
-    return row is not None
+    return db.execute(_STILL_HELD, _holding(holder)).first() is not None
 
 
 def release_in(db: sa.Connection, holder: Holder) -> None:
     """Inside a write transaction: free ``holder``'s lease at once (the row stays, with its
     token, so the next holder's is larger)."""
-    db.execute(
-        leases.update()
-        .where(
-            leases.c.pipeline == holder.name,
-            leases.c.owner == holder.owner,
-            leases.c.token == holder.token,
-        )
-        .values(expires_at=EPOCH)
-    )
+    db.execute(_RELEASE, _holding(holder))
 
 
 class Leases:
@@ -123,11 +134,7 @@ class Leases:
         transaction once the lease is taken (a run's first records)."""
         now = utc_now()
         with self.engine.begin() as db:
-            current = db.execute(
-                sa.select(leases.c.owner, leases.c.expires_at, leases.c.token).where(
-                    leases.c.pipeline == name
-                )
-            ).first()
+            current = db.execute(_CURRENT, {"held_name": name}).first()
             if current is None:
                 token = to_us(now)
                 try:
@@ -147,13 +154,15 @@ class Leases:
             token = max(int(current.token) + 1, to_us(now))
             # Compare and set: only if the lease is still as we judged it.
             taken = db.execute(
-                leases.update()
-                .where(
-                    leases.c.pipeline == name,
-                    leases.c.owner == current.owner,
-                    leases.c.token == current.token,
-                )
-                .values(owner=owner, expires_at=now + ttl, token=token)
+                _TAKE_OVER,
+                {
+                    "held_name": name,
+                    "held_owner": current.owner,
+                    "held_token": current.token,
+                    "new_owner": owner,
+                    "until": now + ttl,
+                    "new_token": token,
+                },
             )
             if not taken.rowcount:
                 return None
@@ -164,15 +173,7 @@ class Leases:
     def renew(self, holder: Holder, ttl: timedelta) -> bool:
         """Extend a lease this holder holds; ``False`` if it was taken over."""
         with self.engine.begin() as db:
-            renewed = db.execute(
-                leases.update()
-                .where(
-                    leases.c.pipeline == holder.name,
-                    leases.c.owner == holder.owner,
-                    leases.c.token == holder.token,
-                )
-                .values(expires_at=utc_now() + ttl)
-            )
+            renewed = db.execute(_RENEW, {**_holding(holder), "until": utc_now() + ttl})
             return bool(renewed.rowcount)
 
     def release(self, holder: Holder) -> None:

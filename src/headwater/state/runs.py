@@ -82,6 +82,40 @@ class RunRecord:
     error_kind: ErrorKind | None
 
 
+# The statements every run makes, built once (building one costs as much as SQLite
+# running it); values bound by name.
+_VERSION_KNOWN = sa.select(versions.c.version).where(
+    versions.c.pipeline == sa.bindparam("pipeline"), versions.c.version == sa.bindparam("version")
+)
+_INTERRUPTED = (
+    runs.update()
+    .where(runs.c.status == "running", runs.c.pipeline.in_(sa.bindparam("names", expanding=True)))
+    .values(
+        status="failed",
+        finished_at=sa.bindparam("now"),
+        error="interrupted: the process running it stopped",
+        error_kind="transient",
+    )
+)
+_SUCCEEDED = (
+    runs.update()
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .values(
+        status="succeeded",
+        finished_at=sa.bindparam("now"),
+        rows_read=sa.bindparam("read"),
+        rows_written=sa.bindparam("written"),
+    )
+)
+_STARTED_AT = sa.select(runs.c.started_at).where(runs.c.id == sa.bindparam("run_id"))
+_FORGET_ALL = intervals.delete().where(intervals.c.pipeline == sa.bindparam("pipeline"))
+_FORGET_SPAN = intervals.delete().where(
+    intervals.c.pipeline == sa.bindparam("pipeline"),
+    intervals.c.start >= sa.bindparam("since"),
+    intervals.c.start < sa.bindparam("before"),
+)
+
+
 class RunLog:
     """Reads and writes runs, intervals, versions and watermarks."""
 
@@ -106,26 +140,20 @@ class RunLog:
     ) -> int:
         """:meth:`start_run` inside the transaction of ``db`` (the one that takes the lease,
         so a run starts in one metadata transaction)."""
-        known = db.execute(
-            sa.select(versions.c.version).where(
-                versions.c.pipeline == pipeline, versions.c.version == version
-            )
-        ).first()
-        if known is None:
-            db.execute(
-                versions.insert().values(pipeline=pipeline, version=version, first_seen=utc_now())
-            )
+        named = {"pipeline": pipeline, "version": version}
+        if db.execute(_VERSION_KNOWN, named).first() is None:
+            db.execute(versions.insert(), {**named, "first_seen": utc_now()})
         result = db.execute(
-            runs.insert().values(
-                pipeline=pipeline,
-                version=version,
-                interval_start=interval.start,
-                interval_end=interval.end,
-                trigger=trigger,
-                status="running",
-                attempt=attempt,
-                started_at=utc_now(),
-            )
+            runs.insert(),
+            {
+                **named,
+                "interval_start": interval.start,
+                "interval_end": interval.end,
+                "trigger": trigger,
+                "status": "running",
+                "attempt": attempt,
+                "started_at": utc_now(),
+            },
         )
         key = result.inserted_primary_key
         return int(key[0]) if key else 0
@@ -171,28 +199,17 @@ class RunLog:
             if then is not None:
                 then(db)
             db.execute(
-                runs.update()
-                .where(runs.c.id == run_id)
-                .values(
-                    status="succeeded",
-                    finished_at=now,
-                    rows_read=rows_read,
-                    rows_written=rows_written,
-                )
+                _SUCCEEDED,
+                {"run_id": run_id, "now": now, "read": rows_read, "written": rows_written},
             )
             if record_interval:
-                started = db.execute(
-                    sa.select(runs.c.started_at).where(runs.c.id == run_id)
-                ).scalar()
+                started = db.execute(_STARTED_AT, {"run_id": run_id}).scalar()
                 recorded = list(each) or [interval]
-                replaced = intervals.c.pipeline == pipeline
-                if not whole_table:
-                    replaced = (
-                        replaced
-                        & (intervals.c.start >= recorded[0].start)
-                        & (intervals.c.start < recorded[-1].end)
-                    )
-                db.execute(intervals.delete().where(replaced))
+                if whole_table:
+                    db.execute(_FORGET_ALL, {"pipeline": pipeline})
+                else:
+                    span = {"since": recorded[0].start, "before": recorded[-1].end}
+                    db.execute(_FORGET_SPAN, {"pipeline": pipeline, **span})
                 db.execute(
                     intervals.insert(),
                     [
@@ -230,17 +247,7 @@ class RunLog:
     @staticmethod
     def interrupted_in(db: sa.Connection, pipelines: Iterable[str]) -> int:
         """:meth:`interrupted` inside the transaction of ``db``."""
-        names = list(pipelines)
-        result = db.execute(
-            runs.update()
-            .where(runs.c.status == "running", runs.c.pipeline.in_(names))
-            .values(
-                status="failed",
-                finished_at=utc_now(),
-                error="interrupted: the process running it stopped",
-                error_kind="transient",
-            )
-        )
+        result = db.execute(_INTERRUPTED, {"names": list(pipelines), "now": utc_now()})
         return int(result.rowcount or 0)
 
     def intervals(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,11 +43,9 @@ _FENCE = (
     f"SET token = excluded.token WHERE {schema.FENCES}.token <= excluded.token RETURNING token"
 )
 #: The fence of a name that has one: about a third of the upsert's cost (no conflict to
-#: resolve), and a write all the same, so two publishers of one name still conflict.
-_FENCE_UPDATE = (
-    f"UPDATE {schema.FENCES} SET token = $token WHERE name = $name AND token <= $token "
-    "RETURNING token"
-)
+#: resolve), and a write all the same, so two publishers of one name still conflict. Its
+#: count of rows updated tells (a RETURNING clause would double its cost).
+_FENCE_UPDATE = f"UPDATE {schema.FENCES} SET token = $token WHERE name = $name AND token <= $token"
 
 
 def quote(identifier: str) -> str:
@@ -78,10 +77,11 @@ def _ddl(table: str, arrow_schema: pa.Schema, primary_key: Sequence[str] = ()) -
     return f"CREATE TABLE IF NOT EXISTS {quote(table)} ({', '.join(columns)})"
 
 
-def _session(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
-    # Time zone is per connection in DuckDB, and date_trunc follows it: pin UTC.
-    con.execute("SET TimeZone = 'UTC'")
-    return con
+def _utc(con: duckdb.DuckDBPyConnection) -> None:
+    """Pin the database's time zone to UTC (date_trunc and friends follow it): as the
+    global default, which every cursor of the connection starts with, so a cursor costs
+    no statement of its own."""
+    con.execute("SET GLOBAL TimeZone = 'UTC'")
 
 
 class DuckDBEngine:
@@ -100,6 +100,9 @@ class DuckDBEngine:
         self._lock = threading.Lock()
         self._ingest_lock = threading.Lock()
         self._readers: list[DuckDBReader] = []
+        #: Cursors with DuckDB's profiler on, idle between pipeline runs (see _profiled).
+        self._profiled_idle: list[duckdb.DuckDBPyConnection] = []
+        self._closed = False
         # The window's keys, loaded from message_ids at the first ingest (a process that
         # only reads never holds them); None again after a failed commit, so the next
         # ingest reloads what the table holds rather than trust a copy that may differ.
@@ -119,7 +122,7 @@ class DuckDBEngine:
             con = duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             raise StoreLocked(str(path), first_line(exc)) from None
-        _session(con)
+        _utc(con)
         if memory_limit:
             con.execute("SET memory_limit = ?", [memory_limit])
         engine = cls(con, str(path), read_only=read_only)
@@ -148,11 +151,33 @@ class DuckDBEngine:
 
     @contextmanager
     def _cursor(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        cur = _session(self._con.cursor())
+        cur = self._con.cursor()
         try:
             yield cur
         finally:
             cur.close()
+
+    @contextmanager
+    def _profiled(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor with DuckDB's profiler on, which counts the rows a pipeline's query
+        scanned: kept for the next run, as turning the profiler on and off costs as much as
+        publishing a small interval. A cursor whose work raised is closed, not kept (its
+        temporary tables go with it)."""
+        with self._lock:
+            cur = self._profiled_idle.pop() if self._profiled_idle else None
+        if cur is None:
+            cur = self._con.cursor()
+            cur.execute("SET enable_profiling = 'no_output'")
+        kept = False
+        try:
+            yield cur
+            with self._lock:
+                if not self._closed:
+                    self._profiled_idle.append(cur)
+                    kept = True
+        finally:
+            if not kept:
+                cur.close()
 
     @contextmanager
     def _transaction(self, con: duckdb.DuckDBPyConnection) -> Iterator[None]:
@@ -177,7 +202,7 @@ class DuckDBEngine:
 
     def _ingest(self, batch: IngestBatch) -> pa.Array:
         if self._ingest_con is None:
-            self._ingest_con = _session(self._con.cursor())
+            self._ingest_con = self._con.cursor()
         con = self._ingest_con
         keys = self._keys if self._keys is not None else self._load_keys(con)
         events = batch.events
@@ -323,15 +348,13 @@ class DuckDBEngine:
                 raise classify(exc) from None
 
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
-        with self._cursor() as cur:
-            cur.execute("SET enable_profiling = 'no_output'")
+        with self._profiled() as cur:
             try:
                 table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
             except duckdb.Error as exc:
                 raise classify(exc) from None
-            scanned = json.loads(cur.get_profiling_information(format="json"))
-        rows = scanned.get("query", {}).get("total_rows_scanned")
-        return Selected(_int64_sums(table), int(rows) if rows is not None else None)
+            scanned = _rows_scanned(cur)
+        return Selected(_int64_sums(table), scanned)
 
     def reader(self) -> DuckDBReader:
         """A reader for the read API: :meth:`select` on a cursor kept per thread, without
@@ -368,7 +391,8 @@ class DuckDBEngine:
         if fence is None:
             return
         named = {"name": fence.name, "token": fence.token}
-        if cur.execute(_FENCE_UPDATE, named).fetchall():
+        updated = cur.execute(_FENCE_UPDATE, named).fetchall()
+        if updated and updated[0][0]:
             return
         # No row, or one with a higher token: the upsert tells which.
         if not cur.execute(_FENCE, [fence.name, fence.token]).fetchall():
@@ -400,14 +424,11 @@ class DuckDBEngine:
 
     @contextmanager
     def stage(self, sql: str, params: Mapping[str, object]) -> Iterator[Staged]:
-        with self._cursor() as cur, self._transaction(cur):
-            cur.execute("SET enable_profiling = 'no_output'")
+        with self._profiled() as cur, self._transaction(cur):
             made = cur.execute(f"CREATE TEMP TABLE {_STAGED} AS {sql}", dict(params) or None)
             rows = made.fetchall()[0][0]
-            profile = json.loads(cur.get_profiling_information(format="json"))
-            cur.execute("RESET enable_profiling")
-            scanned = profile.get("query", {}).get("total_rows_scanned")
-            columns = cur.sql(f"FROM {_STAGED} LIMIT 0").to_arrow_table().schema
+            scanned = _rows_scanned(cur)
+            columns = _arrow_schema(cur, _STAGED)
             for field in columns:
                 if field.type == _HUGEINT:
                     _narrow(cur, field.name)
@@ -419,7 +440,7 @@ class DuckDBEngine:
                 cur,
                 schema=columns,
                 rows=int(rows),
-                rows_scanned=int(scanned) if scanned is not None else None,
+                rows_scanned=scanned,
             )
             cur.execute(f"DROP TABLE {_STAGED}")
 
@@ -522,6 +543,10 @@ class DuckDBEngine:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            for cur in self._profiled_idle:
+                cur.close()
+            self._profiled_idle.clear()
             for reader in self._readers:
                 reader.close()
             if self._ingest_con is not None:
@@ -531,9 +556,9 @@ class DuckDBEngine:
 
 
 class DuckDBReader:
-    """Reads for the read API, whose point lookups take a millisecond: a fresh cursor, its
-    time zone and DuckDB's profiler (which :meth:`DuckDBEngine.select` turns on to count
-    the rows a pipeline scanned) would cost more than the query. Each thread keeps its
+    """Reads for the read API, whose point lookups take a millisecond: a fresh cursor and
+    DuckDB's profiler (which :meth:`DuckDBEngine.select` keeps on to count the rows a
+    pipeline scanned) would cost more than the query. Each thread keeps its
     cursor; every query still sees the latest commit (autocommit: one transaction each)."""
 
     dialect = "duckdb"
@@ -551,7 +576,7 @@ class DuckDBReader:
             with self._lock:
                 if self._closed:
                     raise StoreUnavailable("duckdb", "the store is closed")
-                cur = _session(self._con.cursor())
+                cur = self._con.cursor()
                 self._cursors.append(cur)
             self._local.cursor = cur
         try:
@@ -598,13 +623,23 @@ class _Staged:
         except duckdb.Error as exc:
             raise classify(exc) from None
 
+    def row(self, sql: str, params: Mapping[str, object] | None = None) -> dict[str, object]:
+        try:
+            found = self._cur.execute(sql, dict(params or {}) or None)
+            rows = found.fetchall()  # to the end: DuckDB takes no other work before
+        except duckdb.Error as exc:
+            raise classify(exc) from None
+        names = [column[0] for column in found.description or []]
+        return dict(zip(names, rows[0] if rows else (None,) * len(names), strict=True))
+
     def replace_interval(
         self, table: str, column: str, interval: Interval, fence: Fence | None = None
     ) -> None:
         cur = self._cur
         try:
             self._engine._fence(cur, fence)
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM {_STAGED} LIMIT 0")
+            if not _has_table(cur, table):
+                cur.execute(f"CREATE TABLE {quote(table)} AS FROM {_STAGED} LIMIT 0")
             cur.execute(
                 f"DELETE FROM {quote(table)} WHERE {quote(column)} >= ? AND {quote(column)} < ?",
                 [interval.start, interval.end],
@@ -619,6 +654,67 @@ class _Staged:
             self._cur.execute(f"CREATE OR REPLACE TABLE {quote(table)} AS FROM {_STAGED}")
         except duckdb.Error as exc:
             raise classify(exc) from None
+
+
+#: DuckDB's SUM of integers is a HUGEINT, which Arrow holds as DECIMAL(38, 0).
+_HUGEINT = pa.decimal128(38, 0)
+
+#: DuckDB's types (as it names them) in the Arrow types it hands them over as, with the
+#: time zone pinned to UTC; tests/test_store_duckdb.py checks each against DuckDB's own export.
+#: A column of any other type has the schema asked of DuckDB (a query).
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "BOOLEAN": pa.bool_(),
+    "TINYINT": pa.int8(),
+    "SMALLINT": pa.int16(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "HUGEINT": _HUGEINT,
+    "UTINYINT": pa.uint8(),
+    "USMALLINT": pa.uint16(),
+    "UINTEGER": pa.uint32(),
+    "UBIGINT": pa.uint64(),
+    "FLOAT": pa.float32(),
+    "DOUBLE": pa.float64(),
+    "VARCHAR": pa.string(),
+    "BLOB": pa.binary(),
+    "DATE": pa.date32(),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+}
+_DECIMAL = re.compile(r"DECIMAL\((\d+),(\d+)\)")
+
+
+def _arrow_schema(cur: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
+    """The Arrow schema of ``table``'s rows as DuckDB would hand them over, read from the
+    catalog (binding a relation): a tenth of the cost of exporting none of its rows."""
+    relation = cur.table(table)
+    fields = []
+    for name, kind in zip(relation.columns, relation.types, strict=True):
+        text = str(kind)
+        arrow = _ARROW_TYPES.get(text)
+        if arrow is None and (decimal := _DECIMAL.fullmatch(text)) is not None:
+            arrow = pa.decimal128(int(decimal[1]), int(decimal[2]))
+        if arrow is None:
+            return cur.sql(f"FROM {quote(table)} LIMIT 0").to_arrow_table().schema
+        fields.append(pa.field(name, arrow))
+    return pa.schema(fields)
+
+
+def _rows_scanned(cur: duckdb.DuckDBPyConnection) -> int | None:
+    """The rows the last statement on ``cur`` (a cursor with the profiler on) read."""
+    profile = json.loads(cur.get_profiling_information(format="json"))
+    rows = profile.get("query", {}).get("total_rows_scanned")
+    return int(rows) if rows is not None else None
+
+
+def _has_table(cur: duckdb.DuckDBPyConnection, table: str) -> bool:
+    """Whether ``table`` exists, asked of the catalog: a missing table's error leaves the
+    transaction usable, and a third of the cost of ``CREATE TABLE IF NOT EXISTS``."""
+    try:
+        cur.table(quote(table))
+    except duckdb.CatalogException:
+        return False
+    return True
 
 
 def _narrow(cur: duckdb.DuckDBPyConnection, column: str) -> None:
@@ -636,10 +732,6 @@ def classify(exc: duckdb.Error) -> QueryError | StoreUnavailable:
     if isinstance(exc, duckdb.TransactionException | duckdb.IOException):
         return StoreUnavailable("duckdb", first_line(exc))
     return QueryError(first_line(exc))
-
-
-#: DuckDB's SUM of integers is a HUGEINT, which Arrow holds as DECIMAL(38, 0).
-_HUGEINT = pa.decimal128(38, 0)
 
 
 def _int64_sums(table: pa.Table) -> pa.Table:

@@ -188,6 +188,11 @@ class Staged(Protocol):
         """Run a check over :attr:`table` (the engine's SQL, named parameters)."""
         ...
 
+    def row(self, sql: str, params: Mapping[str, object] | None = None) -> dict[str, object]:
+        """The first row of a check over :attr:`table` by column name (the counts of the
+        audits: one row), without the trip through Arrow."""
+        ...
+
     def replace_interval(
         self, table: str, column: str, interval: Interval, fence: Fence | None = None
     ) -> None:

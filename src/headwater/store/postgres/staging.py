@@ -88,6 +88,17 @@ class _Staged:
         except psycopg.Error as exc:
             raise classify(exc) from None
 
+    def row(self, text: str, params: Mapping[str, object] | None = None) -> dict[str, object]:
+        try:
+            cur = self._con.execute(
+                escaped(text, params).encode(), dict(params or {}) or None, prepare=False
+            )
+            values = cur.fetchone()
+        except psycopg.Error as exc:
+            raise classify(exc) from None
+        names = [column.name for column in cur.description or []]
+        return dict(zip(names, values or (None,) * len(names), strict=True))
+
     def replace_interval(
         self, table: str, column: str, interval: Interval, fence: Fence | None = None
     ) -> None:
