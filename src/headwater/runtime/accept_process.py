@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import importlib.abc
 import logging
 import os
 import signal
@@ -49,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--http", type=Path, required=True, help="the owner's HTTP socket")
     parser.add_argument("--parent", type=int, required=True, help="the owner's process id")
     args = parser.parse_args(argv)
+    sys.meta_path.insert(0, _NoPandas())
     _die_with_parent()
     if os.getppid() != args.parent:
         return 1  # the owner died before this process could ask to die with it
@@ -125,6 +127,17 @@ async def _serve(project: Project, sock: socket.socket, frames: Path, http: Path
         await forwarder.close()
         await proxy.close()
         ingest.close()
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """Refuses pandas. pyarrow imports it at its first conversion of anything when it is
+    installed (about 50 MB of memory, and a quarter of a second), to recognize pandas
+    objects; an accept process converts none and runs no one's code, so pyarrow is told
+    pandas is missing (it catches the ImportError) and the process stays without it."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ImportError(f"{name} is not used in an accept process")
 
 
 def _die_with_parent() -> None:
