@@ -3,7 +3,8 @@
 DuckDB lets one process open a file read-write and no other process open it at
 all, so the server owns the file and every other command asks the server (see
 ``headwater.runtime.control``). Inside the owner, writes use their own
-connection per thread and reads use a fresh cursor, so a long query never
+connection per thread and reads a cursor of their own (one at a time each, kept
+between pipeline runs and per thread for the read API), so a long query never
 holds up a commit: DuckDB's MVCC gives each its snapshot.
 """
 
