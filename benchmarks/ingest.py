@@ -19,7 +19,8 @@ What it measures, in a fresh temporary project:
    hide its stall by slowing the generator down, as a closed loop would).
 3. The server's peak memory (``VmHWM``) after the load.
 4. The raw limit of the store: the same events, validated in this process,
-   committed as Arrow batches through ``DuckDBEngine.ingest`` into a fresh file.
+   committed as Arrow batches through ``DuckDBEngine.ingest`` into a fresh file; and
+   what a DuckDB checkpoint costs (a commit waits for it) by how often it runs.
 5. A ``COUNT(*)`` per phase on the server's store: it must hold at least every
    acknowledged event (more is fine: requests in flight when a phase ends are
    committed but not counted).
@@ -54,11 +55,16 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from headwater.store.duckdb import DuckDBEngine
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -1027,52 +1033,139 @@ def _processes(collector: dict[str, int]) -> str:
     return "1 process"
 
 
+class RawBatches:
+    """The benchmark's events, ``batch_rows`` at a time, validated in this process (with the
+    PII rules when ``pii``) into the Arrow table the collector's writer commits; each batch's
+    messageIds are new."""
+
+    def __init__(self, batch_rows: int, pii: bool = False) -> None:
+        from headwater.collect.validate import Validator
+
+        self.validator = Validator(max_event_bytes=32_768, max_depth=64)
+        self.rules = pii_rules() if pii else None
+        self.parts = [p.replace(THREAD, "1").encode() for p in body_parts("raw", batch_rows)]
+        self.made = 0
+        self.validate_seconds = self.arrow_seconds = 0.0
+
+    def next(self) -> pa.Table:
+        from headwater.collect.validate import decode_batch
+        from headwater.collect.writer import rows_table
+        from headwater.store import schema
+
+        self.made += 1
+        body = str(self.made).encode().join(self.parts)
+        t0 = time.perf_counter()
+        envelope = decode_batch(body)
+        received = time.time_ns() // 1000
+        shared = self.validator.batch(envelope)
+        events = [
+            self.validator.event(bytes(raw), None, "web", received, shared, self.rules)
+            for raw in envelope.batch
+        ]
+        t1 = time.perf_counter()
+        table = rows_table(events, schema.EVENTS)
+        self.validate_seconds += t1 - t0
+        self.arrow_seconds += time.perf_counter() - t1
+        return table
+
+
+def ingest_new(engine: DuckDBEngine, table: pa.Table) -> None:
+    """Commit ``table`` through the store's ingest; every event must be new."""
+    from headwater.store import schema
+    from headwater.store.engine import IngestBatch
+
+    new = engine.ingest(IngestBatch(events=table, failed=schema.FAILED_EVENTS.empty_table()))
+    if new.false_count:
+        raise RuntimeError(f"the raw store called {new.false_count} new events duplicates")
+
+
 def raw_store(folder: Path, seconds: float, batch_rows: int, pii: bool = False) -> Raw:
     """Commit the same events straight to DuckDB, in batches of ``batch_rows`` (validated
     with the PII rules when ``pii``)."""
-
-    from headwater.collect.validate import Validator, decode_batch
-    from headwater.collect.writer import rows_table
-    from headwater.store import schema
     from headwater.store.duckdb import DuckDBEngine
-    from headwater.store.engine import IngestBatch
 
     engine = DuckDBEngine.open(folder / "events.duckdb")
-    validator = Validator(max_event_bytes=32_768, max_depth=64)
-    rules = pii_rules() if pii else None
-    parts = [p.replace(THREAD, "1").encode() for p in body_parts("raw", batch_rows)]
-    failed = schema.FAILED_EVENTS.empty_table()
-    rows = batches = 0
-    ingest = validate = arrow = 0.0
+    source = RawBatches(batch_rows, pii)
+    rows = 0
+    ingest = 0.0
     commit_ms: list[float] = []
     deadline = time.monotonic() + 4 * seconds + 5
     try:
         while ingest < seconds and time.monotonic() < deadline:
-            batches += 1
-            body = str(batches).encode().join(parts)
+            table = source.next()
             t0 = time.perf_counter()
-            envelope = decode_batch(body)
-            received = time.time_ns() // 1000
-            events = [
-                validator.event(bytes(raw), None, "web", received, validator.batch(envelope), rules)
-                for raw in envelope.batch
-            ]
-            t1 = time.perf_counter()
-            table = rows_table(events, schema.EVENTS)
-            t2 = time.perf_counter()
-            new = engine.ingest(IngestBatch(events=table, failed=failed))
-            t3 = time.perf_counter()
-            if new.false_count:
-                raise RuntimeError(f"the raw store called {new.false_count} new events duplicates")
-            validate += t1 - t0
-            arrow += t2 - t1
-            ingest += t3 - t2
-            commit_ms.append(1000 * (t3 - t2))
-            rows += len(events)
+            ingest_new(engine, table)
+            took = time.perf_counter() - t0
+            ingest += took
+            commit_ms.append(1000 * took)
+            rows += table.num_rows
         stored = int(engine.query("SELECT count(*) AS n FROM events").column("n")[0].as_py())
     finally:
         engine.close()
-    return Raw(batch_rows, rows, batches, ingest, validate, arrow, stored, commit_ms)
+    return Raw(
+        batch_rows,
+        rows,
+        source.made,
+        ingest,
+        source.validate_seconds,
+        source.arrow_seconds,
+        stored,
+        commit_ms,
+    )
+
+
+@dataclass
+class Checkpoints:
+    """What DuckDB's CHECKPOINT cost with ``every`` events committed between two."""
+
+    every: int
+    events: int
+    ms: list[float]
+
+
+#: Events between checkpoints measured by a full run: as often as every few hundred ms at
+#: half load, up to just under what DuckDB's WAL threshold (64 MB) holds, ~150,000.
+CHECKPOINTS = (240_000, (5_000, 20_000, 60_000, 120_000))
+
+
+def print_checkpoints(found: list[Checkpoints]) -> None:
+    print("Checkpoint stalls: DuckDBEngine.ingest in 1,000-row commits, then CHECKPOINT")
+    print("every N events (a commit waits for a checkpoint in progress):")
+    print(f"  {'events between':>14}  {'checkpoints':>11}  {'median ms':>9}  {'max ms':>7}  "
+          f"{'ms per 100k events':>18}")  # fmt: skip
+    for one in found:
+        ms = one.ms
+        print(f"  {one.every:>14,}  {len(ms):>11}  {percentile(ms, 0.5):>9.1f}  {max(ms):>7.1f}  "
+              f"{sum(ms) * 100_000 / one.events:>18.0f}")  # fmt: skip
+    print("  Frequent small checkpoints shorten the typical stall, not the longest, and cost")
+    print("  more in all: under sustained load, the collector's p99 holds one of them.\n")
+
+
+def checkpoint_stalls(folder: Path, total: int, everies: Sequence[int]) -> list[Checkpoints]:
+    """Per interval in ``everies``: ``total`` events committed in 1,000-row commits to one
+    store (after ``total`` to start from), a CHECKPOINT every ``every`` of them, each timed.
+    A commit waits for a checkpoint in progress, so each one is a stall of the collector."""
+    from headwater.store.duckdb import DuckDBEngine
+
+    engine = DuckDBEngine.open(folder / "events.duckdb")
+    source = RawBatches(1_000)
+    found = []
+    try:
+        for _ in range(total // 1_000):
+            ingest_new(engine, source.next())
+        engine.checkpoint()
+        for every in everies:
+            ms = []
+            for _ in range(total // every):
+                for _ in range(every // 1_000):
+                    ingest_new(engine, source.next())
+                t0 = time.perf_counter()
+                engine.checkpoint()
+                ms.append(1000 * (time.perf_counter() - t0))
+            found.append(Checkpoints(every, total, ms))
+    finally:
+        engine.close()
+    return found
 
 
 # -- the run -----------------------------------------------------------------------
@@ -1444,6 +1537,9 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
     for size in sizes:
         print(f"  running: raw DuckDBEngine.ingest in {size:,}-row commits ...", flush=True)
         raws.append(raw_store(work / f"raw{size}", settings.seconds, size, settings.pii))
+    stall_events, everies = (20_000, (5_000, 10_000)) if settings.quick else CHECKPOINTS
+    print(f"  running: CHECKPOINT every {'/'.join(f'{e:,}' for e in everies)} events ...")
+    stalls = checkpoint_stalls(work / "checkpoints", stall_events, everies)
     print()
 
     print("Throughput, closed loop, then the open-loop latency phase:")
@@ -1492,6 +1588,7 @@ def _run(server: Server, settings: Settings, auth: str, work: Path) -> int:
             f"      ms/commit: mean {1000 * raw.ingest_seconds / raw.batches:.1f}, "
             f"p50 {percentile(ms, 0.5):.1f}, p99 {percentile(ms, 0.99):.1f}, max {max(ms):.1f}"
         )
+    print_checkpoints(stalls)
     raw = raws[0]
     serial = raw.rows / (raw.validate_seconds + raw.arrow_seconds + raw.ingest_seconds)
     print(

@@ -86,6 +86,10 @@ TABLES: dict[str, tuple[Table, ...]] = {
         Table("Server resources", ("server", "RSS MB", "anon MB", "file MB", "cores")),
         Table("Raw store limit:", ("-row commits:", "events/s", "server best batch-100 / raw")),
         Table(
+            "Checkpoint stalls:",
+            ("events between", "checkpoints", "median ms", "max ms", "ms per 100k events"),
+        ),
+        Table(
             "Verification: COUNT(*) of the server's events",
             ("tag", "acknowledged", "stored", "extra", "check"),
         ),
