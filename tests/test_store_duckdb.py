@@ -234,7 +234,56 @@ def test_staged_runs_share_profiled_cursors_and_leave_nothing_behind(
         assert staged.rows == 1
     assert engine.query("SELECT n FROM daily").to_pylist() == [{"n": 2}]
     # Every cursor starts in UTC, whatever this process's time zone.
-    found = engine.select("SELECT current_setting('TimeZone') AS tz", {}).table.to_pylist()
-    assert found == [{"tz": "UTC"}]
     engine.close()
     assert engine._profiled_idle == []
+
+
+@pytest.mark.parametrize("name", ["schema", "pg_tables", "table", "datetime"])
+def test_an_output_named_like_a_system_view_or_a_python_name_is_published(
+    engine: DuckDBEngine, name: str
+) -> None:
+    # Not DuckDB's view of that name, nor a variable of the engine's module or frame.
+    day = datetime(2026, 11, 1, tzinfo=UTC)
+    query = "SELECT $day::TIMESTAMPTZ AS day, 1 AS n"
+    for n in (1, 2):  # made by the first, replaced by the second
+        with engine.stage(query, {"day": day}) as staged:
+            staged.replace_interval(name, "day", Interval(day, day.replace(day=2)))
+        assert engine.select(f'SELECT count(*) AS c FROM main."{name}"', {}).table.to_pylist() == [
+            {"c": 1}
+        ], n
+
+
+#: Run in a process whose time zone is New York's: the store's cursors still work in UTC.
+IN_NEW_YORK = """
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from headwater.store.duckdb import DuckDBEngine
+engine = DuckDBEngine.open(Path(sys.argv[1]))
+late = datetime(2026, 11, 1, 2, 0, tzinfo=UTC)  # still 31 October in New York
+query = "SELECT current_setting('TimeZone') AS tz, date_trunc('day', $t::TIMESTAMPTZ) AS day"
+with engine.stage(query, {"t": late}) as staged:
+    print(staged.schema.field("day").type, staged.row("SELECT * FROM " + staged.table))
+print(engine.query("SELECT date_trunc('day', TIMESTAMPTZ '2026-11-01 02:00:00+00') AS d"))
+engine.close()
+"""
+
+
+def test_every_cursor_works_in_utc_whatever_the_process_time_zone(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TZ": "America/New_York"}
+    done = subprocess.run(
+        [sys.executable, "-c", IN_NEW_YORK, str(tmp_path / "events.duckdb")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    staged, queried = done.stdout.split("\n", 1)
+    assert staged.startswith("timestamp[us, tz=UTC] {'tz': 'UTC', 'day': datetime.datetime(2026")
+    assert "2026, 11, 1, 0, 0, tzinfo=" in staged
+    assert "2026-11-01 00:00:00" in queried

@@ -81,7 +81,8 @@ def _ddl(table: str, arrow_schema: pa.Schema, primary_key: Sequence[str] = ()) -
 def _utc(con: duckdb.DuckDBPyConnection) -> None:
     """Pin the database's time zone to UTC (date_trunc and friends follow it): as the
     global default, which every cursor of the connection starts with, so a cursor costs
-    no statement of its own."""
+    no statement of its own. (Another ``duckdb.connect`` of the same file in this process
+    shares the database, so it starts in UTC too while the engine has it open.)"""
     con.execute("SET GLOBAL TimeZone = 'UTC'")
 
 
@@ -163,12 +164,16 @@ class DuckDBEngine:
         """A cursor with DuckDB's profiler on, which counts the rows a pipeline's query
         scanned: kept for the next run, as turning the profiler on and off costs as much as
         publishing a small interval. A cursor whose work raised is closed, not kept (its
-        temporary tables go with it)."""
+        temporary tables go with it). As many are kept as were ever in use at once (the
+        scheduler's and the deliverer's threads, a few), until the engine closes."""
         with self._lock:
             cur = self._profiled_idle.pop() if self._profiled_idle else None
         if cur is None:
             cur = self._con.cursor()
             cur.execute("SET enable_profiling = 'no_output'")
+            # A name not in the catalog is an error here, never a Python variable of this
+            # process that happens to share it (DuckDB's replacement scans).
+            cur.execute("SET python_enable_replacements = false")
         kept = False
         try:
             yield cur
@@ -709,10 +714,12 @@ def _rows_scanned(cur: duckdb.DuckDBPyConnection) -> int | None:
 
 
 def _has_table(cur: duckdb.DuckDBPyConnection, table: str) -> bool:
-    """Whether ``table`` exists, asked of the catalog: a missing table's error leaves the
-    transaction usable, and a third of the cost of ``CREATE TABLE IF NOT EXISTS``."""
+    """Whether the store has ``table`` (in ``main``: not a system view of the same name),
+    asked of the catalog: a missing table's error leaves the transaction usable, and a
+    third of the cost of ``CREATE TABLE IF NOT EXISTS``. ``cur`` is a profiled cursor, on
+    which DuckDB does not look for a Python variable of a missing table's name."""
     try:
-        cur.table(quote(table))
+        cur.table(f"main.{quote(table)}")
     except duckdb.CatalogException:
         return False
     return True
