@@ -143,6 +143,66 @@ def unix_time(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def utc_by_arithmetic(node: exp.Expression) -> exp.Expression:
+    """Moves between a TIMESTAMP and its civil time in UTC as microseconds since the
+    epoch, not through DuckDB's time zone library: BigQuery's calendar functions are in
+    UTC unless given a zone, and DuckDB looks every value up in ICU's calendar for the
+    session's zone even when that is UTC, 8-14x slower on a column (TIMESTAMP_TRUNC by
+    hour over 5M events: 810 -> 59 ms). The answers are the same for every instant
+    DuckDB stores; the results no longer depend on the session's zone either.
+
+    Rewritten: ``x AT TIME ZONE 'UTC'`` where ``x`` is cast to TIMESTAMPTZ (the calendar's
+    civil time) or to TIMESTAMP (its instant), and DATE or DATETIME of a TIMESTAMP column
+    or expression known to be one (the session's zone)."""
+    if isinstance(node, exp.AtTimeZone) and _is_utc(node.args.get("zone")):
+        # An instant or a civil time, by what the operand is once rewritten.
+        value = _within(node.this)
+        if _is(value, exp.DataType.Type.TIMESTAMPTZ, "MAKE_TIMESTAMPTZ"):
+            return _civil_utc(value)
+        if _is(value, exp.DataType.Type.TIMESTAMP, "MAKE_TIMESTAMP"):
+            return call("MAKE_TIMESTAMPTZ", call("EPOCH_US", value))
+        return node
+    instant = exp.DataType.Type.TIMESTAMPTZ
+    if isinstance(node, exp.Date) and not node.expressions:
+        # DATE(ts, 'UTC') left whole inside another calendar function's rewrite.
+        if _is_utc(node.args.get("zone")):
+            this = exp.cast(_within(node.this), instant)
+            return exp.cast(_civil_utc(this), exp.DataType.Type.DATE)
+        if not node.args.get("zone") and portable_sql.is_type(node.this, instant):
+            return exp.cast(_civil_utc(_within(node.this)), exp.DataType.Type.DATE)
+    if isinstance(node, exp.Cast) and portable_sql.is_type(node.this, instant):
+        if _cast_to(node, exp.DataType.Type.DATE):
+            return exp.cast(_civil_utc(_within(node.this)), exp.DataType.Type.DATE)
+        if _cast_to(node, exp.DataType.Type.TIMESTAMP):
+            return _civil_utc(_within(node.this))
+    return node
+
+
+def _within(node: exp.Expression) -> exp.Expression:
+    """A copy of ``node`` rewritten: the tree's transform does not descend into the
+    node that replaced another, so a rewrite does its operand's itself."""
+    return node.copy().transform(utc_by_arithmetic)
+
+
+def _is_utc(zone: exp.Expression | None) -> bool:
+    return isinstance(zone, exp.Literal) and zone.is_string and zone.name.upper() == "UTC"
+
+
+def _cast_to(node: exp.Expression, kind: exp.DType) -> bool:
+    return isinstance(node, exp.Cast) and node.to.is_type(kind) and not node.to.expressions
+
+
+def _is(node: exp.Expression, kind: exp.DType, function: str) -> bool:
+    """Whether ``node`` is certainly of ``kind``: cast to it, or made by ``function``."""
+    made = isinstance(node, exp.Anonymous) and node.name.upper() == function
+    return made or _cast_to(node, kind)
+
+
+def _civil_utc(instant: exp.Expression) -> exp.Expression:
+    """The civil time in UTC (a TIMESTAMP without zone) of TIMESTAMPTZ ``instant``."""
+    return call("MAKE_TIMESTAMP", call("EPOCH_US", instant))
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
     *CALENDAR,
@@ -151,4 +211,5 @@ FIXES = (
     count_if_is_int64,
     safe_cast_text_to_integer,
     *bigquery_sql.DUCKDB,
+    utc_by_arithmetic,
 )

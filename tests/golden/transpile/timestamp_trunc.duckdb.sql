@@ -1,6 +1,10 @@
 /* Events per hour of arrival, inside the run's interval. */
 SELECT
-  CAST(DATE_TRUNC('hour', CAST(received_at AS TIMESTAMPTZ) AT TIME ZONE 'UTC') AS TIMESTAMP) AT TIME ZONE 'UTC' AS hour,
+  MAKE_TIMESTAMPTZ(
+    EPOCH_US(
+      CAST(DATE_TRUNC('hour', MAKE_TIMESTAMP(EPOCH_US(CAST(received_at AS TIMESTAMPTZ)))) AS TIMESTAMP)
+    )
+  ) AS hour,
   COUNT(*) AS events
 FROM events
 WHERE
