@@ -8,6 +8,7 @@ UTC time.
 
 from __future__ import annotations
 
+import random
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -478,6 +479,43 @@ def test_floor_and_following(
     assert schedule.interval_at(cron, moment) == Interval(floor, following)
     assert schedule.floor(cron, moment).utcoffset() == timedelta(0)
     assert schedule.following(cron, moment).utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    "cron",
+    ["@hourly", "@daily", "@midnight", "0 * * * *", "45 * * * *", "* * * * *", "30 23 * * *"],
+)
+def test_fixed_period_schedules_agree_with_croniter(cron: str) -> None:
+    # These are computed by arithmetic, not croniter: hold them to croniter's answers,
+    # before the epoch, on leap days and at each boundary to the microsecond.
+    from croniter import croniter
+
+    rng = random.Random(cron)
+    span = int((datetime(2100, 1, 1) - datetime(1900, 1, 1)).total_seconds())
+    moments = [datetime(1900, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(span))]
+    moments += [
+        datetime(2024, 2, 29, 23, 30, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    for moment in list(moments):
+        tick = croniter(cron, moment).get_next(datetime)
+        moments += [tick, tick - timedelta(microseconds=1), tick + timedelta(microseconds=1)]
+    for _ in range(200):
+        moments.append(datetime(1900, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(span)))
+    assert schedule._period(cron) is not None
+    for moment in moments:
+        expected_floor = (
+            moment
+            if croniter.match(cron, moment) and not (moment.second or moment.microsecond)
+            else croniter(cron, moment).get_prev(datetime)
+        )
+        assert schedule.floor(cron, moment) == expected_floor, moment
+        assert schedule.following(cron, moment) == croniter(cron, moment).get_next(datetime)
+
+
+@pytest.mark.parametrize("cron", ["*/15 * * * *", "0 6 * * 1", "0 0 1 * *", "0 6,18 * * *"])
+def test_other_schedules_are_walked_by_croniter(cron: str) -> None:
+    assert schedule._period(cron) is None
 
 
 def test_following_is_strictly_after_a_run_time() -> None:

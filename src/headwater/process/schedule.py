@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 
 from croniter import croniter
 
@@ -30,9 +31,39 @@ def check_schedule(schedule: str, path: str) -> None:
         )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAMED = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@midnight": "0 0 * * *"}
+
+
+@lru_cache(maxsize=256)
+def _period(schedule: str) -> tuple[timedelta, timedelta] | None:
+    """``(period, offset)`` of a schedule that runs every minute, hour or day at a fixed
+    offset from the epoch ("0 * * * *", "15 6 * * *", @hourly, @daily); None for any
+    other, which croniter walks. Its run times are arithmetic: croniter costs about
+    0.3 ms a call, and the planner asks twice a pass per pipeline."""
+    fields = _NAMED.get(schedule.strip(), schedule).split()
+    if len(fields) != 5 or fields[2:] != ["*", "*", "*"]:
+        return None
+    minute, hour = fields[0], fields[1]
+    if minute == "*" and hour == "*":
+        return timedelta(minutes=1), timedelta(0)
+    if not minute.isdigit() or int(minute) > 59:
+        return None
+    if hour == "*":
+        return timedelta(hours=1), timedelta(minutes=int(minute))
+    if not hour.isdigit() or int(hour) > 23:
+        return None
+    return timedelta(days=1), timedelta(hours=int(hour), minutes=int(minute))
+
+
 def floor(schedule: str, moment: datetime) -> datetime:
     """The latest run time at or before ``moment``."""
     moment = moment.astimezone(UTC)
+    fixed = _period(schedule)
+    if fixed is not None:
+        period, offset = fixed
+        steps = (moment - _EPOCH - offset) // period
+        return _EPOCH + offset + steps * period
     if croniter.match(schedule, moment) and moment.second == 0 and moment.microsecond == 0:
         return moment
     previous: datetime = croniter(schedule, moment).get_prev(datetime)
@@ -41,6 +72,9 @@ def floor(schedule: str, moment: datetime) -> datetime:
 
 def following(schedule: str, moment: datetime) -> datetime:
     """The first run time strictly after ``moment``."""
+    fixed = _period(schedule)
+    if fixed is not None:
+        return floor(schedule, moment) + fixed[0]
     value: datetime = croniter(schedule, moment.astimezone(UTC)).get_next(datetime)
     return value.astimezone(UTC).replace(fold=0)
 

@@ -115,6 +115,37 @@ _FORGET_SPAN = intervals.delete().where(
     intervals.c.start < sa.bindparam("before"),
 )
 
+# What the planner asks on every pass, for every pipeline (see RunLog.first_gap).
+_DONE = (intervals.c.pipeline == sa.bindparam("pipeline")) & (intervals.c.status == "done")
+_DONE_AT = sa.select(intervals.c.end).where(_DONE, intervals.c.start == sa.bindparam("cursor"))
+_NEXT = intervals.alias("next")
+_GAP_END = sa.select(sa.func.min(intervals.c.end)).where(
+    _DONE,
+    intervals.c.start >= sa.bindparam("cursor"),
+    ~sa.exists().where(
+        _NEXT.c.pipeline == sa.bindparam("pipeline"),
+        _NEXT.c.start == intervals.c.end,
+        _NEXT.c.status == "done",
+    ),
+)
+_COUNT_DONE = sa.select(sa.func.count()).where(
+    _DONE, intervals.c.start >= sa.bindparam("start"), intervals.c.start < sa.bindparam("end")
+)
+_LATER = runs.alias("later")
+_TERMINAL = sa.select(runs.c.interval_start, runs.c.interval_end).where(
+    runs.c.pipeline == sa.bindparam("pipeline"),
+    runs.c.status == "failed",
+    runs.c.error_kind == "terminal",
+    runs.c.version == sa.bindparam("version"),
+    ~sa.exists().where(
+        _LATER.c.pipeline == sa.bindparam("pipeline"),
+        _LATER.c.id > runs.c.id,
+        _LATER.c.interval_start < runs.c.interval_end,
+        _LATER.c.interval_end > runs.c.interval_start,
+    ),
+)
+_TERMINAL_SINCE = _TERMINAL.where(runs.c.interval_end > sa.bindparam("since"))
+
 
 class RunLog:
     """Reads and writes runs, intervals, versions and watermarks."""
@@ -292,17 +323,16 @@ class RunLog:
         a pass after a year of hours); with a gap found before, a count of the done
         intervals before it tells whether they all still are, and only those from it
         on are walked."""
-        done = (intervals.c.pipeline == pipeline) & (intervals.c.status == "done")
         with self.engine.connect() as db:
             hint = known.get((pipeline, cursor)) if known is not None else None
             start, before = cursor, 0
-            if hint is not None and hint[1] == _count_done(db, done, cursor, hint[0]):
+            if hint is not None and hint[1] == _count_done(db, pipeline, cursor, hint[0]):
                 # The same done intervals from the cursor to the gap (one schedule: a
                 # start fixes its interval, so the same count is the same intervals).
                 start, before = hint
-            gap = _gap_from(db, pipeline, done, start)
+            gap = _gap_from(db, pipeline, start)
             if known is not None:
-                known[(pipeline, cursor)] = (gap, before + _count_done(db, done, start, gap))
+                known[(pipeline, cursor)] = (gap, before + _count_done(db, pipeline, start, gap))
         return gap
 
     def summary(self, pipeline: str) -> IntervalsSummary:
@@ -386,23 +416,12 @@ class RunLog:
         """What runs of ``version`` that failed for good covered (one interval, or a batch's
         span), where no run of ``pipeline`` came after over it: not retried by the scheduler
         (a backfill or a manual run tries again). ``since``: only what ends after it."""
-        later = runs.alias("later")
-        query = sa.select(runs.c.interval_start, runs.c.interval_end).where(
-            runs.c.pipeline == pipeline,
-            runs.c.status == "failed",
-            runs.c.error_kind == "terminal",
-            runs.c.version == version,
-            ~sa.exists().where(
-                later.c.pipeline == pipeline,
-                later.c.id > runs.c.id,
-                later.c.interval_start < runs.c.interval_end,
-                later.c.interval_end > runs.c.interval_start,
-            ),
-        )
+        params: dict[str, object] = {"pipeline": pipeline, "version": version}
+        query = _TERMINAL
         if since is not None:
-            query = query.where(runs.c.interval_end > since)
+            query, params["since"] = _TERMINAL_SINCE, since
         with self.engine.connect() as db:
-            return [Interval(start, end) for start, end in db.execute(query).all()]
+            return [Interval(start, end) for start, end in db.execute(query, params).all()]
 
     # -- watermarks --------------------------------------------------------
 
@@ -423,35 +442,18 @@ class RunLog:
 GapHints = dict[tuple[str, datetime], tuple[datetime, int]]
 
 
-def _gap_from(
-    db: sa.Connection, pipeline: str, done: sa.ColumnElement[bool], cursor: datetime
-) -> datetime:
+def _gap_from(db: sa.Connection, pipeline: str, cursor: datetime) -> datetime:
     """:meth:`RunLog.first_gap` from ``cursor``, walking the done intervals from it."""
-    nxt = intervals.alias("next")
-    first = db.execute(sa.select(intervals.c.end).where(done, intervals.c.start == cursor)).first()
-    if first is None:
+    params = {"pipeline": pipeline, "cursor": cursor}
+    if db.execute(_DONE_AT, params).first() is None:
         return cursor
-    end = db.execute(
-        sa.select(sa.func.min(intervals.c.end)).where(
-            done,
-            intervals.c.start >= cursor,
-            ~sa.exists().where(
-                nxt.c.pipeline == pipeline,
-                nxt.c.start == intervals.c.end,
-                nxt.c.status == "done",
-            ),
-        )
-    ).scalar()
+    end = db.execute(_GAP_END, params).scalar()
     return end if isinstance(end, datetime) else cursor
 
 
-def _count_done(
-    db: sa.Connection, done: sa.ColumnElement[bool], start: datetime, end: datetime
-) -> int:
-    """Done intervals starting in ``[start, end)``."""
+def _count_done(db: sa.Connection, pipeline: str, start: datetime, end: datetime) -> int:
+    """Done intervals of ``pipeline`` starting in ``[start, end)``."""
     if end <= start:
         return 0
-    query = sa.select(sa.func.count()).where(
-        done, intervals.c.start >= start, intervals.c.start < end
-    )
-    return int(db.execute(query).scalar() or 0)
+    params = {"pipeline": pipeline, "start": start, "end": end}
+    return int(db.execute(_COUNT_DONE, params).scalar() or 0)
