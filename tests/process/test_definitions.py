@@ -8,6 +8,7 @@ UTC time.
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
 import textwrap
@@ -511,6 +512,11 @@ def test_fixed_period_schedules_agree_with_croniter(cron: str) -> None:
         )
         assert schedule.floor(cron, moment) == expected_floor, moment
         assert schedule.following(cron, moment) == croniter(cron, moment).get_next(datetime)
+    start = moments[0]
+    walked = croniter(cron, schedule.floor(cron, start))
+    ticks = [schedule.floor(cron, start)] + [walked.get_next(datetime) for _ in range(50)]
+    expected = [Interval(a, b) for a, b in itertools.pairwise(ticks)]
+    assert schedule.intervals(cron, start, ticks[-1]) == expected
 
 
 @pytest.mark.parametrize("cron", ["*/15 * * * *", "0 6 * * 1", "0 0 1 * *", "0 6,18 * * *"])

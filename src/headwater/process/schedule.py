@@ -87,13 +87,23 @@ def intervals(schedule: str, start: datetime, until: datetime) -> list[Interval]
 def iter_intervals(schedule: str, start: datetime, until: datetime) -> Iterator[Interval]:
     """:func:`intervals`, one at a time: the scheduler stops after what it will run."""
     lower = floor(schedule, start)
-    times = croniter(schedule, lower)  # one iterator: a new croniter per step is slow
-    while True:
-        upper = times.get_next(datetime).astimezone(UTC).replace(fold=0)
+    for upper in _run_times(schedule, lower):
         if upper > until:
             return
         yield Interval(lower, upper)
         lower = upper
+
+
+def _run_times(schedule: str, after: datetime) -> Iterator[datetime]:
+    """The run times after run time ``after``, for ever."""
+    fixed = _period(schedule)
+    if fixed is not None:
+        while True:
+            after += fixed[0]
+            yield after
+    times = croniter(schedule, after)  # one iterator: a new croniter per step is slow
+    while True:
+        yield times.get_next(datetime).astimezone(UTC).replace(fold=0)
 
 
 def latest_tick(schedule: str, moment: datetime) -> Interval:
