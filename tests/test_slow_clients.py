@@ -350,6 +350,44 @@ def test_normal_requests_keep_alive_and_pipelining(loop: str) -> None:
     ]
 
 
+@pytest.mark.parametrize("loop", LOOPS)
+def test_an_upgrade_offer_is_declined_and_the_body_still_read(loop: str) -> None:
+    # `curl --http2` on http:// offers h2c; httptools ends such a request at its head and
+    # takes the body for the new protocol. The offer is declined (RFC 9110 7.8), the body
+    # read whole (in several writes, chunked too), and the connection closed after.
+    h2c = [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AA")]
+    websocket = [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+    limits = Limits(header_timeout=SHORT * 4, body_timeout=SHORT * 4)
+    with serving(limits, loop) as served, clients() as opened:
+        for headers, body in ((h2c, b"x" * 300_000), (websocket, b'{"batch": []}')):
+            client = Client(served.port)
+            opened.append(client)
+            payload = request("/v1/batch", body, headers=headers) + request(body=b"next")
+            for start in range(0, len(payload), 70_000):
+                client.send(payload[start : start + 70_000])
+                time.sleep(0.02)
+            response = client.response()
+            assert (response.status, json.loads(response.body)) == (200, {"length": len(body)})
+            assert response.headers.get("connection") == "close"
+            assert client.closed_within(SLACK) == b""  # "next" is not taken for HTTP/1.1
+        chunked = Client(served.port)
+        opened.append(chunked)
+        chunked.send(
+            b"POST / HTTP/1.1\r\nHost: c\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
+        time.sleep(0.05)
+        chunked.send(b"6\r\n world\r\n0\r\n\r\n")
+        assert json.loads(chunked.response().body) == {"length": 11}
+        bodiless = Client(served.port)
+        opened.append(bodiless)
+        bodiless.send(
+            b"GET / HTTP/1.1\r\nHost: c\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+        )
+        assert json.loads(bodiless.response().body) == {"length": 0}
+    assert served.app.outcomes == [("complete", n) for n in (300_000, 13, 11, 0)]
+
+
 def test_a_head_just_within_the_limits_is_served() -> None:
     limits = Limits(max_header_bytes=16384, max_headers=100)
     with serving(limits) as served, clients() as opened:

@@ -25,6 +25,10 @@ connection, what a server facing the internet needs (see :class:`Limits`):
   legitimate client nothing it cannot retry at once), or, when every connection is busy
   with a request past its head, is itself answered 503.
 
+An offer to switch protocols (``Upgrade: h2c`` from ``curl --http2``, a websocket) is
+declined and the request served as HTTP/1.1, its body read whole: httptools ends such a
+request at its head, and uvicorn then answered it without its body.
+
 The timers are the event loop's ``call_at`` handles, one per connection at most, armed
 only while a head or body is being waited for: a new connection arms one until its
 first request is in, and a request that arrives whole in one read arms none. A request
@@ -120,6 +124,37 @@ def protocol(limits: Limits = DEFAULT_LIMITS) -> type[LimitedHttpToolsProtocol]:
     Protocol.limits = limits
     Protocol.__qualname__ = Protocol.__name__ = LimitedHttpToolsProtocol.__name__
     return Protocol
+
+
+class _DeclinedUpgrade:
+    """The body of a request whose upgrade offer was declined, read by a parser of its
+    own: fed a head that says only the request's framing, its body and end go to the
+    protocol's callbacks (httptools calls only the callbacks an object has)."""
+
+    def __init__(self, protocol: LimitedHttpToolsProtocol) -> None:
+        self._protocol = protocol
+        self.complete = False
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.complete:
+            self._protocol.on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self.complete:
+            self.complete = True
+            self._protocol.on_message_complete()
+
+
+def _body_framing(headers: Iterable[tuple[bytes, bytes]] | None) -> bytes | None:
+    """The header that frames a request's body (``Content-Length: N`` or
+    ``Transfer-Encoding: chunked``), or None for a request without one."""
+    for name, value in headers or ():
+        if name == b"transfer-encoding" and b"chunked" in value.lower():
+            return b"Transfer-Encoding: chunked"
+        if name == b"content-length" and value.strip().isdigit() and int(value) > 0:
+            return b"Content-Length: " + value.strip()
+    return None
 
 
 # Where the parser is in the request stream. "idle" is between requests (or before the
@@ -249,6 +284,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._linger: asyncio.TimerHandle | None = None
         # Set once the connection takes no more requests: input is then dropped.
         self._done = False
+        # A request that offered an upgrade, which is declined: httptools stops at the end
+        # of its head (it takes what follows for the new protocol), so its body is framed
+        # by a parser of its own (see _decline_upgrade).
+        self._declined: _DeclinedUpgrade | None = None
 
     # Connection life
 
@@ -325,8 +364,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _feed(self, piece: memoryview) -> bool:
         """Feed the parser as uvicorn does; False when the connection took another turn."""
+        declined = self._declined
+        if declined is not None and declined.complete:
+            return False  # the connection closes after the answer; the rest is not HTTP/1.1
         try:
-            self.parser.feed_data(piece)
+            if declined is not None:
+                declined.parser.feed_data(piece)
+            else:
+                self.parser.feed_data(piece)
         except httptools.HttpParserError:
             if self._done:
                 return False
@@ -335,14 +380,34 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._leave()
             self.send_400_response(msg)
             return False
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-                self._sync_timer()
-            return False
+        except httptools.HttpParserUpgrade as exc:
+            # Headwater speaks HTTP/1.1 only: an offer to switch (h2c, websocket) is
+            # declined, as RFC 9110 allows, and the request served as it is.
+            return self._decline_upgrade(piece[int(exc.args[0]) :])
         return True
+
+    def _should_upgrade(self) -> bool:
+        return False  # no route of Headwater's is a websocket
+
+    def _decline_upgrade(self, rest: memoryview) -> bool:
+        """Serve a request that offered an upgrade as plain HTTP/1.1. httptools ended the
+        message at its head, so a body that follows (``rest`` onwards) is read by a parser
+        that sees only its framing; the connection closes after the answer, as what
+        follows the body cannot be told from the protocol the client asked for."""
+        cycle = self.cycle
+        if cycle is None or self._done or self._declined is not None:
+            return False
+        cycle.keep_alive = False
+        framing = _body_framing(self.headers)
+        if framing is None:  # no body: the request was complete at its head
+            self._phase = "idle"
+            self._deadline = None
+            self._sync_timer()
+            return False
+        self._declined = _DeclinedUpgrade(self)
+        self._phase = "body"
+        self._declined.parser.feed_data(b"POST / HTTP/1.1\r\n" + framing + b"\r\n\r\n")
+        return self._feed(rest) if rest else True
 
     # Parser callbacks. Once the connection is done, the rest of the read is ignored.
 
@@ -383,6 +448,12 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         if self._done:
+            return
+        # httptools ends a request that offers an upgrade at its head: its body is to come.
+        declined = self._declined
+        if (declined is None or not declined.complete) and (
+            self.parser.should_upgrade() and _body_framing(self.headers) is not None
+        ):
             return
         super().on_message_complete()
         self._phase = "idle"
