@@ -241,7 +241,6 @@ def test_segment_rules(event: Json, kind: str | None, code: str, field: str) -> 
         (b'{"userId":"u","event":"E","properties":{"x":1e999}}', "invalid_value", "properties"),
         (b'{"userId":"u","event":"E","properties":{"x":"\xff"}}', "invalid_utf8", None),
         (b'{"userId":"\xc3\x28","event":"E"}', "invalid_utf8", None),
-        (b'{"userId":"u","event":"E","properties":{"x":"\\ud800"}}', "malformed_json", None),
         (b"null", "invalid_type", None),
         (b'["track"]', "invalid_type", None),
     ],
@@ -636,3 +635,31 @@ def test_a_nul_character_in_an_identifier_is_rejected_by_name(field: str) -> Non
             msgspec.json.encode(body), None, "web", 1_700_000_000_000_000, None
         )
     assert (caught.value.code, caught.value.field) == ("invalid_text", field)
+
+
+def test_a_lone_surrogate_escape_becomes_a_replacement_character() -> None:
+    # JSON.stringify("😀".slice(0, 1)) is "\ud83d": Segment's API reads it as U+FFFD. It
+    # must not cost the batch its other events (the decoder refused the whole body).
+    good = b'{"type":"track","userId":"u","event":"ok","messageId":"m1"}'
+    cut = (
+        b'{"type":"track","userId":"u","event":"cut \\ud83d","messageId":"m2",'
+        b'"properties":{"low":"\\udc00x","reversed":"\\ude00\\ud83d","pair":"\\ud83d\\ude00",'
+        b'"text":"\\\\ud83d","\\ud83d":1}}'
+    )
+    envelope = decode_batch(b'{"batch":[' + good + b"," + cut + b'],"context":{"c":"\\udbff"}}')
+    assert len(envelope.batch) == 2
+    assert envelope.context == {"c": "\ufffd"}
+    validator = Validator(max_event_bytes=32768, max_depth=64)
+    row = validator.event(bytes(envelope.batch[1]), None, "web", 0, None)
+    assert row[3] == "cut \ufffd"
+    assert row[PROPERTIES] is not None
+    assert json.loads(row[PROPERTIES]) == {
+        "low": "\ufffdx",
+        "reversed": "\ufffd\ufffd",
+        "pair": "😀",
+        "text": "\\ud83d",
+        "\ufffd": 1,
+    }
+    single = validator.event(b'{"userId":"u","event":"\\uD83D"}', "track", "web", 0, None)
+    assert single[3] == "\ufffd"
+    assert probe_key(b'{"writeKey":"k\\ud800","event":"e"}') == "k\ufffd"

@@ -95,6 +95,36 @@ _ENVELOPE_FIELDS = ("batch", "sentAt", "context", "writeKey")
 _ESCAPED_KEY = re.compile(rb'"(?:[^"\\]|\\.)*\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:')
 
 
+# A \u escape of a UTF-16 surrogate (its backslash not itself escaped): a high one with the
+# low one after it is a pair; either alone stands for no character.
+_SURROGATE = re.compile(
+    rb"(?<!\\)((?:\\\\)*)\\u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
+    rb"|(?<!\\)((?:\\\\)*)\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def mend_surrogates(body: bytes) -> bytes:
+    r"""``body`` with each lone surrogate escape (``"\ud83d"``) made U+FFFD, as Segment's
+    API (and Go's JSON decoder) reads it. JavaScript writes one for a string cut in the
+    middle of an emoji (``JSON.stringify("😀".slice(0, 1))``); the decoder refuses the
+    whole body for it, and a batch would lose every event. The same length, so the
+    bytes of each event stay where they were.
+
+    >>> mend_surrogates(rb'{"t": "cut \ud83d", "ok": "\ud83d\ude00", "text": "\\ud83d"}')
+    b'{"t": "cut \\ufffd", "ok": "\\ud83d\\ude00", "text": "\\\\ud83d"}'
+    """
+    if b"\\u" not in body:
+        return body
+    return _SURROGATE.sub(_mended, body)
+
+
+def _mended(match: re.Match[bytes]) -> bytes:
+    if match.group(2) is not None and match.group(3) is not None:
+        return match.group(0)  # a pair: one character
+    escapes = match.group(1) if match.group(2) is not None else match.group(4)
+    return escapes + b"\\ufffd"
+
+
 def decode_batch(body: bytes) -> BatchEnvelope:
     """Split a ``/v1/batch`` body; a body that does not parse is refused with 400.
 
@@ -102,6 +132,7 @@ def decode_batch(body: bytes) -> BatchEnvelope:
     :mod:`~headwater.collect.split` and refused alone; a key the envelope holds twice
     is refused, since a decoder would keep the last and drop the first's events.
     """
+    body = mend_surrogates(body)
     if body.count(b'"batch"') > 1 or (b"\\u" in body and _ESCAPED_KEY.search(body)):
         _check_unique(body)
     try:
@@ -164,6 +195,7 @@ def _split_slowly(body: bytes) -> BatchEnvelope:
 
 def probe_key(body: bytes) -> str | None:
     """The ``writeKey`` in a body, or ``None``; a body that does not parse is refused."""
+    body = mend_surrogates(body)
     try:
         return _probe_decoder.decode(body).write_key
     except msgspec.ValidationError:
@@ -258,7 +290,7 @@ class Validator:
 
     def _decode(self, raw: bytes) -> SegmentEvent:
         try:
-            event = _event_decoder.decode(raw)
+            event = _event_decoder.decode(mend_surrogates(raw))
         except msgspec.ValidationError as exc:
             message, field = _split(exc)
             if message.startswith("Invalid RFC3339"):
