@@ -78,3 +78,28 @@ def test_every_call_type_lands_with_its_columns(
         assert before - timedelta(seconds=5) <= row["received_at"] <= datetime.now(UTC)
         assert row["original_timestamp"] is not None
         assert row["sent_at"] is not None
+
+
+@pytest.mark.parametrize("library", sorted(CLIENTS))
+def test_a_refused_request_is_an_api_error_the_client_does_not_retry(
+    shared_server: Server, library: str
+) -> None:
+    # Both SDKs read `code` and `message` at the top of a 4xx body; without them the
+    # RudderStack SDK took the answer for a network failure and retried it for minutes.
+    errors: list[Exception] = []
+    client = CLIENTS[library](
+        write_key="not-a-key",
+        host=shared_server.url,
+        max_retries=3,
+        on_error=lambda error, _batch: errors.append(error),
+    )
+    client.track("u", "Refused")
+    client.flush()
+    client.join()
+    assert len(errors) == 1
+    error = errors[0]
+    assert (getattr(error, "status", None), getattr(error, "code", None)) == (
+        401,
+        "unknown_write_key",
+    )
+    assert "write key" in str(getattr(error, "message", "")).lower()

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from headwater.collect.auth import KeyRing, basic_user
 from headwater.collect.body import ClientGone, check_encoding, read_body
-from headwater.collect.errors import Rejection, RequestRefused, Unavailable
+from headwater.collect.errors import Rejection, RequestRefused, Unavailable, refusal
 from headwater.collect.pii import Redactor
 from headwater.collect.settings import CollectorSettings
 from headwater.collect.suppress import Suppression
@@ -305,6 +305,8 @@ class IngestApp:
         # A single event that is refused is a client error; in a batch, the good
         # events were kept, so the batch as a whole succeeded.
         status = 400 if kind is not None and rejected else 200
+        if status == 400:  # where SDKs read why (see collect.errors.refusal)
+            answer["code"], answer["message"] = rejected[0].code, rejected[0].message
         return status, jsonio.dumps(answer), _JSON_HEADERS
 
     def _check_stored_size(
@@ -522,5 +524,5 @@ def _key_in_text(body: bytes) -> str | None:
 def _error(
     status: int, code: str, message: str, headers: list[Any] | None = None
 ) -> tuple[int, bytes, list[Any]]:
-    body = jsonio.dumps({"success": False, "error": {"code": code, "message": message}})
+    body = jsonio.dumps(refusal(code, message))
     return status, body, [*_JSON_HEADERS, *(headers or [])]

@@ -13,6 +13,19 @@ from dataclasses import dataclass
 from headwater.core.errors import TerminalError, TransientError
 
 
+def refusal(code: str, message: str) -> dict[str, object]:
+    """The body of a refused request. ``error`` holds its code and message, and they are
+    at the top level too, where Segment's and RudderStack's SDKs read them: the
+    RudderStack SDK takes an answer without them for a network failure and retries a
+    refused batch for many minutes, blocking its flush."""
+    return {
+        "success": False,
+        "code": code,
+        "message": message,
+        "error": {"code": code, "message": message},
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """Why one event was refused; ``index`` is its position in the batch."""

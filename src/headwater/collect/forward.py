@@ -28,10 +28,11 @@ import httpx
 import numpy as np
 import pyarrow as pa
 
-from headwater.collect.errors import Overloaded, Unavailable
+from headwater.collect.errors import Overloaded, Unavailable, refusal
 from headwater.collect.frames import WIRE_VERSION, Header, encode_frame, read_reply
 from headwater.collect.validate import EventRow
 from headwater.collect.writer import FailedRow, Outcome, join_events, rows_table, take_group
+from headwater.core import jsonio
 from headwater.core.clock import now_us
 from headwater.store import schema
 from headwater.store.dedupe import U64
@@ -314,9 +315,8 @@ _HOP = frozenset(
 _OWN = frozenset({b"date", b"server"})
 # What a client says about its own address is not believed: the proxy says it.
 _FORWARDED = frozenset({b"forwarded", b"x-forwarded-for", b"x-forwarded-proto"})
-_UNAVAILABLE = (
-    b'{"success": false, "error": {"code": "unavailable", "message": '
-    b'"the server\'s main process does not answer; retry"}}'
+_UNAVAILABLE = jsonio.dumps(
+    refusal("unavailable", "the server's main process does not answer; retry")
 )
 
 

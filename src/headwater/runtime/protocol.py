@@ -51,6 +51,8 @@ import httptools
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from headwater.collect.errors import refusal
+
 if TYPE_CHECKING:
     from uvicorn._types import ASGIReceiveCallable, ASGISendCallable, Scope
     from uvicorn.config import Config
@@ -219,7 +221,7 @@ def _answer(
     default_headers: Iterable[tuple[bytes, bytes]],
     extra: Iterable[tuple[bytes, bytes]] = (),
 ) -> bytes:
-    body = json.dumps({"success": False, "error": {"code": code, "message": message}}).encode()
+    body = json.dumps(refusal(code, message)).encode()
     phrase = http.HTTPStatus(status).phrase
     lines = [f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")]
     headers = [
@@ -239,9 +241,7 @@ async def _late_body_app(
     scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
     """Answers a pipelined request whose body came too late, in its turn among the answers."""
-    body = json.dumps(
-        {"success": False, "error": {"code": "request_timeout", "message": _LATE_BODY}}
-    ).encode()
+    body = json.dumps(refusal("request_timeout", _LATE_BODY)).encode()
     await send(
         {
             "type": "http.response.start",
