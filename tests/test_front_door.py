@@ -250,6 +250,38 @@ def test_a_batch_key_spelled_with_escapes_is_still_a_duplicate(
     assert _stored(shared_project, str(second["messageId"])) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "first", "second"),
+    [
+        ("sentAt", '"2026-12-01T00:00:00Z"', '"2026-12-02T00:00:00Z"'),
+        ("context", '{"ip": "192.0.2.1"}', '{"x": 1}'),
+        ("writeKey", '"KEY"', '"other"'),
+    ],
+)
+def test_an_envelope_name_given_twice_is_refused_even_when_events_use_it(
+    shared_server: Server, shared_project: Project, name: str, first: str, second: str
+) -> None:
+    # Every event of a real batch has its own context (and analytics.js's its writeKey):
+    # those are not the envelope's, and the batch is taken; the envelope's twice is not.
+    events = [
+        _event(context={"page": {"path": "/"}}, writeKey=shared_project.key) for _ in range(3)
+    ]
+    batch = '"batch": ' + json.dumps(events)
+    fine = f'{{"{name}": {first.replace("KEY", shared_project.key)}, {batch}}}'
+    answer = shared_server.post("/v1/batch", content=fine, auth=(shared_project.key, ""))
+    assert (answer.status_code, answer.json()["accepted"]) == (200, 3), answer.text
+    repeated = [_event(writeKey=shared_project.key) for _ in range(3)]
+    body = (
+        f'{{"{name}": {first.replace("KEY", shared_project.key)}, '
+        f'"batch": {json.dumps(repeated)}, "{name}": {second}}}'
+    )
+    answer = shared_server.post("/v1/batch", content=body, auth=(shared_project.key, ""))
+    assert answer.status_code == 400, answer.text
+    assert (answer.json()["error"]["code"], answer.json()["code"]) == ("duplicate_key",) * 2
+    assert name in answer.json()["message"]
+    assert _stored(shared_project, str(repeated[0]["messageId"])) == []
+
+
 def test_a_body_that_breaks_the_slow_scanner_is_a_400_not_a_500(shared_server: Server) -> None:
     # An invalid escape in a key, seen by the duplicate check before any key is checked.
     answer = shared_server.post("/v1/batch", content=b'{"\\x":1,"batch":[1],"batch":[2]}')

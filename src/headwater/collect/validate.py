@@ -90,6 +90,7 @@ _batch_decoder = msgspec.json.Decoder(BatchEnvelope)
 _probe_decoder = msgspec.json.Decoder(KeyProbe)
 #: The envelope's fields, as a body spells them.
 _ENVELOPE_FIELDS = ("batch", "sentAt", "context", "writeKey")
+_REPEATABLE = tuple(f'"{name}"'.encode() for name in _ENVELOPE_FIELDS[1:])
 # A member name spelled with a \u escape: it may be one of the envelope's names in
 # disguise ("b\u0061tch"), which a decoder takes as that name.
 _ESCAPED_KEY = re.compile(rb'"(?:[^"\\]|\\.)*\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:')
@@ -136,14 +137,34 @@ def decode_batch(body: bytes) -> BatchEnvelope:
     if body.count(b'"batch"') > 1 or (b"\\u" in body and _ESCAPED_KEY.search(body)):
         _check_unique(body)
     try:
-        return _batch_decoder.decode(body)
+        envelope = _batch_decoder.decode(body)
     except msgspec.ValidationError as exc:
         message, field = _split(exc)
         raise RequestRefused(400, "invalid_batch", f"{message}", field=field) from None
     except RecursionError:
+        _check_unique(body)
         return _split_slowly(body)
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _malformed(exc) from None
+    # Events hold these names too (each its own context): counted outside the events'
+    # bytes, a name seen twice may be the envelope's twice, which the scanner tells.
+    start, end = _events_span(body, envelope.batch)
+    if any(body.count(name, 0, start) + body.count(name, end) > 1 for name in _REPEATABLE):
+        _check_unique(body)
+    return envelope
+
+
+def _events_span(body: bytes, events: list[msgspec.Raw]) -> tuple[int, int]:
+    """Where the batch's events lie in ``body``: from the first's first byte to the last's
+    last (an empty span when the batch is empty or its events cannot be placed)."""
+    if not events:
+        return 0, 0
+    first, last = bytes(events[0]), bytes(events[-1])
+    start = body.find(first)
+    end = body.rfind(last)
+    if start < 0 or end < start:
+        return 0, 0
+    return start, end + len(last)
 
 
 def _check_unique(body: bytes) -> None:
