@@ -57,6 +57,31 @@ def _ids(engine: DuckDBEngine, table: str, column: str) -> list[str]:
     return sorted(engine.query(f"SELECT {column} FROM {table}")[column].to_pylist())
 
 
+def test_one_export_imports_into_each_store_it_is_given(tmp_path: Path) -> None:
+    # The record of days done is the store's it went into: a second project's store, or
+    # this one's made again, gets every row, not "nothing to do".
+    source = DuckDBEngine.open(tmp_path / "a.duckdb")
+    folder = tmp_path / "export"
+    try:
+        for day in range(2):
+            _ingest(source, _events(f"d{day}", 30, day), _failed(f"d{day}", 2, day))
+        export_events(source, folder)
+        expected = _ids(source, "events", "message_id")
+    finally:
+        source.close()
+    for name, target in (("b", "project-b"), ("c", "project-c"), ("c-again", "project-c")):
+        store = DuckDBEngine.open(tmp_path / f"{name}.duckdb")
+        try:
+            done = import_events(store, folder, "default", target=target)
+            assert sum(d.rows for d in done) == 64, name
+            assert _ids(store, "events", "message_id") == expected
+            again = import_events(store, folder, "default", target=target)
+            assert all(d.skipped for d in again)
+            assert sum(d.rows for d in again) == 64
+        finally:
+            store.close()
+
+
 def test_export_then_import_copies_each_row_once_and_resumes(tmp_path: Path) -> None:
     source = DuckDBEngine.open(tmp_path / "a.duckdb")
     target = DuckDBEngine.open(tmp_path / "b.duckdb")

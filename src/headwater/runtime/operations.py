@@ -14,6 +14,7 @@ dicts.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -407,7 +408,12 @@ def _import(workspace: Workspace, args: Import, progress: ProgressSink | None) -
     from headwater.store import transfer
 
     environment = workspace.project.environment or "default"
-    return transfer.import_events(workspace.engine, Path(args.folder), environment, progress)
+    # The same folder may be imported into several projects' stores, or environments'.
+    where = f"{workspace.project.root.resolve()}#{environment}"
+    target = hashlib.sha256(where.encode()).hexdigest()[:16]
+    return transfer.import_events(
+        workspace.engine, Path(args.folder), environment, progress, target=target
+    )
 
 
 def _applies(workspace: Workspace, _: NoArgs, __: ProgressSink | None) -> object:

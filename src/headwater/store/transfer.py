@@ -12,9 +12,11 @@ is exported again).
 An import ingests, day by day, the rows the store does not hold yet (by
 ``(source, message_id)``, or ``id`` for failed events) through the same
 ``ingest`` as the collector, and records each day it finished, with its
-count, in ``<folder>/imported-<env>.json``. A stopped import resumes with the
-first day not recorded (a day half done adds only what is missing); a day
-exported again with more rows is imported again. After each day it checks
+count, in ``<folder>/imported-<env>.json`` with the store it went into. A stopped
+import resumes with the first day not recorded (a day half done adds only what is
+missing); a day exported again with more rows is imported again, and so is a day the
+store holds fewer rows of than were imported (another project's store, or this one's
+made again). After each day it checks
 that the store gained exactly the rows it lacked.
 """
 
@@ -99,9 +101,19 @@ def export_events(
 
 
 def import_events(
-    engine: Engine, folder: Path, environment: str, report: Report | None = None
+    engine: Engine,
+    folder: Path,
+    environment: str,
+    report: Report | None = None,
+    *,
+    target: str = "",
 ) -> list[DayCount]:
-    """Ingest an export's files into ``engine``, day by day, resumably, checking counts."""
+    """Ingest an export's files into ``engine``, day by day, resumably, checking counts.
+
+    ``target`` names the store imported into (its project and environment): the record of
+    the days done is another target's when it names another, and is not believed. A day
+    recorded as done is imported again when the store holds fewer rows for it than were
+    imported (a store deleted and made again)."""
     manifest = _read(folder / MANIFEST)
     files: dict[str, int] = manifest.get("files", {})
     if not files:
@@ -112,12 +124,14 @@ def import_events(
         )
     state_path = folder / f"imported-{environment}.json"
     state = _read(state_path)
+    if state.get("target", "") != target:
+        state = {"target": target}
     imported: dict[str, int] = state.setdefault("files", {})
     done: list[DayCount] = []
     for name in sorted(files, key=lambda n: (n.split("/")[1], n)):
         table, _, filename = name.partition("/")
         day = filename.removesuffix(".parquet")
-        if imported.get(name) == files[name]:
+        if imported.get(name) == files[name] and _count(engine, table, day) >= files[name]:
             done.append(DayCount(table, day, imported[name], skipped=True))
             _progress(report, done[-1], len(done), len(files))
             continue
