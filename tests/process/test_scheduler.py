@@ -522,6 +522,23 @@ def test_a_backfill_past_now_does_not_close_hours_that_have_not_ended(rig: Rig) 
     assert rig.table("z_hourly", "hour") == {T0: (2,), T0 + HOUR: (3,), T0 + 3 * HOUR: (4,)}
 
 
+@pytest.mark.timeout(60)
+def test_a_range_by_hand_is_widened_to_whole_intervals(rig: Rig) -> None:
+    # docs/pipelines.md: --start and --end are widened to the schedule's boundaries.
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("daily_users.sql", DAILY_USERS)
+    for h in range(4):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=10), T0 + h * HOUR, count=h + 1)
+    rig.clock.now = T0 + 2 * DAY
+    ran = rig.service.run("z_hourly", T0 + timedelta(minutes=15), T0 + HOUR + timedelta(minutes=30))
+    assert _done(ran) == [("z_hourly", T0), ("z_hourly", T0 + HOUR)]
+    # A backfill that starts and ends inside one day fills that day.
+    filled = rig.service.backfill("daily_users", T0 + 6 * HOUR, T0 + 12 * HOUR)
+    assert _done(filled) == [("daily_users", T0)]
+    assert rig.service.backfill("daily_users", T0 + 6 * HOUR, T0 + 7 * HOUR) == []
+    assert rig.table("daily_users", "day")[T0] == (10, 10)
+
+
 # -- versions -------------------------------------------------------------------------------
 
 

@@ -291,7 +291,9 @@ class Planner:
             return [latest_tick(pipeline.header.schedule, end)]
         if self.floors is not None:
             self.floors.refuse_below(pipeline, start)
-        done = self.runs.intervals(pipeline.name, start, end)
+        # From the start of the interval holding `start`, which is looked up as done too.
+        first = cron_floor(pipeline.header.schedule, start)
+        done = self.runs.intervals(pipeline.name, first, end)
         return [
             i
             for i in intervals(pipeline.header.schedule, start, end)

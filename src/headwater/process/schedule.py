@@ -79,6 +79,12 @@ def following(schedule: str, moment: datetime) -> datetime:
     return value.astimezone(UTC).replace(fold=0)
 
 
+def ceiling(schedule: str, moment: datetime) -> datetime:
+    """The earliest run time at or after ``moment``: where an interval holding it ends."""
+    lower = floor(schedule, moment)
+    return lower if lower == moment else following(schedule, lower)
+
+
 def intervals(schedule: str, start: datetime, until: datetime) -> list[Interval]:
     """Whole intervals from the one holding ``start`` up to those ending by ``until``."""
     return list(iter_intervals(schedule, start, until))

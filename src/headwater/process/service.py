@@ -22,7 +22,7 @@ from headwater.process.graph import Graph
 from headwater.process.planner import Planner
 from headwater.process.retention import Floors, Retention
 from headwater.process.runner import Runner, RunResult
-from headwater.process.schedule import intervals, latest_tick
+from headwater.process.schedule import ceiling, intervals, latest_tick
 from headwater.process.settings import PipelinesSettings
 from headwater.state import StateStore
 from headwater.state.runs import GapHints, Trigger
@@ -187,7 +187,8 @@ class PipelineService:
                     planner.floors.refuse_below(each, start)
                 elif retired is not None:
                     lower = max(lower, retired.before)  # from where retention keeps
-                upper = end or self.clock()
+                # Up to the end of the interval holding `end` (a preview if not over).
+                upper = self.clock() if end is None else ceiling(each.header.schedule, end)
                 spanned = span(each.header.schedule, lower, upper, each.incremental)
                 tasks.extend((each.name, i) for i in spanned)
             # Intervals that have not ended yet run (a preview of their rows) but are not
@@ -232,10 +233,11 @@ class PipelineService:
         names = [*graph.upstream(name), name] if upstream else [name]
         self._refuse_unapplied(graph, names)
         tasks: list[tuple[str, Interval]] = []
-        until = min(end, self.until())
         for pipeline_name in names:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
+            # The interval holding `end` is filled too, once it is whole.
+            until = min(ceiling(pipeline.header.schedule, end), self.until())
             tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
         return self._execute_all(runner, tasks, "backfill", progress, graph)
 
