@@ -777,6 +777,29 @@ def test_a_failed_interval_stops_only_the_intervals_that_read_it(rig: Rig) -> No
 
 
 @pytest.mark.timeout(60)
+def test_a_day_blocked_by_a_failed_hour_does_not_hold_back_the_days_after_it(rig: Rig) -> None:
+    # The failed hour is not the day's first: the hours before it are done, and the day
+    # is blocked (not waiting), so the scheduler goes on to the next day.
+    rig.write("audited.sql", AUDITED)
+    rig.write(
+        "daily_reader.sql",
+        '/* headwater\nschedule = "@daily"\nkind = "incremental"\ntime_column = "day"\n*/\n'
+        "SELECT TIMESTAMP_TRUNC(hour, DAY) AS day, SUM(events) AS events FROM audited\n"
+        "WHERE hour >= @start AND hour < @end GROUP BY day\n",
+    )
+    for h in (0, 3, 5, 24, 30):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), event="Page Viewed")
+    rig.ingest(T0 + 5 * HOUR + timedelta(minutes=9), event="Refund Issued")
+    rig.clock.now = T0 + 2 * DAY + timedelta(minutes=1)
+    passes = 0
+    while rig.service.run_due():  # max_catchup = 4 a pass
+        passes += 1
+        assert passes < 30
+    assert rig.runs("audited")[5] == (T0 + 5 * HOUR, 1, "failed", "terminal")
+    assert rig.table("daily_reader", "day") == {T0 + DAY: (2,)}
+
+
+@pytest.mark.timeout(60)
 def test_run_now_refreshes_a_full_pipeline_and_with_upstream_what_it_reads(rig: Rig) -> None:
     rig.write("full_count.sql", FULL_COUNT)
     rig.write("full_reader.sql", FULL_READER)

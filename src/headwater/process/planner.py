@@ -335,6 +335,8 @@ class Planner:
                 return "waiting"
             by_start = self._after_gap(upstream, gap)
             for needed in _covering(upstream, Interval(lower, upper)):
+                if needed.start < gap:
+                    continue  # before its first gap: done
                 state = by_start.get(needed.start)
                 if state is not None and state.status == "done":
                     continue
