@@ -187,11 +187,29 @@ def json_array_elements(node: exp.Expression) -> exp.Expression:
     )
 
 
-def average_is_float(node: exp.Expression) -> exp.Expression:
-    """AVG of integers is FLOAT64 in BigQuery; PostgreSQL's is numeric."""
-    if isinstance(node, exp.Avg) and not isinstance(node.parent, exp.Cast):
-        return exp.cast(node, exp.DataType.Type.DOUBLE)
-    return node
+def aggregate_types(node: exp.Expression) -> exp.Expression:
+    """AVG is FLOAT64 in BigQuery, and SUM of INT64s an INT64; PostgreSQL's are numeric.
+    Over a window, the window's value is cast (``CAST(AVG(x) OVER (…))``: a cast between
+    the function and its OVER is not SQL). A SUM of a stored column, whose type is not
+    known here, stays PostgreSQL's numeric."""
+    if isinstance(node.parent, exp.Cast):
+        return node
+    if isinstance(node, exp.Window):
+        kind = _bigquery_type(node.this)
+        return node if kind is None else exp.cast(node, kind)
+    kind = None if isinstance(node.parent, exp.Window) else _bigquery_type(node)
+    return node if kind is None else exp.cast(node, kind)
+
+
+def _bigquery_type(node: exp.Expression) -> exp.DType | None:
+    """The type BigQuery gives aggregate ``node`` where PostgreSQL's differs."""
+    if isinstance(node, exp.Avg):
+        return exp.DataType.Type.DOUBLE
+    if isinstance(node, exp.Sum) and portable_sql.is_type(
+        node.this, *exp.DataType.INTEGER_TYPES
+    ):
+        return exp.DataType.Type.BIGINT
+    return None
 
 
 class PostgresCalendar(portable_sql.StandardCalendar):
@@ -374,7 +392,7 @@ FIXES = (
     *CALENDAR,
     unix_time,
     bigquery_sql.postgres_json_text,
-    average_is_float,
+    aggregate_types,
     json_array_elements,
     json_value_is_scalar,
     approx_count_is_exact,

@@ -80,6 +80,19 @@ CASES: list[Case] = [
         f"{CALLS}#def_window_frame",
     ),
     Case(
+        "avg_and_sum_over_a_partition",
+        T + "SELECT u, k, v, AVG(v) OVER (PARTITION BY u), SUM(v) OVER (PARTITION BY u) "
+        "FROM t ORDER BY u, k, v",
+        [
+            ("a", 1, 10, 20.0, 60),
+            ("a", 2, 20, 20.0, 60),
+            ("a", 2, 30, 20.0, 60),
+            ("a", 4, None, 20.0, 60),
+            ("b", 1, 5, 5.0, 5),
+        ],
+        "https://cloud.google.com/bigquery/docs/reference/standard-sql/aggregate_functions#avg",
+    ),
+    Case(
         "sum_over_default_frame_includes_peers",
         T + "SELECT u, k, v, SUM(v) OVER (PARTITION BY u ORDER BY k), "
         "COUNT(*) OVER (PARTITION BY u) FROM t ORDER BY u, k, v",
