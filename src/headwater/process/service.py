@@ -25,6 +25,7 @@ from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import ceiling, intervals, latest_tick
 from headwater.process.settings import PipelinesSettings
 from headwater.state import StateStore
+from headwater.state.errors import LeaseHeld
 from headwater.state.runs import GapHints, Trigger
 from headwater.store.engine import Engine, collectors_floor
 
@@ -143,6 +144,11 @@ class PipelineService:
                 try:
                     self._watch_late_events(pipeline)
                     result = runner.run(pipeline, span, "schedule", each=each)
+                except LeaseHeld:
+                    # Another process runs it now (an overlapping `run --due`, the
+                    # server's scheduler): what is due is left to that run, not failed.
+                    log.info("%s: another run holds it; this pass leaves it", pipeline.name)
+                    break
                 except HeadwaterError as exc:
                     # (The runner logged the failed attempt, with its fields.)
                     for interval in each or (span,):
