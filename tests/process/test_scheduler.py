@@ -542,6 +542,20 @@ def test_a_range_by_hand_is_widened_to_whole_intervals(rig: Rig) -> None:
     assert rig.table("daily_users", "day")[T0] == (10, 10)
 
 
+@pytest.mark.timeout(60)
+def test_a_run_whose_columns_changed_says_which_and_how_to_rebuild(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.ingest(T0 + timedelta(minutes=5), count=2)
+    rig.clock.now = T0 + HOUR + timedelta(minutes=1)
+    assert _done(rig.service.run_due()) == [("z_hourly", T0)]
+    rig.write("z_hourly.sql", Z_HOURLY.replace("COUNT(*) AS events", "COUNT(*) AS n, 1 AS one"))
+    with pytest.raises(PipelineError) as caught:
+        rig.service.run("z_hourly", T0, T0 + HOUR)
+    assert "n, one added; events removed" in caught.value.message
+    assert "headwater apply" in (caught.value.hint or "")
+    assert rig.table("z_hourly", "hour") == {T0: (2,)}  # the live table as it was
+
+
 # -- versions -------------------------------------------------------------------------------
 
 

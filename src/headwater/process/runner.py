@@ -42,7 +42,7 @@ from headwater.state.errors import LeaseLost
 from headwater.state.leases import TTL, Lease
 from headwater.state.models import used_in
 from headwater.state.runs import RUN_OUTCOMES, RunLog, Trigger, error_kind
-from headwater.store.engine import Engine, Staged, Stages
+from headwater.store.engine import Engine, Probes, Staged, Stages
 from headwater.store.errors import Fenced, QueryError
 
 log = logging.getLogger(__name__)
@@ -355,12 +355,45 @@ class Runner:
         except Fenced:
             raise LeaseLost(lease.name, lease.token) from None
         except QueryError as exc:
-            raise PipelineError(
-                f"publishing failed: {exc.reason}",
-                pipeline=pipeline.name,
-                path=str(pipeline.path),
-                hint="a changed output schema needs the old table dropped or a full backfill",
-            ) from None
+            raise self._publish_error(pipeline, output.schema, exc) from None
+
+    def _publish_error(
+        self, pipeline: Pipeline, columns: pa.Schema, exc: QueryError
+    ) -> PipelineError:
+        """Why publishing failed; when the table's columns are not the output's (the file
+        changed since the table was made), which ones, and how to rebuild it."""
+        live = self._live_columns(pipeline.name)
+        if live is None or live == columns.names:
+            return PipelineError(
+                f"publishing failed: {exc.reason}", pipeline=pipeline.name, path=str(pipeline.path)
+            )
+        added = [c for c in columns.names if c not in live]
+        gone = [c for c in live if c not in columns.names]
+        said = [
+            f"{', '.join(added)} added" if added else "",
+            f"{', '.join(gone)} removed" if gone else "",
+        ]
+        change = "; ".join(s for s in said if s) or "its columns are in another order"
+        return PipelineError(
+            f"the output's columns are not those of its table, made by an older version of "
+            f"the pipeline ({change}), so this interval cannot be published into it",
+            pipeline=pipeline.name,
+            path=str(pipeline.path),
+            hint="`headwater plan` shows the change; `headwater apply` rebuilds the table "
+            "beside the live one and swaps it in, in the default environment too",
+        )
+
+    def _live_columns(self, table: str) -> list[str] | None:
+        """The columns of ``table`` as stored (None: it cannot be read)."""
+        query = exp.select("*").from_(exp.table_(table, quoted=True)).limit(0)
+        try:
+            if isinstance(self.engine, Probes):  # a dry run: free where a query is billed
+                found = self.engine.result_schema(query.sql(self.engine.dialect), {})
+            else:
+                found = self.engine.query(query.sql(self.engine.dialect)).schema
+        except HeadwaterError:
+            return None
+        return list(found.names)
 
     def _sql_error(self, pipeline: Pipeline, exc: QueryError) -> PipelineError:
         source = pipeline.query.source if pipeline.query is not None else ""
