@@ -871,6 +871,15 @@ def test_an_unknown_format_is_400(api: Api) -> None:
     _error(api.rows(USER_SCORES, {"format": "xml"}), 400)
 
 
+def test_a_method_or_path_the_api_lacks_is_answered_in_its_error_shape(api: Api) -> None:
+    headers = {"Authorization": f"Bearer {api.reader}"}
+    posted = api.http.post("/api/v1/datasets", headers=headers)
+    assert "POST /api/v1/datasets" in _error(posted, 405)
+    assert posted.headers["allow"] == "GET"
+    assert posted.json()["error"]["code"] == "method_not_allowed"
+    assert "/api/v1/nowhere" in _error(api.get("/api/v1/nowhere", api.reader), 404)
+
+
 # -- lookup by key -------------------------------------------------------------------
 
 

@@ -205,9 +205,7 @@ def _bigquery_type(node: exp.Expression) -> exp.DType | None:
     """The type BigQuery gives aggregate ``node`` where PostgreSQL's differs."""
     if isinstance(node, exp.Avg):
         return exp.DataType.Type.DOUBLE
-    if isinstance(node, exp.Sum) and portable_sql.is_type(
-        node.this, *exp.DataType.INTEGER_TYPES
-    ):
+    if isinstance(node, exp.Sum) and portable_sql.is_type(node.this, *exp.DataType.INTEGER_TYPES):
         return exp.DataType.Type.BIGINT
     return None
 

@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from sqlglot import exp
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from headwater.core import jsonio
@@ -62,6 +63,18 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
         first = error.errors()[0] if error.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "query")
         return _error(400, "bad_request", f"{where}: {first.get('msg', 'invalid')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def routing(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # A path or method the API does not have: its answer in the API's one shape.
+        codes = {404: "not_found", 405: "method_not_allowed"}
+        code = codes.get(error.status_code, "bad_request")
+        answer = _error(
+            error.status_code, code, f"{request.method} {request.url.path}: {error.detail}"
+        )
+        for name, value in (error.headers or {}).items():
+            answer.headers[name] = value
+        return answer
 
     @app.exception_handler(HeadwaterError)
     async def failed(request: Request, error: HeadwaterError) -> JSONResponse:
