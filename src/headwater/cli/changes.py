@@ -111,7 +111,9 @@ def apply(
         )
     for name in done["dropped"]:
         console.print(f"Dropped {escape(name)}.", highlight=False)
-    commit = (tree.commit or "no git commit")[:12] + (" with changes" if tree.dirty else "")
+    commit = (tree.commit[:12] if tree.commit else "no git commit") + (
+        " with changes" if tree.dirty else ""
+    )
     console.print(
         f"Applied to {escape(where)}: apply {done['apply_id']}, {escape(commit)}, "
         f"by {escape(args['applied_by'])}.",

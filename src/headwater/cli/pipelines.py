@@ -270,7 +270,7 @@ def _print_applies(applies: dict[str, Any]) -> None:
     their files are not what was applied."""
     last = applies["last"]
     if last is not None:
-        commit = (last["commit"] or "no git commit")[:12] + (
+        commit = (last["commit"][:12] if last["commit"] else "no git commit") + (
             " with changes" if last["dirty"] else ""
         )
         console.print(
