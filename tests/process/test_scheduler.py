@@ -585,6 +585,14 @@ def test_a_changed_pipeline_file_is_reported_as_intervals_changed(rig: Rig) -> N
     assert rig.table("a_rollup", "hour") == {T0 + h * HOUR: ((h + 1) * 10, 1) for h in range(3)}
 
 
+def test_a_start_in_the_future_is_when_the_first_run_comes(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY.replace("*/", 'start = "2026-04-01"\n*/', 1))
+    rig.clock.now = T0 + 5 * HOUR + timedelta(minutes=30)
+    [status] = rig.service.status()
+    assert status.next_run == datetime(2026, 4, 1, 1, tzinfo=UTC)
+    assert status.intervals_missing == 0
+
+
 def test_fake_clock_drives_status(rig: Rig) -> None:
     """The status report follows the injected clock, not the wall clock."""
     rig.write("z_hourly.sql", Z_HOURLY)

@@ -62,6 +62,13 @@ class PipelineStatus:
     model_changes: list[ModelChange] = field(default_factory=list)
 
 
+def _from(pipeline: Pipeline, now: datetime) -> datetime:
+    """When runs of ``pipeline`` begin: now, or its declared start if that is later (its
+    first interval runs once it ends)."""
+    declared = pipeline.start() if pipeline.incremental else None
+    return max(now, declared) if declared is not None else now
+
+
 def status(service: PipelineService) -> list[PipelineStatus]:
     """Every pipeline: schedule, last run, intervals done, missing and stale, next run."""
     graph = service.graph()
@@ -104,7 +111,7 @@ def status(service: PipelineService) -> list[PipelineStatus]:
                 intervals_missing=sum(1 for i in expected if i.start not in states),
                 intervals_stale=len(stale),
                 intervals_changed=sum(1 for s in done if s.version != pipeline.version),
-                next_run=following(pipeline.header.schedule, now),
+                next_run=following(pipeline.header.schedule, _from(pipeline, now)),
                 stale_reasons=sorted({s.reason for s in stale if s.reason}),
                 bytes_per_run=_billed(service, pipeline),
                 runs_per_day=len(intervals(pipeline.header.schedule, now - _DAY, now)),
