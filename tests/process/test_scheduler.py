@@ -540,6 +540,11 @@ def test_a_range_by_hand_is_widened_to_whole_intervals(rig: Rig) -> None:
     assert _done(filled) == [("daily_users", T0)]
     assert rig.service.backfill("daily_users", T0 + 6 * HOUR, T0 + 7 * HOUR) == []
     assert rig.table("daily_users", "day")[T0] == (10, 10)
+    # What render shows for a range is what such a run reads.
+    _, params = rig.service.render(
+        "z_hourly", T0 + timedelta(minutes=15), T0 + timedelta(minutes=90)
+    )
+    assert params == {"start": T0, "end": T0 + 2 * HOUR}
 
 
 @pytest.mark.timeout(60)

@@ -8,6 +8,7 @@ from datetime import datetime
 from headwater.core.errors import HeadwaterError
 from headwater.process import sql
 from headwater.process.errors import PipelineError
+from headwater.process.schedule import ceiling, floor
 from headwater.process.service import PipelineService, span
 from headwater.store.engine import Cost
 
@@ -52,8 +53,10 @@ def render(
         first = span(pipeline.header.schedule, lower, end or now, True)
         interval = first[0] if first else None
         if interval is not None:
+            # A range given is widened to whole intervals, as a run widens it.
+            schedule = pipeline.header.schedule
             params = {
-                "start": interval.start if start is None else start,
-                "end": interval.end if end is None else end,
+                "start": interval.start if start is None else floor(schedule, start),
+                "end": interval.end if end is None else ceiling(schedule, end),
             }
     return text, {k: v for k, v in params.items() if k in pipeline.query.parameters}
