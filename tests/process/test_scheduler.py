@@ -540,6 +540,17 @@ def test_a_range_by_hand_is_widened_to_whole_intervals(rig: Rig) -> None:
     assert _done(filled) == [("daily_users", T0)]
     assert rig.service.backfill("daily_users", T0 + 6 * HOUR, T0 + 7 * HOUR) == []
     assert rig.table("daily_users", "day")[T0] == (10, 10)
+    # A reader's widened day has all its input hours, not those up to --end.
+    rig.write(
+        "z_day.sql",
+        '/* headwater\nschedule = "@daily"\nkind = "incremental"\ntime_column = "day"\n*/\n'
+        "SELECT TIMESTAMP_TRUNC(hour, DAY) AS day, SUM(events) AS events FROM z_hourly\n"
+        "WHERE hour >= @start AND hour < @end GROUP BY day\n",
+    )
+    for h in range(4, 24):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=10), T0 + h * HOUR)
+    assert len(rig.service.backfill("z_day", T0, T0 + 6 * HOUR + timedelta(minutes=30))) == 23
+    assert rig.table("z_day", "day") == {T0: (30,)}
     # What render shows for a range is what such a run reads.
     _, params = rig.service.render(
         "z_hourly", T0 + timedelta(minutes=15), T0 + timedelta(minutes=90)

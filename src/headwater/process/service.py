@@ -186,6 +186,9 @@ class PipelineService:
         if start is not None or end is not None:
             planner, runner = self.tools(graph)
             tasks: list[tuple[str, Interval]] = []
+            # Up to the end of the interval holding `end`, the longest of the pipelines
+            # run (a preview if not over): a reader's day then has all its input hours.
+            widened = None if end is None else _widened(graph, names, end)
             for each in (graph[n] for n in names):
                 lower = start or planner.start(each) or self.clock()
                 retired = planner.retired(each)
@@ -193,8 +196,7 @@ class PipelineService:
                     planner.floors.refuse_below(each, start)
                 elif retired is not None:
                     lower = max(lower, retired.before)  # from where retention keeps
-                # Up to the end of the interval holding `end` (a preview if not over).
-                upper = self.clock() if end is None else ceiling(each.header.schedule, end)
+                upper = self.clock() if widened is None else widened
                 spanned = span(each.header.schedule, lower, upper, each.incremental)
                 tasks.extend((each.name, i) for i in spanned)
             # Intervals that have not ended yet run (a preview of their rows) but are not
@@ -239,11 +241,12 @@ class PipelineService:
         names = [*graph.upstream(name), name] if upstream else [name]
         self._refuse_unapplied(graph, names)
         tasks: list[tuple[str, Interval]] = []
+        # The interval holding `end` is filled too, once it is whole: the longest of those
+        # of the pipelines filled, so that a reader's day has all its input hours.
+        until = min(_widened(graph, names, end), self.until())
         for pipeline_name in names:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
-            # The interval holding `end` is filled too, once it is whole.
-            until = min(ceiling(pipeline.header.schedule, end), self.until())
             tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
         return self._execute_all(runner, tasks, "backfill", progress, graph)
 
@@ -431,6 +434,12 @@ def _grouped(
         grouped.extend((name, span, each) for span, each in batches(pipeline, chosen))
         index = stop
     return grouped
+
+
+def _widened(graph: Graph, names: Sequence[str], end: datetime) -> datetime:
+    """``end`` moved to the end of the interval holding it, for the longest interval of
+    the pipelines ``names`` (a range by hand is widened to whole intervals)."""
+    return max(ceiling(graph[name].header.schedule, end) for name in names)
 
 
 def span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:
