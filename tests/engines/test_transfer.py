@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute
 
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
@@ -80,6 +81,38 @@ def test_one_export_imports_into_each_store_it_is_given(tmp_path: Path) -> None:
             assert sum(d.rows for d in again) == 64
         finally:
             store.close()
+
+
+def test_an_erased_person_is_not_imported_again(tmp_path: Path) -> None:
+    # The caller's `keep` drops an erased person's rows (the workspace passes the erasure
+    # list); erased from the store after an import, they do not come back with the next.
+    source = DuckDBEngine.open(tmp_path / "a.duckdb")
+    folder = tmp_path / "export"
+    try:
+        _ingest(source, _events("d0", 30, 0))
+        export_events(source, folder)
+    finally:
+        source.close()
+
+    def keep(table: str, rows: pa.Table) -> pa.Table:
+        if table != "events":
+            return rows
+        return rows.filter(pa.compute.not_equal(rows["user_id"], "u1"))
+
+    store = DuckDBEngine.open(tmp_path / "b.duckdb")
+    try:
+        import_events(store, folder, "default", target="b", keep=keep)
+        users = store.query("SELECT DISTINCT user_id FROM events ORDER BY 1")["user_id"]
+        assert users.to_pylist() == ["u0", "u2", "u3", "u4"]
+        store.delete_matching("events", "user_id", ["u2"])  # as an erasure does
+        again = import_events(store, folder, "default", target="b", keep=keep)
+        assert all(d.skipped for d in again)
+        assert (
+            store.query("SELECT count(*) AS n FROM events WHERE user_id = 'u2'")["n"][0].as_py()
+            == 0
+        )
+    finally:
+        store.close()
 
 
 def test_export_then_import_copies_each_row_once_and_resumes(tmp_path: Path) -> None:

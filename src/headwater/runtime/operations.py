@@ -412,7 +412,12 @@ def _import(workspace: Workspace, args: Import, progress: ProgressSink | None) -
     where = f"{workspace.project.root.resolve()}#{environment}"
     target = hashlib.sha256(where.encode()).hexdigest()[:16]
     return transfer.import_events(
-        workspace.engine, Path(args.folder), environment, progress, target=target
+        workspace.engine,
+        Path(args.folder),
+        environment,
+        progress,
+        target=target,
+        keep=workspace.not_erased,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
+import pyarrow as pa
 
 from headwater.collect.suppress import Suppression
 from headwater.collect.validate import Validator
@@ -358,6 +359,23 @@ class Workspace:
                 r = dataclasses.replace(r, status=done.status, error=done.error)
             final.append(r)
         return final
+
+    def not_erased(self, table: str, rows: pa.Table) -> pa.Table:
+        """``rows`` of ``events`` or ``failed_events`` without an erased person's, by the
+        erasure list as it is now (an import must not bring them back)."""
+        suppression = Suppression()
+        suppression.replace(self.state.erasures.suppressed())
+        if table == "events":
+            kept, _, _ = suppression.filter(rows, None)
+            assert isinstance(kept, pa.Table)
+            return kept
+        listed = [tuple(row.values()) for row in rows.to_pylist()]
+        held, dropped = suppression.failed(listed)
+        if not dropped:
+            return rows
+        return pa.Table.from_pylist(
+            [dict(zip(rows.column_names, row, strict=True)) for row in held], schema=rows.schema
+        )
 
     def replay_failed(self, choice: Choice, *, dry_run: bool = False) -> dict[str, Any]:
         """Validate the chosen failed events again (after their fix) and ingest what passes

@@ -15,9 +15,9 @@ An import ingests, day by day, the rows the store does not hold yet (by
 count, in ``<folder>/imported-<env>.json`` with the store it went into. A stopped
 import resumes with the first day not recorded (a day half done adds only what is
 missing); a day exported again with more rows is imported again, and so is a day the
-store holds fewer rows of than were imported (another project's store, or this one's
-made again). After each day it checks
-that the store gained exactly the rows it lacked.
+store holds no row of (another project's store, or this one's made again). An erased
+person's rows are never imported (the caller's ``keep``), whatever the export holds.
+After each day it checks that the store gained exactly the rows it lacked.
 """
 
 from __future__ import annotations
@@ -107,13 +107,15 @@ def import_events(
     report: Report | None = None,
     *,
     target: str = "",
+    keep: Callable[[str, pa.Table], pa.Table] | None = None,
 ) -> list[DayCount]:
     """Ingest an export's files into ``engine``, day by day, resumably, checking counts.
 
     ``target`` names the store imported into (its project and environment): the record of
     the days done is another target's when it names another, and is not believed. A day
-    recorded as done is imported again when the store holds fewer rows for it than were
-    imported (a store deleted and made again)."""
+    recorded as done is imported again when the store holds none of its rows (a store
+    deleted and made again). ``keep`` takes a table's rows to import and returns those
+    that may be stored (not an erased person's)."""
     manifest = _read(folder / MANIFEST)
     files: dict[str, int] = manifest.get("files", {})
     if not files:
@@ -131,7 +133,9 @@ def import_events(
     for name in sorted(files, key=lambda n: (n.split("/")[1], n)):
         table, _, filename = name.partition("/")
         day = filename.removesuffix(".parquet")
-        if imported.get(name) == files[name] and _count(engine, table, day) >= files[name]:
+        if imported.get(name) == files[name] and (
+            files[name] == 0 or _count(engine, table, day) > 0
+        ):
             done.append(DayCount(table, day, imported[name], skipped=True))
             _progress(report, done[-1], len(done), len(files))
             continue
@@ -146,6 +150,8 @@ def import_events(
         # or re-exported with more rows, adds just what is missing, and the dedupe does
         # not depend on the target's window (its message ids may be pruned by now).
         fresh = _missing(engine, table, day, data)
+        if keep is not None:
+            fresh = keep(table, fresh)
         before = _count(engine, table, day)
         for batch in fresh.to_batches(_INGEST_ROWS):
             rows = pa.Table.from_batches([batch], schema=TABLES[table])
