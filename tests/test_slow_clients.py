@@ -370,6 +370,14 @@ def test_an_upgrade_offer_is_declined_and_the_body_still_read(loop: str) -> None
             assert (response.status, json.loads(response.body)) == (200, {"length": len(body)})
             assert response.headers.get("connection") == "close"
             assert client.closed_within(SLACK) == b""  # "next" is not taken for HTTP/1.1
+        # The client's next protocol right behind the body, in the same write.
+        preface = Client(served.port)
+        opened.append(preface)
+        preface.send(
+            request("/v1/batch", b"abc", headers=h2c) + b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        )
+        assert json.loads(preface.response().body) == {"length": 3}
+        assert preface.closed_within(SLACK) == b""
         chunked = Client(served.port)
         opened.append(chunked)
         chunked.send(
@@ -385,7 +393,7 @@ def test_an_upgrade_offer_is_declined_and_the_body_still_read(loop: str) -> None
             b"GET / HTTP/1.1\r\nHost: c\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
         )
         assert json.loads(bodiless.response().body) == {"length": 0}
-    assert served.app.outcomes == [("complete", n) for n in (300_000, 13, 11, 0)]
+    assert served.app.outcomes == [("complete", n) for n in (300_000, 13, 3, 11, 0)]
 
 
 def test_a_head_just_within_the_limits_is_served() -> None:

@@ -148,8 +148,8 @@ def utc_by_arithmetic(node: exp.Expression) -> exp.Expression:
     epoch, not through DuckDB's time zone library: BigQuery's calendar functions are in
     UTC unless given a zone, and DuckDB looks every value up in ICU's calendar for the
     session's zone even when that is UTC, 8-14x slower on a column (TIMESTAMP_TRUNC by
-    hour over 5M events: 810 -> 59 ms). The answers are the same for every instant
-    DuckDB stores; the results no longer depend on the session's zone either.
+    hour over 5M events: 810 -> 59 ms). The answers are the same for every finite
+    instant DuckDB stores (``infinity`` becomes NULL); the store's sessions are in UTC.
 
     Rewritten: ``x AT TIME ZONE 'UTC'`` where ``x`` is cast to TIMESTAMPTZ (the calendar's
     civil time) or to TIMESTAMP (its instant), and DATE or DATETIME of a TIMESTAMP column

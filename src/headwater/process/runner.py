@@ -365,7 +365,11 @@ class Runner:
         live = self._live_columns(pipeline.name)
         if live is None or live == columns.names:
             return PipelineError(
-                f"publishing failed: {exc.reason}", pipeline=pipeline.name, path=str(pipeline.path)
+                f"publishing failed: {exc.reason}",
+                pipeline=pipeline.name,
+                path=str(pipeline.path),
+                hint="if the output's column types changed since its table was made, "
+                "`headwater apply` rebuilds the table",
             )
         added = [c for c in columns.names if c not in live]
         gone = [c for c in live if c not in columns.names]

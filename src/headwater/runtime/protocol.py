@@ -373,8 +373,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             else:
                 self.parser.feed_data(piece)
         except httptools.HttpParserError:
-            if self._done:
-                return False
+            if self._done or (declined is not None and declined.complete):
+                return False  # what follows a declined upgrade's body is not HTTP/1.1
             msg = "Invalid HTTP request received."
             self.logger.warning(msg)
             self._leave()
