@@ -102,6 +102,10 @@ def test_a_span_and_a_limit_choose_the_cells_and_one_interval_lists_its_runs(rig
     grid = operations.call(rig.service, "intervals", span)
     assert _states(grid) == [("02:00", "done"), ("03:00", "done")]
     assert grid["earlier"] is False
+    # Before the first interval nothing is missing: the span starts at the first.
+    before = {"name": "z_hourly", "start": "2026-03-01T20:00", "end": "2026-03-02T02:00"}
+    grid = operations.call(rig.service, "intervals", before)
+    assert _states(grid) == [("00:00", "done"), ("01:00", "done")]
 
     broken = operations.call(rig.service, "intervals", {"name": "broken", "limit": 1000})
     assert broken["cells"][0]["state"] == "failed"

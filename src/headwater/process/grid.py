@@ -172,8 +172,11 @@ def _shown(
     recorded beside them (a full pipeline's ticks, or intervals past the floor)."""
     found = {i.start: i for i in expected}
     if start is not None and end is not None and pipeline.incremental:
-        # Only whole intervals: a later one has not happened yet.
-        whole = span(pipeline.header.schedule, start, min(end, now), True)
+        # Only whole intervals: a later one has not happened yet; nor is one before the
+        # pipeline's first (its first expected or recorded) missing.
+        firsts = [i.start for i in expected[:1]] + [min(states, default=start)]
+        lower = max(start, min(firsts))
+        whole = span(pipeline.header.schedule, lower, min(end, now), True)
         found.update((i.start, i) for i in whole)
     if not pipeline.incremental:
         latest = latest_tick(pipeline.header.schedule, now)
