@@ -188,7 +188,8 @@ class PipelineService:
             tasks: list[tuple[str, Interval]] = []
             # Up to the end of the interval holding `end`, the longest of the pipelines
             # run (a preview if not over): a reader's day then has all its input hours.
-            widened = None if end is None else _widened(graph, names, end)
+            upto = self.clock() if end is None else end
+            widened = upto if end is None else _widened(graph, names, end)
             for each in (graph[n] for n in names):
                 lower = start or planner.start(each) or self.clock()
                 retired = planner.retired(each)
@@ -196,7 +197,8 @@ class PipelineService:
                     planner.floors.refuse_below(each, start)
                 elif retired is not None:
                     lower = max(lower, retired.before)  # from where retention keeps
-                upper = self.clock() if widened is None else widened
+                # A full pipeline runs the tick that ended by `end`, as it is given.
+                upper = widened if each.incremental else upto
                 spanned = span(each.header.schedule, lower, upper, each.incremental)
                 tasks.extend((each.name, i) for i in spanned)
             # Intervals that have not ended yet run (a preview of their rows) but are not
@@ -243,10 +245,11 @@ class PipelineService:
         tasks: list[tuple[str, Interval]] = []
         # The interval holding `end` is filled too, once it is whole: the longest of those
         # of the pipelines filled, so that a reader's day has all its input hours.
-        until = min(_widened(graph, names, end), self.until())
+        widened = _widened(graph, names, end)
         for pipeline_name in names:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
+            until = min(widened if pipeline.incremental else end, self.until())
             tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
         return self._execute_all(runner, tasks, "backfill", progress, graph)
 
@@ -438,8 +441,9 @@ def _grouped(
 
 def _widened(graph: Graph, names: Sequence[str], end: datetime) -> datetime:
     """``end`` moved to the end of the interval holding it, for the longest interval of
-    the pipelines ``names`` (a range by hand is widened to whole intervals)."""
-    return max(ceiling(graph[name].header.schedule, end) for name in names)
+    the incremental pipelines ``names`` (a range by hand is widened to whole intervals)."""
+    ends = [ceiling(graph[n].header.schedule, end) for n in names if graph[n].incremental]
+    return max(ends, default=end)
 
 
 def span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:
