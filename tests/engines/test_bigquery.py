@@ -1054,7 +1054,9 @@ def test_service_render_and_cost_are_the_dry_run_of_the_interval(service: Servic
         "start": ("TIMESTAMP", INTERVAL.start),
         "end": ("TIMESTAMP", INTERVAL.end),
     }
-    assert dau.params == {"start": ("TIMESTAMP", T0 - 24 * HOUR), "end": ("TIMESTAMP", T0)}
+    # A range is widened to whole days, as a run over it would be: the two days it touches.
+    day = (T0 - 24 * HOUR).replace(hour=0)
+    assert dau.params == {"start": ("TIMESTAMP", day), "end": ("TIMESTAMP", day + 48 * HOUR)}
     assert hourly.default_dataset == dau.default_dataset == FULL_DATASET
 
 
