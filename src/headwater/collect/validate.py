@@ -96,12 +96,9 @@ _REPEATABLE = tuple(f'"{name}"'.encode() for name in _ENVELOPE_FIELDS[1:])
 _ESCAPED_KEY = re.compile(rb'"(?:[^"\\]|\\.)*\\u[0-9a-fA-F]{4}(?:[^"\\]|\\.)*"\s*:')
 
 
-# A \u escape of a UTF-16 surrogate (its backslash not itself escaped): a high one with the
-# low one after it is a pair; either alone stands for no character.
-_SURROGATE = re.compile(
-    rb"(?<!\\)((?:\\\\)*)\\u([dD][89abAB][0-9a-fA-F]{2})(\\u[dD][c-fC-F][0-9a-fA-F]{2})?"
-    rb"|(?<!\\)((?:\\\\)*)\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
+# A \u escape of a UTF-16 surrogate, and of a low one (the second of a pair).
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 
 
 def mend_surrogates(body: bytes) -> bytes:
@@ -114,16 +111,29 @@ def mend_surrogates(body: bytes) -> bytes:
     >>> mend_surrogates(rb'{"t": "cut \ud83d", "ok": "\ud83d\ude00", "text": "\\ud83d"}')
     b'{"t": "cut \\ufffd", "ok": "\\ud83d\\ude00", "text": "\\\\ud83d"}'
     """
-    if b"\\u" not in body:
+    found = _SURROGATE.search(body)
+    if found is None:  # the usual case: one scan in C
         return body
-    return _SURROGATE.sub(_mended, body)
+    mended = bytearray(body)
+    while found is not None:
+        at = found.start()
+        if _escaped(body, at):  # an escaped backslash, then the text "ud83d"
+            found = _SURROGATE.search(body, at + 1)
+            continue
+        if body[at + 2 : at + 4].upper() < b"DC" and _LOW.match(body, at + 6):
+            found = _SURROGATE.search(body, at + 12)  # a pair: one character
+            continue
+        mended[at + 2 : at + 6] = b"fffd"
+        found = _SURROGATE.search(body, at + 6)
+    return bytes(mended)
 
 
-def _mended(match: re.Match[bytes]) -> bytes:
-    if match.group(2) is not None and match.group(3) is not None:
-        return match.group(0)  # a pair: one character
-    escapes = match.group(1) if match.group(2) is not None else match.group(4)
-    return escapes + b"\\ufffd"
+def _escaped(body: bytes, at: int) -> bool:
+    """Whether the backslash at ``at`` is itself escaped (an odd run of them before it)."""
+    run = 0
+    while at - run > 0 and body[at - run - 1] == 0x5C:
+        run += 1
+    return run % 2 == 1
 
 
 def decode_batch(body: bytes) -> BatchEnvelope:
