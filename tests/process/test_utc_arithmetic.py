@@ -133,3 +133,32 @@ def test_a_named_zone_still_goes_through_the_zone_rules() -> None:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     assert con.execute(query).fetchall() == [(datetime(2026, 3, 8, 5, tzinfo=UTC),)]
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Chatham", "America/New_York"])
+def test_the_built_in_tables_timestamp_columns_are_known_to_be_timestamps(zone: str) -> None:
+    # DATE(received_at) of the stored column, without a cast or a zone to show its type.
+    con = session(zone)
+    query = duckdb_sql(
+        "SELECT i, DATE(received_at) AS d, CAST(received_at AS DATE) AS e, "
+        "DATETIME(received_at) AS c FROM events WHERE i >= 0 ORDER BY i"
+    )
+    assert "MAKE_TIMESTAMP(EPOCH_US(received_at))" in query
+    moments = dict(enumerate(instants()))
+    outer = f"SELECT i, d, e, EPOCH_US(c) FROM ({query}) ORDER BY i"
+    rows = con.execute(outer).fetchall()
+    assert len(rows) == len(moments)
+    for i, d, e, c in rows:
+        moment = moments[i]
+        assert (d, e) == (moment.date(), moment.date()), moment
+        assert c == micros(moment), moment
+
+
+def test_a_table_of_the_same_name_in_with_is_not_taken_for_events() -> None:
+    # Its received_at is a string here: EPOCH_US of it would fail.
+    query = duckdb_sql(
+        "WITH events AS (SELECT '2026-03-08' AS received_at) "
+        "SELECT DATE(received_at) AS d FROM events"
+    )
+    assert "EPOCH_US" not in query
+    assert duckdb.connect().execute(query).fetchall() == [(date(2026, 3, 8),)]

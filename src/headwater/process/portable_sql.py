@@ -6,9 +6,9 @@ keeps as written: a literal ``2.5`` is FLOAT64 (a DECIMAL elsewhere), NUMERIC ha
 literal stands for a DATE where a date is expected. These rewrites run before
 each engine's own (process/duckdb_sql.py, postgres_sql.py, spark_sql.py), on a
 tree whose nodes carry BigQuery's types where they can be known
-(:func:`annotate`): literals, casts and the columns of the query's own CTEs and
-UNNESTs. A column of a stored table has no known type, and keeps the engine's
-own behaviour.
+(:func:`annotate`): literals, casts, the columns of the query's own CTEs and
+UNNESTs, and the TIMESTAMP columns of ``events`` and ``failed_events``. A column of
+another stored table has no known type, and keeps the engine's own behaviour.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ import itertools
 import re
 from collections.abc import Callable
 
+import pyarrow as pa
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
+from sqlglot.schema import MappingSchema
 
 from headwater.process.errors import Untranslatable
 
@@ -36,16 +38,12 @@ def annotate(tree: exp.Expression) -> None:
     numbers = itertools.count()
     for node in tree.walk():
         node.meta[_KEY] = next(numbers)
-    try:
-        qualified = qualify(
-            tree.copy(),
-            dialect="bigquery",
-            validate_qualify_columns=False,
-            quote_identifiers=False,
-            identify=False,
-        )
-        annotate_types(qualified, dialect="bigquery")
-    except Exception:  # no inference: every type stays unknown
+    qualified = _typed(tree, _BUILTIN_SCHEMA)
+    if qualified is None:  # a query the built-in tables' columns do not resolve
+        qualified = _typed(tree, None)
+    if qualified is None:  # no inference: every type stays unknown
+        for node in tree.walk():
+            node.meta.pop(_KEY, None)
         return
     types = {
         node.meta[_KEY]: node.type
@@ -56,6 +54,41 @@ def annotate(tree: exp.Expression) -> None:
         found = types.get(node.meta.pop(_KEY, None))
         if found is not None and not found.is_type(exp.DataType.Type.UNKNOWN):
             node.type = found
+
+
+def _typed(tree: exp.Expression, schema: MappingSchema | None) -> exp.Expression | None:
+    """A qualified copy of ``tree`` with the types inferred, or None when it cannot be."""
+    try:
+        qualified = qualify(
+            tree.copy(),
+            dialect="bigquery",
+            schema=schema,
+            validate_qualify_columns=False,
+            quote_identifiers=False,
+            identify=False,
+        )
+        return annotate_types(qualified, dialect="bigquery", schema=schema)
+    except Exception:
+        return None
+
+
+def _builtin_schema() -> MappingSchema:
+    """The columns of ``events`` and ``failed_events``, typed only where every engine
+    stores the type BigQuery has: their TIMESTAMPs. Text columns stay unknown (PostgreSQL
+    keeps ``properties`` as jsonb, which a rewrite for STRING would misread)."""
+    from headwater.store import schema
+
+    tables: dict[str, object] = {
+        table: {
+            field.name: "TIMESTAMP" if pa.types.is_timestamp(field.type) else "UNKNOWN"
+            for field in columns
+        }
+        for table, columns in (("events", schema.EVENTS), ("failed_events", schema.FAILED_EVENTS))
+    }
+    return MappingSchema(tables, dialect="bigquery")
+
+
+_BUILTIN_SCHEMA = _builtin_schema()
 
 
 def is_type(node: exp.Expression, *kinds: exp.DType) -> bool:

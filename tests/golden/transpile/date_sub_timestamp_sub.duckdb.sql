@@ -2,7 +2,7 @@
 SELECT
   message_id,
   CAST(CAST($end AS DATE) - INTERVAL '1' DAY AS DATE) AS previous_day,
-  CAST(timestamp AS DATE) = CAST(CAST($end AS DATE) - INTERVAL '1' DAY AS DATE) AS on_previous_day
+  CAST(MAKE_TIMESTAMP(EPOCH_US(timestamp)) AS DATE) = CAST(CAST($end AS DATE) - INTERVAL '1' DAY AS DATE) AS on_previous_day
 FROM events
 WHERE
   timestamp >= (

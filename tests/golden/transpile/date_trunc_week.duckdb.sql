@@ -1,12 +1,12 @@
 /* Events per week of event time; BigQuery's WEEK starts on Sunday. */
 SELECT
   CAST((
-    CAST(CAST(timestamp AS DATE) AS DATE) - CAST((
+    CAST(CAST(MAKE_TIMESTAMP(EPOCH_US(timestamp)) AS DATE) AS DATE) - CAST((
       (
         (
           (
             CAST((
-              DAYOFWEEK(CAST(CAST(timestamp AS DATE) AS DATE)) + 1
+              DAYOFWEEK(CAST(CAST(MAKE_TIMESTAMP(EPOCH_US(timestamp)) AS DATE) AS DATE)) + 1
             ) AS BIGINT) - 1
           ) - 0
         ) + 7
