@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headwater.store import schema
-from headwater.store.dedupe import KeyIndex
+from headwater.store.dedupe import KeyIndex, _Run
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
 
@@ -207,8 +207,34 @@ def test_a_merge_that_runs_out_of_memory_loses_no_key(monkeypatch: pytest.Monkey
 
     more_hi, more_lo = _arrays([(2, 3)])
     with monkeypatch.context() as patched:
-        patched.setattr(np, "concatenate", no_memory)
+        patched.setattr(np, "empty", no_memory)
         with pytest.raises(MemoryError):
             index.add(more_hi, more_lo, np.array([2], dtype=np.int64))
     known_hi, known_lo = _arrays([(1, 1), (1, 2), (2, 3)])
     assert index.contains(known_hi, known_lo).tolist() == [True, True, True]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    before=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), max_size=60),
+    after=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 9)), max_size=60),
+)
+def test_two_runs_merge_as_a_stable_sort_of_both_would_order_them(
+    before: list[tuple[int, int]], after: list[tuple[int, int]]
+) -> None:
+    # Many keys share a key_hi: before's come first among them, each run in its own order.
+    def run(keys: list[tuple[int, int]], at: int) -> _Run:
+        hi, lo = _arrays(keys)
+        return _Run(hi, lo, np.arange(at, at + len(keys), dtype=np.int64))
+
+    first, second = run(before, 0), run(after, 1000)
+    merged = _Run.merged(first, second)
+    both = _Run(
+        np.concatenate([first.hi, second.hi]),
+        np.concatenate([first.lo, second.lo]),
+        np.concatenate([first.at, second.at]),
+    )
+    assert merged.hi.tolist() == both.hi.tolist()
+    assert merged.lo.tolist() == both.lo.tolist()
+    assert merged.at.tolist() == both.at.tolist()
+    assert (merged.hi.dtype, merged.lo.dtype, merged.at.dtype) == (np.uint64, np.uint64, np.int64)

@@ -11,12 +11,13 @@ Keys are kept in sorted runs, as a log-structured merge tree does: each commit
 adds a small run, and a run is merged with the one before it once that one is
 less than four times its size, so there are about log₄(n / batch) runs, and each
 key is copied a few times over its life. Runs are sorted by ``key_hi`` only
-(a stable sort of two sorted runs is one linear merge); keys that share a
+(two sorted runs merge without a sort: see _Run.merged); keys that share a
 ``key_hi`` (about n²/2⁶⁵ pairs among n keys) are told apart by ``key_lo`` in a
 short loop.
 
 Memory: 24 bytes per key (``key_hi``, ``key_lo``, ``received_at``), and while
-the largest run is merged about three times that run's size more.
+the largest run is merged about twice that run's size more (the merged copy is
+whole before the two runs are let go).
 
 >>> import numpy as np
 >>> index = KeyIndex()
@@ -29,12 +30,15 @@ the largest run is merged about three times that run's size more.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 import numpy.typing as npt
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 Mask = npt.NDArray[np.bool_]
+_T = TypeVar("_T", np.uint64, np.int64)
 
 #: A run is merged into the one before it once that one is less than this many times larger.
 _RATIO = 4
@@ -48,6 +52,36 @@ class _Run:
         self.hi: U64 = hi[order]
         self.lo: U64 = lo[order]
         self.at: I64 = at[order]
+
+    @classmethod
+    def merged(cls, before: _Run, after: _Run) -> _Run:
+        """The two runs as one, ``before``'s keys first among equal ``key_hi``s (as a stable
+        sort of the two would place them), without sorting: each of ``after``'s keys goes
+        where a binary search in ``before`` puts it, shifted by the keys of ``after``
+        placed ahead of it. Beside the result (24 bytes a key), it allocates 8 bytes a key
+        at its peak, where a stable sort of the two runs' concatenation allocated 32; about
+        as fast (2.1M keys: 26-45 ms against 24-29)."""
+        size = len(before) + len(after)
+        # Positions in the merged run: a strictly increasing array, since after is sorted.
+        placed = np.searchsorted(before.hi, after.hi, side="right")
+        placed += np.arange(len(after), dtype=placed.dtype)
+        free = np.ones(size, np.bool_)
+        free[placed] = False
+        # before's keys fill the rest in order (by index: a masked assignment is 4x slower).
+        rest = np.flatnonzero(free)
+        del free
+
+        def column(old: npt.NDArray[_T], new: npt.NDArray[_T]) -> npt.NDArray[_T]:
+            merged: npt.NDArray[_T] = np.empty(size, old.dtype)
+            merged[placed] = new
+            merged[rest] = old
+            return merged
+
+        run = cls.__new__(cls)
+        run.hi = column(before.hi, after.hi)
+        run.lo = column(before.lo, after.lo)
+        run.at = column(before.at, after.at)
+        return run
 
     def __len__(self) -> int:
         return len(self.hi)
@@ -98,15 +132,8 @@ class KeyIndex:
             return
         self._runs.append(_Run(hi, lo, received_at))
         while len(self._runs) > 1 and len(self._runs[-2]) < _RATIO * len(self._runs[-1]):
-            before, last = self._runs[-2], self._runs[-1]
-            # Two sorted runs: the stable sort in _Run is one linear merge. Made before the
-            # two are let go, so a merge that runs out of memory loses no key.
-            merged = _Run(
-                np.concatenate([before.hi, last.hi]),
-                np.concatenate([before.lo, last.lo]),
-                np.concatenate([before.at, last.at]),
-            )
-            self._runs[-2:] = [merged]
+            # Made before the two are let go, so a merge that runs out of memory loses no key.
+            self._runs[-2:] = [_Run.merged(self._runs[-2], self._runs[-1])]
 
     def prune(self, before_us: int) -> int:
         """Forget keys received before ``before_us`` (as the store's ``DELETE`` does)."""
