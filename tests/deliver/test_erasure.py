@@ -499,6 +499,10 @@ def test_the_api_needs_an_admin_token(governed: Project, pg_url: str) -> None:
         still = project.query("SELECT count(*) AS n FROM events WHERE user_id = ?", PERSON)
         assert still.column("n")[0].as_py() == 12  # nothing was erased
         bearer = {"authorization": f"Bearer {admin.group(0)}"}
+        for nobody in ({}, {"user_ids": []}, {"user_ids": [""], "anonymous_ids": [""]}):
+            empty = server.post("/api/v1/erasures", json=nobody, headers=bearer)
+            assert empty.status_code == 400, empty.text
+            assert empty.json()["error"]["code"] == "no_ids"
         done = server.post("/api/v1/erasures", json=body, headers=bearer)
         assert done.status_code == 200, done.text
         receipt = done.json()

@@ -11,11 +11,14 @@ it keeps is compared with the pipeline's table, read from the store here.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import math
 import random
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -913,3 +916,53 @@ def test_receiver_counts_and_refuses_bad_signatures(receiver: Receiver) -> None:
     assert receiver.bad_signatures == 2
     assert receiver.rows() == [{"a": 1}]
     assert receiver.repeated_keys() == {"k1": 2}
+
+
+@contextmanager
+def _trickling(status: int, length: int, every: float) -> Iterator[tuple[int, threading.Event]]:
+    """A receiver on loopback that reads a request, answers ``status`` with a body of
+    ``length`` bytes announced, and sends that body one byte every ``every`` seconds."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                head = f"HTTP/1.1 {status} X\r\nContent-Length: {length}\r\n\r\n"
+                conn.sendall(head.encode())
+                for _ in range(length):
+                    if done.wait(every):
+                        return
+                    conn.sendall(b"e")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], done
+    finally:
+        done.set()
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize(("status", "delivered", "retry"), [(200, True, False), (503, False, True)])
+def test_a_receiver_that_trickles_its_answer_does_not_hold_the_post_past_its_timeout(
+    status: int, delivered: bool, retry: bool
+) -> None:
+    # 40 bytes at one every 0.25 s is 10 s of answer; the sink's timeout is 0.5 s. The status
+    # is the answer: what arrived of the body is its excerpt.
+    with _trickling(status, 40, 0.25) as (port, _):
+        sink = WebhookSink(url=f"http://127.0.0.1:{port}/hook", secret=SECRET, timeout_seconds=0.5)
+        target = WebhookTarget("crm", sink, ["127.0.0.1"])
+        try:
+            started = time.monotonic()
+            outcome = target.send(b'{"rows":[]}', "k")
+            took = time.monotonic() - started
+        finally:
+            target.close()
+    assert (outcome.delivered, outcome.retry) == (delivered, retry), outcome
+    assert took < 5, took  # about 2 x 0.5 s at most; the whole answer would take 10 s
+    if not delivered:
+        assert f"answered {status}: e" in (outcome.reason or "")

@@ -716,6 +716,22 @@ def test_an_unknown_column_is_400_naming_the_allowed_columns(api: Api) -> None:
             assert name in message
 
 
+def test_a_json_column_of_the_events_and_a_nul_character_are_refused_by_name(api: Api) -> None:
+    # Each store compares JSON in its own way, and PostgreSQL refuses NUL in text: the
+    # answer must not depend on where a dataset is served from.
+    for params in ({"properties": "x"}, {"context__in": "a,b"}, {"traits__gt": "{}"}):
+        message = _error(api.rows("events", params), 400)
+        column = next(iter(params)).partition("__")[0]
+        assert f"{column} holds JSON" in message
+        assert "JSON_VALUE" in message
+    for params in ({"plan": "pro\x00"}, {"user_id__in": "u01,\x00"}):
+        message = _error(api.rows(USER_SCORES, params), 400)
+        assert "NUL" in message
+        assert next(iter(params)).partition("__")[0] in message
+    lookup = api.get(f"/api/v1/datasets/{USER_SCORES}/rows/u01%00", api.reader)
+    assert "NUL" in _error(lookup, 400)
+
+
 @pytest.mark.parametrize(
     "name", ["events__like", "events__ne", "events__gt__lt", "plan__IN", "plan__regex"]
 )

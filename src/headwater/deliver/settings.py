@@ -79,7 +79,9 @@ class WebhookSink(_Sink, tag="webhook", frozen=True):
     """Rows per POST."""
 
     timeout_seconds: float = 10.0
-    """Connect and read timeout of one POST; a timeout is retried."""
+    """Connect, write and each read's timeout of one POST, and how long its answer's body
+    is read from the request's start (at most about twice this in all); a timeout is
+    retried."""
 
 
 Sink = FilesSink | PostgresSink | WebhookSink

@@ -156,25 +156,34 @@ class WebhookTarget:
             SIGNATURE: sign(self._secret, int(time.time()), payload),
         }
         extensions = {"sni_hostname": target.hostname}
-        response = None
+        failure = "no address to connect to"
         for url in target.urls:  # the next address only when this one refused to connect
+            request = self._client.build_request(
+                "POST", url, content=payload, headers=headers, extensions=extensions
+            )
+            deadline = time.monotonic() + self.settings.timeout_seconds
             try:
-                response = self._client.post(
-                    url, content=payload, headers=headers, extensions=extensions
-                )
-                break
+                response = self._client.send(request, stream=True)
             except httpx.ConnectError as exc:
                 failure = f"could not connect: {exc or type(exc).__name__}"
+                continue
             except httpx.TimeoutException:
                 return Outcome(False, True, f"no answer within {self.settings.timeout_seconds:g}s")
             except httpx.TransportError as exc:
                 return Outcome(False, True, f"the connection failed: {exc or type(exc).__name__}")
-        if response is None:
-            return Outcome(False, True, failure)
+            try:
+                text = _body_until(response, deadline)
+            finally:
+                response.close()
+            return self._outcome(target.host, response, text)
+        return Outcome(False, True, failure)
+
+    def _outcome(self, host: str, response: httpx.Response, text: str) -> Outcome:
+        """What the receiver's answer means; ``text``: as much of its body as was read."""
         status = response.status_code
         if 200 <= status < 300:
             return Outcome(True, False)
-        answer = f"{target.host} answered {status}: {_excerpt(response.text)}"
+        answer = f"{host} answered {status}: {_excerpt(text)}"
         if status == 429 or status >= 500:
             return Outcome(False, True, answer, _retry_after(response))
         if 300 <= status < 400:
@@ -182,7 +191,7 @@ class WebhookTarget:
             return Outcome(
                 False,
                 False,
-                f"{target.host} answered {status}, a redirect to {where}, which is not followed; "
+                f"{host} answered {status}, a redirect to {where}, which is not followed; "
                 "set the sink's url to the final address",
             )
         return Outcome(False, False, answer)
@@ -205,6 +214,31 @@ def _retry_after(response: httpx.Response) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+#: Bytes of an answer's body kept for its excerpt; the rest is read only to keep the
+#: connection (an answer of 2xx), and not past the deadline.
+_KEPT = 4096
+
+
+def _body_until(response: httpx.Response, deadline: float) -> str:
+    """The start of ``response``'s body, read until it ends or ``deadline`` passes: the
+    status is the answer, and a receiver that sends its body a byte at a time must not
+    hold the delivery (and every delivery queued behind it) past ``timeout_seconds``. A
+    body left unread closes the connection. A read in progress at the deadline still
+    waits up to the timeout, so an answer takes at most twice ``timeout_seconds``."""
+    kept = bytearray()
+    try:
+        for chunk in response.iter_bytes():
+            if len(kept) < _KEPT:
+                kept += chunk[: _KEPT - len(kept)]
+            elif not response.is_success:
+                break  # enough of an error's body for its excerpt
+            if time.monotonic() > deadline:
+                break
+    except httpx.HTTPError:
+        pass  # the status arrived; a body cut short or timed out does not change it
+    return kept.decode(response.encoding or "utf-8", errors="replace")
 
 
 def _excerpt(text: str, limit: int = 200) -> str:

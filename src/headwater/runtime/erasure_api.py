@@ -51,7 +51,7 @@ def erasure_app(
             raise ApiError(
                 400, "bad_request", f'{exc}; send {{"user_ids": [...], "anonymous_ids": [...]}}'
             ) from None
-        if not (wanted.user_ids or wanted.anonymous_ids):
+        if not any(wanted.user_ids) and not any(wanted.anonymous_ids):  # "" is no id
             raise ApiError(400, "no_ids", "name at least one id in user_ids or anonymous_ids")
         ids = {"user_id": wanted.user_ids, "anonymous_id": wanted.anonymous_ids}
         done = await asyncio.to_thread(erase, ids, admin)

@@ -28,6 +28,7 @@ from headwater.serve.auth import Consumer, ConsumerRing
 from headwater.serve.catalog import DatasetCatalog
 from headwater.serve.errors import ApiError
 from headwater.serve.query import (
+    RESERVED,
     Dataset,
     Reader,
     Select,
@@ -143,10 +144,15 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
             if not select.params:
                 raise
             # With values bound, the likeliest cause is a filter the column cannot take
-            # (a JSON column compared to text); the engine's words stay in the log.
+            # (a JSON column of a pipeline's compared to text).
             log.info("read API: %s refused a filter: %s", name, exc.reason)
+            filtered = ", ".join(sorted({arg.partition("__")[0] for arg in args} - RESERVED))
+            said = (exc.reason or "refused").splitlines()[0]
             raise ApiError(
-                400, "bad_filter", "the store cannot apply these filters to these columns"
+                400,
+                "bad_filter",
+                f"the store cannot compare {filtered} with the values given ({said}); drop "
+                "the filter on a column whose values are not plain text, numbers or times",
             ) from None
         more = table.num_rows > page
         table = table.slice(0, page)

@@ -24,8 +24,11 @@ from headwater.core import jsonio
 from headwater.core.clock import parse_utc
 from headwater.serve.errors import ApiError
 from headwater.store.engine import Selected
+from headwater.store.schema import JSON_COLUMNS
 
 RESERVED = frozenset({"order_by", "limit", "cursor", "format"})
+#: The tables every project has, whose JSON columns are known by name.
+BUILTIN_TABLES = frozenset({"events", "failed_events"})
 OPERATORS: dict[str, Callable[[exp.Expression, exp.Expression], exp.Expression]] = {
     "eq": lambda c, v: exp.EQ(this=c, expression=v),
     "gt": lambda c, v: exp.GT(this=c, expression=v),
@@ -107,6 +110,12 @@ class Select:
 def parse_value(dataset: Dataset, column: str, text: str) -> Any:
     """``text`` as a value of ``column``'s type; 400 naming both when it is not."""
     kind = dataset.column_type(column)
+    if "\x00" in text:
+        # PostgreSQL refuses the character in text and DuckDB matches nothing: a dataset
+        # served from either answers the same.
+        raise ApiError(
+            400, "bad_filter", f"a value for {column} holds the NUL character (%00); no row does"
+        )
     try:
         if pa.types.is_integer(kind):
             value = int(text)
@@ -145,6 +154,15 @@ def rows_query(
         column, _, operator = name.partition("__")
         operator = operator or "eq"
         dataset.column_type(column)
+        if dataset.name in BUILTIN_TABLES and column in JSON_COLUMNS:
+            # Stored as JSON (jsonb on PostgreSQL): compared as parsed JSON, differently
+            # by each store, never as the text a client would send.
+            raise ApiError(
+                400,
+                "bad_filter",
+                f"{column} holds JSON, which is not filtered by; a pipeline can take a field "
+                f"into a column of its own (JSON_VALUE({column}, '$.plan') AS plan)",
+            )
         target = exp.column(column, quoted=True)
         if operator == "in":
             values = [v for v in text.split(",") if v != ""]
