@@ -709,11 +709,25 @@ def test_a_value_of_the_wrong_type_is_400_naming_column_and_type(
 
 
 def test_an_unknown_column_is_400_naming_the_allowed_columns(api: Api) -> None:
-    for params in ({"nope": "1"}, {"nope__gt": "1"}, {"order_by": "nope"}, {"Events": "1"}):
+    for params in (
+        {"nope": "1"},
+        {"nope__gt": "1"},
+        {"order_by": "nope"},
+        {"Events": "1"},
+        {"order_by": "--events"},
+    ):
         message = _error(api.rows(USER_SCORES, params), 400)
-        assert "nope" in message or "Events" in message
+        assert "nope" in message or "Events" in message or "-events" in message
         for name, _ in SCORES_COLUMNS:
             assert name in message
+
+
+def test_a_filter_given_twice_is_400_not_its_last_value(api: Api) -> None:
+    for query in ("plan=pro&plan=free", "plan__in=pro&plan__in=free", "limit=1&limit=2"):
+        response = api.get(f"/api/v1/datasets/{USER_SCORES}/rows?{query}", api.reader)
+        message = _error(response, 400)
+        assert "more than once" in message
+        assert query.split("=")[0] in message
 
 
 def test_a_json_column_of_the_events_and_a_nul_character_are_refused_by_name(api: Api) -> None:

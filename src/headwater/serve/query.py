@@ -206,7 +206,7 @@ def _ordering(dataset: Dataset, order_by: str | None) -> list[tuple[str, bool]]:
         if not item:
             continue
         desc = item.startswith("-")
-        column = item.lstrip("-+")
+        column = item[1:] if item[0] in "-+" else item  # one sign: "--n" names no column
         dataset.column_type(column)
         order.append((column, desc))
     # Ties broken by the key (or every column) so pages never skip or repeat rows.
