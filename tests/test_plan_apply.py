@@ -605,3 +605,74 @@ def test_builds_left_for_a_change_since_undone_are_dropped_not_swapped_in(
     assert _counts(project) == _expected(rows)
     built = _metadata(project, "SELECT count(*) FROM intervals WHERE pipeline LIKE '_hw_%'")
     assert built == [(0,)]
+
+
+BY_EVENT_TIME = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time = "timestamp"
+time_column = "hour"
+key = ["hour"]
+*/
+SELECT TIMESTAMP_TRUNC(timestamp, HOUR) AS hour, SUM(weight) AS events
+FROM events CROSS JOIN weights
+WHERE timestamp >= @start AND timestamp < @end
+GROUP BY hour
+"""
+
+WEIGHTS = """\
+/* headwater
+schedule = "@hourly"
+kind = "full"
+key = ["weight"]
+*/
+SELECT 1 AS weight
+"""
+
+
+def test_late_events_the_live_pipeline_took_during_an_apply_are_in_the_table_swapped_in(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While an apply rebuilds a reader of a changed pipeline, late events re-open an hour
+    # the build has already run, and the scheduler re-runs it in the live table (whose
+    # file is as applied). The build must not put the older count back at the swap.
+    for path in (project.root / "pipelines").iterdir():
+        path.unlink()
+    _write(project, "weights.sql", WEIGHTS)
+    _write(project, "by_time.sql", BY_EVENT_TIME)
+    rows = _rows(_start(), 30, 6, "a")
+    _ingest(project, rows)
+    run_cli(project, "run", "--due")
+    _apply(project)
+    _write(project, "weights.sql", WEIGHTS.replace("SELECT 1", "SELECT 2 - 1"))
+
+    import headwater.runtime.apply as applying
+
+    late_hour = _start() + 2 * HOUR
+    late: list[dict[str, Any]] = []
+    swap = applying._swap
+    live: list[int] = []
+
+    def late_events_then_swap(ws: Workspace, *args: Any, **kwargs: Any) -> None:
+        # Received now, after the build ran that hour (the collector's floor holds).
+        late.extend(
+            {**row, "message_id": f"late-{n}", "received_at": datetime.now(UTC)}
+            for n, row in enumerate(_rows(late_hour, 1, 5, "late"))
+        )
+        ws.engine.ingest(
+            IngestBatch(pa.Table.from_pylist(late, schema=schema.EVENTS),
+                        schema.FAILED_EVENTS.empty_table())
+        )  # fmt: skip
+        ws.pipelines.run_due()  # the live pipeline's scheduler takes them
+        found = ws.engine.query(f"SELECT events FROM by_time WHERE hour = '{late_hour}'")
+        live.append(found.column("events")[0].as_py())
+        swap(ws, *args, **kwargs)
+
+    monkeypatch.setattr(applying, "_swap", late_events_then_swap)
+    plan = _apply(project)
+    assert {change.name for change in plan.changes} >= {"weights"}
+    assert live == [6 + 5]  # the live table had the late events before the swap
+    found = {r["hour"]: r["events"] for r in _query(project, "SELECT * FROM by_time")}
+    expected = Counter(r["timestamp"].replace(minute=0, second=0) for r in rows + late)
+    assert found == dict(expected)

@@ -136,10 +136,13 @@ class Planner:
 
     # -- late events and staleness --------------------------------------------
 
-    def detect_late(self, floor: datetime) -> dict[str, int]:
-        """Mark done event-time intervals that received events since the last pass."""
+    def detect_late(self, floor: datetime, only: str | None = None) -> dict[str, int]:
+        """Mark done event-time intervals that received events since the last pass (of
+        every pipeline, or of ``only``)."""
         reopened: dict[str, int] = {}
         for pipeline in self.graph:
+            if only is not None and pipeline.name != only:
+                continue
             if not (pipeline.incremental and pipeline.header.time == "timestamp"):
                 continue
             if "events" not in pipeline.inputs:

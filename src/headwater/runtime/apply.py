@@ -282,19 +282,26 @@ def _build(service: PipelineService, name: str, progress: ProgressFn | None) -> 
     graph = service.graph()
     pipeline = graph[name]
     planner, _ = service.tools(graph)
-    start = planner.start(pipeline)
-    if start is None:
-        return 0
-    retired = planner.retired(pipeline)
-    if retired is not None:
-        # What retention dropped is not built again: the build starts where it keeps.
-        start = max(start, retired.before)
     until = service.until()
+    start = planner.start(pipeline)
+    if start is None and (pipeline.incremental or pipeline.inputs):
+        return 0  # nothing it reads has data yet
     if not pipeline.incremental:
+        # Its tick (a pipeline that reads no table, rows of its own, has no start).
         latest = latest_tick(pipeline.header.schedule, until)
         done = service.state.runs.intervals(name).get(latest.start)
         if done is not None and done.status == "done":
             return 0
+        return len(service.backfill(name, latest.start, until, progress, upstream=False))
+    assert start is not None
+    retired = planner.retired(pipeline)
+    if retired is not None:
+        # What retention dropped is not built again: the build starts where it keeps.
+        start = max(start, retired.before)
+    # No scheduler pass looks at a build: the late events that re-opened intervals of the
+    # live pipeline since the build ran them re-open the build's here, or the swap would put
+    # back numbers older than those the live table serves.
+    planner.detect_late(until, only=name)
     # Its inputs are built before it (run order), or live and left to their own schedule.
     return len(service.backfill(name, start, until, progress, upstream=False))
 
