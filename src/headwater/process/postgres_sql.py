@@ -380,8 +380,26 @@ def date_arrays(node: exp.Expression) -> exp.Expression:
     return cast(exp.Expression, series)
 
 
+def derived_tables_named(node: exp.Expression) -> exp.Expression:
+    """A subquery in FROM or JOIN without a name gets one: PostgreSQL before 16 refuses
+    it ("subquery in FROM must have an alias"). Named by its place in its FROM clause, so
+    two in one clause differ; a nested one may reuse a name (its own scope)."""
+    if not isinstance(node, exp.Subquery) or node.alias:
+        return node
+    parent = node.parent
+    if isinstance(parent, exp.From):
+        place = 0
+    elif isinstance(parent, exp.Join) and isinstance(parent.parent, exp.Select):
+        place = 1 + parent.parent.args.get("joins", []).index(parent)
+    else:
+        return node
+    node.set("alias", exp.TableAlias(this=exp.to_identifier(f"_hw_from{place}")))
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    derived_tables_named,
     date_arrays,
     safe_cast_to_time_refused,
     date_from_parts,

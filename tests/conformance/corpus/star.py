@@ -1,4 +1,4 @@
-"""SELECT * EXCEPT and * REPLACE, alone and on a table alias."""
+"""SELECT * EXCEPT and * REPLACE, alone and on a table alias; subqueries in FROM."""
 
 from __future__ import annotations
 
@@ -49,6 +49,13 @@ CASES: list[Case] = [
         [(1,), (3,)],
         f"{DOC}#select_except",
         refused=frozenset({"postgres"}),
+    ),
+    Case(
+        "subqueries_in_from_without_a_name",
+        EVENTS + "SELECT COUNT(*) AS n, MAX(t) AS t FROM (SELECT DISTINCT user_id FROM events) "
+        "CROSS JOIN (SELECT SUM(n) AS t FROM events)",
+        [(2, 4)],
+        f"{DOC}#from_clause",
     ),
     Case(
         "star_except_from_a_subquery",
