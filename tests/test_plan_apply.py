@@ -259,6 +259,12 @@ def test_a_column_renamed_is_breaking_names_the_consumer_and_a_failed_build_chan
     # totals still reads counts.events: its build fails, and nothing is swapped.
     failed = run_cli(project, "apply", check=False)
     assert failed.returncode == 1, failed.stdout + failed.stderr
+    # Said of the pipeline and its file, with the fix that works (its build is no name a
+    # command takes).
+    said = failed.stdout + failed.stderr
+    assert "_hw_next" not in failed.stdout, failed.stdout
+    assert "failed totals" in failed.stdout, failed.stdout
+    assert "totals.sql, then `headwater apply` again" in " ".join(said.split()), said
     assert _query(project, "SELECT * FROM totals ORDER BY event") == before
     assert _counts(project) == _expected(rows)
     assert "n" not in _query(project, "SELECT * FROM counts LIMIT 1")[0]

@@ -25,14 +25,15 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from headwater.config.project import Project, load_project
 from headwater.core.errors import ConfigError, HeadwaterError
+from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph, build
 from headwater.process.schedule import latest_tick
-from headwater.process.service import PipelineService, ProgressFn
+from headwater.process.service import PipelineService, Progress, ProgressFn
 from headwater.runtime.plan import APPLIES_REVISION, Plan, rebuilt
 from headwater.runtime.workspace import Workspace, metadata_for
 from headwater.state.applies import Kind
@@ -114,11 +115,11 @@ def _apply(
         builds = {name: build_table(name) for name in names}
         service = _build_service(ws, graph, builds)
         for name in names:
-            result.built[name] = _build(service, builds[name], progress)
+            result.built[name] = _as_pipeline(service, name, builds[name], progress)
 
         def catch_up_then_record() -> None:
             for name in names:  # what the live pipelines published meanwhile
-                result.built[name] += _build(service, builds[name], progress)
+                result.built[name] += _as_pipeline(service, name, builds[name], progress)
             gone: list[tuple[Kind, str]] = [("pipeline", name) for name in plan.removed]
             gone += [(o.kind, o.name) for o in plan.objects if o.change == "removed"]
             state.applies.record(apply_id, plan.applied, gone)
@@ -274,6 +275,31 @@ def _build_service(ws: Workspace, graph: Graph, builds: dict[str, str]) -> Pipel
         clock=ws.pipelines.clock,
         retention=ws.pipelines.retention,
     )
+
+
+def _as_pipeline(
+    service: PipelineService, name: str, build: str, progress: ProgressFn | None
+) -> int:
+    """:func:`_build` of ``name``'s build, reported and failing under the pipeline's name:
+    its build table is no name a command takes, and the fix is the file, then an apply."""
+
+    def report(step: Progress) -> None:
+        if progress is not None:
+            error = step.error.replace(build, name) if step.error else None
+            progress(replace(step, pipeline=name, error=error))
+
+    try:
+        return _build(service, build, report)
+    except PipelineError as exc:
+        raise PipelineError(
+            exc.problem.replace(build, name),
+            pipeline=name,
+            path=exc.path,
+            line=exc.line,
+            column=exc.column,
+            hint=f"fix {exc.path or name}, then `headwater apply` again: what was built so far is "
+            "kept, and nothing was swapped in",
+        ) from exc
 
 
 def _build(service: PipelineService, name: str, progress: ProgressFn | None) -> int:
