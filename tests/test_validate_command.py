@@ -298,3 +298,30 @@ def test_the_golden_bigquery_idioms_have_no_problems(tmp_path: Path, engine: str
     report = validate(tmp_path, "bigquery", engine)
     assert report.files == len(list(GOLDEN.glob("*.bigquery.sql"))) + 1
     assert report.problems == []
+
+
+def test_a_broken_header_does_not_hide_the_sql_problems_of_its_file(project: Project) -> None:
+    _write(
+        project,
+        {
+            # A typo in a key, and a column that is no column.
+            "typo.sql": '/* headwater\nkindd = "full"\n*/\nSELECT user_id, plan FROM events\n',
+            # A header that is not TOML, and SQL that does not parse.
+            "both.sql": "/* headwater\nkind = \n*/\nSELECT event,\n  FROM events WHERE\n",
+            # The header alone is broken: one problem, not two.
+            "header_only.sql": '/* headwater\nschedul = "@daily"\n*/\nSELECT event FROM events\n',
+        },
+    )
+    result = project.cli("validate", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [p for p in _lines(result.stdout, project)[:-1] if "pipelines/" in p]
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "pipelines/both.sql:2:8",
+        "pipelines/both.sql:5:15",
+        "pipelines/header_only.sql:2:1",
+        "pipelines/typo.sql:2:1",
+        "pipelines/typo.sql:4:17",
+    ], problems
+    assert "unknown header key `kindd`" in problems[3]
+    assert "events has no column plan" in problems[4]
+    assert "the SQL does not parse" in problems[1]

@@ -60,9 +60,16 @@ def split_header(text: str, path: str) -> tuple[PipelineHeader, str]:
             hint=hint,
         ) from None
     header = from_mapping(raw, path, toml, first_line)
-    # Blank out the header but keep its newlines, so SQL errors point at file lines.
-    body = "\n" * text[: match.end()].count("\n") + text[match.end() :]
-    return header, body
+    return header, body_of(text)
+
+
+def body_of(text: str) -> str:
+    """The SQL body of a pipeline file, its header (valid or not) blanked out but its
+    newlines kept, so SQL errors point at file lines."""
+    match = _HEADER.match(text)
+    if match is None:
+        return text
+    return "\n" * text[: match.end()].count("\n") + text[match.end() :]
 
 
 def from_mapping(

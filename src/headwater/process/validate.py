@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from headwater.process import columns, sql
 from headwater.process.definition import BUILTIN_TABLES, Pipeline, load_file
 from headwater.process.errors import PipelineError
 from headwater.process.graph import cycles, ordered, pipeline_files
+from headwater.process.header import body_of, split_header
 from headwater.process.settings import HEADER_KEYS
 
 _TEMPORAL = {
@@ -87,11 +88,16 @@ def validate(
     add = report.problems.append
     present = {path.stem for path in files}
     loaded: dict[str, Pipeline] = {}
+    # SQL files whose header is broken: their query is still checked.
+    headless: dict[Path, sql.Query] = {}
     for path in files:
         try:
             pipeline = load_file(path, dialect)
         except PipelineError as exc:
             add(_from_error(exc, path))
+            query = _despite_header(path, dialect, engine_dialect, add)
+            if query is not None:
+                headless[path] = query
             continue
         except (HeadwaterError, OSError, UnicodeDecodeError) as exc:
             add(Problem(str(path), 1, 1, str(exc), getattr(exc, "hint", None), path.stem))
@@ -148,6 +154,10 @@ def validate(
         if output is not None:
             schema.add_table(exp.Table(this=exp.to_identifier(name)), output, dialect=dialect)
         report.problems.extend(_output_problems(pipeline, output, dialect))
+    for path, query in headless.items():
+        findings, _ = columns.check(query, schema, dialect)
+        for f in findings:
+            add(Problem(str(path), f.line, f.column, f.message, f.hint, path.stem))
     # sqlglot says some things on several lines; a problem is one line.
     found = {dataclasses.replace(p, message=_one_line(p.message)) for p in report.problems}
     report.problems = sorted(found, key=lambda p: (p.path, p.line, p.column, p.message))
@@ -182,6 +192,33 @@ def _from_error(exc: PipelineError, path: Path, *, header: bool = True) -> Probl
                 line, column = place
                 break
     return Problem(str(path), line, column, message, exc.hint, path.stem)
+
+
+def _despite_header(
+    path: Path, dialect: str, engine_dialect: str, add: Callable[[Problem], None]
+) -> sql.Query | None:
+    """A SQL file's query when its header is what failed to load (the header's problem is
+    reported already): its SQL's own problems are reported too, not after the header is
+    fixed. ``None`` when the header is not what failed, or the SQL does not parse."""
+    if path.suffix != ".sql":
+        return None
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        split_header(text, str(path))
+    except PipelineError:
+        pass
+    else:
+        return None  # the header loads: the problem reported was the SQL's or a rule's
+    try:
+        query = sql.parse(body_of(text), dialect, str(path))
+        sql.render(query, engine_dialect)
+    except PipelineError as exc:
+        add(_from_error(exc, path, header=False))
+        return None
+    return query
 
 
 def _at(pipeline: Pipeline, message: str, hint: str | None, key: str | None = None) -> Problem:
