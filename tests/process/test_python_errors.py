@@ -250,3 +250,45 @@ def test_a_librarys_frames_are_left_out_and_the_pipelines_line_kept(tmp_path: Pa
     assert "pyarrow/" not in error.message  # the library's own frames
     frames = [line for line in error.message.splitlines() if line.startswith("  File ")]
     assert frames == [f'  File "{path}", line 8, in mixed']
+
+
+WRONG_SHAPES = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="full")
+def {name}(ctx: Context) -> pa.Table:
+    {body}
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("name", "body", "said", "fix"),
+    [
+        (
+            "rows_of_dicts",
+            'return [{"n": 1}]',
+            "a Python pipeline returns a pyarrow.Table, got list",
+            "pa.Table.from_pylist(rows)",
+        ),
+        (
+            "mapped",
+            "return ctx.map_batches('SELECT 1 AS n', lambda b: b, "
+            "pa.schema([('n', pa.int64()), ('doubled', pa.int64())]))",
+            "fn returned the columns n; the schema given declares doubled, which it lacks",
+            "headwater run mapped",
+        ),
+    ],
+)
+def test_an_output_of_the_wrong_shape_says_what_it_was_and_the_fix(
+    project: Project, name: str, body: str, said: str, fix: str
+) -> None:
+    _pipeline(project, name, WRONG_SHAPES.format(name=name, body=body))
+    failed = run_cli(project, "run", name, check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    out = " ".join((failed.stdout + failed.stderr).split())
+    assert said in out, out
+    assert fix in out, out

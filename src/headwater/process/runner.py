@@ -316,6 +316,8 @@ class Runner:
                 f"a Python pipeline returns a pyarrow.Table, got {type(result).__name__}",
                 pipeline=pipeline.name,
                 path=str(pipeline.path),
+                hint="return pa.Table.from_pandas(df, preserve_index=False) for a pandas "
+                "DataFrame, pa.Table.from_pylist(rows) for a list of dicts",
             )
         if pipeline.function.schema is not None:
             result = _as_declared(pipeline, result, pipeline.function.schema)

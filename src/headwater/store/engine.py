@@ -100,6 +100,12 @@ def map_in_process(
     # A stream of batches (pages of a result) is read one at a time: only the output is kept.
     for batch in table.to_batches() if isinstance(table, pa.Table) else table:
         out = fn(batch)
+        missing = [f.name for f in schema if f.name not in out.schema.names]
+        if missing:
+            raise ValueError(
+                f"map_batches: fn returned the columns {', '.join(out.schema.names) or 'none'}; "
+                f"the schema given declares {', '.join(missing)}, which it lacks"
+            )
         batches.append(
             pa.RecordBatch.from_arrays(
                 [out.column(f.name).cast(f.type) for f in schema], schema=schema
