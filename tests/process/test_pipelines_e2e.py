@@ -713,6 +713,8 @@ def test_failing_audits_publish_nothing_and_show_in_status(project: Project) -> 
     assert "audit unique(day, user_id) failed on 2 rows" in said, said
     assert "'user_id': 'u3'" in said, said
     assert "'copies': 3" in said, said
+    assert f"'day': '{day.date().isoformat()}" in said, said  # a time as people write it
+    assert "datetime.datetime(" not in said, said
     assert _snapshot(project, "user_days") == published  # not published
 
     failed = run_cli(project, "run", "plan_values", *window, check=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime, time
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -86,9 +88,22 @@ class AuditFailed(PipelineError):
         self.audit = audit
         self.count = count
         self.sample = sample
-        shown = "; ".join(str(row) for row in sample[:5])
+        shown = "; ".join(str(_readable(row)) for row in sample[:5])
         super().__init__(
             f"audit {audit} failed on {count} row{'s' if count != 1 else ''}: {shown}",
             pipeline=pipeline,
             hint="fix the pipeline or its input, then run it again; nothing was published",
         )
+
+
+def _readable(row: dict[str, object]) -> dict[str, object]:
+    """A sample row as a person reads it: times in ISO 8601, decimals as their digits (not
+    ``datetime.datetime(2026, 12, 3, 0, 0, tzinfo=...)``)."""
+    return {
+        key: value.isoformat()
+        if isinstance(value, datetime | date | time)
+        else str(value)
+        if isinstance(value, Decimal)
+        else value
+        for key, value in row.items()
+    }
