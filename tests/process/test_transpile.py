@@ -511,3 +511,33 @@ def test_untranslatable_construct_names_file_and_line(name: str) -> None:
     assert error.hint is not None
     assert error.line == line, f"expected line {line}, got {error.line}: {error}"
     assert str(error).startswith(f"{path}:{line}: ")
+
+
+def _cast_to_int64(text: str | None) -> list[tuple[object, ...]]:
+    """CAST(JSON_VALUE(...) AS INT64) of ``text`` (a STRING the query types), on DuckDB."""
+    import duckdb
+
+    literal = json.dumps({"a": text})  # the test's own values: no quote to escape
+    bigquery = (
+        f"WITH t AS (SELECT '{literal}' AS p) SELECT CAST(JSON_VALUE(p, '$.a') AS INT64) FROM t"
+    )
+    return (
+        duckdb.connect().execute(render(parse(bigquery, "bigquery", "t.sql"), "duckdb")).fetchall()
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("6", 6), (" -12 ", -12), ("0x1F", 31), ("-0x1F", -31), (None, None)],
+)
+def test_cast_of_text_to_int64_takes_an_integer(text: str | None, expected: int | None) -> None:
+    assert _cast_to_int64(text) == [(expected,)]
+
+
+@pytest.mark.parametrize("text", ["6.7", "6.3", "1e3", "apple", "", "99999999999999999999"])
+def test_cast_of_text_to_int64_fails_on_anything_else_as_bigquery_does(text: str) -> None:
+    # DuckDB's own cast made '6.7' a 7 and '1e3' a 1000: a number no other engine gives.
+    import duckdb
+
+    with pytest.raises(duckdb.Error, match=r"Bad int64 value|Could not convert"):
+        _cast_to_int64(text)

@@ -82,6 +82,20 @@ def count_if_counts(node: exp.Expression) -> exp.Expression:
     return exp.Count(this=one)
 
 
+def greatest_least_null(node: exp.Expression) -> exp.Expression:
+    """GREATEST and LEAST are NULL when any argument is; PostgreSQL's and Spark's skip
+    NULLs (GREATEST(1, NULL) is 1 there)."""
+    if not isinstance(node, exp.Greatest | exp.Least) or node.args.get("ignore_nulls"):
+        return node
+    values = [node.this, *node.expressions]
+    if len(values) < 2:
+        return node
+    kept = node.copy()
+    kept.set("ignore_nulls", True)  # the generator adds no NULL check of its own
+    any_null = exp.or_(*(exp.Is(this=v.copy(), expression=exp.Null()) for v in values))
+    return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=kept)
+
+
 def offset_from_zero(node: exp.Expression) -> exp.Expression:
     """UNNEST ... WITH OFFSET counts from 0; the engines' WITH ORDINALITY from 1. The
     offset's name, wherever the query uses it, becomes the ordinal minus 1."""
@@ -447,6 +461,7 @@ def postgres_json_and_rest(node: exp.Expression) -> exp.Expression:
 
 
 POSTGRES = (
+    greatest_least_null,
     substr_from_bigquery_position,
     count_if_counts,
     offset_from_zero,
@@ -596,6 +611,7 @@ def spark_rest(node: exp.Expression) -> exp.Expression:
 
 
 SPARK = (
+    greatest_least_null,
     substr_from_bigquery_position,
     refuse_array_agg_limit,
     refuse_regexp_position,

@@ -27,9 +27,11 @@ from headwater.process.portable_sql import (
 
 def safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
     """BigQuery casts text to INT64 only when it is an integer literal ('2', '-0x1F');
-    DuckDB's TRY_CAST also takes '2.5' (rounding it) and '1e3', and not '-0x1F'."""
+    DuckDB's casts also take '2.5' (rounding it) and '1e3', and not '-0x1F'. SAFE_CAST
+    gives NULL for any other text; CAST fails on it, as BigQuery's does (DuckDB's CAST
+    made '6.7' a 7)."""
     if not (
-        isinstance(node, exp.TryCast)
+        isinstance(node, exp.Cast)  # TRY_CAST too
         and node.to.is_type(*exp.DataType.INTEGER_TYPES)
         and (
             isinstance(node.this, exp.JSONExtractScalar)
@@ -43,16 +45,27 @@ def safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
     def matches(pattern: str) -> exp.Expression:
         return call("REGEXP_FULL_MATCH", text.copy(), exp.Literal.string(pattern))
 
+    safe = isinstance(node, exp.TryCast)
+
     def cast(value: exp.Expression) -> exp.Expression:
-        return exp.TryCast(this=value, to=node.to.copy())
+        # Out of INT64's range: NULL for SAFE_CAST, DuckDB's conversion error for CAST.
+        return (exp.TryCast if safe else exp.Cast)(this=value, to=node.to.copy())
 
     unsigned = exp.Anonymous(this="LTRIM", expressions=[text.copy(), exp.Literal.string("+-")])
+    refused = None
+    if not safe:
+        said = exp.DPipe(this=exp.Literal.string("Bad int64 value: "), expression=text.copy())
+        refused = exp.Case(
+            ifs=[exp.If(this=exp.Is(this=text.copy(), expression=exp.Null()), true=exp.Null())],
+            default=call("ERROR", said),
+        )
     return exp.Case(
         ifs=[
             exp.If(this=matches(r"[+-]?[0-9]+"), true=cast(text.copy())),
             exp.If(this=matches(r"\+?0[xX][0-9a-fA-F]+"), true=cast(unsigned.copy())),
             exp.If(this=matches(r"-0[xX][0-9a-fA-F]+"), true=exp.Neg(this=cast(unsigned))),
-        ]
+        ],
+        default=refused,
     )
 
 
@@ -66,8 +79,13 @@ def diff_in_whole_units(node: exp.Expression) -> exp.Expression:
 
 
 def count_if_is_int64(node: exp.Expression) -> exp.Expression:
-    """COUNTIF is INT64 in BigQuery; DuckDB's COUNT_IF is a HUGEINT."""
-    if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Cast):
+    """COUNTIF is INT64 in BigQuery; DuckDB's COUNT_IF is a HUGEINT. Over a window the
+    window is cast (a cast between the function and its OVER is not SQL)."""
+    if isinstance(node.parent, exp.Cast):
+        return node
+    if isinstance(node, exp.Window) and isinstance(node.this, exp.CountIf):
+        return exp.cast(node, exp.DataType.Type.BIGINT)
+    if isinstance(node, exp.CountIf) and not isinstance(node.parent, exp.Window):
         return exp.cast(node, exp.DataType.Type.BIGINT)
     return node
 

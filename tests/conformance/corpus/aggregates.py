@@ -18,6 +18,12 @@ ROWS = (
 
 CASES: list[Case] = [
     Case(
+        "countif_over_a_window",
+        ROWS + "SELECT g, x, COUNTIF(f) OVER (PARTITION BY g) AS c FROM t ORDER BY g, x",
+        [(1, None, 1), (1, 2, 1), (1, 5, 1), (2, 4, 1)],
+        f"{DOC}#countif",
+    ),
+    Case(
         "empty_input_counts_zero_others_null",
         EMPTY + "SELECT COUNT(*), COUNT(x), COUNTIF(x > 0), SUM(x), AVG(x), MIN(x), MAX(x) FROM t",
         [(0, 0, 0, None, None, None, None)],

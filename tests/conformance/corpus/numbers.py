@@ -15,6 +15,13 @@ NAN = float("nan")
 
 CASES: list[Case] = [
     Case(
+        name="greatest_and_least_are_null_when_an_argument_is",
+        sql="""WITH t AS (SELECT 1 AS a, CAST(NULL AS INT64) AS n, 3 AS c)
+SELECT GREATEST(a, n) AS g, LEAST(c, n, a) AS l, GREATEST(a, c) AS k, LEAST(a, c) AS m FROM t""",
+        expect=[(None, None, 3, 1)],
+        source=MATH + "#greatest",
+    ),
+    Case(
         name="slash_on_integers_is_float64",
         sql="""WITH t AS (SELECT 20 AS a, 4 AS b, 7 AS c, 2 AS d, 1 AS e, 3 AS f)
 SELECT a / b AS whole, c / d AS half, -c / d AS negative, e / f AS third FROM t""",
