@@ -252,16 +252,13 @@ def test_a_librarys_frames_are_left_out_and_the_pipelines_line_kept(tmp_path: Pa
     assert frames == [f'  File "{path}", line 8, in mixed']
 
 
-WRONG_SHAPES = """\
-import pyarrow as pa
-
-from headwater.process import Context, pipeline
-
-
-@pipeline(schedule="@hourly", kind="full")
-def {name}(ctx: Context) -> pa.Table:
-    {body}
-"""
+def _returning(name: str, body: str) -> str:
+    """A Python pipeline ``name`` whose function is ``body``."""
+    return (
+        "import pyarrow as pa\n\nfrom headwater.process import Context, pipeline\n\n\n"
+        '@pipeline(schedule="@hourly", kind="full")\n'
+        f"def {name}(ctx: Context) -> pa.Table:\n    {body}\n"
+    )
 
 
 @pytest.mark.timeout(120)
@@ -286,7 +283,7 @@ def {name}(ctx: Context) -> pa.Table:
 def test_an_output_of_the_wrong_shape_says_what_it_was_and_the_fix(
     project: Project, name: str, body: str, said: str, fix: str
 ) -> None:
-    _pipeline(project, name, WRONG_SHAPES.format(name=name, body=body))
+    _pipeline(project, name, _returning(name, body))
     failed = run_cli(project, "run", name, check=False)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     out = " ".join((failed.stdout + failed.stderr).split())
