@@ -558,6 +558,57 @@ def test_a_range_by_hand_is_widened_to_whole_intervals(rig: Rig) -> None:
     assert params == {"start": T0, "end": T0 + 2 * HOUR}
 
 
+Z_DAY = (
+    '/* headwater\nschedule = "@daily"\nkind = "incremental"\ntime_column = "day"\n*/\n'
+    "SELECT TIMESTAMP_TRUNC(hour, DAY) AS day, SUM(events) AS events FROM z_hourly\n"
+    "WHERE hour >= @start AND hour < @end GROUP BY day\n"
+)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("how", ["backfill", "run --upstream"])
+def test_a_range_starting_mid_day_fills_the_readers_whole_day(rig: Rig, how: str) -> None:
+    # --start 05:30 for a daily reader: its day reads hours 00:00-05:00 too, so they are
+    # filled first, not left out of a day then recorded done.
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("z_day.sql", Z_DAY)
+    rig.ingest(T0 + 2 * HOUR + timedelta(minutes=10), T0 + 2 * HOUR, count=3)
+    rig.ingest(T0 + 7 * HOUR + timedelta(minutes=10), T0 + 7 * HOUR, count=1)
+    rig.clock.now = T0 + 2 * DAY
+    start, end = T0 + 5 * HOUR + timedelta(minutes=30), T0 + 7 * HOUR + timedelta(minutes=15)
+    if how == "backfill":
+        done = rig.service.backfill("z_day", start, end)
+    else:
+        done = rig.service.run("z_day", start, end, upstream=True)
+    assert ("z_hourly", T0 + 2 * HOUR) in _done(done)
+    assert rig.table("z_day", "day") == {T0: (4,)}
+
+
+@pytest.mark.timeout(60)
+def test_a_trailing_window_whose_input_is_not_filled_is_not_run_by_hand(rig: Rig) -> None:
+    # Three days of z_day read by each day of z_3day: a backfill of the third day alone
+    # fills its input from that day only; the two days before are not done, so the day
+    # is not run (it would publish one day's total as three's, and record it done).
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("z_day.sql", Z_DAY)
+    rig.write(
+        "z_3day.sql",
+        '/* headwater\nschedule = "@daily"\nkind = "incremental"\ntime_column = "day"\n*/\n'
+        "SELECT CAST(@start AS TIMESTAMP) AS day, SUM(events) AS events_3d FROM z_day\n"
+        "WHERE day >= TIMESTAMP_SUB(@start, INTERVAL 2 DAY) AND day < @end\n",
+    )
+    for d in range(3):
+        rig.ingest(T0 + d * DAY + timedelta(minutes=10), T0 + d * DAY, count=d + 1)
+    rig.clock.now = T0 + 4 * DAY
+    with pytest.raises(PipelineError) as caught:
+        rig.service.backfill("z_3day", T0 + 2 * DAY, T0 + 3 * DAY)
+    assert "what it reads of z_day over this interval is not all done" in caught.value.message
+    assert rig.metadata.runs.intervals("z_3day") == {}  # nothing recorded done
+    # Filled from the start of what it reads, the day is the three days' total.
+    rig.service.backfill("z_3day", T0, T0 + 3 * DAY)
+    assert rig.table("z_3day", "day")[T0 + 2 * DAY] == (1 + 2 + 3,)
+
+
 @pytest.mark.timeout(60)
 def test_a_run_whose_columns_changed_says_which_and_how_to_rebuild(rig: Rig) -> None:
     rig.write("z_hourly.sql", Z_HOURLY)

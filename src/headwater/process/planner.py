@@ -303,6 +303,10 @@ class Planner:
             if i.start not in done or done[i.start].status != "done"
         ]
 
+    def ready(self, pipeline: Pipeline, interval: Interval) -> bool:
+        """Whether every input interval ``interval`` reads is done."""
+        return self._readiness(pipeline, interval) == "ready"
+
     def _readiness(
         self, pipeline: Pipeline, interval: Interval
     ) -> Literal["ready", "waiting", "blocked"]:

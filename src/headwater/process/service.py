@@ -16,13 +16,14 @@ from headwater.core.clock import utc_now
 from headwater.core.errors import HeadwaterError
 from headwater.core.logs import fields
 from headwater.core.types import Interval
-from headwater.process.definition import Pipeline
+from headwater.process.definition import BUILTIN_TABLES, Pipeline
 from headwater.process.errors import PipelineError
 from headwater.process.graph import Graph
 from headwater.process.planner import Planner
 from headwater.process.retention import Floors, Retention
 from headwater.process.runner import Runner, RunResult
 from headwater.process.schedule import ceiling, intervals, latest_tick
+from headwater.process.schedule import floor as schedule_floor
 from headwater.process.settings import PipelinesSettings
 from headwater.state import StateStore
 from headwater.state.errors import LeaseHeld
@@ -190,8 +191,11 @@ class PipelineService:
             # run (a preview if not over): a reader's day then has all its input hours.
             upto = self.clock() if end is None else end
             widened = upto if end is None else _widened(graph, names, end)
+            # From the start of the interval holding `start`, the longest likewise: the
+            # reader's first day, too, has all its input hours.
+            floored = None if start is None else _floored(graph, names, start)
             for each in (graph[n] for n in names):
-                lower = start or planner.start(each) or self.clock()
+                lower = floored or planner.start(each) or self.clock()
                 retired = planner.retired(each)
                 if start is not None and planner.floors is not None:
                     planner.floors.refuse_below(each, start)
@@ -246,11 +250,13 @@ class PipelineService:
         # The interval holding `end` is filled too, once it is whole: the longest of those
         # of the pipelines filled, so that a reader's day has all its input hours.
         widened = _widened(graph, names, end)
+        # And from the start of the interval holding `start`, the longest likewise.
+        floored = _floored(graph, names, start)
         for pipeline_name in names:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
             until = min(widened if pipeline.incremental else end, self.until())
-            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, start, until))
+            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, floored, until))
         return self._execute_all(runner, tasks, "backfill", progress, graph)
 
     def held(self, graph: Graph) -> dict[str, str]:
@@ -358,22 +364,53 @@ class PipelineService:
                     failed.append((name, interval, error))
                     _report(progress, name, interval, count, len(tasks), error=str(error))
                 continue
-            try:
-                self._watch_late_events(graph[name])
-                result = runner.run(graph[name], span, trigger, record=span.end <= until, each=each)
-            except HeadwaterError as exc:
-                for interval in covered:
+            runs = [(span, each)]
+            waiting = self._not_ready(graph, name, covered, until)
+            if waiting:
+                # Its inputs over them are not all done (a range that began after what its
+                # window reads): run, they would publish a partial number and record it done.
+                inputs = ", ".join(sorted(graph[name].inputs - BUILTIN_TABLES))
+                error = PipelineError(
+                    f"not run: what it reads of {inputs} over this interval is not all done",
+                    pipeline=name,
+                    hint=f"fill {inputs} over what {name} reads first (`headwater backfill "
+                    f"{name}` fills its inputs too, from the start given)",
+                )
+                for interval in waiting:
                     count += 1
-                    failed.append((name, interval, exc))
-                    _report(progress, name, interval, count, len(tasks), error=str(exc))
-                continue
-            for one in result.split():
-                count += 1
-                results.append(one)
-                _report(progress, name, one.interval, count, len(tasks), result=one)
-            if graph[name].header.sinks:
-                self.on_published()
+                    failed.append((name, interval, error))
+                    _report(progress, name, interval, count, len(tasks), error=str(error))
+                runs = batches(graph[name], [i for i in covered if i not in waiting])
+            for one_span, one_each in runs:
+                try:
+                    self._watch_late_events(graph[name])
+                    result = runner.run(
+                        graph[name], one_span, trigger, record=one_span.end <= until, each=one_each
+                    )
+                except HeadwaterError as exc:
+                    for interval in one_each or (one_span,):
+                        count += 1
+                        failed.append((name, interval, exc))
+                        _report(progress, name, interval, count, len(tasks), error=str(exc))
+                    continue
+                for one in result.split():
+                    count += 1
+                    results.append(one)
+                    _report(progress, name, one.interval, count, len(tasks), result=one)
+                if graph[name].header.sinks:
+                    self.on_published()
         return results
+
+    def _not_ready(
+        self, graph: Graph, name: str, covered: Sequence[Interval], until: datetime
+    ) -> list[Interval]:
+        """The intervals of ``covered`` to be recorded done whose input intervals are not all
+        done (asked of a new planner: what this run has published so far counts)."""
+        pipeline = graph[name]
+        if not pipeline.incremental or not pipeline.inputs - BUILTIN_TABLES:
+            return []
+        planner, _ = self.tools(graph)
+        return [i for i in covered if i.end <= until and not planner.ready(pipeline, i)]
 
 
 #: An interval that failed or was not run: pipeline, interval, why.
@@ -444,6 +481,15 @@ def _widened(graph: Graph, names: Sequence[str], end: datetime) -> datetime:
     the incremental pipelines ``names`` (a range by hand is widened to whole intervals)."""
     ends = [ceiling(graph[n].header.schedule, end) for n in names if graph[n].incremental]
     return max(ends, default=end)
+
+
+def _floored(graph: Graph, names: Sequence[str], start: datetime) -> datetime:
+    """``start`` moved to the start of the interval holding it, for the longest interval
+    of the incremental pipelines ``names``."""
+    starts = [
+        schedule_floor(graph[n].header.schedule, start) for n in names if graph[n].incremental
+    ]
+    return min(starts, default=start)
 
 
 def span(schedule: str, start: datetime, end: datetime, incremental: bool) -> list[Interval]:
