@@ -789,3 +789,26 @@ def test_incremental_run_reads_only_the_row_groups_of_its_interval(project: Proj
     assert len(in_hour) <= run.rows_read < total // 4, (
         f"an hour of {len(in_hour)} rows read {run.rows_read} of {total}"
     )
+
+
+def test_status_shows_a_batchs_rows_as_the_runs_not_each_intervals(project: Project) -> None:
+    # Six hours computed in one run of 21 rows: no hour holds 21.
+    start = _hour(datetime.now(UTC)) - 10 * HOUR
+    (project.root / "pipelines" / "batched.sql").write_text(
+        '/* headwater\nschedule = "@hourly"\nkind = "incremental"\ntime = "received_at"\n'
+        'time_column = "hour"\nbatch_size = 6\n*/\n'
+        "SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, message_id FROM events\n"
+        "WHERE received_at >= @start AND received_at < @end\n"
+    )
+    events = _make_events(random.Random(5), "b", [start], 21)
+    _ingest(
+        project,
+        [e.row(start + (i % 6) * HOUR + timedelta(seconds=i)) for i, e in enumerate(events)],
+    )
+    window = ("--start", _iso(start), "--end", _iso(start + 6 * HOUR))
+    run_cli(project, "backfill", "batched", *window)
+    shown = run_cli(project, "status", "batched", *window).stdout
+    hours = [line for line in shown.splitlines() if line.startswith("│ 20")]
+    assert len(hours) == 6, shown
+    for line in hours:
+        assert "21 (the run's, 6" in line, shown

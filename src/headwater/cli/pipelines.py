@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -404,6 +405,13 @@ def _changed(row: dict[str, Any]) -> str:
     return f"{name}: {said}; {rerun} scores them again."
 
 
+def _spanned(run: dict[str, str], interval: dict[str, str]) -> str:
+    """What a batch's rows stand for, shown on each of its intervals: the whole run's."""
+    whole = datetime.fromisoformat(run["end"]) - datetime.fromisoformat(run["start"])
+    one = datetime.fromisoformat(interval["end"]) - datetime.fromisoformat(interval["start"])
+    return f"the run's, {whole // one} intervals" if one else "the run's"
+
+
 def _print_intervals(grid: dict[str, Any]) -> None:
     """A pipeline's intervals, one a line, then ``status``'s counts for it."""
     view = Table(header_style="bold")
@@ -413,10 +421,12 @@ def _print_intervals(grid: dict[str, Any]) -> None:
         run = cell["run"] or {}
         duration = run.get("duration_seconds")
         note = cell["reason"] or (run.get("error") or "").split("\n", 1)[0]
+        rows = "" if run.get("rows_written") is None else str(run["rows_written"])
+        if rows and run.get("interval") not in (None, cell["interval"]):
+            rows += f" ({_spanned(run['interval'], cell['interval'])})"
         view.add_row(
             cell["interval"]["start"][:16], cell["state"], str(run.get("id", "")),
-            run.get("trigger", ""), "" if run.get("rows_written") is None
-            else str(run["rows_written"]), "" if duration is None else f"{duration:.1f}s",
+            run.get("trigger", ""), rows, "" if duration is None else f"{duration:.1f}s",
             Text(note),
         )  # fmt: skip
     console.print(view)
