@@ -71,7 +71,9 @@ SCHEMA_FILE = "_schema.json"
 FENCES = "_fences"
 #: Runs of a query that lost a race with a table's swap (see ``SparkEngine._run``).
 _ATTEMPTS = 4
-_VANISHED = ("FileNotFoundException", "FILE_NOT_EXIST", "PATH_NOT_FOUND")
+#: What Spark says of a file gone under a query. FAILED_READ_FILE comes without its cause
+#: when the read failed in an executor's task (a corrupt file says it too: it fails again).
+_VANISHED = ("FileNotFoundException", "FILE_NOT_EXIST", "PATH_NOT_FOUND", "FAILED_READ_FILE")
 _T = TypeVar("_T")
 
 
