@@ -343,6 +343,34 @@ def test_a_lease_held_by_another_owner_stops_runs_until_released(rig: Rig) -> No
 
 
 @pytest.mark.timeout(60)
+def test_a_run_by_hand_waits_its_turn_while_another_process_runs_the_pipeline(
+    rig: Rig,
+) -> None:
+    # The server's scheduler (another owner) holds the lease for a moment: a backfill by
+    # hand waits for it instead of failing the interval.
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.ingest(T0 + timedelta(minutes=1), count=2)
+    rig.clock.now = T0 + 2 * HOUR
+    token = rig.metadata.leases.acquire("z_hourly", "elsewhere:1", timedelta(minutes=5))
+    assert token is not None
+    waits: list[float] = []
+
+    def other_run_ends(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            rig.metadata.leases.release(Holder("z_hourly", "elsewhere:1", token))
+
+    service = rig.service
+    service.pipelines._sleep = other_run_ends  # the backoff's sleep, which the other ends
+    assert _done(service.backfill("z_hourly", T0, T0 + 2 * HOUR)) == [
+        ("z_hourly", T0),
+        ("z_hourly", T0 + HOUR),
+    ]
+    assert len(waits) == 3
+    assert rig.table("z_hourly", "hour")[T0] == (2,)
+
+
+@pytest.mark.timeout(60)
 def test_two_runs_of_one_pipeline_in_one_process_do_not_overlap(rig: Rig) -> None:
     """``headwater up`` runs the scheduler and commands sent over the control socket
     in threads of one process, sharing one Workspace."""
@@ -1031,3 +1059,13 @@ def test_the_first_interval_follows_the_earliest_event_imported_or_deleted(rig: 
     # A pass that keeps them, through the service, plans from them the same way.
     rig.clock.now = T0 + 8 * HOUR + timedelta(minutes=1)
     assert _done(rig.service.run_due()) == [("z_hourly", T0 + 7 * HOUR)]
+
+
+@pytest.mark.timeout(60)
+def test_a_range_whose_start_is_not_before_its_end_is_an_error(rig: Rig) -> None:
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.clock.now = T0 + 2 * DAY
+    for call in (rig.service.backfill, rig.service.run):
+        with pytest.raises(PipelineError, match="is not before --end") as caught:
+            call("z_hourly", T0 + DAY, T0)
+        assert "swapped" in (caught.value.hint or "")

@@ -8,6 +8,7 @@ without a restart, and a broken one stops only the operations that need it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -182,6 +183,7 @@ class PipelineService:
         it reads, the same way."""
         graph = self.graph()
         graph[name]  # a clear error for an unknown name
+        _refuse_empty(start, end)
         names = [*graph.upstream(name), name] if upstream else [name]
         self._refuse_unapplied(graph, names)
         if start is not None or end is not None:
@@ -244,6 +246,7 @@ class PipelineService:
         graph = self.graph()
         planner, runner = self.tools(graph)
         graph[name]  # a clear error for an unknown name
+        _refuse_empty(start, end)
         names = [*graph.upstream(name), name] if upstream else [name]
         self._refuse_unapplied(graph, names)
         tasks: list[tuple[str, Interval]] = []
@@ -384,8 +387,8 @@ class PipelineService:
             for one_span, one_each in runs:
                 try:
                     self._watch_late_events(graph[name])
-                    result = runner.run(
-                        graph[name], one_span, trigger, record=one_span.end <= until, each=one_each
+                    result = self._run_when_free(
+                        runner, graph[name], one_span, trigger, until, one_each
                     )
                 except HeadwaterError as exc:
                     for interval in one_each or (one_span,):
@@ -400,6 +403,29 @@ class PipelineService:
                 if graph[name].header.sinks:
                     self.on_published()
         return results
+
+    def _run_when_free(
+        self,
+        runner: Runner,
+        pipeline: Pipeline,
+        span: Interval,
+        trigger: Trigger,
+        until: datetime,
+        each: tuple[Interval, ...],
+    ) -> RunResult:
+        """``runner.run``, waiting (up to a lease's time) while another process runs the
+        pipeline: a run by hand beside the server's scheduler, or beside another backfill,
+        takes its turn between their runs instead of failing."""
+        waited, delay = 0.0, 0.05
+        while True:
+            try:
+                return runner.run(pipeline, span, trigger, record=span.end <= until, each=each)
+            except LeaseHeld:
+                if waited >= self.settings.lease_seconds:
+                    raise
+                (self._sleep or time.sleep)(delay)
+                waited += delay
+                delay = min(delay * 2, 1.0)
 
     def _not_ready(
         self, graph: Graph, name: str, covered: Sequence[Interval], until: datetime
@@ -481,6 +507,16 @@ def _widened(graph: Graph, names: Sequence[str], end: datetime) -> datetime:
     the incremental pipelines ``names`` (a range by hand is widened to whole intervals)."""
     ends = [ceiling(graph[n].header.schedule, end) for n in names if graph[n].incremental]
     return max(ends, default=end)
+
+
+def _refuse_empty(start: datetime | None, end: datetime | None) -> None:
+    """A range by hand that holds no time (dates swapped, say) is an error, not "0 run"."""
+    if start is not None and end is not None and start >= end:
+        raise PipelineError(
+            f"--start {start.isoformat()} is not before --end {end.isoformat()}: "
+            "the range holds no interval",
+            hint="give the earlier time as --start (are they swapped?)",
+        )
 
 
 def _floored(graph: Graph, names: Sequence[str], start: datetime) -> datetime:
