@@ -145,6 +145,34 @@ def refuse_array_agg_limit(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def refuse_approx_quantiles(node: exp.Expression) -> exp.Expression:
+    """APPROX_QUANTILES: the engine has no function that returns the quantiles' array."""
+    if isinstance(node, exp.ApproxQuantiles):
+        refuse(
+            "APPROX_QUANTILES",
+            node,
+            "this engine has no aggregate that returns an array of quantiles",
+            "take the value at each quantile's rank: ROW_NUMBER() OVER (ORDER BY x) against "
+            "CEIL(q * COUNT(*) OVER ()), or run the pipeline where DuckDB or BigQuery is the "
+            "engine",
+        )
+    return node
+
+
+def refuse_initcap(node: exp.Expression) -> exp.Expression:
+    """INITCAP: the engine's word boundaries are not BigQuery's (PostgreSQL's are every
+    character that is not a letter or digit, so o'brien is O'Brien; Spark's only spaces)."""
+    if isinstance(node, exp.Initcap):
+        refuse(
+            "INITCAP",
+            node,
+            "this engine starts words at other characters than BigQuery does",
+            "capitalise with UPPER(SUBSTR(s, 1, 1)) || LOWER(SUBSTR(s, 2)) (one word), or "
+            "format the text where it is shown",
+        )
+    return node
+
+
 def refuse_regexp_position(node: exp.Expression) -> exp.Expression:
     """REGEXP_EXTRACT's position and occurrence arguments."""
     if isinstance(node, exp.RegexpExtract) and (
@@ -461,6 +489,8 @@ def postgres_json_and_rest(node: exp.Expression) -> exp.Expression:
 
 
 POSTGRES = (
+    refuse_approx_quantiles,
+    refuse_initcap,
     greatest_least_null,
     substr_from_bigquery_position,
     count_if_counts,
@@ -611,6 +641,8 @@ def spark_rest(node: exp.Expression) -> exp.Expression:
 
 
 SPARK = (
+    refuse_approx_quantiles,
+    refuse_initcap,
     greatest_least_null,
     substr_from_bigquery_position,
     refuse_array_agg_limit,

@@ -18,6 +18,14 @@ ROWS = (
 
 CASES: list[Case] = [
     Case(
+        # Minimum, median and maximum of three values: exact, however approximate.
+        "approx_quantiles_of_a_small_set",
+        "SELECT APPROX_QUANTILES(x, 2) FROM UNNEST([3, 1, 2]) AS x",
+        [([1, 2, 3],)],
+        f"{APPROX}#approx_quantiles",
+        refused=frozenset({"postgres", "spark"}),
+    ),
+    Case(
         "countif_over_a_window",
         ROWS + "SELECT g, x, COUNTIF(f) OVER (PARTITION BY g) AS c FROM t ORDER BY g, x",
         [(1, None, 1), (1, 2, 1), (1, 5, 1), (2, 4, 1)],

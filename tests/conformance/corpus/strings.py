@@ -122,6 +122,13 @@ CASES: list[Case] = [
         f"{DOC}#repeat",
     ),
     Case(
+        "initcap_at_bigquerys_word_boundaries",
+        "SELECT INITCAP('Hello World-everyone!'), INITCAP('tHe dOg  ATE a_bone')",
+        [("Hello World-Everyone!", "The Dog  Ate A_Bone")],
+        f"{DOC}#initcap",
+        refused=frozenset({"postgres", "spark"}),
+    ),
+    Case(
         "format_integers_and_strings",
         "SELECT FORMAT('%d', 10), FORMAT('%d-%s', 3, 'x'), FORMAT('%s!', '한국')",
         [("10", "3-x", "한국!")],
