@@ -541,3 +541,25 @@ def test_a_floor_keeps_its_microseconds(open_store: Callable[[], PostgresEngine]
     assert engine.floors.lowest(FLOOR_STALE_SECONDS) == _us(moment)
     row = engine.select("SELECT floor FROM collector_floors", {}).table.to_pylist()[0]
     assert row["floor"] == moment
+
+
+def test_a_database_that_does_not_compare_text_byte_by_byte_is_warned_of(
+    pg_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The tests' server is made with C.UTF-8: byte order, no warning. A database made with an
+    # ICU locale (as a language's collation) orders 'a' before 'B': warned, once.
+    byte_order = PostgresEngine.open(pg_server.create_database("hw_collate_c"))
+    byte_order.close()
+    assert "collation" not in caplog.text
+    with psycopg.connect(pg_server.url(), autocommit=True) as con:
+        con.execute("DROP DATABASE IF EXISTS hw_collate_icu")
+        con.execute(
+            "CREATE DATABASE hw_collate_icu TEMPLATE template0 LOCALE_PROVIDER icu "
+            "ICU_LOCALE 'en-US' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+        )
+    for _ in range(2):
+        PostgresEngine.open(pg_server.url("hw_collate_icu")).close()
+    warnings = [r for r in caplog.records if "collation" in r.getMessage()]
+    assert len(warnings) == 1, caplog.text
+    assert "'en-US'" in warnings[0].getMessage()
+    assert "LC_COLLATE 'C'" in warnings[0].getMessage()

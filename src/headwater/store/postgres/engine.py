@@ -13,6 +13,7 @@ reader sees the old rows or the new ones.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,6 +51,12 @@ _SESSION = "SET TIME ZONE 'UTC'"
 _LOAD_ROWS = 50_000
 
 
+log = logging.getLogger(__name__)
+
+#: (database URL, collation) pairs already warned of in this process.
+_WARNED_COLLATIONS: set[tuple[str, str]] = set()
+
+
 class PostgresEngine:
     """:class:`~headwater.store.engine.Engine` over one PostgreSQL schema."""
 
@@ -84,7 +91,35 @@ class PostgresEngine:
         except Exception as exc:  # the pool's timeout
             raise StoreUnavailable("postgres", f"could not connect ({exc})") from None
         engine._create_tables()
+        engine._check_collation()
         return engine
+
+    def _check_collation(self) -> None:
+        """Warn (once per database and process) when the database does not compare text
+        byte by byte: then text comparisons, MIN/MAX and ORDER BY follow a language's rules,
+        not BigQuery's, and a pipeline's answer differs from the other engines'."""
+        with self._connection() as con:
+            row = con.execute(
+                "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
+            ).fetchone()
+        # (The store's connections read jsonb as its text.)
+        found = json.loads(row[0]) if row and isinstance(row[0], str) else {}
+        provider = found.get("datlocprovider", "c")  # PostgreSQL 15 on; before it, libc
+        name = str(found.get("daticulocale") or found.get("datlocale") or "")
+        if provider != "i":
+            name = str(found.get("datcollate", ""))
+        byte_order = provider != "i" and (name in ("C", "POSIX") or name.startswith("C."))
+        key = (self._url, name)
+        if byte_order or key in _WARNED_COLLATIONS:
+            return
+        _WARNED_COLLATIONS.add(key)
+        log.warning(
+            "the PostgreSQL database of the store compares text by the collation %r, not "
+            "byte by byte as BigQuery and DuckDB do: text comparisons, MIN/MAX and ORDER BY "
+            "of text may give other answers; create the database with LC_COLLATE 'C' "
+            "(docs/engines.md)",
+            name,
+        )
 
     def _configure(self, con: psycopg.Connection[Any]) -> None:
         # date_trunc on timestamptz follows the session's zone: pin UTC, as DuckDB's is.
