@@ -96,6 +96,11 @@ def greatest_least_null(node: exp.Expression) -> exp.Expression:
     return exp.Case(ifs=[exp.If(this=any_null, true=exp.Null())], default=kept)
 
 
+#: The meta key of a table function made from ``UNNEST ... WITH OFFSET AS name``: its
+#: ordinality column is ``name``, counted from 1, which :func:`offset_from_zero` shifts.
+ORDINAL_OFFSET = "hw_offset"
+
+
 def offset_from_zero(node: exp.Expression) -> exp.Expression:
     """UNNEST ... WITH OFFSET counts from 0; the engines' WITH ORDINALITY from 1. The
     offset's name, wherever the query uses it, becomes the ordinal minus 1."""
@@ -105,6 +110,12 @@ def offset_from_zero(node: exp.Expression) -> exp.Expression:
         unnest.args["offset"].name
         for unnest in node.find_all(exp.Unnest)
         if isinstance(unnest.args.get("offset"), exp.Identifier) and unnest.parent_select is node
+    }
+    # An UNNEST an engine's rewrite made a function of rows WITH ORDINALITY.
+    names |= {
+        table.meta[ORDINAL_OFFSET]
+        for table in node.find_all(exp.Table)
+        if ORDINAL_OFFSET in table.meta and table.parent_select is node
     }
     if not names:
         return node

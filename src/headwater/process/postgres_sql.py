@@ -176,15 +176,26 @@ def json_array_elements(node: exp.Expression) -> exp.Expression:
     keys = _path_keys(inner.expression)
     if keys is None:
         return node
-    value = _func("JSON_EXTRACT_PATH", inner.this.copy(), *keys)
+    # The root path ('$') is the JSON itself: JSON_EXTRACT_PATH takes at least one key.
+    value = _func("JSON_EXTRACT_PATH", inner.this.copy(), *keys) if keys else inner.this.copy()
     is_array = exp.EQ(
         this=_func("JSON_TYPEOF", value.copy()), expression=exp.Literal.string("array")
     )
     array = exp.Case(ifs=[exp.If(this=is_array, true=value)])
     alias = node.args.get("alias")
-    return exp.Table(
-        this=_func("JSON_ARRAY_ELEMENTS", array), alias=alias.copy() if alias else None
-    )
+    table_alias = alias.copy() if alias else None
+    offset = node.args.get("offset")
+    if not isinstance(offset, exp.Identifier):
+        return exp.Table(this=_func("JSON_ARRAY_ELEMENTS", array), alias=table_alias)
+    # WITH OFFSET AS pos: the elements' ordinality, from 1 (shifted where it is used).
+    if table_alias is None:
+        table_alias = exp.TableAlias(columns=[exp.to_identifier("value")])
+    if not table_alias.name:
+        table_alias.set("this", exp.to_identifier(f"_hw_{offset.name}"))
+    table_alias.append("columns", offset.copy())
+    table = exp.Table(this=_func("JSON_ARRAY_ELEMENTS", array), alias=table_alias, ordinality=True)
+    table.meta[bigquery_sql.ORDINAL_OFFSET] = offset.name
+    return table
 
 
 def aggregate_types(node: exp.Expression) -> exp.Expression:

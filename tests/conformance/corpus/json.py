@@ -94,6 +94,14 @@ CASES: list[Case] = [
         f"{DOC}#json_extract_array",
     ),
     Case(
+        "unnest_json_extract_array_from_the_root_with_offset",
+        """SELECT JSON_VALUE(item, '$.id') AS id, pos FROM UNNEST(JSON_EXTRACT_ARRAY("""
+        """'[{"id": "p1"}, {"id": "p2"}, {"id": "p3"}]', '$')) AS item WITH OFFSET AS pos """
+        """WHERE pos > 0 ORDER BY pos""",
+        [("p2", 1), ("p3", 2)],
+        f"{DOC}#json_extract_array",
+    ),
+    Case(
         "json_over_rows",
         """WITH t AS (SELECT 1 AS id, '{"plan": "pro", "seats": 3}' AS p """
         """UNION ALL SELECT 2, '{"plan": {"tier": "gold"}}' UNION ALL SELECT 3, NULL """
