@@ -9,6 +9,7 @@ needs; a construct an engine cannot answer as BigQuery does is refused with
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import NoReturn, cast
 
 import sqlglot
@@ -156,32 +157,38 @@ def refuse_array_agg_limit(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def refuse_approx_quantiles(node: exp.Expression) -> exp.Expression:
-    """APPROX_QUANTILES: the engine has no function that returns the quantiles' array."""
-    if isinstance(node, exp.ApproxQuantiles):
-        refuse(
-            "APPROX_QUANTILES",
-            node,
-            "this engine has no aggregate that returns an array of quantiles",
-            "take the value at each quantile's rank: ROW_NUMBER() OVER (ORDER BY x) against "
-            "CEIL(q * COUNT(*) OVER ()), or run the pipeline where DuckDB or BigQuery is the "
-            "engine",
-        )
-    return node
+def refusing(
+    kind: type[exp.Expression], construct: str, reason: str, hint: str
+) -> Callable[[exp.Expression], exp.Expression]:
+    """A rewrite that refuses every ``kind`` node: the engine has no way to give BigQuery's
+    answer for it."""
+
+    def fix(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, kind):
+            refuse(construct, node, reason, hint)
+        return node
+
+    fix.__name__ = f"refuse_{construct.lower()}"
+    return fix
 
 
-def refuse_initcap(node: exp.Expression) -> exp.Expression:
-    """INITCAP: the engine's word boundaries are not BigQuery's (PostgreSQL's are every
-    character that is not a letter or digit, so o'brien is O'Brien; Spark's only spaces)."""
-    if isinstance(node, exp.Initcap):
-        refuse(
-            "INITCAP",
-            node,
-            "this engine starts words at other characters than BigQuery does",
-            "capitalise with UPPER(SUBSTR(s, 1, 1)) || LOWER(SUBSTR(s, 2)) (one word), or "
-            "format the text where it is shown",
-        )
-    return node
+#: The engine has no aggregate that returns the quantiles' array.
+refuse_approx_quantiles = refusing(
+    exp.ApproxQuantiles,
+    "APPROX_QUANTILES",
+    "this engine has no aggregate that returns an array of quantiles",
+    "take the value at each quantile's rank: ROW_NUMBER() OVER (ORDER BY x) against "
+    "CEIL(q * COUNT(*) OVER ()), or run the pipeline where DuckDB or BigQuery is the engine",
+)
+#: The engine's word boundaries are not BigQuery's (PostgreSQL's are every character that
+#: is not a letter or digit, so o'brien is O'Brien; Spark's only spaces).
+refuse_initcap = refusing(
+    exp.Initcap,
+    "INITCAP",
+    "this engine starts words at other characters than BigQuery does",
+    "capitalise with UPPER(SUBSTR(s, 1, 1)) || LOWER(SUBSTR(s, 2)) (one word), or format "
+    "the text where it is shown",
+)
 
 
 def refuse_regexp_position(node: exp.Expression) -> exp.Expression:
@@ -198,16 +205,13 @@ def refuse_regexp_position(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def refuse_json_value_array(node: exp.Expression) -> exp.Expression:
-    """JSON_VALUE_ARRAY: no engine here tells an array of scalars from a nested one."""
-    if isinstance(node, exp.JSONValueArray):
-        refuse(
-            "JSON_VALUE_ARRAY",
-            node,
-            "this engine cannot give NULL for an array holding objects or arrays",
-            "use ARRAY(SELECT JSON_VALUE(x, '$') FROM UNNEST(JSON_EXTRACT_ARRAY(...)) AS x)",
-        )
-    return node
+#: No engine here tells an array of scalars from a nested one.
+refuse_json_value_array = refusing(
+    exp.JSONValueArray,
+    "JSON_VALUE_ARRAY",
+    "this engine cannot give NULL for an array holding objects or arrays",
+    "use ARRAY(SELECT JSON_VALUE(x, '$') FROM UNNEST(JSON_EXTRACT_ARRAY(...)) AS x)",
+)
 
 
 def _is_bytes(node: exp.Expression) -> bool:
