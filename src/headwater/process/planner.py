@@ -303,6 +303,14 @@ class Planner:
             if i.start not in done or done[i.start].status != "done"
         ]
 
+    def forget(self, names: Iterable[str]) -> None:
+        """Look again at the intervals of ``names`` (published since this planner looked)."""
+        for name in names:
+            for cache in (self._gaps, self._published, self._beyond):
+                cache.pop(name, None)
+            for key in [k for k in self._failures if k[0] == name]:
+                del self._failures[key]
+
     def ready(self, pipeline: Pipeline, interval: Interval) -> bool:
         """Whether every input interval ``interval`` reads is done."""
         return self._readiness(pipeline, interval) == "ready"

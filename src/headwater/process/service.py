@@ -197,10 +197,12 @@ class PipelineService:
             # reader's first day, too, has all its input hours.
             floored = None if start is None else _floored(graph, names, start)
             for each in (graph[n] for n in names):
-                lower = floored or planner.start(each) or self.clock()
+                lower = planner.start(each) or self.clock()
                 retired = planner.retired(each)
-                if start is not None and planner.floors is not None:
-                    planner.floors.refuse_below(each, start)
+                if start is not None and floored is not None:
+                    if planner.floors is not None:
+                        planner.floors.refuse_below(each, start)
+                    lower = _kept(planner, each, start, floored)
                 elif retired is not None:
                     lower = max(lower, retired.before)  # from where retention keeps
                 # A full pipeline runs the tick that ended by `end`, as it is given.
@@ -239,10 +241,12 @@ class PipelineService:
         progress: ProgressFn | None = None,
         *,
         upstream: bool = True,
+        waiting_fails: bool = True,
     ) -> list[RunResult]:
         """Fill ``[start, end)`` for a pipeline and what it reads, inputs first (``upstream``:
         the pipeline alone); done intervals are skipped, so a backfill interrupted and started
-        again resumes."""
+        again resumes. A reader's interval whose inputs are not done fails the backfill (not
+        ``waiting_fails``: it is left for the scheduler)."""
         graph = self.graph()
         planner, runner = self.tools(graph)
         graph[name]  # a clear error for an unknown name
@@ -259,8 +263,11 @@ class PipelineService:
             pipeline = graph[pipeline_name]
             planner.propagate(pipeline)
             until = min(widened if pipeline.incremental else end, self.until())
-            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, floored, until))
-        return self._execute_all(runner, tasks, "backfill", progress, graph)
+            lower = _kept(planner, pipeline, start, floored)
+            tasks.extend((pipeline_name, i) for i in planner.missing(pipeline, lower, until))
+        return self._execute_all(
+            runner, tasks, "backfill", progress, graph, waiting_fails=waiting_fails
+        )
 
     def held(self, graph: Graph) -> dict[str, str]:
         """Pipelines whose files are not what the environment applied, each with why; none
@@ -329,11 +336,15 @@ class PipelineService:
         trigger: Trigger,
         progress: ProgressFn | None,
         graph: Graph,
+        *,
+        waiting_fails: bool = True,
     ) -> list[RunResult]:
         """:meth:`_execute`, then the first error raised, once everything that could run
         has."""
         failed: list[Failure] = []
-        results = self._execute(runner, tasks, trigger, progress, graph, failed)
+        results = self._execute(
+            runner, tasks, trigger, progress, graph, failed, waiting_fails=waiting_fails
+        )
         if failed:
             raise failed[0][2]
         return results
@@ -346,13 +357,18 @@ class PipelineService:
         progress: ProgressFn | None,
         graph: Graph,
         failed: list[Failure],
+        *,
+        waiting_fails: bool = True,
     ) -> list[RunResult]:
         """Run ``tasks`` in order; what fails is added to ``failed``. A failed interval
         does not stop the others: only the intervals of its readers whose read range holds
-        it (or one in ``failed`` already) are skipped, and added to ``failed``."""
+        it (or one in ``failed`` already) are skipped, and added to ``failed``. A reader's
+        interval whose inputs are not all done is not run: a failure, or (not
+        ``waiting_fails``) left for the scheduler to run once they are."""
         results: list[RunResult] = []
         until = self.until()
         count = 0
+        readiness = _Readiness(self, graph, until)
         for name, span, each in _grouped(graph, tasks, until):
             covered = each or (span,)
             blocker = _reads_failed(graph, name, span, failed)
@@ -368,22 +384,23 @@ class PipelineService:
                     _report(progress, name, interval, count, len(tasks), error=str(error))
                 continue
             runs = [(span, each)]
-            waiting = self._not_ready(graph, name, covered, until)
+            waiting = readiness.waiting(graph[name], covered)
             if waiting:
                 # Its inputs over them are not all done (a range that began after what its
                 # window reads): run, they would publish a partial number and record it done.
+                runs = batches(graph[name], [i for i in covered if i not in waiting])
+            if waiting and waiting_fails:
                 inputs = ", ".join(sorted(graph[name].inputs - BUILTIN_TABLES))
                 error = PipelineError(
                     f"not run: what it reads of {inputs} over this interval is not all done",
                     pipeline=name,
-                    hint=f"fill {inputs} over what {name} reads first (`headwater backfill "
-                    f"{name}` fills its inputs too, from the start given)",
+                    hint=f"fill {inputs} over the range {name} reads first (a backfill from "
+                    "the start of that range), then run it again",
                 )
                 for interval in waiting:
                     count += 1
                     failed.append((name, interval, error))
                     _report(progress, name, interval, count, len(tasks), error=str(error))
-                runs = batches(graph[name], [i for i in covered if i not in waiting])
             for one_span, one_each in runs:
                 try:
                     self._watch_late_events(graph[name])
@@ -396,6 +413,7 @@ class PipelineService:
                         failed.append((name, interval, exc))
                         _report(progress, name, interval, count, len(tasks), error=str(exc))
                     continue
+                readiness.published(name)
                 for one in result.split():
                     count += 1
                     results.append(one)
@@ -427,20 +445,38 @@ class PipelineService:
                 waited += delay
                 delay = min(delay * 2, 1.0)
 
-    def _not_ready(
-        self, graph: Graph, name: str, covered: Sequence[Interval], until: datetime
-    ) -> list[Interval]:
-        """The intervals of ``covered`` to be recorded done whose input intervals are not all
-        done (asked of a new planner: what this run has published so far counts)."""
-        pipeline = graph[name]
-        if not pipeline.incremental or not pipeline.inputs - BUILTIN_TABLES:
-            return []
-        planner, _ = self.tools(graph)
-        return [i for i in covered if i.end <= until and not planner.ready(pipeline, i)]
-
 
 #: An interval that failed or was not run: pipeline, interval, why.
 Failure = tuple[str, Interval, HeadwaterError]
+
+
+class _Readiness:
+    """Whether a reader's intervals have their inputs done, as a run by hand goes: one
+    planner for the whole run (its first look at the events, a query of the store, made
+    once), whose record of an input is looked at again after the run publishes it."""
+
+    def __init__(self, service: PipelineService, graph: Graph, until: datetime) -> None:
+        self._service = service
+        self._graph = graph
+        self._until = until
+        self._planner: Planner | None = None
+        self._changed: set[str] = set()
+
+    def published(self, name: str) -> None:
+        self._changed.add(name)
+
+    def waiting(self, pipeline: Pipeline, covered: Sequence[Interval]) -> list[Interval]:
+        """The intervals of ``covered`` to be recorded done whose input intervals are not
+        all done."""
+        inputs = pipeline.inputs - BUILTIN_TABLES
+        if not pipeline.incremental or not inputs:
+            return []
+        if self._planner is None:
+            self._planner, _ = self._service.tools(self._graph)
+        self._planner.forget(self._changed & inputs)
+        self._changed -= inputs
+        planner = self._planner
+        return [i for i in covered if i.end <= self._until and not planner.ready(pipeline, i)]
 
 
 def _reads_failed(
@@ -507,6 +543,17 @@ def _widened(graph: Graph, names: Sequence[str], end: datetime) -> datetime:
     the incremental pipelines ``names`` (a range by hand is widened to whole intervals)."""
     ends = [ceiling(graph[n].header.schedule, end) for n in names if graph[n].incremental]
     return max(ends, default=end)
+
+
+def _kept(planner: Planner, pipeline: Pipeline, start: datetime, floored: datetime) -> datetime:
+    """Where a range by hand from ``start`` begins for ``pipeline``: ``floored`` (the start
+    of the longest interval holding ``start``), but not before what retention retired of
+    it, when ``start`` itself is not (a ``start`` among retired intervals is refused as
+    given)."""
+    retired = planner.retired(pipeline)
+    if retired is None or start < retired.before:
+        return floored
+    return max(floored, retired.before)
 
 
 def _refuse_empty(start: datetime | None, end: datetime | None) -> None:

@@ -328,8 +328,9 @@ def _build(service: PipelineService, name: str, progress: ProgressFn | None) -> 
     # live pipeline since the build ran them re-open the build's here, or the swap would put
     # back numbers older than those the live table serves.
     planner.detect_late(until, only=name)
-    # Its inputs are built before it (run order), or live and left to their own schedule.
-    return len(service.backfill(name, start, until, progress, upstream=False))
+    # Its inputs are built before it (run order), or live and left to their own schedule:
+    # an interval whose live input has not run yet is left to the scheduler after the swap.
+    return len(service.backfill(name, start, until, progress, upstream=False, waiting_fails=False))
 
 
 class _hold:
