@@ -54,7 +54,13 @@ def safe_cast_text_to_integer(node: exp.Expression) -> exp.Expression:
     unsigned = exp.Anonymous(this="LTRIM", expressions=[text.copy(), exp.Literal.string("+-")])
     refused = None
     if not safe:
-        said = exp.DPipe(this=exp.Literal.string("Bad int64 value: "), expression=text.copy())
+        said = exp.DPipe(
+            this=exp.DPipe(this=exp.Literal.string("Bad int64 value: "), expression=text.copy()),
+            expression=exp.Literal.string(
+                " (CAST of text to INT64 takes an integer, as in BigQuery: SAFE_CAST gives "
+                "NULL instead, CAST(CAST(x AS FLOAT64) AS INT64) rounds)"
+            ),
+        )
         refused = exp.Case(
             ifs=[exp.If(this=exp.Is(this=text.copy(), expression=exp.Null()), true=exp.Null())],
             default=call("ERROR", said),
