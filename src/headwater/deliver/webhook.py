@@ -175,29 +175,30 @@ class WebhookTarget:
                 text = _body_until(response, deadline)
             finally:
                 response.close()
-            return self._outcome(target.host, response, text)
+            return _outcome(target.host, response, text)
         return Outcome(False, True, failure)
-
-    def _outcome(self, host: str, response: httpx.Response, text: str) -> Outcome:
-        """What the receiver's answer means; ``text``: as much of its body as was read."""
-        status = response.status_code
-        if 200 <= status < 300:
-            return Outcome(True, False)
-        answer = f"{host} answered {status}: {_excerpt(text)}"
-        if status == 429 or status >= 500:
-            return Outcome(False, True, answer, _retry_after(response))
-        if 300 <= status < 400:
-            where = response.headers.get("location", "?")
-            return Outcome(
-                False,
-                False,
-                f"{host} answered {status}, a redirect to {where}, which is not followed; "
-                "set the sink's url to the final address",
-            )
-        return Outcome(False, False, answer)
 
     def close(self) -> None:
         self._client.close()
+
+
+def _outcome(host: str, response: httpx.Response, text: str) -> Outcome:
+    """What the receiver's answer means; ``text``: as much of its body as was read."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return Outcome(True, False)
+    answer = f"{host} answered {status}: {_excerpt(text)}"
+    if status == 429 or status >= 500:
+        return Outcome(False, True, answer, _retry_after(response))
+    if 300 <= status < 400:
+        where = response.headers.get("location", "?")
+        return Outcome(
+            False,
+            False,
+            f"{host} answered {status}, a redirect to {where}, which is not followed; "
+            "set the sink's url to the final address",
+        )
+    return Outcome(False, False, answer)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

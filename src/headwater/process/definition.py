@@ -26,9 +26,7 @@ from headwater.process.models import Model, ModelCatalog, ModelError
 from headwater.process.python import PythonPipeline
 from headwater.process.schedule import check_schedule
 from headwater.process.settings import AUDIT_KEYS, PipelineHeader
-
-#: Tables every project has; pipelines read them by name.
-BUILTIN_TABLES = frozenset({"events", "failed_events"})
+from headwater.store.schema import BUILTIN_TABLES as BUILTIN_TABLES
 
 
 @dataclass(frozen=True)

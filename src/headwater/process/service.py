@@ -197,7 +197,6 @@ class PipelineService:
             # reader's first day, too, has all its input hours.
             floored = None if start is None else _floored(graph, names, start)
             for each in (graph[n] for n in names):
-                retired = planner.retired(each)
                 if start is not None and floored is not None:
                     if planner.floors is not None:
                         planner.floors.refuse_below(each, start)
@@ -205,7 +204,7 @@ class PipelineService:
                 else:
                     # Its first interval (a look at the store: only when no start is given).
                     lower = planner.start(each) or self.clock()
-                    if retired is not None:
+                    if (retired := planner.retired(each)) is not None:
                         lower = max(lower, retired.before)  # from where retention keeps
                 # A full pipeline runs the tick that ended by `end`, as it is given.
                 upper = widened if each.incremental else upto

@@ -24,11 +24,9 @@ from headwater.core import jsonio
 from headwater.core.clock import parse_utc
 from headwater.serve.errors import ApiError
 from headwater.store.engine import Selected
-from headwater.store.schema import JSON_COLUMNS
+from headwater.store.schema import BUILTIN_TABLES, JSON_COLUMNS
 
 RESERVED = frozenset({"order_by", "limit", "cursor", "format"})
-#: The tables every project has, whose JSON columns are known by name.
-BUILTIN_TABLES = frozenset({"events", "failed_events"})
 OPERATORS: dict[str, Callable[[exp.Expression, exp.Expression], exp.Expression]] = {
     "eq": lambda c, v: exp.EQ(this=c, expression=v),
     "gt": lambda c, v: exp.GT(this=c, expression=v),

@@ -14,6 +14,8 @@ TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 #: Columns holding JSON text; engines store them in their JSON type.
 JSON_COLUMNS = frozenset({"properties", "traits", "context", "payload"})
+#: The tables every store has; pipelines and the read API name them.
+BUILTIN_TABLES = frozenset({"events", "failed_events"})
 
 EVENTS = pa.schema(
     [
