@@ -24,6 +24,7 @@ from headwater.cli.scaffold import init_project
 from headwater.config.project import load_project
 from headwater.core import jsonio
 from headwater.core.clock import to_us
+from headwater.core.types import Interval
 from headwater.runtime.workspace import Workspace, engine_for, state_for
 from headwater.state import StateStore
 from headwater.store import schema
@@ -34,6 +35,7 @@ from tests.engines.conftest import PG_SCHEMA
 
 T0 = datetime(2025, 6, 2, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 Row = dict[str, Any]
 
 
@@ -563,3 +565,129 @@ def test_a_database_that_does_not_compare_text_byte_by_byte_is_warned_of(
     assert len(warnings) == 1, caplog.text
     assert "'en-US'" in warnings[0].getMessage()
     assert "LC_COLLATE 'C'" in warnings[0].getMessage()
+
+
+# -- arrays --------------------------------------------------------------------------------
+
+NAMES_PER_USER = """/* headwater
+kind = "incremental"
+schedule = "@daily"
+time_column = "day"
+*/
+SELECT DATE(received_at) AS day, user_id,
+  ARRAY_AGG(event ORDER BY event) AS names,
+  ARRAY_AGG(DISTINCT EXTRACT(HOUR FROM received_at) ORDER BY EXTRACT(HOUR FROM received_at))
+    AS hours
+FROM events
+WHERE received_at >= @start AND received_at < @end
+GROUP BY day, user_id
+"""
+
+NAMES_READER = """/* headwater
+kind = "incremental"
+schedule = "@daily"
+time_column = "day"
+*/
+SELECT day, user_id, name, ARRAY_LENGTH(names) AS distinct_names, hours[OFFSET(0)] AS first_hour
+FROM names_per_user, UNNEST(names) AS name
+WHERE day >= DATE(@start) AND day < DATE(@end)
+"""
+
+
+def test_an_array_a_pipeline_makes_stays_an_array_for_its_readers(
+    tmp_path: Path, open_store: Callable[[], PostgresEngine]
+) -> None:
+    """ARRAY_AGG's output is a PostgreSQL array in the table (it was text, '{a,b}', which
+    UNNEST refused), and comes back as a list, as from the embedded store."""
+    engine = open_store()
+    rows = [
+        _row("m1", user_id="u1", event='say "hi"', received_at=T0 + 2 * HOUR),
+        _row("m2", user_id="u1", event="a,b {c}", received_at=T0 + 5 * HOUR),
+        _row("m3", user_id="u2", event="back\\slash", received_at=T0 + 7 * HOUR),
+    ]
+    assert all(engine.ingest(_batch(rows)).to_pylist())
+    root = _project(
+        tmp_path / "project",
+        {"names_per_user.sql": NAMES_PER_USER, "names_reader.sql": NAMES_READER},
+    )
+    metadata = StateStore.in_folder(tmp_path / "metadata")
+    try:
+        service = Workspace(load_project(root), engine, metadata, clock=lambda: T0 + 2 * DAY)
+        for name in ("names_per_user", "names_reader"):
+            assert [r.rows_written for r in service.backfill(name, T0, T0 + DAY)] == [
+                2 if name == "names_per_user" else 3
+            ]
+    finally:
+        metadata.close()
+    types = engine.query(
+        "SELECT column_name AS c, udt_name AS t FROM information_schema.columns "
+        "WHERE table_schema = 'headwater' AND table_name = 'names_per_user'"
+    ).to_pylist()
+    assert {r["c"]: r["t"] for r in types}["names"] == "_text"
+    made = engine.query("SELECT user_id, names, hours FROM names_per_user ORDER BY user_id")
+    assert made.schema.field("names").type == pa.list_(pa.string())
+    assert made.to_pylist() == [
+        {"user_id": "u1", "names": ["a,b {c}", 'say "hi"'], "hours": [2, 5]},
+        {"user_id": "u2", "names": ["back\\slash"], "hours": [7]},
+    ]
+    read = engine.query(
+        "SELECT user_id, name, distinct_names, first_hour FROM names_reader ORDER BY name"
+    ).to_pylist()
+    assert read == [
+        {"user_id": "u1", "name": "a,b {c}", "distinct_names": 2, "first_hour": 2},
+        {"user_id": "u2", "name": "back\\slash", "distinct_names": 1, "first_hour": 7},
+        {"user_id": "u1", "name": 'say "hi"', "distinct_names": 2, "first_hour": 2},
+    ]
+
+
+ARRAYS = pa.table(
+    {
+        "day": pa.array([T0, T0, T0], pa.timestamp("us", "UTC")),
+        "words": pa.array(
+            [['quote "q"', "back\\slash", None, "", "NULL", "ünï {,}"], [], None],
+            pa.list_(pa.string()),
+        ),
+        "scores": pa.array([[1.5, float("inf"), None], [-0.0], [2e-300]], pa.list_(pa.float64())),
+        "seen": pa.array([[T0, T0 + HOUR], None, []], pa.list_(pa.timestamp("us", "UTC"))),
+        "flags": pa.array([[True, False], [None], []], pa.list_(pa.bool_())),
+        "pairs": pa.array([[{"k": "a"}], None, []], pa.list_(pa.struct([("k", pa.string())]))),
+    }
+)
+
+
+def test_lists_published_from_arrow_come_back_as_they_went_in(
+    open_store: Callable[[], PostgresEngine],
+) -> None:
+    """A Python pipeline's list columns: arrays of their items' type (a list of records
+    stays JSON), every awkward item intact through COPY."""
+    engine = open_store()
+    engine.replace_interval("py_lists", "day", Interval(T0, T0 + DAY), ARRAYS)
+    back = engine.query("SELECT * FROM py_lists").to_pylist()
+    for row in back:  # jsonb: JSON text, as every nested value a list of scalars is not
+        row["pairs"] = None if row["pairs"] is None else jsonio.loads(row["pairs"])
+    assert back == ARRAYS.to_pylist()
+    engine.replace_table("py_lists_full", ARRAYS)
+    engine.upsert("py_lists_full", ["day"], ARRAYS.slice(0, 1))
+    assert engine.query("SELECT words FROM py_lists_full").to_pylist() == [
+        {"words": ARRAYS["words"][0].as_py()}
+    ]
+
+
+def test_a_table_made_before_arrays_keeps_taking_lists_as_json(
+    pg_url: str,
+    open_store: Callable[[], PostgresEngine],
+) -> None:
+    """A Python pipeline's list column in a table an older version made (``jsonb``): the
+    next publish writes JSON into it, as then, instead of failing on an array literal."""
+    engine = open_store()
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute(
+            "CREATE TABLE headwater.old_lists (day timestamptz, words jsonb, scores jsonb,"
+            " seen jsonb, flags jsonb, pairs jsonb)"
+        )
+    engine.replace_interval("old_lists", "day", Interval(T0, T0 + DAY), ARRAYS)
+    back = engine.query("SELECT words FROM old_lists ORDER BY words").to_pylist()
+    assert sorted(jsonio.loads(r["words"]) for r in back if r["words"] is not None) == [
+        [],
+        ['quote "q"', "back\\slash", None, "", "NULL", "ünï {,}"],
+    ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterator, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,15 +27,21 @@ from headwater.store.errors import UnsupportedColumn
 _COPY_CHUNK = 1 << 20
 
 
-def pg_type(arrow: pa.DataType, *, json: bool = False) -> str:
+def pg_type(arrow: pa.DataType, *, json: bool = False, arrays: bool = False) -> str:
     """The PostgreSQL column type for an Arrow type (``json``: text that holds JSON, kept
-    as written, as the embedded store keeps it).
+    as written, as the embedded store keeps it). A list of scalars is an array of their
+    type with ``arrays`` (the store's tables, as BigQuery's ``ARRAY<T>``), else ``jsonb``
+    as every other nested value (a sink's tables, made so before arrays were).
 
     >>> pg_type(pa.timestamp("us", "UTC")), pg_type(pa.int32()), pg_type(pa.string())
     ('timestamptz', 'integer', 'text')
+    >>> pg_type(pa.list_(pa.string()), arrays=True), pg_type(pa.list_(pa.string()))
+    ('text[]', 'jsonb')
     """
     if json:
         return "json"
+    if arrays and _scalar_list(arrow):
+        return pg_type(arrow.value_type) + "[]"
     if pa.types.is_boolean(arrow):
         return "boolean"
     if pa.types.is_int8(arrow) or pa.types.is_int16(arrow) or pa.types.is_uint8(arrow):
@@ -64,11 +71,23 @@ def pg_type(arrow: pa.DataType, *, json: bool = False) -> str:
     )
 
 
-def columns_ddl(schema: pa.Schema, json_columns: frozenset[str] = frozenset()) -> sql.Composed:
-    """``"a" bigint, "b" text NOT NULL, …`` for a CREATE TABLE."""
+def _scalar_list(arrow: pa.DataType) -> bool:
+    """A list whose items are not nested (what a PostgreSQL array holds as BigQuery does)."""
+    return (
+        (pa.types.is_list(arrow) or pa.types.is_large_list(arrow))
+        and not pa.types.is_nested(arrow.value_type)
+        and not pa.types.is_null(arrow.value_type)
+    )
+
+
+def columns_ddl(
+    schema: pa.Schema, json_columns: frozenset[str] = frozenset(), *, arrays: bool = False
+) -> sql.Composed:
+    """``"a" bigint, "b" text NOT NULL, …`` for a CREATE TABLE (``arrays``: see
+    :func:`pg_type`)."""
     parts = []
     for field in schema:
-        kind = sql.SQL(pg_type(field.type, json=field.name in json_columns))
+        kind = sql.SQL(pg_type(field.type, json=field.name in json_columns, arrays=arrays))
         null = sql.SQL("") if field.nullable else sql.SQL(" NOT NULL")
         parts.append(sql.SQL("{} {}{}").format(sql.Identifier(field.name), kind, null))
     return sql.SQL(", ").join(parts)
@@ -78,37 +97,83 @@ def names(columns: Sequence[str]) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(c) for c in columns)
 
 
-def flat(table: pa.Table) -> pa.Table:
-    """Nested columns as JSON text: CSV holds only flat values."""
+def flat(table: pa.Table, arrays: frozenset[str] = frozenset()) -> pa.Table:
+    """Nested columns as text, as CSV holds only flat values: the columns named in
+    ``arrays`` as PostgreSQL array literals (``{"a","b",NULL}``), the others as JSON."""
     for index, field in enumerate(table.schema):
         if pa.types.is_nested(field.type):
-            text = [
-                None if v is None else jsonio.dumps(v).decode() for v in table[index].to_pylist()
-            ]
+            write = _array_literal if field.name in arrays else _json_text
+            text = [None if v is None else write(v) for v in table[index].to_pylist()]
             table = table.set_column(index, pa.field(field.name, pa.string()), pa.array(text))
     return table
 
 
-def csv_chunks(table: pa.Table) -> Iterator[bytes]:
-    """``table`` as headerless CSV for ``COPY … FROM STDIN (FORMAT csv)``, in chunks."""
+def _json_text(value: object) -> str:
+    return jsonio.dumps(value).decode()
+
+
+def _array_literal(items: Sequence[object]) -> str:
+    r"""A one-dimensional PostgreSQL array literal, every item quoted (each then read by the
+    column's own type), NULL for None.
+
+    >>> _array_literal(["a", 'say "hi"', None, "back\\slash", ""])
+    '{"a","say \\"hi\\"",NULL,"back\\\\slash",""}'
+    >>> _array_literal([1.5, float("inf"), True])
+    '{"1.5","inf","true"}'
+    """
+    out = []
+    for item in items:
+        if item is None:
+            out.append("NULL")
+            continue
+        if isinstance(item, bool):
+            text = "true" if item else "false"
+        elif isinstance(item, datetime | date):
+            text = item.isoformat()
+        else:
+            text = str(item)
+        out.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(out) + "}"
+
+
+def csv_chunks(table: pa.Table, arrays: frozenset[str] = frozenset()) -> Iterator[bytes]:
+    """``table`` as headerless CSV for ``COPY … FROM STDIN (FORMAT csv)``, in chunks
+    (``arrays``: see :func:`flat`)."""
     out = io.BytesIO()
-    pa.csv.write_csv(flat(table), out, pa.csv.WriteOptions(include_header=False))
+    pa.csv.write_csv(flat(table, arrays), out, pa.csv.WriteOptions(include_header=False))
     data = out.getbuffer()
     for offset in range(0, len(data), _COPY_CHUNK):
         yield bytes(data[offset : offset + _COPY_CHUNK])
 
 
-def copy_in(con: Any, target: sql.Composable, table: pa.Table) -> None:
+def copy_in(
+    con: Any, target: sql.Composable, table: pa.Table, arrays: frozenset[str] = frozenset()
+) -> None:
     """``COPY`` ``table``'s rows into ``target`` (its columns by name), inside the caller's
-    transaction."""
+    transaction; ``arrays``: the columns that are PostgreSQL arrays there."""
     if table.num_rows == 0:
         return
     statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         target, names(table.column_names)
     )
     with con.cursor().copy(statement) as copy:
-        for chunk in csv_chunks(table):
+        for chunk in csv_chunks(table, arrays):
             copy.write(chunk)
+
+
+def array_columns(con: Any, schema: str, table: str, data: pa.Table) -> frozenset[str]:
+    """Which of ``data``'s list columns are arrays in the table (those of a table made
+    before the store made arrays are ``jsonb`` or ``text``, and take JSON): a look at the
+    catalog only when ``data`` has a list of scalars."""
+    lists = [f.name for f in data.schema if _scalar_list(f.type)]
+    if not lists:
+        return frozenset()
+    found = con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s AND data_type = 'ARRAY' AND column_name = ANY(%s)",
+        [schema, table, lists],
+    ).fetchall()
+    return frozenset(str(row[0]) for row in found)
 
 
 #: PostgreSQL type OIDs to Arrow, for the types Headwater creates.
@@ -127,6 +192,12 @@ _OIDS: dict[int, pa.DataType] = {
     114: pa.string(),  # json: as text, as the DuckDB store gives it
     3802: pa.string(),  # jsonb
 }
+
+#: Array type OIDs to their items' OIDs: an array comes back as an Arrow list of them.
+_ARRAYS: dict[int, int] = {
+    1000: 16, 1005: 21, 1007: 23, 1016: 20, 1021: 700, 1022: 701, 1009: 25, 1015: 1043,
+    1182: 1082, 1115: 1114, 1185: 1184, 1231: 1700,
+}  # fmt: skip
 
 
 _NUMERIC = 1700
@@ -186,6 +257,13 @@ def to_arrow(description: Sequence[Any], rows: Sequence[Sequence[Any]]) -> pa.Ta
     for index, d in enumerate(description):
         if d.type_code == _NUMERIC:
             types[index] = _decimal(columns_in[index])
+        elif d.type_code in _ARRAYS:
+            item = _ARRAYS[d.type_code]
+            if item == _NUMERIC:
+                values = [v for items in columns_in[index] if items for v in items]
+                types[index] = pa.list_(_decimal(values))
+            else:
+                types[index] = pa.list_(_OIDS[item])
     arrays = [_array(values, kind) for values, kind in zip(columns_in, types, strict=True)]
     return pa.Table.from_arrays(arrays, names=names)
 

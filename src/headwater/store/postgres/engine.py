@@ -32,6 +32,7 @@ from headwater.store import schema
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
 from headwater.store.errors import Fenced, MissingColumn, QueryError, StoreUnavailable, first_line
 from headwater.store.postgres.arrow import (
+    array_columns,
     columns_ddl,
     copy_in,
     escaped,
@@ -327,20 +328,24 @@ class PostgresEngine:
     def _create_like(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
         con.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-                self._table(table), columns_ddl(_nullable(data.schema))
+                self._table(table), columns_ddl(_nullable(data.schema), arrays=True)
             )
         )
+
+    def _copy(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
+        """``COPY`` ``data`` into ``table``, each list column as the table holds it."""
+        copy_in(con, self._table(table), data, array_columns(con, self.schema, table, data))
 
     def append(self, table: str, data: pa.Table) -> None:
         with self._writing() as con:
             self._create_like(con, table, data)
-            copy_in(con, self._table(table), data)
+            self._copy(con, table, data)
 
     def replace_table(self, table: str, data: pa.Table, fence: Fence | None = None) -> None:
         with self._writing(fence) as con:
             con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(table)))
             self._create_like(con, table, data)
-            copy_in(con, self._table(table), data)
+            self._copy(con, table, data)
 
     def replace_interval(
         self,
@@ -358,7 +363,7 @@ class PostgresEngine:
                 ),
                 [interval.start, interval.end],
             )
-            copy_in(con, self._table(table), data)
+            self._copy(con, table, data)
 
     @contextmanager
     def stage(self, text: str, params: Mapping[str, object]) -> Iterator[Staged]:
@@ -459,7 +464,12 @@ class PostgresEngine:
                     "CREATE TEMP TABLE hw_upsert ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA"
                 ).format(self._table(table))
             )
-            copy_in(con, sql.Identifier("hw_upsert"), data)
+            copy_in(
+                con,
+                sql.Identifier("hw_upsert"),
+                data,
+                array_columns(con, self.schema, table, data),
+            )
             con.execute(
                 sql.SQL("DELETE FROM {} t USING hw_upsert u WHERE {}").format(
                     self._table(table),
