@@ -170,6 +170,13 @@ def _history(project: Project) -> None:
         {"id": "f-other", "source": "web", "received_at": start + timedelta(hours=3),
          "code": "missing_field", "field": "event", "message": "track needs an event name",
          "payload": json.dumps({"type": "track", "userId": OTHERS[0]})},
+        # Bodies that did not parse: kept as a JSON string of their text.
+        {"id": "f-person-text", "source": "web", "received_at": start + timedelta(hours=4),
+         "code": "malformed_json", "message": "the body is not JSON",
+         "payload": json.dumps(f'{{not json "{PERSON}" ')},
+        {"id": "f-other-text", "source": "web", "received_at": start + timedelta(hours=4),
+         "code": "malformed_json", "message": "the body is not JSON",
+         "payload": json.dumps(f'{{not json "{OTHERS[0]}" ')},
     ]  # fmt: skip
     engine = DuckDBEngine.open(project.data_dir / "events.duckdb")
     try:
@@ -249,8 +256,12 @@ def _erasure(project: Project, erasure_id: int = 1) -> dict[str, Any]:
 
 
 def _nowhere(project: Project, pg_url: str) -> None:
+    metadata = [p.read_bytes() for p in project.data_dir.glob("metadata.sqlite*")]
+    assert metadata, sorted(project.data_dir.iterdir())
     for needle in (PERSON, ANONYMOUS):
         assert _store_hits(project, needle) == {}
+        # Not in the run-state database, its free space or its log: only hashes stay.
+        assert not [m for m in metadata if needle.encode() in m]
         assert not [t for t in _file_texts(project) if needle in t]
         assert needle not in _pg_text(pg_url)
 
@@ -309,7 +320,7 @@ def test_erase_removes_the_person_everywhere_and_keeps_a_receipt(
     places = _places(project)
     assert {name: (p["status"], p["rows"]) for name, p in places.items()} == {
         "events@store": ("done", 3 * 2 * 2 + 1),
-        "failed_events@store": ("done", 1),
+        "failed_events@store": ("done", 2),
         "output:per_user": ("done", 3),
         "recompute:daily_counts": ("done", 3),
         "sink:files:per_user": ("done", 3),

@@ -478,8 +478,22 @@ def _holds(text: str, wanted: set[str]) -> bool:
     try:
         value = json.loads(text)
     except ValueError:
-        return any(json.dumps(v) in text for v in wanted)
+        return _quoted_in(text, wanted)
+    if isinstance(value, str):
+        # A body that did not parse is kept as one JSON string of its text.
+        return value in wanted or _quoted_in(value, wanted)
     return any(s in wanted for s in strings(value))
+
+
+def _quoted_in(text: str, wanted: set[str]) -> bool:
+    """Whether an id appears in ``text`` as a JSON string, escaped or as UTF-8.
+
+    >>> _quoted_in('{not json "u-123" ', {"u-123"}), _quoted_in('{"u-1234"', {"u-123"})
+    (True, False)
+    >>> _quoted_in('{"id": "ünï"', {"ünï"}), _quoted_in('{"id": "\\u00fcn\\u00ef"', {"ünï"})
+    (True, True)
+    """
+    return any(json.dumps(v) in text or json.dumps(v, ensure_ascii=False) in text for v in wanted)
 
 
 # -- what status flags -----------------------------------------------------------

@@ -240,4 +240,7 @@ def _sqlite_pragmas(connection: Any, _record: object) -> None:
     # committed, and a lost record only makes a run or a delivery happen again.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # What is deleted or overwritten is zeroed, not left in free space: an erasure's raw
+    # ids, once forgotten, are not in the file (the log is checkpointed after it).
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
