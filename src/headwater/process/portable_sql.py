@@ -375,6 +375,13 @@ class Calendar:
         """``value`` (a DATE, DATETIME or text) as a DATETIME."""
         raise NotImplementedError
 
+    def back_by(
+        self, instant: exp.Expression, later: exp.Expression, earlier: exp.Expression
+    ) -> exp.Expression:
+        """TIMESTAMP ``instant`` moved back by the time from DATETIME ``earlier`` to DATETIME
+        ``later`` (less than a day), as a duration: no time zone is consulted."""
+        raise NotImplementedError
+
     def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
         """Text ``value`` read as a DATETIME by format ``tokens`` (:func:`elements`), NULL
         where it does not match if ``safe``; or the element the engine cannot read (or
@@ -485,6 +492,22 @@ class StandardCalendar(Calendar):
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMP)
 
+    def back_by(
+        self, instant: exp.Expression, later: exp.Expression, earlier: exp.Expression
+    ) -> exp.Expression:
+        # An interval of microseconds only, which a TIMESTAMPTZ loses as elapsed time.
+        aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
+        return exp.Sub(this=aware, expression=exp.paren(exp.Sub(this=later, expression=earlier)))
+
+
+#: Units a truncation in a time zone takes off as elapsed time (BigQuery subtracts the
+#: minutes and seconds of the civil time from the instant, for HOUR, and so on down).
+_WITHIN_HOUR = frozenset({"HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"})
+
+
+def _is_utc(zone: exp.Expression) -> bool:
+    return isinstance(zone, exp.Literal) and zone.is_string and zone.name.upper() == "UTC"
+
 
 def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.Expression], ...]:
     """The rewrites of BigQuery's calendar functions for an engine, over its primitives."""
@@ -538,10 +561,16 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
             elif instant:
                 value = calendar.local(value, text("UTC"))
             day = calendar.trunc_date(calendar.date(value.copy()), node.args["unit"])
+            unit = part_of(node.args["unit"])[0]
             if day is not None:
                 truncated: exp.Expression = calendar.civil(day)
             else:
-                truncated = calendar.truncate(value, part_of(node.args["unit"])[0])
+                truncated = calendar.truncate(value.copy(), unit)
+            if instant and zone is not None and unit in _WITHIN_HOUR and not _is_utc(zone):
+                # The civil time back to an instant would be ambiguous in the hour a clock
+                # turns back (AT TIME ZONE takes the later one, after the input): the input
+                # less what truncation took off its civil time keeps the input's offset.
+                return calendar.back_by(node.this.copy(), value, truncated)
             if instant:
                 return calendar.instant(truncated, zone.copy() if zone is not None else text("UTC"))
             return truncated

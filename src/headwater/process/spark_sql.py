@@ -17,6 +17,7 @@ from headwater.process import bigquery_sql, portable_sql
 from headwater.process.portable_sql import (
     call,
     integer,
+    minus,
     modulo,
     number,
     times,
@@ -174,6 +175,16 @@ class SparkCalendar(portable_sql.Calendar):
 
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMPNTZ)
+
+    def back_by(
+        self, instant: exp.Expression, later: exp.Expression, earlier: exp.Expression
+    ) -> exp.Expression:
+        # Civil times read as UTC (the session's zone) differ by the elapsed time between.
+        def micros(value: exp.Expression) -> exp.Expression:
+            return call("UNIX_MICROS", exp.cast(value, exp.DataType.Type.TIMESTAMP))
+
+        taken = minus(micros(later), micros(earlier))
+        return call("TIMESTAMP_MICROS", minus(micros(instant), taken))
 
     def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
         pattern = []

@@ -237,6 +237,32 @@ FROM t""",
         source=TIMESTAMP + "#timestamp_trunc",
     ),
     Case(
+        # BigQuery takes the civil time's minutes and seconds off the instant: in the hour
+        # New York's clock turns back (01:00-02:00 twice) each half keeps its own offset,
+        # and a zone half an hour off UTC truncates on its own hours.
+        name="timestamp_trunc_hour_and_minute_in_zones_across_clock_changes",
+        sql="""SELECT
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-11-01 05:30:00+00', HOUR, 'America/New_York') AS edt,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-11-01 06:30:00+00', HOUR, 'America/New_York') AS est,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-11-01 05:59:59.5+00', MINUTE, 'America/New_York') AS m,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-10-25 00:30:00+00', HOUR, 'Europe/Berlin') AS cest,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-03-08 07:30:00+00', HOUR, 'America/New_York') AS spring,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-12-01 05:10:00+00', HOUR, 'Asia/Kolkata') AS ist,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-11-01 05:30:00+00', DAY, 'America/New_York') AS day""",
+        expect=[
+            (
+                ts("2026-11-01 05:00:00"),
+                ts("2026-11-01 06:00:00"),
+                ts("2026-11-01 05:59:00"),
+                ts("2026-10-25 00:00:00"),
+                ts("2026-03-08 07:00:00"),
+                ts("2026-12-01 04:30:00"),
+                ts("2026-11-01 04:00:00"),
+            )
+        ],
+        source=TIMESTAMP + "#timestamp_trunc",
+    ),
+    Case(
         name="timestamp_trunc_without_zone_is_utc",
         sql="""WITH t AS (SELECT TIMESTAMP '2008-12-25 23:30:45.5+00' AS ts)
 SELECT
