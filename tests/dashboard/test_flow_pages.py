@@ -302,6 +302,25 @@ def test_a_failed_interval_shows_its_error(page: Page, dash: Dash) -> None:
     expect(page.locator("#detail table.runs tbody tr")).to_have_count(1)
 
 
+def test_running_a_failing_interval_again_says_why_and_logs_it_failed(
+    page: Page, dash: Dash
+) -> None:
+    _first_pass_done(dash)
+    page.goto(dash.url + "/pipelines/broken_hourly")
+    failed = page.locator("#grid button.cell[data-state=failed]").first
+    start = failed.get_attribute("data-start")
+    failed.click()
+    _accept(page)
+    page.get_by_role("button", name="Run this interval").click()
+    outcome = page.locator("#outcome")
+    expect(outcome).to_contain_text("Ran 0 intervals")
+    expect(outcome.locator("p.error")).to_contain_text(f"{(start or '')[:16]} failed:")
+    expect(outcome.locator("p.error")).to_contain_text("no_such_column")
+    admin, action, how = _last_action(dash)
+    assert (admin, action, how) == ("alice", "run", "failed")
+    assert "no_such_column" in (dash.admin_actions()[0].detail or "")
+
+
 def test_backfill_a_range_from_the_page(page: Page, dash: Dash) -> None:
     _first_pass_done(dash)
     page.goto(dash.url + "/pipelines/hourly")

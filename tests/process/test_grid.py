@@ -88,6 +88,48 @@ def test_each_interval_has_its_state_and_the_run_behind_it(rig: Rig) -> None:
 
 
 @pytest.mark.timeout(60)
+def test_a_stale_interval_whose_run_again_failed_is_failed_and_its_error_stays(
+    rig: Rig,
+) -> None:
+    """Late events mark a done interval stale; its run again fails for good (not retried):
+    the cell says failed, not stale, and status keeps the error though later intervals
+    of the pipeline have run since."""
+    rig.write("z_hourly.sql", Z_HOURLY)
+    for h in range(4):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5), count=1)
+    rig.clock.now = T0 + 4 * HOUR + timedelta(minutes=1)
+    rig.service.run("z_hourly", T0, T0 + 3 * HOUR)
+    rig.metadata.runs.mark_stale("z_hourly", [T0 + HOUR], "late events arrived")
+    version = rig.service.graph()["z_hourly"].version
+    failing = rig.metadata.runs.start_run(
+        "z_hourly", version, Interval(T0 + HOUR, T0 + 2 * HOUR), "schedule", 1
+    )
+    rig.metadata.runs.fail(failing, "Invalid Input Error: boom", "terminal")
+    rig.service.run("z_hourly", T0 + 3 * HOUR, T0 + 4 * HOUR)  # later, and fine
+
+    grid = operations.call(rig.service, "intervals", {"name": "z_hourly"})
+    assert _states(grid) == [
+        ("00:00", "done"),
+        ("01:00", "failed"),
+        ("02:00", "done"),
+        ("03:00", "done"),
+    ]
+    failed = grid["cells"][1]
+    assert failed["run"]["error"] == "Invalid Input Error: boom"
+    assert failed["version"] == version  # what readers still get: the older output
+    status = {s["name"]: s for s in operations.call(rig.service, "status", {})}["z_hourly"]
+    assert status["last_status"] == "succeeded"
+    assert status["last_error"] == "Invalid Input Error: boom"
+
+    # Run again by hand and fine: nothing is wrong any more.
+    rig.service.run("z_hourly", T0 + HOUR, T0 + 2 * HOUR)
+    grid = operations.call(rig.service, "intervals", {"name": "z_hourly"})
+    assert [c["state"] for c in grid["cells"]] == ["done"] * 4
+    status = {s["name"]: s for s in operations.call(rig.service, "status", {})}["z_hourly"]
+    assert status["last_error"] is None
+
+
+@pytest.mark.timeout(60)
 def test_a_span_and_a_limit_choose_the_cells_and_one_interval_lists_its_runs(rig: Rig) -> None:
     rig.write("broken.sql", BROKEN)
     rig.write("z_hourly.sql", Z_HOURLY)

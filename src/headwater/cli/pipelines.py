@@ -438,6 +438,14 @@ def _print_intervals(grid: dict[str, Any]) -> None:
         f"{totals['stale']} stale, {totals['changed']} made by an older version.",
         highlight=False,
     )
+    failed = grid["counts"].get("failed", 0)
+    if failed:
+        console.print(
+            f"{failed} of the intervals shown failed: fix what failed, then `headwater run "
+            f"{grid['pipeline']} --start … --end …` runs them again (the scheduler retries "
+            "only transient failures).",
+            highlight=False,
+        )
 
 
 def _print_offload(offload: dict[str, Any] | None, report: list[dict[str, Any]]) -> None:

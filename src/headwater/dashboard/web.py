@@ -235,9 +235,31 @@ async def admin_action(
     except Exception as exc:
         await asyncio.to_thread(log_.record, admin.name, name, arguments, "failed", repr(exc))
         raise
-    await asyncio.to_thread(log_.record, admin.name, name, arguments, "ok")
+    failed = _failures(result)
+    await asyncio.to_thread(
+        log_.record, admin.name, name, arguments, "failed" if failed else "ok", failed
+    )
     log.info("dashboard: %s did %s %s", admin.name, name, arguments)
     return result
+
+
+def _failures(result: object) -> str | None:
+    """What a result says failed though nothing was raised (a run's failed intervals, a
+    replay's letters that failed again), for the action's log; None when nothing did."""
+    if isinstance(result, dict):
+        failures = result.get("failures") or []
+        if failures:
+            first = str(failures[0].get("error") or "").split("\n", 1)[0]
+            return f"{len(failures)} failed: {first}"
+    elif isinstance(result, list):
+        again = [r for r in result if isinstance(r, dict) and r.get("status") in _NOT_DONE]
+        if again:
+            return f"{len(again)} failed again: {again[0].get('error') or ''}"
+    return None
+
+
+#: A replayed letter's statuses that mean it is not delivered.
+_NOT_DONE = frozenset({"failed", "dead"})
 
 
 async def operation_action(

@@ -227,6 +227,15 @@ def _cell(
     last = max(covering, key=lambda r: r.id, default=None)
     if last is not None and last.status == "running":
         return Cell(interval, "running", run=last)
+    if (
+        state is not None
+        and last is not None
+        and last.status == "failed"
+        and last.id > state.run_id
+        and (state.status == "stale" or state.version != pipeline.version)
+    ):
+        # Run again and failed: the older output is still what readers get.
+        return Cell(interval, "failed", version=state.version, done_at=state.done_at, run=last)
     if state is not None:
         made = next((r for r in covering if r.id == state.run_id), None)
         stale = state.status == "stale" or state.version != pipeline.version

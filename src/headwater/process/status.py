@@ -80,6 +80,11 @@ def status(service: PipelineService) -> list[PipelineStatus]:
         states = service.state.runs.intervals(pipeline.name)
         runs = service.state.runs.runs(pipeline.name, limit=1)
         last = runs[0] if runs else None
+        # A failure later runs of other intervals did not mend (a stale interval whose run
+        # again failed, its older output still served) is still the pipeline's last error.
+        failed = last if last and last.status == "failed" else None
+        if last is not None and failed is None:
+            failed = service.state.runs.outstanding_failure(pipeline.name)
         start = planner.start(pipeline)
         retired = planner.retired(pipeline)
         if retired is not None and start is not None:
@@ -106,7 +111,7 @@ def status(service: PipelineService) -> list[PipelineStatus]:
                 inputs=sorted(pipeline.inputs),
                 last_run=last.started_at if last else None,
                 last_status=last.status if last else None,
-                last_error=last.error if last and last.status == "failed" else None,
+                last_error=failed.error if failed else None,
                 intervals_done=len(done),
                 intervals_missing=sum(1 for i in expected if i.start not in states),
                 intervals_stale=len(stale),

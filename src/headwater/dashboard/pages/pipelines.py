@@ -128,7 +128,10 @@ def _refused(exc: HeadwaterError) -> dict[str, Any]:
 
 
 def _outcome(text: str, failures: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"ok": not failures, "text": text, "hint": None, "failures": failures}
+    """What an action did; each failed interval with its error (and a hint where it has
+    one), which the grid's fragment shows."""
+    shown = [{**f, "hint": f.get("hint")} for f in failures]
+    return {"ok": not failures, "text": text, "hint": None, "failures": shown}
 
 
 async def _after(request: Request, admin: Admin, name: str, outcome: dict[str, Any]) -> Response:
