@@ -585,6 +585,62 @@ def test_dead_letters_are_listed_with_their_reason_and_replayed_with_the_same_ke
     assert not problems, "\n".join(problems)
 
 
+@pytest.mark.timeout(90)
+def test_two_replays_at_once_send_each_letter_once_and_a_newer_run_supersedes_letters(
+    hooked: Project, receiver: Receiver
+) -> None:
+    """The dashboard's Replay beside `headwater replay` (two threads of one server): the
+    second waits for the first and finds nothing left to send. Then an interval published
+    again drops its older dead letters, which `status` stops counting."""
+    from headwater.config.project import load_project
+    from headwater.runtime import operations
+    from headwater.runtime.workspace import Workspace
+
+    days = _ingest_events(hooked, [24, 20], seed=5)
+    _configure(hooked, {"crm": {"url": receiver.url("/hook"), "max_attempts": 1}})
+    first_day = _wire(days[0])
+    receiver.rule = lambda _request: Reply(400, body='{"error": "not yet"}')
+    ran = run_cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(_today()),
+                  check=False)  # fmt: skip
+    assert ran.returncode == 1, ran.stderr
+    letters = _dead_letter_list(hooked)
+    assert len(letters) == 6, (letters, ran.stdout)  # 3 batches a day, each refused
+    receiver.rule = lambda _request: Reply(200, delay=0.1)  # slow: the replays overlap
+
+    workspace = Workspace.open(load_project(hooked.root))
+    try:
+        answers: list[Any] = []
+
+        def replay() -> None:
+            answers.append(operations.call(workspace, "replay", {}))
+
+        threads = [threading.Thread(target=replay) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        delivered = sorted(len([r for r in a if r["status"] == "delivered"]) for a in answers)
+        assert delivered == [0, len(letters)], answers
+        sent = Counter(r.key for r in receiver.snapshot() if r.status == 200)
+        assert len(sent) == len(letters), sent
+        assert set(sent.values()) == {1}, sent
+        rows = {d.interval.start: d.rows_delivered for d in workspace.state.deliveries.all()}
+        assert sorted(rows.values()) == [20, 24], rows  # each row counted once
+    finally:
+        workspace.close()
+
+    # A dead letter, then the interval published again and delivered: the letter is gone.
+    receiver.rule = lambda _request: Reply(400, body='{"error": "again"}')
+    run_cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(days[1]), check=False)
+    assert len(_dead_letter_list(hooked)) == 3
+    receiver.rule = None
+    out = run_cli(hooked, "run", PIPELINE, "--start", first_day, "--end", _wire(days[1])).stdout
+    assert "Ran 1 interval" in out, out
+    assert _dead_letter_list(hooked) == []
+    status, printed = _delivery_status(hooked)
+    assert status["crm"]["dead letters"] == "0", printed
+
+
 # -- 5. addresses webhooks may not reach ------------------------------------------------
 
 

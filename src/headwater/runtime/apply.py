@@ -38,7 +38,7 @@ from headwater.runtime.plan import APPLIES_REVISION, Plan, rebuilt
 from headwater.runtime.workspace import Workspace, metadata_for
 from headwater.state.applies import Kind
 from headwater.state.errors import LeaseHeld
-from headwater.state.leases import Lease
+from headwater.state.leases import Lease, Waiting
 from headwater.store.schema import BUILD_PREFIX, build_table
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ def _swap(
     builds = {name: build_table(name) for name in names}
     with ExitStack() as held:
         leases = [
-            held.enter_context(_hold(Lease(ws.state.leases, name, ttl), sleep))
-            for name in [*names, *removed]
+            held.enter_context(Waiting(Lease(ws.state.leases, n, ttl), LEASE_WAIT_SECONDS, sleep))
+            for n in [*names, *removed]
         ]
         before()
         ws.engine.swap_tables(builds, drop=removed, fences=[lease.fence for lease in leases])
@@ -331,25 +331,3 @@ def _build(service: PipelineService, name: str, progress: ProgressFn | None) -> 
     # Its inputs are built before it (run order), or live and left to their own schedule:
     # an interval whose live input has not run yet is left to the scheduler after the swap.
     return len(service.backfill(name, start, until, progress, upstream=False, waiting_fails=False))
-
-
-class _hold:
-    """Enter ``lease``, waiting while a run holds it (up to :data:`LEASE_WAIT_SECONDS`)."""
-
-    def __init__(self, lease: Lease, sleep: Callable[[float], None]) -> None:
-        self.lease = lease
-        self.sleep = sleep
-
-    def __enter__(self) -> Lease:
-        waited = 0.0
-        while True:
-            try:
-                return self.lease.__enter__()
-            except LeaseHeld:
-                if waited >= LEASE_WAIT_SECONDS:
-                    raise
-                self.sleep(1.0)
-                waited += 1.0
-
-    def __exit__(self, *exc: object) -> None:
-        self.lease.__exit__(None, None, None)

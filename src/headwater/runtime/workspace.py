@@ -44,6 +44,7 @@ from headwater.runtime import failed
 from headwater.runtime.failed import Choice, Commit
 from headwater.state import StateStore
 from headwater.state.database import MetadataDatabase, SchemaBehind
+from headwater.state.leases import Lease, Waiting
 from headwater.state.offload import Offloader, OffloadResult
 from headwater.store.engine import Cost, Engine, collectors_floor
 from headwater.store.open import open_engine
@@ -62,6 +63,10 @@ def private_folder(folder: Path) -> Path:
             if entry.is_file() and not entry.is_symlink() and entry.stat().st_mode & 0o077:
                 entry.chmod(0o600)
     return folder
+
+
+#: The lease a replay of dead letters holds.
+REPLAY_LEASE = "replay:dead-letters"
 
 
 def engine_for(project: Project, *, read_only: bool = False) -> Engine:
@@ -341,14 +346,19 @@ class Workspace:
     ) -> list[ReplayResult]:
         """Send dead letters again; whole intervals are owed again and delivered now, and
         reported as that delivery went."""
-        results = replay(
-            self.state.deliveries,
-            self.sinks(),
-            self.deliverer.targets,
-            pipeline=pipeline,
-            sink=sink,
-            ids=ids,
-        )
+        # One replay at a time (two at once would each send every letter they both chose):
+        # the next waits, then finds what the first replayed already done.
+        seconds = self.project.settings.pipelines.lease_seconds
+        lease = Lease(self.state.leases, REPLAY_LEASE, timedelta(seconds=seconds))
+        with Waiting(lease, seconds):
+            results = replay(
+                self.state.deliveries,
+                self.sinks(),
+                self.deliverer.targets,
+                pipeline=pipeline,
+                sink=sink,
+                ids=ids,
+            )
         if not any(r.status == "requeued" for r in results):
             return results
         outcome = {(d.pipeline, d.sink, d.interval.start): d for d in self.deliver()}

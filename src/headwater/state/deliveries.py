@@ -82,14 +82,33 @@ _OWED_BEFORE = deliveries.delete().where(
 )
 
 
+#: The dead letters of an interval's older output, dropped as superseded (replayed now)
+#: when a newer output is owed instead.
+_SUPERSEDED = (
+    dead_letters.update()
+    .where(
+        dead_letters.c.pipeline == sa.bindparam("of_pipeline"),
+        dead_letters.c.sink == sa.bindparam("of_sink"),
+        dead_letters.c.interval_start == sa.bindparam("of_start"),
+        dead_letters.c.replayed_at.is_(None),
+    )
+    .values(replayed_at=sa.bindparam("now"))
+)
+
+
 def schedule(
     db: sa.Connection, pipeline: str, sinks: Sequence[str], interval: Interval, run_id: int
 ) -> None:
-    """Owe a delivery of ``run_id``'s output to each sink (inside the caller's transaction)."""
+    """Owe a delivery of ``run_id``'s output to each sink (inside the caller's transaction);
+    what was owed of an older output, dead letters included, is not owed any more."""
     now = utc_now()
     for sink in sinks:
         owed = {"pipeline": pipeline, "sink": sink, "interval_start": interval.start}
         db.execute(_OWED_BEFORE, owed)
+        db.execute(
+            _SUPERSEDED,
+            {"of_pipeline": pipeline, "of_sink": sink, "of_start": interval.start, "now": now},
+        )
         db.execute(
             deliveries.insert(),
             {

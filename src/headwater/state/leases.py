@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -269,3 +270,29 @@ class Lease:
                     return
             except Exception:  # a busy metadata database: try again next time
                 log.exception("%s: could not renew the lease", self.name)
+
+
+class Waiting:
+    """Enter ``lease``, waiting while another holds it (up to ``seconds``, then
+    :class:`LeaseHeld` as without waiting)."""
+
+    def __init__(
+        self, lease: Lease, seconds: float, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.lease = lease
+        self.seconds = seconds
+        self.sleep = sleep
+
+    def __enter__(self) -> Lease:
+        waited = 0.0
+        while True:
+            try:
+                return self.lease.__enter__()
+            except LeaseHeld:
+                if waited >= self.seconds:
+                    raise
+                self.sleep(1.0)
+                waited += 1.0
+
+    def __exit__(self, *exc: object) -> None:
+        self.lease.__exit__(None, None, None)
