@@ -94,9 +94,11 @@ def save_onnx(model: LogisticRegression, path: Path) -> Path:
     return path
 
 
-def version_of(path: Path) -> str:
-    """A model file's version as Headwater names it: the hash of its bytes, shortened."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def version_of(path: Path, function: str | None = None) -> str:
+    """A model file's version as Headwater names it: the hash of its bytes (a callable's:
+    and of its ``function``'s name after a NUL), shortened."""
+    suffix = b"" if function is None else b"\x00" + function.encode()
+    return hashlib.sha256(path.read_bytes() + suffix).hexdigest()[:16]
 
 
 def model_table(path: str = "models/churn.joblib", **extra: str) -> str:

@@ -190,7 +190,7 @@ def test_a_callable_that_raises_names_its_first_bad_row(
         ),
         "utf-8",
     )
-    error = _fails(root, store, f"model churn (version {version_of(module)})",
+    error = _fails(root, store, f"model churn (version {version_of(module, 'score')})",
                    "ArithmeticError: f1 out of range")  # fmt: skip
     assert isinstance(error, ModelError)
     assert error.row is not None

@@ -120,3 +120,42 @@ def test_two_functions_of_one_module_are_two_models(tmp_path: Path) -> None:
     negated = _catalog(tmp_path, ["p"], function="rules:negate").get("m").score(table, AT)
     np.testing.assert_allclose(doubled["p"].to_numpy(), rows[:, 0] * 2)
     np.testing.assert_allclose(negated["p"].to_numpy(), -rows[:, 0])
+    # Each its own version: a live function and its shadow's rows are told apart.
+    assert doubled["model_version"][0] != negated["model_version"][0]
+
+
+def test_a_callable_that_builds_its_output_from_a_list_is_typed_by_what_it_gives(
+    tmp_path: Path,
+) -> None:
+    """``pa.array([])`` of an empty batch is of type null: the type comes from a row."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "flat.py").write_text(
+        "import pyarrow as pa\n\n\n"
+        "def half(batch):\n"
+        "    return pa.record_batch({'q': pa.array([0.5] * batch.num_rows)})\n\n\n"
+        "def labels(batch):\n    return pa.table({'q': ['x'] * batch.num_rows})\n",
+        "utf-8",
+    )
+    _, table = _rows(5)
+    scored = _catalog(tmp_path, ["q"], function="flat:half").get("m").score(table, AT)
+    assert scored.schema.field("q").type == pa.float64()
+    assert scored["q"].to_pylist() == [0.5] * 5
+    labelled = _catalog(tmp_path, ["q"], function="flat:labels").get("m").score(table, AT)
+    assert labelled["q"].to_pylist() == ["x"] * 5
+
+
+def test_a_callable_giving_other_columns_than_outputs_names_them(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "wide.py").write_text(
+        "import pyarrow as pa\n\n\n"
+        "def wide(batch):\n"
+        "    n = batch.num_rows\n"
+        "    return pa.table({'q': pa.array([1.0] * n, pa.float64()),"
+        " 'r': pa.array([2.0] * n, pa.float64())})\n",
+        "utf-8",
+    )
+    _, table = _rows(5)
+    with pytest.raises(ModelError, match=r"returned columns q, r; outputs are q \(not r\)"):
+        _catalog(tmp_path, ["q"], function="wide:wide").get("m").score(table, AT)
+    with pytest.raises(ModelError, match=r"outputs are q, r, s \(no s\)"):
+        _catalog(tmp_path, ["q", "r", "s"], function="wide:wide").get("m").score(table, AT)

@@ -246,6 +246,10 @@ class _Onnx:
         return [pc.cast(a, pa.float64()) for a in _split(np.asarray(result), self._columns)]
 
 
+class WrongAnswer(ValueError):
+    """A callable gave something other than a batch of the outputs, row for row."""
+
+
 class _Callable:
     """``module:function``: an Arrow batch of the inputs in, the outputs by name out."""
 
@@ -274,20 +278,37 @@ class _Callable:
         self._outputs = list(outputs)
 
     def output_types(self, features: pa.Schema) -> list[pa.DataType]:
-        return [a.type for a in self.predict(features.empty_table())]
+        """The types the function gives: from an empty batch, and where that leaves one
+        untyped (``pa.array([])`` is of type null), from a row of zeros; FLOAT64 where
+        neither tells."""
+        types = [a.type for a in self.predict(features.empty_table())]
+        if any(pa.types.is_null(t) for t in types):
+            zeros = pa.table({f.name: pa.array([0], f.type) for f in features})
+            try:
+                probed = [a.type for a in self.predict(zeros)]
+            except Exception:  # the author's function may refuse zeros: decided by its runs
+                probed = types
+            types = [p if pa.types.is_null(t) else t for t, p in zip(types, probed, strict=True)]
+        return [pa.float64() if pa.types.is_null(t) else t for t in types]
 
     def predict(self, features: pa.Table) -> list[pa.Array]:
         batches = features.combine_chunks().to_batches()
         batch = batches[0] if batches else pa.RecordBatch.from_pylist([], schema=features.schema)
         result = self._function(batch)
         if not isinstance(result, pa.RecordBatch | pa.Table):
-            raise TypeError(f"returned {type(result).__name__}, not a pyarrow.RecordBatch")
-        missing = [name for name in self._outputs if name not in result.schema.names]
-        if missing or result.num_rows != features.num_rows:
-            raise ValueError(
-                f"returned {result.num_rows} rows of {', '.join(result.schema.names)} for "
-                f"{features.num_rows} rows; outputs are {', '.join(self._outputs)}"
+            raise WrongAnswer(f"returned {type(result).__name__}, not a pyarrow.RecordBatch")
+        given = result.schema.names
+        missing = [name for name in self._outputs if name not in given]
+        extra = [name for name in given if name not in self._outputs]
+        if missing or extra:
+            raise WrongAnswer(
+                f"returned column{'s' if len(given) != 1 else ''} {', '.join(given) or 'none'}; "
+                f"outputs are {', '.join(self._outputs)}"
+                + (f" (no {', '.join(missing)})" if missing else "")
+                + (f" (not {', '.join(extra)})" if extra else "")
             )
+        if result.num_rows != features.num_rows:
+            raise WrongAnswer(f"returned {result.num_rows} rows for {features.num_rows} rows")
         if isinstance(result, pa.Table):
             return [result.column(name).combine_chunks() for name in self._outputs]
         return [result.column(name) for name in self._outputs]
@@ -309,7 +330,6 @@ _LOCK = threading.Lock()
 def predictor(model: Artifact, inputs: Sequence[str], outputs: Sequence[str]) -> Predictor:
     """``model`` loaded and checked against ``inputs`` and ``outputs``, once per version
     in this process."""
-    # A callable's version is its module's source: two functions of one module share it.
     key = (model.kind, model.sha256, model.attribute, tuple(inputs), tuple(outputs))
     with _LOCK:
         found = _LOADED.get(key)

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from headwater.process.models.artifact import Artifact
 from headwater.process.models.errors import ModelError
-from headwater.process.models.predictors import Predictor, predictor
+from headwater.process.models.predictors import Predictor, WrongAnswer, predictor
 from headwater.process.models.settings import TAG_COLUMNS
 
 SCORED_AT = pa.timestamp("us", tz="UTC")
@@ -101,7 +101,13 @@ class Model:
         if self.live.kind == "onnx":  # always FLOAT64 (_Onnx): known without loading it
             types = [pa.float64()] * len(self.outputs)
         else:
-            types = predictor(self.live, self.inputs, self.outputs).output_types(features)
+            loaded = predictor(self.live, self.inputs, self.outputs)
+            try:
+                types = loaded.output_types(features)
+            except Exception as exc:  # a callable's own code may raise anything
+                raise ModelError(
+                    self.name, f"the model {_said(exc)}", version=self.live.version
+                ) from None
         outputs = [pa.field(name, kind) for name, kind in zip(self.outputs, types, strict=True)]
         tags = [
             pa.field("model", pa.string()),
@@ -183,13 +189,23 @@ class Scorer:
             first = _first_failing(loaded, features)
             raise ModelError(
                 model.name,
-                f"the model raised {type(exc).__name__}: {exc}",
+                f"the model {_said(exc)}",
                 version=artifact.version,
                 row=rows.slice(first, 1).to_pylist()[0] if first is not None else None,
             ) from None
         arrays = [*rows.columns, *outputs, *self._tag_columns(artifact, shadow, rows.num_rows)]
-        types = [f.type for f in self.schema]
-        cast = [a if a.type == t else pc.cast(a, t) for a, t in zip(arrays, types, strict=True)]
+        cast = []
+        for array, field_ in zip(arrays, self.schema, strict=True):
+            try:
+                cast.append(array if array.type == field_.type else pc.cast(array, field_.type))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                raise ModelError(
+                    model.name,
+                    f"the model gave {field_.name} as {array.type}, not {field_.type} (the "
+                    "type it gave before, which the output's column has)",
+                    version=artifact.version,
+                    hint="give each output one type, whatever the batch",
+                ) from None
         return pa.Table.from_arrays(cast, schema=self.schema)
 
     def _tag_columns(self, artifact: Artifact, shadow: bool, count: int) -> list[pa.Array]:
@@ -242,3 +258,11 @@ def _first_failing(loaded: Predictor, features: pa.Table) -> int | None:
         else:
             low = middle
     return int(high - 1)
+
+
+def _said(exc: Exception) -> str:
+    """What a model's failure says: a callable's wrong answer in Headwater's words (its
+    columns or rows), anything else as the model raised it."""
+    if isinstance(exc, WrongAnswer):
+        return str(exc)
+    return f"raised {type(exc).__name__}: {exc}"
