@@ -198,3 +198,46 @@ def test_an_environment_that_is_not_declared_is_named_with_its_flag(tmp_path: Pa
     assert "there is no environment 'staging' to plan and apply" in result.stderr
     assert "or name another environment with --qa NAME" in result.stderr
     assert not (tmp_path / ".github").exists()
+
+
+PROMOTED = """
+[environments.qa.store]
+engine = "postgres"
+url = "${QA_DATABASE_URL}"
+
+[environments.prod]
+protected = true
+promote_from = "qa"
+
+[environments.prod.store]
+engine = "postgres"
+url = "${DATABASE_URL}"
+"""
+
+
+def test_prods_apply_job_reads_the_metadata_it_promotes_from(tmp_path: Path) -> None:
+    """promote_from makes `apply --env prod` read QA's metadata: the job has QA's name for
+    it; a QA reached by a name prod gives its own value is refused, with the fix."""
+    (tmp_path / "headwater.toml").write_text(PROMOTED, encoding="utf-8")
+    (tmp_path / "pipelines").mkdir()
+    fake = {"QA_DATABASE_URL": FAKE["DATABASE_URL"], "DATABASE_URL": FAKE["DATABASE_URL"]}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in fake.items():
+            mp.setenv(name, value)
+        result = run_cli(tmp_path, "deploy", "workflow")
+        doc = yaml.safe_load((tmp_path / ".github/workflows/headwater.yml").read_text("utf-8"))
+        apply = doc["jobs"]["apply-prod"]["steps"][-1]
+        assert apply["run"] == "headwater apply --env prod"
+        assert apply["env"] == {
+            "DATABASE_URL": "${{ secrets.DATABASE_URL }}",
+            "QA_DATABASE_URL": "${{ secrets.QA_DATABASE_URL }}",
+        }
+        assert "GitHub environment prod: secrets DATABASE_URL, QA_DATABASE_URL" in result.stdout
+
+        shared = PROMOTED.replace("${QA_DATABASE_URL}", "${DATABASE_URL}")
+        (tmp_path / "headwater.toml").write_text(shared, encoding="utf-8")
+        refused = run_cli(tmp_path, "deploy", "workflow", check=False)
+    assert refused.returncode == 1
+    said = refused.stdout + refused.stderr
+    assert "reads the metadata of 'qa', which is reached by DATABASE_URL" in said, said
+    assert "QA_DATABASE_URL" in said, said

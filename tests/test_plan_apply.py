@@ -24,6 +24,7 @@ import pyarrow as pa
 import pytest
 
 from headwater.config.project import load_project
+from headwater.core.errors import ConfigError
 from headwater.runtime.apply import apply
 from headwater.runtime.plan import Plan, make_plan
 from headwater.runtime.workspace import Workspace
@@ -682,3 +683,26 @@ def test_late_events_the_live_pipeline_took_during_an_apply_are_in_the_table_swa
     found = {r["hour"]: r["events"] for r in _query(project, "SELECT * FROM by_time")}
     expected = Counter(r["timestamp"].replace(minute=0, second=0) for r in rows + late)
     assert found == dict(expected)
+
+
+def test_promote_from_says_it_reads_the_other_environments_metadata_when_it_cannot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """prod's apply reads QA's metadata: a job without QA's URL is told that, not only that
+    some [store] url is missing."""
+    from headwater.config.project import load_project
+    from headwater.runtime.apply import check_promotion
+
+    monkeypatch.delenv("QA_DATABASE_URL", raising=False)
+    (tmp_path / "headwater.toml").write_text(
+        '[environments.qa.store]\nengine = "postgres"\nurl = "${QA_DATABASE_URL}"\n\n'
+        '[environments.prod]\npromote_from = "qa"\n',
+        "utf-8",
+    )
+    (tmp_path / "pipelines").mkdir()
+    prod = load_project(tmp_path, "prod")
+    with pytest.raises(ConfigError) as caught:
+        check_promotion(prod, "0123456789abcdef", [])
+    message = str(caught.value)
+    assert "environment 'prod' takes only commits applied to 'qa' first" in message, message
+    assert "QA_DATABASE_URL" in message, message

@@ -269,7 +269,7 @@ def workflow(
     path.write_text(flow.render(*stages, branch=branch), encoding="utf-8")
     console.print(f"Wrote {escape(str(path))} (rewritten on each run).", highlight=False)
     for stage in stages:
-        names = ", ".join(stage.secrets) or "none"
+        names = ", ".join([*stage.secrets, *stage.promoted]) or "none"
         console.print(
             f"GitHub environment {escape(stage.name)}: secrets {escape(names)}; variables "
             f"{', '.join(flow.VARIABLES)}.",

@@ -216,7 +216,14 @@ def check_promotion(project: Project, commit: str | None, changes: list[str]) ->
             f"(promote_from), and the git tree has changes not committed: {listed}",
             hint=f"commit them and apply the commit to {source!r} first, or stash them",
         )
-    metadata = metadata_for(load_project(project.root, source))
+    try:
+        metadata = metadata_for(load_project(project.root, source))
+    except ConfigError as exc:
+        raise ConfigError(
+            f"environment {here!r} takes only commits applied to {source!r} first "
+            f"(promote_from), which the metadata of {source!r} records: {exc.message}",
+            hint=exc.hint,
+        ) from None
     try:
         revision = metadata.revision()
         state = metadata.open(migrate=False, as_is=True)

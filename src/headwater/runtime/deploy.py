@@ -162,6 +162,19 @@ def _reference(value: str | None, where: str, found: list[str], *, url: bool = F
         )
 
 
+def metadata_secrets(project: Project) -> list[str]:
+    """The names the environment's metadata database is reached by: its ``metadata_url``'s,
+    else its store's (the metadata lives beside a PostgreSQL store)."""
+    s = project.settings
+    env = project.environment
+    found: list[str] = []
+    if s.pipelines.metadata_url is not None:
+        _reference(s.pipelines.metadata_url, f"[environments.{env}] metadata_url", found, url=True)
+    else:
+        _reference(s.store.url, f"[environments.{env}.store] url", found, url=True)
+    return found
+
+
 def find_secrets(project: Project) -> Secrets:
     """Each ``"${NAME}"`` of the environment's settings, for the parts that read it."""
     s = project.settings

@@ -20,11 +20,12 @@ never run at once (a concurrency group per environment that never cancels one).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from headwater.config.project import Project
-from headwater.runtime.deploy import find_secrets, to_yaml
+from headwater.config.project import Project, load_project
+from headwater.core.errors import ConfigError
+from headwater.runtime.deploy import find_secrets, metadata_secrets, to_yaml
 
 PATH = ".github/workflows/headwater.yml"
 #: The Cloud SQL Auth Proxy's release the jobs download (cloud-sql-proxy v2).
@@ -40,11 +41,30 @@ class Stage:
     name: str
     secrets: list[str]
     protected: bool
+    #: With ``promote_from``: the names its apply also reads, to reach the metadata of
+    #: the environment it promotes from (whose applies it checks).
+    promoted: list[str] = field(default_factory=list)
 
 
 def stage(project: Project) -> Stage:
     """The names and the protection of a loaded environment."""
-    return Stage(str(project.environment), find_secrets(project).all, project.protected)
+    own = find_secrets(project).all
+    promoted: list[str] = []
+    if project.promote_from is not None:
+        source = load_project(project.root, project.promote_from)
+        promoted = [n for n in metadata_secrets(source) if n not in own]
+        shared = [n for n in metadata_secrets(source) if n in own]
+        if shared:
+            raise ConfigError(
+                f"environment {project.environment!r} takes only commits applied to "
+                f"{project.promote_from!r} (promote_from), so its apply job reads the "
+                f"metadata of {project.promote_from!r}, which is reached by "
+                f"{', '.join(shared)}, a name {project.environment!r} gives its own value",
+                hint=f"give that of {project.promote_from!r} its own name (for example "
+                f'url = "${{{project.promote_from.upper()}_{shared[0]}}}"), then run '
+                "`headwater deploy workflow` again",
+            )
+    return Stage(str(project.environment), own, project.protected, promoted)
 
 
 def workflow(qa: Stage, prod: Stage, *, branch: str = "main") -> dict[str, Any]:
@@ -135,9 +155,15 @@ curl -sSfLo cloud-sql-proxy \\
   https://storage.googleapis.com/cloud-sql-connectors/cloud-sql-proxy/{CLOUD_SQL_PROXY}/cloud-sql-proxy.linux.amd64
 chmod +x cloud-sql-proxy
 sudo mkdir -p /cloudsql && sudo chown "$(id -u)" /cloudsql
-./cloud-sql-proxy --unix-socket /cloudsql "$CLOUDSQL_INSTANCE" > cloud-sql-proxy.log 2>&1 &
+# One instance, or several separated by spaces (an apply that reads another's metadata).
+# shellcheck disable=SC2086
+./cloud-sql-proxy --unix-socket /cloudsql $CLOUDSQL_INSTANCE > cloud-sql-proxy.log 2>&1 &
 for _ in $(seq 30); do
-  [ -S "/cloudsql/$CLOUDSQL_INSTANCE/.s.PGSQL.5432" ] && exit 0
+  open=1
+  for instance in $CLOUDSQL_INSTANCE; do
+    [ -S "/cloudsql/$instance/.s.PGSQL.5432" ] || open=0
+  done
+  [ "$open" -eq 1 ] && exit 0
   sleep 1
 done
 echo "::error::the Cloud SQL Auth Proxy did not open /cloudsql/$CLOUDSQL_INSTANCE in 30 s"
@@ -205,10 +231,11 @@ def _apply(env: Stage, when: str) -> dict[str, Any]:
                 "run": f"headwater --env {env.name} migrate",
             }
         )
+    reads = {name: "${{ secrets.%s }}" % name for name in env.promoted}  # noqa: UP031
     steps.append(
         {
             "name": f"headwater apply --env {env.name}",
-            "env": _secrets(env),
+            "env": {**_secrets(env), **reads},
             "run": f"headwater apply --env {env.name}",
         }
     )
