@@ -4,6 +4,7 @@ schedule = "@daily"
 kind = "full"
 model = "churn"
 key = ["user_id"]
+person = ["user_id"]                 # an erasure deletes the person's row
 audits = [
   { not_null = ["churn_probability"] },
   { sql = "SELECT * FROM output WHERE churn_probability < 0 OR churn_probability > 1" },

@@ -3,6 +3,7 @@ description = "Per user: activity over the 28 days before the run, and whether t
 schedule = "@daily"
 kind = "full"
 key = ["user_id"]
+person = ["user_id"]                 # an erasure deletes the person's row
 audits = [{ not_null = ["user_id", "sessions", "events", "days_active", "days_since_seen"] }]
 */
 SELECT
