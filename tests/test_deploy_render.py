@@ -380,6 +380,8 @@ def test_compose_validates_and_runs_two_collectors_behind_one_port(
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
     assert pg["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     assert "POSTGRES_PASSWORD" not in pg["environment"]
+    # The database compares text byte by byte (engines.md): made with the C locale.
+    assert pg["environment"]["POSTGRES_INITDB_ARGS"] == "--locale=C --encoding=UTF8"
     assert pg["env_file"] == ["secrets.env"]
 
 

@@ -799,7 +799,13 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
     services: dict[str, Any] = {
         "postgres": {
             "image": "postgres:16",
-            "environment": {"POSTGRES_USER": "headwater", "POSTGRES_DB": "headwater"},
+            "environment": {
+                "POSTGRES_USER": "headwater",
+                "POSTGRES_DB": "headwater",
+                # Text compared byte by byte, as BigQuery and DuckDB compare it (engines.md);
+                # the image's default en_US.utf8 orders 'a' before 'B'.
+                "POSTGRES_INITDB_ARGS": "--locale=C --encoding=UTF8",
+            },
             "env_file": ["secrets.env"],
             "volumes": ["pgdata:/var/lib/postgresql/data"],
             "healthcheck": {
