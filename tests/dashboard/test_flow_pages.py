@@ -443,3 +443,21 @@ def _an_hour(later: int = 0) -> str:
     """The start of the second hour of events (and ``later`` hours on)."""
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     return (now - 5 * HOUR + later * HOUR).isoformat()
+
+
+def test_running_the_hour_under_way_says_it_was_a_preview(dash: Dash) -> None:
+    _first_pass_done(dash)
+    now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    client, token = dash.signed_in()
+    try:
+        form = {
+            "start": now.strftime("%Y-%m-%dT%H:00"),
+            "end": (now + HOUR).strftime("%Y-%m-%dT%H:00"),
+            "csrf": token,
+        }
+        answer = client.post("/pipelines/hourly/run", data=form, headers={"HX-Request": "true"})
+    finally:
+        client.close()
+    assert answer.status_code == 200, answer.text
+    assert "Ran 1 interval" in answer.text, answer.text
+    assert "1 interval had not ended: a preview, published but not recorded done" in answer.text

@@ -1022,3 +1022,15 @@ def test_a_receiver_that_trickles_its_answer_does_not_hold_the_post_past_its_tim
     assert took < 5, took  # about 2 x 0.5 s at most; the whole answer would take 10 s
     if not delivered:
         assert f"answered {status}: e" in (outcome.reason or "")
+
+
+def test_a_replay_of_a_misspelt_pipeline_or_sink_says_so(hooked: Project) -> None:
+    _pipeline(hooked, ["crm"])
+    _configure(hooked, {"crm": {"url": "https://hooks.example.com/in"}})
+    refused = run_cli(hooked, "replay", "--pipeline", "crm_event", check=False)
+    assert refused.returncode == 1
+    assert "there is no pipeline 'crm_event'" in refused.stderr, refused.stderr
+    refused = run_cli(hooked, "replay", "--sink", "cmr", check=False)
+    assert "there is no sink 'cmr'" in refused.stderr, refused.stderr
+    fine = run_cli(hooked, "replay", "--pipeline", PIPELINE, "--sink", "crm").stdout
+    assert "No dead letters to replay." in fine, fine

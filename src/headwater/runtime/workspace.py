@@ -359,6 +359,8 @@ class Workspace:
                 sink=sink,
                 ids=ids,
             )
+        if not results:
+            self._known_letters(pipeline, sink)
         if not any(r.status == "requeued" for r in results):
             return results
         outcome = {(d.pipeline, d.sink, d.interval.start): d for d in self.deliver()}
@@ -369,6 +371,21 @@ class Workspace:
                 r = dataclasses.replace(r, status=done.status, error=done.error)
             final.append(r)
         return final
+
+    def _known_letters(self, pipeline: str | None, sink: str | None) -> None:
+        """Nothing to replay: say so when a name given is no pipeline or sink at all (a
+        misspelling), rather than that none of its letters is left."""
+        graph = self.graph()
+        if pipeline is not None and pipeline not in {*(p.name for p in graph), *graph.broken}:
+            raise ConfigError(
+                f"there is no pipeline {pipeline!r}, and no dead letter of one",
+                hint="`headwater replay --list` shows the dead letters and their pipelines",
+            )
+        if sink is not None and sink not in self.sinks().sinks:
+            raise ConfigError(
+                f"there is no sink {sink!r}, and no dead letter of one",
+                hint="`headwater replay --list` shows the dead letters and their sinks",
+            )
 
     def not_erased(self, table: str, rows: pa.Table) -> pa.Table:
         """``rows`` of ``events`` or ``failed_events`` without an erased person's, by the

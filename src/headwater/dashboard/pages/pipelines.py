@@ -116,6 +116,17 @@ async def _ranged(request: Request, admin: Admin, name: str) -> Response:
         text = f"Ran {len(runs)} interval{'s' if len(runs) != 1 else ''}; {rows} written."
     else:
         text = f"Backfilled {len(runs)} intervals; {rows} written."
+    previews = len([r for r in runs if not r.get("recorded", True)])
+    if previews == 1:
+        text += (
+            " 1 interval had not ended: a preview, published but not recorded done or"
+            " delivered; it runs again once it is whole."
+        )
+    elif previews:
+        text += (
+            f" {previews} intervals had not ended: previews, published but not recorded done"
+            " or delivered; they run again once they are whole."
+        )
     return await _after(request, admin, pipeline, _outcome(text, failures))
 
 
