@@ -93,9 +93,11 @@ def _print_offloaded(result: dict[str, Any] | None) -> None:
         events = sum(s["events"] for s in loaded)
         failed = sum(s["failed_events"] for s in loaded)
         first, last = loaded[0]["interval"]["start"], loaded[-1]["interval"]["end"]
+        # To the minute, or to the second where an interval is shorter than a minute.
+        width = 16 if first[16:19] == last[16:19] == ":00" else 19
         console.print(
             f"Offloaded {len(loaded)} interval{'s' if len(loaded) != 1 else ''} of arrival "
-            f"({first[:16]} to {last[:16]}): {events} events, {failed} failed events.",
+            f"({first[:width]} to {last[:width]}): {events} events, {failed} failed events.",
             highlight=False,
         )
     if result["deleted"]:

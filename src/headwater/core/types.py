@@ -20,7 +20,16 @@ end=datetime.datetime(2026, 1, 2, 0, 0, tzinfo=datetime.timezone.utc))
     end: datetime
 
     def __str__(self) -> str:
-        """``[2026-01-01T00:00Z, 2026-01-02T00:00Z)``, for logs and messages."""
+        """``[2026-01-01T00:00Z, 2026-01-02T00:00Z)``, for logs and messages; to the second
+        where a bound is not on the minute.
+
+        >>> from datetime import datetime, UTC
+        >>> str(Interval(datetime(2026, 1, 1, 16, 17, 10, tzinfo=UTC),
+        ...              datetime(2026, 1, 1, 16, 17, 20, tzinfo=UTC)))
+        '[2026-01-01T16:17:10Z, 2026-01-01T16:17:20Z)'
+        """
+        if self.start.second or self.end.second:
+            return f"[{self.start:%Y-%m-%dT%H:%M:%SZ}, {self.end:%Y-%m-%dT%H:%M:%SZ})"
         return f"[{self.start:%Y-%m-%dT%H:%MZ}, {self.end:%Y-%m-%dT%H:%MZ})"
 
     def __post_init__(self) -> None:
