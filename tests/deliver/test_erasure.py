@@ -672,3 +672,40 @@ def test_alias_events_naming_the_person_as_previous_id_are_erased(
         "SELECT day, source, events, people FROM daily_counts ORDER BY day, source"
     ).to_pylist()
     assert stored == expected
+
+
+#: Ids as JSON encoders write them: escaped to ASCII, a slash escaped (PHP), in a body
+#: that parsed and in one that did not (kept as a JSON string of its text).
+ESCAPED_BODIES = [
+    ("f-json-u", "ünï", '{"type": "track", "userId": "\\u00fcn\\u00ef"}'),
+    ("f-json-slash", "a/b", '{"type": "track", "userId": "a\\/b"}'),
+    ("f-text-u", "ünï", json.dumps('{"userId": "\\u00fcn\\u00ef", not json')),
+    ("f-text-slash", "a/b", json.dumps('{"userId": "a\\/b" not json')),
+    ("f-raw-u", "ünï", json.dumps('{"userId": "ünï", not json')),
+    ("f-other", "ünï-2", '{"type": "track", "userId": "\\u00fcn\\u00ef-2"}'),
+]
+
+
+def test_failed_events_are_found_however_the_id_was_escaped(tmp_path: Path) -> None:
+    from headwater.runtime.erasure import failed_rows
+
+    at = datetime(2026, 11, 2, tzinfo=UTC)
+    rows = [
+        {"id": row_id, "source": "web", "received_at": at, "code": "malformed_json",
+         "message": "x", "payload": payload}
+        for row_id, _, payload in ESCAPED_BODIES
+    ]  # fmt: skip
+    engine = DuckDBEngine.open(tmp_path / "events.duckdb")
+    try:
+        engine.ingest(
+            IngestBatch(
+                pa.Table.from_pylist([], schema=schema.EVENTS),
+                pa.Table.from_pylist(rows, schema=schema.FAILED_EVENTS),
+            )
+        )
+        assert failed_rows(engine, ["ünï", "a/b"]) == sorted(
+            row_id for row_id, person, _ in ESCAPED_BODIES if person in ("ünï", "a/b")
+        )
+        assert failed_rows(engine, ["ünï-2"]) == ["f-other"]
+    finally:
+        engine.close()

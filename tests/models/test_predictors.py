@@ -159,3 +159,21 @@ def test_a_callable_giving_other_columns_than_outputs_names_them(tmp_path: Path)
         _catalog(tmp_path, ["q"], function="wide:wide").get("m").score(table, AT)
     with pytest.raises(ModelError, match=r"outputs are q, r, s \(no s\)"):
         _catalog(tmp_path, ["q", "r", "s"], function="wide:wide").get("m").score(table, AT)
+
+
+def test_a_callable_may_hand_its_inputs_back_beside_its_outputs_and_take_booleans(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "appended.py").write_text(
+        "import pyarrow as pa\n\n\n"
+        "def score(batch):\n"
+        "    flags = batch.column('flag').to_pylist()\n"
+        "    return batch.append_column('q', pa.array([0.9 if f else 0.1 for f in flags]))\n",
+        "utf-8",
+    )
+    table = pa.table({"id": [1, 2], "flag": [True, False]})
+    settings = ModelSettings(inputs=["flag"], outputs=["q"], function="appended:score")  # type: ignore[arg-type]
+    scored = ModelCatalog({"m": settings}, tmp_path).get("m").score(table, AT)
+    assert scored["q"].to_pylist() == [0.9, 0.1]
+    assert scored.column_names[:3] == ["id", "flag", "q"]

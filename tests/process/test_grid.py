@@ -186,3 +186,68 @@ def test_the_command_line_shows_the_same_intervals(rig: Rig) -> None:
     assert [line.split("│")[3].strip() for line in lines[:2]] == runs
     totals = grid["totals"]
     assert f"z_hourly: {totals['done']} done" in printed
+
+
+BATCHED = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time = "received_at"
+time_column = "hour"
+batch_size = 3
+*/
+SELECT TIMESTAMP_TRUNC(received_at, HOUR) AS hour, COUNT(*) AS events
+FROM events
+WHERE received_at >= @start AND received_at < @end
+GROUP BY hour
+"""
+
+FULL_STOPPABLE = """\
+from pathlib import Path
+
+import pyarrow as pa
+
+from headwater.process.python import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="full")
+def fullstop(ctx: Context) -> pa.Table:
+    if (Path(__file__).parent / "stop").exists():
+        raise RuntimeError("stopped by hand")
+    return ctx.sql("SELECT COUNT(*) AS n FROM events")
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_failure_is_mended_by_runs_of_its_intervals_or_a_full_pipelines_next_run(
+    rig: Rig,
+) -> None:
+    """A failed batch run again one interval at a time, and a full pipeline's failed tick
+    followed by good ones: nothing is wrong any more, so status shows no error."""
+    rig.write("batched.sql", BATCHED)
+    for h in range(3):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=5))
+    rig.clock.now = T0 + 3 * HOUR + timedelta(minutes=1)
+    version = rig.service.graph()["batched"].version
+    failing = rig.metadata.runs.start_run(
+        "batched", version, Interval(T0, T0 + 3 * HOUR), "schedule", 1
+    )
+    rig.metadata.runs.fail(failing, "boom", "terminal")
+    for h in range(2):
+        rig.service.run("batched", T0 + h * HOUR, T0 + (h + 1) * HOUR)
+    status = {s.name: s for s in rig.service.status()}
+    assert status["batched"].last_error == "boom"  # its last interval is still not done
+    rig.service.run("batched", T0 + 2 * HOUR, T0 + 3 * HOUR)
+    assert {s.name: s for s in rig.service.status()}["batched"].last_error is None
+
+    rig.write("fullstop.py", FULL_STOPPABLE)
+    stop = rig.project.root / "pipelines" / "stop"
+    stop.touch()
+    rig.clock.now = T0 + 4 * HOUR + timedelta(minutes=1)
+    rig.service.run_due()
+    assert {s.name: s for s in rig.service.status()}["fullstop"].last_error is not None
+    stop.unlink()
+    rig.clock.now = T0 + 5 * HOUR + timedelta(minutes=1)
+    rig.service.run_due()
+    full = {s.name: s for s in rig.service.status()}["fullstop"]
+    assert (full.last_status, full.last_error) == ("succeeded", None)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from headwater.process.definition import Pipeline
 from headwater.process.graph import Broken
 from headwater.process.render import cost
+from headwater.process.retention import Retired
 from headwater.process.schedule import following, intervals
 from headwater.process.service import PipelineService, span
-from headwater.state.runs import IntervalState, RunStatus
+from headwater.state.runs import IntervalState, RunRecord, RunStatus
 
 _DAY = timedelta(days=1)
 
@@ -80,13 +82,11 @@ def status(service: PipelineService) -> list[PipelineStatus]:
         states = service.state.runs.intervals(pipeline.name)
         runs = service.state.runs.runs(pipeline.name, limit=1)
         last = runs[0] if runs else None
-        # A failure later runs of other intervals did not mend (a stale interval whose run
-        # again failed, its older output still served) is still the pipeline's last error.
-        failed = last if last and last.status == "failed" else None
-        if last is not None and failed is None:
-            failed = service.state.runs.outstanding_failure(pipeline.name)
         start = planner.start(pipeline)
         retired = planner.retired(pipeline)
+        failed = last if last and last.status == "failed" else None
+        if failed is None and last is not None and pipeline.incremental:
+            failed = _unmended(service, pipeline, states, retired)
         if retired is not None and start is not None:
             start = max(start, retired.before)
         expected = (
@@ -128,6 +128,27 @@ def status(service: PipelineService) -> list[PipelineStatus]:
     for broken in graph.broken.values():
         report.append(_broken(service, broken, now))
     return report
+
+
+def _unmended(
+    service: PipelineService,
+    pipeline: Pipeline,
+    states: Mapping[datetime, IntervalState],
+    retired: Retired | None,
+) -> RunRecord | None:
+    """The latest failure of the pipeline's version that later runs did not mend (a stale
+    interval whose run again failed, its older output still served): some interval of its
+    span is not done by a run after it, nor retired. Later runs of other intervals leave
+    it the pipeline's last error; runs of its intervals, together, mend it."""
+    for run in service.state.runs.failures(pipeline.name, pipeline.version):
+        span = intervals(pipeline.header.schedule, run.interval.start, run.interval.end)
+        for interval in span:
+            if retired is not None and interval.start < retired.before:
+                continue
+            state = states.get(interval.start)
+            if state is None or state.run_id < run.id:
+                return run
+    return None
 
 
 def _model_changes(

@@ -456,8 +456,9 @@ def failed_rows(engine: Engine, ids: Sequence[str]) -> list[str]:
     wanted = set(ids)
     matched: set[str] = set()
     for chunk in _chunks(list(ids)):
-        # A % or _ in an id only widens the candidates; each is checked exactly below.
-        marks, params = _placeholders("p", [f"%{v}%" for v in chunk])
+        # A pattern only finds candidates (a % or _ in an id widens them); each is checked
+        # exactly below.
+        marks, params = _placeholders("p", [_candidates(v) for v in chunk])
         # Text on every engine (the PostgreSQL store keeps payloads as JSON).
         payload = exp.cast(exp.column("payload", quoted=True), exp.DataType.Type.TEXT)
         query = (
@@ -472,6 +473,21 @@ def failed_rows(engine: Engine, ids: Sequence[str]) -> list[str]:
             if text is not None and _holds(text, wanted):
                 matched.add(str(row_id))
     return sorted(matched)
+
+
+#: Runs of an id that every JSON encoder writes as they are: printable ASCII, but for a
+#: quote, a backslash and a slash (escaped by some: PHP writes ``\/``) and ``%``.
+_VERBATIM = re.compile(r"[ !#$&-.0-\[\]-~]+")
+
+
+def _candidates(value: str) -> str:
+    r"""The ``LIKE`` pattern that finds every payload holding ``value``, however a client's
+    JSON escaped it (``ü`` for ``ü``, ``\/`` for ``/``): its verbatim runs in order.
+
+    >>> _candidates("u-123"), _candidates("ünï"), _candidates("a/b\c"), _candidates("%")
+    ('%u-123%', '%n%', '%a%b%c%', '%')
+    """
+    return "%" + "%".join(_VERBATIM.findall(value)) + "%" if _VERBATIM.search(value) else "%"
 
 
 def _holds(text: str, wanted: set[str]) -> bool:
@@ -493,7 +509,13 @@ def _quoted_in(text: str, wanted: set[str]) -> bool:
     >>> _quoted_in('{"id": "ünï"', {"ünï"}), _quoted_in('{"id": "\\u00fcn\\u00ef"', {"ünï"})
     (True, True)
     """
-    return any(json.dumps(v) in text or json.dumps(v, ensure_ascii=False) in text for v in wanted)
+    return any(form in text for v in wanted for form in _quoted(v))
+
+
+def _quoted(value: str) -> set[str]:
+    r"""``value`` as JSON encoders write it: escaped to ASCII or not, with ``/`` or ``\/``."""
+    forms = {json.dumps(value), json.dumps(value, ensure_ascii=False)}
+    return forms | {f.replace("/", "\\/") for f in forms}
 
 
 # -- what status flags -----------------------------------------------------------

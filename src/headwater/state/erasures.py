@@ -10,6 +10,7 @@ to delete); once every place is done only their SHA-256 hashes stay.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,8 @@ import sqlalchemy as sa
 
 from headwater.core.clock import utc_now
 from headwater.state.tables import erasure_places, erasures, suppressions
+
+log = logging.getLogger(__name__)
 
 #: Ids by kind (``user_id``, ``anonymous_id``): raw ids, or their hashes.
 Ids = dict[str, list[str]]
@@ -232,11 +235,24 @@ class ErasureLog:
                 .values(status="done", ids=None, finished_at=utc_now())
             )
         if self.engine.dialect.name == "sqlite":
-            # The raw ids' old page is in the write-ahead log until a checkpoint: written
-            # back (zeroed, by secure_delete) and the log emptied now, not in a while.
-            with self.engine.connect() as db:
-                db.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._empty_log()
         return True
+
+    def _empty_log(self) -> None:
+        """SQLite: the raw ids' old page is in the write-ahead log until a checkpoint;
+        write it back (zeroed, by secure_delete) and empty the log now. A checkpoint waits
+        for every reader, and writers wait for it: it waits 0.2 s at most here, and one a
+        reader held off is left to SQLite's own (every 1,000 pages written), which
+        overwrites the log from its start."""
+        with self.engine.connect() as db:
+            waits = db.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            db.exec_driver_sql("PRAGMA busy_timeout=200")
+            try:
+                busy = db.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").first()
+            finally:
+                db.exec_driver_sql(f"PRAGMA busy_timeout={int(waits or 0)}")
+        if busy is not None and busy[0]:
+            log.info("erasure: a reader held the metadata's log; SQLite's checkpoint empties it")
 
     def pending(self) -> list[dict[str, object]]:
         """Each unfinished erasure and the places it still owes, for ``headwater status``."""

@@ -145,23 +145,6 @@ _TERMINAL = sa.select(runs.c.interval_start, runs.c.interval_end).where(
     ),
 )
 _TERMINAL_SINCE = _TERMINAL.where(runs.c.interval_end > sa.bindparam("since"))
-#: The latest failed run of a pipeline that no later successful run over its span made good.
-_OUTSTANDING = (
-    sa.select(runs)
-    .where(
-        runs.c.pipeline == sa.bindparam("pipeline"),
-        runs.c.status == "failed",
-        ~sa.exists().where(
-            _LATER.c.pipeline == sa.bindparam("pipeline"),
-            _LATER.c.id > runs.c.id,
-            _LATER.c.status == "succeeded",
-            _LATER.c.interval_start <= runs.c.interval_start,
-            _LATER.c.interval_end >= runs.c.interval_end,
-        ),
-    )
-    .order_by(runs.c.id.desc())
-    .limit(1)
-)
 
 
 class RunLog:
@@ -413,12 +396,20 @@ class RunLog:
             ).mappings()
             return [record(RunRecord, row) for row in rows]
 
-    def outstanding_failure(self, pipeline: str) -> RunRecord | None:
-        """The latest failed run of ``pipeline`` whose span no later run succeeded over,
-        though later runs of other intervals may have: what is still wrong."""
+    def failures(self, pipeline: str, version: str, limit: int = 20) -> list[RunRecord]:
+        """The latest failed runs of ``pipeline`` at ``version``, newest first."""
         with self.engine.connect() as db:
-            row = db.execute(_OUTSTANDING, {"pipeline": pipeline}).mappings().first()
-        return None if row is None else record(RunRecord, row)
+            rows = db.execute(
+                sa.select(runs)
+                .where(
+                    runs.c.pipeline == pipeline,
+                    runs.c.version == version,
+                    runs.c.status == "failed",
+                )
+                .order_by(runs.c.id.desc())
+                .limit(limit)
+            ).mappings()
+            return [record(RunRecord, row) for row in rows]
 
     def runs_over(self, pipeline: str, since: datetime, before: datetime) -> list[RunRecord]:
         """Every run of ``pipeline`` whose span overlaps ``[since, before)``, oldest first."""

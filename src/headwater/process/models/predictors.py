@@ -283,8 +283,8 @@ class _Callable:
         neither tells."""
         types = [a.type for a in self.predict(features.empty_table())]
         if any(pa.types.is_null(t) for t in types):
-            zeros = pa.table({f.name: pa.array([0], f.type) for f in features})
             try:
+                zeros = pa.table({f.name: pa.array([0]).cast(f.type) for f in features})
                 probed = [a.type for a in self.predict(zeros)]
             except Exception:  # the author's function may refuse zeros: decided by its runs
                 probed = types
@@ -299,7 +299,9 @@ class _Callable:
             raise WrongAnswer(f"returned {type(result).__name__}, not a pyarrow.RecordBatch")
         given = result.schema.names
         missing = [name for name in self._outputs if name not in given]
-        extra = [name for name in given if name not in self._outputs]
+        # The inputs handed back beside the outputs (the batch with its outputs appended)
+        # are not outputs; any other column is one `outputs` does not name.
+        extra = [n for n in given if n not in self._outputs and n not in features.schema.names]
         if missing or extra:
             raise WrongAnswer(
                 f"returned column{'s' if len(given) != 1 else ''} {', '.join(given) or 'none'}; "
