@@ -482,9 +482,9 @@ _VERBATIM = re.compile(r"[ !#$&-.0-\[\]-~]+")
 
 def _candidates(value: str) -> str:
     r"""The ``LIKE`` pattern that finds every payload holding ``value``, however a client's
-    JSON escaped it (``ü`` for ``ü``, ``\/`` for ``/``): its verbatim runs in order.
+    JSON escaped it (``\u00fc`` for ``ü``, ``\/`` for ``/``): its verbatim runs in order.
 
-    >>> _candidates("u-123"), _candidates("ünï"), _candidates("a/b\c"), _candidates("%")
+    >>> _candidates("u-123"), _candidates("ünï"), _candidates("a/b\\c"), _candidates("%")
     ('%u-123%', '%n%', '%a%b%c%', '%')
     """
     return "%" + "%".join(_VERBATIM.findall(value)) + "%" if _VERBATIM.search(value) else "%"
@@ -502,7 +502,7 @@ def _holds(text: str, wanted: set[str]) -> bool:
 
 
 def _quoted_in(text: str, wanted: set[str]) -> bool:
-    """Whether an id appears in ``text`` as a JSON string, escaped or as UTF-8.
+    r"""Whether an id appears in ``text`` as a JSON string, escaped or as UTF-8.
 
     >>> _quoted_in('{not json "u-123" ', {"u-123"}), _quoted_in('{"u-1234"', {"u-123"})
     (True, False)
