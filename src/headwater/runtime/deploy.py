@@ -168,10 +168,9 @@ def metadata_secrets(project: Project) -> list[str]:
     s = project.settings
     env = project.environment
     found: list[str] = []
-    if s.pipelines.metadata_url is not None:
-        _reference(s.pipelines.metadata_url, f"[environments.{env}] metadata_url", found, url=True)
-    else:
-        _reference(s.store.url, f"[environments.{env}.store] url", found, url=True)
+    if s.pipelines.metadata_url is None:
+        return store_secrets(project)
+    _reference(s.pipelines.metadata_url, f"[environments.{env}] metadata_url", found, url=True)
     return found
 
 
@@ -784,8 +783,6 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
     healthy = {"postgres": {"condition": "service_healthy"}}
     common: dict[str, Any] = {
         **image,
-        "env_file": ["secrets.env"],
-        "environment": {"HEADWATER_LOG_FORMAT": "json"},
         "depends_on": healthy,
         "healthcheck": {
             "test": ["CMD", "python", "-c", _HEALTH],
@@ -796,6 +793,9 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
         },
         "restart": "unless-stopped",
     }
+    # Each service is given only the secrets its part reads (as on Cloud Run), by name
+    # from secrets.env, which compose reads for that (`--env-file secrets.env`).
+    collector = {**common, "environment": _environment_of(secrets.collector)}
     services: dict[str, Any] = {
         "postgres": {
             "image": "postgres:16",
@@ -805,8 +805,8 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
                 # Text compared byte by byte, as BigQuery and DuckDB compare it (engines.md);
                 # the image's default en_US.utf8 orders 'a' before 'B'.
                 "POSTGRES_INITDB_ARGS": "--locale=C --encoding=UTF8",
+                **_passed(["POSTGRES_PASSWORD"]),
             },
-            "env_file": ["secrets.env"],
             "volumes": ["pgdata:/var/lib/postgresql/data"],
             "healthcheck": {
                 "test": ["CMD-SHELL", "pg_isready -U headwater -d headwater"],
@@ -816,11 +816,8 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
             },
             "restart": "unless-stopped",
         },
-        "collector-1": {**common, "command": _serve(env, "collector")},
-        "collector-2": {
-            **common,
-            "command": _serve(env, "collector"),
-        },
+        "collector-1": {**collector, "command": _serve(env, "collector")},
+        "collector-2": {**collector, "command": _serve(env, "collector")},
         "proxy": {
             "image": "nginx:1.27-alpine",
             "ports": [f"{PORT}:{PORT}"],
@@ -833,11 +830,13 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
         },
         "api": {
             **common,
+            "environment": _environment_of(secrets.api),
             "command": _serve(env, "api"),
             "ports": [f"{PORT + 1}:{PORT}"],
         },
         "runner": {
             **common,
+            "environment": _environment_of(secrets.job),
             "entrypoint": ["sh", "-c"],
             "command": [f"while true; do headwater --env {env} run --due; sleep 60; done"],
             "healthcheck": {"disable": True},
@@ -846,16 +845,19 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
     doc = {"services": services, "volumes": {"pgdata": {}}}
     header = (
         f"# Rendered by `headwater deploy render --env {env} --target compose`: rendered again\n"
-        "# (overwritten) each time. Copy secrets.env.example to secrets.env and fill it in;\n"
-        f"# collectors answer on :{PORT} (nginx, round-robin), the read API on :{PORT + 1}.\n"
+        "# (overwritten) each time. Copy secrets.env.example to secrets.env and fill it in,\n"
+        "# then: docker compose --env-file secrets.env up -d (each service gets only the\n"
+        f"# secrets it reads). Collectors answer on :{PORT} (nginx, round-robin), the read\n"
+        f"# API on :{PORT + 1}.\n"
     )
     example = [
         "# Copy to secrets.env, fill it in and keep it out of git. Rendered again each time;",
         "# secrets.env itself is never written by headwater.",
         "POSTGRES_PASSWORD=",
     ]
+    store = store_secrets(project)
     for name in secrets.all:
-        if name == "DATABASE_URL":
+        if name in store:
             example.append(
                 "# the compose PostgreSQL: postgresql://headwater:PASSWORD@postgres:5432/headwater"
             )
@@ -865,6 +867,24 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
         "nginx.conf": NGINX,
         "secrets.env.example": "\n".join(example) + "\n",
     }
+
+
+def _passed(names: list[str]) -> dict[str, str]:
+    """``NAME: ${NAME}`` for each name: compose fills it from secrets.env, and refuses to
+    start, naming it, when it is not there."""
+    return {n: "${%s:?set %s in secrets.env}" % (n, n) for n in names}  # noqa: UP031
+
+
+def _environment_of(names: list[str]) -> dict[str, str]:
+    return {"HEADWATER_LOG_FORMAT": "json", **_passed(names)}
+
+
+def store_secrets(project: Project) -> list[str]:
+    """The names the environment's store URL is read from."""
+    found: list[str] = []
+    where = f"[environments.{project.environment}.store] url"
+    _reference(project.settings.store.url, where, found, url=True)
+    return found
 
 
 # -- formats -----------------------------------------------------------------------------
