@@ -437,3 +437,23 @@ def test_a_secret_written_in_clear_is_refused(tmp_path: Path) -> None:
     project = load_project(_project(tmp_path), "leaky")
     with pytest.raises(ConfigError, match="storage_options token holds a secret in plain text"):
         deploy.render(project, deploy.DeployOptions("compose"))
+
+
+def test_rendering_one_target_removes_what_the_other_wrote(tmp_path: Path, fake_env: None) -> None:
+    """deploy/ENV/ holds one target's files: a compose file left beside Cloud Run services
+    (or the reverse) would be deployed by someone reading the folder."""
+    root = _project(tmp_path)
+    folder = root / "deploy" / "prod"
+    run_cli(root, "--env", "prod", "deploy", "render", "--target", "compose")
+    assert (folder / "compose.yaml").exists()
+    (folder / "notes.txt").write_text("mine", encoding="utf-8")  # not a rendered file
+    out = run_cli(root, "deploy", "render", "--env", "prod", "--target", "cloudrun",
+                  "--image", IMAGE, "--region", REGION).stdout  # fmt: skip
+    names = {p.name for p in folder.iterdir()}
+    assert not names & deploy.TARGET_FILES["compose"], names
+    assert deploy.TARGET_FILES["cloudrun"] <= names
+    assert "notes.txt" in names
+    assert "Removed what --target compose wrote there: compose.yaml, nginx.conf" in out, out
+    run_cli(root, "--env", "prod", "deploy", "render", "--target", "compose")
+    names = {p.name for p in folder.iterdir()}
+    assert not names & deploy.TARGET_FILES["cloudrun"], names

@@ -107,6 +107,9 @@ def render(
         path = folder / name
         path.write_text(text, encoding="utf-8")
         path.chmod(0o755 if name.endswith(".sh") else 0o644)
+    removed = sorted(n for n in deploy.stale(opts.target) if (folder / n).exists())
+    for name in removed:
+        (folder / name).unlink()
     where = folder.relative_to(project.root)
     console.print(
         f"Wrote {len(files)} files to {escape(str(where))}/ (every one rewritten; "
@@ -115,6 +118,12 @@ def render(
     )
     for name in files:
         console.print(f"  {escape(name)}", highlight=False)
+    if removed:
+        console.print(
+            f"Removed what --target {'compose' if opts.target == 'cloudrun' else 'cloudrun'} "
+            f"wrote there: {escape(', '.join(removed))}.",
+            highlight=False,
+        )
     console.print(escape(deploy.LOCK_HELP), highlight=False)
     console.print(
         f"Build from {escape(str(project.root))}: "

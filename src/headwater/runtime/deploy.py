@@ -89,6 +89,23 @@ class Secrets:
         return sorted({*self.collector, *self.api, *self.job})
 
 
+#: What each target writes besides the Dockerfile: rendering one removes the other's,
+#: so deploy/ENV/ never holds a compose file beside Cloud Run services it does not match.
+TARGET_FILES = {
+    "cloudrun": frozenset({
+        "collector.service.yaml", "api.service.yaml", "due.job.yaml",
+        "collector.service.v2.json", "api.service.v2.json", "due.job.v2.json",
+        "scheduler.job.json", "service-accounts.yaml", "apply.sh",
+    }),
+    "compose": frozenset({"compose.yaml", "nginx.conf", "secrets.env.example"}),
+}  # fmt: skip
+
+
+def stale(target: str) -> frozenset[str]:
+    """The files another target wrote, which rendering ``target`` removes."""
+    return frozenset().union(*(f for t, f in TARGET_FILES.items() if t != target))
+
+
 def render(project: Project, opts: DeployOptions) -> dict[str, str]:
     """Every file of ``deploy/<env>/`` for ``opts.target``, by name."""
     env = _environment(project)
