@@ -691,3 +691,33 @@ def test_a_table_made_before_arrays_keeps_taking_lists_as_json(
         [],
         ['quote "q"', "back\\slash", None, "", "NULL", "ünï {,}"],
     ]
+
+
+def test_a_python_output_first_empty_takes_its_types_from_the_first_rows(
+    open_store: Callable[[], PostgresEngine],
+) -> None:
+    """An empty first interval built from Python lists is Arrow's null type (a text
+    column here): the rows that come later give it their type, arrays included."""
+    engine = open_store()
+    empty = pa.table(
+        {
+            "day": pa.array([], pa.timestamp("us", "UTC")),
+            "user_id": pa.array([]),
+            "names": pa.array([], pa.list_(pa.null())),
+            "n": pa.array([]),
+        }
+    )
+    engine.replace_interval("py_first_empty", "day", Interval(T0, T0 + DAY), empty)
+    rows = pa.table(
+        {
+            "day": pa.array([T0 + DAY], pa.timestamp("us", "UTC")),
+            "user_id": ["u1"],
+            "names": [["a", "b"]],
+            "n": [3],
+        }
+    )
+    engine.replace_interval("py_first_empty", "day", Interval(T0 + DAY, T0 + 2 * DAY), rows)
+    back = engine.query("SELECT user_id, names, n FROM py_first_empty")
+    assert back.to_pylist() == [{"user_id": "u1", "names": ["a", "b"], "n": 3}]
+    assert back.schema.field("names").type == pa.list_(pa.string())
+    assert back.schema.field("n").type == pa.int64()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+import pyarrow as pa
 import pytest
 
 from headwater.config.project import load_project
@@ -251,3 +252,52 @@ def test_a_failure_is_mended_by_runs_of_its_intervals_or_a_full_pipelines_next_r
     rig.service.run_due()
     full = {s.name: s for s in rig.service.status()}["fullstop"]
     assert (full.last_status, full.last_error) == ("succeeded", None)
+
+
+NAMES_BY_HOUR = """\
+import pyarrow as pa
+
+from headwater.process import Context, pipeline
+
+
+@pipeline(schedule="@hourly", kind="incremental", time_column="hour", inputs=["events"])
+def names_by_hour(ctx: Context) -> pa.Table:
+    rows = ctx.sql(
+        "SELECT user_id, event FROM events WHERE received_at >= @start AND received_at < @end"
+    ).to_pylist()
+    users = sorted({r["user_id"] for r in rows})
+    return pa.table({
+        "hour": pa.array([ctx.start] * len(users), pa.timestamp("us", "UTC")),
+        "user_id": users,
+        "events": [sorted(r["event"] for r in rows if r["user_id"] == u) for u in users],
+    })
+"""
+
+UNNESTED = """\
+/* headwater
+schedule = "@hourly"
+kind = "incremental"
+time_column = "hour"
+*/
+SELECT hour, user_id, e FROM names_by_hour, UNNEST(events) AS e
+WHERE hour >= @start AND hour < @end
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_python_output_first_empty_takes_its_types_from_the_first_rows(rig: Rig) -> None:
+    """An empty first interval built from Python lists is all of Arrow's null type: the
+    table made from it must take the types of the rows that come later, not refuse them."""
+    rig.write("names_by_hour.py", NAMES_BY_HOUR)
+    rig.write("unnested.sql", UNNESTED)
+    rig.ingest(T0 + timedelta(minutes=5))  # the earliest event: its hour is the first
+    rig.clock.now = T0 + HOUR + timedelta(minutes=1)
+    rig.engine.execute("DELETE FROM events")  # ... and then it is gone: an empty hour
+    rig.service.backfill("names_by_hour", T0, T0 + HOUR)
+    rig.ingest(T0 + HOUR + timedelta(minutes=5), count=2, user_id="u1", event="Clicked")
+    rig.clock.now = T0 + 2 * HOUR + timedelta(minutes=1)
+    done = rig.service.backfill("unnested", T0, T0 + 2 * HOUR)
+    assert [r.rows_written for r in done if r.pipeline == "unnested"] == [0, 2]
+    made = rig.engine.query("SELECT user_id, events FROM names_by_hour")
+    assert made.to_pylist() == [{"user_id": "u1", "events": ["Clicked", "Clicked"]}]
+    assert made.schema.field("events").type == pa.list_(pa.string())

@@ -390,7 +390,7 @@ class DuckDBEngine:
     def append(self, table: str, data: pa.Table) -> None:
         with self._cursor() as cur, self._transaction(cur):
             cur.register("_hw_data", data)
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+            _create_like(cur, table)
             cur.execute(f"INSERT INTO {quote(table)} BY NAME SELECT * FROM _hw_data")
 
     def _fence(self, cur: duckdb.DuckDBPyConnection, fence: Fence | None) -> None:
@@ -421,7 +421,7 @@ class DuckDBEngine:
         with self._cursor() as cur, self._transaction(cur):
             self._fence(cur, fence)
             cur.register("_hw_data", data)
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+            _create_like(cur, table)
             cur.execute(
                 f"DELETE FROM {quote(table)} WHERE {quote(column)} >= ? AND {quote(column)} < ?",
                 [interval.start, interval.end],
@@ -475,7 +475,7 @@ class DuckDBEngine:
         columns = ", ".join(quote(k) for k in key)
         with self._cursor() as cur, self._transaction(cur):
             cur.register("_hw_data", data)
-            cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+            _create_like(cur, table)
             cur.execute(
                 f"DELETE FROM {quote(table)} WHERE ({columns}) IN (SELECT {columns} FROM _hw_data)"
             )
@@ -704,6 +704,33 @@ def _arrow_schema(cur: duckdb.DuckDBPyConnection, table: str) -> pa.Schema:
             return cur.sql(f"FROM {quote(table)} LIMIT 0").to_arrow_table().schema
         fields.append(pa.field(name, arrow))
     return pa.schema(fields)
+
+
+def _create_like(cur: duckdb.DuckDBPyConnection, table: str) -> None:
+    """Make ``table`` from ``_hw_data``'s columns if it is not there. A column it was made
+    with as Arrow's null type (a Python pipeline's first output empty, or all NULL) is given
+    the type ``_hw_data`` has for it now: it holds only NULLs, and would refuse every value
+    after."""
+    cur.execute(f"CREATE TABLE IF NOT EXISTS {quote(table)} AS FROM _hw_data LIMIT 0")
+    untyped = [str(row[0]) for row in cur.execute(_UNTYPED, [table]).fetchall()]
+    if not untyped:
+        return
+    given = {
+        str(r[0]): str(r[1]) for r in cur.execute("DESCRIBE SELECT * FROM _hw_data").fetchall()
+    }
+    for name in untyped:
+        kind = given.get(name, '"NULL"')
+        # A type DuckDB wrote (not a user's text); one naming fields is left as it is.
+        if '"NULL"' not in kind and _PLAIN_TYPE.fullmatch(kind):
+            cur.execute(f"ALTER TABLE {quote(table)} ALTER {quote(name)} TYPE {kind}")
+
+
+#: The columns of a table that were made of Arrow's null type.
+_UNTYPED = (
+    "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+    "AND table_name = ? AND data_type LIKE '%\"NULL\"%'"
+)
+_PLAIN_TYPE = re.compile(r"[A-Z][A-Z0-9_ (),\[\]]*")
 
 
 def _rows_scanned(cur: duckdb.DuckDBPyConnection) -> int | None:

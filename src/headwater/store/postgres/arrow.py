@@ -42,6 +42,8 @@ def pg_type(arrow: pa.DataType, *, json: bool = False, arrays: bool = False) -> 
         return "json"
     if arrays and _scalar_list(arrow):
         return pg_type(arrow.value_type) + "[]"
+    if arrays and untyped(arrow):
+        return "text"  # given its type by the first rows that have one (the store's)
     if pa.types.is_boolean(arrow):
         return "boolean"
     if pa.types.is_int8(arrow) or pa.types.is_int16(arrow) or pa.types.is_uint8(arrow):
@@ -78,6 +80,14 @@ def _scalar_list(arrow: pa.DataType) -> bool:
         and not pa.types.is_nested(arrow.value_type)
         and not pa.types.is_null(arrow.value_type)
     )
+
+
+def untyped(arrow: pa.DataType) -> bool:
+    """Arrow's null type, or a list of it: what an empty column built from Python lists
+    is, whose type its first values will tell."""
+    if pa.types.is_list(arrow) or pa.types.is_large_list(arrow):
+        return bool(pa.types.is_null(arrow.value_type))
+    return bool(pa.types.is_null(arrow))
 
 
 def columns_ddl(

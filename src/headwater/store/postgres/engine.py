@@ -38,8 +38,10 @@ from headwater.store.postgres.arrow import (
     escaped,
     json_as_text,
     names,
+    pg_type,
     positional,
     to_arrow,
+    untyped,
 )
 from headwater.store.postgres.errors import classify
 from headwater.store.postgres.floors import PostgresFloors
@@ -326,11 +328,39 @@ class PostgresEngine:
             raise Fenced(fence.name, fence.token)
 
     def _create_like(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
+        """Make ``table`` with ``data``'s columns if it is not there. A text column that
+        holds only NULLs, as a column made from Arrow's null type does (a Python
+        pipeline's first output empty), takes ``data``'s type for it once it has one."""
+        target = self._table(table)
         con.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
-                self._table(table), columns_ddl(_nullable(data.schema), arrays=True)
+                target, columns_ddl(_nullable(data.schema), arrays=True)
             )
         )
+        texts = {
+            str(row[0])
+            for row in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
+                "AND table_name = %s AND data_type = 'text'",
+                [self.schema, table],
+            ).fetchall()
+        }
+        for field in data.schema:
+            if field.name not in texts or untyped(field.type):
+                continue
+            kind = pg_type(field.type, arrays=True)
+            if kind == "text":
+                continue
+            column = sql.Identifier(field.name)
+            held = con.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE {} IS NOT NULL LIMIT 1").format(target, column)
+            ).fetchone()
+            if held is None:
+                con.execute(
+                    sql.SQL("ALTER TABLE {} ALTER COLUMN {} TYPE {} USING NULL").format(
+                        target, column, sql.SQL(kind)
+                    )
+                )
 
     def _copy(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
         """``COPY`` ``data`` into ``table``, each list column as the table holds it."""
