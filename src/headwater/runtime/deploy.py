@@ -182,12 +182,11 @@ def _reference(value: str | None, where: str, found: list[str], *, url: bool = F
 def metadata_secrets(project: Project) -> list[str]:
     """The names the environment's metadata database is reached by: its ``metadata_url``'s,
     else its store's (the metadata lives beside a PostgreSQL store)."""
-    s = project.settings
-    env = project.environment
-    found: list[str] = []
-    if s.pipelines.metadata_url is None:
+    url = project.settings.pipelines.metadata_url
+    if url is None:
         return store_secrets(project)
-    _reference(s.pipelines.metadata_url, f"[environments.{env}] metadata_url", found, url=True)
+    found: list[str] = []
+    _reference(url, f"[environments.{project.environment}] metadata_url", found, url=True)
     return found
 
 
@@ -195,8 +194,7 @@ def find_secrets(project: Project) -> Secrets:
     """Each ``"${NAME}"`` of the environment's settings, for the parts that read it."""
     s = project.settings
     env = project.environment
-    base: list[str] = []
-    _reference(s.store.url, f"[environments.{env}.store] url", base, url=True)
+    base = store_secrets(project)
     _reference(s.pipelines.metadata_url, f"[environments.{env}] metadata_url", base, url=True)
     warehouse: list[str] = []
     if s.warehouse is not None:

@@ -52,8 +52,9 @@ def stage(project: Project) -> Stage:
     promoted: list[str] = []
     if project.promote_from is not None:
         source = load_project(project.root, project.promote_from)
-        promoted = [n for n in metadata_secrets(source) if n not in own]
-        shared = [n for n in metadata_secrets(source) if n in own]
+        reached = metadata_secrets(source)
+        promoted = [n for n in reached if n not in own]
+        shared = [n for n in reached if n in own]
         if shared:
             raise ConfigError(
                 f"environment {project.environment!r} takes only commits applied to "
@@ -171,8 +172,8 @@ exit 1
 """
 
 
-def _secrets(env: Stage) -> dict[str, str]:
-    return {name: "${{ secrets.%s }}" % name for name in env.secrets}  # noqa: UP031
+def _secrets(names: list[str]) -> dict[str, str]:
+    return {name: "${{ secrets.%s }}" % name for name in names}  # noqa: UP031
 
 
 def _plan(qa: Stage) -> dict[str, Any]:
@@ -211,7 +212,7 @@ cat plan.txt
             {
                 "name": f"headwater plan --env {qa.name}, posted on the pull request",
                 "env": {
-                    **_secrets(qa),
+                    **_secrets(qa.secrets),
                     "GH_TOKEN": "${{ github.token }}",
                     "PR": "${{ github.event.pull_request.number }}",
                 },
@@ -227,15 +228,14 @@ def _apply(env: Stage, when: str) -> dict[str, Any]:
         steps.append(
             {
                 "name": f"headwater --env {env.name} migrate (a protected environment)",
-                "env": _secrets(env),
+                "env": _secrets(env.secrets),
                 "run": f"headwater --env {env.name} migrate",
             }
         )
-    reads = {name: "${{ secrets.%s }}" % name for name in env.promoted}  # noqa: UP031
     steps.append(
         {
             "name": f"headwater apply --env {env.name}",
-            "env": {**_secrets(env), **reads},
+            "env": _secrets([*env.secrets, *env.promoted]),
             "run": f"headwater apply --env {env.name}",
         }
     )

@@ -171,21 +171,6 @@ def copy_in(
             copy.write(chunk)
 
 
-def array_columns(con: Any, schema: str, table: str, data: pa.Table) -> frozenset[str]:
-    """Which of ``data``'s list columns are arrays in the table (those of a table made
-    before the store made arrays are ``jsonb`` or ``text``, and take JSON): a look at the
-    catalog only when ``data`` has a list of scalars."""
-    lists = [f.name for f in data.schema if _scalar_list(f.type)]
-    if not lists:
-        return frozenset()
-    found = con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-        "AND table_name = %s AND data_type = 'ARRAY' AND column_name = ANY(%s)",
-        [schema, table, lists],
-    ).fetchall()
-    return frozenset(str(row[0]) for row in found)
-
-
 #: PostgreSQL type OIDs to Arrow, for the types Headwater creates.
 _OIDS: dict[int, pa.DataType] = {
     16: pa.bool_(),

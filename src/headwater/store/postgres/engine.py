@@ -32,7 +32,6 @@ from headwater.store import schema
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
 from headwater.store.errors import Fenced, MissingColumn, QueryError, StoreUnavailable, first_line
 from headwater.store.postgres.arrow import (
-    array_columns,
     columns_ddl,
     copy_in,
     escaped,
@@ -327,29 +326,30 @@ class PostgresEngine:
         if accepted is None:
             raise Fenced(fence.name, fence.token)
 
-    def _create_like(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
-        """Make ``table`` with ``data``'s columns if it is not there. A text column that
-        holds only NULLs, as a column made from Arrow's null type does (a Python
-        pipeline's first output empty), takes ``data``'s type for it once it has one."""
+    def _create_like(
+        self, con: psycopg.Connection[Any], table: str, data: pa.Table
+    ) -> frozenset[str]:
+        """Make ``table`` with ``data``'s columns if it is not there; return its columns
+        that are arrays (those of a table made before the store made arrays are ``jsonb``
+        or ``text``, and take JSON). A text column that holds only NULLs, as a column made
+        from Arrow's null type does (a Python pipeline's first output empty), takes
+        ``data``'s type for it once it has one."""
         target = self._table(table)
         con.execute(
             sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
                 target, columns_ddl(_nullable(data.schema), arrays=True)
             )
         )
-        texts = {
-            str(row[0])
-            for row in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s "
-                "AND table_name = %s AND data_type = 'text'",
+        kinds = dict(
+            con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = %s",
                 [self.schema, table],
             ).fetchall()
-        }
+        )
         for field in data.schema:
-            if field.name not in texts or untyped(field.type):
-                continue
             kind = pg_type(field.type, arrays=True)
-            if kind == "text":
+            if kinds.get(field.name) != "text" or untyped(field.type) or kind == "text":
                 continue
             column = sql.Identifier(field.name)
             held = con.execute(
@@ -361,21 +361,17 @@ class PostgresEngine:
                         target, column, sql.SQL(kind)
                     )
                 )
-
-    def _copy(self, con: psycopg.Connection[Any], table: str, data: pa.Table) -> None:
-        """``COPY`` ``data`` into ``table``, each list column as the table holds it."""
-        copy_in(con, self._table(table), data, array_columns(con, self.schema, table, data))
+                kinds[field.name] = "ARRAY" if kind.endswith("[]") else kind
+        return frozenset(str(name) for name, kind in kinds.items() if kind == "ARRAY")
 
     def append(self, table: str, data: pa.Table) -> None:
         with self._writing() as con:
-            self._create_like(con, table, data)
-            self._copy(con, table, data)
+            copy_in(con, self._table(table), data, self._create_like(con, table, data))
 
     def replace_table(self, table: str, data: pa.Table, fence: Fence | None = None) -> None:
         with self._writing(fence) as con:
             con.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self._table(table)))
-            self._create_like(con, table, data)
-            self._copy(con, table, data)
+            copy_in(con, self._table(table), data, self._create_like(con, table, data))
 
     def replace_interval(
         self,
@@ -386,14 +382,14 @@ class PostgresEngine:
         fence: Fence | None = None,
     ) -> None:
         with self._writing(fence) as con:
-            self._create_like(con, table, data)
+            arrays = self._create_like(con, table, data)
             con.execute(
                 sql.SQL("DELETE FROM {} WHERE {} >= %s AND {} < %s").format(
                     self._table(table), sql.Identifier(column), sql.Identifier(column)
                 ),
                 [interval.start, interval.end],
             )
-            self._copy(con, table, data)
+            copy_in(con, self._table(table), data, arrays)
 
     @contextmanager
     def stage(self, text: str, params: Mapping[str, object]) -> Iterator[Staged]:
@@ -488,18 +484,13 @@ class PostgresEngine:
         if not key:
             raise QueryError("upsert needs at least one key column")
         with self._writing() as con:
-            self._create_like(con, table, data)
+            arrays = self._create_like(con, table, data)
             con.execute(
                 sql.SQL(
                     "CREATE TEMP TABLE hw_upsert ON COMMIT DROP AS SELECT * FROM {} WITH NO DATA"
                 ).format(self._table(table))
             )
-            copy_in(
-                con,
-                sql.Identifier("hw_upsert"),
-                data,
-                array_columns(con, self.schema, table, data),
-            )
+            copy_in(con, sql.Identifier("hw_upsert"), data, arrays)
             con.execute(
                 sql.SQL("DELETE FROM {} t USING hw_upsert u WHERE {}").format(
                     self._table(table),

@@ -36,7 +36,7 @@ def staged(
     params: Mapping[str, object],
     table: Callable[[str], sql.Composable],
     fence: Callable[[psycopg.Connection[Any], Fence], None],
-    create_like: Callable[[psycopg.Connection[Any], str, pa.Table], None],
+    create_like: Callable[[psycopg.Connection[Any], str, pa.Table], object],
 ) -> Iterator[Staged]:
     """Compute ``text`` into :data:`STAGED` on ``con`` (inside its transaction) and yield
     it; ``table`` qualifies a table's name, ``fence`` and ``create_like`` are the engine's."""
@@ -68,7 +68,7 @@ class _Staged:
         rows: int,
         table: Callable[[str], sql.Composable],
         fence: Callable[[psycopg.Connection[Any], Fence], None],
-        create_like: Callable[[psycopg.Connection[Any], str, pa.Table], None],
+        create_like: Callable[[psycopg.Connection[Any], str, pa.Table], object],
     ) -> None:
         self._con = con
         self.schema = columns
