@@ -721,3 +721,60 @@ def test_a_python_output_first_empty_takes_its_types_from_the_first_rows(
     assert back.to_pylist() == [{"user_id": "u1", "names": ["a", "b"], "n": 3}]
     assert back.schema.field("names").type == pa.list_(pa.string())
     assert back.schema.field("n").type == pa.int64()
+
+
+def _drop_other_backends(url: str) -> int:
+    """What a server restart or failover does to every open connection of a pool."""
+    with psycopg.connect(url, autocommit=True) as con:
+        dropped = con.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'"
+        ).fetchone()
+    return int(dropped[0]) if dropped else 0
+
+
+def _fill_pool(read: Callable[[], object], size: int) -> None:
+    """Make the pool open ``size`` connections: reads held open at once."""
+    barrier = threading.Barrier(size, timeout=20)
+
+    def hold() -> None:
+        read()
+        barrier.wait()
+
+    threads = [threading.Thread(target=hold) for _ in range(size)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+
+def test_reads_survive_a_server_that_dropped_every_pooled_connection(
+    open_store: Callable[[], PostgresEngine], pg_url: str
+) -> None:
+    """After a restart each dead pooled connection cost a request its answer (a 503 of
+    the read API): the first read that meets one now checks the pool and runs again."""
+    from headwater.store.postgres.reader import PostgresReader
+
+    engine = open_store()
+    assert all(engine.ingest(_batch([_row("m-1"), _row("m-2")])).to_pylist())
+    reader = PostgresReader("sink", pg_url, pool_size=4)
+    try:
+        reads: dict[str, Callable[[], object]] = {
+            "query": lambda: engine.query("SELECT count(*) AS n FROM events"),
+            "select": lambda: engine.select("SELECT count(*) AS n FROM events", {}),
+            "reader": lambda: reader.select(f"SELECT count(*) AS n FROM {PG_SCHEMA}.events", {}),
+        }
+        for read in reads.values():
+            _fill_pool(read, 4)
+        assert _drop_other_backends(pg_url) >= 4
+        for name, read in reads.items():
+            for attempt in range(6):
+                found = read()
+                table = found if isinstance(found, pa.Table) else found.table  # type: ignore[attr-defined]
+                assert table.column("n").to_pylist() == [2], (name, attempt)
+        # A query that is wrong is still wrong: not run again, and not transient.
+        with pytest.raises(QueryError):
+            engine.query("SELECT nope FROM events")
+    finally:
+        reader.close()

@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -45,6 +45,7 @@ from headwater.store.postgres.arrow import (
 from headwater.store.postgres.errors import classify
 from headwater.store.postgres.floors import PostgresFloors
 from headwater.store.postgres.ingest import ingest
+from headwater.store.postgres.reader import read_on
 from headwater.store.postgres.staging import staged
 from headwater.store.readonly import check_read_only
 
@@ -54,6 +55,7 @@ _LOAD_ROWS = 50_000
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: (database URL, collation) pairs already warned of in this process.
 _WARNED_COLLATIONS: set[tuple[str, str]] = set()
@@ -259,29 +261,35 @@ class PostgresEngine:
         """One read of the store's tables, decided by parsing, in a READ ONLY transaction:
         PostgreSQL itself refuses a write the parse let through."""
         check_read_only(text, self.dialect, [*self.list_tables(), *schema.QUERYABLE_INTERNAL])
-        with self._connection() as con:
-            try:
-                with con.transaction():
-                    con.execute("SET TRANSACTION READ ONLY")
-                    # Prepared: PostgreSQL refuses a second statement (a "COMMIT; DELETE …"
-                    # would otherwise run after the read-only transaction ends).
-                    statement = positional(text) if params else text
-                    cur = con.execute(statement.encode(), list(params) or None, prepare=True)
-                    if cur.description is None:
-                        return pa.table({})
-                    return to_arrow(cur.description, cur.fetchall())
-            except psycopg.Error as exc:
-                raise classify(exc) from None
+
+        def work(con: psycopg.Connection[Any]) -> pa.Table:
+            with con.transaction():
+                con.execute("SET TRANSACTION READ ONLY")
+                # Prepared: PostgreSQL refuses a second statement (a "COMMIT; DELETE …"
+                # would otherwise run after the read-only transaction ends).
+                statement = positional(text) if params else text
+                cur = con.execute(statement.encode(), list(params) or None, prepare=True)
+                if cur.description is None:
+                    return pa.table({})
+                return to_arrow(cur.description, cur.fetchall())
+
+        return self._read(work)
 
     def select(self, text: str, params: Mapping[str, object]) -> Selected:
-        with self._connection() as con:
-            try:
-                cur = con.execute(escaped(text, params).encode(), dict(params) or None)
-            except psycopg.Error as exc:
-                raise classify(exc) from None
+        def work(con: psycopg.Connection[Any]) -> pa.Table:
+            cur = con.execute(escaped(text, params).encode(), dict(params) or None)
             if cur.description is None:
-                return Selected(pa.table({}), None)
-            return Selected(to_arrow(cur.description, cur.fetchall()), None)
+                return pa.table({})
+            return to_arrow(cur.description, cur.fetchall())
+
+        return Selected(self._read(work), None)
+
+    def _read(self, work: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """A read on a pooled connection, run again once if the connection was lost."""
+        try:
+            return read_on(self._pool, work, timeout=30)
+        except psycopg.Error as exc:
+            raise classify(exc) from None
 
     def map_batches(
         self,
@@ -506,24 +514,21 @@ class PostgresEngine:
             )
 
     def estimate_cost(self, text: str, params: Mapping[str, object] | None = None) -> Cost:
-        with self._connection() as con:
-            try:
-                explain = b"EXPLAIN (FORMAT JSON) " + escaped(text, params).encode()
-                plan = con.execute(explain, dict(params or {}) or None).fetchone()
-            except psycopg.Error as exc:
-                raise classify(exc) from None
+        explain = b"EXPLAIN (FORMAT JSON) " + escaped(text, params).encode()
+        plan = self._read(lambda con: con.execute(explain, dict(params or {}) or None).fetchone())
         nodes = plan[0] if plan else []
         if isinstance(nodes, str):
             nodes = json.loads(nodes)
         return Cost(rows_scanned=_scanned(nodes[0]["Plan"]) if nodes else None)
 
     def list_tables(self) -> list[str]:
-        with self._connection() as con:
-            rows = con.execute(
+        rows = self._read(
+            lambda con: con.execute(
                 "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
                 "ORDER BY table_name",
                 [self.schema],
             ).fetchall()
+        )
         return [str(row[0]) for row in rows if schema.listed(str(row[0]))]
 
     def checkpoint(self) -> None:

@@ -4,7 +4,8 @@ to serve datasets delivered to another service's database."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -12,6 +13,32 @@ from psycopg_pool import ConnectionPool
 from headwater.store.engine import Selected
 from headwater.store.postgres.arrow import escaped, to_arrow
 from headwater.store.postgres.errors import classify
+
+T = TypeVar("T")
+
+
+def read_on(
+    pool: ConnectionPool, work: Callable[[psycopg.Connection[Any]], T], timeout: float
+) -> T:
+    """``work`` (a read: safe to run twice) on a connection of ``pool``, and once more if
+    the connection it had turns out lost.
+
+    A server restart or failover leaves every idle connection of the pool dead, and
+    each would otherwise cost one failed request before the pool replaced it: after the
+    first loss the pool checks its idle connections (dropping the dead ones) and the read
+    runs on a fresh one. Any other error, or a second loss, goes to the caller.
+    """
+    had: psycopg.Connection[Any] | None = None
+    try:
+        with pool.connection(timeout=timeout) as con:
+            had = con
+            return work(con)
+    except psycopg.OperationalError:
+        if had is None or not had.broken:
+            raise
+    pool.check()
+    with pool.connection(timeout=timeout) as con:
+        return work(con)
 
 
 class PostgresReader:
@@ -48,11 +75,13 @@ class PostgresReader:
         return bool(found.table.num_rows > 0)
 
     def select(self, query: str, params: Mapping[str, object]) -> Selected:
-        try:
-            with self._connections().connection(timeout=10) as con, con.cursor() as cur:
+        def work(con: psycopg.Connection[Any]) -> tuple[list[Any], list[tuple[Any, ...]]]:
+            with con.cursor() as cur:
                 cur.execute(escaped(query, params).encode(), dict(params))
-                description = cur.description or []
-                rows = cur.fetchall()
+                return list(cur.description or []), cur.fetchall()
+
+        try:
+            description, rows = read_on(self._connections(), work, timeout=10)
         except psycopg.Error as exc:
             raise classify(exc, f"PostgreSQL {self.name}") from None
         return Selected(to_arrow(description, rows), None)
