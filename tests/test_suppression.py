@@ -68,6 +68,34 @@ def test_drops_rows_and_passes_everything_through_when_the_list_is_empty() -> No
     assert [r[0] for r in kept] == ["m0", "m1", "m2", "m4"]
 
 
+def test_an_alias_naming_a_suppressed_id_as_its_previous_id_is_dropped() -> None:
+    """An erasure deletes an alias whose previousId is any erased id, user or anonymous:
+    ingest drops it likewise, on both shapes, rather than store it again."""
+    aliases = [("m5", "new-1", "gone"), ("m6", "new-2", "anon-gone"), ("m7", "new-3", "kept")]
+    rows = _rows() + [
+        {"message_id": m, "source": "web", "type": "alias", "user_id": user,
+         "previous_id": previous, "timestamp": T, "received_at": T}
+        for m, user, previous in aliases
+    ]  # fmt: skip
+    table = pa.Table.from_pylist(rows, schema=schema.EVENTS)
+    tuples = [tuple(row.get(n) for n in schema.EVENTS.names) for row in rows]
+    for events in (table, tuples):
+        suppression = Suppression()
+        suppression.replace([id_hash("user_id", "gone"), id_hash("anonymous_id", "anon-gone")])
+        kept, _, dropped = suppression.filter(events, None)
+        ids = (
+            kept.column("message_id").to_pylist()
+            if isinstance(kept, pa.Table)
+            else [r[0] for r in kept]
+        )
+        assert ids == ["m0", "m3", "m4", "m7"]
+        assert dropped == 4
+        assert suppression.take_dropped() == {
+            id_hash("user_id", "gone"): 2,
+            id_hash("anonymous_id", "anon-gone"): 2,
+        }
+
+
 def _failed(payload: str | None) -> FailedRow:
     return ("id", "web", 0, "invalid", "event", "refused", payload, None)
 

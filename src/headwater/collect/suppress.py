@@ -3,7 +3,8 @@
 The list is a set of SHA-256 hashes of ids (:func:`id_hash`), held in memory and replaced
 when the metadata database's list changes (the server looks every few seconds), so an
 event costs a hash and a set lookup, never a query. An event is dropped when its
-``userId`` or ``anonymousId`` is on the list; it is answered as accepted (a client must
+``userId`` or ``anonymousId`` is on the list, or an alias's ``previousId`` is (either
+kind, as an erasure deletes it); it is answered as accepted (a client must
 not send it again), counted by the ``headwater_events_suppressed`` metric and in the
 list's own counts, and stored nowhere. A refused event (a ``failed_events`` row) is
 dropped likewise when any string in its payload is a listed id, as an erasure finds it;
@@ -31,7 +32,15 @@ R = TypeVar("R", bound=Sequence[object])
 
 #: The id columns an erasure names and ingest checks.
 KINDS = ("user_id", "anonymous_id")
-_INDEX = {kind: schema.EVENTS.get_field_index(kind) for kind in KINDS}
+#: An event's columns checked at ingest, each against the kinds of id it may hold: an
+#: alias's ``previous_id`` is the id the person had before, a user id or an anonymous
+#: one (an erasure deletes such an event, so ingest drops it).
+_CHECKED: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("user_id", ("user_id",)),
+    ("anonymous_id", ("anonymous_id",)),
+    ("previous_id", KINDS),
+)
+_INDEX = {column: schema.EVENTS.get_field_index(column) for column, _ in _CHECKED}
 #: A JSON string in a body that did not parse (kept as its text): where an id may be.
 _LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
 
@@ -111,10 +120,10 @@ class Suppression:
         if not hashes:
             return events, keys, 0
         if isinstance(events, pa.Table):
-            ids = [events.column(kind).to_pylist() for kind in KINDS]
+            ids = [events.column(column).to_pylist() for column, _ in _CHECKED]
             marks = [self._hit(hashes, [col[i] for col in ids]) for i in range(events.num_rows)]
         else:
-            marks = [self._hit(hashes, [row[_INDEX[k]] for k in KINDS]) for row in events]
+            marks = [self._hit(hashes, [row[_INDEX[c]] for c, _ in _CHECKED]) for row in events]
         dropped = sum(m is not None for m in marks)
         if not dropped:
             return events, keys, 0
@@ -154,9 +163,11 @@ class Suppression:
 
     @staticmethod
     def _hit(hashes: frozenset[str], values: Sequence[object]) -> str | None:
-        for kind, value in zip(KINDS, values, strict=True):
-            if isinstance(value, str) and (found := id_hash(kind, value)) in hashes:
-                return found
+        for (_, kinds), value in zip(_CHECKED, values, strict=True):
+            if isinstance(value, str):
+                for kind in kinds:
+                    if (found := id_hash(kind, value)) in hashes:
+                        return found
         return None
 
     def _count(self, hits: Iterable[str]) -> None:
