@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlglot import exp
 
 from headwater.core.errors import ConfigError, HeadwaterError
+from headwater.store.schema import type_name
 
 if TYPE_CHECKING:
     from headwater.runtime.workspace import Workspace
@@ -76,8 +77,8 @@ def _entry(
     columns: list[dict[str, str]] = []
     if computed:
         empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
-        schema = workspace.engine.query(empty.sql(workspace.engine.dialect)).schema
-        columns = [{"name": f.name, "type": str(f.type)} for f in schema]
+        found = workspace.engine.query(empty.sql(workspace.engine.dialect)).schema
+        columns = [{"name": f.name, "type": type_name(f.type)} for f in found]
     return {
         "name": name,
         "description": what,

@@ -39,6 +39,7 @@ from headwater.serve.query import (
 )
 from headwater.serve.settings import ApiSettings
 from headwater.store.errors import QueryError
+from headwater.store.schema import type_name
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
                     {
                         "name": name,
                         "key": list(dataset.key),
-                        "columns": [{"name": f.name, "type": str(f.type)} for f in dataset.schema],
+                        "columns": [
+                            {"name": f.name, "type": type_name(f.type)} for f in dataset.schema
+                        ],
                     }
                 )
         return {"datasets": listed}

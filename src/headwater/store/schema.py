@@ -98,6 +98,28 @@ def listed(name: str) -> bool:
     return name not in INTERNAL_TABLES and not name.startswith(WORK_PREFIX)
 
 
+def type_name(arrow: pa.DataType) -> str:
+    """A column's type as the read API and the catalog name it, the same from every engine:
+    a list's items are ``item`` whatever the engine called them.
+
+    >>> type_name(pa.list_(pa.field("l", pa.string())))
+    'list<item: string>'
+    >>> type_name(pa.struct([pa.field("tags", pa.large_list(pa.field("x", pa.int64())))]))
+    'struct<tags: large_list<item: int64>>'
+    """
+    return str(_named(arrow))
+
+
+def _named(arrow: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(arrow):
+        return pa.list_(_named(arrow.value_type))
+    if pa.types.is_large_list(arrow):
+        return pa.large_list(_named(arrow.value_type))
+    if pa.types.is_struct(arrow):
+        return pa.struct([f.with_type(_named(f.type)) for f in arrow])
+    return arrow
+
+
 #: The one of them ``headwater query`` reads too (docs/events.md: whether an id would be
 #: taken as a duplicate).
 QUERYABLE_INTERNAL = ("message_ids",)
