@@ -309,13 +309,25 @@ def event(draw: st.DrawFn, tag: str, number: int) -> dict[str, Any]:
 
 
 @st.composite
-def request(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None, bytes, list[str]]:
-    """(path, the body as an object or None, its bytes, the secrets in it)."""
+def request(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None, bytes, list[str], str]:
+    """(path, the body as an object or None, its bytes, the secrets in it, its kind)."""
     tag = f"h{uuid.uuid4().hex[:10]}"
     events = [draw(event(tag, i)) for i in range(draw(st.integers(1, 4)))]
-    kind = draw(st.sampled_from(["batch", "batch", "single", "bad envelope", "broken"]))
+    kind = draw(st.sampled_from(["batch", "batch", "single", "bad envelope", "broken", "wrapped"]))
     if kind == "single":
         path, body = f"/v1/{events[0]['type']}", events[0]
+    elif kind == "wrapped":
+        # Events where a body should not hold them: refused whole, and kept whole.
+        path, body = draw(
+            st.sampled_from(
+                [
+                    ("/v1/batch", {"batch": events[0]}),
+                    ("/v1/batch", {"events": events}),
+                    ("/v1/track", {"message": events[0]}),
+                    ("/v1/batch", {"batch": [], "data": {"items": [events]}}),
+                ]
+            )
+        )
     else:
         path, body = "/v1/batch", {"batch": events}
         if draw(st.booleans()):
@@ -327,7 +339,7 @@ def request(draw: st.DrawFn) -> tuple[str, dict[str, Any] | None, bytes, list[st
     if kind == "broken":
         data = data[:-1]  # does not parse: kept without its payload
     secrets = sorted(set(_secrets(body)))
-    return path, None if kind == "broken" else body, data, secrets
+    return path, None if kind == "broken" else body, data, secrets, kind
 
 
 def _secrets(value: Any) -> Iterator[str]:
@@ -354,9 +366,9 @@ def _store_text(project: Project) -> str:
 )
 @given(sent=request())
 def test_no_raw_value_of_a_dropped_or_hashed_path_is_stored(
-    pii_server: Server, pii_project: Project, sent: tuple[str, Any, bytes, list[str]]
+    pii_server: Server, pii_project: Project, sent: tuple[str, Any, bytes, list[str], str]
 ) -> None:
-    path, body, data, secrets = sent
+    path, body, data, secrets, kind = sent
     with httpx.Client(base_url=pii_server.url, timeout=30, auth=(pii_project.key, "")) as client:
         answer = client.post(path, content=data, headers={"content-type": "application/json"})
     assert answer.status_code in (200, 400), answer.text
@@ -368,6 +380,18 @@ def test_no_raw_value_of_a_dropped_or_hashed_path_is_stored(
         assert json.dumps(value, ensure_ascii=False)[1:-1] not in text
 
     if body is None:
+        return
+    if kind == "wrapped":
+        tag = str(_first_id(body)).rsplit("-", 1)[0]
+        payloads = [
+            json.loads(p)
+            for p in pii_project.query(
+                "SELECT payload FROM failed_events WHERE payload LIKE ?", f"%{tag}%"
+            )
+            .column("payload")
+            .to_pylist()
+        ]
+        assert payloads == [expected_anywhere(body)]
         return
     events = body.get("batch", [body])
     ids = [e["messageId"] for e in events]
@@ -401,6 +425,27 @@ def test_no_raw_value_of_a_dropped_or_hashed_path_is_stored(
         # Each refused event is kept alone, with the rules applied.
         refused = [expected(e) for e in events if e["messageId"] not in stored]
         assert payloads == refused
+
+
+def _first_id(value: Any) -> str | None:
+    """The first messageId in ``value``, at any depth."""
+    if isinstance(value, dict):
+        if "messageId" in value:
+            return str(value["messageId"])
+        value = list(value.values())
+    if isinstance(value, list):
+        return next((f for f in map(_first_id, value) if f is not None), None)
+    return None
+
+
+def expected_anywhere(value: Any) -> Any:
+    """A refused body of any shape as kept: every object in it taken as an event, the rules
+    applied to it before what it holds is looked at."""
+    if isinstance(value, list):
+        return [expected_anywhere(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    return {key: expected_anywhere(item) for key, item in expected(value).items()}
 
 
 def expected_payload(body: dict[str, Any]) -> dict[str, Any]:

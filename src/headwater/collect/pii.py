@@ -194,19 +194,31 @@ class Redactor:
 
     def payload(self, value: object) -> object | None:
         """A refused body or event with the rules applied, for ``failed_events``: to the
-        object itself and to each event of its ``batch`` (a batch's ``context`` is its
-        events'). ``None`` for a value that is not an object: where its events' values
-        are cannot be told, so none of it is kept."""
+        ``properties``, ``traits`` and ``context`` of every object in it, at any depth. A
+        refused body's events may sit in any shape (``batch`` as an object, a list under a
+        name of the sender's own, an event inside an event): each object is looked at as an
+        event, so no ruled value is kept raw wherever it was put. ``value`` is a freshly
+        parsed body and is changed in place. ``None`` for a value that is not an object:
+        where its events' values are cannot be told, so none of it is kept.
+
+        >>> redactor = Redactor([PiiRule(path="properties.ssn", action="drop")], key=None)
+        >>> redactor.payload({"events": [{"properties": {"ssn": "1", "n": 2}}]})
+        {'events': [{'properties': {'n': 2}}]}
+        """
         if not isinstance(value, dict):
             return None
-        found = dict(value)
-        for root in ROOTS:
-            if isinstance(found.get(root), dict):
-                found[root] = _apply(found[root], self._by_root[root])
-        batch = found.get("batch")
-        if isinstance(batch, list):
-            found["batch"] = [self.payload(e) if isinstance(e, dict) else e for e in batch]
-        return found
+        # A loop, not recursion: the payload may be nested as deeply as its decoder allowed.
+        stack: list[object] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                for root in ROOTS:
+                    if isinstance(item.get(root), dict):
+                        item[root] = _apply(item[root], self._by_root[root])
+                stack.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                stack.extend(v for v in item if isinstance(v, dict | list))
+        return value
 
 
 def _apply(
