@@ -721,7 +721,11 @@ SELECT
   MAX(JSON_VALUE(properties, '$.plan')) AS plan,
   MAX(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64)) AS score,
   AVG(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64)) AS mean_score,
-  MIN(timestamp) AS first_seen
+  MIN(timestamp) AS first_seen,
+  ARRAY_AGG(DISTINCT JSON_VALUE(properties, '$.plan') IGNORE NULLS
+            ORDER BY JSON_VALUE(properties, '$.plan')) AS plans,
+  -- NULL on every row: a list column PostgreSQL is given no list of.
+  ARRAY_AGG(JSON_VALUE(properties, '$.nothing') IGNORE NULLS) AS nothing
 FROM events
 WHERE user_id IS NOT NULL
 GROUP BY user_id

@@ -5,19 +5,25 @@ is read — the engine's table of its name, or a table in another database
 (a PostgreSQL sink with ``serve = true``), through any :class:`Reader`. The
 runtime says which; the catalog asks the reader for the schema (a ``LIMIT
 0`` query) and keeps it a few seconds.
+
+A PostgreSQL sink keeps a nested column (a list, a struct) as ``jsonb``, which
+reads back as its text: served from there, such a column is decoded into the
+type the store gives it, so a dataset answers the same wherever it is read.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import pyarrow as pa
 from sqlglot import exp
 
+from headwater.core import jsonio
 from headwater.serve.query import Dataset, Reader
-from headwater.store.engine import Engine
-from headwater.store.errors import QueryError
+from headwater.store.engine import Engine, Selected
+from headwater.store.errors import QueryError, StoreUnavailable
 
 _SCHEMA_TTL = 5.0
 
@@ -60,19 +66,31 @@ class DatasetCatalog:
         if served is None:
             return None
         if served.reader is not None and served.table is not None:
-            dataset = _elsewhere(name, served, served.reader, served.table)
-        elif name in self._engine.list_tables():
-            empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
-            schema = self._reader.select(empty.sql(self._reader.dialect), {}).table.schema
-            dataset = Dataset(name, served.key, schema, self._reader)
+            try:
+                # Only the nested columns' types: the store need not answer for it.
+                stored = self._stored(name)
+            except (QueryError, StoreUnavailable):
+                stored = None
+            dataset = _elsewhere(name, served, served.reader, served.table, stored)
+        elif (stored := self._stored(name)) is not None:
+            dataset = Dataset(name, served.key, stored, self._reader)
         else:
             return None
         if dataset is not None:
             self._cache[name] = (time.monotonic(), dataset)
         return dataset
 
+    def _stored(self, name: str) -> pa.Schema | None:
+        """The schema of the store's table ``name``; ``None`` while it does not exist."""
+        if name not in self._engine.list_tables():
+            return None
+        empty = exp.select("*").from_(exp.table_(name, quoted=True)).limit(0)
+        return self._reader.select(empty.sql(self._reader.dialect), {}).table.schema
 
-def _elsewhere(name: str, served: Served, reader: Reader, table: tuple[str, str]) -> Dataset | None:
+
+def _elsewhere(
+    name: str, served: Served, reader: Reader, table: tuple[str, str], stored: pa.Schema | None
+) -> Dataset | None:
     """A dataset in another database; ``None`` while its table does not exist there (the
     sink has not received its first interval)."""
     empty = exp.select("*").from_(exp.table_(table[1], db=table[0], quoted=True)).limit(0)
@@ -80,4 +98,71 @@ def _elsewhere(name: str, served: Served, reader: Reader, table: tuple[str, str]
         schema = reader.select(empty.sql(reader.dialect), {}).table.schema
     except QueryError:
         return None
+    nested = {
+        field.name: stored.field(field.name).type
+        for field in schema
+        if stored is not None
+        and field.name in stored.names
+        and pa.types.is_string(field.type)
+        and pa.types.is_nested(stored.field(field.name).type)
+    }
+    if nested:
+        reader = _Decoded(reader, nested)
+        for column, kind in nested.items():
+            index = schema.get_field_index(column)
+            schema = schema.set(index, schema.field(index).with_type(kind))
     return Dataset(name, served.key, schema, reader, table)
+
+
+class _Decoded:
+    """A reader whose JSON text columns come back as the nested types they hold."""
+
+    def __init__(self, inner: Reader, nested: dict[str, pa.DataType]) -> None:
+        self.dialect = inner.dialect
+        self._inner = inner
+        self._nested = nested
+
+    def select(self, sql: str, params: Mapping[str, object]) -> Selected:
+        found = self._inner.select(sql, params)
+        table = found.table
+        for column, kind in self._nested.items():
+            index = table.schema.get_field_index(column)
+            if index < 0 or not pa.types.is_string(table.schema.field(index).type):
+                continue
+            texts = table.column(index).to_pylist()
+            values = [None if text is None else jsonio.loads(text) for text in texts]
+            decoded = _typed(values, kind)
+            if decoded is None:
+                continue  # served as the text it is
+            table = table.set_column(index, table.schema.field(index).with_type(kind), decoded)
+        return Selected(table, found.rows_scanned)
+
+
+def _typed(values: list[object], kind: pa.DataType) -> pa.Array | None:
+    """Decoded JSON values as ``kind``; times, which JSON holds as ISO 8601 text, by way of
+    the same type with text in their place. ``None`` when they are not of that type.
+
+    >>> kind = pa.list_(pa.timestamp("s", "UTC"))
+    >>> [str(t) for t in _typed([["2026-12-04T10:00:00+00:00"]], kind)[0].as_py()]
+    ['2026-12-04 10:00:00+00:00']
+    """
+    try:
+        return pa.array(values, kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    try:
+        return pa.array(values, _as_text(kind)).cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _as_text(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_list(kind):
+        return pa.list_(_as_text(kind.value_type))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(_as_text(kind.value_type))
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_as_text(f.type)) for f in kind])
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return pa.string()
+    return kind

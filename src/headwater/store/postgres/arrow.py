@@ -114,7 +114,9 @@ def flat(table: pa.Table, arrays: frozenset[str] = frozenset()) -> pa.Table:
         if pa.types.is_nested(field.type):
             write = _array_literal if field.name in arrays else _json_text
             text = [None if v is None else write(v) for v in table[index].to_pylist()]
-            table = table.set_column(index, pa.field(field.name, pa.string()), pa.array(text))
+            table = table.set_column(
+                index, pa.field(field.name, pa.string()), pa.array(text, pa.string())
+            )
     return table
 
 
