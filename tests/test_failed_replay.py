@@ -5,7 +5,7 @@ server's control socket and without a server."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -117,6 +117,50 @@ def test_misnamed_field_fixed_and_replayed_once_through_the_server(
     _check_replayed(project, sent)
     groups = _json(project, "failed")
     assert [(g["events"], g["replayed"]) for g in groups] == [(3, 2)]
+
+
+def test_a_replayed_event_of_a_batch_keeps_the_batchs_clock_and_context(
+    server: Server, project: Project
+) -> None:
+    """SDKs send sentAt and the library's context once per batch: a refused event of the
+    batch, fixed and replayed alone, is corrected for the sender's clock and carries the
+    context as its sibling that was accepted."""
+    device = datetime(2020, 1, 1, tzinfo=UTC)  # a device whose clock is years behind
+    body = {
+        "sentAt": "2020-01-01T00:00:10Z",
+        "context": {"library": {"name": "analytics-python", "version": "2.3.3"}},
+        "batch": [
+            {"type": "track", "event": "E", "userId": "u1", "messageId": "skew-ok",
+             "timestamp": "2020-01-01T00:00:00Z", "context": {"page": {"path": "/a"}}},
+            {"type": "track", "event": "E", "user_id": "u2", "messageId": "skew-bad",
+             "timestamp": "2020-01-01T00:00:00Z", "context": {"page": {"path": "/b"}}},
+        ],
+    }  # fmt: skip
+    answer = server.post("/v1/batch", json=body, auth=(project.key, ""))
+    assert answer.status_code == 200, answer.text
+    assert [r["index"] for r in answer.json()["rejected"]] == [1]
+
+    done = _json(project, "failed", "replay", "--fix", FIX)
+    assert done["stored"] == 1, done
+    rows = {
+        r["message_id"]: r
+        for r in project.query(
+            "SELECT message_id, timestamp, received_at, first_received_at, sent_at, context "
+            "FROM events ORDER BY message_id"
+        ).to_pylist()
+    }
+    ok, replayed = rows["skew-ok"], rows["skew-bad"]
+    # Ten seconds before it reached the collector, as the sender's clock said; not 2020.
+    for row in (ok, replayed):
+        arrived = row["first_received_at"] or row["received_at"]
+        assert row["timestamp"] == arrived - timedelta(seconds=10), row
+        assert row["timestamp"] > device + timedelta(days=365)
+        assert row["sent_at"] == device + timedelta(seconds=10)
+    assert json.loads(replayed["context"]) == {
+        "library": {"name": "analytics-python", "version": "2.3.3"},
+        "page": {"path": "/b"},
+    }
+    assert json.loads(ok["context"])["library"] == json.loads(replayed["context"])["library"]
 
 
 def test_replay_without_a_server_and_a_replay_cut_short(server: Server, project: Project) -> None:

@@ -16,6 +16,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 from functools import partial
 from typing import Any, TypeVar
 
@@ -379,10 +380,32 @@ def validate_events(
             events.append(validator.event(raw, kind, source, received_us, batch, rules))
         except Invalid as bad:
             rejected.append(Rejection(index, bad.code, bad.field, bad.message))
+            kept = _as_validated(raw, batch)
             failed.append(
-                _failed_row(source, received_us, bad.code, bad.field, bad.message, raw, rules)
+                _failed_row(source, received_us, bad.code, bad.field, bad.message, kept, rules)
             )
     return events, failed, rejected
+
+
+def _as_validated(raw: bytes, batch: Batch | None) -> bytes:
+    """A refused event of a batch as it was validated: with the batch's ``sentAt`` when it
+    has none of its own, and the batch's ``context`` under its own. Kept so, a fixed event
+    replayed alone has its clock corrected and its context as its siblings had (the SDKs
+    send ``sentAt`` and the library's context once per batch)."""
+    if batch is None or (batch.sent_at is None and not batch.context):
+        return raw
+    try:
+        event = jsonio.loads(raw)
+    except (jsonio.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return raw
+    if not isinstance(event, dict):
+        return raw
+    if batch.sent_at is not None and event.get("sentAt") is None:
+        event["sentAt"] = batch.sent_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    own = event.get("context")
+    if batch.context and (own is None or isinstance(own, dict)):
+        event["context"] = {**batch.context, **(own or {})}
+    return jsonio.dumps(event)
 
 
 def _parse(
