@@ -419,6 +419,28 @@ def test_rendering_strips_project_and_dataset_and_keeps_parameters() -> None:
     assert "@start" not in output
 
 
+@pytest.mark.parametrize(
+    ("grouped", "expected"),
+    [
+        # An alias that is also a column of events: BigQuery groups by the alias.
+        ("SELECT anonymous_id AS user_id, COUNT(*) AS n FROM proj.ds.events GROUP BY user_id",
+         "GROUP BY anonymous_id"),
+        ("SELECT LOWER(event) AS event, COUNT(*) AS n FROM events GROUP BY event",
+         "GROUP BY LOWER(event)"),
+        # A name only the SELECT list has groups alike everywhere: left as written, so the
+        # pipelines that group by such an alias keep their version.
+        ("SELECT DATE(timestamp) AS day, COUNT(*) AS n FROM events GROUP BY day",
+         "GROUP BY day"),
+    ],
+)  # fmt: skip
+def test_group_by_an_alias_that_is_also_a_column_groups_by_the_alias(
+    grouped: str, expected: str
+) -> None:
+    query = parse(grouped, "bigquery", "grouped.sql")
+    for dialect in ("duckdb", "postgres", "spark"):
+        assert render(query, dialect).endswith(expected), dialect
+
+
 # -- (b) the rendered SQL runs, and gives BigQuery's answer ---------------------------
 
 

@@ -265,7 +265,75 @@ def numeric_results(node: exp.Expression) -> exp.Expression:
 
 
 #: In order; each sees the tree the one before left.
+def group_by_select_alias(node: exp.Expression) -> exp.Expression:
+    """GROUP BY a name that is both an alias of the SELECT list and a column of FROM
+    groups by the aliased expression in BigQuery ("those aliases override names in the
+    corresponding FROM clause"); DuckDB, PostgreSQL and Spark take the column. So
+    ``LOWER(user_id) AS user_id … GROUP BY user_id`` made a row per spelling there, and
+    ``COALESCE(user_id, anonymous_id) AS user_id`` failed: the expression is grouped by.
+
+    A column is known to be of FROM when the aliased expression reads a column of that
+    name, or when the SELECT reads an event table, a CTE or a subquery that has it. Other
+    aliases in GROUP BY mean the same on every engine and are left as written.
+
+    >>> import sqlglot
+    >>> q = sqlglot.parse_one("SELECT LOWER(u) AS u, COUNT(*) FROM t GROUP BY u", "bigquery")
+    >>> q.transform(group_by_select_alias).sql("duckdb")
+    'SELECT LOWER(u) AS u, COUNT(*) FROM t GROUP BY LOWER(u)'
+    """
+    if not isinstance(node, exp.Select) or node.args.get("group") is None:
+        return node
+    aliased: dict[str, exp.Expression] = {}
+    for projection in node.expressions:
+        if isinstance(projection, exp.Alias):
+            aliased.setdefault(projection.alias.lower(), projection.this)
+    known = _source_columns(node)
+    for item in node.args["group"].expressions:
+        if not isinstance(item, exp.Column) or item.table:
+            continue
+        name = item.name.lower()
+        expression = aliased.get(name)
+        if expression is None or expression.find(exp.AggFunc, exp.Window) is not None:
+            continue  # not an alias, or one BigQuery refuses to group by
+        if isinstance(expression, exp.Column) and expression.name.lower() == name:
+            continue  # the column itself
+        reads_it = any(c.name.lower() == name for c in expression.find_all(exp.Column))
+        if reads_it or name in known:
+            item.replace(expression.copy())
+    return node
+
+
+def _source_columns(select: exp.Select) -> set[str]:
+    """The columns (lower case) of what ``select`` reads that can be known from the query
+    alone: the event tables', and its CTEs' and subqueries' output names."""
+    ctes = {cte.alias_or_name: cte.this for cte in select.root().find_all(exp.CTE)}
+    found: set[str] = set()
+    for clause in (
+        select.args.get("from") or select.args.get("from_"),
+        *select.args.get("joins", ()),
+    ):
+        source = clause.this if clause is not None else None
+        names: list[str] = []
+        if isinstance(source, exp.Table) and not source.db:
+            query = ctes.get(source.name)
+            if isinstance(query, exp.Query):
+                names = query.named_selects
+            else:
+                names = list(_BUILTIN_COLUMNS.get(source.name, ()))
+        elif isinstance(source, exp.Subquery) and isinstance(source.this, exp.Query):
+            names = source.this.named_selects
+        found.update(name.lower() for name in names)
+    return found
+
+
+#: The columns of the event tables, by table.
+_BUILTIN_COLUMNS = {
+    table: frozenset(_BUILTIN_SCHEMA.column_names(table)) for table in ("events", "failed_events")
+}
+
+
 FIXES = (
+    group_by_select_alias,
     float_literals,
     numeric_scale,
     dates_from_text,

@@ -16,7 +16,36 @@ ROWS = (
     "UNION ALL SELECT 1, 5, NULL, FALSE UNION ALL SELECT 2, 4, 'c', TRUE) "
 )
 
+#: Two columns, the second spelled like the first in other cases and NULL where it is set.
+NAMES = (
+    "WITH t AS (SELECT 'Ann' AS u, CAST(NULL AS STRING) AS v UNION ALL SELECT 'ann', 'x' "
+    "UNION ALL SELECT NULL, 'Bob' UNION ALL SELECT NULL, 'x') "
+)
+GROUP_BY = (
+    "https://cloud.google.com/bigquery/docs/reference/standard-sql/query-syntax#group_by_clause"
+)
+
 CASES: list[Case] = [
+    Case(
+        # "If a query contains aliases in the SELECT clause, those aliases override names
+        # in the corresponding FROM clause": grouped by LOWER(u), not by u.
+        "group_by_an_alias_that_names_a_column_groups_by_the_alias",
+        NAMES + "SELECT LOWER(u) AS u, COUNT(*) AS n FROM t GROUP BY u ORDER BY u",
+        [(None, 2), ("ann", 2)],
+        GROUP_BY,
+    ),
+    Case(
+        "group_by_an_alias_of_coalesce_that_names_a_column",
+        NAMES + "SELECT COALESCE(u, v) AS u, COUNT(*) AS n FROM t GROUP BY u ORDER BY u",
+        [("Ann", 1), ("Bob", 1), ("ann", 1), ("x", 1)],
+        GROUP_BY,
+    ),
+    Case(
+        "group_by_an_alias_that_names_another_column",
+        NAMES + "SELECT v AS u, COUNT(*) AS n FROM t GROUP BY u ORDER BY u",
+        [(None, 1), ("Bob", 1), ("x", 2)],
+        GROUP_BY,
+    ),
     Case(
         # Minimum, median and maximum of three values: exact, however approximate.
         "approx_quantiles_of_a_small_set",
