@@ -185,18 +185,29 @@ class DeliveryLog:
         became dead letters.
         """
         status: DeliveryStatus = "pending"
+        error = None
         if finished:
             with self.engine.connect() as db:
-                letters = db.execute(
-                    sa.select(sa.func.count()).where(
+                newest = db.execute(
+                    sa.select(dead_letters.c.batch, dead_letters.c.reason)
+                    .where(
                         dead_letters.c.pipeline == delivery.pipeline,
                         dead_letters.c.sink == delivery.sink,
                         dead_letters.c.interval_start == delivery.interval.start,
                         dead_letters.c.run_id == delivery.run_id,
                         dead_letters.c.replayed_at.is_(None),
                     )
-                ).scalar()
-            status = "dead" if letters else "delivered"
+                    .order_by(dead_letters.c.id.desc())
+                    .limit(1)
+                ).first()
+            status = "dead" if newest is not None else "delivered"
+            if newest is not None:
+                # Why, for status and the run's answer: the batch's own reason.
+                error = (
+                    newest.reason
+                    if newest.batch is None
+                    else f"batch {newest.batch}: {newest.reason}"
+                )
         return self._update(
             delivery,
             holder,
@@ -204,7 +215,7 @@ class DeliveryLog:
             attempts=0,
             batches_done=batches_done,
             rows_delivered=rows_delivered,
-            last_error=None,
+            last_error=error,
         )
 
     def failed(
