@@ -76,6 +76,30 @@ def test_a_json_body_is_taken_whatever_its_content_type_says(
     assert _stored(shared_project, str(event["messageId"])) == [{"type": "track", "source": "web"}]
 
 
+def test_a_gzip_body_of_several_members_is_read_whole_and_sent_in_small_pieces(
+    shared_server: Server, shared_project: Project
+) -> None:
+    """RFC 1952: a gzip file may be several members one after the other (what
+    concatenated gzip outputs are); each is read, however the body arrives."""
+    events = [_event(), _event()]
+    text = json.dumps({"batch": events}).encode()
+    half = len(text) // 2
+    body = gzip.compress(text[:half]) + gzip.compress(text[half:])
+
+    def pieces() -> Iterator[bytes]:
+        yield from (body[i : i + 7] for i in range(0, len(body), 7))
+
+    answer = shared_server.post(
+        "/v1/batch", content=pieces(), auth=(shared_project.key, ""),
+        headers={"content-type": "application/json", "content-encoding": "gzip"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    for event in events:
+        assert _stored(shared_project, str(event["messageId"])) == [
+            {"type": "track", "source": "web"}
+        ]
+
+
 def test_a_body_that_is_not_json_is_415_only_when_it_says_it_is_something_else(
     shared_server: Server, shared_project: Project
 ) -> None:

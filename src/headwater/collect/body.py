@@ -51,7 +51,7 @@ async def read_body(receive: Receive, limit: int, wbits: int | None) -> bytes:
     """The whole body, decompressed; 413 as soon as it passes ``limit`` bytes."""
     parts: list[bytes] = []
     size = 0
-    inflater = zlib.decompressobj(wbits) if wbits is not None else None
+    inflater = _Inflater(wbits) if wbits is not None else None
     compressed = 0
     while True:
         message = await receive()
@@ -62,21 +62,50 @@ async def read_body(receive: Receive, limit: int, wbits: int | None) -> bytes:
             compressed += len(chunk)
             if compressed > limit:
                 raise too_large(limit)
-            try:
-                # Asking for one byte more than is left tells "over the limit" apart
-                # from "exactly at it" without inflating the rest.
-                chunk = inflater.decompress(chunk, limit - size + 1)
-            except zlib.error as exc:
-                raise _bad_gzip(exc) from None
+            # Asking for one byte more than is left tells "over the limit" apart from
+            # "exactly at it" without inflating the rest.
+            chunk = inflater.feed(chunk, limit - size + 1)
         size += len(chunk)
         if size > limit:
             raise too_large(limit)
         parts.append(chunk)
         if not message.get("more_body", False):
             break
-    if inflater is not None and not inflater.eof:
-        raise _bad_gzip("the compressed stream ends early")
+    if inflater is not None:
+        inflater.finish()
     return b"".join(parts)
+
+
+class _Inflater:
+    """A compressed body inflated as it arrives. A gzip body may be several members one
+    after the other (RFC 1952; what concatenated ``gzip`` outputs are): each is read in
+    turn. Anything after the end that does not start a member is refused."""
+
+    def __init__(self, wbits: int) -> None:
+        self._wbits = wbits
+        self._members = wbits == _GZIP
+        self._current = zlib.decompressobj(wbits)
+
+    def feed(self, data: bytes, most: int) -> bytes:
+        """``data`` inflated: at most ``most`` bytes (more would be over the limit)."""
+        out: list[bytes] = []
+        made = 0
+        try:
+            while data and made < most:
+                if self._current.eof:
+                    if not self._members:
+                        raise _bad_gzip("data follows the end of the compressed stream")
+                    self._current = zlib.decompressobj(self._wbits)
+                out.append(self._current.decompress(data, most - made))
+                made += len(out[-1])
+                data = self._current.unused_data if self._current.eof else b""
+        except zlib.error as exc:
+            raise _bad_gzip(exc) from None
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if not self._current.eof:
+            raise _bad_gzip("the compressed stream ends early")
 
 
 def _bad_gzip(reason: object) -> RequestRefused:
