@@ -554,6 +554,28 @@ def test_a_backfill_past_now_does_not_close_hours_that_have_not_ended(rig: Rig) 
 
 
 @pytest.mark.timeout(60)
+def test_a_range_by_hand_begins_no_earlier_than_the_declared_start(rig: Rig) -> None:
+    """Intervals before the header's ``start`` are none of the pipeline's: a backfill or
+    run by hand from earlier made one that nothing else kept (an apply rebuilt from the
+    start, leaving its file in the old schema beside the new ones)."""
+    rig.write(
+        "z_hourly.sql",
+        Z_HOURLY.replace(
+            'time_column = "hour"', f'time_column = "hour"\nstart = "{(T0 + 2 * HOUR).isoformat()}"'
+        ),
+    )
+    for h in range(5):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=10), count=h + 1)
+    rig.clock.now = T0 + 2 * DAY
+    filled = rig.service.backfill("z_hourly", T0, T0 + 4 * HOUR)
+    assert _done(filled) == [("z_hourly", T0 + 2 * HOUR), ("z_hourly", T0 + 3 * HOUR)]
+    assert rig.service.run("z_hourly", T0, T0 + 2 * HOUR) == []
+    ran = rig.service.run("z_hourly", T0 + HOUR, T0 + 5 * HOUR)
+    assert [start for _, start in _done(ran)] == [T0 + h * HOUR for h in (2, 3, 4)]
+    assert rig.table("z_hourly", "hour") == {T0 + h * HOUR: (h + 1,) for h in (2, 3, 4)}
+
+
+@pytest.mark.timeout(60)
 def test_a_range_by_hand_is_widened_to_whole_intervals(rig: Rig) -> None:
     # docs/pipelines.md: --start and --end are widened to the schedule's boundaries.
     rig.write("z_hourly.sql", Z_HOURLY)

@@ -548,13 +548,17 @@ def _widened(graph: Graph, names: Sequence[str], end: datetime) -> datetime:
 
 def _kept(planner: Planner, pipeline: Pipeline, start: datetime, floored: datetime) -> datetime:
     """Where a range by hand from ``start`` begins for ``pipeline``: ``floored`` (the start
-    of the longest interval holding ``start``), but not before what retention retired of
+    of the longest interval holding ``start``), but not before the first interval its
+    header declares (``start``: the intervals before it are none of its own, and nothing
+    else, a plan or apply included, would keep them), nor before what retention retired of
     it, when ``start`` itself is not (a ``start`` among retired intervals is refused as
     given)."""
+    declared = pipeline.start()
+    lower = floored if declared is None else max(floored, declared)
     retired = planner.retired(pipeline)
     if retired is None or start < retired.before:
-        return floored
-    return max(floored, retired.before)
+        return lower
+    return max(lower, retired.before)
 
 
 def _refuse_empty(start: datetime | None, end: datetime | None) -> None:
