@@ -23,8 +23,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from functools import cmp_to_key
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import httpx
@@ -37,6 +38,8 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
+from headwater.serve.errors import ApiError
+from headwater.serve.query import Dataset, Reader, parse_value
 from headwater.store import schema as event_schema
 from tests.conftest import Project, Server
 
@@ -697,15 +700,37 @@ def test_filters_on_the_event_table_and_a_keyless_dataset(api: Api) -> None:
         ({"first_seen": "yesterday"}, "first_seen", "timestamp"),
         ({"first_seen__gte": "2026-13-01"}, "first_seen", "timestamp"),
         ({"first_seen__lt": "2026-11-01T25:00:00Z"}, "first_seen", "timestamp"),
+        # Cut to the microsecond, the bound would take a row just before it.
+        ({"first_seen__gte": "2026-11-01T00:00:00.9995069Z"}, "first_seen", "microsecond"),
     ],
-    ids=["word", "float", "in-list", "empty", "beyond-int64", "word-ts", "month-13", "hour-25"],
-)
+    ids=["word", "float", "in-list", "empty", "beyond-int64", "word-ts", "month-13", "hour-25",
+         "nanoseconds"],
+)  # fmt: skip
 def test_a_value_of_the_wrong_type_is_400_naming_column_and_type(
     api: Api, params: dict[str, str], column: str, kind: str
 ) -> None:
     message = _error(api.rows(USER_SCORES, params), 400)
     assert column in message
     assert kind in message
+
+
+def test_filter_values_are_taken_exactly_as_the_column_holds_them() -> None:
+    """A decimal bound is a decimal (a float would round it), never NaN or infinite; a time
+    with zeros past the microsecond is that microsecond."""
+    columns = pa.schema([("revenue", pa.decimal128(38, 9)), ("at", pa.timestamp("us", "UTC"))])
+    dataset = Dataset("d", (), columns, cast(Reader, None))
+    assert parse_value(dataset, "revenue", "0.100000001") == Decimal("0.100000001")
+    assert parse_value(dataset, "revenue", "12345678901234567890.5") == Decimal(
+        "12345678901234567890.5"
+    )
+    for text in ("NaN", "inf", "-Infinity", "1e", "one"):
+        with pytest.raises(ApiError) as refused:
+            parse_value(dataset, "revenue", text)
+        assert refused.value.status == 400
+        assert "revenue" in str(refused.value)
+    assert parse_value(dataset, "at", "2026-11-01T00:00:00.123456000Z") == datetime(
+        2026, 11, 1, 0, 0, 0, 123456, tzinfo=UTC
+    )
 
 
 def test_an_unknown_column_is_400_naming_the_allowed_columns(api: Api) -> None:
@@ -728,6 +753,7 @@ def test_a_filter_given_twice_is_400_not_its_last_value(api: Api) -> None:
         message = _error(response, 400)
         assert "more than once" in message
         assert query.split("=")[0] in message
+        assert ("__in=" in message) == (not query.startswith("limit")), message
 
 
 def test_a_json_column_of_the_events_and_a_nul_character_are_refused_by_name(api: Api) -> None:
@@ -853,6 +879,22 @@ def _cursor(values: object) -> str:
 def test_a_tampered_cursor_is_400(api: Api, order_by: str | None, cursor: str) -> None:
     params = {"cursor": cursor, **({"order_by": order_by} if order_by else {})}
     _error(api.rows(USER_SCORES, params), 400)
+
+
+def test_a_cursor_sent_with_another_order_by_is_a_bad_cursor(api: Api) -> None:
+    """A cursor is the last row in the ordering it was read in: in another one (even of
+    columns of the same types) it would skip or repeat rows."""
+    first = api.rows(USER_SCORES, {"order_by": "events", "limit": 2})
+    cursor = first.json()["next_cursor"]
+    assert cursor
+    for order_by in ("-events", "score", None):
+        params = {"cursor": cursor, **({"order_by": order_by} if order_by else {})}
+        response = api.rows(USER_SCORES, params)
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["code"] == "bad_cursor"
+        assert "order_by" in response.json()["error"]["message"]
+    again = api.rows(USER_SCORES, {"order_by": "events", "limit": 2, "cursor": cursor})
+    assert again.status_code == 200, again.text
 
 
 def test_a_cursor_edited_to_skip_ahead_still_reads_only_real_rows(api: Api) -> None:

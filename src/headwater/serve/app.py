@@ -140,11 +140,16 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
         args = dict(request.query_params)
         if len(args) < len(request.query_params.multi_items()):
             twice = next(k for k in args if len(request.query_params.getlist(k)) > 1)
+            column = twice.partition("__")[0]
+            several = (
+                ""
+                if twice in RESERVED
+                else f" (for any of several values of a column: {column}__in=a,b)"
+            )
             raise ApiError(
                 400,
                 "bad_filter",
-                f"{twice} is given more than once; give it once (for any of several values "
-                f"of a column: {twice.partition('__')[0]}__in=a,b)",
+                f"{twice} is given more than once; give it once{several}",
             )
         select, order, page = rows_query(
             dataset, args, page_size=settings.page_size, max_page_size=settings.max_page_size

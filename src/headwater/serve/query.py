@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol, cast
 
 import pyarrow as pa
@@ -35,6 +37,8 @@ OPERATORS: dict[str, Callable[[exp.Expression, exp.Expression], exp.Expression]]
     "lte": lambda c, v: exp.LTE(this=c, expression=v),
 }
 MAX_IN_VALUES = 100
+#: The digits after a time's second.
+_FRACTION = re.compile(r"\d:\d\d[.,](\d+)")
 
 
 class Reader(Protocol):
@@ -126,17 +130,31 @@ def parse_value(dataset: Dataset, column: str, text: str) -> Any:
             if not low <= value <= high:
                 raise ValueError(text)
             return value
-        if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        if pa.types.is_floating(kind):
             return float(text)
+        if pa.types.is_decimal(kind):
+            # Exact, as the column is: a float would round 0.1 and digits past 17.
+            number = Decimal(text)
+            if not number.is_finite():
+                raise ValueError(text)
+            return number
         if pa.types.is_boolean(kind):
             if text.lower() not in ("true", "false"):
                 raise ValueError(text)
             return text.lower() == "true"
         if pa.types.is_timestamp(kind):
+            fraction = _FRACTION.search(text)
+            if fraction is not None and fraction.group(1).rstrip("0")[6:]:
+                raise ApiError(
+                    400,
+                    "bad_filter",
+                    f"{column} holds times to the microsecond; {text!r} is finer (give at "
+                    "most 6 digits after the second)",
+                )
             return parse_utc(text)
         if pa.types.is_date(kind):
             return date.fromisoformat(text)
-    except ValueError:
+    except (ValueError, InvalidOperation):
         raise ApiError(400, "bad_filter", f"{column} holds {kind}; {text!r} is not one") from None
     return text
 
@@ -193,8 +211,14 @@ def rows_query(
 
 
 def encode_cursor(row: Mapping[str, Any], order: list[tuple[str, bool]]) -> str:
-    values = [row[column] for column, _ in order]
-    return base64.urlsafe_b64encode(jsonio.dumps(values)).decode().rstrip("=")
+    """The page's last row, in the ordering it was read in (a cursor is refused in
+    another ordering, where it would skip or repeat rows)."""
+    after = {"order": _order_text(order), "after": [row[column] for column, _ in order]}
+    return base64.urlsafe_b64encode(jsonio.dumps(after)).decode().rstrip("=")
+
+
+def _order_text(order: list[tuple[str, bool]]) -> str:
+    return ",".join(("-" if desc else "") + column for column, desc in order)
 
 
 def _ordering(dataset: Dataset, order_by: str | None) -> list[tuple[str, bool]]:
@@ -236,12 +260,26 @@ def _after(
     except (binascii.Error, ValueError, jsonio.JSONDecodeError, RecursionError):
         # RecursionError: a forged cursor nested thousands deep.
         values = None
+    if isinstance(values, dict):
+        if values.get("order") != _order_text(order):
+            raise ApiError(
+                400,
+                "bad_cursor",
+                "the cursor was given for another order_by; send the order_by it came with, "
+                "or start without it",
+            )
+        values = values.get("after")
     if not isinstance(values, list) or len(values) != len(order):
         raise ApiError(400, "bad_cursor", "the cursor is not one this API gave; start without it")
-    typed = [
-        None if v is None else parse_value(dataset, column, str(v))
-        for (column, _), v in zip(order, values, strict=True)
-    ]
+    try:
+        typed = [
+            None if v is None else parse_value(dataset, column, str(v))
+            for (column, _), v in zip(order, values, strict=True)
+        ]
+    except ApiError:
+        raise ApiError(
+            400, "bad_cursor", "the cursor is not one this API gave; start without it"
+        ) from None
     # (a, b) after (x, y)  ==  a after x  OR  (a = x AND b after y)
     condition: exp.Expression | None = None
     for (column, desc), value in reversed(list(zip(order, typed, strict=True))):
