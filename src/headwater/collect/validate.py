@@ -343,7 +343,7 @@ class Validator:
                 raise Invalid(
                     "invalid_utf8", None, "the event holds bytes that are not UTF-8"
                 ) from None
-            raise Invalid("malformed_json", None, str(exc)) from None
+            raise Invalid("malformed_json", None, str(_malformed(exc))) from None
         # The bracket count bounds the depth from above and costs nothing in C;
         # only events with many containers are walked.
         if raw.count(b"{") + raw.count(b"[") > self.max_depth and _too_deep(
@@ -455,7 +455,7 @@ def _in_range(value: datetime | None, field: str) -> int | None:
         return None
     micros = to_us(value)
     if not _MIN_US <= micros <= _MAX_US:
-        message = f"{field} is outside the years 0001 to 9999 (UTC)"
+        message = f"{field} is outside 0001-01-02 to 9999-12-30 (UTC), what every engine holds"
         raise Invalid("invalid_timestamp", field, message)
     return micros
 
