@@ -778,3 +778,20 @@ def test_reads_survive_a_server_that_dropped_every_pooled_connection(
             engine.query("SELECT nope FROM events")
     finally:
         reader.close()
+
+
+def test_every_integer_result_is_int64_as_on_duckdb(
+    open_store: Callable[[], PostgresEngine],
+) -> None:
+    """PostgreSQL's LENGTH, STRPOS and ARRAY_LENGTH are ``integer``: read as INT64, as
+    DuckDB gives the same SQL's results and BigQuery types every integer."""
+    engine = open_store()
+    found = engine.query(
+        "SELECT LENGTH('abc') AS n, STRPOS('abc', 'c') AS p, CAST(7 AS smallint) AS s, "
+        "ARRAY_LENGTH(ARRAY[1, 2], 1) AS m, ARRAY[CAST(1 AS integer), NULL] AS a"
+    )
+    assert found.schema == pa.schema(
+        [("n", pa.int64()), ("p", pa.int64()), ("s", pa.int64()), ("m", pa.int64()),
+         ("a", pa.list_(pa.int64()))]
+    )  # fmt: skip
+    assert found.to_pylist() == [{"n": 3, "p": 3, "s": 7, "m": 2, "a": [1, None]}]

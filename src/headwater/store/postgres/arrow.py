@@ -173,12 +173,15 @@ def copy_in(
             copy.write(chunk)
 
 
-#: PostgreSQL type OIDs to Arrow, for the types Headwater creates.
+#: PostgreSQL type OIDs to Arrow, for the types Headwater creates. Every integer is INT64,
+#: as in BigQuery and as DuckDB gives the same SQL's results (PostgreSQL's LENGTH, STRPOS
+#: and ARRAY_LENGTH are ``integer``): the same pipeline has the same column types, in
+#: Parquet files and the read API too, whichever engine ran it.
 _OIDS: dict[int, pa.DataType] = {
     16: pa.bool_(),
     20: pa.int64(),
-    21: pa.int16(),
-    23: pa.int32(),
+    21: pa.int64(),
+    23: pa.int64(),
     25: pa.string(),
     700: pa.float32(),
     701: pa.float64(),
