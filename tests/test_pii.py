@@ -383,15 +383,7 @@ def test_no_raw_value_of_a_dropped_or_hashed_path_is_stored(
         return
     if kind == "wrapped":
         tag = str(_first_id(body)).rsplit("-", 1)[0]
-        payloads = [
-            json.loads(p)
-            for p in pii_project.query(
-                "SELECT payload FROM failed_events WHERE payload LIKE ?", f"%{tag}%"
-            )
-            .column("payload")
-            .to_pylist()
-        ]
-        assert payloads == [expected_anywhere(body)]
+        assert _payloads(pii_project, tag) == [expected_anywhere(body)]
         return
     events = body.get("batch", [body])
     ids = [e["messageId"] for e in events]
@@ -410,27 +402,28 @@ def test_no_raw_value_of_a_dropped_or_hashed_path_is_stored(
         for root in ("properties", "traits", "context"):
             got = None if row[root] is None else json.loads(row[root])
             assert got == want.get(root), root
-    tag = ids[0].rsplit("-", 1)[0]
-    payloads = [
-        json.loads(p)
-        for p in pii_project.query(
-            "SELECT payload FROM failed_events WHERE payload LIKE ?", f"%{tag}%"
-        )
-        .column("payload")
-        .to_pylist()
-    ]
+    payloads = _payloads(pii_project, ids[0].rsplit("-", 1)[0])
     if "sentAt" in body:
         assert payloads == [expected_payload(body)]
     else:
         # Each refused event is kept alone, as validated (the batch's context under its
-        # own), with the rules applied.
+        # own, when its own is an object), with the rules applied.
         shared = body.get("context") or {}
-        refused = [
-            expected({**e, "context": {**shared, **(e.get("context") or {})}} if shared else e)
-            for e in events
-            if e["messageId"] not in stored
-        ]
+
+        def validated(event: dict[str, Any]) -> dict[str, Any]:
+            own = event.get("context")
+            if not shared or not (own is None or isinstance(own, dict)):
+                return event
+            return {**event, "context": {**shared, **(own or {})}}
+
+        refused = [expected(validated(e)) for e in events if e["messageId"] not in stored]
         assert payloads == refused
+
+
+def _payloads(project: Project, tag: str) -> list[Any]:
+    """The kept payloads of the refused events and bodies of one request."""
+    kept = project.query("SELECT payload FROM failed_events WHERE payload LIKE ?", f"%{tag}%")
+    return [json.loads(p) for p in kept.column("payload").to_pylist()]
 
 
 def _first_id(value: Any) -> str | None:
@@ -445,13 +438,16 @@ def _first_id(value: Any) -> str | None:
 
 
 def expected_anywhere(value: Any) -> Any:
-    """A refused body of any shape as kept: every object in it taken as an event, the rules
-    applied to it before what it holds is looked at."""
+    """A refused body of any shape as kept: every object in it outside the rules' roots
+    taken as an event, the rules applied to its roots once."""
     if isinstance(value, list):
         return [expected_anywhere(item) for item in value]
     if not isinstance(value, dict):
         return value
-    return {key: expected_anywhere(item) for key, item in expected(value).items()}
+    return {
+        key: item if key in ("properties", "traits", "context") else expected_anywhere(item)
+        for key, item in expected(value).items()
+    }
 
 
 def expected_payload(body: dict[str, Any]) -> dict[str, Any]:

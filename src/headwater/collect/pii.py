@@ -196,8 +196,8 @@ class Redactor:
         """A refused body or event with the rules applied, for ``failed_events``: to the
         ``properties``, ``traits`` and ``context`` of every object in it, at any depth. A
         refused body's events may sit in any shape (``batch`` as an object, a list under a
-        name of the sender's own, an event inside an event): each object is looked at as an
-        event, so no ruled value is kept raw wherever it was put. ``value`` is a freshly
+        name of the sender's own): each object outside the roots is looked at as an event,
+        so no ruled value is kept raw wherever it was put. ``value`` is a freshly
         parsed body and is changed in place. ``None`` for a value that is not an object:
         where its events' values are cannot be told, so none of it is kept.
 
@@ -215,7 +215,12 @@ class Redactor:
                 for root in ROOTS:
                     if isinstance(item.get(root), dict):
                         item[root] = _apply(item[root], self._by_root[root])
-                stack.extend(v for v in item.values() if isinstance(v, dict | list))
+                # Not into a root the rules were applied to: a hash hashed again (of
+                # ``context.traits``, say, by the ``traits.`` rules) would not be the one
+                # the accepted events hold.
+                stack.extend(
+                    v for k, v in item.items() if k not in ROOTS and isinstance(v, dict | list)
+                )
             elif isinstance(item, list):
                 stack.extend(v for v in item if isinstance(v, dict | list))
         return value

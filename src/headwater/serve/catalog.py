@@ -24,6 +24,7 @@ from headwater.core import jsonio
 from headwater.serve.query import Dataset, Reader
 from headwater.store.engine import Engine, Selected
 from headwater.store.errors import QueryError, StoreUnavailable
+from headwater.store.schema import rebuilt
 
 _SCHEMA_TTL = 5.0
 
@@ -151,18 +152,10 @@ def _typed(values: list[object], kind: pa.DataType) -> pa.Array | None:
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
     try:
-        return pa.array(values, _as_text(kind)).cast(kind)
+        return pa.array(values, rebuilt(kind, _time_as_text)).cast(kind)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         return None
 
 
-def _as_text(kind: pa.DataType) -> pa.DataType:
-    if pa.types.is_list(kind):
-        return pa.list_(_as_text(kind.value_type))
-    if pa.types.is_large_list(kind):
-        return pa.large_list(_as_text(kind.value_type))
-    if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(_as_text(f.type)) for f in kind])
-    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
-        return pa.string()
-    return kind
+def _time_as_text(kind: pa.DataType) -> pa.DataType:
+    return pa.string() if pa.types.is_timestamp(kind) or pa.types.is_date(kind) else kind

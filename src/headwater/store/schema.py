@@ -7,6 +7,7 @@ engine; each engine derives its own DDL from them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
 import pyarrow as pa
 
@@ -107,17 +108,19 @@ def type_name(arrow: pa.DataType) -> str:
     >>> type_name(pa.struct([pa.field("tags", pa.large_list(pa.field("x", pa.int64())))]))
     'struct<tags: large_list<item: int64>>'
     """
-    return str(_named(arrow))
+    return str(rebuilt(arrow, lambda leaf: leaf))
 
 
-def _named(arrow: pa.DataType) -> pa.DataType:
+def rebuilt(arrow: pa.DataType, leaf: Callable[[pa.DataType], pa.DataType]) -> pa.DataType:
+    """``arrow`` with each type that is not a list or struct replaced by ``leaf(type)``,
+    and each list's items named ``item``."""
     if pa.types.is_list(arrow):
-        return pa.list_(_named(arrow.value_type))
+        return pa.list_(rebuilt(arrow.value_type, leaf))
     if pa.types.is_large_list(arrow):
-        return pa.large_list(_named(arrow.value_type))
+        return pa.large_list(rebuilt(arrow.value_type, leaf))
     if pa.types.is_struct(arrow):
-        return pa.struct([f.with_type(_named(f.type)) for f in arrow])
-    return arrow
+        return pa.struct([f.with_type(rebuilt(f.type, leaf)) for f in arrow])
+    return leaf(arrow)
 
 
 #: The one of them ``headwater query`` reads too (docs/events.md: whether an id would be
