@@ -163,6 +163,21 @@ def test_a_replayed_event_of_a_batch_keeps_the_batchs_clock_and_context(
     assert json.loads(ok["context"])["library"] == json.loads(replayed["context"])["library"]
 
 
+@pytest.mark.parametrize(
+    "sent_at", ["0001-01-01T00:00:00+05:00", "9999-12-31T20:00:00-05:00", "2024-01-01T00:00:00"]
+)
+def test_a_refused_event_keeps_the_batchs_sent_at_as_it_was_written(
+    server: Server, project: Project, sent_at: str
+) -> None:
+    """At either end of the range a sentAt may have no UTC form, and one without an offset
+    is UTC (not the server's local time): kept as written, the batch is answered."""
+    body = {"sentAt": sent_at, "batch": [{"type": "track", "event": "E", "user_id": "u9"}]}
+    answer = server.post("/v1/batch", json=body, auth=(project.key, ""))
+    assert answer.status_code == 200, answer.text
+    [kept] = [json.loads(f["payload"]) for f in _failed(project)]
+    assert kept["sentAt"] == sent_at
+
+
 def test_replay_without_a_server_and_a_replay_cut_short(server: Server, project: Project) -> None:
     sent = _send(server, project)
     server.stop()

@@ -16,7 +16,6 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC
 from functools import partial
 from typing import Any, TypeVar
 
@@ -401,7 +400,9 @@ def _as_validated(raw: bytes, batch: Batch | None) -> bytes:
     if not isinstance(event, dict):
         return raw
     if batch.sent_at is not None and event.get("sentAt") is None:
-        event["sentAt"] = batch.sent_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        # As it was written (its offset, or none: UTC), not converted: a time at either
+        # end of the range may have no UTC form, and a naive one is no local time.
+        event["sentAt"] = batch.sent_at.isoformat()
     own = event.get("context")
     if batch.context and (own is None or isinstance(own, dict)):
         event["context"] = {**batch.context, **(own or {})}
