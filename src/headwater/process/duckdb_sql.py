@@ -227,8 +227,17 @@ def _civil_utc(instant: exp.Expression) -> exp.Expression:
     return call("MAKE_TIMESTAMP", call("EPOCH_US", instant))
 
 
+def like_escapes_with_backslash(node: exp.Expression) -> exp.Expression:
+    r"""BigQuery's LIKE takes a backslash as its escape (``'100\%'`` is a percent sign);
+    DuckDB's has none unless one is named, and matched the backslash itself."""
+    if isinstance(node, exp.Like) and not isinstance(node.parent, exp.Escape):
+        return exp.Escape(this=node, expression=exp.Literal.string("\\"))
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    like_escapes_with_backslash,
     *CALENDAR,
     unix_time,
     diff_in_whole_units,

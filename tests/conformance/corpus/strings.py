@@ -183,6 +183,14 @@ CASES: list[Case] = [
         f"{OPS}#like_operator",
     ),
     Case(
+        # A backslash escapes: '\\%' in BigQuery's SQL is a percent sign.
+        "like_with_escapes",
+        r"SELECT '100%' LIKE '100\\%', '1000' LIKE '100\\%', 'a_b' LIKE 'a\\_b', "
+        r"'axb' LIKE 'a\\_b', 'x\\y' LIKE 'x\\\\y', 'a_b' NOT LIKE 'a\\_b'",
+        [(True, False, True, False, True, False)],
+        f"{OPS}#like_operator",
+    ),
+    Case(
         "strings_from_a_table",
         "WITH t AS (SELECT 1 AS id, '한국어' AS s UNION ALL SELECT 2, NULL UNION ALL SELECT 3, 'ab') "
         "SELECT id, LENGTH(s), UPPER(s), CONCAT(s, '!') FROM t ORDER BY id",
