@@ -120,7 +120,10 @@ def load_file(
             header=header,
             inputs=query.references,
             version=sql.version(
-                header_fingerprint(header) + sql.render(query, dialect) + _fingerprint(used)
+                header_fingerprint(header)
+                + sql.render(query, dialect)
+                + sql.corrections(query)
+                + _fingerprint(used)
             ),
             query=query,
             models=used,

@@ -235,8 +235,17 @@ def like_escapes_with_backslash(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def qualify_reads_shadowing_aliases(node: exp.Expression) -> exp.Expression:
+    """QUALIFY of a SELECT whose GROUP BY an alias shadowing a column was moved to (see
+    ``portable_sql.group_by_select_alias``) reads that alias, as in BigQuery."""
+    if isinstance(node, exp.Select) and (qualify := node.args.get("qualify")) is not None:
+        portable_sql.read_aliases(qualify, node.meta.get("hw_shadowing") or {})
+    return node
+
+
 #: In order; each sees the tree the one before left.
 FIXES = (
+    qualify_reads_shadowing_aliases,
     like_escapes_with_backslash,
     *CALENDAR,
     unix_time,

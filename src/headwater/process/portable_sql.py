@@ -270,7 +270,9 @@ def group_by_select_alias(node: exp.Expression) -> exp.Expression:
     groups by the aliased expression in BigQuery ("those aliases override names in the
     corresponding FROM clause"); DuckDB, PostgreSQL and Spark take the column. So
     ``LOWER(user_id) AS user_id … GROUP BY user_id`` made a row per spelling there, and
-    ``COALESCE(user_id, anonymous_id) AS user_id`` failed: the expression is grouped by.
+    ``COALESCE(user_id, anonymous_id) AS user_id`` failed: the expression is grouped by
+    (in ROLLUP, CUBE and GROUPING SETS too), and HAVING and QUALIFY, which see the alias
+    in BigQuery, read it outside their aggregates (QUALIFY on DuckDB: ``duckdb_sql``).
 
     A column is known to be of FROM when the aliased expression reads a column of that
     name, or when the SELECT reads an event table, a CTE or a subquery that has it. Other
@@ -283,15 +285,39 @@ def group_by_select_alias(node: exp.Expression) -> exp.Expression:
     """
     if not isinstance(node, exp.Select) or node.args.get("group") is None:
         return node
+    replaced = _shadowing_aliases(node)
+    if not replaced:
+        return node
+    for column in _grouped_columns(node.args["group"]):
+        if column.name.lower() in replaced:
+            column.replace(replaced[column.name.lower()].copy())
+    if (having := node.args.get("having")) is not None:
+        read_aliases(having, replaced)
+    # QUALIFY: sqlglot writes it for PostgreSQL and Spark as a subquery whose window reads
+    # the aliases already; DuckDB, which has QUALIFY, takes them from here.
+    node.meta["hw_shadowing"] = replaced
+    return node
+
+
+def read_aliases(tree: exp.Expression, aliases: dict[str, exp.Expression]) -> None:
+    """The unqualified columns of ``tree`` named like ``aliases`` (lower case), outside
+    aggregates, as the aliased expressions."""
+    for column in _outside_aggregates(tree):
+        if not column.table and column.name.lower() in aliases:
+            column.replace(aliases[column.name.lower()].copy())
+
+
+def _shadowing_aliases(select: exp.Select) -> dict[str, exp.Expression]:
+    """The aliases (lower case) that GROUP BY names and that shadow a column of FROM, each
+    with its expression."""
     aliased: dict[str, exp.Expression] = {}
-    for projection in node.expressions:
+    for projection in select.expressions:
         if isinstance(projection, exp.Alias):
             aliased.setdefault(projection.alias.lower(), projection.this)
-    known = _source_columns(node)
-    for item in node.args["group"].expressions:
-        if not isinstance(item, exp.Column) or item.table:
-            continue
-        name = item.name.lower()
+    known = _source_columns(select)
+    found: dict[str, exp.Expression] = {}
+    for column in _grouped_columns(select.args["group"]):
+        name = column.name.lower()
         expression = aliased.get(name)
         if expression is None or expression.find(exp.AggFunc, exp.Window) is not None:
             continue  # not an alias, or one BigQuery refuses to group by
@@ -299,8 +325,33 @@ def group_by_select_alias(node: exp.Expression) -> exp.Expression:
             continue  # the column itself
         reads_it = any(c.name.lower() == name for c in expression.find_all(exp.Column))
         if reads_it or name in known:
-            item.replace(expression.copy())
-    return node
+            found[name] = expression
+    return found
+
+
+def _grouped_columns(group: exp.Expression) -> list[exp.Column]:
+    """The unqualified columns GROUP BY names as a whole item: of its list, and of ROLLUP,
+    CUBE and GROUPING SETS (not those inside an expression)."""
+    holders = (exp.Group, exp.Rollup, exp.Cube, exp.GroupingSets, exp.Tuple, exp.Paren)
+    return [
+        column
+        for column in group.find_all(exp.Column)
+        if not column.table and isinstance(column.parent, holders)
+    ]
+
+
+def _outside_aggregates(tree: exp.Expression) -> list[exp.Column]:
+    """The columns of ``tree`` not inside an aggregate's arguments (which read the rows
+    before grouping) nor inside a subquery (its own scope)."""
+    found: list[exp.Column] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Column):
+            found.append(node)
+        elif not isinstance(node, exp.AggFunc | exp.Subquery | exp.Select):
+            stack.extend(node.iter_expressions())
+    return found
 
 
 def _source_columns(select: exp.Select) -> set[str]:

@@ -279,6 +279,43 @@ def internal(text: str, engine_dialect: str) -> str:
     return tree.sql(dialect=engine_dialect)
 
 
+#: Units TIMESTAMP_TRUNC in a zone was corrected for (the hour a clock turns back).
+_FINER_THAN_DAY = frozenset({"HOUR", "MINUTE", "SECOND", "MILLISECOND", "MICROSECOND"})
+
+
+def corrections(query: Query) -> str:
+    r"""The corrections of the translation to the engines whose answers differ from earlier
+    releases' for this query, as part of its version: the pipelines they change show as
+    made by an older version (``headwater status``, ``plan``) and are rebuilt, and no
+    other pipeline's version moves.
+
+    >>> corrections(parse("SELECT LOWER(u) AS u FROM t GROUP BY u", "bigquery", "x.sql"))
+    '\x00group-by-alias'
+    >>> corrections(parse("SELECT DATE(ts) AS day FROM t GROUP BY day", "bigquery", "x.sql"))
+    ''
+    """
+    if query.dialect != "bigquery":
+        return ""
+    tree = query.expression
+    marks = []
+    probe = tree.copy().transform(portable_sql.group_by_select_alias)
+    if probe.sql("bigquery") != tree.sql("bigquery"):
+        marks.append("group-by-alias")
+    if any(
+        isinstance(like.expression, exp.Literal) and "\\" in like.expression.name
+        for like in tree.find_all(exp.Like)
+    ):
+        marks.append("like-escape")
+    if any(
+        trunc.args.get("zone") is not None
+        and trunc.args.get("unit") is not None
+        and trunc.args["unit"].name.upper() in _FINER_THAN_DAY
+        for trunc in tree.find_all(exp.TimestampTrunc)
+    ):
+        marks.append("trunc-in-zone")
+    return "".join(f"\x00{mark}" for mark in marks)
+
+
 def version(text: str) -> str:
     """A short stable hash of what a pipeline runs."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]

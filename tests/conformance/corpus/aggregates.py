@@ -41,6 +41,21 @@ CASES: list[Case] = [
         GROUP_BY,
     ),
     Case(
+        # HAVING and QUALIFY see the alias too, outside their aggregates.
+        "having_and_qualify_read_an_alias_that_names_a_column",
+        NAMES + "SELECT LOWER(u) AS u, COUNT(*) AS n FROM t GROUP BY u "
+        "HAVING u IS NOT NULL AND COUNT(*) > 1 "
+        "QUALIFY ROW_NUMBER() OVER (PARTITION BY u ORDER BY COUNT(u)) = 1",
+        [("ann", 2)],
+        GROUP_BY,
+    ),
+    Case(
+        "rollup_of_an_alias_that_names_a_column",
+        NAMES + "SELECT LOWER(u) AS u, COUNT(*) AS n FROM t GROUP BY ROLLUP(u) ORDER BY u, n",
+        [(None, 2), (None, 4), ("ann", 2)],
+        GROUP_BY,
+    ),
+    Case(
         "group_by_an_alias_that_names_another_column",
         NAMES + "SELECT v AS u, COUNT(*) AS n FROM t GROUP BY u ORDER BY u",
         [(None, 1), ("Bob", 1), ("x", 2)],
