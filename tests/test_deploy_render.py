@@ -401,7 +401,8 @@ def test_compose_validates_and_runs_two_collectors_behind_one_port(
     assert "pg_isready" in " ".join(pg["healthcheck"]["test"])
     assert pg["volumes"] == ["pgdata:/var/lib/postgresql/data"]
     # The database compares text byte by byte (engines.md): made with the C locale.
-    assert pg["environment"]["POSTGRES_INITDB_ARGS"] == "--locale=C --encoding=UTF8"
+    initdb = "--lc-collate=C --lc-ctype=C.UTF-8 --encoding=UTF8"
+    assert pg["environment"]["POSTGRES_INITDB_ARGS"] == initdb
 
 
 def test_a_store_that_cannot_take_collectors_is_refused_with_the_fix(tmp_path: Path) -> None:

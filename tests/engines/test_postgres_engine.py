@@ -565,6 +565,19 @@ def test_a_database_that_does_not_compare_text_byte_by_byte_is_warned_of(
     assert len(warnings) == 1, caplog.text
     assert "'en-US'" in warnings[0].getMessage()
     assert "LC_COLLATE 'C'" in warnings[0].getMessage()
+    assert "character type" not in caplog.text
+    # Byte order, but the C character type: LOWER('ÜBER') is 'Über' there. Warned, once.
+    with psycopg.connect(pg_server.url(), autocommit=True) as con:
+        con.execute("DROP DATABASE IF EXISTS hw_ctype_c")
+        con.execute("CREATE DATABASE hw_ctype_c TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'")
+    for _ in range(2):
+        engine = PostgresEngine.open(pg_server.url("hw_ctype_c"))
+        assert engine.query("SELECT LOWER('ÜBER') AS l").to_pylist() == [{"l": "Über"}]
+        engine.close()
+    cased = [r for r in caplog.records if "character type" in r.getMessage()]
+    assert len(cased) == 1, caplog.text
+    assert "LC_CTYPE 'C.UTF-8'" in cased[0].getMessage()
+    assert len([r for r in caplog.records if "collation" in r.getMessage()]) == 1
 
 
 # -- arrays --------------------------------------------------------------------------------

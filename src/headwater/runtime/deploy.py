@@ -817,9 +817,10 @@ def compose(project: Project, env: str, secrets: Secrets, opts: DeployOptions) -
             "environment": {
                 "POSTGRES_USER": "headwater",
                 "POSTGRES_DB": "headwater",
-                # Text compared byte by byte, as BigQuery and DuckDB compare it (engines.md);
-                # the image's default en_US.utf8 orders 'a' before 'B'.
-                "POSTGRES_INITDB_ARGS": "--locale=C --encoding=UTF8",
+                # Text compared byte by byte, as BigQuery and DuckDB compare it (engines.md;
+                # the image's default en_US.utf8 orders 'a' before 'B'), and cased as
+                # Unicode (under the C ctype LOWER('Ü') stays 'Ü').
+                "POSTGRES_INITDB_ARGS": "--lc-collate=C --lc-ctype=C.UTF-8 --encoding=UTF8",
                 **_passed(["POSTGRES_PASSWORD"]),
             },
             "volumes": ["pgdata:/var/lib/postgresql/data"],

@@ -100,8 +100,9 @@ class PostgresEngine:
 
     def _check_collation(self) -> None:
         """Warn (once per database and process) when the database does not compare text
-        byte by byte: then text comparisons, MIN/MAX and ORDER BY follow a language's rules,
-        not BigQuery's, and a pipeline's answer differs from the other engines'."""
+        byte by byte (then text comparisons, MIN/MAX and ORDER BY follow a language's rules,
+        not BigQuery's), or cases only ASCII letters: a pipeline's answer then differs from
+        the other engines'."""
         with self._connection() as con:
             row = con.execute(
                 "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
@@ -113,17 +114,28 @@ class PostgresEngine:
         if provider != "i":
             name = str(found.get("datcollate", ""))
         byte_order = provider != "i" and (name in ("C", "POSIX") or name.startswith("C."))
-        key = (self._url, name)
-        if byte_order or key in _WARNED_COLLATIONS:
+        ctype = str(found.get("datctype", ""))
+        ascii_case = provider != "i" and ctype in ("C", "POSIX")
+        key = (self._url, f"{name}/{ctype}")
+        if (byte_order and not ascii_case) or key in _WARNED_COLLATIONS:
             return
         _WARNED_COLLATIONS.add(key)
-        log.warning(
-            "the PostgreSQL database of the store compares text by the collation %r, not "
-            "byte by byte as BigQuery and DuckDB do: text comparisons, MIN/MAX and ORDER BY "
-            "of text may give other answers; create the database with LC_COLLATE 'C' "
-            "(docs/engines.md)",
-            name,
-        )
+        if not byte_order:
+            log.warning(
+                "the PostgreSQL database of the store compares text by the collation %r, not "
+                "byte by byte as BigQuery and DuckDB do: text comparisons, MIN/MAX and "
+                "ORDER BY of text may give other answers; create the database with "
+                "LC_COLLATE 'C' (docs/engines.md)",
+                name,
+            )
+        if ascii_case:
+            log.warning(
+                "the PostgreSQL database of the store has the character type %r: LOWER and "
+                "UPPER change ASCII letters only (LOWER('ÜBER') is 'Über'), where BigQuery "
+                "and DuckDB change every letter; create the database with LC_CTYPE 'C.UTF-8' "
+                "(docs/engines.md)",
+                ctype,
+            )
 
     def _configure(self, con: psycopg.Connection[Any]) -> None:
         # date_trunc on timestamptz follows the session's zone: pin UTC, as DuckDB's is.
