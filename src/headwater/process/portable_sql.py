@@ -265,6 +265,35 @@ def numeric_results(node: exp.Expression) -> exp.Expression:
 
 
 #: In order; each sees the tree the one before left.
+def instr_forward_first(node: exp.Expression) -> exp.Expression:
+    """INSTR with an occurrence, or a position not known to be positive, is refused: a
+    negative position searches backwards from the end in BigQuery, and no engine's
+    STRPOS takes an occurrence (PostgreSQL's rewrite dropped it, answering the first)."""
+    if not isinstance(node, exp.StrPosition):
+        return node
+    occurrence, position = node.args.get("occurrence"), node.args.get("position")
+    hint = "search again from past the first match: INSTR(SUBSTR(s, INSTR(s, t) + 1), t)"
+    if occurrence is not None and not (
+        isinstance(occurrence, exp.Literal) and occurrence.name == "1"
+    ):
+        raise Untranslatable(
+            "INSTR(..., occurrence)", node, "no engine's STRPOS counts occurrences", hint
+        )
+    if position is not None and not (
+        isinstance(position, exp.Literal) and position.is_int and int(position.name) > 0
+    ):
+        raise Untranslatable(
+            "INSTR(..., position)",
+            node,
+            "a position that is not a positive whole number (a negative one searches "
+            "backwards from the end) has no equivalent",
+            "give a positive literal position, or SUBSTR the text first",
+        )
+    if occurrence is not None:
+        node.set("occurrence", None)
+    return node
+
+
 def group_by_select_alias(node: exp.Expression) -> exp.Expression:
     """GROUP BY a name that is both an alias of the SELECT list and a column of FROM
     groups by the aliased expression in BigQuery ("those aliases override names in the
@@ -384,6 +413,7 @@ _BUILTIN_COLUMNS = {
 
 
 FIXES = (
+    instr_forward_first,
     group_by_select_alias,
     float_literals,
     numeric_scale,

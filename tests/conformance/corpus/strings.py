@@ -183,6 +183,28 @@ CASES: list[Case] = [
         f"{OPS}#like_operator",
     ),
     Case(
+        "instr_from_a_position",
+        "SELECT INSTR('banana', 'an'), INSTR('banana', 'an', 3), INSTR('banana', 'x', 2)",
+        [(2, 4, 0)],
+        f"{DOC}#instr",
+    ),
+    Case(
+        # The second occurrence is 4; PostgreSQL's rewrite answered the first.
+        "instr_with_an_occurrence",
+        "SELECT INSTR('banana', 'an', 1, 2)",
+        [(4,)],
+        f"{DOC}#instr",
+        refused=frozenset({"duckdb", "postgres", "spark"}),
+    ),
+    Case(
+        # A negative position searches backwards from the end.
+        "instr_from_a_negative_position",
+        "SELECT INSTR('banana', 'an', -1)",
+        [(4,)],
+        f"{DOC}#instr",
+        refused=frozenset({"duckdb", "postgres", "spark"}),
+    ),
+    Case(
         # A backslash escapes: '\\%' in BigQuery's SQL is a percent sign.
         "like_with_escapes",
         r"SELECT '100%' LIKE '100\\%', '1000' LIKE '100\\%', 'a_b' LIKE 'a\\_b', "
