@@ -265,6 +265,19 @@ def numeric_results(node: exp.Expression) -> exp.Expression:
 
 
 #: In order; each sees the tree the one before left.
+def format_of_null_is_null(node: exp.Expression) -> exp.Expression:
+    """FORMAT with a NULL argument is NULL in BigQuery (but for ``%t`` and ``%T``, which
+    write it); PostgreSQL's format() writes it as nothing, Spark's as ``null``."""
+    if not isinstance(node, exp.Format) or node.meta.get("hw_nulls") or not node.expressions:
+        return node
+    node.meta["hw_nulls"] = True
+    if isinstance(node.this, exp.Literal) and re.search(r"%[^%]*[tT]", node.this.name):
+        return node
+    nulls = [exp.Is(this=e.copy(), expression=exp.null()) for e in node.expressions]
+    any_null = nulls[0] if len(nulls) == 1 else exp.or_(*nulls)
+    return exp.Case(ifs=[exp.If(this=any_null, true=exp.null())], default=node)
+
+
 def instr_forward_first(node: exp.Expression) -> exp.Expression:
     """INSTR with an occurrence, or a position not known to be positive, is refused: a
     negative position searches backwards from the end in BigQuery, and no engine's
@@ -413,6 +426,7 @@ _BUILTIN_COLUMNS = {
 
 
 FIXES = (
+    format_of_null_is_null,
     instr_forward_first,
     group_by_select_alias,
     float_literals,

@@ -135,6 +135,13 @@ CASES: list[Case] = [
         f"{DOC}#format_string",
     ),
     Case(
+        "format_of_a_null_is_null",
+        "SELECT FORMAT('%s|%s', 'é', CAST(NULL AS STRING)), FORMAT('%d', CAST(NULL AS INT64)), "
+        "FORMAT('%s', 'a')",
+        [(None, None, "a")],
+        f"{DOC}#format_string",
+    ),
+    Case(
         "to_hex_and_from_hex",
         "SELECT TO_HEX(b'abc'), FROM_HEX('616263'), TO_HEX(CAST('한' AS BYTES))",
         [("616263", b"abc", "ed959c")],
