@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable
 
 import pyarrow as pa
+import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
@@ -208,6 +209,96 @@ def rounding_is_float64(node: exp.Expression) -> exp.Expression:
         node.set("decimals", number(0))
         return exp.cast(node, exp.DataType.build("DECIMAL(38, 9)"))
     return node
+
+
+#: Veltkamp's splitter for doubles (2^27 + 1): a double times it, less itself, splits it
+#: into halves whose products are exact.
+_SPLITTER = 134217729.0
+#: A double this large or larger is a whole number: rounding leaves it as it is.
+_WHOLE = 2.0**52
+
+
+def _split(value: float) -> tuple[float, float]:
+    high = _SPLITTER * value
+    high = high - (high - value)
+    return high, value - high
+
+
+def _template(sql: str, **nodes: exp.Expression) -> exp.Expression:
+    tree = sqlglot.parse_one(sql, read="bigquery")
+    for column in list(tree.find_all(exp.Column)):
+        if column.name in nodes:
+            column.replace(nodes[column.name].copy())
+    return tree
+
+
+def round_exactly(value: exp.Expression, digits: int) -> exp.Expression:
+    """``ROUND(value, digits)`` of a FLOAT64 as BigQuery rounds it: the double's exact value
+    times 10^digits, half away from zero. PostgreSQL and Spark round the shortest decimal
+    that reads back as the double: ``ROUND(2.675, 2)`` is 2.68 there, 2.67 in BigQuery and
+    DuckDB (the double is 2.67499999999999982…). In double arithmetic only: ``y`` is the
+    scaled value as rounded, and when it lands on a half, the sign of its rounding error
+    (Dekker's exact product, or the exact remainder of a division) says which way the exact
+    value lies.
+
+    >>> round_exactly(exp.column("x"), 2).sql("postgres")[:57]
+    'CASE WHEN ABS(x) >= 45035996273704.96 OR x IS NULL THEN x'
+    """
+    scale = 10.0 ** abs(digits)
+    high, low = _split(scale)
+    if digits >= 0:
+        scaled = f"(v * {scale!r})"
+        # x·p = y + e exactly; e has the sign of (exact - y).
+        error = (
+            f"((((_SPLITTER * v) - ((_SPLITTER * v) - v)) * {high!r} - {scaled}"
+            f" + ((_SPLITTER * v) - ((_SPLITTER * v) - v)) * {low!r}"
+            f" + (v - ((_SPLITTER * v) - ((_SPLITTER * v) - v))) * {high!r})"
+            f" + (v - ((_SPLITTER * v) - ((_SPLITTER * v) - v))) * {low!r})"
+        )
+        back = f"/ {scale!r}"
+        limit = _WHOLE / scale
+    else:
+        scaled = f"(v / {scale!r})"
+        # x - y·q, exactly (y·q by Dekker's product): the sign of (exact quotient - y).
+        product = f"({scaled} * {scale!r})"
+        hy = f"((_SPLITTER * {scaled}) - ((_SPLITTER * {scaled}) - {scaled}))"
+        product_error = (
+            f"((({hy} * {high!r} - {product}) + {hy} * {low!r}"
+            f" + ({scaled} - {hy}) * {high!r}) + ({scaled} - {hy}) * {low!r})"
+        )
+        error = f"((v - {product}) - {product_error})"
+        back = f"* {scale!r}"
+        limit = _WHOLE * scale
+    whole = f"(CASE WHEN {scaled} >= 0 THEN FLOOR({scaled}) ELSE CEIL({scaled}) END)"
+    part = f"ABS({scaled} - {whole})"
+    away = f"({part} > 0.5 OR ({part} = 0.5 AND {error} * {scaled} >= 0))"
+    sql = (
+        f"CASE WHEN ABS(v) >= {limit!r} OR v IS NULL THEN v "
+        f"WHEN {away} THEN ({whole} + SIGN({scaled})) {back} ELSE {whole} {back} END"
+    ).replace("_SPLITTER", repr(_SPLITTER))
+    return _template(sql, v=value)
+
+
+def round_float_exactly(node: exp.Expression) -> exp.Expression:
+    """ROUND of a FLOAT64 to a literal number of digits, as :func:`round_exactly` (for the
+    engines that round the shortest decimal: PostgreSQL, Spark)."""
+    if not isinstance(node, exp.Round) or not is_type(
+        node.this, exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT
+    ):
+        return node
+    decimals = node.args.get("decimals")
+    sign, literal = 1, decimals
+    if isinstance(literal, exp.Neg):
+        sign, literal = -1, literal.this
+    if decimals is None:
+        digits = 0
+    elif isinstance(literal, exp.Literal) and literal.is_int and int(literal.name) <= 15:
+        digits = sign * int(literal.name)
+    else:
+        return node  # a number of digits not known at load: the engine's own ROUND
+    rounded = round_exactly(node.this, digits)
+    rounded.type = exp.DataType.build("DOUBLE")
+    return rounded
 
 
 def cast_float_to_integer(node: exp.Expression) -> exp.Expression:

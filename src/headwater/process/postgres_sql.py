@@ -415,6 +415,7 @@ FIXES = (
     safe_cast_to_time_refused,
     date_from_parts,
     bool_to_integer,
+    portable_sql.round_float_exactly,
     rounding_in_numeric,
     *CALENDAR,
     unix_time,

@@ -312,6 +312,7 @@ def hexadecimal_integers(node: exp.Expression) -> exp.Expression:
 
 #: In order; each sees the tree the one before left.
 FIXES = (
+    portable_sql.round_float_exactly,
     datetime_is_without_zone,
     *CALENDAR,
     results_as_in_bigquery,

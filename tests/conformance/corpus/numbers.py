@@ -102,6 +102,16 @@ FROM t""",
         source=MATH + "#round",
     ),
     Case(
+        # The doubles nearest 1.005, 2.675 and 0.285 are just below them: rounded as the
+        # exact values they are (PostgreSQL's and Spark's ROUND took the decimal written).
+        name="round_of_a_double_just_below_a_half",
+        sql="""SELECT ROUND(1.005, 2), ROUND(2.675, 2), ROUND(0.285, 2), ROUND(-2.675, 2),
+  ROUND(1.015, 2), ROUND(125.0, -1), ROUND(-135.0, -1), ROUND(0.49999999999999994),
+  ROUND(CAST('inf' AS FLOAT64), 2)""",
+        expect=[(1.0, 2.67, 0.28, -2.67, 1.01, 130.0, -140.0, 0.0, float("inf"))],
+        source=MATH + "#round",
+    ),
+    Case(
         name="round_of_an_integer_is_float64",
         sql="WITH t AS (SELECT 5 AS i) SELECT ROUND(i) AS r, ROUND(i, -1) AS tens FROM t",
         expect=[(5.0, 10.0)],
