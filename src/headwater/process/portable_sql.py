@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from typing import cast
 
 import pyarrow as pa
 import sqlglot
@@ -225,7 +226,8 @@ def _split(value: float) -> tuple[float, float]:
 
 
 def _template(sql: str, **nodes: exp.Expression) -> exp.Expression:
-    tree = sqlglot.parse_one(sql, read="bigquery")
+    """``sql`` with each column named like a key of ``nodes`` replaced by that node."""
+    tree = cast(exp.Expression, sqlglot.parse_one(sql, read="bigquery"))
     for column in list(tree.find_all(exp.Column)):
         if column.name in nodes:
             column.replace(nodes[column.name].copy())
