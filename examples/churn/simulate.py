@@ -1,6 +1,6 @@
 """Send 28 days of product events for a few hundred users to a running Headwater.
 
-    python simulate.py http://127.0.0.1:8000 hw_wk_...
+    python simulate.py http://127.0.0.1:8787 hw_wk_...
 
 Each user has an engagement level; the least engaged drift away and some of them send
 "Subscription Cancelled". Deterministic: the same events every time (message ids too,
