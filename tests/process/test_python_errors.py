@@ -8,7 +8,9 @@ in the command's own process, then through a running ``headwater up``, and
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.duckdb import DuckDBEngine
 from headwater.store.engine import IngestBatch
-from tests.conftest import Project, Server, run_cli
+from tests.conftest import HEADWATER, Project, Server, run_cli
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -137,6 +139,44 @@ def test_a_raising_python_pipeline_shows_its_own_lines_in_run_and_status(
     assert count >= 2
     assert error is not None
     _assert_own_traceback(error, path)
+
+
+@pytest.mark.timeout(120)
+def test_on_a_terminal_the_traceback_is_printed_once_and_the_error_said_once(
+    project: Project,
+) -> None:
+    """On a terminal the log is text on the same screen as the progress lines: the
+    runner's line for the failed run (the traceback again) is not written there, and one
+    failure is not counted in a second Error line."""
+    _pipeline(project, "ratio", RATIO)
+    main, child = os.openpty()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HEADWATER_")}
+        process = subprocess.run(
+            [*HEADWATER, "--project", str(project.root), "run", "ratio"],
+            stdin=child, stdout=child, stderr=child, timeout=90, env={**env, "COLUMNS": "200"},
+            check=False,
+        )  # fmt: skip
+        os.close(child)
+        child = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # the terminal's other end is closed: all was read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(main)
+        if child >= 0:
+            os.close(child)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode(errors="replace"))
+    assert process.returncode == 1, text
+    assert text.count("return total / count") == 1, text
+    assert len(re.findall(r"(?m)^Error:", text.replace("\r", "\n"))) == 1, text
+    assert "(shown above)" in text, text
 
 
 @pytest.mark.timeout(120)

@@ -7,6 +7,7 @@ file has one owner), and here otherwise, with the same code either way.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from rich.markup import escape
 
 from headwater.cli.output import console
 from headwater.config.project import Project, load_project
+from headwater.core import logs
 from headwater.core.errors import HeadwaterError, TerminalError
 from headwater.core.logs import LogFormat
 
@@ -113,10 +115,13 @@ def _progress_bar(
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
-    ) as bar:  # fmt: skip
+    with (
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=console, transient=False,
+        ) as bar,
+        logs.without(_run_failed),
+    ):  # fmt: skip
         task = bar.add_task("starting", total=None)
 
         def report(step: dict[str, Any]) -> None:
@@ -129,6 +134,11 @@ def _progress_bar(
             bar.update(task, description=label, completed=step["done"], total=step["total"])
 
         yield report
+
+
+def _run_failed(record: logging.LogRecord) -> bool:
+    """The runner's line for a run that failed for good: the progress lines print it."""
+    return record.name == "headwater.process.runner" and logs.field(record, "outcome") == "failed"
 
 
 def _label(step: dict[str, Any]) -> str:

@@ -226,6 +226,8 @@ def _exit_on_failures(answer: dict[str, Any]) -> None:
         return
     for message, hint, where in problems:
         _failure(message, hint, where)
+    if len(problems) == 1:
+        raise typer.Exit(1)  # said whole above: no count of one
     runs = len(answer["failures"])
     sent = len(problems) - runs - len(broken)
     parts = [f"{runs} run{'s' if runs != 1 else ''}"] if runs else []

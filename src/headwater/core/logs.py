@@ -18,9 +18,10 @@ forces either.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
@@ -53,6 +54,12 @@ def fields(**values: object) -> dict[str, object]:
     {'headwater_fields': {'pipeline': 'dau', 'rows': 3}}
     """
     return {_FIELDS: values}
+
+
+def field(record: logging.LogRecord, name: str) -> object:
+    """A structured field of ``record`` (given by :func:`fields`), else ``None``."""
+    found = getattr(record, _FIELDS, None)
+    return found.get(name) if isinstance(found, dict) else None
 
 
 def choose_format(given: str | None, stream: TextIO) -> LogFormat:
@@ -118,6 +125,24 @@ class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
         if self._follow:
             self.stream = sys.stderr
         super().emit(record)
+
+
+@contextlib.contextmanager
+def without(drop: Callable[[logging.LogRecord], bool]) -> Iterator[None]:
+    """Within the block, the records ``drop`` picks are not written by the handler
+    :func:`configure` installed (the command prints them its own way)."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not drop(record)
+
+    handlers = [h for h in logging.getLogger().handlers if isinstance(h, _Handler)]
+    for handler in handlers:
+        handler.addFilter(keep)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(keep)
 
 
 def configure(
