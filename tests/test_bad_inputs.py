@@ -334,6 +334,11 @@ CASES: dict[str, Case] = {
         "/v1/batch", lambda m: gzip.compress(_batch(_typed(m)))[:-12], 400, "malformed_gzip",
         headers={**JSON_TYPE, "content-encoding": "gzip"}, payload_has_marker=False,
     ),
+    "gzip-padding-then-garbage": Case(
+        "/v1/batch", lambda m: gzip.compress(_batch(_typed(m))) + b"\0\0GARBAGE", 400,
+        "malformed_gzip", headers={**JSON_TYPE, "content-encoding": "gzip"},
+        payload_has_marker=False,
+    ),
     "gzip-then-garbage": Case(
         "/v1/batch", lambda m: gzip.compress(_batch(_typed(m))) + b"GARBAGE", 400,
         "malformed_gzip", headers={**JSON_TYPE, "content-encoding": "gzip"},

@@ -76,22 +76,25 @@ def test_a_json_body_is_taken_whatever_its_content_type_says(
     assert _stored(shared_project, str(event["messageId"])) == [{"type": "track", "source": "web"}]
 
 
+@pytest.mark.parametrize(("encoding", "padding"), [("gzip", b""), ("gzip", b"\0" * 9),
+                                                   ("deflate", b"")])  # fmt: skip
 def test_a_gzip_body_of_several_members_is_read_whole_and_sent_in_small_pieces(
-    shared_server: Server, shared_project: Project
+    shared_server: Server, shared_project: Project, encoding: str, padding: bytes
 ) -> None:
     """RFC 1952: a gzip file may be several members one after the other (what
-    concatenated gzip outputs are); each is read, however the body arrives."""
+    concatenated gzip outputs are), perhaps followed by zero bytes; each member is read,
+    however the body arrives (deflate takes gzip members too)."""
     events = [_event(), _event()]
     text = json.dumps({"batch": events}).encode()
     half = len(text) // 2
-    body = gzip.compress(text[:half]) + gzip.compress(text[half:])
+    body = gzip.compress(text[:half]) + gzip.compress(text[half:]) + padding
 
     def pieces() -> Iterator[bytes]:
         yield from (body[i : i + 7] for i in range(0, len(body), 7))
 
     answer = shared_server.post(
         "/v1/batch", content=pieces(), auth=(shared_project.key, ""),
-        headers={"content-type": "application/json", "content-encoding": "gzip"},
+        headers={"content-type": "application/json", "content-encoding": encoding},
     )  # fmt: skip
     assert answer.status_code == 200, answer.text
     for event in events:

@@ -156,7 +156,8 @@ def _main(
             "--env",
             "-e",
             envvar="HEADWATER_ENV",
-            help="Environment from [environments.NAME] (default: the top-level settings).",
+            help="Environment from \\[environments.NAME] in headwater.toml (default: the "
+            "top-level settings).",
         ),
     ] = None,
     log_format: Annotated[

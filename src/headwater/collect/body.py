@@ -42,7 +42,7 @@ def check_encoding(encoding: str) -> int | None:
     raise RequestRefused(
         415,
         "unsupported_encoding",
-        f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding",
+        f"Content-Encoding {encoding!r} is not supported; send gzip, deflate or no encoding",
         keep=False,
     )
 
@@ -77,14 +77,15 @@ async def read_body(receive: Receive, limit: int, wbits: int | None) -> bytes:
 
 
 class _Inflater:
-    """A compressed body inflated as it arrives. A gzip body may be several members one
-    after the other (RFC 1952; what concatenated ``gzip`` outputs are): each is read in
-    turn. Anything after the end that does not start a member is refused."""
+    """A compressed body inflated as it arrives. It may be several members one after the
+    other (RFC 1952; what concatenated ``gzip`` outputs are): each is read in turn. Zero
+    bytes after the last are padding (as ``gzip -d`` takes them); anything else after the
+    end that does not start a member is refused."""
 
     def __init__(self, wbits: int) -> None:
         self._wbits = wbits
-        self._members = wbits == _GZIP
         self._current = zlib.decompressobj(wbits)
+        self._padding = False
 
     def feed(self, data: bytes, most: int) -> bytes:
         """``data`` inflated: at most ``most`` bytes (more would be over the limit)."""
@@ -93,8 +94,11 @@ class _Inflater:
         try:
             while data and made < most:
                 if self._current.eof:
-                    if not self._members:
-                        raise _bad_gzip("data follows the end of the compressed stream")
+                    if self._padding or not data.strip(b"\0"):
+                        if data.strip(b"\0"):
+                            raise _bad_gzip("data follows the zero bytes after the stream")
+                        self._padding = True
+                        break
                     self._current = zlib.decompressobj(self._wbits)
                 out.append(self._current.decompress(data, most - made))
                 made += len(out[-1])
