@@ -725,7 +725,12 @@ SELECT
   ARRAY_AGG(DISTINCT JSON_VALUE(properties, '$.plan') IGNORE NULLS
             ORDER BY JSON_VALUE(properties, '$.plan')) AS plans,
   -- NULL on every row: a list column PostgreSQL is given no list of.
-  ARRAY_AGG(JSON_VALUE(properties, '$.nothing') IGNORE NULLS) AS nothing
+  ARRAY_AGG(JSON_VALUE(properties, '$.nothing') IGNORE NULLS) AS nothing,
+  -- Decimals, which JSON keeps as text, served as decimals.
+  ARRAY_AGG(DISTINCT CAST(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64) AS NUMERIC)
+            IGNORE NULLS
+            ORDER BY CAST(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64) AS NUMERIC))
+    AS scores
 FROM events
 WHERE user_id IS NOT NULL
 GROUP BY user_id

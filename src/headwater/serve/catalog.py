@@ -140,12 +140,14 @@ class _Decoded:
 
 
 def _typed(values: list[object], kind: pa.DataType) -> pa.Array | None:
-    """Decoded JSON values as ``kind``; times, which JSON holds as ISO 8601 text, by way of
-    the same type with text in their place. ``None`` when they are not of that type.
+    """Decoded JSON values as ``kind``; times and decimals, which JSON holds as text, by way
+    of the same type with text in their place. ``None`` when they are not of that type.
 
     >>> kind = pa.list_(pa.timestamp("s", "UTC"))
     >>> [str(t) for t in _typed([["2026-12-04T10:00:00+00:00"]], kind)[0].as_py()]
     ['2026-12-04 10:00:00+00:00']
+    >>> _typed([["0.100000000", None]], pa.list_(pa.decimal128(38, 9)))[0].as_py()
+    [Decimal('0.100000000'), None]
     """
     try:
         return pa.array(values, kind)
@@ -158,4 +160,6 @@ def _typed(values: list[object], kind: pa.DataType) -> pa.Array | None:
 
 
 def _time_as_text(kind: pa.DataType) -> pa.DataType:
-    return pa.string() if pa.types.is_timestamp(kind) or pa.types.is_date(kind) else kind
+    """What JSON holds as text: times, and decimals (written as strings, to keep digits)."""
+    as_text = pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_decimal(kind)
+    return pa.string() if as_text else kind
