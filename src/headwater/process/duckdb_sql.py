@@ -112,6 +112,9 @@ class DuckDBCalendar(portable_sql.StandardCalendar):
         "ISOYEAR": "ISOYEAR",
     }
 
+    def micros(self, civil: exp.Expression) -> exp.Expression:
+        return call("EPOCH_US", exp.cast(civil, exp.DataType.Type.TIMESTAMP))
+
     def part(self, name: str, value: exp.Expression) -> exp.Expression | None:
         if name in self._DIRECT:
             return integer(call(self._DIRECT[name], value))

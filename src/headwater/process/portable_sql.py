@@ -578,6 +578,26 @@ def modulo(a: exp.Expression, b: exp.Expression) -> exp.Expression:
     return exp.Paren(this=exp.Mod(this=a, expression=b))
 
 
+#: Microseconds in each time part DATETIME_DIFF counts the boundaries of.
+_MICROS_IN = {
+    "HOUR": 3_600_000_000,
+    "MINUTE": 60_000_000,
+    "SECOND": 1_000_000,
+    "MILLISECOND": 1_000,
+    "MICROSECOND": 1,
+}
+
+
+def floor_division(a: exp.Expression, divisor: int) -> exp.Expression:
+    """``floor(a / divisor)`` of an INT64 ``a`` of either sign, in integers (exact at any
+    size): ``a`` less its floor remainder divides exactly, so truncation is the floor."""
+    remainder = exp.Mod(
+        this=exp.paren(plus(exp.Mod(this=a.copy(), expression=number(divisor)), number(divisor))),
+        expression=number(divisor),
+    )
+    return integer(exp.IntDiv(this=exp.paren(minus(a, remainder)), expression=number(divisor)))
+
+
 def whole_division(a: exp.Expression, divisor: int) -> exp.Expression:
     """``floor(a / divisor)`` as an INT64, for an integer ``a`` of either sign."""
     quotient = exp.Div(
@@ -636,6 +656,10 @@ class Calendar:
     ) -> exp.Expression:
         """TIMESTAMP ``instant`` moved back by the time from DATETIME ``earlier`` to DATETIME
         ``later`` (less than a day), as a duration: no time zone is consulted."""
+        raise NotImplementedError
+
+    def micros(self, civil: exp.Expression) -> exp.Expression:
+        """The microseconds from 1970-01-01 00:00 to DATETIME ``civil``, an INT64."""
         raise NotImplementedError
 
     def parse(self, value: exp.Expression, tokens: list[str], safe: bool) -> exp.Expression | str:
@@ -699,8 +723,15 @@ class Calendar:
     def diff(
         self, later: exp.Expression, earlier: exp.Expression, unit: exp.Expression | None
     ) -> exp.Expression | None:
-        """DATE_DIFF: the part boundaries between two DATEs; None for a time part."""
+        """DATE_DIFF and DATETIME_DIFF: the part boundaries between two DATEs or DATETIMEs
+        (two times 10:59 and 11:00 are an HOUR apart)."""
         name, first = part_of(unit)
+        if name in _MICROS_IN:
+            size = _MICROS_IN[name]
+            a_us, b_us = self.micros(self.civil(later)), self.micros(self.civil(earlier))
+            if size == 1:
+                return minus(a_us, b_us)
+            return minus(floor_division(a_us, size), floor_division(b_us, size))
         a, b = self.date(later), self.date(earlier)
         if name == "DAY":
             return self.days(a, b)

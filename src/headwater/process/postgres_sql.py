@@ -236,6 +236,13 @@ class PostgresCalendar(portable_sql.StandardCalendar):
         "ISOYEAR": "isoyear",
     }
 
+    def micros(self, civil: exp.Expression) -> exp.Expression:
+        # EXTRACT(EPOCH) of a timestamp without zone is NUMERIC: exact to the microsecond.
+        seconds = exp.Extract(
+            this=exp.var("EPOCH"), expression=exp.cast(civil, exp.DataType.Type.TIMESTAMP)
+        )
+        return exp.cast(times(seconds, exp.Literal.number(1_000_000)), exp.DataType.Type.BIGINT)
+
     def _date_part(self, field: str, value: exp.Expression) -> exp.Expression:
         return exp.Floor(this=_func("DATE_PART", exp.Literal.string(field), value))
 

@@ -176,6 +176,10 @@ class SparkCalendar(portable_sql.Calendar):
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMPNTZ)
 
+    def micros(self, civil: exp.Expression) -> exp.Expression:
+        # Read as UTC, the session's zone.
+        return call("UNIX_MICROS", exp.cast(civil, exp.DataType.Type.TIMESTAMP))
+
     def back_by(
         self, instant: exp.Expression, later: exp.Expression, earlier: exp.Expression
     ) -> exp.Expression:

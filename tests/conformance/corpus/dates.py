@@ -466,6 +466,23 @@ FROM t""",
         expect=[(1, 1, 3, 2)],
         source=DATETIME + "#datetime_diff",
     ),
+    Case(
+        # Boundaries of the part between them, not whole parts: 10:59 and 11:00 are an
+        # hour apart (Spark counted whole hours, PostgreSQL had no translation).
+        name="datetime_diff_counts_time_part_boundaries",
+        sql="""SELECT
+  DATETIME_DIFF(DATETIME '2026-01-01 11:00:00', DATETIME '2026-01-01 10:59:00', HOUR) AS h,
+  DATETIME_DIFF(DATETIME '2026-01-01 10:59:00', DATETIME '2026-01-01 11:00:00', HOUR) AS back,
+  DATETIME_DIFF(DATETIME '2026-01-02 00:00:00', DATETIME '2026-01-01 23:59:59.999', MINUTE)
+    AS m,
+  DATETIME_DIFF(DATETIME '1969-12-31 23:59:59.5', DATETIME '1970-01-01 00:00:00', SECOND) AS s,
+  DATETIME_DIFF(DATETIME '2026-01-01 00:00:00.0011', DATETIME '2026-01-01 00:00:00.0009',
+    MILLISECOND) AS ms,
+  DATETIME_DIFF(DATETIME '2026-01-01 00:00:01', DATETIME '2026-01-01 00:00:00', MICROSECOND)
+    AS us""",
+        expect=[(1, -1, 1, -1, 1, 1_000_000)],
+        source=DATETIME + "#datetime_diff",
+    ),
     # -- formatting and parsing ------------------------------------------------------
     Case(
         name="format_date_common_elements",
