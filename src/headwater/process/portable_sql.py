@@ -426,10 +426,9 @@ def group_by_select_alias(node: exp.Expression) -> exp.Expression:
     for column in _grouped_columns(node.args["group"]):
         if column.name.lower() in replaced:
             column.replace(replaced[column.name.lower()].copy())
-    if (having := node.args.get("having")) is not None:
-        read_aliases(having, replaced)
-    # QUALIFY: sqlglot writes it for PostgreSQL and Spark as a subquery whose window reads
-    # the aliases already; DuckDB, which has QUALIFY, takes them from here.
+    # HAVING reads every alias (having_reads_aliases). QUALIFY: sqlglot writes it for
+    # PostgreSQL and Spark as a subquery whose window reads the aliases already; DuckDB,
+    # which has QUALIFY, takes them from here.
     node.meta["hw_shadowing"] = replaced
     return node
 
@@ -440,6 +439,28 @@ def read_aliases(tree: exp.Expression, aliases: dict[str, exp.Expression]) -> No
     for column in _outside_aggregates(tree):
         if not column.table and column.name.lower() in aliases:
             column.replace(aliases[column.name.lower()].copy())
+
+
+def having_reads_aliases(node: exp.Expression) -> exp.Expression:
+    """HAVING may name an alias of the SELECT list in BigQuery (``COUNT(*) AS n … HAVING
+    n > 100``), the alias over a column of the same name; PostgreSQL knows no aliases
+    there ("column n does not exist"). Outside aggregates, the alias is written as its
+    expression."""
+    if not isinstance(node, exp.Select) or (having := node.args.get("having")) is None:
+        return node
+    aliases = {
+        projection.alias.lower(): projection.this
+        for projection in reversed(node.expressions)
+        if isinstance(projection, exp.Alias)
+        and projection.this.find(exp.Window) is None
+        and not (
+            isinstance(projection.this, exp.Column)
+            and projection.this.name.lower() == projection.alias.lower()
+        )
+    }
+    if aliases:
+        read_aliases(having, aliases)
+    return node
 
 
 def _shadowing_aliases(select: exp.Select) -> dict[str, exp.Expression]:
@@ -522,6 +543,7 @@ FIXES = (
     format_of_null_is_null,
     instr_forward_first,
     group_by_select_alias,
+    having_reads_aliases,
     float_literals,
     numeric_scale,
     dates_from_text,

@@ -50,6 +50,13 @@ CASES: list[Case] = [
         GROUP_BY,
     ),
     Case(
+        # HAVING may name an alias, of an aggregate too (PostgreSQL knows none there).
+        "having_names_an_alias_of_an_aggregate",
+        NAMES + "SELECT v AS w, COUNT(*) AS n FROM t GROUP BY w HAVING n > 1 AND w IS NOT NULL",
+        [("x", 2)],
+        GROUP_BY,
+    ),
+    Case(
         "rollup_of_an_alias_that_names_a_column",
         NAMES + "SELECT LOWER(u) AS u, COUNT(*) AS n FROM t GROUP BY ROLLUP(u) ORDER BY u, n",
         [(None, 2), (None, 4), ("ann", 2)],
