@@ -63,7 +63,10 @@ def erase(
         if not (users or anonymous):
             raise ConfigError("--lift needs the ids to lift", hint="e.g. --lift --user-id U")
         lifted = operation("lift", args)["lifted"]
-        console.print(f"Lifted {lifted} suppressed id(s): their new events are stored again.")
+        console.print(
+            f"Lifted {lifted} suppressed id(s): their new events are stored again once each "
+            "collector takes the list (it looks every 2 seconds)."
+        )
         return
     if not (users or anonymous or resume):
         raise ConfigError(
