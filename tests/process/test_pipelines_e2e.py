@@ -440,6 +440,7 @@ def test_python_pipeline_backfill_runs_its_sql_input_first(
         DAU,
     )
     assert _row_of(listing, "pipeline", DAU)["reads"] == "events"
+    assert share["description"] == "Share of each plan among the day's active people."
 
     out = run_cli(project, "backfill", "plan_share", "--start", _iso(days[0]), "--end", _iso(today))
     assert "Backfilled 6 intervals" in out.stdout, out.stdout

@@ -526,15 +526,15 @@ def _print_broken(report: list[dict[str, Any]]) -> None:
 
 
 def pipelines() -> None:
-    """List pipelines: kind, schedule, time and dependencies."""
+    """List pipelines: kind, schedule, time, dependencies and description."""
     report = operation("list", {})
     view = Table(header_style="bold")
-    for column in ("pipeline", "language", "kind", "schedule", "time", "reads"):
+    for column in ("pipeline", "language", "kind", "schedule", "time", "reads", "description"):
         view.add_column(column, overflow="fold")
     for row in report:
         view.add_row(
             row["name"], row["language"], row["kind"], row["schedule"], row["time"] or "",
-            ", ".join(row["inputs"]),
+            ", ".join(row["inputs"]), Text(row.get("description") or ""),
         )  # fmt: skip
     console.print(view)
     _print_broken(report)
