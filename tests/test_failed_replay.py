@@ -102,6 +102,11 @@ def test_misnamed_field_fixed_and_replayed_once_through_the_server(
     assert still["message"] == "a track event needs an event name; set event"
     assert '"userId"' in still["sample"]
     assert [e["user_id"] for e in _events(project)] == ["u1"], "a dry run wrote"
+    # The text names them too, to replay or inspect by id.
+    said = project.cli("failed", "replay", "--fix", FIX, "--dry-run", check=False).stdout
+    assert "Still failing" in said, said
+    for failed_id in still["ids"]:
+        assert failed_id in said.replace("\n", "").replace("│", "").replace(" ", ""), said
 
     done = _json(project, "failed", "replay", "--fix", FIX, code=1)
     assert (done["dry_run"], done["selected"], done["passed"]) == (False, 3, 2)

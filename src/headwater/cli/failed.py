@@ -94,11 +94,12 @@ def _print(outcome: dict[str, Any]) -> None:
     if not failing:
         return
     view = Table(title="Still failing", header_style="bold")
-    for column in ("code", "field", "source", "events", "message", "sample"):
+    for column in ("code", "field", "source", "events", "message", "sample", "ids"):
         view.add_column(column, overflow="fold")
     for g in failing:
         view.add_row(g["code"], _text(g["field"]), _text(g["source"]), str(g["events"]),
-                     Text(g["message"]), _text(g["sample"]))  # fmt: skip
+                     Text(g["message"]), _text(g["sample"]),
+                     Text(", ".join(g.get("ids") or [])))  # fmt: skip
     console.print(view)
 
 
