@@ -230,10 +230,11 @@ def test_query_takes_bigquery_sql_on_the_duckdb_store(
 
 def test_query_says_which_dialect_it_takes(shared_project: Project) -> None:
     # DuckDB's own cast syntax is not BigQuery's.
-    result = shared_project.cli("query", "SELECT 1::INTEGER AS x FROM events WHERE", check=False)
-    assert result.returncode == 1
-    assert result.stderr.startswith("Error: query failed: the query is not BigQuery SQL")
-    assert '[project] dialect = "bigquery"' in result.stderr
+    for text in ("SELECT 1::INTEGER AS x FROM events WHERE", "SELECT '5'::INTEGER AS x"):
+        result = shared_project.cli("query", text, check=False)
+        assert result.returncode == 1, result.stdout
+        assert result.stderr.startswith("Error: query failed: the query is not BigQuery SQL")
+        assert '[project] dialect = "bigquery"' in result.stderr
 
 
 def test_a_duckdb_dialect_project_queries_in_duckdb_sql(tmp_path: Path) -> None:

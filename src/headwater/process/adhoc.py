@@ -26,6 +26,12 @@ _NAMES = {"bigquery": "BigQuery", "duckdb": "DuckDB", "postgres": "PostgreSQL", 
 
 def to_engine(text: str, dialect: str, engine_dialect: str) -> str:
     """``text``, written in ``dialect``, as the engine of ``engine_dialect`` runs it."""
+    if (line := sql.foreign_cast(text, dialect)) is not None:
+        raise QueryError(
+            f"the query is not {_NAMES.get(dialect, dialect)} SQL (line {line}): `::` is "
+            "DuckDB's and PostgreSQL's cast",
+            hint=sql.CAST_HINT,
+        )
     if dialect == engine_dialect:
         return text
     try:

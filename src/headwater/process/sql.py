@@ -45,8 +45,40 @@ class Query:
     dialect: str
 
 
+def foreign_cast(sql: str, dialect: str) -> int | None:
+    r"""The line of a ``::`` cast in BigQuery SQL (DuckDB's and PostgreSQL's spelling, which
+    sqlglot's BigQuery parser takes all the same), else ``None``.
+
+    >>> foreign_cast("SELECT 1,\n  x::INTEGER, '::' AS s FROM t", "bigquery")
+    2
+    """
+    if dialect != "bigquery" or "::" not in sql:
+        return None
+    from sqlglot import TokenType
+
+    try:
+        tokens = sqlglot.tokenize(sql, read=dialect)
+    except sqlglot.errors.TokenError:
+        return None  # the parse says what is wrong
+    return next((t.line for t in tokens if t.token_type == TokenType.DCOLON), None)
+
+
+#: What to write for a ``::`` cast in BigQuery SQL.
+CAST_HINT = (
+    "the project's SQL is BigQuery's ([project] dialect = \"bigquery\" in headwater.toml): "
+    "write CAST(x AS INT64) (or SAFE_CAST)"
+)
+
+
 def parse(sql: str, dialect: str, path: str) -> Query:
     """Parse one SELECT; errors name the file and line."""
+    if (line := foreign_cast(sql, dialect)) is not None:
+        raise PipelineError(
+            "`::` is DuckDB's and PostgreSQL's cast, not BigQuery's",
+            path=path,
+            line=line,
+            hint=CAST_HINT,
+        )
     try:
         statements = [s for s in sqlglot.parse(sql, read=dialect) if s is not None]
     except ParseError as exc:
