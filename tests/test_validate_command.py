@@ -218,8 +218,10 @@ def test_a_broken_headwater_toml_is_one_problem_for_an_editor(project: Project) 
             "WHERE table_name = 'events'",
             [{"table_name": "events"}],
         ),
+        # INT64, as in a pipeline (DuckDB's sum is a HUGEINT, written as text in JSON).
+        ("SELECT SUM(x) AS s FROM UNNEST([1, 2, 3]) AS x", [{"s": 6}]),
     ],
-    ids=["safe_divide", "format_date", "qualified-name", "information_schema"],
+    ids=["safe_divide", "format_date", "qualified-name", "information_schema", "sum"],
 )
 def test_query_takes_bigquery_sql_on_the_duckdb_store(
     shared_project: Project, sql: str, answer: list[dict[str, object]]

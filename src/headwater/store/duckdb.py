@@ -347,7 +347,8 @@ class DuckDBEngine:
             try:
                 cur.execute("BEGIN TRANSACTION READ ONLY")
                 try:
-                    return cur.sql(sql, params=list(params) or None).to_arrow_table()
+                    # A SUM of integers as a pipeline gets it: INT64, not DECIMAL(38, 0).
+                    return _int64_sums(cur.sql(sql, params=list(params) or None).to_arrow_table())
                 finally:
                     cur.rollback()
             except duckdb.Error as exc:
