@@ -51,6 +51,15 @@ def query(
             result = engine.query(sql)
         finally:
             engine.close()
+    if (
+        project.settings.project.dialect == "bigquery"
+        and project.pipelines_store.engine == "duckdb"
+    ):
+        from headwater.store.duckdb import int64_sums
+
+        # DuckDB's SUM of integers is a HUGEINT (DECIMAL(38, 0)); BigQuery's is INT64, as
+        # pipelines get it. BigQuery SQL makes no other such column.
+        result = int64_sums(result)
     print_table(result, fmt)
 
 

@@ -347,8 +347,7 @@ class DuckDBEngine:
             try:
                 cur.execute("BEGIN TRANSACTION READ ONLY")
                 try:
-                    # A SUM of integers as a pipeline gets it: INT64, not DECIMAL(38, 0).
-                    return _int64_sums(cur.sql(sql, params=list(params) or None).to_arrow_table())
+                    return cur.sql(sql, params=list(params) or None).to_arrow_table()
                 finally:
                     cur.rollback()
             except duckdb.Error as exc:
@@ -361,7 +360,7 @@ class DuckDBEngine:
             except duckdb.Error as exc:
                 raise classify(exc) from None
             scanned = _rows_scanned(cur)
-        return Selected(_int64_sums(table), scanned)
+        return Selected(int64_sums(table), scanned)
 
     def reader(self) -> DuckDBReader:
         """A reader for the read API: :meth:`select` on a cursor kept per thread, without
@@ -590,7 +589,7 @@ class DuckDBReader:
             table = cur.sql(sql, params=dict(params) or None).to_arrow_table()
         except duckdb.Error as exc:
             raise classify(exc) from None
-        return Selected(_int64_sums(table), None)
+        return Selected(int64_sums(table), None)
 
     def close(self) -> None:
         with self._lock:
@@ -754,7 +753,7 @@ def _has_table(cur: duckdb.DuckDBPyConnection, table: str) -> bool:
 
 
 def _narrow(cur: duckdb.DuckDBPyConnection, column: str) -> None:
-    """A staged HUGEINT column (a SUM of integers) as BIGINT, as :func:`_int64_sums` makes
+    """A staged HUGEINT column (a SUM of integers) as BIGINT, as :func:`int64_sums` makes
     a selected one."""
     try:
         cur.execute(f"ALTER TABLE {_STAGED} ALTER {quote(column)} SET DATA TYPE BIGINT")
@@ -770,7 +769,7 @@ def classify(exc: duckdb.Error) -> QueryError | StoreUnavailable:
     return QueryError(first_line(exc))
 
 
-def _int64_sums(table: pa.Table) -> pa.Table:
+def int64_sums(table: pa.Table) -> pa.Table:
     """A SUM of integers is INT64 in BigQuery; DuckDB's is a HUGEINT. Its columns become
     INT64 (a sum past INT64's range fails, as it does in BigQuery)."""
     for index, field in enumerate(table.schema):
