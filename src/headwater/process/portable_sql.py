@@ -215,8 +215,10 @@ def rounding_is_float64(node: exp.Expression) -> exp.Expression:
 #: Veltkamp's splitter for doubles (2^27 + 1): a double times it, less itself, splits it
 #: into halves whose products are exact.
 _SPLITTER = 134217729.0
-#: A double this large or larger is a whole number: rounding leaves it as it is.
-_WHOLE = 2.0**52
+#: Doubles from here on are spaced 2 apart: a scaled value this large is already whole.
+_EXACT = 2.0**53
+#: Past this, splitting a quotient (times 2^27 + 1) could overflow: the value is kept.
+_HUGE = 1e290
 
 
 def _split(value: float) -> tuple[float, float]:
@@ -244,7 +246,7 @@ def round_exactly(value: exp.Expression, digits: int) -> exp.Expression:
     value lies.
 
     >>> round_exactly(exp.column("x"), 2).sql("postgres")[:57]
-    'CASE WHEN ABS(x) >= 45035996273704.96 OR x IS NULL THEN x'
+    'CASE WHEN ABS(x) >= 90071992547409.92 OR x IS NULL THEN x'
     """
     scale = 10.0 ** abs(digits)
     high, low = _split(scale)
@@ -258,7 +260,8 @@ def round_exactly(value: exp.Expression, digits: int) -> exp.Expression:
             f" + (v - ((_SPLITTER * v) - ((_SPLITTER * v) - v))) * {low!r})"
         )
         back = f"/ {scale!r}"
-        limit = _WHOLE / scale
+        # Scaled past 2^53, the double has no digit left to round at: it is its own answer.
+        limit = _EXACT / scale
     else:
         scaled = f"(v / {scale!r})"
         # x - y·q, exactly (y·q by Dekker's product): the sign of (exact quotient - y).
@@ -268,12 +271,17 @@ def round_exactly(value: exp.Expression, digits: int) -> exp.Expression:
             f"((({hy} * {high!r} - {product}) + {hy} * {low!r}"
             f" + ({scaled} - {hy}) * {high!r}) + ({scaled} - {hy}) * {low!r})"
         )
-        error = f"((v - {product}) - {product_error})"
+        # In units of the quotient: its sign, and whether it reaches a half.
+        error = f"(((v - {product}) - {product_error}) / {scale!r})"
         back = f"* {scale!r}"
-        limit = _WHOLE * scale
+        limit = _HUGE  # past it, the split's product could overflow
     whole = f"(CASE WHEN {scaled} >= 0 THEN FLOOR({scaled}) ELSE CEIL({scaled}) END)"
     part = f"ABS({scaled} - {whole})"
-    away = f"({part} > 0.5 OR ({part} = 0.5 AND {error} * {scaled} >= 0))"
+    # Past 2^52 the scaled value is whole and its error may be exactly a half (a tie).
+    away = (
+        f"({part} > 0.5 OR ({part} = 0.5 AND {error} * {scaled} >= 0)"
+        f" OR ({part} = 0 AND {error} * SIGN({scaled}) >= 0.5))"
+    )
     sql = (
         f"CASE WHEN ABS(v) >= {limit!r} OR v IS NULL THEN v "
         f"WHEN {away} THEN ({whole} + SIGN({scaled})) {back} ELSE {whole} {back} END"
@@ -298,7 +306,9 @@ def round_float_exactly(node: exp.Expression) -> exp.Expression:
         digits = sign * int(literal.name)
     else:
         return node  # a number of digits not known at load: the engine's own ROUND
-    rounded = round_exactly(node.this, digits)
+    # The value first: a ROUND inside it (ROUND(SUM(ROUND(x, 2)), 2)) is copied into the
+    # rewrite, where this pass would not reach it.
+    rounded = round_exactly(node.this.transform(round_float_exactly), digits)
     rounded.type = exp.DataType.build("DOUBLE")
     return rounded
 
@@ -366,6 +376,9 @@ def format_of_null_is_null(node: exp.Expression) -> exp.Expression:
     node.meta["hw_nulls"] = True
     if isinstance(node.this, exp.Literal) and re.search(r"%[^%]*[tT]", node.this.name):
         return node
+    # Its arguments first: a FORMAT inside one is not reached by this pass once replaced.
+    for argument in list(node.expressions):
+        argument.replace(argument.transform(format_of_null_is_null))
     nulls = [exp.Is(this=e.copy(), expression=exp.null()) for e in node.expressions]
     any_null = nulls[0] if len(nulls) == 1 else exp.or_(*nulls)
     return exp.Case(ifs=[exp.If(this=any_null, true=exp.null())], default=node)
@@ -426,6 +439,13 @@ def group_by_select_alias(node: exp.Expression) -> exp.Expression:
     for column in _grouped_columns(node.args["group"]):
         if column.name.lower() in replaced:
             column.replace(replaced[column.name.lower()].copy())
+    # GROUPING(u) names a grouped expression, now the alias's (not in a subquery's scope).
+    for grouping in list(node.find_all(exp.Grouping)):
+        if grouping.find_ancestor(exp.Select) is node:
+            for column in list(grouping.expressions):
+                name = column.name.lower() if isinstance(column, exp.Column) else ""
+                if name in replaced and not column.table:
+                    column.replace(replaced[name].copy())
     # HAVING reads every alias (having_reads_aliases). QUALIFY: sqlglot writes it for
     # PostgreSQL and Spark as a subquery whose window reads the aliases already; DuckDB,
     # which has QUALIFY, takes them from here.

@@ -58,8 +58,9 @@ CASES: list[Case] = [
     ),
     Case(
         "rollup_of_an_alias_that_names_a_column",
-        NAMES + "SELECT LOWER(u) AS u, COUNT(*) AS n FROM t GROUP BY ROLLUP(u) ORDER BY u, n",
-        [(None, 2), (None, 4), ("ann", 2)],
+        NAMES + "SELECT LOWER(u) AS u, GROUPING(u) AS g, COUNT(*) AS n FROM t "
+        "GROUP BY ROLLUP(u) ORDER BY u, g, n",
+        [(None, 0, 2), (None, 1, 4), ("ann", 0, 2)],
         GROUP_BY,
     ),
     Case(

@@ -112,6 +112,16 @@ FROM t""",
         source=MATH + "#round",
     ),
     Case(
+        # A ROUND inside a ROUND, and at the end of a double's digits (the scaled value
+        # past 2^52, an exact half there): rounded as the exact values they are.
+        name="round_nested_and_at_the_end_of_the_digits",
+        sql="""SELECT ROUND(ROUND(2.675, 2) * 2, 3),
+  ROUND(SUM(ROUND(x, 2)), 2), ROUND(54467427321615.055, 2), ROUND(521018326488587.25, 1)
+FROM UNNEST([1.005, 1.005, 2.675]) AS x""",
+        expect=[(5.34, 4.67, 54467427321615.05, 521018326488587.3)],
+        source=MATH + "#round",
+    ),
+    Case(
         name="round_of_an_integer_is_float64",
         sql="WITH t AS (SELECT 5 AS i) SELECT ROUND(i) AS r, ROUND(i, -1) AS tens FROM t",
         expect=[(5.0, 10.0)],
