@@ -120,7 +120,8 @@ def _progress_bar(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=console, transient=False,
         ) as bar,
-        logs.without(_run_failed),
+        # Text logs share the screen with these lines; JSON lines are for a collector, whole.
+        logs.without(_run_failed) if options.log_format == "text" else contextlib.nullcontext(),
     ):  # fmt: skip
         task = bar.add_task("starting", total=None)
 
