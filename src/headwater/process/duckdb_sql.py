@@ -16,12 +16,12 @@ from sqlglot import exp
 from headwater.process import bigquery_sql, portable_sql
 from headwater.process.portable_sql import (
     call,
+    floor_division,
     integer,
     modulo,
     number,
     plus,
     times,
-    whole_division,
 )
 
 
@@ -158,7 +158,7 @@ def unix_time(node: exp.Expression) -> exp.Expression:
         micros = call("EPOCH_US", exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ))
         if isinstance(node, exp.UnixMicros):
             return micros
-        return whole_division(micros, 1000000 if isinstance(node, exp.UnixSeconds) else 1000)
+        return floor_division(micros, 1000000 if isinstance(node, exp.UnixSeconds) else 1000)
     if isinstance(node, exp.UnixToTime):
         scale = node.args.get("scale")
         factor = {"3": 1000, "6": 1}.get(scale.name if scale is not None else "")

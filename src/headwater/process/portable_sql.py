@@ -227,6 +227,18 @@ def _split(value: float) -> tuple[float, float]:
     return high, value - high
 
 
+def _product_error(value: str, scale: float, product: str) -> str:
+    """SQL for the exact error of ``product``, the double ``value * scale`` as rounded
+    (Dekker's two-product, over Veltkamp's halves of both factors)."""
+    high, low = _split(scale)
+    value_high = f"((_SPLITTER * {value}) - ((_SPLITTER * {value}) - {value}))"
+    value_low = f"({value} - {value_high})"
+    return (
+        f"((({value_high} * {high!r} - {product}) + {value_high} * {low!r}"
+        f" + {value_low} * {high!r}) + {value_low} * {low!r})"
+    )
+
+
 def _template(sql: str, **nodes: exp.Expression) -> exp.Expression:
     """``sql`` with each column named like a key of ``nodes`` replaced by that node."""
     tree = cast(exp.Expression, sqlglot.parse_one(sql, read="bigquery"))
@@ -249,30 +261,19 @@ def round_exactly(value: exp.Expression, digits: int) -> exp.Expression:
     'CASE WHEN ABS(x) >= 90071992547409.92 OR x IS NULL THEN x'
     """
     scale = 10.0 ** abs(digits)
-    high, low = _split(scale)
     if digits >= 0:
         scaled = f"(v * {scale!r})"
         # x·p = y + e exactly; e has the sign of (exact - y).
-        error = (
-            f"((((_SPLITTER * v) - ((_SPLITTER * v) - v)) * {high!r} - {scaled}"
-            f" + ((_SPLITTER * v) - ((_SPLITTER * v) - v)) * {low!r}"
-            f" + (v - ((_SPLITTER * v) - ((_SPLITTER * v) - v))) * {high!r})"
-            f" + (v - ((_SPLITTER * v) - ((_SPLITTER * v) - v))) * {low!r})"
-        )
+        error = _product_error("v", scale, scaled)
         back = f"/ {scale!r}"
         # Scaled past 2^53, the double has no digit left to round at: it is its own answer.
         limit = _EXACT / scale
     else:
         scaled = f"(v / {scale!r})"
-        # x - y·q, exactly (y·q by Dekker's product): the sign of (exact quotient - y).
+        # x - y·q, exactly (y·q by Dekker's product): the sign of (exact quotient - y), in
+        # units of the quotient: its sign, and whether it reaches a half.
         product = f"({scaled} * {scale!r})"
-        hy = f"((_SPLITTER * {scaled}) - ((_SPLITTER * {scaled}) - {scaled}))"
-        product_error = (
-            f"((({hy} * {high!r} - {product}) + {hy} * {low!r}"
-            f" + ({scaled} - {hy}) * {high!r}) + ({scaled} - {hy}) * {low!r})"
-        )
-        # In units of the quotient: its sign, and whether it reaches a half.
-        error = f"(((v - {product}) - {product_error}) / {scale!r})"
+        error = f"(((v - {product}) - {_product_error(scaled, scale, product)}) / {scale!r})"
         back = f"* {scale!r}"
         limit = _HUGE  # past it, the split's product could overflow
     whole = f"(CASE WHEN {scaled} >= 0 THEN FLOOR({scaled}) ELSE CEIL({scaled}) END)"
@@ -367,7 +368,6 @@ def numeric_results(node: exp.Expression) -> exp.Expression:
     return node
 
 
-#: In order; each sees the tree the one before left.
 def format_of_null_is_null(node: exp.Expression) -> exp.Expression:
     """FORMAT with a NULL argument is NULL in BigQuery (but for ``%t`` and ``%T``, which
     write it); PostgreSQL's format() writes it as nothing, Spark's as ``null``."""
@@ -433,7 +433,7 @@ def group_by_select_alias(node: exp.Expression) -> exp.Expression:
     """
     if not isinstance(node, exp.Select) or node.args.get("group") is None:
         return node
-    replaced = _shadowing_aliases(node)
+    replaced = shadowing_aliases(node)
     if not replaced:
         return node
     for column in _grouped_columns(node.args["group"]):
@@ -483,7 +483,7 @@ def having_reads_aliases(node: exp.Expression) -> exp.Expression:
     return node
 
 
-def _shadowing_aliases(select: exp.Select) -> dict[str, exp.Expression]:
+def shadowing_aliases(select: exp.Select) -> dict[str, exp.Expression]:
     """The aliases (lower case) that GROUP BY names and that shadow a column of FROM, each
     with its expression."""
     aliased: dict[str, exp.Expression] = {}
@@ -559,6 +559,7 @@ _BUILTIN_COLUMNS = {
 }
 
 
+#: In order; each sees the tree the one before left.
 FIXES = (
     format_of_null_is_null,
     instr_forward_first,
@@ -638,14 +639,6 @@ def floor_division(a: exp.Expression, divisor: int) -> exp.Expression:
         expression=number(divisor),
     )
     return integer(exp.IntDiv(this=exp.paren(minus(a, remainder)), expression=number(divisor)))
-
-
-def whole_division(a: exp.Expression, divisor: int) -> exp.Expression:
-    """``floor(a / divisor)`` as an INT64, for an integer ``a`` of either sign."""
-    quotient = exp.Div(
-        this=exp.cast(a, exp.DataType.Type.DOUBLE), expression=number(divisor), typed=True
-    )
-    return integer(exp.Floor(this=quotient))
 
 
 def part_of(unit: exp.Expression | None) -> tuple[str, int | None]:
@@ -736,7 +729,7 @@ class Calendar:
         doy = self.part("DAYOFYEAR", value.copy())
         assert doy is not None
         back = modulo(plus(minus(self.weekday(value), number(first)), number(7)), number(7))
-        return whole_division(plus(minus(minus(doy, number(1)), back), number(7)), 7)
+        return floor_division(plus(minus(minus(doy, number(1)), back), number(7)), 7)
 
     def isoyear_start(self, day: exp.Expression) -> exp.Expression:
         """The Monday that starts ISO week 1 of the ISO year of DATE ``day``."""
@@ -779,7 +772,7 @@ class Calendar:
             return self.days(a, b)
         if first is not None:
             weeks = self.days(self.week_start(a, first), self.week_start(b, first))
-            return whole_division(weeks, 7)
+            return floor_division(weeks, 7)
         if name == "ISOYEAR":
             return minus(self._part("ISOYEAR", a), self._part("ISOYEAR", b))
         if name in ("MONTH", "QUARTER", "YEAR"):
@@ -1007,7 +1000,7 @@ def format_element(
     if element == "%g":
         return _padded(modulo(part("ISOYEAR"), number(100)), 2)
     if element == "%C":
-        return _padded(whole_division(part("YEAR"), 100), 2)
+        return _padded(floor_division(part("YEAR"), 100), 2)
     if element in ("%e", "%-d"):  # sqlglot reads BigQuery's %e as %-d
         return _padded(part("DAY"), 2, " ")
     if element == "%k":
@@ -1036,7 +1029,7 @@ def format_element(
         return _padded(part("MICROSECOND"), 6)
     if element.startswith("%E") and element.endswith("S") and element[2].isdigit():
         digits = int(element[2])
-        fraction = whole_division(part("MICROSECOND"), 10 ** (6 - digits))
+        fraction = floor_division(part("MICROSECOND"), 10 ** (6 - digits))
         return exp.DPipe(
             this=exp.DPipe(this=_padded(part("SECOND"), 2), expression=text(".")),
             expression=_padded(fraction, digits),

@@ -330,8 +330,11 @@ def corrections(query: Query) -> str:
         return ""
     tree = query.expression
     marks = []
-    probe = tree.copy().transform(portable_sql.group_by_select_alias)
-    if probe.sql("bigquery") != tree.sql("bigquery"):
+    if any(
+        portable_sql.shadowing_aliases(select)
+        for select in tree.find_all(exp.Select)
+        if select.args.get("group") is not None
+    ):
         marks.append("group-by-alias")
     if any(
         isinstance(like.expression, exp.Literal) and "\\" in like.expression.name
