@@ -809,3 +809,19 @@ def test_a_timestamp_out_of_range_does_not_break_queries(ingest: Ingest, times: 
     )
     assert result.returncode == 0, result.stderr
     assert "Error" not in result.stderr
+
+
+def test_zero_padding_arriving_apart_from_the_bytes_after_it_is_still_refused() -> None:
+    """The body arrives in pieces: zero bytes after the stream in one, other bytes in the
+    next. The zeros are padding only if nothing else follows them."""
+    from headwater.collect.body import _DECODERS, _Inflater
+    from headwater.collect.errors import RequestRefused
+
+    member = gzip.compress(b'{"batch": []}')
+    inflater = _Inflater(_DECODERS["gzip"])
+    assert inflater.feed(member, 1_000) == b'{"batch": []}'
+    assert inflater.feed(b"\0\0\0", 1_000) == b""
+    inflater.finish()
+    with pytest.raises(RequestRefused) as refused:
+        inflater.feed(b"GARBAGE", 1_000)
+    assert refused.value.code == "malformed_gzip"

@@ -79,13 +79,12 @@ async def read_body(receive: Receive, limit: int, wbits: int | None) -> bytes:
 class _Inflater:
     """A compressed body inflated as it arrives. It may be several members one after the
     other (RFC 1952; what concatenated ``gzip`` outputs are): each is read in turn. Zero
-    bytes after the last are padding (as ``gzip -d`` takes them); anything else after the
-    end that does not start a member is refused."""
+    bytes after one are padding (as ``gzip -d`` takes them); anything else after the end
+    that does not start a member is refused (zlib finds no header there)."""
 
     def __init__(self, wbits: int) -> None:
         self._wbits = wbits
         self._current = zlib.decompressobj(wbits)
-        self._padding = False
 
     def feed(self, data: bytes, most: int) -> bytes:
         """``data`` inflated: at most ``most`` bytes (more would be over the limit)."""
@@ -94,11 +93,8 @@ class _Inflater:
         try:
             while data and made < most:
                 if self._current.eof:
-                    if self._padding or not data.strip(b"\0"):
-                        if data.strip(b"\0"):
-                            raise _bad_gzip("data follows the zero bytes after the stream")
-                        self._padding = True
-                        break
+                    if not data.strip(b"\0"):
+                        break  # padding
                     self._current = zlib.decompressobj(self._wbits)
                 out.append(self._current.decompress(data, most - made))
                 made += len(out[-1])
