@@ -329,6 +329,18 @@ def cast_float_to_integer(node: exp.Expression) -> exp.Expression:
     return node
 
 
+def division_operands_grouped(node: exp.Expression) -> exp.Expression:
+    """DIV(a - 1, 3) divides ``a - 1``: an operand that is itself an operation keeps its
+    parentheses (sqlglot writes the engines' ``//`` and ``DIV`` operators without them,
+    so ``a - 1 // 3`` divided the 1)."""
+    if isinstance(node, exp.IntDiv):
+        for key in ("this", "expression"):
+            operand = node.args.get(key)
+            if isinstance(operand, exp.Binary | exp.Unary) and not isinstance(operand, exp.Paren):
+                node.set(key, exp.paren(operand, copy=False))
+    return node
+
+
 def integer_results(node: exp.Expression) -> exp.Expression:
     """DIV of INT64s is an INT64 (PostgreSQL's DIV is NUMERIC); SIGN keeps its argument's
     type (DuckDB's SIGN is an integer, PostgreSQL's of an integer a float)."""
@@ -572,6 +584,7 @@ FIXES = (
     safe_cast_text_to_bool,
     rounding_is_float64,
     cast_float_to_integer,
+    division_operands_grouped,
     integer_results,
     numeric_results,
 )
@@ -805,11 +818,38 @@ class StandardCalendar(Calendar):
 
     def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
         aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
+        minutes = fixed_offset(zone)
+        if minutes:
+            # An offset is not a zone name here: PostgreSQL reads '+05:30' as POSIX
+            # (west of UTC), DuckDB not at all.
+            utc = exp.AtTimeZone(this=aware, zone=text("UTC"))
+            return exp.Add(this=utc, expression=_minutes(minutes))
         return exp.AtTimeZone(this=aware, zone=zone)
 
     def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
         naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
-        return exp.AtTimeZone(this=naive, zone=zone)
+        minutes = fixed_offset(zone)
+        if minutes:
+            shifted = exp.paren(exp.Sub(this=naive, expression=_minutes(minutes)))
+            return exp.AtTimeZone(this=shifted, zone=text("UTC"))
+        picked = exp.AtTimeZone(this=naive, zone=zone)
+        if minutes is not None:
+            return picked
+        # BigQuery reads a civil time with the offset in force before a clock change, so a
+        # time the clock shows twice is the earlier instant; AT TIME ZONE takes the later
+        # one (a skipped time it reads as BigQuery does). The offset before a change is
+        # the one three hours before the instant picked (no zone's clock turns back more,
+        # or twice in three hours): the civil time less that offset is the earlier instant
+        # when it reads back as the civil time, and otherwise the one picked is the only.
+        before = exp.Sub(
+            this=picked.copy(),
+            expression=exp.Interval(this=exp.Literal.string("3"), unit=exp.var("HOUR")),
+        )
+        earlier = exp.Add(
+            this=before, expression=exp.paren(minus(naive.copy(), self.local(before, zone)))
+        )
+        reads_back = exp.EQ(this=self.local(earlier.copy(), zone), expression=naive.copy())
+        return exp.Case(ifs=[exp.If(this=reads_back, true=earlier)], default=picked)
 
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMP)
@@ -831,13 +871,52 @@ def _is_utc(zone: exp.Expression) -> bool:
     return isinstance(zone, exp.Literal) and zone.is_string and zone.name.upper() == "UTC"
 
 
+#: A zone written as an offset from UTC, as BigQuery reads one: [UTC](+|-)H[H][[:]MM].
+_OFFSET = re.compile(r"(?:UTC)?([+-])(\d{1,2})(?::?(\d{2}))?", re.IGNORECASE)
+
+
+def fixed_offset(zone: exp.Expression) -> int | None:
+    """The minutes east of UTC of a zone written as a literal offset ('+05:30', 'UTC-8',
+    '-0330'; 'UTC' is 0), else None (a zone's name, or not a literal).
+
+    >>> [fixed_offset(text(z)) for z in ("+05:30", "UTC-8", "-0330", "utc", "Asia/Kolkata")]
+    [330, -480, -210, 0, None]
+    """
+    if not (isinstance(zone, exp.Literal) and zone.is_string):
+        return None
+    if _is_utc(zone):
+        return 0
+    found = _OFFSET.fullmatch(zone.name)
+    if found is None:
+        return None
+    sign, hours, minutes = found.groups()
+    total = int(hours) * 60 + int(minutes or 0)
+    return -total if sign == "-" else total
+
+
+def _minutes(count: int) -> exp.Expression:
+    return exp.Interval(this=exp.Literal.string(str(count)), unit=exp.var("MINUTE"))
+
+
 def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.Expression], ...]:
     """The rewrites of BigQuery's calendar functions for an engine, over its primitives."""
+
+    def inner(
+        node: exp.Expression, fix: Callable[[exp.Expression], exp.Expression]
+    ) -> exp.Expression:
+        # A rewrite's result is not walked again, so what it takes in is rewritten first
+        # (DATE(TIMESTAMP(civil, zone), zone)).
+        operand: exp.Expression = node.this.copy().transform(fix, copy=False)
+        return operand
 
     def extract(node: exp.Expression) -> exp.Expression:
         if not isinstance(node, exp.Extract):
             return node
-        found = calendar.extract(node.this, node.expression.copy())
+        value = node.expression.copy()
+        if isinstance(value, exp.AtTimeZone):
+            # EXTRACT(part FROM ts AT TIME ZONE zone): the part of the civil time there.
+            value = calendar.local(value.this, value.args["zone"])
+        found = calendar.extract(node.this, value)
         if found is None:
             raise Untranslatable(
                 f"EXTRACT({node.this.sql('bigquery')} FROM …)",
@@ -850,34 +929,34 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
     def zones(node: exp.Expression) -> exp.Expression:
         zone = node.args.get("zone")
         if isinstance(node, exp.Date) and zone is not None:
-            return calendar.date(calendar.local(node.this.copy(), zone.copy()))
+            return calendar.date(calendar.local(inner(node, zones), zone.copy()))
         if isinstance(node, exp.TsOrDsToDatetime):
             if is_type(node.this, exp.DataType.Type.TIMESTAMPTZ):
-                return calendar.local(node.this.copy(), text("UTC"))
-            return calendar.civil(node.this.copy())
+                return calendar.local(inner(node, zones), text("UTC"))
+            return calendar.civil(inner(node, zones))
         if isinstance(node, exp.Datetime) and not node.args.get("expressions"):
             if isinstance(node.expression, exp.Literal) and node.expression.is_string:
-                return calendar.local(node.this.copy(), node.expression.copy())
+                return calendar.local(inner(node, zones), node.expression.copy())
             if node.expression is None and is_type(node.this, exp.DataType.Type.TIMESTAMPTZ):
-                return calendar.local(node.this.copy(), text("UTC"))
+                return calendar.local(inner(node, zones), text("UTC"))
         if isinstance(node, exp.Timestamp) and zone is not None:
-            return calendar.instant(calendar.civil(node.this.copy()), zone.copy())
+            return calendar.instant(calendar.civil(inner(node, zones)), zone.copy())
         if isinstance(node, exp.Timestamp) and is_type(
             node.this, exp.DataType.Type.DATE, exp.DataType.Type.DATETIME
         ):
-            return calendar.instant(calendar.civil(node.this.copy()), text("UTC"))
+            return calendar.instant(calendar.civil(inner(node, zones)), text("UTC"))
         if isinstance(node, exp.Timestamp):
-            return exp.cast(node.this.copy(), exp.DataType.Type.TIMESTAMPTZ)
+            return exp.cast(inner(node, zones), exp.DataType.Type.TIMESTAMPTZ)
         return node
 
     def truncation(node: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.DateTrunc):
-            found = calendar.trunc_date(calendar.date(node.this.copy()), node.args["unit"])
+            found = calendar.trunc_date(calendar.date(inner(node, truncation)), node.args["unit"])
             return found if found is not None else node
         if isinstance(node, exp.DatetimeTrunc | exp.TimestampTrunc):
             zone = node.args.get("zone")
             instant = isinstance(node, exp.TimestampTrunc)
-            value = node.this.copy()
+            value = inner(node, truncation)
             if instant and zone is not None:
                 value = calendar.local(value, zone.copy())
             elif instant:
@@ -892,7 +971,7 @@ def calendar_fixes(calendar: Calendar) -> tuple[Callable[[exp.Expression], exp.E
                 # The civil time back to an instant would be ambiguous in the hour a clock
                 # turns back (AT TIME ZONE takes the later one, after the input): the input
                 # less what truncation took off its civil time keeps the input's offset.
-                return calendar.back_by(node.this.copy(), value, truncated)
+                return calendar.back_by(inner(node, truncation), value, truncated)
             if instant:
                 return calendar.instant(truncated, zone.copy() if zone is not None else text("UTC"))
             return truncated

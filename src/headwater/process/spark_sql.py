@@ -16,10 +16,12 @@ from sqlglot import exp
 from headwater.process import bigquery_sql, portable_sql
 from headwater.process.portable_sql import (
     call,
+    fixed_offset,
     integer,
     minus,
     modulo,
     number,
+    text,
     times,
 )
 
@@ -166,12 +168,12 @@ class SparkCalendar(portable_sql.Calendar):
 
     def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
         aware = exp.cast(instant, exp.DataType.Type.TIMESTAMP)
-        shifted = call("FROM_UTC_TIMESTAMP", aware, zone)
+        shifted = call("FROM_UTC_TIMESTAMP", aware, _zone(zone))
         return exp.cast(shifted, exp.DataType.Type.TIMESTAMPNTZ)
 
     def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
         naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
-        return call("TO_UTC_TIMESTAMP", naive, zone)
+        return call("TO_UTC_TIMESTAMP", naive, _zone(zone))
 
     def civil(self, value: exp.Expression) -> exp.Expression:
         return exp.cast(value, exp.DataType.Type.TIMESTAMPNTZ)
@@ -230,6 +232,16 @@ _DATETIME_PATTERN = {
 }
 
 CALENDAR = portable_sql.calendar_fixes(SparkCalendar())
+
+
+def _zone(zone: exp.Expression) -> exp.Expression:
+    """A zone as Spark reads it: an offset BigQuery takes ('UTC+5:30', '-7') as +HH:MM."""
+    minutes = fixed_offset(zone)
+    if not minutes:
+        return zone
+    sign = "-" if minutes < 0 else "+"
+    hours, rest = divmod(abs(minutes), 60)
+    return text(f"{sign}{hours:02d}:{rest:02d}")
 
 
 def datetime_is_without_zone(node: exp.Expression) -> exp.Expression:

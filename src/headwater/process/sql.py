@@ -19,7 +19,9 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlglot
 from sqlglot import exp
@@ -325,6 +327,13 @@ def corrections(query: Query) -> str:
     '\x00group-by-alias'
     >>> corrections(parse("SELECT DATE(ts) AS day FROM t GROUP BY day", "bigquery", "x.sql"))
     ''
+    >>> corrections(parse("SELECT DIV(n - 1, 7) AS w FROM t", "bigquery", "x.sql"))
+    '\x00div-operands'
+    >>> havana = "SELECT TIMESTAMP_TRUNC(ts, DAY, 'America/Havana') AS d FROM t"
+    >>> corrections(parse(havana, "bigquery", "x.sql"))
+    '\x00earlier-instant'
+    >>> corrections(parse(havana.replace("America/Havana", "Europe/Berlin"), "bigquery", "x.sql"))
+    ''
     """
     if query.dialect != "bigquery":
         return ""
@@ -348,7 +357,60 @@ def corrections(query: Query) -> str:
         for trunc in tree.find_all(exp.TimestampTrunc)
     ):
         marks.append("trunc-in-zone")
+    if any(
+        isinstance(operand, exp.Binary | exp.Unary) and not isinstance(operand, exp.Paren)
+        for div in tree.find_all(exp.IntDiv)
+        for operand in (div.this, div.expression)
+    ):
+        marks.append("div-operands")
+    zones = [
+        node.args["zone"]
+        for node in tree.find_all(exp.Timestamp, exp.StrToTime, exp.TimestampTrunc)
+        if node.args.get("zone") is not None
+    ] + [node.args["zone"] for node in tree.find_all(exp.AtTimeZone)]
+    if any(portable_sql.fixed_offset(zone) not in (None, 0) for zone in zones):
+        marks.append("offset-zone")
+    if any(
+        portable_sql.fixed_offset(node.args["zone"]) is None
+        and (not isinstance(node, exp.TimestampTrunc) or _day_start_repeats(node))
+        for node in tree.find_all(exp.Timestamp, exp.StrToTime, exp.TimestampTrunc)
+        if node.args.get("zone") is not None
+    ):
+        marks.append("earlier-instant")
     return "".join(f"\x00{mark}" for mark in marks)
+
+
+@functools.lru_cache(maxsize=64)
+def _repeats_midnight(zone: str) -> bool:
+    """Whether the clock in ``zone`` shows some midnight twice (it turns back across it),
+    1970 to 2037; an unknown zone is taken to."""
+    try:
+        tz = ZoneInfo(zone)
+    except (ValueError, ZoneInfoNotFoundError):
+        return True
+    week = datetime(1970, 1, 1)
+    offset = week.replace(tzinfo=tz).utcoffset()
+    while week.year < 2038:
+        # A week the offset changes in is looked at day by day (no zone changes twice in one).
+        later = (week + timedelta(days=7)).replace(tzinfo=tz).utcoffset()
+        if later != offset:
+            for day in (week + timedelta(days=n) for n in range(8)):
+                if day.replace(tzinfo=tz).utcoffset() != day.replace(tzinfo=tz, fold=1).utcoffset():
+                    return True
+            offset = later
+        week += timedelta(days=7)
+    return False
+
+
+def _day_start_repeats(trunc: exp.Expression) -> bool:
+    """Whether a TIMESTAMP_TRUNC to a day or longer can start at a time its zone's clock
+    shows twice (a zone that is not a literal may be any)."""
+    if trunc.args["unit"].name.upper() in _FINER_THAN_DAY:
+        return False
+    zone = trunc.args["zone"]
+    if not (isinstance(zone, exp.Literal) and zone.is_string):
+        return True
+    return _repeats_midnight(zone.name)
 
 
 def version(text: str) -> str:

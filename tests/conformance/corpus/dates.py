@@ -263,6 +263,58 @@ FROM t""",
         source=TIMESTAMP + "#timestamp_trunc",
     ),
     Case(
+        # A civil time the clock shows twice is read with the offset in force before the
+        # change (the earlier instant), as BigQuery's reference implementation does
+        # (ZetaSQL's date_time_util.cc: absl's TimeZone::At(...).pre); a skipped time
+        # too. Havana's clock turns back over midnight, so the day there starts at the
+        # first midnight, before the input, not after it.
+        name="civil_times_a_clock_shows_twice_are_the_earlier_instant",
+        sql="""SELECT
+  TIMESTAMP('2026-11-01 01:30:00', 'America/New_York') AS ny_repeated,
+  TIMESTAMP(DATETIME '2026-10-25 02:15:00', 'Europe/Berlin') AS berlin_repeated,
+  TIMESTAMP('2026-04-05 01:45:00', 'Australia/Lord_Howe') AS half_hour_change,
+  TIMESTAMP('2026-03-08 02:30:00', 'America/New_York') AS ny_skipped,
+  TIMESTAMP_TRUNC(TIMESTAMP '2024-11-03 04:30:00+00', DAY, 'America/Havana') AS havana_day,
+  PARSE_TIMESTAMP('%Y-%m-%d %H:%M', '2026-11-01 01:05', 'America/New_York') AS parsed""",
+        expect=[
+            (
+                ts("2026-11-01 05:30:00"),
+                ts("2026-10-25 00:15:00"),
+                ts("2026-04-04 14:45:00"),
+                ts("2026-03-08 07:30:00"),
+                ts("2024-11-03 04:00:00"),
+                ts("2026-11-01 05:05:00"),
+            )
+        ],
+        source=TIMESTAMP + "#timestamp",
+    ),
+    Case(
+        # A zone may be an offset from UTC, [UTC](+|-)H[H][[:]MM], east of UTC positive.
+        name="zones_written_as_offsets",
+        sql="""SELECT
+  TIMESTAMP('2026-01-01 00:00:00', '+05:30') AS plus,
+  TIMESTAMP('2026-01-01 00:00:00', 'UTC-8') AS utc_minus,
+  TIMESTAMP('2026-01-01 00:00:00', '-7') AS hours_only,
+  DATETIME(TIMESTAMP '2026-01-01 00:00:00+00', '+0530') AS civil,
+  DATE(TIMESTAMP '2026-01-01 20:00:00+00', 'UTC+5:30') AS day,
+  TIMESTAMP_TRUNC(TIMESTAMP '2026-01-01 20:00:00+00', DAY, '+05:30') AS day_start,
+  FORMAT_TIMESTAMP('%F %H:%M', TIMESTAMP '2026-01-01 20:00:00+00', '-03:30') AS formatted,
+  EXTRACT(HOUR FROM TIMESTAMP '2026-01-01 20:00:00+00' AT TIME ZONE '+05:30') AS hour""",
+        expect=[
+            (
+                ts("2025-12-31 18:30:00"),
+                ts("2026-01-01 08:00:00"),
+                ts("2026-01-01 07:00:00"),
+                datetime(2026, 1, 1, 5, 30),
+                d("2026-01-02"),
+                ts("2026-01-01 18:30:00"),
+                "2026-01-01 16:30",
+                1,
+            )
+        ],
+        source=TIMESTAMP + "#timezone_definitions",
+    ),
+    Case(
         name="timestamp_trunc_without_zone_is_utc",
         sql="""WITH t AS (SELECT TIMESTAMP '2008-12-25 23:30:45.5+00' AS ts)
 SELECT

@@ -43,6 +43,17 @@ FROM t""",
         source=MATH + "#div",
     ),
     Case(
+        # Each argument is one value, however it is written: the engines' DIV operators
+        # bind tighter than - and +, so an operand that is an operation needs grouping.
+        name="div_of_operations_divides_the_whole_operands",
+        sql="""WITH t AS (SELECT 29 AS a, 20 AS b, 1 AS c)
+SELECT DIV(a - b, 3) AS difference, DIV(10, c + 1) AS by_sum, DIV(a + b, c + 6) AS both,
+  DIV(DIV(a, 2), c + 2) AS nested, 2 * DIV(a, 2) AS scaled, DIV(-a, 2) AS negated
+FROM t""",
+        expect=[(3, 5, 7, 4, 28, -14)],
+        source=MATH + "#div",
+    ),
+    Case(
         name="safe_divide",
         sql="""WITH t AS (SELECT 20 AS a, 4 AS b, 0 AS z)
 SELECT
