@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -64,6 +65,21 @@ def hooked(
             workspace.close()
 
 
+def _falling_over_at(call: int, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make the ``call``-th POST fail as a crash would; the real ``send``, to put back."""
+    send = WebhookTarget.send
+    calls = [0]
+
+    def crashing(self: WebhookTarget, payload: bytes, key: str) -> object:
+        calls[0] += 1
+        if calls[0] == call:
+            raise RuntimeError("the process fell over")
+        return send(self, payload, key)
+
+    monkeypatch.setattr(WebhookTarget, "send", crashing)
+    return send
+
+
 def test_progress_is_recorded_every_few_batches(
     hooked: tuple[Workspace, Receiver, list[timedelta]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -91,16 +107,7 @@ def test_a_retry_resends_what_was_not_recorded_with_the_same_keys(
     hooked: tuple[Workspace, Receiver, list[timedelta]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workspace, receiver, ahead = hooked
-    send = WebhookTarget.send
-    calls = [0]
-
-    def crashing(self: WebhookTarget, payload: bytes, key: str) -> object:
-        calls[0] += 1
-        if calls[0] == 41:
-            raise RuntimeError("the process fell over")
-        return send(self, payload, key)
-
-    monkeypatch.setattr(WebhookTarget, "send", crashing)
+    send = _falling_over_at(41, monkeypatch)
     [first] = workspace.deliver()
     assert first.status == "failed"
     [delivery] = workspace.state.deliveries.all("names")
@@ -116,3 +123,34 @@ def test_a_retry_resends_what_was_not_recorded_with_the_same_keys(
     assert sorted(b for b in set(batches) if batches.count(b) > 1) == list(range(recorded, 40))
     assert all(len(keys) == 1 for keys in receiver.keys_by_batch().values())
     assert len(receiver.rows()) == ROWS
+
+
+def test_a_resumed_delivery_keeps_its_batches_when_batch_rows_changes(
+    hooked: tuple[Workspace, Receiver, list[timedelta]],
+    project: Project,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The sink's batch_rows changes between a delivery's attempts (the server picks up an
+    # edited headwater.toml): the resumed delivery still cuts its rows as it began, so no
+    # row falls between the old batches and the new, and a key never names two bodies.
+    workspace, receiver, ahead = hooked
+    send = _falling_over_at(41, monkeypatch)
+    [first] = workspace.deliver()
+    assert first.status == "failed"
+    toml = project.root / "headwater.toml"
+    toml.write_text(toml.read_text().replace("batch_rows = 1\n", "batch_rows = 7\n"))
+    reloaded = workspace.watch.current(fresh=True)
+    assert reloaded.settings.sinks["hook"].batch_rows == 7  # type: ignore[union-attr]
+    monkeypatch.setattr(WebhookTarget, "send", send)
+    ahead[0] = timedelta(hours=1)  # past the backoff
+    [again] = workspace.deliver()
+    assert again.status == "delivered"
+    assert sorted({r["user_id"] for r in receiver.rows()}) == [f"u{i:03d}" for i in range(ROWS)]
+    bodies: dict[str, set[bytes]] = {}
+    for request in receiver.snapshot():
+        if request.payload:
+            bodies.setdefault(request.key or "", set()).add(request.body)
+            assert len(request.payload["rows"]) == 1
+            assert request.payload["batches"] == ROWS
+    assert all(len(seen) == 1 for seen in bodies.values())
+    assert len(bodies) == ROWS

@@ -247,7 +247,15 @@ class _Attempt:
         from headwater.deliver.webhook import batches, body, idempotency_key, made_ahead
 
         delivery, holder = self.delivery, self.lease.holder
-        parts = batches(table, sink.batch_rows)
+        size = delivery.batch_rows
+        if size is None:
+            # Cut once: a later attempt (or another process after a crash) sends the same
+            # batches under the same keys, even if batch_rows changed meanwhile.
+            size = sink.batch_rows
+            if not self.log.cut(delivery, holder, size):
+                return _result(delivery, "pending", 0)
+            delivery = self.delivery = replace(delivery, batch_rows=size)
+        parts = batches(table, size)
         index, rows, attempts = delivery.batches_done, delivery.rows_delivered, delivery.attempts
         sent, dead_reason = 0, None
         # Batches sent are recorded every few batches, not after each (a commit of the

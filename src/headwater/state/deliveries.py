@@ -40,6 +40,8 @@ class Delivery:
     rows_delivered: int
     next_attempt_at: datetime
     last_error: str | None
+    #: Rows per batch of a webhook delivery, fixed before its first POST (None until then).
+    batch_rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,12 @@ class DeliveryLog:
             rows_delivered=rows_delivered,
             last_error=error,
         )
+
+    def cut(self, delivery: Delivery, holder: Holder, batch_rows: int) -> bool:
+        """Fix the rows per batch ``delivery`` is sent in, before its first batch goes;
+        ``False`` as :meth:`progress`."""
+        with self.engine.begin() as db:
+            return _moved(db, delivery, holder, batch_rows=batch_rows)
 
     def failed(
         self,

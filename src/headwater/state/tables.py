@@ -123,6 +123,9 @@ deliveries = Table(
     Column("attempts", Integer, nullable=False),  # failed attempts at the current batch
     Column("batches_done", Integer, nullable=False),
     Column("rows_delivered", BigInteger, nullable=False),
+    # A webhook delivery's rows per batch, fixed before its first POST: a resumed delivery
+    # sends the same batches under the same keys whatever the sink's batch_rows is now.
+    Column("batch_rows", Integer),
     Column("next_attempt_at", UTCDateTime(), nullable=False),
     Column("last_error", Text),
     Column("updated_at", UTCDateTime(), nullable=False),
