@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -32,6 +33,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 import pyarrow as pa
+import pyarrow.ipc
 import pytest
 from psycopg import sql
 
@@ -288,6 +290,8 @@ SELECT
   MAX(JSON_VALUE(properties, '$.plan')) AS plan,
   AVG(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64)) AS mean_score,
   MIN(timestamp) AS first_seen,
+  -- NUMERIC(38, 9), NULL for users without a score: PostgreSQL's NUMERIC has no scale.
+  SUM(CAST(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64) AS NUMERIC) / 8) AS eighths,
   LOGICAL_OR(event = 'Order Completed') AS ordered
 FROM events
 WHERE timestamp >= @start AND timestamp < @end AND user_id IS NOT NULL
@@ -722,6 +726,8 @@ SELECT
   MAX(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64)) AS score,
   AVG(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64)) AS mean_score,
   MIN(timestamp) AS first_seen,
+  -- NUMERIC(38, 9), NULL for users without a score: PostgreSQL's NUMERIC has no scale.
+  SUM(CAST(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64) AS NUMERIC) / 8) AS eighths,
   ARRAY_AGG(DISTINCT JSON_VALUE(properties, '$.plan') IGNORE NULLS
             ORDER BY JSON_VALUE(properties, '$.plan')) AS plans,
   -- NULL on every row: a list column PostgreSQL is given no list of.
@@ -847,6 +853,8 @@ def _check_served(
         assert served.json() == local.json(), user
         row = served.json()["row"]
         row["first_seen"] = _norm(datetime.fromisoformat(row["first_seen"]))
+        if row["eighths"] is not None:  # NUMERIC is JSON text, to keep its digits
+            row["eighths"] = Decimal(row["eighths"])
         assert tuple(row[c] for c in columns) == held[user]
 
     # Filtered and paged: the same pages as the twin, the rows PostgreSQL holds.
@@ -860,6 +868,19 @@ def _check_served(
         served = pages("profiles", params)
         assert served == pages("profiles_local", params), params
         assert served, params
+    # A page whose decimals are all NULL has the store's NUMERIC type too.
+    scoreless = [u for u, r in held.items() if r[columns.index("eighths")] is None]
+    assert scoreless
+    for dataset in ("profiles", "profiles_local"):
+        page = http.get(
+            f"/api/v1/datasets/{dataset}/rows",
+            headers=auth,
+            params={"user_id__in": ",".join(scoreless), "format": "arrow"},
+        )
+        assert page.status_code == 200, page.text
+        arrow = pa.ipc.open_stream(page.content).read_all()
+        assert arrow.num_rows == len(scoreless)
+        assert arrow.schema.field("eighths").type == pa.decimal128(38, 9), dataset
     pro = pages("profiles", {"plan": "pro", "limit": 2})
     assert [r["user_id"] for r in pro] == sorted(u for u, r in held.items() if r[2] == "pro")
 

@@ -496,6 +496,34 @@ def test_json_value_of_an_object_or_array_is_null_as_in_bigquery(
     assert got == want
 
 
+def test_a_nul_in_a_json_value_stops_no_reader_of_the_document(
+    tmp_path: Path, open_store: Callable[[], PostgresEngine]
+) -> None:
+    # PostgreSQL's text cannot hold NUL, and its JSON functions refused the whole document
+    # ("unsupported Unicode escape sequence") whichever key a pipeline read: one event
+    # failed every interval over it. The store keeps U+FFFD in its place.
+    engine = open_store()
+    nul = jsonio.dumps_str({"plan": "a\x00b", "price": 7})
+    assert "\\u0000" in nul
+    rows = [
+        _row("z1", properties=nul, traits=jsonio.dumps_str({"name": "\x00"})),
+        _row("z2", properties='{"plan": "\\\\u0000", "price": 8}'),  # a backslash, then text
+    ]
+    failed = [_failed("f-nul", payload=nul)]
+    assert all(engine.ingest(_batch(rows, failed)).to_pylist())
+    got = _json_values(tmp_path, engine)
+    assert got == {
+        "z1": {"plan": "a\ufffdb", "price": "7", "path": None, "name": "\ufffd"},
+        "z2": {"plan": "\\u0000", "price": "8", "path": None, "name": None},
+    }
+    [payload] = (
+        engine.query("SELECT JSON_EXTRACT_PATH_TEXT(payload, 'price') AS p FROM failed_events")
+        .column("p")
+        .to_pylist()
+    )
+    assert payload == "7"
+
+
 # -- the environment that names the store ------------------------------------------------------
 
 

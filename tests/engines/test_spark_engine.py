@@ -526,6 +526,40 @@ def test_a_date_column_keeps_dates(store: SparkEngine) -> None:
     assert store.query("SELECT * FROM by_date").to_pylist() == [{"day": date(2026, 3, 1), "n": 1}]
 
 
+def test_a_datetime_stays_a_civil_time_and_integers_are_int64(store: SparkEngine) -> None:
+    # A DATETIME was stored as a TIMESTAMP (read back as an instant in UTC), and Spark's
+    # int results (LENGTH, ROW_NUMBER) came out int32 where DuckDB gives int64.
+    made = store.select(
+        "SELECT TIMESTAMP_NTZ '2026-03-01 10:30:00' AS local, LENGTH('abc') AS n, "
+        "ROW_NUMBER() OVER (ORDER BY 1) AS r",
+        {},
+    ).table
+    assert [str(f.type) for f in made.schema] == ["timestamp[us]", "int64", "int64"]
+    for write in (
+        lambda: store.replace_table("civil_full", made),
+        lambda: store.replace_interval("civil_parts", "local", Interval(T0, T0 + DAY), made),
+    ):
+        write()
+    for table in ("civil_full", "civil_parts"):
+        back = store.query(f"SELECT * FROM {table}")
+        assert back.to_pylist() == [{"local": datetime(2026, 3, 1, 10, 30), "n": 3, "r": 1}]
+        assert [str(f.type) for f in back.schema] == ["timestamp[us]", "int64", "int64"]
+
+
+def test_a_table_an_earlier_release_wrote_takes_new_rows_in_its_own_types(
+    store: SparkEngine,
+) -> None:
+    # A DATETIME written as a TIMESTAMP and an int column: the next interval goes in.
+    old = pa.table({
+        "local": pa.array([datetime(2026, 3, 1, 9, tzinfo=UTC)], pa.timestamp("us", "UTC")),
+        "n": pa.array([2], pa.int32()),
+    })  # fmt: skip
+    store.replace_interval("earlier", "local", Interval(T0, T0 + DAY), old)
+    new = pa.table({"local": [datetime(2026, 3, 2, 9)], "n": pa.array([5], pa.int64())})
+    store.replace_interval("earlier", "local", Interval(T0 + DAY, T0 + 2 * DAY), new)
+    assert sorted(r["n"] for r in store.query("SELECT * FROM earlier").to_pylist()) == [2, 5]
+
+
 def test_a_file_gone_is_found_in_the_cause_of_a_wrapped_error() -> None:
     """A scan in a subquery or broadcast fails as "Exception thrown in awaitResult:", the
     missing file named only in its cause: the query is still run again on fresh views."""

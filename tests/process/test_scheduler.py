@@ -302,6 +302,23 @@ def test_catch_up_after_downtime_runs_oldest_first_bounded_in_dependency_order(r
     assert (status["a_rollup"].intervals_done, status["a_rollup"].intervals_missing) == (11, 0)
 
 
+@pytest.mark.timeout(60)
+def test_a_run_by_hand_without_a_range_runs_all_that_is_lacking(rig: Rig) -> None:
+    # max_catchup paces the scheduler's passes; a run by hand stopped at it, exited 0
+    # and said nothing of the intervals it left.
+    rig.write("z_hourly.sql", Z_HOURLY)
+    rig.write("a_rollup.sql", A_ROLLUP)
+    for h in range(11):
+        rig.ingest(T0 + h * HOUR + timedelta(minutes=20), count=h + 1)
+    rig.clock.now = T0 + 11 * HOUR + timedelta(minutes=5)
+    hours = _hours(0, 11)  # more than max_catchup = 4
+    assert _done(rig.service.run("a_rollup", upstream=True)) == [("z_hourly", h) for h in hours] + [
+        ("a_rollup", h) for h in hours
+    ]
+    assert rig.table("z_hourly", "hour") == {T0 + h * HOUR: (h + 1,) for h in range(11)}
+    assert rig.service.run_due() == []
+
+
 # -- one run per pipeline at a time -----------------------------------------------------------
 
 

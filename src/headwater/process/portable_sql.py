@@ -356,14 +356,21 @@ def integer_results(node: exp.Expression) -> exp.Expression:
 
 def numeric_results(node: exp.Expression) -> exp.Expression:
     """NUMERIC / NUMERIC is a NUMERIC rounded to 9 decimals (DuckDB's is a DOUBLE,
-    PostgreSQL's has 20 decimals); CAST(NUMERIC AS STRING) has no trailing zeros."""
+    PostgreSQL's has 20 decimals), and so is NUMERIC / INT64 or INT64 / NUMERIC, as in
+    BigQuery (DuckDB's were DOUBLE); CAST(NUMERIC AS STRING) has no trailing zeros."""
     decimal = (exp.DataType.Type.DECIMAL,)
+    exact = (*decimal, *exp.DataType.INTEGER_TYPES)
     if (
         isinstance(node, exp.Div)
-        and is_type(node.this, *decimal)
-        and is_type(node.expression, *decimal)
+        and is_type(node.this, *exact)
+        and is_type(node.expression, *exact)
+        and (is_type(node.this, *decimal) or is_type(node.expression, *decimal))
         and not isinstance(node.parent, exp.Cast)
     ):
+        for key in ("this", "expression"):
+            operand = node.args[key]
+            if not is_type(operand, *decimal):
+                node.set(key, exp.cast(operand, exp.DataType.build("DECIMAL(38, 9)")))
         return exp.cast(node, exp.DataType.build("DECIMAL(38, 9)"))
     if (
         isinstance(node, exp.Cast)

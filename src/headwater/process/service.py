@@ -8,6 +8,7 @@ without a restart, and a broken one stops only the operations that need it.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -226,13 +227,15 @@ class PipelineService:
 
     def _lacking(self, planner: Planner, pipeline: Pipeline, now: bool) -> list[Interval]:
         """What a run by hand runs: the latest interval of a full pipeline with ``now``
-        (done or not), else what is missing or stale, failed intervals included."""
+        (done or not), else all that is missing or stale, failed intervals included (not
+        capped by ``max_catchup``, which paces the scheduler's passes: a run by hand that
+        stopped at it said nothing of the rest)."""
         moment = self.clock()
         if now and not pipeline.incremental:
             return [latest_tick(pipeline.header.schedule, moment)]
         planner.propagate(pipeline)
         floor = min(self.floor(), moment)
-        return planner.due(pipeline, moment, floor, self.settings.max_catchup, retry_failed=True)
+        return planner.due(pipeline, moment, floor, sys.maxsize, retry_failed=True)
 
     def backfill(
         self,

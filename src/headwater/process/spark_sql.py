@@ -327,7 +327,34 @@ def hexadecimal_integers(node: exp.Expression) -> exp.Expression:
 
 
 #: In order; each sees the tree the one before left.
+def distinct_string_agg_as_a_set(node: exp.Expression) -> exp.Expression:
+    """STRING_AGG(DISTINCT x, sep [ORDER BY x [DESC]]) joins the sorted set of ``x``:
+    Spark's LISTAGG(DISTINCT …) fails beside another DISTINCT aggregate (a ClassCastException
+    in its distinct-aggregate rewrite). NULL over no values, as in BigQuery."""
+    if not isinstance(node, exp.GroupConcat):
+        return node
+    inner, order = node.this, None
+    if isinstance(inner, exp.Order):
+        inner, order = inner.this, inner.expressions
+    if not (isinstance(inner, exp.Distinct) and len(inner.expressions) == 1):
+        return node
+    value = inner.expressions[0]
+    if order and (len(order) != 1 or order[0].this != value):
+        return node  # ordered by another expression: as sqlglot writes it
+    values = call("COLLECT_SET", value.copy())
+    joined: exp.Expression = call("ARRAY_SORT", values)
+    if order and order[0].args.get("desc"):
+        joined = call("REVERSE", joined)
+    separator = node.args.get("separator") or text(",")
+    empty = exp.EQ(this=call("SIZE", values.copy()), expression=number(0))
+    return exp.Case(
+        ifs=[exp.If(this=empty, true=exp.null())],
+        default=call("ARRAY_JOIN", joined, separator.copy()),
+    )
+
+
 FIXES = (
+    distinct_string_agg_as_a_set,
     portable_sql.round_float_exactly,
     datetime_is_without_zone,
     *CALENDAR,

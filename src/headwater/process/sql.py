@@ -329,6 +329,8 @@ def corrections(query: Query) -> str:
     ''
     >>> corrections(parse("SELECT DIV(n - 1, 7) AS w FROM t", "bigquery", "x.sql"))
     '\x00div-operands'
+    >>> corrections(parse("SELECT CAST(n AS NUMERIC) / 8 AS e FROM t", "bigquery", "x.sql"))
+    '\x00numeric-by-integer'
     >>> havana = "SELECT TIMESTAMP_TRUNC(ts, DAY, 'America/Havana') AS d FROM t"
     >>> corrections(parse(havana, "bigquery", "x.sql"))
     '\x00earlier-instant'
@@ -337,7 +339,8 @@ def corrections(query: Query) -> str:
     """
     if query.dialect != "bigquery":
         return ""
-    tree = query.expression
+    tree = cast(exp.Expression, query.expression.copy())
+    portable_sql.annotate(tree)  # types, for the corrections that depend on them
     marks = []
     if any(
         portable_sql.shadowing_aliases(select)
@@ -363,6 +366,16 @@ def corrections(query: Query) -> str:
         for operand in (div.this, div.expression)
     ):
         marks.append("div-operands")
+    if any(
+        portable_sql.is_type(div.this, *exp.DataType.INTEGER_TYPES)
+        != portable_sql.is_type(div.expression, *exp.DataType.INTEGER_TYPES)
+        and portable_sql.is_type(div.this, exp.DataType.Type.DECIMAL, *exp.DataType.INTEGER_TYPES)
+        and portable_sql.is_type(
+            div.expression, exp.DataType.Type.DECIMAL, *exp.DataType.INTEGER_TYPES
+        )
+        for div in tree.find_all(exp.Div)
+    ):
+        marks.append("numeric-by-integer")
     zones = [
         node.args["zone"]
         for node in tree.find_all(exp.Timestamp, exp.StrToTime, exp.TimestampTrunc)

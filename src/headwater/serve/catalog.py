@@ -99,36 +99,53 @@ def _elsewhere(
         schema = reader.select(empty.sql(reader.dialect), {}).table.schema
     except QueryError:
         return None
-    nested = {
+    # The sink's table holds nested values as JSON and decimals as NUMERIC of any scale
+    # (a page's scale would be its values'): both are served as the store's types.
+    restored = {
         field.name: stored.field(field.name).type
         for field in schema
         if stored is not None
         and field.name in stored.names
-        and pa.types.is_string(field.type)
-        and pa.types.is_nested(stored.field(field.name).type)
+        and (
+            (pa.types.is_string(field.type) and pa.types.is_nested(stored.field(field.name).type))
+            or (
+                pa.types.is_decimal(field.type)
+                and pa.types.is_decimal(stored.field(field.name).type)
+                and field.type != stored.field(field.name).type
+            )
+        )
     }
-    if nested:
-        reader = _Decoded(reader, nested)
-        for column, kind in nested.items():
+    if restored:
+        reader = _Restored(reader, restored)
+        for column, kind in restored.items():
             index = schema.get_field_index(column)
             schema = schema.set(index, schema.field(index).with_type(kind))
     return Dataset(name, served.key, schema, reader, table)
 
 
-class _Decoded:
-    """A reader whose JSON text columns come back as the nested types they hold."""
+class _Restored:
+    """A reader whose columns come back as the store's types: JSON text as the nested
+    values it holds, a NUMERIC at the store's scale."""
 
-    def __init__(self, inner: Reader, nested: dict[str, pa.DataType]) -> None:
+    def __init__(self, inner: Reader, types: dict[str, pa.DataType]) -> None:
         self.dialect = inner.dialect
         self._inner = inner
-        self._nested = nested
+        self._types = types
 
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
         found = self._inner.select(sql, params)
         table = found.table
-        for column, kind in self._nested.items():
+        for column, kind in self._types.items():
             index = table.schema.get_field_index(column)
-            if index < 0 or not pa.types.is_string(table.schema.field(index).type):
+            if index < 0:
+                continue
+            field = table.schema.field(index)
+            if pa.types.is_decimal(field.type) and pa.types.is_decimal(kind):
+                table = table.set_column(
+                    index, field.with_type(kind), table.column(index).cast(kind)
+                )
+                continue
+            if not pa.types.is_string(field.type):
                 continue
             texts = table.column(index).to_pylist()
             values = [None if text is None else jsonio.loads(text) for text in texts]

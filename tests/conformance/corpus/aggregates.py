@@ -176,6 +176,17 @@ CASES: list[Case] = [
         f"{DOC}#string_agg",
     ),
     Case(
+        # Beside another DISTINCT aggregate, descending, NULLs left out, and over no values.
+        "string_agg_distinct_beside_count_distinct",
+        "SELECT g, STRING_AGG(DISTINCT s, '|' ORDER BY s) AS up, "
+        "STRING_AGG(DISTINCT s ORDER BY s DESC) AS down, COUNT(DISTINCT n) AS ns "
+        "FROM (SELECT 1 AS g, 'b' AS s, 1 AS n UNION ALL SELECT 1, 'a', 2 "
+        "UNION ALL SELECT 1, 'b', 2 UNION ALL SELECT 1, NULL, 3 UNION ALL SELECT 2, NULL, 1) "
+        "GROUP BY g ORDER BY g",
+        [(1, "a|b", "b,a", 3), (2, None, None, 1)],
+        f"{DOC}#string_agg",
+    ),
+    Case(
         "any_value_ignores_nulls",
         "WITH t AS (SELECT 1 AS g, CAST(NULL AS STRING) AS v UNION ALL SELECT 1, 'x' "
         "UNION ALL SELECT 1, 'x' UNION ALL SELECT 2, NULL) "

@@ -98,9 +98,16 @@ SELECT a + b AS sum, a * b AS product, c - a AS difference FROM t""",
     ),
     Case(
         name="numeric_division_keeps_nine_decimals",
-        sql="""WITH t AS (SELECT NUMERIC '1' AS a, NUMERIC '3' AS b)
-SELECT a / b AS third FROM t""",
-        expect=[(Decimal("0.333333333"),)],
+        sql="""WITH t AS (SELECT NUMERIC '1' AS a, NUMERIC '3' AS b, 3 AS i)
+SELECT a / b AS third, a / i AS by_integer, 2 / b AS integer_by, a / 8 AS eighth FROM t""",
+        expect=[
+            (
+                Decimal("0.333333333"),
+                Decimal("0.333333333"),
+                Decimal("0.666666667"),
+                Decimal("0.125"),
+            )
+        ],
         source=TYPES + "#decimal_types",
     ),
     Case(

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv
 import sqlglot
 from psycopg import sql
@@ -156,6 +157,35 @@ def csv_chunks(table: pa.Table, arrays: frozenset[str] = frozenset()) -> Iterato
     data = out.getbuffer()
     for offset in range(0, len(data), _COPY_CHUNK):
         yield bytes(data[offset : offset + _COPY_CHUNK])
+
+
+#: A JSON escape of NUL not itself escaped (``\\u0000`` is a backslash, then text).
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_NUL_REPLACED = "\\ufffd"
+
+
+def without_nul(table: pa.Table, columns: frozenset[str]) -> pa.Table:
+    r"""``table`` with each ``\u0000`` in the JSON text of ``columns`` written as
+    ``\ufffd`` (U+FFFD, the replacement character): PostgreSQL's text cannot hold NUL, so
+    its JSON functions refuse a document holding one, whichever key is asked for.
+
+    >>> t = pa.table({"properties": ['{"a": "x\\u0000y", "b": 1}', '{"c": "\\\\u0000"}']})
+    >>> without_nul(t, frozenset({"properties"})).column(0).to_pylist()
+    ['{"a": "x\\ufffdy", "b": 1}', '{"c": "\\\\u0000"}']
+    """
+    for name in columns & set(table.column_names):
+        column = table.column(name)
+        if not pa.types.is_string(column.type):
+            continue
+        if not pc.any(pc.match_substring(column, "\\u0000")).as_py():
+            continue
+        fixed = [
+            None if v is None else _NUL_ESCAPE.sub(lambda m: m.group(1) + _NUL_REPLACED, v)
+            for v in column.to_pylist()
+        ]
+        index = table.column_names.index(name)
+        table = table.set_column(index, table.field(index), pa.array(fixed, column.type))
+    return table
 
 
 def copy_in(

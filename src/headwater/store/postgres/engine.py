@@ -41,6 +41,7 @@ from headwater.store.postgres.arrow import (
     positional,
     to_arrow,
     untyped,
+    without_nul,
 )
 from headwater.store.postgres.errors import classify
 from headwater.store.postgres.floors import PostgresFloors
@@ -460,7 +461,8 @@ class PostgresEngine:
                 [interval.start, interval.end],
             )
             for batch in pq.ParquetFile(path).iter_batches(batch_size=_LOAD_ROWS):
-                copy_in(con, self._table(table), pa.Table.from_batches([batch]))
+                rows = without_nul(pa.Table.from_batches([batch]), schema.JSON_COLUMNS)
+                copy_in(con, self._table(table), rows)
 
     def delete_arrivals(self, table: str, before: datetime, limit: int) -> int:
         return self.drop_before(table, "received_at", before, limit)

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from headwater.store import schema
 from headwater.store.engine import IngestBatch
-from headwater.store.postgres.arrow import copy_in, names
+from headwater.store.postgres.arrow import copy_in, names, without_nul
 from headwater.store.postgres.floors import PostgresFloors
 
 
@@ -27,7 +27,7 @@ def ingest(
 ) -> pa.Array:
     """Commit ``batch`` on ``con`` (a connection of the store's schema ``store``); return,
     per event, whether it was new."""
-    events = batch.events
+    events = without_nul(batch.events, schema.JSON_COLUMNS)
     columns = names(schema.EVENTS.names)
     with con.transaction():
         new = pa.array([True] * events.num_rows, pa.bool_())
@@ -62,7 +62,8 @@ def ingest(
                     events["source"].to_pylist(), events["message_id"].to_pylist(), strict=True
                 )
                 new = pa.array([pair in fresh for pair in pairs], pa.bool_())
-        copy_in(con, sql.Identifier(store, "failed_events"), batch.failed)
+        failed = without_nul(batch.failed, schema.JSON_COLUMNS)
+        copy_in(con, sql.Identifier(store, "failed_events"), failed)
         replayed = batch.replayed
         if replayed is not None and replayed.num_rows:
             con.execute(

@@ -61,6 +61,8 @@ from headwater.store.spark.outputs import (
     _interval_end,
     _interval_key,
     _overlaps,
+    framed,
+    int64,
 )
 from headwater.store.spark.session import reason, session
 from headwater.store.spark.shipping import carried, shipped
@@ -160,11 +162,11 @@ class SparkEngine:
         """One read of the store's tables (``?`` parameters). Spark has no read-only
         transaction, so parsing alone decides: anything but one query is refused."""
         check_read_only(sql, self.dialect, self.list_tables())
-        return self._run(sql, list(params) or None, DataFrame.toArrow)
+        return self._run(sql, list(params) or None, lambda frame: int64(frame.toArrow()))
 
     def select(self, sql: str, params: Mapping[str, object]) -> Selected:
         def run(frame: DataFrame) -> Selected:
-            return Selected(frame.toArrow(), rows_scanned(frame))
+            return Selected(int64(frame.toArrow()), rows_scanned(frame))
 
         return self._run(sql, dict(params) or None, run)
 
@@ -355,6 +357,7 @@ class SparkEngine:
                     hint=f"remove the folder {self._root}/{table} and backfill the pipeline",
                 )
             columns = _columns(data, stored)
+            data = framed(data, columns)
             target = pa.schema([field.with_nullable(True) for field in data.schema])
             parts = {key: data.cast(target)}
             for other in self._partitions(table):
@@ -371,8 +374,9 @@ class SparkEngine:
                 for name, rows in parts.items()
                 if rows.num_rows
             ]
+            partitioned = StructType([*columns.fields, StructField(INTERVAL, StringType())])
             if written:
-                frame = self._spark.createDataFrame(pa.concat_tables(written))
+                frame = self._spark.createDataFrame(pa.concat_tables(written), schema=partitioned)
                 frame.write.mode("overwrite").partitionBy(INTERVAL).parquet(f"{self._uri}/{table}")
             for name, rows in parts.items():
                 # An overwrite writes no partition for no rows, so it would replace nothing.
@@ -383,8 +387,7 @@ class SparkEngine:
                 ):
                     self._fs.delete_dir(folder)
             if stored is None:
-                partitioned = [*columns.fields, StructField(INTERVAL, StringType())]
-                self._write_schema(f"{self._root}/{table}", StructType(partitioned))
+                self._write_schema(f"{self._root}/{table}", partitioned)
 
     def swap_tables(
         self, swaps: Mapping[str, str], drop: Sequence[str] = (), fences: Sequence[Fence] = ()
@@ -566,8 +569,7 @@ class SparkEngine:
     def _frame(self, data: pa.Table, stored: StructType | None = None) -> DataFrame:
         """``data`` as a Spark DataFrame, its columns in the stored table's order."""
         columns = _columns(data, stored)
-        frame = self._spark.createDataFrame(data)
-        return frame.select(*[F.col(quote(name)) for name in columns.fieldNames()])
+        return self._spark.createDataFrame(framed(data, columns), schema=columns)
 
     def _check_unpartitioned(self, table: str, stored: StructType, verb: str) -> None:
         if INTERVAL in stored.fieldNames():
