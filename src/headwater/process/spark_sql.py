@@ -353,7 +353,20 @@ def distinct_string_agg_as_a_set(node: exp.Expression) -> exp.Expression:
     )
 
 
+def row_number_without_order(node: exp.Expression) -> exp.Expression:
+    """ROW_NUMBER() OVER ([PARTITION BY …]) numbers the rows in any order, as BigQuery
+    does; Spark refuses a ROW_NUMBER without ORDER BY, so it orders by a constant."""
+    if (
+        isinstance(node, exp.Window)
+        and isinstance(node.this, exp.RowNumber)
+        and node.args.get("order") is None
+    ):
+        node.set("order", exp.Order(expressions=[exp.Ordered(this=number(1))]))
+    return node
+
+
 FIXES = (
+    row_number_without_order,
     distinct_string_agg_as_a_set,
     portable_sql.round_float_exactly,
     datetime_is_without_zone,

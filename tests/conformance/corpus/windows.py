@@ -30,6 +30,15 @@ CASES: list[Case] = [
         f"{NUM}#rank",
     ),
     Case(
+        # Without ORDER BY the rows are numbered 1 to n in any order (Spark needs an order).
+        "row_number_without_order_by",
+        T + "SELECT u, MAX(r) AS top, COUNT(DISTINCT r) AS numbers, "
+        "(SELECT COUNT(DISTINCT n) FROM (SELECT ROW_NUMBER() OVER () AS n FROM t)) AS whole "
+        "FROM (SELECT u, ROW_NUMBER() OVER (PARTITION BY u) AS r FROM t) GROUP BY u ORDER BY u",
+        [("a", 4, 4, 5), ("b", 1, 1, 5)],
+        f"{NUM}#row_number",
+    ),
+    Case(
         "lag_lead_with_default",
         T + "SELECT u, k, LAG(k) OVER w, LAG(k, 1, 0) OVER w, LEAD(k, 2, -1) OVER w "
         "FROM t WHERE v IS NOT NULL OR k = 4 WINDOW w AS (PARTITION BY u ORDER BY k, v) "
