@@ -290,8 +290,6 @@ SELECT
   MAX(JSON_VALUE(properties, '$.plan')) AS plan,
   AVG(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64)) AS mean_score,
   MIN(timestamp) AS first_seen,
-  -- NUMERIC(38, 9), NULL for users without a score: PostgreSQL's NUMERIC has no scale.
-  SUM(CAST(SAFE_CAST(JSON_VALUE(properties, '$.score') AS INT64) AS NUMERIC) / 8) AS eighths,
   LOGICAL_OR(event = 'Order Completed') AS ordered
 FROM events
 WHERE timestamp >= @start AND timestamp < @end AND user_id IS NOT NULL

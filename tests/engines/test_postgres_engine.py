@@ -26,6 +26,7 @@ from headwater.core import jsonio
 from headwater.core.clock import to_us
 from headwater.core.types import Interval
 from headwater.runtime.workspace import Workspace, engine_for, state_for
+from headwater.serve.query import Dataset, encode_cursor, rows_query
 from headwater.state import StateStore
 from headwater.store import schema
 from headwater.store.engine import FLOOR_STALE_SECONDS, Fence, IngestBatch
@@ -606,6 +607,55 @@ def test_a_database_that_does_not_compare_text_byte_by_byte_is_warned_of(
     assert len(cased) == 1, caplog.text
     assert "LC_CTYPE 'C.UTF-8'" in cased[0].getMessage()
     assert len([r for r in caplog.records if "collation" in r.getMessage()]) == 1
+
+
+def test_a_dataset_read_from_a_language_collated_database_orders_text_byte_by_byte(
+    pg_server: Any,
+) -> None:
+    # A sink's database is the user's: under en-US 'a' sorts before 'B', so a served
+    # dataset's pages, ranges and cursors differed from the store's. Text is compared as
+    # BigQuery and DuckDB compare it there too.
+    with psycopg.connect(pg_server.url(), autocommit=True) as con:
+        con.execute("DROP DATABASE IF EXISTS hw_served_icu")
+        con.execute(
+            "CREATE DATABASE hw_served_icu TEMPLATE template0 LOCALE_PROVIDER icu "
+            "ICU_LOCALE 'en-US' LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'"
+        )
+    ids = ["Zed", "alice", "Bob", "a-c", "ab", "_x", "B2", "b1", "Éa", "e"]
+    url = pg_server.url("hw_served_icu")
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("CREATE TABLE served (user_id text PRIMARY KEY, n bigint)")
+        for n, user in enumerate(ids):
+            con.execute("INSERT INTO served VALUES (%s, %s)", [user, n])
+    reader = PostgresEngine.open(url)
+    try:
+        dataset = Dataset(
+            "served", ("user_id",), reader.select("SELECT * FROM served", {}).table.schema,
+            reader, ("public", "served"),
+        )  # fmt: skip
+
+        def page(args: dict[str, str]) -> list[str]:
+            select, _, _ = rows_query(dataset, args, page_size=100, max_page_size=100)
+            found = reader.select(select.query.sql(reader.dialect), select.params).table
+            return [str(u) for u in found.column("user_id").to_pylist()]
+
+        in_bytes = sorted(ids, key=lambda u: u.encode())
+        assert page({}) == in_bytes
+        assert page({"order_by": "-user_id"}) == in_bytes[::-1]
+        assert page({"user_id__lt": "b"}) == [u for u in in_bytes if u.encode() < b"b"]
+        walked: list[str] = []
+        cursor: str | None = None
+        while True:
+            args = {"limit": "3", **({"cursor": cursor} if cursor else {})}
+            select, order, limit = rows_query(dataset, args, page_size=3, max_page_size=100)
+            rows = reader.select(select.query.sql(reader.dialect), select.params).table
+            walked += [str(u) for u in rows.column("user_id").to_pylist()[:limit]]
+            if rows.num_rows <= limit:
+                break
+            cursor = encode_cursor(rows.slice(limit - 1, 1).to_pylist()[0], order)
+        assert walked == in_bytes
+    finally:
+        reader.close()
 
 
 # -- arrays --------------------------------------------------------------------------------

@@ -77,6 +77,15 @@ class Dataset:
         for the product."""
         return served(self.relation(), scored=self.scored)
 
+    def ordered(self, column: str) -> exp.Expression:
+        """``column`` as it is compared and sorted: text byte by byte, as BigQuery and
+        DuckDB compare it, also in a PostgreSQL database whose collation is a language's
+        (under ``en_US`` 'a' sorts before 'B', and a sink's database is the user's)."""
+        target = exp.column(column, quoted=True)
+        if self.reader.dialect == "postgres" and pa.types.is_string(self.column_type(column)):
+            return exp.Collate(this=target, expression=exp.Identifier(this="C", quoted=True))
+        return target
+
     def column_type(self, column: str) -> pa.DataType:
         if column not in self.schema.names:
             raise ApiError(
@@ -190,7 +199,8 @@ def rows_query(
             select.query = select.query.where(exp.In(this=target, expressions=bound))
         elif operator in OPERATORS:
             value = select.bind(parse_value(dataset, column, text))
-            select.query = select.query.where(OPERATORS[operator](target, value))
+            compared = target if operator == "eq" else dataset.ordered(column)
+            select.query = select.query.where(OPERATORS[operator](compared, value))
         else:
             raise ApiError(
                 400,
@@ -203,8 +213,7 @@ def rows_query(
     if cursor := args.get("cursor"):
         select.query = select.query.where(_after(dataset, select, order, cursor))
     ordered = [
-        exp.Ordered(this=exp.column(c, quoted=True), desc=desc, nulls_first=False)
-        for c, desc in order
+        exp.Ordered(this=dataset.ordered(c), desc=desc, nulls_first=False) for c, desc in order
     ]
     select.query = select.query.order_by(*ordered).limit(limit + 1)
     return select, order, limit
@@ -289,10 +298,11 @@ def _after(
             same: exp.Expression = exp.Is(this=target, expression=exp.null())
         else:
             bound = select.bind(value)
+            compared = dataset.ordered(column)
             beyond = (
-                exp.LT(this=target, expression=bound)
+                exp.LT(this=compared, expression=bound)
                 if desc
-                else exp.GT(this=target, expression=bound)
+                else exp.GT(this=compared, expression=bound)
             )
             after = cast(
                 exp.Expression, exp.or_(beyond, exp.Is(this=target.copy(), expression=exp.null()))
