@@ -879,6 +879,9 @@ def _check_served(
         arrow = pa.ipc.open_stream(page.content).read_all()
         assert arrow.num_rows == len(scoreless)
         assert arrow.schema.field("eighths").type == pa.decimal128(38, 9), dataset
+        # The types as the catalog lists them, lists' items named alike from every engine.
+        typed = [{"name": f.name, "type": str(f.type)} for f in arrow.schema]
+        assert typed == by_name[dataset]["columns"], dataset
     pro = pages("profiles", {"plan": "pro", "limit": 2})
     assert [r["user_id"] for r in pro] == sorted(u for u, r in held.items() if r[2] == "pro")
 

@@ -905,7 +905,9 @@ def test_a_cursor_edited_to_skip_ahead_still_reads_only_real_rows(api: Api) -> N
 
 @pytest.mark.parametrize("limit", ["0", "-1", "1001", "100000", "abc", "1.5", ""])
 def test_a_limit_outside_1_to_max_page_size_is_400(api: Api, limit: str) -> None:
-    _error(api.rows(USER_SCORES, {"limit": limit}), 400)
+    response = api.rows(USER_SCORES, {"limit": limit})
+    assert "1 to 1000" in _error(response, 400)
+    assert response.json()["error"]["code"] == "bad_limit"  # one code, however it is wrong
 
 
 def test_the_largest_page_and_the_default_page(api: Api) -> None:

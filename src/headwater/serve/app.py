@@ -39,7 +39,7 @@ from headwater.serve.query import (
 )
 from headwater.serve.settings import ApiSettings
 from headwater.store.errors import QueryError
-from headwater.store.schema import type_name
+from headwater.store.schema import rebuilt, type_name
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,9 @@ def api_app(consumers: ConsumerRing, catalog: DatasetCatalog, settings: ApiSetti
         request: Request,
         authorization: Annotated[str | None, Header()] = None,
         order_by: Annotated[str | None, Query(description="columns, '-' for descending")] = None,
-        limit: Annotated[int | None, Query(ge=1)] = None,
+        # Text here: a limit out of range is refused as bad_limit by the query, not by
+        # the framework's own validation in another shape.
+        limit: Annotated[str | None, Query(description="rows per page, 1 to the maximum")] = None,
         cursor: Annotated[str | None, Query(description="next_cursor of the page before")] = None,
         format: Annotated[Literal["json", "csv", "arrow"], Query()] = "json",
     ) -> Response:
@@ -302,6 +304,10 @@ def _answer(table: pa.Table, fmt: str, next_cursor: str | None) -> Response:
             ) from None
         return Response(sink.getvalue().to_pybytes(), media_type="text/csv", headers=headers)
     if fmt == "arrow":
+        # Lists' items named as the catalog lists them (DuckDB calls them "l").
+        named = pa.schema([f.with_type(rebuilt(f.type, lambda leaf: leaf)) for f in table.schema])
+        if str(named) != str(table.schema):  # equal as types: Arrow ignores the names
+            table = table.cast(named)
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
