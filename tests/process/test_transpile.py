@@ -563,3 +563,15 @@ def test_cast_of_text_to_int64_fails_on_anything_else_as_bigquery_does(text: str
 
     with pytest.raises(duckdb.Error, match=r"Bad int64 value|Could not convert"):
         _cast_to_int64(text)
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_nested_zone_conversions_render_to_a_bounded_query(dialect: str) -> None:
+    # Reading a repeated civil time as BigQuery does writes the civil time out eight
+    # times; nested conversions multiplied that at each level (six levels: 6 MB, a minute
+    # to render at load). A civil time already holding one keeps the engine's reading.
+    inner = "c"
+    for zone in ["America/New_York", "Europe/Berlin", "Asia/Tokyo", "America/Havana"]:
+        inner = f"TIMESTAMP(DATETIME({inner}, 'Europe/Paris'), '{zone}')"
+    query = parse(f"SELECT {inner} AS t FROM x", "bigquery", "nested.sql")
+    assert len(render(query, dialect)) < 30_000

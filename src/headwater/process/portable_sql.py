@@ -826,6 +826,8 @@ class StandardCalendar(Calendar):
     def local(self, instant: exp.Expression, zone: exp.Expression) -> exp.Expression:
         aware = exp.cast(instant, exp.DataType.Type.TIMESTAMPTZ)
         minutes = fixed_offset(zone)
+        if minutes == 0 and not _is_utc(zone):
+            zone = text("UTC")  # '+00:00': DuckDB knows no such zone
         if minutes:
             # An offset is not a zone name here: PostgreSQL reads '+05:30' as POSIX
             # (west of UTC), DuckDB not at all.
@@ -836,11 +838,16 @@ class StandardCalendar(Calendar):
     def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
         naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
         minutes = fixed_offset(zone)
+        if minutes == 0 and not _is_utc(zone):
+            zone = text("UTC")  # '+00:00': DuckDB knows no such zone
         if minutes:
             shifted = exp.paren(exp.Sub(this=naive, expression=_minutes(minutes)))
             return exp.AtTimeZone(this=shifted, zone=text("UTC"))
         picked = exp.AtTimeZone(this=naive, zone=zone)
-        if minutes is not None:
+        if minutes is not None or _size(naive) > _LARGEST_REPEATED:
+            # A civil time written out eight times below: one already holding such a
+            # conversion (nested, each level eight times the last) keeps the engine's
+            # reading of a repeated time rather than grow the query without bound.
             return picked
         # BigQuery reads a civil time with the offset in force before a clock change, so a
         # time the clock shows twice is the earlier instant; AT TIME ZONE takes the later
@@ -899,6 +906,14 @@ def fixed_offset(zone: exp.Expression) -> int | None:
     sign, hours, minutes = found.groups()
     total = int(hours) * 60 + int(minutes or 0)
     return -total if sign == "-" else total
+
+
+#: The most nodes a civil time may have for :meth:`StandardCalendar.instant` to repeat it.
+_LARGEST_REPEATED = 150
+
+
+def _size(node: exp.Expression) -> int:
+    return sum(1 for _ in node.walk())
 
 
 def _minutes(count: int) -> exp.Expression:

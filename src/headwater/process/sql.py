@@ -376,11 +376,12 @@ def corrections(query: Query) -> str:
         for div in tree.find_all(exp.Div)
     ):
         marks.append("numeric-by-integer")
+    zoned = (exp.Timestamp, exp.StrToTime, exp.TimestampTrunc, exp.Date, exp.TimeToStr)
     zones = [
-        node.args["zone"]
-        for node in tree.find_all(exp.Timestamp, exp.StrToTime, exp.TimestampTrunc)
-        if node.args.get("zone") is not None
-    ] + [node.args["zone"] for node in tree.find_all(exp.AtTimeZone)]
+        *(node.args["zone"] for node in tree.find_all(*zoned) if node.args.get("zone")),
+        *(node.args["zone"] for node in tree.find_all(exp.AtTimeZone)),
+        *(node.expression for node in tree.find_all(exp.Datetime) if node.expression),
+    ]
     if any(portable_sql.fixed_offset(zone) not in (None, 0) for zone in zones):
         marks.append("offset-zone")
     if any(
@@ -408,7 +409,11 @@ def _repeats_midnight(zone: str) -> bool:
         later = (week + timedelta(days=7)).replace(tzinfo=tz).utcoffset()
         if later != offset:
             for day in (week + timedelta(days=n) for n in range(8)):
-                if day.replace(tzinfo=tz).utcoffset() != day.replace(tzinfo=tz, fold=1).utcoffset():
+                # Shown twice: the first reading (fold 0) has the larger offset. A
+                # skipped midnight (Santiago's) has the smaller, and changes nothing.
+                first = day.replace(tzinfo=tz).utcoffset()
+                second = day.replace(tzinfo=tz, fold=1).utcoffset()
+                if first is not None and second is not None and first > second:
                     return True
             offset = later
         week += timedelta(days=7)

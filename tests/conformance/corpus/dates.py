@@ -299,7 +299,8 @@ FROM t""",
   DATE(TIMESTAMP '2026-01-01 20:00:00+00', 'UTC+5:30') AS day,
   TIMESTAMP_TRUNC(TIMESTAMP '2026-01-01 20:00:00+00', DAY, '+05:30') AS day_start,
   FORMAT_TIMESTAMP('%F %H:%M', TIMESTAMP '2026-01-01 20:00:00+00', '-03:30') AS formatted,
-  EXTRACT(HOUR FROM TIMESTAMP '2026-01-01 20:00:00+00' AT TIME ZONE '+05:30') AS hour""",
+  EXTRACT(HOUR FROM TIMESTAMP '2026-01-01 20:00:00+00' AT TIME ZONE '+05:30') AS hour,
+  DATE(TIMESTAMP '2026-01-01 23:30:00+00', '+00:00') AS zero""",
         expect=[
             (
                 ts("2025-12-31 18:30:00"),
@@ -310,6 +311,7 @@ FROM t""",
                 ts("2026-01-01 18:30:00"),
                 "2026-01-01 16:30",
                 1,
+                d("2026-01-01"),
             )
         ],
         source=TIMESTAMP + "#timezone_definitions",

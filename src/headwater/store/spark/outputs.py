@@ -58,7 +58,14 @@ def _kind(kind: DataType) -> str:
 def framed(data: pa.Table, columns: StructType) -> pa.Table:
     """``data`` as the Arrow types of ``columns``, in their order, for ``createDataFrame``
     with them as its schema (without one Spark takes a DATETIME for a TIMESTAMP)."""
-    return data.select(columns.fieldNames()).cast(to_arrow_schema(columns, timezone="UTC"))
+    try:
+        return data.select(columns.fieldNames()).cast(to_arrow_schema(columns, timezone="UTC"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise QueryError(
+            f"the rows do not fit the table's columns ({_describe(columns)}): {exc}",
+            hint="the table was written by an earlier release with narrower types; "
+            "rebuild it (headwater apply, or a full run) to take the new ones",
+        ) from None
 
 
 def int64(table: pa.Table) -> pa.Table:
