@@ -360,6 +360,7 @@ def row_number_without_order(node: exp.Expression) -> exp.Expression:
         isinstance(node, exp.Window)
         and isinstance(node.this, exp.RowNumber)
         and node.args.get("order") is None
+        and node.args.get("alias") is None  # OVER w: the named window says its order
     ):
         node.set("order", exp.Order(expressions=[exp.Ordered(this=number(1))]))
     return node
