@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -266,13 +266,24 @@ class SparkEngine:
         reader sees the table before or after, never a part of each.
         """
         for attempt in range(1, _ATTEMPTS + 1):
+            listed: dict[str, int | None] | None = None
             try:
-                self._register(sql)
-                return action(self._spark.sql(sql, args=args))
+                listed = self._register(sql)
+                result = action(self._spark.sql(sql, args=args))
+                if attempt < _ATTEMPTS and listed != self._generations(listed):
+                    # A table was replaced while its files were listed: the listing may
+                    # hold part of either folder (the local file system skips entries
+                    # renamed away mid-listing), so the answer is not trusted.
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                return result
             except PythonException:
                 raise  # a Python function of the pipeline failed: its error, not the engine's
             except (PySparkException, Py4JJavaError) as exc:
-                if attempt == _ATTEMPTS or not _vanished(exc):
+                # Also any failure while a table it read was replaced: Spark does not
+                # always say a file went (a listing's error is wrapped past its cause).
+                swapped = listed is not None and listed != self._generations(listed)
+                if attempt == _ATTEMPTS or not (_vanished(exc) or swapped):
                     raise QueryError(reason(exc)) from None
                 time.sleep(0.05 * 2**attempt)  # past the swap's two renames
             except Py4JNetworkError as exc:
@@ -287,11 +298,14 @@ class SparkEngine:
             if info.type == pafs.FileType.Directory and not info.base_name.startswith((".", "_"))
         )
 
-    def _register(self, sql: str) -> None:
+    def _register(self, sql: str) -> dict[str, int | None]:
         """(Re-)register the views of the tables ``sql`` reads: listing a table's files
-        again is how a query sees what was written since the last one."""
+        again is how a query sees what was written since the last one. Each table's
+        generation (see :meth:`_generations`) as it was before its files were listed."""
         names = referenced(sql)
-        for name in self.list_tables() if names is None else sorted(names):
+        tables = self.list_tables() if names is None else sorted(names)
+        generations = self._generations(tables)
+        for name in tables:
             frame = self._read(name)
             if frame is not None:
                 frame.createOrReplaceTempView(quote(name))
@@ -299,6 +313,18 @@ class SparkEngine:
             elif name in self._views:
                 self._spark.catalog.dropTempView(quote(name))
                 self._views.discard(name)
+        return generations
+
+    def _generations(self, tables: Iterable[str]) -> dict[str, int | None]:
+        """Per table, when its schema file was written: a table made whole (``_write_new``)
+        writes its own, so a replacement changes it; ``None`` without one."""
+        tables = list(tables)
+        paths = [f"{self._root}/{name}/{SCHEMA_FILE}" for name in tables]
+        found = self._fs.get_file_info(paths) if paths else []
+        return {
+            name: info.mtime_ns if info.type == pafs.FileType.File else None
+            for name, info in zip(tables, found, strict=True)
+        }
 
     def _read(self, table: str) -> DataFrame | None:
         """The table as queries see it (hidden partition columns dropped), or ``None``."""
