@@ -80,16 +80,18 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _listening_ports() -> set[int]:
-    """Local TCP ports some process listens on (state 0A in /proc/net/tcp and tcp6)."""
-    ports = set()
+def _listening() -> dict[int, set[int]]:
+    """Per local TCP port some process listens on, the sockets' inodes (state 0A in
+    /proc/net/tcp and tcp6)."""
+    sockets: dict[int, set[int]] = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         with contextlib.suppress(FileNotFoundError):
             for line in Path(table).read_text().splitlines()[1:]:
                 fields = line.split()
                 if fields[3] == "0A":
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-    return ports
+                    port = int(fields[1].rsplit(":", 1)[1], 16)
+                    sockets.setdefault(port, set()).add(int(fields[9]))
+    return sockets
 
 
 def _ids(project: Project) -> Counter[str]:
@@ -236,12 +238,14 @@ def test_accept_processes_die_with_the_server(project: Project) -> None:
     port = int(server.url.rsplit(":", 1)[1])
     children = _acceptors(server)
     assert len(children) == 2
-    assert port in _listening_ports()
+    ours = _listening().get(port, set())
+    assert ours
     server.kill()
     wait_for("the accept processes to end", lambda: not any(map(_running, children)))
-    # Nobody listens on the port any more (read from the kernel's table: a connect could
-    # meet itself, the port being in the range the kernel picks client ports from).
-    assert port not in _listening_ports()
+    # None of the server's listening sockets is left (read from the kernel's table: a
+    # connect could meet itself, the port being in the range the kernel picks client
+    # ports from; another process on this machine may take the port number meanwhile).
+    assert not ours & _listening().get(port, set())
 
 
 def _first_event(stream: httpx.Response) -> str:
