@@ -26,6 +26,7 @@ from headwater.core import jsonio
 from headwater.core.clock import to_us
 from headwater.core.types import Interval
 from headwater.runtime.workspace import Workspace, engine_for, state_for
+from headwater.serve.catalog import needs_collate
 from headwater.serve.query import Dataset, encode_cursor, rows_query
 from headwater.state import StateStore
 from headwater.store import schema
@@ -631,8 +632,9 @@ def test_a_dataset_read_from_a_language_collated_database_orders_text_byte_by_by
     try:
         dataset = Dataset(
             "served", ("user_id",), reader.select("SELECT * FROM served", {}).table.schema,
-            reader, ("public", "served"),
+            reader, ("public", "served"), collate=needs_collate(reader),
         )  # fmt: skip
+        assert dataset.collate  # en-US: byte order only by COLLATE "C"
 
         def page(args: dict[str, str]) -> list[str]:
             select, _, _ = rows_query(dataset, args, page_size=100, max_page_size=100)
@@ -656,6 +658,11 @@ def test_a_dataset_read_from_a_language_collated_database_orders_text_byte_by_by
         assert walked == in_bytes
     finally:
         reader.close()
+    byte_order = PostgresEngine.open(pg_server.create_database("hw_served_c"))
+    try:
+        assert not needs_collate(byte_order)  # C.UTF-8: the plain column, ordered by its index
+    finally:
+        byte_order.close()
 
 
 # -- arrays --------------------------------------------------------------------------------

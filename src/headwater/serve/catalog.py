@@ -74,7 +74,9 @@ class DatasetCatalog:
                 stored = None
             dataset = _elsewhere(name, served, served.reader, served.table, stored)
         elif (stored := self._stored(name)) is not None:
-            dataset = Dataset(name, served.key, stored, self._reader)
+            dataset = Dataset(
+                name, served.key, stored, self._reader, collate=needs_collate(self._reader)
+            )
         else:
             return None
         if dataset is not None:
@@ -120,7 +122,30 @@ def _elsewhere(
         for column, kind in restored.items():
             index = schema.get_field_index(column)
             schema = schema.set(index, schema.field(index).with_type(kind))
-    return Dataset(name, served.key, schema, reader, table)
+    return Dataset(name, served.key, schema, reader, table, collate=needs_collate(reader))
+
+
+#: Per PostgreSQL reader (by identity, the reader kept), whether its database compares
+#: text other than byte by byte: looked at once.
+_COLLATES: dict[int, tuple[Reader, bool]] = {}
+
+
+def needs_collate(reader: Reader) -> bool:
+    """Whether text read through ``reader`` must be compared with ``COLLATE "C"``: a
+    PostgreSQL database whose collation is not byte order (``C``, ``C.UTF-8`` keep the
+    plain column, whose index orders pages)."""
+    if reader.dialect != "postgres":
+        return False
+    known = _COLLATES.get(id(reader))
+    if known is not None and known[0] is reader:
+        return known[1]
+    from headwater.store.postgres.engine import DATABASE_ROW, collation
+
+    rows = reader.select(DATABASE_ROW, {}).table.column("d").to_pylist()
+    found = jsonio.loads(rows[0]) if rows and isinstance(rows[0], str) else {}
+    needed = not collation(found)[1]
+    _COLLATES[id(reader)] = (reader, needed)
+    return needed
 
 
 class _Restored:

@@ -59,6 +59,9 @@ class Dataset:
     reader: Reader
     table: tuple[str, ...] = ()
     """(schema, table) when it is not the engine's table named ``name``."""
+    collate: bool = False
+    """Whether text is compared with ``COLLATE "C"``: a PostgreSQL database whose own
+    collation is a language's (there the index no longer orders a page)."""
 
     def relation(self) -> exp.Table:
         if not self.table:
@@ -82,7 +85,7 @@ class Dataset:
         DuckDB compare it, also in a PostgreSQL database whose collation is a language's
         (under ``en_US`` 'a' sorts before 'B', and a sink's database is the user's)."""
         target = exp.column(column, quoted=True)
-        if self.reader.dialect == "postgres" and pa.types.is_string(self.column_type(column)):
+        if self.collate and pa.types.is_string(self.column_type(column)):
             return exp.Collate(this=target, expression=exp.Identifier(this="C", quoted=True))
         return target
 

@@ -62,6 +62,26 @@ T = TypeVar("T")
 _WARNED_COLLATIONS: set[tuple[str, str]] = set()
 
 
+#: The row of ``pg_database`` for the connection's database, as JSON text.
+DATABASE_ROW = "SELECT to_jsonb(d)::text AS d FROM pg_database d WHERE datname = current_database()"
+
+
+def collation(database: Mapping[str, Any]) -> tuple[str, bool]:
+    """A database's collation (from its ``pg_database`` row) and whether it compares text
+    byte by byte, as BigQuery and DuckDB do (``C``, ``POSIX``, ``C.UTF-8``).
+
+    >>> collation({"datcollate": "C.UTF-8", "datlocprovider": "c"})
+    ('C.UTF-8', True)
+    >>> collation({"datcollate": "C", "datlocprovider": "i", "daticulocale": "en-US"})
+    ('en-US', False)
+    """
+    provider = database.get("datlocprovider", "c")  # PostgreSQL 15 on; before it, libc
+    name = str(database.get("daticulocale") or database.get("datlocale") or "")
+    if provider != "i":
+        name = str(database.get("datcollate", ""))
+    return name, provider != "i" and (name in ("C", "POSIX") or name.startswith("C."))
+
+
 class PostgresEngine:
     """:class:`~headwater.store.engine.Engine` over one PostgreSQL schema."""
 
@@ -105,16 +125,11 @@ class PostgresEngine:
         not BigQuery's), or cases only ASCII letters: a pipeline's answer then differs from
         the other engines'."""
         with self._connection() as con:
-            row = con.execute(
-                "SELECT to_jsonb(d) FROM pg_database d WHERE datname = current_database()"
-            ).fetchone()
+            row = con.execute(DATABASE_ROW).fetchone()
         # (The store's connections read jsonb as its text.)
         found = json.loads(row[0]) if row and isinstance(row[0], str) else {}
-        provider = found.get("datlocprovider", "c")  # PostgreSQL 15 on; before it, libc
-        name = str(found.get("daticulocale") or found.get("datlocale") or "")
-        if provider != "i":
-            name = str(found.get("datcollate", ""))
-        byte_order = provider != "i" and (name in ("C", "POSIX") or name.startswith("C."))
+        name, byte_order = collation(found)
+        provider = found.get("datlocprovider", "c")
         ctype = str(found.get("datctype", ""))
         ascii_case = provider != "i" and ctype in ("C", "POSIX")
         key = (self._url, f"{name}/{ctype}")
