@@ -575,3 +575,17 @@ def test_nested_zone_conversions_render_to_a_bounded_query(dialect: str) -> None
         inner = f"TIMESTAMP(DATETIME({inner}, 'Europe/Paris'), '{zone}')"
     query = parse(f"SELECT {inner} AS t FROM x", "bigquery", "nested.sql")
     assert len(render(query, dialect)) < 30_000
+
+
+def test_a_zone_read_several_times_is_translated_alike_everywhere() -> None:
+    # The earlier-instant rewrite reads its zone five times; one node shared by all of them
+    # was rewritten by a later fix in one place only (PostgreSQL's JSON_VALUE, checked for
+    # a scalar in four places and not in the fifth).
+    query = parse(
+        "SELECT TIMESTAMP(DATETIME '2026-11-01 01:30:00', JSON_VALUE(properties, '$.tz')) AS t "
+        "FROM events",
+        "bigquery",
+        "zone.sql",
+    )
+    rendered = render(query, "postgres")
+    assert rendered.count("JSON_EXTRACT_PATH_TEXT") == rendered.count("JSON_TYPEOF") > 1

@@ -833,7 +833,9 @@ class StandardCalendar(Calendar):
             # (west of UTC), DuckDB not at all.
             utc = exp.AtTimeZone(this=aware, zone=text("UTC"))
             return exp.Add(this=utc, expression=_minutes(minutes))
-        return exp.AtTimeZone(this=aware, zone=zone)
+        # A copy: a zone written once may be read several times below (a node in two
+        # places is rewritten in one of them by a later fix).
+        return exp.AtTimeZone(this=aware, zone=zone.copy())
 
     def instant(self, civil: exp.Expression, zone: exp.Expression) -> exp.Expression:
         naive = exp.cast(civil, exp.DataType.Type.TIMESTAMP)
@@ -843,7 +845,7 @@ class StandardCalendar(Calendar):
         if minutes:
             shifted = exp.paren(exp.Sub(this=naive, expression=_minutes(minutes)))
             return exp.AtTimeZone(this=shifted, zone=text("UTC"))
-        picked = exp.AtTimeZone(this=naive, zone=zone)
+        picked = exp.AtTimeZone(this=naive, zone=zone.copy())
         if minutes is not None or _size(naive) > _LARGEST_REPEATED:
             # A civil time written out eight times below: one already holding such a
             # conversion (nested, each level eight times the last) keeps the engine's
