@@ -22,6 +22,7 @@ from sqlglot import exp
 
 from headwater.core import jsonio
 from headwater.serve.query import Dataset, Reader
+from headwater.store.collation import DATABASE_ROW, collation
 from headwater.store.engine import Engine, Selected
 from headwater.store.errors import QueryError, StoreUnavailable
 from headwater.store.schema import rebuilt
@@ -139,8 +140,6 @@ def needs_collate(reader: Reader) -> bool:
     known = _COLLATES.get(id(reader))
     if known is not None and known[0] is reader:
         return known[1]
-    from headwater.store.postgres.engine import DATABASE_ROW, collation
-
     rows = reader.select(DATABASE_ROW, {}).table.column("d").to_pylist()
     found = jsonio.loads(rows[0]) if rows and isinstance(rows[0], str) else {}
     needed = not collation(found)[1]

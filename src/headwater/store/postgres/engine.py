@@ -29,6 +29,7 @@ from psycopg_pool import ConnectionPool
 from headwater.core.clock import from_us
 from headwater.core.types import Interval
 from headwater.store import schema
+from headwater.store.collation import DATABASE_ROW, collation
 from headwater.store.engine import Cost, Fence, IngestBatch, Selected, Staged, map_in_process
 from headwater.store.errors import Fenced, MissingColumn, QueryError, StoreUnavailable, first_line
 from headwater.store.postgres.arrow import (
@@ -60,26 +61,6 @@ T = TypeVar("T")
 
 #: (database URL, collation) pairs already warned of in this process.
 _WARNED_COLLATIONS: set[tuple[str, str]] = set()
-
-
-#: The row of ``pg_database`` for the connection's database, as JSON text.
-DATABASE_ROW = "SELECT to_jsonb(d)::text AS d FROM pg_database d WHERE datname = current_database()"
-
-
-def collation(database: Mapping[str, Any]) -> tuple[str, bool]:
-    """A database's collation (from its ``pg_database`` row) and whether it compares text
-    byte by byte, as BigQuery and DuckDB do (``C``, ``POSIX``, ``C.UTF-8``).
-
-    >>> collation({"datcollate": "C.UTF-8", "datlocprovider": "c"})
-    ('C.UTF-8', True)
-    >>> collation({"datcollate": "C", "datlocprovider": "i", "daticulocale": "en-US"})
-    ('en-US', False)
-    """
-    provider = database.get("datlocprovider", "c")  # PostgreSQL 15 on; before it, libc
-    name = str(database.get("daticulocale") or database.get("datlocale") or "")
-    if provider != "i":
-        name = str(database.get("datcollate", ""))
-    return name, provider != "i" and (name in ("C", "POSIX") or name.startswith("C."))
 
 
 class PostgresEngine:
